@@ -1,0 +1,321 @@
+//! `efa`: the CLI for Land publishers and operators.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use efa_hub::client::{publish_dir, PublishSpec};
+use efa_hub::reports;
+use efa_hub::table::{timestamp, Format, Table};
+use efa_proto::tls::ClientTlsFiles;
+use efa_proto::v1 as pb;
+use efa_proto::v1::catalog_service_client::CatalogServiceClient;
+use efa_proto::v1::release_service_client::ReleaseServiceClient;
+use efa_registry::signing::SigningKey;
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(name = "efa", version, about = "EfA Hub CLI for Land publishers and operators")]
+struct Cli {
+    /// Hub URL.
+    #[arg(long, global = true, env = "EFA_HUB", default_value = "https://127.0.0.1:50051")]
+    hub: String,
+    /// CA certificate of the hub (PEM).
+    #[arg(long, global = true, env = "EFA_CA")]
+    ca: Option<PathBuf>,
+    /// Your client certificate (PEM); its URI SAN names your role.
+    #[arg(long, global = true, env = "EFA_CERT")]
+    cert: Option<PathBuf>,
+    /// Your client key (PEM).
+    #[arg(long, global = true, env = "EFA_KEY")]
+    key: Option<PathBuf>,
+    /// Output format: table, csv or json.
+    #[arg(long, global = true, default_value = "table")]
+    format: Format,
+    /// Shorthand for --format json.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a Land's Ed25519 release signing key; prints the public key for node trust configs.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of a signing key file, for node trust configs.
+    Pubkey { signing_key: PathBuf },
+    /// Show who the hub thinks you are.
+    Whoami,
+    /// List services.
+    Services {
+        #[arg(long, default_value = "")]
+        land: String,
+        #[arg(long, default_value = "")]
+        themenfeld: String,
+    },
+    /// Register (or update) a service of your Land.
+    Register {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        ozg_id: String,
+        #[arg(long, default_value = "")]
+        leistungsschluessel: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// NAME:KIND[:required][:MAXLEN], KIND one of text, url, email, amount_cents,
+        /// postcodes, boolean, integer. Repeat per parameter.
+        #[arg(long = "param")]
+        params: Vec<String>,
+    },
+    /// Publish DIR as a new release, signed with your Land key.
+    Publish {
+        dir: PathBuf,
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// Release signing key (from `efa keygen`).
+        #[arg(long)]
+        signing_key: PathBuf,
+    },
+    /// Yank a release: no new deployments; running ones are left alone.
+    Yank {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the releases of a service.
+    Releases { service: String },
+    /// Adoption and rating reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Which Kommunen adopted a service, in which state and version.
+    Adopters { service: String },
+    /// What a Kommune runs, and its adoption history.
+    Kommune { ags: String },
+    /// Share of Gemeinden per Land and Kreis that run a service.
+    Coverage {
+        service: String,
+        #[arg(long, default_value = "")]
+        land: String,
+        /// Include Länder and Kreise without any adoption.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Rating summary per version.
+    Ratings { service: String },
+    /// Comments and rejection reasons for your Land's services (operators: any).
+    Feedback {
+        #[arg(long, default_value = "")]
+        service: String,
+        #[arg(long, default_value = "")]
+        land: String,
+    },
+}
+
+fn parse_param(s: &str) -> Result<pb::ParameterSpec> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [name, kind, rest @ ..] = parts.as_slice() else {
+        bail!("--param {s:?}: expected NAME:KIND[:required][:MAXLEN]")
+    };
+    let kind = match *kind {
+        "text" => pb::ParameterKind::Text,
+        "url" => pb::ParameterKind::Url,
+        "email" => pb::ParameterKind::Email,
+        "amount_cents" => pb::ParameterKind::AmountCents,
+        "postcodes" => pb::ParameterKind::Postcodes,
+        "boolean" => pb::ParameterKind::Boolean,
+        "integer" => pb::ParameterKind::Integer,
+        other => bail!("--param {s:?}: unknown kind {other:?}"),
+    };
+    let mut spec = pb::ParameterSpec { name: name.to_string(), kind: kind as i32, ..Default::default() };
+    for r in rest {
+        if *r == "required" {
+            spec.required = true;
+        } else {
+            spec.max_length =
+                r.parse().with_context(|| format!("--param {s:?}: {r:?} is neither 'required' nor a length"))?;
+        }
+    }
+    Ok(spec)
+}
+
+impl Cli {
+    async fn channel(&self) -> Result<Channel> {
+        let tls = match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                Some(ClientTlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+            }
+            (None, None, None) if self.hub.starts_with("http://") => None,
+            _ => bail!("give --ca, --cert and --key (or EFA_CA, EFA_CERT, EFA_KEY) to talk to the hub over mTLS"),
+        };
+        Ok(efa_proto::tls::connect(&self.hub, tls.as_ref()).await?)
+    }
+
+    fn print(&self, tables: &[Table]) {
+        let format = if self.json { Format::Json } else { self.format };
+        for t in tables {
+            print!("{}", t.render(format));
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<tonic::Status>() {
+                Some(s) => eprintln!("error: the hub refused ({:?}): {}", s.code(), s.message()),
+                None => eprintln!("error: {e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match &cli.command {
+        Command::Keygen { out } => {
+            if out.exists() {
+                bail!("{} exists; refusing to overwrite a signing key", out.display());
+            }
+            let key = SigningKey::generate();
+            std::fs::write(out, key.to_text()).with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", key.verifying_key().to_text());
+        }
+        Command::Pubkey { signing_key } => println!("{}", SigningKey::load(signing_key)?.verifying_key().to_text()),
+        Command::Whoami => {
+            let me = CatalogServiceClient::new(cli.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+            println!("{} {} ({})", me.role, me.key, me.display_name);
+        }
+        Command::Services { land, themenfeld } => {
+            let resp = CatalogServiceClient::new(cli.channel().await?)
+                .list_services(pb::ListServicesRequest { land_code: land.clone(), themenfeld: themenfeld.clone() })
+                .await?
+                .into_inner();
+            let mut t = Table::new("Services", &["id", "title", "land", "ozg-id", "themenfeld", "versions"]);
+            for s in resp.services {
+                t.push(vec![s.id, s.title, s.land_code, s.ozg_id, s.themenfeld, s.versions.join(", ")]);
+            }
+            cli.print(&[t]);
+        }
+        Command::Register { id, ozg_id, leistungsschluessel, title, description, params } => {
+            let parameters = params.iter().map(|p| parse_param(p)).collect::<Result<Vec<_>>>()?;
+            let s = CatalogServiceClient::new(cli.channel().await?)
+                .register_service(pb::RegisterServiceRequest {
+                    id: id.clone(),
+                    ozg_id: ozg_id.clone(),
+                    leistungsschluessel: leistungsschluessel.clone(),
+                    title: title.clone(),
+                    description: description.clone(),
+                    parameters,
+                })
+                .await?
+                .into_inner();
+            println!("registered {} ({}, {} / {})", s.id, s.title, s.themenfeld, s.lebenslage);
+        }
+        Command::Publish { dir, service, version, channel, notes, signing_key } => {
+            let key = SigningKey::load(signing_key)?;
+            let me = CatalogServiceClient::new(cli.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+            if me.role != "land" {
+                bail!("publishing needs a Land certificate; yours is {} {}", me.role, me.key);
+            }
+            let spec = PublishSpec {
+                dir,
+                service_id: service.parse()?,
+                version: version.clone(),
+                channel: channel.parse()?,
+                land: me.key.parse()?,
+                release_notes: notes.clone(),
+                signing_key: &key,
+            };
+            let r = publish_dir(cli.channel().await?, spec, |_| {}).await?;
+            println!(
+                "published {} {} on {} ({} files, {} bytes, {})",
+                r.service_id, r.version, r.channel, r.file_count, r.total_size, r.content_digest
+            );
+        }
+        Command::Yank { service, version, reason } => {
+            let r = ReleaseServiceClient::new(cli.channel().await?)
+                .yank_release(pb::YankReleaseRequest {
+                    service_id: service.clone(),
+                    version: version.clone(),
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner();
+            println!("yanked {} {}: {}", r.service_id, r.version, r.yank_reason);
+        }
+        Command::Releases { service } => {
+            let resp = ReleaseServiceClient::new(cli.channel().await?)
+                .list_releases(pb::ListReleasesRequest { service_id: service.clone(), channel: String::new() })
+                .await?
+                .into_inner();
+            let mut t = Table::new(
+                format!("Releases of {service}"),
+                &["version", "channel", "published", "files", "bytes", "yanked", "notes"],
+            );
+            for r in resp.releases {
+                t.push(vec![
+                    r.version,
+                    r.channel,
+                    timestamp(r.published_at_ms),
+                    r.file_count.to_string(),
+                    r.total_size.to_string(),
+                    if r.yanked { format!("yes: {}", r.yank_reason) } else { String::new() },
+                    r.release_notes,
+                ]);
+            }
+            cli.print(&[t]);
+        }
+        Command::Report(r) => {
+            let ch = cli.channel().await?;
+            let tables = match r {
+                ReportCommand::Adopters { service } => vec![reports::adopters(ch, service).await?],
+                ReportCommand::Kommune { ags } => {
+                    let (a, b) = reports::kommune(ch, ags).await?;
+                    vec![a, b]
+                }
+                ReportCommand::Coverage { service, land, all } => {
+                    vec![reports::coverage(ch, service, land, !all).await?]
+                }
+                ReportCommand::Ratings { service } => vec![reports::ratings(ch, service).await?],
+                ReportCommand::Feedback { service, land } => {
+                    let (a, b) = reports::feedback(ch, service, land).await?;
+                    vec![a, b]
+                }
+            };
+            cli.print(&tables);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Client-side helpers for Land publishers: turn a directory into a signed release and
+//! stream it to the hub. Used by the `efa` CLI, the demo and the system tests alike.
+
+use efa_proto::v1 as pb;
+use efa_proto::v1::release_service_client::ReleaseServiceClient;
+use efa_registry::bundle::{scan_dir, BundleLimits, Manifest, MANIFEST_FORMAT};
+use efa_registry::model::ids::{parse_version, Channel, LandCode, ServiceId};
+use efa_registry::signing::SigningKey;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncReadExt;
+use tonic::transport::Channel as GrpcChannel;
+
+/// Bytes per data message when uploading.
+const UPLOAD_CHUNK: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Bundle(#[from] efa_registry::Error),
+    #[error("hub refused ({:?}): {}", .0.code(), .0.message())]
+    Hub(tonic::Status),
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        ClientError::Hub(s)
+    }
+}
+
+/// What to publish.
+pub struct PublishSpec<'a> {
+    pub dir: &'a Path,
+    pub service_id: ServiceId,
+    pub version: String,
+    pub channel: Channel,
+    pub land: LandCode,
+    pub release_notes: String,
+    pub signing_key: &'a SigningKey,
+}
+
+/// Builds the manifest for `spec.dir` and signs it. Returns manifest bytes, signature and
+/// the local path of each file in manifest order.
+pub fn build_signed_manifest(spec: &PublishSpec<'_>) -> Result<(Vec<u8>, Vec<u8>, Vec<PathBuf>), ClientError> {
+    parse_version(&spec.version)?;
+    let limits = BundleLimits::default();
+    let scanned = scan_dir(spec.dir, &limits)?;
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        service_id: spec.service_id.clone(),
+        version: spec.version.clone(),
+        channel: spec.channel.clone(),
+        land: spec.land.clone(),
+        created_at_ms: efa_registry::now_ms(),
+        files: scanned.iter().map(|(e, _)| e.clone()).collect(),
+    };
+    manifest.validate(&limits)?;
+    let bytes = manifest.to_bytes();
+    let signature = spec.signing_key.sign(&bytes);
+    Ok((bytes, signature, scanned.into_iter().map(|(_, p)| p).collect()))
+}
+
+/// Publishes a directory as a release. `progress` is called with bytes sent so far.
+pub async fn publish_dir(
+    channel: GrpcChannel,
+    spec: PublishSpec<'_>,
+    progress: impl Fn(u64) + Send + 'static,
+) -> Result<pb::ReleaseInfo, ClientError> {
+    let (manifest, signature, files) = build_signed_manifest(&spec)?;
+    publish_raw(channel, manifest, signature, spec.release_notes, files, progress).await
+}
+
+/// Streams a header and the given files' contents, as they are on disk.
+pub async fn publish_raw(
+    channel: GrpcChannel,
+    manifest: Vec<u8>,
+    signature: Vec<u8>,
+    release_notes: String,
+    files: Vec<PathBuf>,
+    progress: impl Fn(u64) + Send + 'static,
+) -> Result<pb::ReleaseInfo, ClientError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::PublishChunk>(8);
+    let header = pb::PublishChunk {
+        part: Some(pb::publish_chunk::Part::Header(pb::PublishHeader { manifest, signature, release_notes })),
+    };
+    let reader = tokio::spawn(async move {
+        if tx.send(header).await.is_err() {
+            return Ok(());
+        }
+        let mut sent = 0u64;
+        for path in files {
+            let mut f =
+                tokio::fs::File::open(&path).await.map_err(|source| ClientError::Io { path: path.clone(), source })?;
+            loop {
+                let mut buf = vec![0u8; UPLOAD_CHUNK];
+                let n = f.read(&mut buf).await.map_err(|source| ClientError::Io { path: path.clone(), source })?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                sent += n as u64;
+                if tx.send(pb::PublishChunk { part: Some(pb::publish_chunk::Part::Data(buf)) }).await.is_err() {
+                    return Ok(()); // the hub ended the call; its status says why
+                }
+                progress(sent);
+            }
+        }
+        Ok::<(), ClientError>(())
+    });
+    let result = ReleaseServiceClient::new(channel)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .publish_release(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    let read_result = reader.await.unwrap_or(Ok(()));
+    let info = result?.into_inner();
+    read_result?;
+    Ok(info)
+}

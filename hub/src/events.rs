@@ -1,0 +1,164 @@
+//! Fan-out of new events to the live `WatchEvents` streams.
+//!
+//! The event log in the store is the source of truth; the broadcast channel only wakes
+//! streams up early. A stream first subscribes to the broadcast, then catches up from the
+//! log after its cursor, then follows the broadcast. Whenever it sees a gap (it lagged, or
+//! two writers committed out of broadcast order) it reads the log again. So every relevant
+//! event is delivered exactly once and in order, whatever the timing.
+
+use crate::convert::release_to_proto;
+use crate::state::HubState;
+use efa_proto::v1 as pb;
+use efa_registry::model::event::{Event, EventKind};
+use efa_registry::model::ids::Ags;
+use efa_registry::model::subscription::Subscription;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+/// Events read from the log per catch-up step.
+const CATCH_UP_BATCH: usize = 512;
+/// How long a subscriber may leave its stream unread before the hub drops it. It resumes
+/// from its cursor when it reconnects, so nothing is lost; the hub just won't buffer for it.
+pub const SLOW_SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> Self {
+        EventBus { tx: broadcast::channel(capacity).0 }
+    }
+
+    /// Announces a committed event.
+    pub fn publish(&self, event: Event) {
+        // No receivers is fine: nobody is watching.
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    pub fn watchers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// Feeds one Kommune's stream until the client leaves, is too slow, or the hub stops.
+pub async fn watch(state: Arc<HubState>, ags: Ags, mut cursor: u64, out: mpsc::Sender<Result<pb::Event, Status>>) {
+    let mut live = state.bus.subscribe();
+    let mut subs = match load_subs(&state, &ags).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = out.send(Err(e)).await;
+            return;
+        }
+    };
+    let result: Result<(), Status> = async {
+        loop {
+            // Catch up from the log until it has nothing after the cursor.
+            loop {
+                let after = cursor;
+                let batch = state.registry(move |r| r.events_after(after, CATCH_UP_BATCH)).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for event in batch {
+                    cursor = event.seq;
+                    if !deliver(&state, &ags, &mut subs, &event, &out).await? {
+                        return Ok(());
+                    }
+                }
+            }
+            if !send(&out, caught_up(cursor)).await {
+                return Ok(());
+            }
+            // Follow the broadcast until a gap forces another catch-up.
+            loop {
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => {
+                        let _ = out.send(Err(Status::unavailable("hub is shutting down; reconnect and resume from your cursor"))).await;
+                        return Ok(());
+                    }
+                    _ = out.closed() => return Ok(()),
+                    msg = live.recv() => match msg {
+                        Ok(event) if event.seq <= cursor => continue,
+                        Ok(event) if event.seq == cursor + 1 => {
+                            cursor = event.seq;
+                            if !deliver(&state, &ags, &mut subs, &event, &out).await? {
+                                return Ok(());
+                            }
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(status) = result {
+        let _ = out.send(Err(status)).await;
+    }
+}
+
+async fn load_subs(state: &HubState, ags: &Ags) -> Result<Vec<Subscription>, Status> {
+    let ags = ags.clone();
+    state.registry(move |r| r.subscriptions(&ags)).await
+}
+
+fn caught_up(head: u64) -> pb::Event {
+    pb::Event {
+        seq: head,
+        at_ms: efa_registry::now_ms(),
+        kind: Some(pb::event::Kind::CaughtUp(pb::CaughtUp { head_seq: head })),
+    }
+}
+
+/// Sends with a bound on how long a slow reader can hold the hub up. False: stop.
+async fn send(out: &mpsc::Sender<Result<pb::Event, Status>>, event: pb::Event) -> bool {
+    match out.send_timeout(Ok(event), SLOW_SUBSCRIBER_TIMEOUT).await {
+        Ok(()) => true,
+        Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            tracing::warn!("dropping a subscriber that stopped reading; it will resume from its cursor");
+            false
+        }
+        Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+    }
+}
+
+/// Forwards `event` if it concerns this Kommune. Returns false when the stream should end.
+async fn deliver(
+    state: &Arc<HubState>,
+    ags: &Ags,
+    subs: &mut Vec<Subscription>,
+    event: &Event,
+    out: &mpsc::Sender<Result<pb::Event, Status>>,
+) -> Result<bool, Status> {
+    match &event.kind {
+        EventKind::Subscribed(s) if &s.ags == ags => *subs = load_subs(state, ags).await?,
+        EventKind::Unsubscribed { ags: who, .. } if who == ags => *subs = load_subs(state, ags).await?,
+        EventKind::ReleasePublished { service_id, version } | EventKind::ReleaseYanked { service_id, version, .. } => {
+            if subs.is_empty() {
+                return Ok(true);
+            }
+            let (sid, v) = (service_id.clone(), version.to_string());
+            let (service, release) = state.registry(move |r| Ok((r.service(&sid)?, r.release(&sid, &v)?))).await?;
+            if subs.iter().any(|s| s.matches(&service.id, &service.themenfeld, &release.channel)) {
+                let info = release_to_proto(&release);
+                let kind = if matches!(event.kind, EventKind::ReleasePublished { .. }) {
+                    pb::event::Kind::ReleasePublished(info)
+                } else {
+                    pb::event::Kind::ReleaseYanked(info)
+                };
+                return Ok(send(out, pb::Event { seq: event.seq, at_ms: event.at_ms, kind: Some(kind) }).await);
+            }
+        }
+        _ => {}
+    }
+    Ok(true)
+}

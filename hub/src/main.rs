@@ -1,0 +1,214 @@
+//! `efa-hub`: run the hub, import the register, manage the development PKI.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use efa_hub::auth::Identity;
+use efa_hub::{pki, HubConfig, ServerTls};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "efa-hub", version, about = "EfA Hub: share EfA online services between Länder and Kommunen")]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC over mTLS.
+    Serve(ServeArgs),
+    /// Start a hub with dev certificates created under DATA_DIR/pki (for trying it out).
+    Dev {
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "efa-data")]
+        data_dir: PathBuf,
+    },
+    /// Import the Destatis register, the OZG catalogue and LeiKa into the store (idempotent).
+    Import {
+        #[arg(long, default_value = "efa-data")]
+        data_dir: PathBuf,
+    },
+    /// Development PKI (rcgen): a CA, a hub certificate and role certificates.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "efa-data")]
+    data_dir: PathBuf,
+    /// Server certificate (PEM).
+    #[arg(long, required_unless_present = "insecure_dev")]
+    cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, required_unless_present = "insecure_dev")]
+    key: Option<PathBuf>,
+    /// CA that client certificates must chain to (PEM).
+    #[arg(long, required_unless_present = "insecure_dev")]
+    client_ca: Option<PathBuf>,
+    /// Plaintext, identities from a header. Development only.
+    #[arg(long)]
+    insecure_dev: bool,
+    /// Largest accepted bundle, in bytes.
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    max_bundle_bytes: u64,
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create ca.pem/ca.key and hub.pem/hub.key in DIR.
+    Init {
+        #[arg(long, default_value = "efa-data/pki")]
+        dir: PathBuf,
+        /// Extra DNS names or IPs for the hub certificate.
+        #[arg(long)]
+        hub_name: Vec<String>,
+    },
+    /// Issue a client certificate for one role.
+    Issue {
+        #[arg(long, default_value = "efa-data/pki")]
+        dir: PathBuf,
+        /// A Land publisher, by Land code (e.g. 05).
+        #[arg(long, group = "role")]
+        land: Option<String>,
+        /// A Kommune node, by AGS (e.g. 05913000).
+        #[arg(long, group = "role")]
+        kommune: Option<String>,
+        /// An operator, by name.
+        #[arg(long, group = "role")]
+        operator: Option<String>,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn identity(land: Option<String>, kommune: Option<String>, operator: Option<String>) -> Result<Identity> {
+    Ok(match (land, kommune, operator) {
+        (Some(l), None, None) => Identity::Land(l.parse()?),
+        (None, Some(a), None) => Identity::Kommune(a.parse()?),
+        (None, None, Some(o)) => Identity::parse_uri(&format!("efa://operator/{o}")).map_err(anyhow::Error::msg)?,
+        _ => bail!("name exactly one of --land, --kommune, --operator"),
+    })
+}
+
+async fn serve(config: HubConfig) -> Result<()> {
+    let hub = efa_hub::start(config).await?;
+    let token = hub.shutdown_token();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+    hub.wait().await?;
+    Ok(())
+}
+
+fn ensure_dev_pki(dir: &Path) -> Result<ServerTls> {
+    if !dir.join("ca.pem").exists() {
+        pki::init(dir, &[])?;
+        for id in [
+            Identity::Land("05".parse()?),
+            Identity::Kommune("05913000".parse()?),
+            Identity::Operator("operator".into()),
+        ] {
+            pki::issue(dir, &id, &id.to_uri())?;
+        }
+        tracing::info!(dir = %dir.display(), "dev PKI created: ca, hub, land-05, kommune-05913000, operator-operator");
+    }
+    Ok(ServerTls { cert: dir.join("hub.pem"), key: dir.join("hub.key"), client_ca: dir.join("ca.pem") })
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<tonic::Status>() {
+                Some(s) => eprintln!("error: the hub refused ({:?}): {}", s.code(), s.message()),
+                None => eprintln!("error: {e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    match cli.command {
+        Command::Serve(a) => {
+            let tls = match (a.cert, a.key, a.client_ca) {
+                (Some(cert), Some(key), Some(client_ca)) => Some(ServerTls { cert, key, client_ca }),
+                _ if a.insecure_dev => None,
+                _ => bail!("--cert, --key and --client-ca are required"),
+            };
+            let mut config = HubConfig::new(
+                a.listen,
+                a.data_dir,
+                ServerTls { cert: "".into(), key: "".into(), client_ca: "".into() },
+            );
+            config.tls = tls;
+            config.insecure_dev = a.insecure_dev;
+            config.limits.max_total_size = a.max_bundle_bytes;
+            serve(config).await
+        }
+        Command::Dev { listen, data_dir } => {
+            let tls = ensure_dev_pki(&data_dir.join("pki"))?;
+            println!("EfA Hub (dev) on https://{listen}, data in {}", data_dir.display());
+            println!(
+                "client certificates: {}/pki/{{land-05,kommune-05913000,operator-operator}}.pem",
+                data_dir.display()
+            );
+            serve(HubConfig::new(listen, data_dir, tls)).await
+        }
+        Command::Import { data_dir } => {
+            let db = data_dir.join("db");
+            let store =
+                efa_registry::store::SledStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
+            let registry = efa_registry::Registry::new(std::sync::Arc::new(store));
+            let c = registry.seed_bundled()?;
+            println!(
+                "imported {} Länder, {} Kreise, {} Gemeinden, {} OZG-Leistungen, {} LeiKa keys into {}",
+                c.laender,
+                c.kreise,
+                c.kommunen,
+                c.ozg_leistungen,
+                c.leika,
+                db.display()
+            );
+            Ok(())
+        }
+        Command::Pki(PkiCommand::Init { dir, hub_name }) => {
+            let files = pki::init(&dir, &hub_name)?;
+            println!("CA: {0}/ca.pem  hub: {1}", dir.display(), files.cert.display());
+            Ok(())
+        }
+        Command::Pki(PkiCommand::Issue { dir, land, kommune, operator }) => {
+            let id = identity(land, kommune, operator)?;
+            let files = pki::issue(&dir, &id, &id.to_uri())?;
+            println!("{} -> {} / {}", id.to_uri(), files.cert.display(), files.key.display());
+            Ok(())
+        }
+    }
+}

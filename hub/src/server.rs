@@ -1,0 +1,216 @@
+//! Starting and stopping the hub: store, blob store, TLS, the gRPC services, health and
+//! reflection, and one shutdown mechanism (a `CancellationToken`) threaded through it all.
+
+use crate::auth::Authenticator;
+use crate::blobs::{BlobError, BlobStore};
+use crate::events::EventBus;
+use crate::services::{
+    adoption::Adoption, catalog::Catalog, release::Releases, report::Reports, subscription::Subscriptions,
+};
+use crate::state::HubState;
+use efa_proto::v1::{
+    adoption_service_server::AdoptionServiceServer, catalog_service_server::CatalogServiceServer,
+    release_service_server::ReleaseServiceServer, report_service_server::ReportServiceServer,
+    subscription_service_server::SubscriptionServiceServer,
+};
+use efa_registry::bundle::BundleLimits;
+use efa_registry::store::SledStore;
+use efa_registry::Registry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+/// How long shutdown waits for in-flight calls before it gives up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Registry(#[from] efa_registry::Error),
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection setup failed: {0}")]
+    Reflection(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Server certificate and the CA that client certificates must chain to.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Required unless `insecure_dev`.
+    pub tls: Option<ServerTls>,
+    pub insecure_dev: bool,
+    pub limits: BundleLimits,
+    pub download_chunk_size: usize,
+}
+
+impl HubConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, tls: ServerTls) -> Self {
+        HubConfig {
+            listen,
+            data_dir,
+            tls: Some(tls),
+            insecure_dev: false,
+            limits: BundleLimits::default(),
+            download_chunk_size: 256 * 1024,
+        }
+    }
+}
+
+pub struct RunningHub {
+    pub addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), HubError>>,
+}
+
+impl RunningHub {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, ends streams, drains, flushes the store.
+    pub async fn shutdown(self) -> Result<(), HubError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the hub stops (after its token is cancelled).
+    pub async fn wait(self) -> Result<(), HubError> {
+        let result = match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(HubError::Config(format!("hub task panicked: {e}"))),
+        };
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || registry.store().flush())
+            .await
+            .map_err(|e| HubError::Config(e.to_string()))??;
+        tracing::info!("hub stopped, store flushed");
+        result
+    }
+}
+
+fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, HubError> {
+    std::fs::read(path).map_err(|source| HubError::ReadFile { what, path: path.clone(), source })
+}
+
+/// Opens the store under `data_dir/db` and imports the register on first start.
+pub async fn open_registry(config: &HubConfig) -> Result<Arc<Registry>, HubError> {
+    let db = config.data_dir.join("db");
+    let limits = config.limits.clone();
+    let registry = tokio::task::spawn_blocking(move || -> Result<Registry, efa_registry::Error> {
+        let store = SledStore::open(&db)?;
+        let registry = Registry::with_limits(Arc::new(store), limits);
+        registry.seed_if_empty()?;
+        Ok(registry)
+    })
+    .await
+    .map_err(|e| HubError::Config(e.to_string()))??;
+    Ok(Arc::new(registry))
+}
+
+pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
+    let registry = open_registry(&config).await?;
+    let blobs = BlobStore::open(config.data_dir.join("blobs"))?;
+    let shutdown = CancellationToken::new();
+    let state = Arc::new(HubState {
+        registry: registry.clone(),
+        blobs,
+        auth: Authenticator::new(config.insecure_dev),
+        bus: EventBus::new(4096),
+        shutdown: shutdown.clone(),
+        download_chunk_size: config.download_chunk_size,
+    });
+
+    let mut builder = Server::builder()
+        .initial_connection_window_size(8 * 1024 * 1024)
+        .initial_stream_window_size(4 * 1024 * 1024)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    match (&config.tls, config.insecure_dev) {
+        (Some(tls), _) => {
+            let identity = Identity::from_pem(read("server certificate", &tls.cert)?, read("server key", &tls.key)?);
+            let ca = Certificate::from_pem(read("client CA", &tls.client_ca)?);
+            // Client certificates are verified in the handshake when presented; they are
+            // optional at the TLS level only so the health service works without one.
+            // Every EfA RPC refuses callers without one (see auth.rs).
+            let tls_config = ServerTlsConfig::new().identity(identity).client_ca_root(ca).client_auth_optional(true);
+            builder = builder.tls_config(tls_config)?;
+        }
+        (None, true) => {
+            tracing::warn!(
+                "INSECURE DEV MODE: plaintext gRPC, identities taken from a header. Never use this outside a laptop."
+            );
+        }
+        (None, false) => {
+            return Err(HubError::Config("TLS certificate, key and client CA are required (or --insecure-dev)".into()))
+        }
+    }
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<CatalogServiceServer<Catalog>>().await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(efa_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| HubError::Reflection(e.to_string()))?;
+
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(CatalogServiceServer::new(Catalog(state.clone())))
+        .add_service(ReleaseServiceServer::new(Releases(state.clone())))
+        .add_service(SubscriptionServiceServer::new(Subscriptions(state.clone())))
+        .add_service(AdoptionServiceServer::new(Adoption(state.clone())))
+        .add_service(ReportServiceServer::new(Reports(state.clone())));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| HubError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| HubError::Bind { addr: config.listen, source })?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "hub listening");
+
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let signal = {
+            let token = token.clone();
+            async move {
+                token.cancelled().await;
+                health_reporter.set_not_serving::<CatalogServiceServer<Catalog>>().await;
+                health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            }
+        };
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(serve);
+        tokio::select! {
+            r = &mut serve => r.map_err(HubError::from),
+            // hyper's graceful shutdown can hang on open connections; bound the drain.
+            _ = async { token.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+                tracing::warn!("drain timeout reached; closing remaining connections");
+                Ok(())
+            }
+        }
+    });
+    Ok(RunningHub { addr, registry, shutdown, task })
+}

@@ -1,0 +1,223 @@
+use crate::auth::{acting_land, authorize, Action};
+use crate::blobs::BlobWriter;
+use crate::convert::release_to_proto;
+use crate::error::{parse, status};
+use crate::state::HubState;
+use efa_proto::v1 as pb;
+use efa_proto::v1::release_service_server::ReleaseService;
+use efa_registry::bundle::{Digest, Manifest};
+use efa_registry::model::ids::{Channel, ServiceId};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct Releases(pub Arc<HubState>);
+
+type BlobStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send>>;
+
+/// Receives the concatenated file contents of a manifest and stores each file as a blob,
+/// checking sizes and digests as they arrive.
+struct ContentReceiver<'a> {
+    state: &'a HubState,
+    manifest: &'a Manifest,
+    index: usize,
+    current: Option<BlobWriter>,
+    received: u64,
+}
+
+impl ContentReceiver<'_> {
+    fn accept(&mut self, mut data: &[u8]) -> Result<(), Status> {
+        while !data.is_empty() {
+            let Some(entry) = self.manifest.files.get(self.index) else {
+                return Err(Status::invalid_argument(format!(
+                    "bundle has more data than its manifest declares ({} bytes); nothing was stored",
+                    self.manifest.total_size()
+                )));
+            };
+            if self.current.is_none() {
+                self.current = Some(self.state.blobs.writer(entry.digest, entry.path.as_str().to_string())?);
+            }
+            let writer = self.current.as_mut().expect("set above");
+            let want = entry.size - writer.written();
+            let take = want.min(data.len() as u64) as usize;
+            writer.write(&data[..take])?;
+            self.received += take as u64;
+            data = &data[take..];
+            self.finish_complete_files()?;
+        }
+        Ok(())
+    }
+
+    /// Finishes every file whose declared size is reached (including empty files).
+    fn finish_complete_files(&mut self) -> Result<(), Status> {
+        while let Some(entry) = self.manifest.files.get(self.index) {
+            if self.current.is_none() {
+                self.current = Some(self.state.blobs.writer(entry.digest, entry.path.as_str().to_string())?);
+            }
+            if self.current.as_ref().is_some_and(|w| w.written() == entry.size) {
+                self.current.take().expect("checked").finish()?;
+                self.index += 1;
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), Status> {
+        self.finish_complete_files()?;
+        if self.index < self.manifest.files.len() {
+            return Err(Status::invalid_argument(format!(
+                "bundle ended after {} of {} bytes declared by its manifest (file {:?} incomplete); nothing was stored",
+                self.received,
+                self.manifest.total_size(),
+                self.manifest.files[self.index].path.as_str()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl ReleaseService for Releases {
+    async fn publish_release(
+        &self,
+        req: Request<Streaming<pb::PublishChunk>>,
+    ) -> Result<Response<pb::ReleaseInfo>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        acting_land(&who, None)?;
+        let mut stream = req.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::PublishChunk { part: Some(pb::publish_chunk::Part::Header(h)) })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("the first message of a publish stream must be the header")),
+        };
+        let bytes = header.manifest.clone();
+        let sig = header.signature.clone();
+        let claimed = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("service_id").and_then(|s| s.as_str()).map(str::to_string))
+            .and_then(|s| s.parse::<ServiceId>().ok());
+        let owner = match claimed {
+            Some(id) => self.0.registry(move |r| Ok(r.store().service(&id)?.map(|s| s.land))).await?,
+            None => None,
+        };
+        let land = acting_land(&who, owner.as_ref())?;
+        let manifest = {
+            let land = land.clone();
+            self.0.registry(move |r| r.check_publish(&land, &bytes, &sig)).await?
+        };
+
+        let mut receiver =
+            ContentReceiver { state: &self.0, manifest: &manifest, index: 0, current: None, received: 0 };
+        receiver.finish_complete_files()?;
+        while let Some(msg) = stream.next().await {
+            match msg?.part {
+                Some(pb::publish_chunk::Part::Data(data)) => receiver.accept(&data)?,
+                _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
+            }
+        }
+        receiver.finish()?;
+
+        let (release, event) = self
+            .0
+            .registry(move |r| r.commit_release(&land, header.manifest, header.signature, header.release_notes))
+            .await?;
+        tracing::info!(service = %release.service_id, version = %release.version, channel = %release.channel, bytes = release.total_size, "release published");
+        self.0.bus.publish(event);
+        Ok(Response::new(release_to_proto(&release)))
+    }
+
+    async fn yank_release(&self, req: Request<pb::YankReleaseRequest>) -> Result<Response<pb::ReleaseInfo>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        let r = req.into_inner();
+        let id: ServiceId = parse(&r.service_id)?;
+        let owner = {
+            let id = id.clone();
+            self.0.registry(move |reg| Ok(reg.service(&id)?.land)).await?
+        };
+        let land = acting_land(&who, Some(&owner))?;
+        let (release, event) = self.0.registry(move |reg| reg.yank(&land, &id, &r.version, &r.reason)).await?;
+        tracing::info!(service = %release.service_id, version = %release.version, "release yanked");
+        self.0.bus.publish(event);
+        Ok(Response::new(release_to_proto(&release)))
+    }
+
+    async fn get_release(&self, req: Request<pb::GetReleaseRequest>) -> Result<Response<pb::ReleaseDetail>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        authorize(&who, Action::ReadCatalog)?;
+        let r = req.into_inner();
+        let id: ServiceId = parse(&r.service_id)?;
+        let release = self.0.registry(move |reg| reg.release(&id, &r.version)).await?;
+        Ok(Response::new(pb::ReleaseDetail {
+            info: Some(release_to_proto(&release)),
+            manifest: release.manifest,
+            signature: release.signature,
+        }))
+    }
+
+    async fn list_releases(
+        &self,
+        req: Request<pb::ListReleasesRequest>,
+    ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        authorize(&who, Action::ReadCatalog)?;
+        let r = req.into_inner();
+        let id: ServiceId = parse(&r.service_id)?;
+        let channel: Option<Channel> = if r.channel.is_empty() { None } else { Some(parse(&r.channel)?) };
+        let releases = self.0.registry(move |reg| reg.releases(&id, channel.as_ref())).await?;
+        Ok(Response::new(pb::ListReleasesResponse { releases: releases.iter().map(release_to_proto).collect() }))
+    }
+
+    type FetchBlobStream = BlobStream;
+
+    async fn fetch_blob(&self, req: Request<pb::FetchBlobRequest>) -> Result<Response<BlobStream>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        authorize(&who, Action::ReadCatalog)?;
+        let r = req.into_inner();
+        let digest: Digest = r.digest.parse().map_err(status)?;
+        let path = self.0.blobs.path(&digest);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|_| Status::not_found(format!("blob {digest} is not stored on this hub")))?;
+        let len = file.metadata().await.map_err(|e| Status::internal(e.to_string()))?.len();
+        if r.offset > len {
+            return Err(Status::out_of_range(format!(
+                "offset {} is past the end of blob {digest} ({len} bytes)",
+                r.offset
+            )));
+        }
+        file.seek(std::io::SeekFrom::Start(r.offset)).await.map_err(|e| Status::internal(e.to_string()))?;
+        let chunk_size = self.0.download_chunk_size;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let shutdown = self.0.shutdown.clone();
+        tokio::spawn(async move {
+            let mut offset = r.offset;
+            loop {
+                let mut buf = vec![0u8; chunk_size];
+                let n = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = file.read(&mut buf) => match n {
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::internal(format!("reading blob failed: {e}")))).await;
+                            return;
+                        }
+                    },
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.truncate(n);
+                if tx.send(Ok(pb::BlobChunk { offset, data: buf })).await.is_err() {
+                    return; // the client left
+                }
+                offset += n as u64;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

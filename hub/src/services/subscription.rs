@@ -1,0 +1,79 @@
+use crate::auth::{acting_kommune, authorize, Action, Identity};
+use crate::convert::{policy_from_proto, subscription_to_proto, target_from_proto};
+use crate::error::parse;
+use crate::events::watch;
+use crate::state::HubState;
+use efa_proto::v1 as pb;
+use efa_proto::v1::subscription_service_server::SubscriptionService;
+use efa_registry::model::ids::{Ags, Channel};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Events buffered per stream before the hub waits on the reader.
+const STREAM_BUFFER: usize = 64;
+
+pub struct Subscriptions(pub Arc<HubState>);
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SubscriptionService for Subscriptions {
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<pb::SubscriptionInfo>, Status> {
+        let ags = acting_kommune(&self.0.auth.identify(&req)?)?;
+        let r = req.into_inner();
+        let target = target_from_proto(r.target)?;
+        let channel: Channel = if r.channel.is_empty() { Channel::stable() } else { parse(&r.channel)? };
+        let policy = policy_from_proto(r.policy)?;
+        let (sub, event) = self.0.registry(move |reg| reg.subscribe(&ags, target, channel, policy)).await?;
+        tracing::info!(ags = %sub.ags, target = %sub.target, channel = %sub.channel, "subscribed");
+        self.0.bus.publish(event);
+        Ok(Response::new(subscription_to_proto(&sub)))
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        let ags = acting_kommune(&self.0.auth.identify(&req)?)?;
+        let target = target_from_proto(req.into_inner().target)?;
+        let removed = self.0.registry(move |reg| reg.unsubscribe(&ags, &target)).await?;
+        Ok(Response::new(pb::UnsubscribeResponse { removed }))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        req: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        let r = req.into_inner();
+        let ags: Ags = match (&who, r.ags.is_empty()) {
+            (Identity::Kommune(me), true) => me.clone(),
+            _ => parse(&r.ags)?,
+        };
+        authorize(&who, Action::ReadSubscriptions { ags: &ags })?;
+        let subs = self.0.registry(move |reg| reg.subscriptions(&ags)).await?;
+        Ok(Response::new(pb::ListSubscriptionsResponse {
+            subscriptions: subs.iter().map(subscription_to_proto).collect(),
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(&self, req: Request<pb::WatchEventsRequest>) -> Result<Response<EventStream>, Status> {
+        let ags = acting_kommune(&self.0.auth.identify(&req)?)?;
+        let after = req.into_inner().after_seq;
+        let head = self.0.registry(|r| r.head_seq()).await?;
+        if after > head {
+            return Err(Status::out_of_range(format!(
+                "cursor {after} is ahead of the hub's event log (head {head}); the hub lost state or this is another hub — resync with a full reconcile and cursor 0"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        tracing::debug!(%ags, after, "event stream opened");
+        tokio::spawn(watch(self.0.clone(), ags, after, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,543 @@
+//! The agent loop of a Kommune node.
+//!
+//! On start it recovers half-done deploys, registers its subscriptions with the hub and
+//! reconciles: for every subscribed service it looks at the newest release on its
+//! channel. Then it follows the hub's event stream from its persisted cursor. Each
+//! release goes through the subscription's policy: deploy now, wait for approval, or
+//! ignore. Every adoption state change is reported to the hub through a persistent
+//! outbox, so nothing is lost while the hub is away.
+
+use crate::config::NodeConfig;
+use crate::deploy::{DeployOutcome, DeployRequest, Deployer};
+use crate::error::{NodeError, Result};
+use crate::fetch::{fetch_release, verify_release, BlobCache, FetchStats};
+use crate::state::{NodeState, OutboxReport, StateFile};
+use efa_proto::v1 as pb;
+use efa_proto::v1::adoption_service_client::AdoptionServiceClient;
+use efa_proto::v1::catalog_service_client::CatalogServiceClient;
+use efa_proto::v1::release_service_client::ReleaseServiceClient;
+use efa_proto::v1::subscription_service_client::SubscriptionServiceClient;
+use efa_registry::model::adoption::AdoptionState;
+use efa_registry::model::ids::{parse_version, ServiceId};
+use efa_registry::model::release::{UpdateDecision, UpdatePolicy};
+use efa_registry::model::subscription::SubscriptionTarget;
+use efa_registry::params::{validate_values, ParameterKind, ParameterSpec};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// What happened to one release the agent looked at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    Deployed { service: String, version: String },
+    RolledBack { service: String, version: String, reason: String },
+    Failed { service: String, version: String, reason: String },
+    AwaitingApproval { service: String, version: String },
+    Ignored { service: String, version: String, why: String },
+}
+
+pub struct Agent {
+    config: NodeConfig,
+    channel: Channel,
+    deployer: Arc<Deployer>,
+    cache: BlobCache,
+    state: StateFile,
+    /// Serializes release handling, so two deploys of a service never overlap.
+    busy: tokio::sync::Mutex<()>,
+}
+
+fn kind_from_proto(k: i32) -> ParameterKind {
+    match pb::ParameterKind::try_from(k).unwrap_or(pb::ParameterKind::Text) {
+        pb::ParameterKind::Url => ParameterKind::Url,
+        pb::ParameterKind::Email => ParameterKind::Email,
+        pb::ParameterKind::AmountCents => ParameterKind::AmountCents,
+        pb::ParameterKind::Postcodes => ParameterKind::Postcodes,
+        pb::ParameterKind::Boolean => ParameterKind::Boolean,
+        pb::ParameterKind::Integer => ParameterKind::Integer,
+        pb::ParameterKind::Text | pb::ParameterKind::Unspecified => ParameterKind::Text,
+    }
+}
+
+fn state_to_proto(s: AdoptionState) -> pb::AdoptionState {
+    match s {
+        AdoptionState::Evaluating => pb::AdoptionState::Evaluating,
+        AdoptionState::Deployed => pb::AdoptionState::Deployed,
+        AdoptionState::Failed => pb::AdoptionState::Failed,
+        AdoptionState::RolledBack => pb::AdoptionState::RolledBack,
+        AdoptionState::Rejected => pb::AdoptionState::Rejected,
+        AdoptionState::Retired => pb::AdoptionState::Retired,
+    }
+}
+
+impl Agent {
+    /// Prepares the local directories and recovers from an earlier crash. Does not need the
+    /// hub: the connection is made lazily and retried.
+    pub fn new(config: NodeConfig) -> Result<Self> {
+        for dir in [&config.state_dir, &config.deploy_dir] {
+            std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
+        }
+        let channel = efa_proto::tls::connect_lazy(&config.hub, config.tls_files().as_ref())?;
+        let deployer = Deployer::new(&config.deploy_dir, config.keep_versions)
+            .with_health_timeout(Duration::from_secs(config.health_timeout_secs));
+        let report = deployer.recover()?;
+        if !report.removed.is_empty() || !report.restored.is_empty() {
+            tracing::warn!(
+                removed = report.removed.len(),
+                restored = report.restored.len(),
+                "recovered from an interrupted deploy"
+            );
+        }
+        Ok(Agent {
+            cache: BlobCache::new(&config.state_dir)?,
+            state: StateFile::new(&config.state_dir),
+            deployer: Arc::new(deployer),
+            channel,
+            config,
+            busy: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn deployer(&self) -> &Deployer {
+        &self.deployer
+    }
+
+    pub fn state(&self) -> Result<NodeState> {
+        self.state.load()
+    }
+
+    /// Registers every subscription of the config with the hub (idempotent).
+    pub async fn register_subscriptions(&self) -> Result<()> {
+        let mut client = SubscriptionServiceClient::new(self.channel.clone());
+        for s in &self.config.subscriptions {
+            let target = s.target().map_err(NodeError::Usage)?;
+            let target = pb::SubscriptionTarget {
+                target: Some(match target {
+                    SubscriptionTarget::Service(id) => pb::subscription_target::Target::ServiceId(id.to_string()),
+                    SubscriptionTarget::Themenfeld(t) => pb::subscription_target::Target::Themenfeld(t),
+                }),
+            };
+            let policy = match s.policy {
+                UpdatePolicy::Auto => pb::UpdatePolicy::Auto,
+                UpdatePolicy::PatchOnly => pb::UpdatePolicy::PatchOnly,
+                UpdatePolicy::Manual => pb::UpdatePolicy::Manual,
+            };
+            client
+                .subscribe(pb::SubscribeRequest {
+                    target: Some(target),
+                    channel: s.channel.to_string(),
+                    policy: policy as i32,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Looks at the newest release of every subscribed service, as if it had just been
+    /// announced. Covers releases published before the node subscribed.
+    pub async fn reconcile(&self) -> Result<Vec<Handled>> {
+        let mut catalog = CatalogServiceClient::new(self.channel.clone());
+        let mut releases = ReleaseServiceClient::new(self.channel.clone());
+        let mut out = Vec::new();
+        let mut services: Vec<pb::ServiceInfo> = Vec::new();
+        for s in &self.config.subscriptions {
+            match s.target().map_err(NodeError::Usage)? {
+                SubscriptionTarget::Service(id) => {
+                    services.push(catalog.get_service(pb::GetServiceRequest { id: id.to_string() }).await?.into_inner())
+                }
+                SubscriptionTarget::Themenfeld(t) => services.extend(
+                    catalog
+                        .list_services(pb::ListServicesRequest { land_code: String::new(), themenfeld: t })
+                        .await?
+                        .into_inner()
+                        .services,
+                ),
+            }
+        }
+        for service in services {
+            let Some((_, channel)) = self.policy_for(&service) else { continue };
+            let list = releases
+                .list_releases(pb::ListReleasesRequest { service_id: service.id.clone(), channel })
+                .await?
+                .into_inner()
+                .releases;
+            if let Some(newest) = list.into_iter().find(|r| !r.yanked) {
+                out.push(self.handle_release(newest).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Follows the event stream until it has caught up with the hub, then returns.
+    pub async fn sync_once(&self) -> Result<Vec<Handled>> {
+        self.follow(CancellationToken::new(), true).await
+    }
+
+    /// Runs until `shutdown`: registers, reconciles, follows events, and reconnects with
+    /// backoff whenever the hub goes away.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let mut backoff = Duration::from_millis(200);
+        let mut registered = false;
+        while !shutdown.is_cancelled() {
+            let attempt = async {
+                if !registered {
+                    self.register_subscriptions().await?;
+                    self.reconcile().await?;
+                    registered = true;
+                }
+                self.flush_outbox().await?;
+                self.follow(shutdown.clone(), false).await
+            };
+            match attempt.await {
+                Ok(_) => backoff = Duration::from_millis(200),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "hub unreachable; will resume from the cursor");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?backoff, "sync failed");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        Ok(())
+    }
+
+    async fn follow(&self, shutdown: CancellationToken, until_caught_up: bool) -> Result<Vec<Handled>> {
+        let cursor = self.state.load()?.cursor;
+        let mut stream = SubscriptionServiceClient::new(self.channel.clone())
+            .watch_events(pb::WatchEventsRequest { after_seq: cursor })
+            .await?
+            .into_inner();
+        let mut handled = Vec::new();
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(handled),
+                n = stream.next() => n,
+            };
+            let Some(event) = next else {
+                return Err(NodeError::Hub(tonic::Status::unavailable("event stream ended")));
+            };
+            let event = event?;
+            let caught_up = matches!(event.kind, Some(pb::event::Kind::CaughtUp(_)));
+            match event.kind {
+                Some(pb::event::Kind::ReleasePublished(info)) => handled.push(self.handle_release(info).await?),
+                Some(pb::event::Kind::ReleaseYanked(info)) => self.handle_yank(info)?,
+                Some(pb::event::Kind::CaughtUp(_)) | None => {}
+            }
+            let seq = event.seq;
+            self.state.update(|s| {
+                s.cursor = s.cursor.max(seq);
+                s.last_sync_ms = efa_registry::now_ms();
+            })?;
+            if until_caught_up && caught_up {
+                return Ok(handled);
+            }
+        }
+    }
+
+    /// The policy and channel of the subscription covering `service`; a subscription to
+    /// the service itself wins over one to its Themenfeld.
+    fn policy_for(&self, service: &pb::ServiceInfo) -> Option<(UpdatePolicy, String)> {
+        let by_service =
+            self.config.subscriptions.iter().find(|s| s.service.as_ref().is_some_and(|id| id.as_str() == service.id));
+        let by_theme =
+            || self.config.subscriptions.iter().find(|s| s.themenfeld.as_deref() == Some(service.themenfeld.as_str()));
+        by_service.or_else(by_theme).map(|s| (s.policy, s.channel.to_string()))
+    }
+
+    /// Applies the policy to one announced release.
+    pub async fn handle_release(&self, info: pb::ReleaseInfo) -> Result<Handled> {
+        let _busy = self.busy.lock().await;
+        let service_id: ServiceId = info.service_id.parse()?;
+        let version = parse_version(&info.version)?;
+        let ignored = |why: &str| Handled::Ignored {
+            service: info.service_id.clone(),
+            version: info.version.clone(),
+            why: why.into(),
+        };
+        let service = CatalogServiceClient::new(self.channel.clone())
+            .get_service(pb::GetServiceRequest { id: info.service_id.clone() })
+            .await?
+            .into_inner();
+        let Some((policy, channel)) = self.policy_for(&service) else {
+            return Ok(ignored("not subscribed"));
+        };
+        if channel != info.channel {
+            return Ok(ignored("other channel"));
+        }
+        let st = self.state.load()?;
+        if st.services.get(service_id.as_str()).is_some_and(|s| s.rejected.contains_key(&info.version)) {
+            return Ok(ignored("rejected by this Kommune"));
+        }
+        let running = self.running_version(&service_id)?;
+        match policy.decide(running.as_ref(), &version, info.yanked) {
+            UpdateDecision::Ignore(why) => Ok(ignored(why)),
+            UpdateDecision::Deploy => self.install(&service, &info).await,
+            UpdateDecision::AwaitApproval => {
+                if st.services.get(service_id.as_str()).is_some_and(|s| s.pending.contains_key(&info.version)) {
+                    return Ok(ignored("already waiting for approval"));
+                }
+                self.report(&info.service_id, &info.version, AdoptionState::Evaluating, "").await?;
+                if let Err(e) = self.download(&info).await {
+                    return self.fail(&info, e).await;
+                }
+                let notes = info.release_notes.clone();
+                self.state.update(|s| {
+                    s.services.entry(info.service_id.clone()).or_default().pending.insert(info.version.clone(), notes);
+                })?;
+                tracing::info!(service = %info.service_id, version = %info.version, "release verified, waiting for approval");
+                Ok(Handled::AwaitingApproval { service: info.service_id.clone(), version: info.version.clone() })
+            }
+        }
+    }
+
+    fn running_version(&self, service: &ServiceId) -> Result<Option<semver::Version>> {
+        Ok(self.deployer.current_version(service)?.and_then(|v| v.parse().ok()))
+    }
+
+    fn handle_yank(&self, info: pb::ReleaseInfo) -> Result<()> {
+        let running = self.deployer.current_version(&info.service_id.parse()?)?;
+        if running.as_deref() == Some(info.version.as_str()) {
+            tracing::warn!(service = %info.service_id, version = %info.version, reason = %info.yank_reason,
+                "the running version was yanked by its Land; it keeps running until a newer release is deployed");
+        }
+        self.state.update(|s| {
+            let e = s.services.entry(info.service_id.clone()).or_default();
+            e.pending.remove(&info.version);
+            e.yanked.insert(info.version.clone(), info.yank_reason.clone());
+        })
+    }
+
+    /// Fetches and verifies a release into the local cache.
+    async fn download(&self, info: &pb::ReleaseInfo) -> Result<(efa_registry::bundle::Manifest, FetchStats)> {
+        let detail = ReleaseServiceClient::new(self.channel.clone())
+            .get_release(pb::GetReleaseRequest { service_id: info.service_id.clone(), version: info.version.clone() })
+            .await?
+            .into_inner();
+        let manifest = verify_release(&detail, |land| self.config.trusted_keys(land))?;
+        let stats = fetch_release(self.channel.clone(), &self.cache, &manifest).await?;
+        tracing::info!(service = %info.service_id, version = %info.version, files = stats.files, reused = stats.files_reused, bytes = stats.bytes_downloaded, "release fetched and verified");
+        Ok((manifest, stats))
+    }
+
+    /// Reports a failure that trying again will not fix; transient ones propagate.
+    async fn fail(&self, info: &pb::ReleaseInfo, e: NodeError) -> Result<Handled> {
+        if e.is_transient() {
+            return Err(e);
+        }
+        let reason = e.to_string();
+        tracing::error!(service = %info.service_id, version = %info.version, %reason, "release not deployed");
+        self.state
+            .update(|s| s.services.entry(info.service_id.clone()).or_default().last_error = Some(reason.clone()))?;
+        self.report(&info.service_id, &info.version, AdoptionState::Failed, &reason).await?;
+        Ok(Handled::Failed { service: info.service_id.clone(), version: info.version.clone(), reason })
+    }
+
+    async fn install(&self, service: &pb::ServiceInfo, info: &pb::ReleaseInfo) -> Result<Handled> {
+        self.report(&info.service_id, &info.version, AdoptionState::Evaluating, "").await?;
+        let (manifest, _) = match self.download(info).await {
+            Ok(x) => x,
+            Err(e) => return self.fail(info, e).await,
+        };
+        let service_id: ServiceId = info.service_id.parse()?;
+        let local = self.config.service(&service_id);
+        let schema: Vec<ParameterSpec> = service
+            .parameters
+            .iter()
+            .map(|p| ParameterSpec {
+                name: p.name.clone(),
+                kind: kind_from_proto(p.kind),
+                required: p.required,
+                description: p.description.clone(),
+                max_length: p.max_length,
+            })
+            .collect();
+        let params = match validate_values(&schema, &local.parameters) {
+            Ok(p) => p,
+            Err(e) => {
+                let e = NodeError::Config {
+                    path: "[services.".to_string().into(),
+                    message: format!("{}] of the node config: {e}", info.service_id),
+                };
+                return self.fail(info, e).await;
+            }
+        };
+        let deployer = self.deployer.clone();
+        let cache = self.cache.clone();
+        let content_digest = manifest_digest(info)?;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let blob_path = |d: &efa_registry::bundle::Digest| cache.path(d);
+            deployer.deploy(&DeployRequest {
+                service: &service_id,
+                manifest: &manifest,
+                content_digest: &content_digest,
+                blob_path: &blob_path,
+                params: &params,
+                health_command: local.health_command.as_deref(),
+            })
+        })
+        .await
+        .map_err(|e| NodeError::Usage(format!("deploy task failed: {e}")))?;
+        self.state.update(|s| {
+            let e = s.services.entry(info.service_id.clone()).or_default();
+            e.pending.remove(&info.version);
+        })?;
+        match outcome {
+            Ok(DeployOutcome::Deployed { version, previous }) => {
+                tracing::info!(service = %info.service_id, %version, ?previous, "deployed");
+                self.state.update(|s| s.services.entry(info.service_id.clone()).or_default().last_error = None)?;
+                self.report(&info.service_id, &info.version, AdoptionState::Deployed, "").await?;
+                Ok(Handled::Deployed { service: info.service_id.clone(), version })
+            }
+            Ok(DeployOutcome::RolledBack { failed_version, restored, reason }) => {
+                tracing::warn!(service = %info.service_id, %failed_version, ?restored, %reason, "health check failed, rolled back");
+                let why = format!("health check failed: {reason}");
+                self.state.update(|s| {
+                    s.services.entry(info.service_id.clone()).or_default().last_error = Some(why.clone())
+                })?;
+                self.report(&info.service_id, &info.version, AdoptionState::RolledBack, &why).await?;
+                Ok(Handled::RolledBack { service: info.service_id.clone(), version: failed_version, reason: why })
+            }
+            Err(e) => self.fail(info, e.into()).await,
+        }
+    }
+
+    /// Deploys a release that waits for approval (or any newer release, by hand).
+    pub async fn approve(&self, service: &str, version: &str) -> Result<Handled> {
+        let info = self.release_info(service, version).await?;
+        if info.yanked {
+            return Err(NodeError::Usage(format!("{service} {version} is yanked by its Land: {}", info.yank_reason)));
+        }
+        let service_id: ServiceId = service.parse()?;
+        if let Some(running) = self.running_version(&service_id)? {
+            if parse_version(version)? <= running {
+                return Err(NodeError::Usage(format!(
+                    "{service} runs {running}; approving {version} would downgrade it. Use `efa-node rollback` for an explicit local rollback"
+                )));
+            }
+        }
+        let svc = CatalogServiceClient::new(self.channel.clone())
+            .get_service(pb::GetServiceRequest { id: service.to_string() })
+            .await?
+            .into_inner();
+        let _busy = self.busy.lock().await;
+        self.install(&svc, &info).await
+    }
+
+    /// Rejects a release (or the whole service, without a version) with a reason the
+    /// publishing Land will read.
+    pub async fn reject(&self, service: &str, version: Option<&str>, reason: &str) -> Result<()> {
+        if reason.trim().is_empty() {
+            return Err(NodeError::Usage("a rejection needs a reason; the publishing Land reads it".into()));
+        }
+        let version = version.unwrap_or_default().to_string();
+        self.report(service, &version, AdoptionState::Rejected, reason).await?;
+        self.state.update(|s| {
+            let e = s.services.entry(service.to_string()).or_default();
+            e.pending.remove(&version);
+            e.rejected.insert(version.clone(), reason.to_string());
+        })
+    }
+
+    /// Operator-local, explicit rollback to an installed older version.
+    pub async fn rollback(&self, service: &str, version: &str) -> Result<Option<String>> {
+        let id: ServiceId = service.parse()?;
+        let previous = self.deployer.switch_to(&id, version)?;
+        self.report(service, version, AdoptionState::Deployed, "").await?;
+        Ok(previous)
+    }
+
+    /// Stops serving a service and tells the hub.
+    pub async fn retire(&self, service: &str, reason: &str) -> Result<()> {
+        let id: ServiceId = service.parse()?;
+        self.deployer.retire(&id)?;
+        self.report(service, "", AdoptionState::Retired, reason).await
+    }
+
+    pub async fn rate(
+        &self,
+        service: &str,
+        version: &str,
+        stars: u32,
+        criteria: Vec<(pb::Criterion, u32)>,
+        comment: &str,
+    ) -> Result<pb::RatingInfo> {
+        Ok(AdoptionServiceClient::new(self.channel.clone())
+            .submit_rating(pb::RatingRequest {
+                service_id: service.into(),
+                version: version.into(),
+                stars,
+                criteria: criteria
+                    .into_iter()
+                    .map(|(c, s)| pb::CriterionScore { criterion: c as i32, score: s })
+                    .collect(),
+                comment: comment.into(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    async fn release_info(&self, service: &str, version: &str) -> Result<pb::ReleaseInfo> {
+        ReleaseServiceClient::new(self.channel.clone())
+            .get_release(pb::GetReleaseRequest { service_id: service.into(), version: version.into() })
+            .await?
+            .into_inner()
+            .info
+            .ok_or_else(|| NodeError::Usage("hub returned a release without info".into()))
+    }
+
+    /// Queues a report and sends everything queued. A hub that is away keeps it queued.
+    async fn report(&self, service: &str, version: &str, state: AdoptionState, reason: &str) -> Result<()> {
+        let item = OutboxReport { service: service.into(), version: version.into(), state, reason: reason.into() };
+        self.state.update(|s| s.outbox.push(item))?;
+        match self.flush_outbox().await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "adoption report queued until the hub is reachable");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Sends queued reports in order. Reports the hub refuses as invalid are dropped with
+    /// an error log, so one bad report cannot block the queue.
+    pub async fn flush_outbox(&self) -> Result<()> {
+        let mut client = AdoptionServiceClient::new(self.channel.clone());
+        loop {
+            let Some(next) = self.state.load()?.outbox.first().cloned() else { return Ok(()) };
+            let sent = client
+                .report_adoption(pb::AdoptionReport {
+                    service_id: next.service.clone(),
+                    version: next.version.clone(),
+                    state: state_to_proto(next.state) as i32,
+                    reason: next.reason.clone(),
+                })
+                .await;
+            match sent {
+                Ok(_) => {}
+                Err(s) if NodeError::Hub(s.clone()).is_transient() => return Err(NodeError::Hub(s)),
+                Err(s) => {
+                    tracing::error!(service = %next.service, state = %next.state, error = %s.message(), "hub refused an adoption report; dropping it")
+                }
+            }
+            self.state.update(|s| {
+                if s.outbox.first() == Some(&next) {
+                    s.outbox.remove(0);
+                }
+            })?;
+        }
+    }
+}
+
+fn manifest_digest(info: &pb::ReleaseInfo) -> Result<efa_registry::bundle::Digest> {
+    Ok(info.content_digest.parse()?)
+}

@@ -1,0 +1,182 @@
+//! The node's TOML config: who it is, where the hub is, what it trusts, what it follows,
+//! and the local parameters of each service.
+//!
+//! ```toml
+//! ags = "05913000"                       # this Kommune (Dortmund)
+//! hub = "https://hub.example:50051"
+//! state_dir = "/var/lib/efa-node"        # cursor, pending approvals, blob cache
+//! deploy_dir = "/srv/efa"                # <service>/<version>/ and <service>/current
+//! keep_versions = 3
+//! health_timeout_secs = 60
+//!
+//! [tls]
+//! ca = "/etc/efa/ca.pem"
+//! cert = "/etc/efa/kommune-05913000.pem"
+//! key = "/etc/efa/kommune-05913000.key"
+//!
+//! [trust]                                # release signing keys per Land code
+//! "05" = ["efa-ed25519-public:..."]
+//!
+//! [[subscriptions]]
+//! service = "wohngeld-nrw"               # or: themenfeld = "Familie & Kind"
+//! channel = "stable"
+//! policy = "auto"                        # auto | patch_only | manual
+//!
+//! [services.wohngeld-nrw]
+//! health_command = "test -f index.html"
+//! [services.wohngeld-nrw.parameters]
+//! payment_purpose = "Wohngeld Dortmund"
+//! ```
+
+use crate::error::{NodeError, Result};
+use efa_proto::tls::ClientTlsFiles;
+use efa_registry::model::ids::{Ags, Channel, LandCode, ServiceId};
+use efa_registry::model::release::UpdatePolicy;
+use efa_registry::model::subscription::SubscriptionTarget;
+use efa_registry::params::ParamValue;
+use efa_registry::signing::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub ags: Ags,
+    pub hub: String,
+    pub state_dir: PathBuf,
+    pub deploy_dir: PathBuf,
+    #[serde(default = "default_keep")]
+    pub keep_versions: usize,
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout_secs: u64,
+    /// Absent only when the hub runs with --insecure-dev.
+    pub tls: Option<TlsConfig>,
+    /// Release signing keys per Land code; several keys per Land allow rotation.
+    #[serde(default)]
+    pub trust: BTreeMap<LandCode, Vec<String>>,
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionConfig>,
+    #[serde(default)]
+    pub services: BTreeMap<ServiceId, ServiceConfig>,
+}
+
+fn default_keep() -> usize {
+    3
+}
+
+fn default_health_timeout() -> u64 {
+    60
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    pub service: Option<ServiceId>,
+    pub themenfeld: Option<String>,
+    #[serde(default)]
+    pub channel: Channel,
+    pub policy: UpdatePolicy,
+}
+
+impl SubscriptionConfig {
+    pub fn target(&self) -> Result<SubscriptionTarget, String> {
+        match (&self.service, &self.themenfeld) {
+            (Some(s), None) => Ok(SubscriptionTarget::Service(s.clone())),
+            (None, Some(t)) => Ok(SubscriptionTarget::Themenfeld(t.clone())),
+            _ => Err("each [[subscriptions]] entry names exactly one of `service` or `themenfeld`".into()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Run in the new version's directory after switching; non-zero exit rolls back.
+    pub health_command: Option<String>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, ParamValue>,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| NodeError::io(path, e))?;
+        let config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| NodeError::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        config.validate().map_err(|message| NodeError::Config { path: path.to_path_buf(), message })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, s) in self.subscriptions.iter().enumerate() {
+            s.target().map_err(|e| format!("subscriptions[{i}]: {e}"))?;
+        }
+        for (land, keys) in &self.trust {
+            for k in keys {
+                VerifyingKey::from_text(k).map_err(|e| format!("trust.\"{land}\": {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tls_files(&self) -> Option<ClientTlsFiles> {
+        self.tls.as_ref().map(|t| ClientTlsFiles { ca: t.ca.clone(), cert: t.cert.clone(), key: t.key.clone() })
+    }
+
+    pub fn trusted_keys(&self, land: &LandCode) -> Vec<VerifyingKey> {
+        self.trust
+            .get(land)
+            .map(|keys| keys.iter().filter_map(|k| VerifyingKey::from_text(k).ok()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn service(&self, id: &ServiceId) -> ServiceConfig {
+        self.services.get(id).cloned().unwrap_or_default()
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example_and_names_bad_keys() {
+        let text = r#"
+ags = "05913000"
+hub = "https://127.0.0.1:50051"
+state_dir = "/tmp/s"
+deploy_dir = "/tmp/d"
+[[subscriptions]]
+service = "wohngeld-nrw"
+policy = "patch_only"
+[services.wohngeld-nrw.parameters]
+payment_purpose = "Wohngeld Dortmund"
+fee_cents = 0
+postcodes = ["44135"]
+"#;
+        let c: NodeConfig = toml::from_str(text).unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.keep_versions, 3);
+        assert_eq!(c.subscriptions[0].channel, Channel::stable());
+        let params = &c.services[&"wohngeld-nrw".parse().unwrap()].parameters;
+        assert_eq!(params["fee_cents"], ParamValue::Integer(0));
+
+        let bad = text.replace("05913000", "5913000");
+        let err = toml::from_str::<NodeConfig>(&bad).unwrap_err().to_string();
+        assert!(err.contains("AGS"), "{err}");
+        let typo = text.replace("policy = \"patch_only\"", "policy = \"sometimes\"");
+        assert!(toml::from_str::<NodeConfig>(&typo).is_err());
+    }
+}

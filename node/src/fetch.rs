@@ -1,0 +1,189 @@
+//! Getting a release onto local disk: verify the Land's signature over the manifest, then
+//! download every file the local cache does not already hold, resuming partial downloads
+//! and checking each byte against the manifest.
+//!
+//! Cache layout under `state_dir/blobs/`: `<64 hex>` verified blobs, `partial/<64 hex>`
+//! downloads in progress. A blob is moved out of `partial/` only after its digest matched.
+
+use crate::error::{NodeError, Result};
+use efa_proto::v1 as pb;
+use efa_proto::v1::release_service_client::ReleaseServiceClient;
+use efa_registry::bundle::{BundleLimits, Digest, FileEntry, Hasher, Manifest};
+use efa_registry::signing::{verify_any, VerifyingKey};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+#[derive(Clone, Debug)]
+pub struct BlobCache {
+    root: PathBuf,
+}
+
+/// What a fetch moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    pub files: usize,
+    pub files_reused: usize,
+    pub bytes_downloaded: u64,
+}
+
+impl BlobCache {
+    pub fn new(state_dir: &std::path::Path) -> Result<Self> {
+        let root = state_dir.join("blobs");
+        let partial = root.join("partial");
+        std::fs::create_dir_all(&partial).map_err(|e| NodeError::io(&partial, e))?;
+        Ok(BlobCache { root })
+    }
+
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        self.root.join(d.hex())
+    }
+
+    fn partial(&self, d: &Digest) -> PathBuf {
+        self.root.join("partial").join(d.hex())
+    }
+
+    fn has(&self, entry: &FileEntry) -> bool {
+        std::fs::metadata(self.path(&entry.digest)).is_ok_and(|m| m.len() == entry.size)
+    }
+}
+
+fn refuse(detail: &pb::ReleaseInfo, reason: impl Into<String>) -> NodeError {
+    NodeError::Verification {
+        service: detail.service_id.clone(),
+        version: detail.version.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks a release as the hub delivered it: the manifest is well-formed, signed by a key
+/// this node trusts for the manifest's Land, and agrees with what the hub claims about it.
+pub fn verify_release(
+    detail: &pb::ReleaseDetail,
+    trusted: impl Fn(&efa_registry::model::ids::LandCode) -> Vec<VerifyingKey>,
+) -> Result<Manifest> {
+    let info = detail.info.clone().unwrap_or_default();
+    let manifest = Manifest::from_bytes(&detail.manifest, &BundleLimits::default())
+        .map_err(|e| refuse(&info, format!("manifest is invalid: {e}")))?;
+    let keys = trusted(&manifest.land);
+    if keys.is_empty() {
+        return Err(refuse(
+            &info,
+            format!("no trusted signing key for Land {}; add it under [trust] in the node config", manifest.land),
+        ));
+    }
+    if !verify_any(&keys, &detail.manifest, &detail.signature) {
+        return Err(refuse(
+            &info,
+            format!("signature does not verify against the trusted keys of Land {}", manifest.land),
+        ));
+    }
+    // The signature binds the manifest; the hub's description must match it exactly.
+    let same_version = manifest.semver().ok().map(|v| v.to_string()) == Some(info.version.clone());
+    if manifest.service_id.as_str() != info.service_id || !same_version || manifest.channel.as_str() != info.channel {
+        return Err(refuse(
+            &info,
+            format!(
+                "hub describes {} {} ({}), but the signed manifest is {} {} ({})",
+                info.service_id, info.version, info.channel, manifest.service_id, manifest.version, manifest.channel
+            ),
+        ));
+    }
+    if Manifest::content_digest(&detail.manifest).to_string() != info.content_digest {
+        return Err(refuse(&info, "content digest does not match the signed manifest"));
+    }
+    Ok(manifest)
+}
+
+/// Downloads every file of `manifest` missing from the cache.
+pub async fn fetch_release(channel: Channel, cache: &BlobCache, manifest: &Manifest) -> Result<FetchStats> {
+    let mut client = ReleaseServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+    let mut stats = FetchStats { files: manifest.files.len(), ..Default::default() };
+    for entry in &manifest.files {
+        if cache.has(entry) {
+            stats.files_reused += 1;
+            continue;
+        }
+        stats.bytes_downloaded += fetch_blob(&mut client, cache, entry).await?;
+    }
+    Ok(stats)
+}
+
+/// Downloads one blob, resuming a partial download. Returns bytes transferred.
+async fn fetch_blob(client: &mut ReleaseServiceClient<Channel>, cache: &BlobCache, entry: &FileEntry) -> Result<u64> {
+    let partial = cache.partial(&entry.digest);
+    let label = entry.path.as_str().to_string();
+    // Re-hash what an earlier attempt left, so the final digest covers every byte.
+    let mut hasher = Hasher::default();
+    let mut offset = 0u64;
+    if let Ok(mut f) = std::fs::File::open(&partial) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| NodeError::io(&partial, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+    }
+    if offset > entry.size {
+        std::fs::remove_file(&partial).map_err(|e| NodeError::io(&partial, e))?;
+        hasher = Hasher::default();
+        offset = 0;
+    }
+    let mut file =
+        std::fs::OpenOptions::new().create(true).append(true).open(&partial).map_err(|e| NodeError::io(&partial, e))?;
+    let mut transferred = 0u64;
+    if offset < entry.size {
+        let mut stream =
+            client.fetch_blob(pb::FetchBlobRequest { digest: entry.digest.to_string(), offset }).await?.into_inner();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if chunk.offset != offset {
+                return Err(NodeError::Download {
+                    file: label.clone(),
+                    reason: format!("hub sent a chunk at offset {} while {offset} was expected", chunk.offset),
+                });
+            }
+            if offset + chunk.data.len() as u64 > entry.size {
+                drop(file);
+                let _ = std::fs::remove_file(&partial);
+                return Err(NodeError::Download {
+                    file: label,
+                    reason: format!(
+                        "hub sent more than the {} bytes the manifest declares; download discarded",
+                        entry.size
+                    ),
+                });
+            }
+            file.write_all(&chunk.data).map_err(|e| NodeError::io(&partial, e))?;
+            hasher.update(&chunk.data);
+            offset += chunk.data.len() as u64;
+            transferred += chunk.data.len() as u64;
+        }
+    }
+    if offset != entry.size {
+        return Err(NodeError::Download {
+            file: label,
+            reason: format!("download ended after {offset} of {} bytes; it resumes on the next attempt", entry.size),
+        });
+    }
+    file.sync_all().map_err(|e| NodeError::io(&partial, e))?;
+    drop(file);
+    let actual = hasher.finish();
+    if actual != entry.digest {
+        let _ = std::fs::remove_file(&partial);
+        return Err(NodeError::Download {
+            file: label,
+            reason: format!(
+                "content has digest {actual}, the signed manifest says {}; download discarded",
+                entry.digest
+            ),
+        });
+    }
+    let dest = cache.path(&entry.digest);
+    std::fs::rename(&partial, &dest).map_err(|e| NodeError::io(&dest, e))?;
+    Ok(transferred)
+}

@@ -1,0 +1,99 @@
+//! The node's persistent state: its event cursor and what it knows per service. Written
+//! atomically (temp file, fsync, rename), so a crash leaves the old or the new state.
+
+use crate::error::{NodeError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Seq of the last hub event fully handled; streams resume after it.
+    pub cursor: u64,
+    pub last_sync_ms: i64,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceState>,
+    /// Adoption reports not yet acknowledged by the hub, oldest first. They survive
+    /// restarts and go out when the hub is reachable again.
+    #[serde(default)]
+    pub outbox: Vec<OutboxReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxReport {
+    pub service: String,
+    pub version: String,
+    pub state: efa_registry::model::adoption::AdoptionState,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServiceState {
+    /// Verified releases waiting for the Kommune's approval (version -> release notes).
+    #[serde(default)]
+    pub pending: BTreeMap<String, String>,
+    /// Versions the Kommune rejected, with the reason.
+    #[serde(default)]
+    pub rejected: BTreeMap<String, String>,
+    /// Yanked versions the node knows of, with the Land's reason.
+    #[serde(default)]
+    pub yanked: BTreeMap<String, String>,
+    /// The last failure, to show in `status`.
+    pub last_error: Option<String>,
+}
+
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(state_dir: &Path) -> Self {
+        StateFile { path: state_dir.join("state.json") }
+    }
+
+    pub fn load(&self) -> Result<NodeState> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| NodeError::State { path: self.path.clone(), message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeState::default()),
+            Err(e) => Err(NodeError::io(&self.path, e)),
+        }
+    }
+
+    pub fn save(&self, state: &NodeState) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| NodeError::io(&tmp, e))?;
+        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| NodeError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| NodeError::io(&self.path, e))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| NodeError::io(dir, e))?;
+        Ok(())
+    }
+
+    /// Read-modify-write in one step.
+    pub fn update<T>(&self, f: impl FnOnce(&mut NodeState) -> T) -> Result<T> {
+        let mut state = self.load()?;
+        let out = f(&mut state);
+        self.save(&state)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_damage_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        assert_eq!(file.load().unwrap().cursor, 0);
+        file.update(|s| s.cursor = 42).unwrap();
+        assert_eq!(file.load().unwrap().cursor, 42);
+        std::fs::write(dir.path().join("state.json"), b"{not json").unwrap();
+        assert!(file.load().unwrap_err().to_string().contains("damaged"));
+    }
+}

@@ -1,0 +1,28 @@
+//! The EfA Hub wire contract.
+//!
+//! Generated code for the `efa.v1` package lives in [`v1`]. Everything that crosses the
+//! network is defined in `proto/efa/v1/*.proto`; this crate holds no logic.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("efa.v1");
+}
+
+/// Encoded `FileDescriptorSet` of all `efa.v1` files, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/efa_descriptor.bin"));
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    #[test]
+    fn descriptor_set_decodes_and_names_every_service() {
+        let fds = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+        let services: Vec<_> = fds.file.iter().flat_map(|f| f.service.iter().map(|s| s.name().to_string())).collect();
+        for name in ["CatalogService", "ReleaseService", "SubscriptionService", "AdoptionService", "ReportService"] {
+            assert!(services.iter().any(|s| s == name), "missing {name} in {services:?}");
+        }
+    }
+}
+
+pub mod tls;

@@ -1,0 +1,101 @@
+//! Import of the reference data the register is built from: the Destatis Gemeindeverzeichnis
+//! (GV100AD), the OZG catalogue and LeiKa.
+//!
+//! The files ship inside the crate (`registry/data/`) and are compiled in, so a hub starts with a
+//! complete register and no data directory to get wrong. Parsers also accept other copies of the
+//! same formats, e.g. a newer GV100AD.
+//!
+//! Every parser checks each row once and hands out validated ids ([`crate::model::ids`]); a bad
+//! row stops the import with an [`ImportError`] naming the file and line, because a register that
+//! silently lacks Gemeinden or services is worse than one that refuses to load.
+
+pub mod gv100ad;
+pub mod leika;
+pub mod ozg;
+
+pub use gv100ad::Gv100ad;
+
+use crate::error::Error;
+use crate::model::catalog::{LeikaEntry, OzgLeistung};
+use thiserror::Error;
+
+/// Destatis Gemeindeverzeichnis, status 2023-11-30.
+pub const GV100AD_TEXT: &str = include_str!("../../data/GV100AD_301123.txt");
+/// OZG-Leistungen (kdn-nrw OZG-Datenbank dump).
+pub const OZG_CSV: &str = include_str!("../../data/ozg_leistungen.csv");
+/// LeiKa services (same dump).
+pub const LEIKA_CSV: &str = include_str!("../../data/leika.csv");
+
+/// File names used in error messages.
+pub const GV100AD_FILE: &str = "GV100AD_301123.txt";
+pub const OZG_FILE: &str = "ozg_leistungen.csv";
+pub const LEIKA_FILE: &str = "leika.csv";
+
+#[derive(Debug, Error)]
+pub enum ImportError {
+    /// A row that does not fit the format. `line` is 1-based, as an editor shows it.
+    #[error("{file}, line {line}: {reason}")]
+    Malformed { file: &'static str, line: u64, reason: String },
+    /// The CSV reader itself failed (broken quoting, invalid UTF-8, missing column).
+    #[error("{file}: {source}")]
+    Csv {
+        file: &'static str,
+        #[source]
+        source: csv::Error,
+    },
+}
+
+impl ImportError {
+    pub(crate) fn malformed(file: &'static str, line: u64, reason: impl Into<String>) -> Self {
+        ImportError::Malformed { file, line, reason: reason.into() }
+    }
+}
+
+impl From<ImportError> for Error {
+    fn from(e: ImportError) -> Self {
+        Error::invalid("import", e.to_string())
+    }
+}
+
+/// Länder, Kreise and Gemeinden from the bundled GV100AD.
+pub fn bundled_gv100ad() -> Result<Gv100ad, ImportError> {
+    gv100ad::parse(GV100AD_TEXT)
+}
+
+/// The bundled OZG catalogue (557 OZG-Leistungen).
+pub fn bundled_ozg() -> Result<Vec<OzgLeistung>, ImportError> {
+    ozg::parse(OZG_CSV.as_bytes())
+}
+
+/// The bundled LeiKa services that have a Leistungsschlüssel.
+pub fn bundled_leika() -> Result<Vec<LeikaEntry>, ImportError> {
+    leika::parse(LEIKA_CSV.as_bytes())
+}
+
+/// Line number of a CSV record: the reader counts from 1, like an editor, and the header is
+/// line 1.
+fn csv_line(record: &csv::StringRecord) -> u64 {
+    record.position().map_or(0, |p| p.line())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_error_maps_to_invalid_and_keeps_the_location() {
+        let err: Error = ImportError::malformed(LEIKA_FILE, 7, "bad key").into();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Invalid);
+        assert_eq!(err.to_string(), "invalid import: leika.csv, line 7: bad key");
+    }
+
+    #[test]
+    fn leika_services_point_at_known_ozg_leistungen() {
+        let ozg: std::collections::HashSet<_> = bundled_ozg().unwrap().into_iter().map(|l| l.ozg_id).collect();
+        for entry in bundled_leika().unwrap() {
+            if let Some(id) = &entry.ozg_id {
+                assert!(ozg.contains(id), "{} -> {id}", entry.schluessel);
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The register: Länder, Kreise and Gemeinden (Destatis GV100AD), the OZG catalogue and
+//! LeiKa, plus the EfA services Länder offer.
+
+use super::ids::{Ags, Ars, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use crate::params::ParameterSpec;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Land {
+    pub code: LandCode,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kreis {
+    pub code: KreisCode,
+    pub name: String,
+}
+
+/// A Gemeinde from the register. Named `Kommune` because that is who runs a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kommune {
+    pub ags: Ags,
+    pub ars: Ars,
+    pub name: String,
+    /// GV100AD Textkennzeichen (e.g. 60 Markt, 61 kreisfreie Stadt, 63 Stadt, 64 Gemeinde).
+    pub textkennzeichen: String,
+}
+
+/// An OZG-Leistung from the OZG catalogue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OzgLeistung {
+    pub ozg_id: OzgId,
+    pub name: String,
+    pub lebenslage: String,
+    pub themenfeld: String,
+}
+
+/// A LeiKa service key and the OZG-Leistung it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeikaEntry {
+    pub schluessel: Leistungsschluessel,
+    pub name: String,
+    pub ozg_id: Option<OzgId>,
+}
+
+/// An EfA service offered by a Land. Themenfeld and Lebenslage come from its OZG entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: ServiceId,
+    pub ozg_id: OzgId,
+    pub leistungsschluessel: Option<Leistungsschluessel>,
+    pub title: String,
+    pub description: String,
+    pub land: LandCode,
+    pub themenfeld: String,
+    pub lebenslage: String,
+    pub parameters: Vec<ParameterSpec>,
+    pub registered_at_ms: i64,
+}

@@ -1,0 +1,531 @@
+//! The registry: every domain rule that needs stored state, on top of a [`Store`].
+//!
+//! Callers pass identities that are already authenticated (a Land code, an AGS); this
+//! module decides what each may do with the data and keeps the data consistent.
+
+use crate::bundle::{BundleLimits, Manifest};
+use crate::error::{Error, Result};
+use crate::import;
+use crate::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState};
+use crate::model::catalog::{Kommune, Service};
+use crate::model::event::{Event, EventKind};
+use crate::model::ids::{parse_version, Ags, Channel, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use crate::model::rating::{Criterion, Rating, RatingAggregate};
+use crate::model::release::{Release, UpdatePolicy, Yank};
+use crate::model::subscription::{Subscription, SubscriptionTarget};
+use crate::params::{validate_schema, ParameterSpec};
+use crate::store::{ImportCounts, Store};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// Longest reason text for rejections, failures and yanks.
+pub const MAX_REASON_CHARS: usize = 2000;
+const MAX_TITLE_CHARS: usize = 200;
+const MAX_DESCRIPTION_CHARS: usize = 5000;
+
+/// What a Land submits to register a service.
+#[derive(Clone, Debug)]
+pub struct NewService {
+    pub id: ServiceId,
+    pub ozg_id: OzgId,
+    pub leistungsschluessel: Option<Leistungsschluessel>,
+    pub title: String,
+    pub description: String,
+    pub parameters: Vec<ParameterSpec>,
+}
+
+/// An adoption record with the Kommune's name, for reports.
+#[derive(Clone, Debug)]
+pub struct Adopter {
+    pub kommune: Option<Kommune>,
+    pub record: AdoptionRecord,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoverageLevel {
+    Land,
+    Kreis,
+}
+
+#[derive(Clone, Debug)]
+pub struct CoverageRow {
+    pub level: CoverageLevel,
+    pub code: String,
+    pub name: String,
+    pub adopted: u32,
+    pub total: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct RatingSummary {
+    pub overall: RatingAggregate,
+    /// Newest version first.
+    pub per_version: Vec<(semver::Version, RatingAggregate)>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Feedback {
+    pub ratings: Vec<Rating>,
+    pub rejections: Vec<AdoptionEntry>,
+}
+
+/// Number of Gemeinden per Land and per Kreis, derived from the register.
+#[derive(Default)]
+struct Totals {
+    per_land: BTreeMap<String, u32>,
+    per_kreis: BTreeMap<String, u32>,
+}
+
+pub struct Registry {
+    store: Arc<dyn Store>,
+    limits: BundleLimits,
+    totals: RwLock<Option<Arc<Totals>>>,
+}
+
+fn check_len(field: &'static str, s: &str, max: usize) -> Result<()> {
+    let n = s.chars().count();
+    if n > max {
+        return Err(Error::invalid(field, format!("is {n} characters, more than the limit of {max}")));
+    }
+    Ok(())
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_limits(store, BundleLimits::default())
+    }
+
+    pub fn with_limits(store: Arc<dyn Store>, limits: BundleLimits) -> Self {
+        Registry { store, limits, totals: RwLock::new(None) }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn limits(&self) -> &BundleLimits {
+        &self.limits
+    }
+
+    // ---------------------------------------------------------------- register
+
+    /// Imports the GV100AD register, the OZG catalogue and LeiKa shipped with the crate.
+    /// Idempotent: running it again rewrites the same records.
+    pub fn seed_bundled(&self) -> Result<ImportCounts> {
+        let gv = import::bundled_gv100ad()?;
+        let ozg = import::bundled_ozg()?;
+        let leika = import::bundled_leika()?;
+        self.store.import_register(&gv.laender, &gv.kreise, &gv.kommunen)?;
+        self.store.import_catalogue(&ozg, &leika)?;
+        self.store.flush()?;
+        *self.totals.write().unwrap_or_else(|p| p.into_inner()) = None;
+        let counts = self.store.counts()?;
+        tracing::info!(?counts, "register and catalogue imported");
+        Ok(counts)
+    }
+
+    /// Imports only if the register is empty, so a restart does not redo the work.
+    pub fn seed_if_empty(&self) -> Result<ImportCounts> {
+        let counts = self.store.counts()?;
+        if counts.kommunen > 0 && counts.ozg_leistungen > 0 {
+            return Ok(counts);
+        }
+        self.seed_bundled()
+    }
+
+    pub fn kommune(&self, ags: &Ags) -> Result<Kommune> {
+        self.store.kommune(ags)?.ok_or_else(|| {
+            Error::NotFound(format!("Kommune with AGS {ags} (not in the Destatis register of 2023-11-30)"))
+        })
+    }
+
+    fn totals(&self) -> Result<Arc<Totals>> {
+        if let Some(t) = self.totals.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(t.clone());
+        }
+        let mut t = Totals::default();
+        for k in self.store.kommunen()? {
+            *t.per_land.entry(k.ags.land().to_string()).or_default() += 1;
+            *t.per_kreis.entry(k.ags.kreis().to_string()).or_default() += 1;
+        }
+        let t = Arc::new(t);
+        *self.totals.write().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+        Ok(t)
+    }
+
+    // ---------------------------------------------------------------- services
+
+    pub fn register_service(&self, land: &LandCode, new: NewService) -> Result<(Service, Event)> {
+        if self.store.land(land)?.is_none() {
+            return Err(Error::NotFound(format!("Land {land}")));
+        }
+        let ozg = self
+            .store
+            .ozg_leistung(&new.ozg_id)?
+            .ok_or_else(|| Error::invalid("OZG-ID", format!("{} is not in the OZG catalogue", new.ozg_id)))?;
+        if let Some(key) = &new.leistungsschluessel {
+            let entry = self
+                .store
+                .leika(key)?
+                .ok_or_else(|| Error::invalid("Leistungsschlüssel", format!("{key} is not in the LeiKa catalogue")))?;
+            if let Some(linked) = &entry.ozg_id {
+                if linked != &new.ozg_id {
+                    return Err(Error::invalid(
+                        "Leistungsschlüssel",
+                        format!("{key} ({}) belongs to OZG-ID {linked}, not {}", entry.name, new.ozg_id),
+                    ));
+                }
+            }
+        }
+        if new.title.trim().is_empty() {
+            return Err(Error::invalid("title", "must not be empty"));
+        }
+        check_len("title", &new.title, MAX_TITLE_CHARS)?;
+        check_len("description", &new.description, MAX_DESCRIPTION_CHARS)?;
+        validate_schema(&new.parameters)?;
+        let existing = self.store.service(&new.id)?;
+        if let Some(existing) = &existing {
+            if &existing.land != land {
+                return Err(Error::PermissionDenied(format!(
+                    "service {} belongs to Land {}; Land {land} cannot change it",
+                    existing.id, existing.land
+                )));
+            }
+        }
+        let service = Service {
+            registered_at_ms: existing.as_ref().map(|e| e.registered_at_ms).unwrap_or_else(crate::now_ms),
+            id: new.id,
+            ozg_id: new.ozg_id,
+            leistungsschluessel: new.leistungsschluessel,
+            title: new.title,
+            description: new.description,
+            land: land.clone(),
+            themenfeld: ozg.themenfeld,
+            lebenslage: ozg.lebenslage,
+            parameters: new.parameters,
+        };
+        let event = self.store.put_service(
+            &service,
+            EventKind::ServiceRegistered { service_id: service.id.clone(), land: land.clone() },
+        )?;
+        self.store.flush()?;
+        Ok((service, event))
+    }
+
+    pub fn service(&self, id: &ServiceId) -> Result<Service> {
+        self.store.service(id)?.ok_or_else(|| Error::NotFound(format!("service {id}")))
+    }
+
+    pub fn services(&self, land: Option<&LandCode>, themenfeld: Option<&str>) -> Result<Vec<Service>> {
+        Ok(self
+            .store
+            .services()?
+            .into_iter()
+            .filter(|s| land.is_none_or(|l| &s.land == l))
+            .filter(|s| themenfeld.is_none_or(|t| s.themenfeld == t))
+            .collect())
+    }
+
+    // ---------------------------------------------------------------- releases
+
+    /// Checks a release header before any content is accepted: a valid manifest, for a
+    /// service of this Land, at a version that does not exist yet.
+    pub fn check_publish(&self, land: &LandCode, manifest_bytes: &[u8], signature: &[u8]) -> Result<Manifest> {
+        let manifest = Manifest::from_bytes(manifest_bytes, &self.limits)?;
+        let service = self.service(&manifest.service_id)?;
+        if &service.land != land {
+            return Err(Error::PermissionDenied(format!(
+                "service {} belongs to Land {}; Land {land} cannot publish it",
+                service.id, service.land
+            )));
+        }
+        if &manifest.land != land {
+            return Err(Error::invalid(
+                "manifest",
+                format!("names Land {}, but the publisher is Land {land}", manifest.land),
+            ));
+        }
+        if signature.len() != 64 {
+            return Err(Error::invalid("signature", "must be a 64-byte Ed25519 signature over the manifest"));
+        }
+        let version = manifest.semver()?;
+        if self.store.release(&service.id, &version)?.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "release {} {version} (published versions are immutable; publish a new version)",
+                service.id
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// Records a release whose content the caller has stored and verified.
+    pub fn commit_release(
+        &self,
+        land: &LandCode,
+        manifest_bytes: Vec<u8>,
+        signature: Vec<u8>,
+        release_notes: String,
+    ) -> Result<(Release, Event)> {
+        let manifest = self.check_publish(land, &manifest_bytes, &signature)?;
+        check_len("release notes", &release_notes, MAX_DESCRIPTION_CHARS)?;
+        let release = Release {
+            service_id: manifest.service_id.clone(),
+            version: manifest.semver()?,
+            channel: manifest.channel.clone(),
+            land: land.clone(),
+            content_digest: Manifest::content_digest(&manifest_bytes),
+            total_size: manifest.total_size(),
+            file_count: manifest.files.len() as u32,
+            release_notes,
+            published_at_ms: crate::now_ms(),
+            manifest: manifest_bytes,
+            signature,
+            yank: None,
+        };
+        let event = self.store.insert_release(&release)?;
+        self.store.flush()?;
+        Ok((release, event))
+    }
+
+    pub fn release(&self, service: &ServiceId, version: &str) -> Result<Release> {
+        let v = parse_version(version)?;
+        self.store.release(service, &v)?.ok_or_else(|| Error::NotFound(format!("release {service} {v}")))
+    }
+
+    pub fn releases(&self, service: &ServiceId, channel: Option<&Channel>) -> Result<Vec<Release>> {
+        self.service(service)?;
+        Ok(self.store.releases(service)?.into_iter().filter(|r| channel.is_none_or(|c| &r.channel == c)).collect())
+    }
+
+    pub fn yank(&self, land: &LandCode, service: &ServiceId, version: &str, reason: &str) -> Result<(Release, Event)> {
+        let s = self.service(service)?;
+        if &s.land != land {
+            return Err(Error::PermissionDenied(format!(
+                "service {service} belongs to Land {}; Land {land} cannot yank its releases",
+                s.land
+            )));
+        }
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("reason", "a yank needs a reason Kommunen can read"));
+        }
+        check_len("reason", reason, MAX_REASON_CHARS)?;
+        let v = parse_version(version)?;
+        let out = self.store.yank_release(service, &v, Yank { reason: reason.to_string(), at_ms: crate::now_ms() })?;
+        self.store.flush()?;
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- subscriptions
+
+    pub fn subscribe(
+        &self,
+        ags: &Ags,
+        target: SubscriptionTarget,
+        channel: Channel,
+        policy: UpdatePolicy,
+    ) -> Result<(Subscription, Event)> {
+        self.kommune(ags)?;
+        match &target {
+            SubscriptionTarget::Service(id) => {
+                self.service(id)?;
+            }
+            SubscriptionTarget::Themenfeld(t) => {
+                let known = import::bundled_ozg()?.iter().any(|o| &o.themenfeld == t);
+                if !known {
+                    return Err(Error::invalid(
+                        "Themenfeld",
+                        format!("{t:?} is not a Themenfeld of the OZG catalogue"),
+                    ));
+                }
+            }
+        }
+        let sub = Subscription { ags: ags.clone(), target, channel, policy, since_ms: crate::now_ms() };
+        let event = self.store.put_subscription(&sub)?;
+        self.store.flush()?;
+        Ok((sub, event))
+    }
+
+    pub fn unsubscribe(&self, ags: &Ags, target: &SubscriptionTarget) -> Result<bool> {
+        let removed = self.store.remove_subscription(ags, &target.key())?.is_some();
+        self.store.flush()?;
+        Ok(removed)
+    }
+
+    pub fn subscriptions(&self, ags: &Ags) -> Result<Vec<Subscription>> {
+        self.store.subscriptions_of(ags)
+    }
+
+    // ---------------------------------------------------------------- adoption
+
+    pub fn report_adoption(
+        &self,
+        ags: &Ags,
+        service: &ServiceId,
+        version: Option<&str>,
+        state: AdoptionState,
+        reason: &str,
+    ) -> Result<(AdoptionRecord, Event)> {
+        self.kommune(ags)?;
+        self.service(service)?;
+        let version = match version.filter(|v| !v.trim().is_empty()) {
+            Some(v) => Some(self.release(service, v)?.version),
+            None if state.needs_version() => {
+                return Err(Error::invalid("version", format!("state {state} must name the version it refers to")))
+            }
+            None => None,
+        };
+        if state.needs_reason() && reason.trim().is_empty() {
+            return Err(Error::invalid("reason", format!("state {state} must say why")));
+        }
+        check_len("reason", reason, MAX_REASON_CHARS)?;
+        let entry = AdoptionEntry {
+            ags: ags.clone(),
+            service_id: service.clone(),
+            version,
+            state,
+            reason: reason.to_string(),
+            at_ms: crate::now_ms(),
+        };
+        let out = self.store.append_adoption(&entry)?;
+        self.store.flush()?;
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- ratings
+
+    pub fn rate(
+        &self,
+        ags: &Ags,
+        service: &ServiceId,
+        version: &str,
+        stars: u32,
+        criteria: Vec<(Criterion, u32)>,
+        comment: String,
+    ) -> Result<(Rating, Event)> {
+        let release = self.release(service, version)?;
+        let to_u8 = |v: u32, field: &'static str| {
+            u8::try_from(v).map_err(|_| Error::invalid(field, format!("{v} is outside 1..5")))
+        };
+        let rating = Rating {
+            ags: ags.clone(),
+            service_id: service.clone(),
+            version: release.version.clone(),
+            stars: to_u8(stars, "stars")?,
+            criteria: criteria
+                .into_iter()
+                .map(|(c, s)| Ok((c, to_u8(s, "criterion score")?)))
+                .collect::<Result<_>>()?,
+            comment,
+            at_ms: crate::now_ms(),
+        };
+        rating.validate()?;
+        let may = self.store.adoption(service, ags)?.is_some_and(|r| r.may_rate(&release.version));
+        if !may {
+            return Err(Error::FailedPrecondition(format!(
+                "Kommune {ags} has not evaluated or deployed {service} {}; only Kommunen that did may rate it",
+                release.version
+            )));
+        }
+        let event = self.store.put_rating(&rating)?;
+        self.store.flush()?;
+        Ok((rating, event))
+    }
+
+    // ---------------------------------------------------------------- reports
+
+    pub fn adopters(&self, service: &ServiceId) -> Result<Vec<Adopter>> {
+        self.service(service)?;
+        self.store
+            .adopters(service)?
+            .into_iter()
+            .map(|record| Ok(Adopter { kommune: self.store.kommune(&record.latest.ags)?, record }))
+            .collect()
+    }
+
+    pub fn kommune_report(&self, ags: &Ags) -> Result<(Kommune, Vec<AdoptionRecord>, Vec<AdoptionEntry>)> {
+        let kommune = self.kommune(ags)?;
+        Ok((kommune, self.store.adoptions_of(ags)?, self.store.history_of(ags)?))
+    }
+
+    /// Gemeinden running `service` (state deployed or a running version) per Land, and per
+    /// Kreis where it is adopted (or every Kreis of `land`, when given).
+    pub fn coverage(&self, service: &ServiceId, land: Option<&LandCode>) -> Result<Vec<CoverageRow>> {
+        self.service(service)?;
+        let totals = self.totals()?;
+        let mut per_land: BTreeMap<String, u32> = BTreeMap::new();
+        let mut per_kreis: BTreeMap<String, u32> = BTreeMap::new();
+        for rec in self.store.adopters(service)? {
+            if rec.running.is_some() {
+                *per_land.entry(rec.latest.ags.land().to_string()).or_default() += 1;
+                *per_kreis.entry(rec.latest.ags.kreis().to_string()).or_default() += 1;
+            }
+        }
+        let mut rows = Vec::new();
+        for l in self.store.laender()? {
+            rows.push(CoverageRow {
+                level: CoverageLevel::Land,
+                code: l.code.to_string(),
+                name: l.name,
+                adopted: per_land.get(l.code.as_str()).copied().unwrap_or(0),
+                total: totals.per_land.get(l.code.as_str()).copied().unwrap_or(0),
+            });
+        }
+        for k in self.store.kreise()? {
+            let adopted = per_kreis.get(k.code.as_str()).copied().unwrap_or(0);
+            let in_land = land.is_some_and(|l| k.code.land() == *l);
+            if adopted > 0 || in_land {
+                rows.push(CoverageRow {
+                    level: CoverageLevel::Kreis,
+                    code: k.code.to_string(),
+                    name: k.name,
+                    adopted,
+                    total: totals.per_kreis.get(k.code.as_str()).copied().unwrap_or(0),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    pub fn rating_summary(&self, service: &ServiceId) -> Result<RatingSummary> {
+        self.service(service)?;
+        let ratings = self.store.ratings(service)?;
+        let mut by_version: BTreeMap<semver::Version, Vec<&Rating>> = BTreeMap::new();
+        for r in &ratings {
+            by_version.entry(r.version.clone()).or_default().push(r);
+        }
+        Ok(RatingSummary {
+            overall: RatingAggregate::from_ratings(&ratings),
+            per_version: by_version.into_iter().rev().map(|(v, rs)| (v, RatingAggregate::from_ratings(rs))).collect(),
+        })
+    }
+
+    /// Ratings and rejections of the services of `land` (all Länder if `None`), or of one service.
+    pub fn feedback(&self, land: Option<&LandCode>, service: Option<&ServiceId>) -> Result<Feedback> {
+        let services: Vec<Service> = match service {
+            Some(id) => vec![self.service(id)?],
+            None => self.services(land, None)?,
+        };
+        let mut out = Feedback::default();
+        for s in services {
+            out.ratings.extend(self.store.ratings(&s.id)?);
+            for rec in self.store.adopters(&s.id)? {
+                if rec.latest.state == AdoptionState::Rejected {
+                    out.rejections.push(rec.latest);
+                }
+            }
+        }
+        out.ratings.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        out.rejections.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- events
+
+    pub fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>> {
+        self.store.events_after(seq, limit)
+    }
+
+    pub fn head_seq(&self) -> Result<u64> {
+        self.store.head_seq()
+    }
+}

@@ -1,0 +1,189 @@
+//! Storage behind one trait, so the hub's state can move to another engine (e.g. a
+//! PostgreSQL-compatible database) without touching the domain rules.
+//!
+//! Each mutating method is one atomic step that also appends its event to the log, so the
+//! log never disagrees with the data. Implementations make a write durable before they
+//! return from [`Store::flush`]; the registry calls it before acknowledging.
+
+pub mod sled_store;
+
+use crate::error::Result;
+use crate::model::adoption::{AdoptionEntry, AdoptionRecord};
+use crate::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
+use crate::model::event::{Event, EventKind};
+use crate::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use crate::model::rating::Rating;
+use crate::model::release::{Release, Yank};
+use crate::model::subscription::Subscription;
+
+pub use sled_store::SledStore;
+
+/// Counts of what an import wrote, for reporting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub laender: usize,
+    pub kreise: usize,
+    pub kommunen: usize,
+    pub ozg_leistungen: usize,
+    pub leika: usize,
+}
+
+pub trait Store: Send + Sync + 'static {
+    // --- register (idempotent upserts) ---
+    fn import_register(&self, laender: &[Land], kreise: &[Kreis], kommunen: &[Kommune]) -> Result<()>;
+    fn import_catalogue(&self, ozg: &[OzgLeistung], leika: &[LeikaEntry]) -> Result<()>;
+    fn counts(&self) -> Result<ImportCounts>;
+    fn kommune(&self, ags: &Ags) -> Result<Option<Kommune>>;
+    fn kommunen(&self) -> Result<Vec<Kommune>>;
+    fn land(&self, code: &LandCode) -> Result<Option<Land>>;
+    fn laender(&self) -> Result<Vec<Land>>;
+    fn kreis(&self, code: &KreisCode) -> Result<Option<Kreis>>;
+    fn kreise(&self) -> Result<Vec<Kreis>>;
+    fn ozg_leistung(&self, id: &OzgId) -> Result<Option<OzgLeistung>>;
+    fn leika(&self, key: &Leistungsschluessel) -> Result<Option<LeikaEntry>>;
+
+    // --- services and releases ---
+    fn put_service(&self, service: &Service, event: EventKind) -> Result<Event>;
+    fn service(&self, id: &ServiceId) -> Result<Option<Service>>;
+    fn services(&self) -> Result<Vec<Service>>;
+    /// Inserts a release; `AlreadyExists` if that version exists (releases are immutable).
+    fn insert_release(&self, release: &Release) -> Result<Event>;
+    fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Release>>;
+    /// All releases of a service, newest version first.
+    fn releases(&self, service: &ServiceId) -> Result<Vec<Release>>;
+    /// Marks a release yanked; `FailedPrecondition` if it already is.
+    fn yank_release(&self, service: &ServiceId, version: &semver::Version, yank: Yank) -> Result<(Release, Event)>;
+
+    // --- subscriptions ---
+    fn put_subscription(&self, sub: &Subscription) -> Result<Event>;
+    fn remove_subscription(&self, ags: &Ags, target_key: &str) -> Result<Option<Event>>;
+    fn subscriptions_of(&self, ags: &Ags) -> Result<Vec<Subscription>>;
+    fn all_subscriptions(&self) -> Result<Vec<Subscription>>;
+
+    // --- adoption ledger ---
+    fn append_adoption(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)>;
+    fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>>;
+    fn adopters(&self, service: &ServiceId) -> Result<Vec<AdoptionRecord>>;
+    fn adoptions_of(&self, ags: &Ags) -> Result<Vec<AdoptionRecord>>;
+    fn history_of(&self, ags: &Ags) -> Result<Vec<AdoptionEntry>>;
+
+    // --- ratings ---
+    fn put_rating(&self, rating: &Rating) -> Result<Event>;
+    fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>>;
+
+    // --- event log ---
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>>;
+    fn head_seq(&self) -> Result<u64>;
+
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<()>;
+}
+
+/// One behavioural test suite that every backend must pass.
+#[cfg(test)]
+#[macro_export]
+macro_rules! store_test_suite {
+    ($make:expr) => {
+        use $crate::model::adoption::*;
+        use $crate::model::catalog::*;
+        use $crate::model::event::EventKind;
+        use $crate::model::release::*;
+        use $crate::store::Store;
+
+        fn service() -> Service {
+            Service {
+                id: "wohngeld-nrw".parse().unwrap(),
+                ozg_id: "10001".parse().unwrap(),
+                leistungsschluessel: None,
+                title: "Wohngeld".into(),
+                description: String::new(),
+                land: "05".parse().unwrap(),
+                themenfeld: "Bauen & Wohnen".into(),
+                lebenslage: "Wohnen".into(),
+                parameters: vec![],
+                registered_at_ms: 1,
+            }
+        }
+
+        fn release(v: &str) -> Release {
+            Release {
+                service_id: "wohngeld-nrw".parse().unwrap(),
+                version: v.parse().unwrap(),
+                channel: Default::default(),
+                land: "05".parse().unwrap(),
+                content_digest: $crate::bundle::Digest::of(v.as_bytes()),
+                total_size: 1,
+                file_count: 1,
+                release_notes: String::new(),
+                published_at_ms: 2,
+                manifest: vec![],
+                signature: vec![],
+                yank: None,
+            }
+        }
+
+        #[test]
+        fn releases_are_immutable_and_sorted_by_semver() {
+            let store = $make;
+            let s = service();
+            store
+                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
+                .unwrap();
+            for v in ["1.9.0", "1.10.0", "1.2.0"] {
+                store.insert_release(&release(v)).unwrap();
+            }
+            let err = store.insert_release(&release("1.10.0")).unwrap_err();
+            assert_eq!(err.kind(), $crate::error::ErrorKind::AlreadyExists);
+            let versions: Vec<String> = store.releases(&s.id).unwrap().iter().map(|r| r.version.to_string()).collect();
+            assert_eq!(versions, ["1.10.0", "1.9.0", "1.2.0"]);
+        }
+
+        #[test]
+        fn event_log_is_gapless_and_ordered() {
+            let store = $make;
+            let s = service();
+            store
+                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
+                .unwrap();
+            store.insert_release(&release("1.0.0")).unwrap();
+            let _ = store.insert_release(&release("1.0.0"));
+            store.yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "bug".into(), at_ms: 3 }).unwrap();
+            let seqs: Vec<u64> = store.events_after(0, 100).unwrap().iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, [1, 2, 3]);
+            assert_eq!(store.head_seq().unwrap(), 3);
+            assert_eq!(store.events_after(2, 100).unwrap().len(), 1);
+            assert!(store
+                .yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "x".into(), at_ms: 4 })
+                .is_err());
+        }
+
+        #[test]
+        fn adoption_ledger_keeps_history_and_current_state() {
+            let store = $make;
+            let ags: $crate::model::ids::Ags = "05913000".parse().unwrap();
+            let sid: $crate::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
+            for (state, v) in [
+                (AdoptionState::Evaluating, "1.0.0"),
+                (AdoptionState::Deployed, "1.0.0"),
+                (AdoptionState::Failed, "1.1.0"),
+            ] {
+                store
+                    .append_adoption(&AdoptionEntry {
+                        ags: ags.clone(),
+                        service_id: sid.clone(),
+                        version: Some(v.parse().unwrap()),
+                        state,
+                        reason: "r".into(),
+                        at_ms: 5,
+                    })
+                    .unwrap();
+            }
+            assert_eq!(store.history_of(&ags).unwrap().len(), 3);
+            let rec = store.adoption(&sid, &ags).unwrap().unwrap();
+            assert_eq!(rec.running, Some("1.0.0".parse().unwrap()));
+            assert_eq!(rec.latest.state, AdoptionState::Failed);
+            assert_eq!(store.adopters(&sid).unwrap().len(), 1);
+            assert_eq!(store.adoptions_of(&ags).unwrap().len(), 1);
+        }
+    };
+}

@@ -1,0 +1,428 @@
+//! The embedded default backend on sled.
+//!
+//! Trees and keys (`\0` separates parts; sequence numbers are big-endian so byte order is
+//! numeric order):
+//! - `laender` code, `kreise` code, `kommunen` AGS, `ozg` OZG-ID, `leika` Leistungsschlüssel
+//! - `services` id; `releases` service\0version
+//! - `subscriptions` AGS\0target
+//! - `adoption` service\0AGS -> current record; `adoption_by_kommune` AGS\0service -> ()
+//! - `history` AGS\0seq -> ledger entry
+//! - `ratings` service\0version\0AGS
+//! - `events` seq; `meta` "seq" -> last seq
+//!
+//! Every mutation runs in one sled transaction that also bumps `meta/seq` and writes the
+//! event, so the event log is gapless and matches the data.
+
+use super::{ImportCounts, Store};
+use crate::error::{Error, Result};
+use crate::model::adoption::{AdoptionEntry, AdoptionRecord};
+use crate::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
+use crate::model::event::{Event, EventKind};
+use crate::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use crate::model::rating::Rating;
+use crate::model::release::{Release, Yank};
+use crate::model::subscription::Subscription;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use std::path::Path;
+
+const SEQ_KEY: &[u8] = b"seq";
+
+pub struct SledStore {
+    db: sled::Db,
+    laender: sled::Tree,
+    kreise: sled::Tree,
+    kommunen: sled::Tree,
+    ozg: sled::Tree,
+    leika: sled::Tree,
+    services: sled::Tree,
+    releases: sled::Tree,
+    subscriptions: sled::Tree,
+    adoption: sled::Tree,
+    adoption_by_kommune: sled::Tree,
+    history: sled::Tree,
+    ratings: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("domain types serialize")
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt { tree, reason: e.to_string() })
+}
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn prefix(part: &[u8]) -> Vec<u8> {
+    let mut k = part.to_vec();
+    k.push(0);
+    k
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+fn abort<T>(e: Error) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn from_tx(e: TransactionError<Error>) -> Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+/// Appends an event inside a transaction: bumps the sequence and stores the record.
+fn append_event(meta: &TransactionalTree, events: &TransactionalTree, at_ms: i64, kind: EventKind) -> TxResult<Event> {
+    let last = meta.get(SEQ_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0);
+    let event = Event { seq: last + 1, at_ms, kind };
+    meta.insert(SEQ_KEY, &event.seq.to_be_bytes())?;
+    events.insert(&event.seq.to_be_bytes(), encode(&event))?;
+    Ok(event)
+}
+
+impl SledStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| Error::Storage(format!("cannot open sled store at {}: {e}", path.display())))?;
+        Self::from_db(db)
+    }
+
+    /// A store in a temporary location, removed on drop. For tests and throwaway demos.
+    pub fn temporary() -> Result<Self> {
+        Self::from_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Self> {
+        let t = |name: &str| db.open_tree(name);
+        Ok(Self {
+            laender: t("laender")?,
+            kreise: t("kreise")?,
+            kommunen: t("kommunen")?,
+            ozg: t("ozg")?,
+            leika: t("leika")?,
+            services: t("services")?,
+            releases: t("releases")?,
+            subscriptions: t("subscriptions")?,
+            adoption: t("adoption")?,
+            adoption_by_kommune: t("adoption_by_kommune")?,
+            history: t("history")?,
+            ratings: t("ratings")?,
+            events: t("events")?,
+            meta: t("meta")?,
+            db,
+        })
+    }
+
+    fn get<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, k: &[u8]) -> Result<Option<T>> {
+        tree.get(k)?.map(|v| decode(name, &v)).transpose()
+    }
+
+    fn scan<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, p: &[u8]) -> Result<Vec<T>> {
+        tree.scan_prefix(p).values().map(|v| decode(name, &v?)).collect()
+    }
+
+    fn upsert_all<T: Serialize>(tree: &sled::Tree, items: &[T], k: impl Fn(&T) -> Vec<u8>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for item in items {
+            batch.insert(k(item), encode(item));
+        }
+        tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn import_register(&self, laender: &[Land], kreise: &[Kreis], kommunen: &[Kommune]) -> Result<()> {
+        Self::upsert_all(&self.laender, laender, |l| l.code.as_str().as_bytes().to_vec())?;
+        Self::upsert_all(&self.kreise, kreise, |k| k.code.as_str().as_bytes().to_vec())?;
+        Self::upsert_all(&self.kommunen, kommunen, |k| k.ags.as_str().as_bytes().to_vec())
+    }
+
+    fn import_catalogue(&self, ozg: &[OzgLeistung], leika: &[LeikaEntry]) -> Result<()> {
+        Self::upsert_all(&self.ozg, ozg, |o| o.ozg_id.as_str().as_bytes().to_vec())?;
+        Self::upsert_all(&self.leika, leika, |l| l.schluessel.as_str().as_bytes().to_vec())
+    }
+
+    fn counts(&self) -> Result<ImportCounts> {
+        Ok(ImportCounts {
+            laender: self.laender.len(),
+            kreise: self.kreise.len(),
+            kommunen: self.kommunen.len(),
+            ozg_leistungen: self.ozg.len(),
+            leika: self.leika.len(),
+        })
+    }
+
+    fn kommune(&self, ags: &Ags) -> Result<Option<Kommune>> {
+        Self::get(&self.kommunen, "kommunen", ags.as_str().as_bytes())
+    }
+
+    fn kommunen(&self) -> Result<Vec<Kommune>> {
+        Self::scan(&self.kommunen, "kommunen", b"")
+    }
+
+    fn land(&self, code: &LandCode) -> Result<Option<Land>> {
+        Self::get(&self.laender, "laender", code.as_str().as_bytes())
+    }
+
+    fn laender(&self) -> Result<Vec<Land>> {
+        Self::scan(&self.laender, "laender", b"")
+    }
+
+    fn kreis(&self, code: &KreisCode) -> Result<Option<Kreis>> {
+        Self::get(&self.kreise, "kreise", code.as_str().as_bytes())
+    }
+
+    fn kreise(&self) -> Result<Vec<Kreis>> {
+        Self::scan(&self.kreise, "kreise", b"")
+    }
+
+    fn ozg_leistung(&self, id: &OzgId) -> Result<Option<OzgLeistung>> {
+        Self::get(&self.ozg, "ozg", id.as_str().as_bytes())
+    }
+
+    fn leika(&self, k: &Leistungsschluessel) -> Result<Option<LeikaEntry>> {
+        Self::get(&self.leika, "leika", k.as_str().as_bytes())
+    }
+
+    fn put_service(&self, service: &Service, event: EventKind) -> Result<Event> {
+        (&self.services, &self.meta, &self.events)
+            .transaction(|(services, meta, events)| {
+                services.insert(service.id.as_str().as_bytes(), encode(service))?;
+                append_event(meta, events, service.registered_at_ms, event.clone())
+            })
+            .map_err(from_tx)
+    }
+
+    fn service(&self, id: &ServiceId) -> Result<Option<Service>> {
+        Self::get(&self.services, "services", id.as_str().as_bytes())
+    }
+
+    fn services(&self) -> Result<Vec<Service>> {
+        Self::scan(&self.services, "services", b"")
+    }
+
+    fn insert_release(&self, release: &Release) -> Result<Event> {
+        let k = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
+        (&self.releases, &self.meta, &self.events)
+            .transaction(|(releases, meta, events)| {
+                if releases.get(&k)?.is_some() {
+                    return abort(Error::AlreadyExists(format!(
+                        "release {} {} (published versions are immutable; publish a new version)",
+                        release.service_id, release.version
+                    )));
+                }
+                releases.insert(k.as_slice(), encode(release))?;
+                append_event(
+                    meta,
+                    events,
+                    release.published_at_ms,
+                    EventKind::ReleasePublished {
+                        service_id: release.service_id.clone(),
+                        version: release.version.clone(),
+                    },
+                )
+            })
+            .map_err(from_tx)
+    }
+
+    fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Release>> {
+        Self::get(&self.releases, "releases", &key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]))
+    }
+
+    fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {
+        let mut all: Vec<Release> = Self::scan(&self.releases, "releases", &prefix(service.as_str().as_bytes()))?;
+        all.sort_by(|a, b| b.version.cmp(&a.version));
+        Ok(all)
+    }
+
+    fn yank_release(&self, service: &ServiceId, version: &semver::Version, yank: Yank) -> Result<(Release, Event)> {
+        let k = key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]);
+        (&self.releases, &self.meta, &self.events)
+            .transaction(|(releases, meta, events)| {
+                let Some(bytes) = releases.get(&k)? else {
+                    return abort(Error::NotFound(format!("release {service} {version}")));
+                };
+                let mut release: Release = match decode("releases", &bytes) {
+                    Ok(r) => r,
+                    Err(e) => return abort(e),
+                };
+                if let Some(y) = &release.yank {
+                    return abort(Error::FailedPrecondition(format!(
+                        "release {service} {version} is already yanked ({})",
+                        y.reason
+                    )));
+                }
+                release.yank = Some(yank.clone());
+                releases.insert(k.as_slice(), encode(&release))?;
+                let event = append_event(
+                    meta,
+                    events,
+                    yank.at_ms,
+                    EventKind::ReleaseYanked {
+                        service_id: service.clone(),
+                        version: version.clone(),
+                        reason: yank.reason.clone(),
+                    },
+                )?;
+                Ok((release, event))
+            })
+            .map_err(from_tx)
+    }
+
+    fn put_subscription(&self, sub: &Subscription) -> Result<Event> {
+        let k = key(&[sub.ags.as_str().as_bytes(), sub.target.key().as_bytes()]);
+        (&self.subscriptions, &self.meta, &self.events)
+            .transaction(|(subs, meta, events)| {
+                subs.insert(k.as_slice(), encode(sub))?;
+                append_event(meta, events, sub.since_ms, EventKind::Subscribed(sub.clone()))
+            })
+            .map_err(from_tx)
+    }
+
+    fn remove_subscription(&self, ags: &Ags, target_key: &str) -> Result<Option<Event>> {
+        let k = key(&[ags.as_str().as_bytes(), target_key.as_bytes()]);
+        let now = crate::now_ms();
+        (&self.subscriptions, &self.meta, &self.events)
+            .transaction(|(subs, meta, events)| {
+                if subs.remove(k.as_slice())?.is_none() {
+                    return Ok(None);
+                }
+                append_event(
+                    meta,
+                    events,
+                    now,
+                    EventKind::Unsubscribed { ags: ags.clone(), target: target_key.to_string() },
+                )
+                .map(Some)
+            })
+            .map_err(from_tx)
+    }
+
+    fn subscriptions_of(&self, ags: &Ags) -> Result<Vec<Subscription>> {
+        Self::scan(&self.subscriptions, "subscriptions", &prefix(ags.as_str().as_bytes()))
+    }
+
+    fn all_subscriptions(&self) -> Result<Vec<Subscription>> {
+        Self::scan(&self.subscriptions, "subscriptions", b"")
+    }
+
+    fn append_adoption(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)> {
+        let sid = entry.service_id.as_str().as_bytes();
+        let ags = entry.ags.as_str().as_bytes();
+        let record_key = key(&[sid, ags]);
+        let index_key = key(&[ags, sid]);
+        (&self.adoption, &self.adoption_by_kommune, &self.history, &self.meta, &self.events)
+            .transaction(|(adoption, by_kommune, history, meta, events)| {
+                let previous = match adoption.get(&record_key)? {
+                    Some(bytes) => match decode::<AdoptionRecord>("adoption", &bytes) {
+                        Ok(r) => Some(r),
+                        Err(e) => return abort(e),
+                    },
+                    None => None,
+                };
+                let record = AdoptionRecord::apply(previous, entry.clone());
+                adoption.insert(record_key.as_slice(), encode(&record))?;
+                by_kommune.insert(index_key.as_slice(), &[])?;
+                let event = append_event(meta, events, entry.at_ms, EventKind::AdoptionReported(entry.clone()))?;
+                history.insert(key(&[ags, &event.seq.to_be_bytes()]), encode(entry))?;
+                Ok((record, event))
+            })
+            .map_err(from_tx)
+    }
+
+    fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>> {
+        Self::get(&self.adoption, "adoption", &key(&[service.as_str().as_bytes(), ags.as_str().as_bytes()]))
+    }
+
+    fn adopters(&self, service: &ServiceId) -> Result<Vec<AdoptionRecord>> {
+        Self::scan(&self.adoption, "adoption", &prefix(service.as_str().as_bytes()))
+    }
+
+    fn adoptions_of(&self, ags: &Ags) -> Result<Vec<AdoptionRecord>> {
+        let p = prefix(ags.as_str().as_bytes());
+        let mut out = Vec::new();
+        for k in self.adoption_by_kommune.scan_prefix(&p).keys() {
+            let k = k?;
+            let service = &k[p.len()..];
+            if let Some(bytes) = self.adoption.get(key(&[service, ags.as_str().as_bytes()]))? {
+                out.push(decode("adoption", &bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn history_of(&self, ags: &Ags) -> Result<Vec<AdoptionEntry>> {
+        Self::scan(&self.history, "history", &prefix(ags.as_str().as_bytes()))
+    }
+
+    fn put_rating(&self, rating: &Rating) -> Result<Event> {
+        let k = key(&[
+            rating.service_id.as_str().as_bytes(),
+            rating.version.to_string().as_bytes(),
+            rating.ags.as_str().as_bytes(),
+        ]);
+        (&self.ratings, &self.meta, &self.events)
+            .transaction(|(ratings, meta, events)| {
+                ratings.insert(k.as_slice(), encode(rating))?;
+                append_event(meta, events, rating.at_ms, EventKind::Rated(rating.clone()))
+            })
+            .map_err(from_tx)
+    }
+
+    fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>> {
+        Self::scan(&self.ratings, "ratings", &prefix(service.as_str().as_bytes()))
+    }
+
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>> {
+        let start = seq.saturating_add(1).to_be_bytes();
+        self.events.range(start..).values().take(limit).map(|v| decode("events", &v?)).collect()
+    }
+
+    fn head_seq(&self) -> Result<u64> {
+        Ok(self.meta.get(SEQ_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0))
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::store_test_suite!(super::SledStore::temporary().unwrap());
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = super::SledStore::open(dir.path()).unwrap();
+            let s = service();
+            store
+                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = super::SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.head_seq().unwrap(), 1);
+        assert!(store.service(&"wohngeld-nrw".parse().unwrap()).unwrap().is_some());
+    }
+}
