@@ -1,1 +1,226 @@
+//! Test harness for whole-system scenarios: a real hub with mTLS on 127.0.0.1:0, its sled
+//! store and blob store in a temp dir, Länder with real signing keys, and real node agents
+//! with their own state and deploy dirs. Helpers keep each test reading like its scenario.
 
+use efa_hub::auth::Identity;
+use efa_hub::client::{publish_dir, ClientError, PublishSpec};
+use efa_hub::dev::DevFederation;
+use efa_node::config::{ServiceConfig, SubscriptionConfig, TlsConfig};
+use efa_node::{Agent, NodeConfig};
+use efa_proto::v1 as pb;
+use efa_registry::model::release::UpdatePolicy;
+use efa_registry::params::ParamValue;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+pub use efa_proto::v1::{
+    adoption_service_client::AdoptionServiceClient, catalog_service_client::CatalogServiceClient,
+    release_service_client::ReleaseServiceClient, report_service_client::ReportServiceClient,
+    subscription_service_client::SubscriptionServiceClient,
+};
+
+pub const NRW: &str = "05";
+pub const DORTMUND: &str = "05913000";
+pub const ESSEN: &str = "05113000";
+pub const BIELEFELD: &str = "05711000";
+
+pub fn land(code: &str) -> Identity {
+    Identity::Land(code.parse().expect("valid Land code"))
+}
+
+pub fn kommune(ags: &str) -> Identity {
+    Identity::Kommune(ags.parse().expect("valid AGS"))
+}
+
+pub fn operator() -> Identity {
+    Identity::Operator("bund".into())
+}
+
+pub struct World {
+    pub fed: DevFederation,
+    pub dir: tempfile::TempDir,
+}
+
+/// One subscription of a test node.
+pub struct Sub {
+    pub service: &'static str,
+    pub policy: UpdatePolicy,
+}
+
+impl World {
+    pub async fn new() -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fed = DevFederation::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await.expect("hub starts");
+        World { fed, dir }
+    }
+
+    pub async fn channel(&self, id: &Identity) -> Channel {
+        self.fed.channel(id).await.expect("mTLS connect")
+    }
+
+    /// Registers a service with a typical EfA parameter schema (payment purpose and fee).
+    pub async fn register(&self, land_code: &str, id: &str, ozg_id: &str) -> Result<pb::ServiceInfo, tonic::Status> {
+        self.register_with(land_code, id, ozg_id, standard_parameters()).await
+    }
+
+    pub async fn register_with(
+        &self,
+        land_code: &str,
+        id: &str,
+        ozg_id: &str,
+        parameters: Vec<pb::ParameterSpec>,
+    ) -> Result<pb::ServiceInfo, tonic::Status> {
+        CatalogServiceClient::new(self.channel(&land(land_code)).await)
+            .register_service(pb::RegisterServiceRequest {
+                id: id.into(),
+                ozg_id: ozg_id.into(),
+                leistungsschluessel: String::new(),
+                title: format!("Test service {id}"),
+                description: String::new(),
+                parameters,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Writes a bundle directory with the given files.
+    pub fn bundle(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let root = self.dir.path().join("bundles").join(name);
+        for (path, content) in files {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        root
+    }
+
+    /// A small service bundle whose config template uses the standard parameters.
+    pub fn standard_bundle(&self, version: &str) -> PathBuf {
+        self.bundle(
+            &format!("std-{version}"),
+            &[
+                ("index.html", &format!("<h1>Antrag</h1><p>Version {version}</p>")),
+                ("forms/antrag.json", r#"{"fields":["name","anschrift"]}"#),
+                ("config/payment.toml.tmpl", "purpose = \"{{ payment_purpose }}\"\nfee_cents = {{ fee_cents }}\n"),
+            ],
+        )
+    }
+
+    pub async fn publish(&self, land_code: &str, service: &str, version: &str, dir: &std::path::Path) -> Result<pb::ReleaseInfo, ClientError> {
+        let key = self.fed.signing_key(&land_code.parse().unwrap()).unwrap();
+        let spec = PublishSpec {
+            dir,
+            service_id: service.parse()?,
+            version: version.into(),
+            channel: "stable".parse()?,
+            land: land_code.parse()?,
+            release_notes: format!("release {version}"),
+            signing_key: &key,
+        };
+        publish_dir(self.channel(&land(land_code)).await, spec, |_| {}).await
+    }
+
+    /// A node config for Kommune `ags` that trusts NRW's key and fills the standard parameters.
+    pub fn node_config(&self, ags: &str, subs: &[Sub]) -> NodeConfig {
+        let tls = self.fed.client_tls(&kommune(ags)).unwrap();
+        let base = self.dir.path().join("nodes").join(ags);
+        let mut services = BTreeMap::new();
+        for s in subs {
+            services.insert(
+                s.service.parse().unwrap(),
+                ServiceConfig {
+                    health_command: None,
+                    parameters: BTreeMap::from([
+                        ("payment_purpose".to_string(), ParamValue::Text(format!("{} {ags}", s.service))),
+                        ("fee_cents".to_string(), ParamValue::Integer(1250)),
+                    ]),
+                },
+            );
+        }
+        NodeConfig {
+            ags: ags.parse().unwrap(),
+            hub: self.fed.url(),
+            state_dir: base.join("state"),
+            deploy_dir: base.join("deploy"),
+            keep_versions: 3,
+            health_timeout_secs: 10,
+            tls: Some(TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key }),
+            trust: BTreeMap::from([(NRW.parse().unwrap(), vec![self.fed.trusted_key(&NRW.parse().unwrap()).unwrap()])]),
+            subscriptions: subs
+                .iter()
+                .map(|s| SubscriptionConfig {
+                    service: Some(s.service.parse().unwrap()),
+                    themenfeld: None,
+                    channel: Default::default(),
+                    policy: s.policy,
+                })
+                .collect(),
+            services,
+        }
+    }
+
+    pub fn node(&self, ags: &str, subs: &[Sub]) -> Agent {
+        Agent::new(self.node_config(ags, subs)).expect("node starts")
+    }
+
+    /// The adoption records of a service, as an operator sees them.
+    pub async fn adopters(&self, service: &str) -> Vec<pb::AdoptionRecord> {
+        ReportServiceClient::new(self.channel(&operator()).await)
+            .service_adopters(pb::ServiceAdoptersRequest { service_id: service.into() })
+            .await
+            .expect("adopters report")
+            .into_inner()
+            .adopters
+    }
+
+    pub async fn history(&self, ags: &str) -> Vec<pb::AdoptionRecord> {
+        ReportServiceClient::new(self.channel(&operator()).await)
+            .kommune_history(pb::KommuneHistoryRequest { ags: ags.into() })
+            .await
+            .expect("kommune history")
+            .into_inner()
+            .history
+    }
+}
+
+pub fn standard_parameters() -> Vec<pb::ParameterSpec> {
+    vec![
+        pb::ParameterSpec {
+            name: "payment_purpose".into(),
+            kind: pb::ParameterKind::Text as i32,
+            required: true,
+            description: "Verwendungszweck für ePayBL".into(),
+            max_length: 27,
+        },
+        pb::ParameterSpec {
+            name: "fee_cents".into(),
+            kind: pb::ParameterKind::AmountCents as i32,
+            required: true,
+            description: "Gebühr in Cent".into(),
+            max_length: 0,
+        },
+    ]
+}
+
+/// Polls `check` until it returns true, failing the test after `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs}s waiting for: {what}");
+}
+
+/// The state label of an adoption record.
+pub fn state(r: &pb::AdoptionRecord) -> pb::AdoptionState {
+    pb::AdoptionState::try_from(r.state).unwrap_or(pb::AdoptionState::Unspecified)
+}

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod blobs;
 pub mod client;
 pub mod convert;
+pub mod dev;
 pub mod error;
 pub mod events;
 pub mod pki;

@@ -1,0 +1,129 @@
+//! A development federation on one machine: a dev PKI, a hub with mTLS on loopback, and
+//! the Länder's release signing keys, all under one directory. `efa-hub dev`, the demo and
+//! the system tests start EfA Hub this way, so they all run the real TLS path.
+
+use crate::auth::Identity;
+use crate::pki::{self, PkiError};
+use crate::server::{HubConfig, HubError, RunningHub, ServerTls};
+use efa_proto::tls::ClientTlsFiles;
+use efa_registry::model::ids::LandCode;
+use efa_registry::signing::SigningKey;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tonic::transport::Channel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error(transparent)]
+    Registry(#[from] efa_registry::Error),
+    #[error(transparent)]
+    Connect(#[from] efa_proto::tls::ConnectError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Directory layout: `pki/` certificates, `keys/` Land signing keys, `hub/` hub data.
+pub struct DevFederation {
+    pub root: PathBuf,
+    pub hub: Option<RunningHub>,
+    pub addr: SocketAddr,
+    listen: SocketAddr,
+}
+
+impl DevFederation {
+    pub fn pki_dir(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+
+    pub fn hub_data_dir(&self) -> PathBuf {
+        self.root.join("hub")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Creates the PKI if needed and starts a hub on `listen` (port 0 picks a free one).
+    pub async fn start(root: &Path, listen: SocketAddr) -> Result<Self, DevError> {
+        let pki_dir = root.join("pki");
+        if !pki_dir.join("ca.pem").exists() {
+            pki::init(&pki_dir, &[])?;
+        }
+        let mut fed = DevFederation { root: root.to_path_buf(), hub: None, addr: listen, listen };
+        fed.start_hub().await?;
+        Ok(fed)
+    }
+
+    pub fn hub_config(&self) -> HubConfig {
+        let pki = self.pki_dir();
+        HubConfig::new(
+            self.listen,
+            self.hub_data_dir(),
+            ServerTls { cert: pki.join("hub.pem"), key: pki.join("hub.key"), client_ca: pki.join("ca.pem") },
+        )
+    }
+
+    async fn start_hub(&mut self) -> Result<(), DevError> {
+        let hub = crate::start(self.hub_config()).await?;
+        self.addr = hub.addr;
+        // Restarts keep the address, so clients and node configs stay valid.
+        self.listen = hub.addr;
+        self.hub = Some(hub);
+        Ok(())
+    }
+
+    /// Stops the hub gracefully (streams end, store flushed).
+    pub async fn stop_hub(&mut self) -> Result<(), DevError> {
+        if let Some(hub) = self.hub.take() {
+            hub.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops and starts the hub on the same address and data.
+    pub async fn restart_hub(&mut self) -> Result<(), DevError> {
+        self.stop_hub().await?;
+        self.start_hub().await
+    }
+
+    pub fn registry(&self) -> Option<&efa_registry::Registry> {
+        self.hub.as_ref().map(|h| h.registry.as_ref())
+    }
+
+    /// Client certificate files for `id`, issued on first use.
+    pub fn client_tls(&self, id: &Identity) -> Result<ClientTlsFiles, DevError> {
+        let dir = self.pki_dir();
+        let stem = id.file_stem();
+        let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+        if !cert.exists() {
+            pki::issue(&dir, id, &id.to_uri())?;
+        }
+        Ok(ClientTlsFiles { ca: dir.join("ca.pem"), cert, key })
+    }
+
+    /// A connected mTLS channel acting as `id`.
+    pub async fn channel(&self, id: &Identity) -> Result<Channel, DevError> {
+        Ok(efa_proto::tls::connect(&self.url(), Some(&self.client_tls(id)?)).await?)
+    }
+
+    /// The Land's release signing key, created on first use under `keys/`.
+    pub fn signing_key(&self, land: &LandCode) -> Result<SigningKey, DevError> {
+        let dir = self.root.join("keys");
+        let path = dir.join(format!("land-{land}.sign"));
+        if !path.exists() {
+            std::fs::create_dir_all(&dir).map_err(|source| DevError::Io { path: dir.clone(), source })?;
+            std::fs::write(&path, SigningKey::generate().to_text())
+                .map_err(|source| DevError::Io { path: path.clone(), source })?;
+        }
+        Ok(SigningKey::load(&path)?)
+    }
+
+    /// The public key text a node pins for `land`.
+    pub fn trusted_key(&self, land: &LandCode) -> Result<String, DevError> {
+        Ok(self.signing_key(land)?.verifying_key().to_text())
+    }
+}

@@ -1,0 +1,142 @@
+//! Who may do what: each rule of the authorization table, over real mTLS.
+
+use efa_proto::v1 as pb;
+use efa_registry::model::release::UpdatePolicy;
+use efa_tests::*;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::Code;
+
+async fn setup() -> World {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    w
+}
+
+fn denied<T: std::fmt::Debug>(r: Result<T, tonic::Status>, what: &str) {
+    match r {
+        Err(s) => assert_eq!(s.code(), Code::PermissionDenied, "{what}: {}", s.message()),
+        Ok(v) => panic!("{what} should be denied, got {v:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_rpc_works_without_a_client_certificate_except_health() {
+    let w = setup().await;
+    let ca = std::fs::read(w.fed.pki_dir().join("ca.pem")).unwrap();
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+    let ch = Endpoint::from_shared(w.fed.url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let err = CatalogServiceClient::new(ch.clone()).list_services(pb::ListServicesRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    let err = ReportServiceClient::new(ch.clone())
+        .service_adopters(pb::ServiceAdoptersRequest { service_id: "wohngeld-nrw".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let health = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owning_land_manages_a_service() {
+    let w = setup().await;
+    let yank = |id: &str| pb::YankReleaseRequest { service_id: id.into(), version: "1.0.0".into(), reason: "x".into() };
+    denied(ReleaseServiceClient::new(w.channel(&land("09")).await).yank_release(yank("wohngeld-nrw")).await, "Bayern yanks NRW's release");
+    denied(ReleaseServiceClient::new(w.channel(&kommune(DORTMUND)).await).yank_release(yank("wohngeld-nrw")).await, "a Kommune yanks");
+    denied(ReleaseServiceClient::new(w.channel(&operator()).await).yank_release(yank("wohngeld-nrw")).await, "an operator yanks");
+    denied(
+        CatalogServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+            .register_service(pb::RegisterServiceRequest { id: "x-y-z".into(), ozg_id: "10092".into(), title: "t".into(), ..Default::default() })
+            .await,
+        "a Kommune registers a service",
+    );
+    ReleaseServiceClient::new(w.channel(&land(NRW)).await).yank_release(yank("wohngeld-nrw")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kommunen_act_only_as_themselves() {
+    let w = setup().await;
+    let report = pb::AdoptionReport {
+        service_id: "wohngeld-nrw".into(),
+        version: "1.0.0".into(),
+        state: pb::AdoptionState::Evaluating as i32,
+        reason: String::new(),
+    };
+    denied(AdoptionServiceClient::new(w.channel(&land(NRW)).await).report_adoption(report.clone()).await, "a Land reports adoption");
+    denied(AdoptionServiceClient::new(w.channel(&operator()).await).report_adoption(report.clone()).await, "an operator reports adoption");
+    let sub = pb::SubscribeRequest {
+        target: Some(pb::SubscriptionTarget { target: Some(pb::subscription_target::Target::ServiceId("wohngeld-nrw".into())) }),
+        channel: "stable".into(),
+        policy: pb::UpdatePolicy::Auto as i32,
+    };
+    denied(SubscriptionServiceClient::new(w.channel(&land(NRW)).await).subscribe(sub.clone()).await, "a Land subscribes");
+
+    // The report is recorded for the caller's own AGS: there is no field to claim another.
+    let rec = AdoptionServiceClient::new(w.channel(&kommune(DORTMUND)).await).report_adoption(report).await.unwrap().into_inner();
+    assert_eq!(rec.ags, DORTMUND);
+
+    // A syntactically valid AGS that is no Gemeinde in the register is refused.
+    let err = SubscriptionServiceClient::new(w.channel(&kommune("05999999")).await).subscribe(sub).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adoption_details_and_feedback_are_visible_to_operators_and_the_owning_land_only() {
+    let w = setup().await;
+    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    node.register_subscriptions().await.unwrap();
+    node.reconcile().await.unwrap();
+    node.rate("wohngeld-nrw", "1.0.0", 3, vec![], "ok").await.unwrap();
+
+    let adopters = |id| pb::ServiceAdoptersRequest { service_id: id };
+    denied(ReportServiceClient::new(w.channel(&kommune(ESSEN)).await).service_adopters(adopters("wohngeld-nrw".into())).await, "Essen reads adopters");
+    denied(ReportServiceClient::new(w.channel(&land("09")).await).service_adopters(adopters("wohngeld-nrw".into())).await, "Bayern reads NRW adopters");
+    ReportServiceClient::new(w.channel(&land(NRW)).await).service_adopters(adopters("wohngeld-nrw".into())).await.unwrap();
+
+    let history = |ags: &str| pb::KommuneHistoryRequest { ags: ags.into() };
+    denied(ReportServiceClient::new(w.channel(&kommune(ESSEN)).await).kommune_history(history(DORTMUND)).await, "Essen reads Dortmund's ledger");
+    denied(ReportServiceClient::new(w.channel(&land(NRW)).await).kommune_history(history(DORTMUND)).await, "a Land reads a Kommune's ledger");
+    let own = ReportServiceClient::new(w.channel(&kommune(DORTMUND)).await).kommune_history(history("")).await.unwrap().into_inner();
+    assert_eq!(own.history.len(), 2);
+
+    let fb = |land_code: &str| pb::FeedbackRequest { service_id: String::new(), land_code: land_code.into() };
+    denied(ReportServiceClient::new(w.channel(&land("09")).await).feedback(fb(NRW)).await, "Bayern reads NRW feedback");
+    denied(ReportServiceClient::new(w.channel(&kommune(DORTMUND)).await).feedback(fb(NRW)).await, "a Kommune reads feedback");
+    let all = ReportServiceClient::new(w.channel(&operator()).await).feedback(fb("")).await.unwrap().into_inner();
+    assert_eq!(all.ratings.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratings_need_an_evaluation_and_stay_in_range() {
+    let w = setup().await;
+    let rate = |stars: u32, comment: String| pb::RatingRequest {
+        service_id: "wohngeld-nrw".into(),
+        version: "1.0.0".into(),
+        stars,
+        criteria: vec![],
+        comment,
+    };
+    let ch = w.channel(&kommune(ESSEN)).await;
+    let err = AdoptionServiceClient::new(ch.clone()).submit_rating(rate(4, String::new())).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+
+    let node = w.node(ESSEN, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Manual }]);
+    node.register_subscriptions().await.unwrap();
+    node.reconcile().await.unwrap(); // evaluating 1.0.0
+    for (stars, comment, needle) in [(0, "", "stars"), (6, "", "stars"), (3, &"ä".repeat(2001) as &str, "comment")] {
+        let err = AdoptionServiceClient::new(ch.clone()).submit_rating(rate(stars, comment.into())).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(needle), "{}", err.message());
+    }
+    let err = AdoptionServiceClient::new(ch.clone())
+        .submit_rating(pb::RatingRequest { version: "9.9.9".into(), ..rate(3, String::new()) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    AdoptionServiceClient::new(ch).submit_rating(rate(5, "läuft".into())).await.unwrap();
+}

@@ -1,0 +1,139 @@
+//! Publishing: bad input gets a precise status and nothing is stored half.
+
+use efa_hub::client::{build_signed_manifest, publish_raw, ClientError, PublishSpec};
+use efa_proto::v1 as pb;
+use efa_registry::signing::SigningKey;
+use efa_tests::*;
+use std::path::PathBuf;
+use tonic::Code;
+
+fn code(e: ClientError) -> (Code, String) {
+    match e {
+        ClientError::Hub(s) => (s.code(), s.message().to_string()),
+        other => panic!("expected a hub status, got {other}"),
+    }
+}
+
+async fn publish_manifest(w: &World, manifest: serde_json::Value, files: Vec<PathBuf>) -> (Code, String) {
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
+    let sig = key.sign(&bytes);
+    code(publish_raw(w.channel(&land(NRW)).await, bytes, sig, String::new(), files, |_| {}).await.unwrap_err())
+}
+
+fn manifest(version: &str, files: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "format": 1, "service_id": "wohngeld-nrw", "version": version, "channel": "stable",
+        "land": "05", "created_at_ms": 0, "files": files,
+    })
+}
+
+async fn releases(w: &World) -> usize {
+    ReleaseServiceClient::new(w.channel(&operator()).await)
+        .list_releases(pb::ListReleasesRequest { service_id: "wohngeld-nrw".into(), channel: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .releases
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_versions_are_refused_and_releases_stay_immutable() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let first = w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let other = w.bundle("other", &[("index.html", "different content")]);
+    let (c, msg) = code(w.publish(NRW, "wohngeld-nrw", "1.0.0", &other).await.unwrap_err());
+    assert_eq!(c, Code::AlreadyExists, "{msg}");
+    let detail = ReleaseServiceClient::new(w.channel(&operator()).await)
+        .get_release(pb::GetReleaseRequest { service_id: "wohngeld-nrw".into(), version: "1.0.0".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.info.unwrap().content_digest, first.content_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_releases_get_precise_errors_and_store_nothing() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let bundle = w.bundle("b", &[("a.txt", "hello")]);
+    let file = bundle.join("a.txt");
+    let entry = |path: &str, size: u64, content: &[u8]| {
+        serde_json::json!({"path": path, "size": size, "digest": efa_registry::bundle::Digest::of(content).to_string()})
+    };
+    let ok = entry("a.txt", 5, b"hello");
+
+    let cases: Vec<(&str, serde_json::Value, Vec<PathBuf>, &str)> = vec![
+        ("bad semver", manifest("1.0", serde_json::json!([ok])), vec![file.clone()], "semantic version"),
+        ("escaping path", manifest("1.0.0", serde_json::json!([entry("../etc/passwd", 5, b"hello")])), vec![file.clone()], ".."),
+        ("absolute path", manifest("1.0.0", serde_json::json!([entry("/etc/passwd", 5, b"hello")])), vec![file.clone()], "absolute"),
+        ("duplicate path", manifest("1.0.0", serde_json::json!([ok, ok])), vec![file.clone(), file.clone()], "twice"),
+        ("empty bundle", manifest("1.0.0", serde_json::json!([])), vec![], "empty"),
+        ("oversized bundle", manifest("1.0.0", serde_json::json!([entry("a.txt", 1 << 40, b"hello")])), vec![file.clone()], "limit"),
+        ("declared size larger than content", manifest("1.0.0", serde_json::json!([entry("a.txt", 6, b"hello")])), vec![file.clone()], "ended after"),
+        ("content longer than declared", manifest("1.0.0", serde_json::json!([entry("a.txt", 4, b"hell")])), vec![file.clone()], "more data"),
+        ("digest mismatch", manifest("1.0.0", serde_json::json!([entry("a.txt", 5, b"HELLO")])), vec![file.clone()], "digest"),
+        ("deep nesting", manifest("1.0.0", serde_json::json!([entry(&format!("{}x", "d/".repeat(20)), 5, b"hello")])), vec![file.clone()], "deeper"),
+    ];
+    for (name, m, files, needle) in cases {
+        let (c, msg) = publish_manifest(&w, m, files).await;
+        assert_eq!(c, Code::InvalidArgument, "{name}: {msg}");
+        assert!(msg.contains(needle), "{name}: {msg:?} should mention {needle:?}");
+    }
+    assert_eq!(releases(&w).await, 0, "nothing may be stored by a refused publish");
+
+    // Unknown services and foreign Länder.
+    let m = serde_json::json!({"format": 1, "service_id": "gibt-es-nicht", "version": "1.0.0", "channel": "stable",
+        "land": "05", "created_at_ms": 0, "files": [ok]});
+    assert_eq!(publish_manifest(&w, m, vec![file.clone()]).await.0, Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_registration_validates_against_the_catalogue() {
+    let w = World::new().await;
+    let err = w.register(NRW, "wohngeld-nrw", "99999").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("OZG catalogue"), "{}", err.message());
+    let err = w.register(NRW, "Wohngeld NRW", "10092").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let mut req = pb::RegisterServiceRequest {
+        id: "wohngeld-nrw".into(),
+        ozg_id: "10092".into(),
+        leistungsschluessel: "99022001000000".into(), // Ausbildungsförderung, not Wohngeld
+        title: "Wohngeld".into(),
+        ..Default::default()
+    };
+    let err = CatalogServiceClient::new(w.channel(&land(NRW)).await).register_service(req.clone()).await.unwrap_err();
+    assert!(err.message().contains("belongs to OZG-ID 10056"), "{}", err.message());
+    req.leistungsschluessel = "99107023000000".into();
+    let s = CatalogServiceClient::new(w.channel(&land(NRW)).await).register_service(req).await.unwrap().into_inner();
+    assert_eq!(s.themenfeld, "Arbeit & Ruhestand");
+    assert_eq!(s.land_code, NRW);
+
+    // Another Land cannot take it over.
+    let err = w.register("09", "wohngeld-nrw", "10092").await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_land_cannot_publish_for_another_lands_service() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let bayern_key = SigningKey::generate();
+    let dir = w.standard_bundle("1.0.0");
+    let spec = PublishSpec {
+        dir: &dir,
+        service_id: "wohngeld-nrw".parse().unwrap(),
+        version: "1.0.0".into(),
+        channel: "stable".parse().unwrap(),
+        land: "09".parse().unwrap(),
+        release_notes: String::new(),
+        signing_key: &bayern_key,
+    };
+    let (bytes, sig, files) = build_signed_manifest(&spec).unwrap();
+    let err = publish_raw(w.channel(&land("09")).await, bytes, sig, String::new(), files, |_| {}).await.unwrap_err();
+    assert_eq!(code(err).0, Code::PermissionDenied);
+}
