@@ -1,1 +1,518 @@
-fn main() {}
+//! The demo federation: a hub with mTLS, Land NRW publishing eight EfA services, and six
+//! real NRW Kommunen running node agents. It replays the story of the seed articles:
+//! Dortmund evaluates the offer, deploys four services and rejects four with reasons;
+//! other Kommunen adopt some; NRW ships a Wohngeld update that rolls out (and rolls back
+//! where a Kommune's smoke check fails); ratings come in; the operator report shows it all.
+//!
+//! Run: `cargo run -p efa-demo` (add `-- --serve` to keep the hub running afterwards).
+
+use anyhow::{ensure, Context, Result};
+use clap::Parser;
+use efa_hub::auth::Identity;
+use efa_hub::client::{publish_dir, PublishSpec};
+use efa_hub::dev::DevFederation;
+use efa_hub::reports;
+use efa_hub::table::{Format, Table};
+use efa_node::config::{ServiceConfig, SubscriptionConfig, TlsConfig};
+use efa_node::{Agent, Handled, NodeConfig};
+use efa_proto::v1 as pb;
+use efa_proto::v1::catalog_service_client::CatalogServiceClient;
+use efa_proto::v1::report_service_client::ReportServiceClient;
+use efa_registry::model::release::UpdatePolicy;
+use efa_registry::params::ParamValue;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(about = "Run the EfA Hub demo federation (hub, Land NRW, six NRW Kommunen)")]
+struct Args {
+    /// Keep everything under DIR (default: a temp dir removed at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the hub running after the story, for trying the `efa` CLI against it.
+    #[arg(long)]
+    serve: bool,
+    /// Port for the hub (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+}
+
+const NRW: &str = "05";
+
+/// The eight services NRW offers: id, OZG-ID, Leistungsschlüssel, title.
+const SERVICES: [(&str, &str, &str, &str); 8] = [
+    ("wohngeld-nrw", "10092", "99107023000000", "Wohngeld"),
+    ("schueler-bafoeg-nrw", "10056", "99022001000000", "SchülerBAföG"),
+    ("gewerbeanmeldung-nrw", "10294", "", "Gewerbeanmeldung"),
+    ("wohnraum-id-nrw", "10125", "", "Wohnraumidentitätsnummer"),
+    ("hundehaltung-nrw", "10160", "", "Hundeanmeldung"),
+    ("wohnsitz-nrw", "10124", "", "Wohnsitzanmeldung"),
+    ("baugenehmigung-nrw", "10519", "", "Digitale Baugenehmigung"),
+    ("elterngeld-nrw", "10000", "", "Elterngeld (ELFE-Baustein)"),
+];
+
+/// What Dortmund decides after evaluating, with the reasons its IT gives the Land.
+const DORTMUND_REJECTS: [(&str, &str); 4] = [
+    ("schueler-bafoeg-nrw", "Zuständig ist das Amt für Ausbildungsförderung des Kreises; kein Bedarf im Serviceportal"),
+    ("wohnraum-id-nrw", "Keine Zweckentfremdungssatzung in Dortmund; Leistung wird nicht benötigt"),
+    ("baugenehmigung-nrw", "Anbindung an das Fachverfahren (XBau) fehlt; Anschlusskosten zu hoch"),
+    ("elterngeld-nrw", "Übertragbarkeit von ELFE wird noch geprüft; Standesamt-Anbindung ungeklärt"),
+];
+
+/// (index into the Kommunen, service, version, stars, criteria scores, comment)
+type DemoRating = (usize, &'static str, &'static str, u32, &'static [(pb::Criterion, u32)], &'static str);
+
+struct Kommune {
+    ags: &'static str,
+    name: &'static str,
+    subscriptions: Vec<(&'static str, UpdatePolicy)>,
+    epaybl: &'static str,
+}
+
+fn kommunen() -> Vec<Kommune> {
+    let all_manual = SERVICES.iter().map(|s| (s.0, UpdatePolicy::Manual)).collect();
+    vec![
+        Kommune {
+            ags: "05913000",
+            name: "Dortmund",
+            subscriptions: all_manual,
+            epaybl: "https://epaybl.dortmund.de/api",
+        },
+        Kommune {
+            ags: "05113000",
+            name: "Essen",
+            subscriptions: vec![
+                ("wohngeld-nrw", UpdatePolicy::Auto),
+                ("gewerbeanmeldung-nrw", UpdatePolicy::Auto),
+                ("hundehaltung-nrw", UpdatePolicy::Auto),
+            ],
+            epaybl: "https://epaybl.essen.de/api",
+        },
+        Kommune {
+            ags: "05711000",
+            name: "Bielefeld",
+            subscriptions: vec![("wohngeld-nrw", UpdatePolicy::Auto), ("wohnsitz-nrw", UpdatePolicy::Auto)],
+            // An internal plain-HTTP endpoint: the 1.1.0 smoke check will refuse it.
+            epaybl: "http://epaybl.intern.bielefeld.de",
+        },
+        Kommune {
+            ags: "05515000",
+            name: "Münster",
+            subscriptions: vec![("wohngeld-nrw", UpdatePolicy::PatchOnly), ("hundehaltung-nrw", UpdatePolicy::Auto)],
+            epaybl: "https://epaybl.stadt-muenster.de/api",
+        },
+        Kommune {
+            ags: "05911000",
+            name: "Bochum",
+            subscriptions: vec![("wohngeld-nrw", UpdatePolicy::Auto), ("gewerbeanmeldung-nrw", UpdatePolicy::Auto)],
+            epaybl: "https://epaybl.bochum.de/api",
+        },
+        Kommune {
+            ags: "05978024",
+            name: "Lünen",
+            subscriptions: vec![("wohngeld-nrw", UpdatePolicy::Auto), ("wohnsitz-nrw", UpdatePolicy::Auto)],
+            epaybl: "https://epaybl.luenen.de/api",
+        },
+    ]
+}
+
+fn parameter_schema() -> Vec<pb::ParameterSpec> {
+    let p =
+        |name: &str, kind: pb::ParameterKind, required: bool, description: &str, max_length: u32| pb::ParameterSpec {
+            name: name.into(),
+            kind: kind as i32,
+            required,
+            description: description.into(),
+            max_length,
+        };
+    vec![
+        p("zustaendige_stelle", pb::ParameterKind::Text, true, "Zuständige Organisationseinheit", 200),
+        p("postleitzahlen", pb::ParameterKind::Postcodes, true, "Örtlich zuständig für diese PLZ", 0),
+        p("fit_connect_destination", pb::ParameterKind::Text, true, "FIT-Connect Destination-ID", 64),
+        p("payment_purpose", pb::ParameterKind::Text, true, "Verwendungszweck (ePayBL, max. 27 Zeichen)", 27),
+        p("fee_cents", pb::ParameterKind::AmountCents, true, "Gebühr in Cent", 0),
+        p("epaybl_endpoint", pb::ParameterKind::Url, false, "ePayBL-Endpunkt der Kommune", 0),
+        p("datenschutz_url", pb::ParameterKind::Url, true, "Datenschutzerklärung", 0),
+        p("kontakt_email", pb::ParameterKind::Email, true, "Kontakt für Rückfragen", 0),
+    ]
+}
+
+/// Writes a service bundle: a form, a process description, a config template and a smoke check.
+fn write_bundle(root: &Path, service: &str, title: &str, version: &str) -> Result<PathBuf> {
+    let dir = root.join("bundles").join(service).join(version);
+    let write = |rel: &str, content: String| -> Result<()> {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("has parent"))?;
+        std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))
+    };
+    write(
+        "index.html",
+        format!("<!doctype html><title>{title}</title><h1>{title}</h1><p>EfA-Dienst {service} {version}</p>\n"),
+    )?;
+    write("forms/antrag.json", format!("{{\"service\":\"{service}\",\"version\":\"{version}\",\"fields\":[\"name\",\"anschrift\",\"geburtsdatum\"]}}\n"))?;
+    write("docs/prozess.md", format!("# {title}\n\nAntrag → Prüfung → Bescheid. Übermittlung per FIT-Connect.\n"))?;
+    let mut config = String::from(
+        "zustaendige_stelle = \"{{ zustaendige_stelle }}\"\npostleitzahlen = \"{{ postleitzahlen }}\"\n\
+         fit_connect_destination = \"{{ fit_connect_destination }}\"\npayment_purpose = \"{{ payment_purpose }}\"\n\
+         fee_cents = {{ fee_cents }}\ndatenschutz_url = \"{{ datenschutz_url }}\"\nkontakt_email = \"{{ kontakt_email }}\"\n",
+    );
+    let mut smoke = "test -s config/service.toml && test -s forms/antrag.json\n".to_string();
+    if version != "1.0.0" {
+        // 1.1.0 pays through the Kommune's own ePayBL endpoint, which must be HTTPS.
+        config.push_str("epaybl_endpoint = \"{{ epaybl_endpoint }}\"\n");
+        smoke.push_str("grep -q '^epaybl_endpoint = \"https://' config/service.toml || { echo 'ePayBL endpoint must use HTTPS' >&2; exit 1; }\n");
+    }
+    write("config/service.toml.tmpl", config)?;
+    write("checks/smoke.sh", smoke)?;
+    Ok(dir)
+}
+
+fn node_config(fed: &DevFederation, root: &Path, k: &Kommune) -> Result<NodeConfig> {
+    let tls = fed.client_tls(&Identity::Kommune(k.ags.parse()?))?;
+    let base = root.join("nodes").join(k.name.to_lowercase());
+    let mut services = BTreeMap::new();
+    for (service, _) in &k.subscriptions {
+        let text = |s: String| ParamValue::Text(s);
+        let purpose: String =
+            format!("{} {}", k.name, service.split('-').next().unwrap_or(service)).chars().take(27).collect();
+        services.insert(
+            service.parse()?,
+            ServiceConfig {
+                health_command: Some("sh checks/smoke.sh".into()),
+                parameters: BTreeMap::from([
+                    ("zustaendige_stelle".into(), text(format!("Stadt {} – Bürgerdienste", k.name))),
+                    ("postleitzahlen".into(), ParamValue::List(vec![format!("{}000", &k.ags[2..4])])),
+                    ("fit_connect_destination".into(), text(format!("dest-{}-{service}", k.ags))),
+                    ("payment_purpose".into(), text(purpose)),
+                    ("fee_cents".into(), ParamValue::Integer(1500)),
+                    ("epaybl_endpoint".into(), text(k.epaybl.into())),
+                    (
+                        "datenschutz_url".into(),
+                        text(format!("https://www.{}.de/datenschutz", k.name.to_lowercase().replace('ü', "ue"))),
+                    ),
+                    ("kontakt_email".into(), text(format!("efa@{}.de", k.name.to_lowercase().replace('ü', "ue")))),
+                ]),
+            },
+        );
+    }
+    Ok(NodeConfig {
+        ags: k.ags.parse()?,
+        hub: fed.url(),
+        state_dir: base.join("state"),
+        deploy_dir: base.join("deploy"),
+        keep_versions: 3,
+        health_timeout_secs: 10,
+        tls: Some(TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key }),
+        trust: BTreeMap::from([(NRW.parse()?, vec![fed.trusted_key(&NRW.parse()?)?])]),
+        subscriptions: k
+            .subscriptions
+            .iter()
+            .map(|(s, p)| {
+                Ok(SubscriptionConfig {
+                    service: Some(s.parse()?),
+                    themenfeld: None,
+                    channel: Default::default(),
+                    policy: *p,
+                })
+            })
+            .collect::<Result<_>>()?,
+        services,
+    })
+}
+
+fn describe(h: &Handled) -> String {
+    match h {
+        Handled::Deployed { service, version } => format!("deployed {service} {version}"),
+        Handled::RolledBack { service, version, reason } => {
+            format!("ROLLED BACK {service} {version}: {}", reason.lines().next().unwrap_or(""))
+        }
+        Handled::Failed { service, version, reason } => format!("FAILED {service} {version}: {reason}"),
+        Handled::AwaitingApproval { service, version } => format!("evaluating {service} {version} (awaiting approval)"),
+        Handled::Ignored { service, version, why } => format!("ignored {service} {version}: {why}"),
+    }
+}
+
+async fn publish(
+    fed: &DevFederation,
+    root: &Path,
+    service: &str,
+    title: &str,
+    version: &str,
+    notes: &str,
+) -> Result<pb::ReleaseInfo> {
+    let dir = write_bundle(root, service, title, version)?;
+    let key = fed.signing_key(&NRW.parse()?)?;
+    let spec = PublishSpec {
+        dir: &dir,
+        service_id: service.parse()?,
+        version: version.into(),
+        channel: "stable".parse()?,
+        land: NRW.parse()?,
+        release_notes: notes.into(),
+        signing_key: &key,
+    };
+    Ok(publish_dir(fed.channel(&Identity::Land(NRW.parse()?)).await?, spec, |_| {}).await?)
+}
+
+fn section(title: &str) {
+    println!("\n━━ {title} {}", "━".repeat(70usize.saturating_sub(title.chars().count())));
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let temp = tempfile::tempdir()?;
+    let root = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&root)?;
+
+    section("Hub");
+    let fed = DevFederation::start(&root, ([127, 0, 0, 1], args.port).into()).await?;
+    let counts = fed.registry().context("hub runs")?.store().counts()?;
+    println!(
+        "EfA Hub on {} (mTLS, sled store in {}): {} Länder, {} Kreise, {} Gemeinden, {} OZG-Leistungen",
+        fed.url(),
+        fed.hub_data_dir().display(),
+        counts.laender,
+        counts.kreise,
+        counts.kommunen,
+        counts.ozg_leistungen
+    );
+
+    section("Land NRW offers eight EfA services");
+    let nrw = fed.channel(&Identity::Land(NRW.parse()?)).await?;
+    for (id, ozg, leika, title) in SERVICES {
+        let s = CatalogServiceClient::new(nrw.clone())
+            .register_service(pb::RegisterServiceRequest {
+                id: id.into(),
+                ozg_id: ozg.into(),
+                leistungsschluessel: leika.into(),
+                title: title.into(),
+                description: format!("EfA-Onlinedienst „{title}“, bereitgestellt vom Land Nordrhein-Westfalen"),
+                parameters: parameter_schema(),
+            })
+            .await?
+            .into_inner();
+        let r = publish(&fed, &root, id, title, "1.0.0", "Erstveröffentlichung").await?;
+        println!(
+            "  {:<22} OZG {} {:<38} {} {} ({} files)",
+            s.id,
+            s.ozg_id,
+            format!("[{}]", s.themenfeld),
+            r.version,
+            &r.content_digest[..19],
+            r.file_count
+        );
+    }
+
+    section("Kommunen subscribe and evaluate");
+    let mut agents = Vec::new();
+    for k in kommunen() {
+        let agent = Agent::new(node_config(&fed, &root, &k)?)?;
+        agent.register_subscriptions().await?;
+        let handled = agent.reconcile().await?;
+        agent.sync_once().await?;
+        println!("  {} ({}):", k.name, k.ags);
+        for h in &handled {
+            println!("    {}", describe(h));
+        }
+        agents.push((k, Arc::new(agent)));
+    }
+
+    section("Dortmund decides: four deployed, four rejected");
+    let dortmund = agents[0].1.clone();
+    for (id, ..) in SERVICES {
+        match DORTMUND_REJECTS.iter().find(|(s, _)| *s == id) {
+            Some((_, reason)) => {
+                dortmund.reject(id, Some("1.0.0"), reason).await?;
+                println!("  rejected {id}: {reason}");
+            }
+            None => println!("  {}", describe(&dortmund.approve(id, "1.0.0").await?)),
+        }
+    }
+
+    section("NRW publishes Wohngeld 1.1.0; the nodes follow live");
+    let stop = CancellationToken::new();
+    let mut runners = Vec::new();
+    for (_, agent) in &agents {
+        let (agent, stop) = (agent.clone(), stop.clone());
+        runners.push(tokio::spawn(async move { agent.run(stop).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the streams attach
+    let started = Instant::now();
+    publish(&fed, &root, "wohngeld-nrw", "Wohngeld", "1.1.0", "ePayBL-Anbindung über den Endpunkt der Kommune").await?;
+    let operator = fed.channel(&Identity::Operator("demo".into())).await?;
+    // Auto nodes settle (deployed or rolled back); Dortmund (manual) and Münster
+    // (patch-only, minor update) wait for approval.
+    let auto_nodes = ["05113000", "05711000", "05911000", "05978024"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut settled_after = None;
+    while Instant::now() < deadline {
+        let adopters = ReportServiceClient::new(operator.clone())
+            .service_adopters(pb::ServiceAdoptersRequest { service_id: "wohngeld-nrw".into() })
+            .await?
+            .into_inner()
+            .adopters;
+        let done = auto_nodes.iter().all(|ags| {
+            adopters.iter().any(|a| {
+                &a.ags == ags
+                    && a.version == "1.1.0"
+                    && [pb::AdoptionState::Deployed as i32, pb::AdoptionState::RolledBack as i32].contains(&a.state)
+            })
+        });
+        if done {
+            settled_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settled = settled_after.context("the update did not settle on every auto node within 30 s")?;
+    println!(
+        "  publish → all four auto-updating nodes downloaded, verified, deployed and health-checked in {settled:.2?}"
+    );
+    stop.cancel();
+    for r in runners {
+        r.await??;
+    }
+    let muenster = agents[3].1.clone();
+    println!("  Dortmund approves: {}", describe(&dortmund.approve("wohngeld-nrw", "1.1.0").await?));
+    println!("  Münster approves:  {}", describe(&muenster.approve("wohngeld-nrw", "1.1.0").await?));
+
+    section("Ratings come in");
+    let ratings: [DemoRating; 6] = [
+        (
+            0,
+            "wohngeld-nrw",
+            "1.1.0",
+            4,
+            &[(pb::Criterion::Payment, 4), (pb::Criterion::Design, 4)],
+            "Seit 1.1.0 mit ePayBL – deutlich weniger Rückfragen",
+        ),
+        (1, "wohngeld-nrw", "1.1.0", 5, &[(pb::Criterion::Fachlogik, 5)], "Läuft stabil"),
+        (
+            2,
+            "wohngeld-nrw",
+            "1.1.0",
+            2,
+            &[(pb::Criterion::Payment, 1)],
+            "Smoke-Check verlangt HTTPS-ePayBL; intern nur HTTP",
+        ),
+        (
+            0,
+            "baugenehmigung-nrw",
+            "1.0.0",
+            2,
+            &[(pb::Criterion::RoutingTransport, 1)],
+            "Ohne XBau-Anbindung nicht nutzbar",
+        ),
+        (
+            0,
+            "hundehaltung-nrw",
+            "1.0.0",
+            5,
+            &[(pb::Criterion::Nutzerkonto, 5)],
+            "Meistgenutzter Dienst im Serviceportal",
+        ),
+        (
+            1,
+            "gewerbeanmeldung-nrw",
+            "1.0.0",
+            3,
+            &[(pb::Criterion::Datenaustauschstandard, 3)],
+            "XGewerbeanzeige ok, Gebühren fix",
+        ),
+    ];
+    for (i, service, version, stars, criteria, comment) in ratings {
+        let (k, agent) = &agents[i];
+        agent.rate(service, version, stars, criteria.to_vec(), comment).await?;
+        println!("  {:<9} {service} {version}: {}", k.name, "★".repeat(stars as usize));
+    }
+
+    section("Operator report");
+    let mut overview = Table::new(
+        "Adoption of NRW's EfA services",
+        &["service", "deployed", "versions running", "rejected", "rolled back", "ratings", "avg ★"],
+    );
+    let mut totals = (0, 0);
+    for (id, ..) in SERVICES {
+        let adopters = ReportServiceClient::new(operator.clone())
+            .service_adopters(pb::ServiceAdoptersRequest { service_id: id.into() })
+            .await?
+            .into_inner()
+            .adopters;
+        let deployed = adopters.iter().filter(|a| !a.running_version.is_empty()).count();
+        let mut versions: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in &adopters {
+            if !a.running_version.is_empty() {
+                *versions.entry(&a.running_version).or_default() += 1;
+            }
+        }
+        let rejected = adopters.iter().filter(|a| a.state == pb::AdoptionState::Rejected as i32).count();
+        let rolled = adopters.iter().filter(|a| a.state == pb::AdoptionState::RolledBack as i32).count();
+        let summary = ReportServiceClient::new(operator.clone())
+            .rating_summary(pb::RatingSummaryRequest { service_id: id.into() })
+            .await?
+            .into_inner()
+            .overall
+            .unwrap_or_default();
+        totals.0 += deployed;
+        totals.1 += rejected;
+        overview.push(vec![
+            id.into(),
+            deployed.to_string(),
+            versions.iter().map(|(v, n)| format!("{v}×{n}")).collect::<Vec<_>>().join(" "),
+            rejected.to_string(),
+            rolled.to_string(),
+            summary.count.to_string(),
+            if summary.count == 0 { "-".into() } else { format!("{:.1}", summary.average_stars) },
+        ]);
+    }
+    print!("{}", overview.render(Format::Table));
+    let (current, history) = reports::kommune(operator.clone(), "05913000").await?;
+    print!("{}", current.render(Format::Table));
+    print!("{}", history.render(Format::Table));
+    print!("{}", reports::adopters(operator.clone(), "wohngeld-nrw").await?.render(Format::Table));
+    print!("{}", reports::coverage(operator.clone(), "wohngeld-nrw", "", true).await?.render(Format::Table));
+    print!("{}", reports::ratings(operator.clone(), "wohngeld-nrw").await?.render(Format::Table));
+    let nrw_view = fed.channel(&Identity::Land(NRW.parse()?)).await?;
+    let (comments, rejections) = reports::feedback(nrw_view, "", "").await?;
+    print!("{}", rejections.render(Format::Table));
+    print!("{}", comments.render(Format::Table));
+
+    // The report must say what the story did.
+    let (dortmund_now, _) = reports::kommune(operator.clone(), "05913000").await?;
+    let states: Vec<&str> = dortmund_now.rows.iter().map(|r| r[1].as_str()).collect();
+    ensure!(states.iter().filter(|s| **s == "deployed").count() == 4, "Dortmund should run 4 services: {states:?}");
+    ensure!(states.iter().filter(|s| **s == "rejected").count() == 4, "Dortmund should have rejected 4: {states:?}");
+    ensure!(rejections.rows.len() == 4, "NRW should see Dortmund's 4 rejections");
+    ensure!(totals.1 == 4, "4 rejections in total");
+    let wohngeld = reports::adopters(operator.clone(), "wohngeld-nrw").await?;
+    let bielefeld = wohngeld.rows.iter().find(|r| r[0] == "05711000").context("Bielefeld adopted Wohngeld")?;
+    ensure!(bielefeld[2] == "rolled back" && bielefeld[4] == "1.0.0", "Bielefeld rolled back to 1.0.0: {bielefeld:?}");
+    println!("\n✔ The report matches the scenario: Dortmund runs 4 and rejected 4 services, {} deployments in total, Bielefeld rolled back to 1.0.0.", totals.0);
+
+    if args.serve {
+        let pki = fed.pki_dir();
+        fed.client_tls(&Identity::Operator("demo".into()))?;
+        println!("\nThe hub keeps running on {}. Try, in another shell:", fed.url());
+        println!(
+            "  export EFA_HUB={} EFA_CA={}/ca.pem EFA_CERT={}/operator-demo.pem EFA_KEY={}/operator-demo.key",
+            fed.url(),
+            pki.display(),
+            pki.display(),
+            pki.display()
+        );
+        println!("  cargo run -q -p efa-hub --bin efa -- report adopters wohngeld-nrw");
+        println!("Ctrl-C stops it.");
+        tokio::signal::ctrl_c().await?;
+    }
+    let mut fed = fed;
+    fed.stop_hub().await?;
+    Ok(())
+}

@@ -108,7 +108,13 @@ impl World {
         )
     }
 
-    pub async fn publish(&self, land_code: &str, service: &str, version: &str, dir: &std::path::Path) -> Result<pb::ReleaseInfo, ClientError> {
+    pub async fn publish(
+        &self,
+        land_code: &str,
+        service: &str,
+        version: &str,
+        dir: &std::path::Path,
+    ) -> Result<pb::ReleaseInfo, ClientError> {
         let key = self.fed.signing_key(&land_code.parse().unwrap()).unwrap();
         let spec = PublishSpec {
             dir,

@@ -40,9 +40,16 @@ pub struct PublishSpec<'a> {
     pub signing_key: &'a SigningKey,
 }
 
-/// Builds the manifest for `spec.dir` and signs it. Returns manifest bytes, signature and
-/// the local path of each file in manifest order.
-pub fn build_signed_manifest(spec: &PublishSpec<'_>) -> Result<(Vec<u8>, Vec<u8>, Vec<PathBuf>), ClientError> {
+/// A release ready to upload.
+pub struct SignedRelease {
+    pub manifest: Vec<u8>,
+    pub signature: Vec<u8>,
+    /// Local path of each manifest file, in manifest order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Builds the manifest for `spec.dir` and signs it.
+pub fn build_signed_manifest(spec: &PublishSpec<'_>) -> Result<SignedRelease, ClientError> {
     parse_version(&spec.version)?;
     let limits = BundleLimits::default();
     let scanned = scan_dir(spec.dir, &limits)?;
@@ -58,7 +65,7 @@ pub fn build_signed_manifest(spec: &PublishSpec<'_>) -> Result<(Vec<u8>, Vec<u8>
     manifest.validate(&limits)?;
     let bytes = manifest.to_bytes();
     let signature = spec.signing_key.sign(&bytes);
-    Ok((bytes, signature, scanned.into_iter().map(|(_, p)| p).collect()))
+    Ok(SignedRelease { manifest: bytes, signature, files: scanned.into_iter().map(|(_, p)| p).collect() })
 }
 
 /// Publishes a directory as a release. `progress` is called with bytes sent so far.
@@ -67,8 +74,8 @@ pub async fn publish_dir(
     spec: PublishSpec<'_>,
     progress: impl Fn(u64) + Send + 'static,
 ) -> Result<pb::ReleaseInfo, ClientError> {
-    let (manifest, signature, files) = build_signed_manifest(&spec)?;
-    publish_raw(channel, manifest, signature, spec.release_notes, files, progress).await
+    let signed = build_signed_manifest(&spec)?;
+    publish_raw(channel, signed.manifest, signed.signature, spec.release_notes, signed.files, progress).await
 }
 
 /// Streams a header and the given files' contents, as they are on disk.

@@ -63,7 +63,7 @@ impl DevFederation {
         HubConfig::new(
             self.listen,
             self.hub_data_dir(),
-            ServerTls { cert: pki.join("hub.pem"), key: pki.join("hub.key"), client_ca: pki.join("ca.pem") },
+            Some(ServerTls { cert: pki.join("hub.pem"), key: pki.join("hub.key"), client_ca: pki.join("ca.pem") }),
         )
     }
 

@@ -163,12 +163,7 @@ async fn run() -> Result<()> {
                 _ if a.insecure_dev => None,
                 _ => bail!("--cert, --key and --client-ca are required"),
             };
-            let mut config = HubConfig::new(
-                a.listen,
-                a.data_dir,
-                ServerTls { cert: "".into(), key: "".into(), client_ca: "".into() },
-            );
-            config.tls = tls;
+            let mut config = HubConfig::new(a.listen, a.data_dir, tls);
             config.insecure_dev = a.insecure_dev;
             config.limits.max_total_size = a.max_bundle_bytes;
             serve(config).await
@@ -180,7 +175,7 @@ async fn run() -> Result<()> {
                 "client certificates: {}/pki/{{land-05,kommune-05913000,operator-operator}}.pem",
                 data_dir.display()
             );
-            serve(HubConfig::new(listen, data_dir, tls)).await
+            serve(HubConfig::new(listen, data_dir, Some(tls))).await
         }
         Command::Import { data_dir } => {
             let db = data_dir.join("db");

@@ -60,7 +60,7 @@ pub async fn kommune(ch: Channel, ags: &str) -> Result<(Table, Table), tonic::St
         ReportServiceClient::new(ch).kommune_history(pb::KommuneHistoryRequest { ags: ags.into() }).await?.into_inner();
     let k = resp.kommune.unwrap_or_default();
     let mut current = Table::new(
-        format!("{} ({}, {}, {}): services now", k.name, k.ags, k.kreis_name, k.land_name),
+        format!("{} (AGS {}, Kreis {}, {}): services now", k.name, k.ags, k.kreis_name, k.land_name),
         &["service", "state", "version", "running", "since", "reason"],
     );
     for c in resp.current {

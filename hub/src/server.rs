@@ -65,11 +65,13 @@ pub struct HubConfig {
 }
 
 impl HubConfig {
-    pub fn new(listen: SocketAddr, data_dir: PathBuf, tls: ServerTls) -> Self {
+    /// A config with default limits. `tls: None` is accepted by [`start`] only together
+    /// with `insecure_dev`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, tls: Option<ServerTls>) -> Self {
         HubConfig {
             listen,
             data_dir,
-            tls: Some(tls),
+            tls,
             insecure_dev: false,
             limits: BundleLimits::default(),
             download_chunk_size: 256 * 1024,

@@ -343,7 +343,12 @@ impl Agent {
     }
 
     async fn install(&self, service: &pb::ServiceInfo, info: &pb::ReleaseInfo) -> Result<Handled> {
-        self.report(&info.service_id, &info.version, AdoptionState::Evaluating, "").await?;
+        // A release that waited for approval was reported as evaluating when it arrived.
+        let waited =
+            self.state.load()?.services.get(&info.service_id).is_some_and(|s| s.pending.contains_key(&info.version));
+        if !waited {
+            self.report(&info.service_id, &info.version, AdoptionState::Evaluating, "").await?;
+        }
         let (manifest, _) = match self.download(info).await {
             Ok(x) => x,
             Err(e) => return self.fail(info, e).await,

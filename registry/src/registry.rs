@@ -514,8 +514,8 @@ impl Registry {
                 }
             }
         }
-        out.ratings.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
-        out.rejections.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        out.ratings.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
+        out.rejections.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
         Ok(out)
     }
 

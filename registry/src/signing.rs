@@ -103,7 +103,7 @@ mod tests {
         assert!(!public.verify(b"manifest!", &sig));
         assert!(!public.verify(b"manifest", &sig[..10]));
         let other = SigningKey::generate().verifying_key();
-        assert!(!verify_any(&[other.clone()], b"manifest", &sig));
+        assert!(!verify_any(std::slice::from_ref(&other), b"manifest", &sig));
         assert!(verify_any(&[other, public], b"manifest", &sig));
     }
 }

@@ -26,7 +26,8 @@ async fn no_rpc_works_without_a_client_certificate_except_health() {
     let ca = std::fs::read(w.fed.pki_dir().join("ca.pem")).unwrap();
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
     let ch = Endpoint::from_shared(w.fed.url()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
-    let err = CatalogServiceClient::new(ch.clone()).list_services(pb::ListServicesRequest::default()).await.unwrap_err();
+    let err =
+        CatalogServiceClient::new(ch.clone()).list_services(pb::ListServicesRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
     let err = ReportServiceClient::new(ch.clone())
         .service_adopters(pb::ServiceAdoptersRequest { service_id: "wohngeld-nrw".into() })
@@ -46,12 +47,26 @@ async fn no_rpc_works_without_a_client_certificate_except_health() {
 async fn only_the_owning_land_manages_a_service() {
     let w = setup().await;
     let yank = |id: &str| pb::YankReleaseRequest { service_id: id.into(), version: "1.0.0".into(), reason: "x".into() };
-    denied(ReleaseServiceClient::new(w.channel(&land("09")).await).yank_release(yank("wohngeld-nrw")).await, "Bayern yanks NRW's release");
-    denied(ReleaseServiceClient::new(w.channel(&kommune(DORTMUND)).await).yank_release(yank("wohngeld-nrw")).await, "a Kommune yanks");
-    denied(ReleaseServiceClient::new(w.channel(&operator()).await).yank_release(yank("wohngeld-nrw")).await, "an operator yanks");
+    denied(
+        ReleaseServiceClient::new(w.channel(&land("09")).await).yank_release(yank("wohngeld-nrw")).await,
+        "Bayern yanks NRW's release",
+    );
+    denied(
+        ReleaseServiceClient::new(w.channel(&kommune(DORTMUND)).await).yank_release(yank("wohngeld-nrw")).await,
+        "a Kommune yanks",
+    );
+    denied(
+        ReleaseServiceClient::new(w.channel(&operator()).await).yank_release(yank("wohngeld-nrw")).await,
+        "an operator yanks",
+    );
     denied(
         CatalogServiceClient::new(w.channel(&kommune(DORTMUND)).await)
-            .register_service(pb::RegisterServiceRequest { id: "x-y-z".into(), ozg_id: "10092".into(), title: "t".into(), ..Default::default() })
+            .register_service(pb::RegisterServiceRequest {
+                id: "x-y-z".into(),
+                ozg_id: "10092".into(),
+                title: "t".into(),
+                ..Default::default()
+            })
             .await,
         "a Kommune registers a service",
     );
@@ -67,17 +82,32 @@ async fn kommunen_act_only_as_themselves() {
         state: pb::AdoptionState::Evaluating as i32,
         reason: String::new(),
     };
-    denied(AdoptionServiceClient::new(w.channel(&land(NRW)).await).report_adoption(report.clone()).await, "a Land reports adoption");
-    denied(AdoptionServiceClient::new(w.channel(&operator()).await).report_adoption(report.clone()).await, "an operator reports adoption");
+    denied(
+        AdoptionServiceClient::new(w.channel(&land(NRW)).await).report_adoption(report.clone()).await,
+        "a Land reports adoption",
+    );
+    denied(
+        AdoptionServiceClient::new(w.channel(&operator()).await).report_adoption(report.clone()).await,
+        "an operator reports adoption",
+    );
     let sub = pb::SubscribeRequest {
-        target: Some(pb::SubscriptionTarget { target: Some(pb::subscription_target::Target::ServiceId("wohngeld-nrw".into())) }),
+        target: Some(pb::SubscriptionTarget {
+            target: Some(pb::subscription_target::Target::ServiceId("wohngeld-nrw".into())),
+        }),
         channel: "stable".into(),
         policy: pb::UpdatePolicy::Auto as i32,
     };
-    denied(SubscriptionServiceClient::new(w.channel(&land(NRW)).await).subscribe(sub.clone()).await, "a Land subscribes");
+    denied(
+        SubscriptionServiceClient::new(w.channel(&land(NRW)).await).subscribe(sub.clone()).await,
+        "a Land subscribes",
+    );
 
     // The report is recorded for the caller's own AGS: there is no field to claim another.
-    let rec = AdoptionServiceClient::new(w.channel(&kommune(DORTMUND)).await).report_adoption(report).await.unwrap().into_inner();
+    let rec = AdoptionServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .report_adoption(report)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(rec.ags, DORTMUND);
 
     // A syntactically valid AGS that is no Gemeinde in the register is refused.
@@ -94,19 +124,43 @@ async fn adoption_details_and_feedback_are_visible_to_operators_and_the_owning_l
     node.rate("wohngeld-nrw", "1.0.0", 3, vec![], "ok").await.unwrap();
 
     let adopters = |id| pb::ServiceAdoptersRequest { service_id: id };
-    denied(ReportServiceClient::new(w.channel(&kommune(ESSEN)).await).service_adopters(adopters("wohngeld-nrw".into())).await, "Essen reads adopters");
-    denied(ReportServiceClient::new(w.channel(&land("09")).await).service_adopters(adopters("wohngeld-nrw".into())).await, "Bayern reads NRW adopters");
-    ReportServiceClient::new(w.channel(&land(NRW)).await).service_adopters(adopters("wohngeld-nrw".into())).await.unwrap();
+    denied(
+        ReportServiceClient::new(w.channel(&kommune(ESSEN)).await)
+            .service_adopters(adopters("wohngeld-nrw".into()))
+            .await,
+        "Essen reads adopters",
+    );
+    denied(
+        ReportServiceClient::new(w.channel(&land("09")).await).service_adopters(adopters("wohngeld-nrw".into())).await,
+        "Bayern reads NRW adopters",
+    );
+    ReportServiceClient::new(w.channel(&land(NRW)).await)
+        .service_adopters(adopters("wohngeld-nrw".into()))
+        .await
+        .unwrap();
 
     let history = |ags: &str| pb::KommuneHistoryRequest { ags: ags.into() };
-    denied(ReportServiceClient::new(w.channel(&kommune(ESSEN)).await).kommune_history(history(DORTMUND)).await, "Essen reads Dortmund's ledger");
-    denied(ReportServiceClient::new(w.channel(&land(NRW)).await).kommune_history(history(DORTMUND)).await, "a Land reads a Kommune's ledger");
-    let own = ReportServiceClient::new(w.channel(&kommune(DORTMUND)).await).kommune_history(history("")).await.unwrap().into_inner();
+    denied(
+        ReportServiceClient::new(w.channel(&kommune(ESSEN)).await).kommune_history(history(DORTMUND)).await,
+        "Essen reads Dortmund's ledger",
+    );
+    denied(
+        ReportServiceClient::new(w.channel(&land(NRW)).await).kommune_history(history(DORTMUND)).await,
+        "a Land reads a Kommune's ledger",
+    );
+    let own = ReportServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .kommune_history(history(""))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(own.history.len(), 2);
 
     let fb = |land_code: &str| pb::FeedbackRequest { service_id: String::new(), land_code: land_code.into() };
     denied(ReportServiceClient::new(w.channel(&land("09")).await).feedback(fb(NRW)).await, "Bayern reads NRW feedback");
-    denied(ReportServiceClient::new(w.channel(&kommune(DORTMUND)).await).feedback(fb(NRW)).await, "a Kommune reads feedback");
+    denied(
+        ReportServiceClient::new(w.channel(&kommune(DORTMUND)).await).feedback(fb(NRW)).await,
+        "a Kommune reads feedback",
+    );
     let all = ReportServiceClient::new(w.channel(&operator()).await).feedback(fb("")).await.unwrap().into_inner();
     assert_eq!(all.ratings.len(), 1);
 }

@@ -60,22 +60,55 @@ async fn malformed_releases_get_precise_errors_and_store_nothing() {
     w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
     let bundle = w.bundle("b", &[("a.txt", "hello")]);
     let file = bundle.join("a.txt");
-    let entry = |path: &str, size: u64, content: &[u8]| {
-        serde_json::json!({"path": path, "size": size, "digest": efa_registry::bundle::Digest::of(content).to_string()})
-    };
+    let entry = |path: &str, size: u64, content: &[u8]| serde_json::json!({"path": path, "size": size, "digest": efa_registry::bundle::Digest::of(content).to_string()});
     let ok = entry("a.txt", 5, b"hello");
 
     let cases: Vec<(&str, serde_json::Value, Vec<PathBuf>, &str)> = vec![
         ("bad semver", manifest("1.0", serde_json::json!([ok])), vec![file.clone()], "semantic version"),
-        ("escaping path", manifest("1.0.0", serde_json::json!([entry("../etc/passwd", 5, b"hello")])), vec![file.clone()], ".."),
-        ("absolute path", manifest("1.0.0", serde_json::json!([entry("/etc/passwd", 5, b"hello")])), vec![file.clone()], "absolute"),
+        (
+            "escaping path",
+            manifest("1.0.0", serde_json::json!([entry("../etc/passwd", 5, b"hello")])),
+            vec![file.clone()],
+            "..",
+        ),
+        (
+            "absolute path",
+            manifest("1.0.0", serde_json::json!([entry("/etc/passwd", 5, b"hello")])),
+            vec![file.clone()],
+            "absolute",
+        ),
         ("duplicate path", manifest("1.0.0", serde_json::json!([ok, ok])), vec![file.clone(), file.clone()], "twice"),
         ("empty bundle", manifest("1.0.0", serde_json::json!([])), vec![], "empty"),
-        ("oversized bundle", manifest("1.0.0", serde_json::json!([entry("a.txt", 1 << 40, b"hello")])), vec![file.clone()], "limit"),
-        ("declared size larger than content", manifest("1.0.0", serde_json::json!([entry("a.txt", 6, b"hello")])), vec![file.clone()], "ended after"),
-        ("content longer than declared", manifest("1.0.0", serde_json::json!([entry("a.txt", 4, b"hell")])), vec![file.clone()], "more data"),
-        ("digest mismatch", manifest("1.0.0", serde_json::json!([entry("a.txt", 5, b"HELLO")])), vec![file.clone()], "digest"),
-        ("deep nesting", manifest("1.0.0", serde_json::json!([entry(&format!("{}x", "d/".repeat(20)), 5, b"hello")])), vec![file.clone()], "deeper"),
+        (
+            "oversized bundle",
+            manifest("1.0.0", serde_json::json!([entry("a.txt", 1 << 40, b"hello")])),
+            vec![file.clone()],
+            "limit",
+        ),
+        (
+            "declared size larger than content",
+            manifest("1.0.0", serde_json::json!([entry("a.txt", 6, b"hello")])),
+            vec![file.clone()],
+            "ended after",
+        ),
+        (
+            "content longer than declared",
+            manifest("1.0.0", serde_json::json!([entry("a.txt", 4, b"hell")])),
+            vec![file.clone()],
+            "more data",
+        ),
+        (
+            "digest mismatch",
+            manifest("1.0.0", serde_json::json!([entry("a.txt", 5, b"HELLO")])),
+            vec![file.clone()],
+            "digest",
+        ),
+        (
+            "deep nesting",
+            manifest("1.0.0", serde_json::json!([entry(&format!("{}x", "d/".repeat(20)), 5, b"hello")])),
+            vec![file.clone()],
+            "deeper",
+        ),
     ];
     for (name, m, files, needle) in cases {
         let (c, msg) = publish_manifest(&w, m, files).await;
@@ -133,7 +166,16 @@ async fn a_land_cannot_publish_for_another_lands_service() {
         release_notes: String::new(),
         signing_key: &bayern_key,
     };
-    let (bytes, sig, files) = build_signed_manifest(&spec).unwrap();
-    let err = publish_raw(w.channel(&land("09")).await, bytes, sig, String::new(), files, |_| {}).await.unwrap_err();
+    let signed = build_signed_manifest(&spec).unwrap();
+    let err = publish_raw(
+        w.channel(&land("09")).await,
+        signed.manifest,
+        signed.signature,
+        String::new(),
+        signed.files,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(err).0, Code::PermissionDenied);
 }

@@ -103,8 +103,10 @@ async fn a_manifest_signed_by_another_lands_key_is_refused() {
         release_notes: String::new(),
         signing_key: &bayern_key,
     };
-    let (bytes, sig, files) = build_signed_manifest(&spec).unwrap();
-    publish_raw(w.channel(&land(NRW)).await, bytes, sig, String::new(), files, |_| {}).await.unwrap();
+    let signed = build_signed_manifest(&spec).unwrap();
+    publish_raw(w.channel(&land(NRW)).await, signed.manifest, signed.signature, String::new(), signed.files, |_| {})
+        .await
+        .unwrap();
 
     let handled = node.sync_once().await.unwrap();
     assert!(matches!(&handled[..], [Handled::Failed { .. }]), "{handled:?}");
@@ -141,7 +143,11 @@ async fn yanked_releases_are_not_deployed_and_nodes_learn_about_them() {
     let (w, node) = running_v1().await;
     w.publish(NRW, SERVICE, "1.1.0", &w.standard_bundle("1.1.0")).await.unwrap();
     ReleaseServiceClient::new(w.channel(&land(NRW)).await)
-        .yank_release(pb::YankReleaseRequest { service_id: SERVICE.into(), version: "1.1.0".into(), reason: "Gebührenberechnung falsch".into() })
+        .yank_release(pb::YankReleaseRequest {
+            service_id: SERVICE.into(),
+            version: "1.1.0".into(),
+            reason: "Gebührenberechnung falsch".into(),
+        })
         .await
         .unwrap();
     let handled = node.sync_once().await.unwrap();
