@@ -205,6 +205,7 @@ fn node_config(fed: &DevFederation, root: &Path, k: &Kommune) -> Result<NodeConf
         deploy_dir: base.join("deploy"),
         keep_versions: 3,
         health_timeout_secs: 10,
+        max_staleness_secs: 3600,
         tls: Some(TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key }),
         trust: BTreeMap::from([(NRW.parse()?, vec![fed.trusted_key(&NRW.parse()?)?])]),
         subscriptions: k
@@ -296,6 +297,7 @@ async fn main() -> Result<()> {
                 title: title.into(),
                 description: format!("EfA-Onlinedienst „{title}“, bereitgestellt vom Land Nordrhein-Westfalen"),
                 parameters: parameter_schema(),
+                adoption_public: false,
             })
             .await?
             .into_inner();

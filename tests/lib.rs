@@ -80,6 +80,7 @@ impl World {
                 title: format!("Test service {id}"),
                 description: String::new(),
                 parameters,
+                adoption_public: false,
             })
             .await
             .map(|r| r.into_inner())
@@ -152,6 +153,7 @@ impl World {
             deploy_dir: base.join("deploy"),
             keep_versions: 3,
             health_timeout_secs: 10,
+            max_staleness_secs: 3600,
             tls: Some(TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key }),
             trust: BTreeMap::from([(NRW.parse().unwrap(), vec![self.fed.trusted_key(&NRW.parse().unwrap()).unwrap()])]),
             subscriptions: subs

@@ -132,8 +132,9 @@ pub enum Action<'a> {
     ActAsKommune,
     /// Read the catalog, releases and bundle content: every authenticated party.
     ReadCatalog,
-    /// Read who adopted a service owned by `owner`.
-    ReadAdoption { owner: &'a LandCode },
+    /// Read who adopted a service owned by `owner`; `public` if that Land made adoption
+    /// of the service visible to every Kommune.
+    ReadAdoption { owner: &'a LandCode, public: bool },
     /// Read one Kommune's ledger.
     ReadKommune { ags: &'a Ags },
     /// Read ratings, comments and rejection reasons of services owned by `owner` (`None`: all).
@@ -159,9 +160,10 @@ pub fn authorize(who: &Identity, action: Action<'_>) -> Result<(), Status> {
             deny(format!("only a Kommune node may subscribe, report adoption or rate; caller is {}", other.to_uri()))
         }
         (Action::ReadAdoption { .. }, Identity::Operator(_)) => Ok(()),
-        (Action::ReadAdoption { owner }, Identity::Land(land)) if land == owner => Ok(()),
-        (Action::ReadAdoption { owner }, other) => deny(format!(
-            "adoption details of services of Land {owner} are visible to operators and that Land only; caller is {}",
+        (Action::ReadAdoption { owner, .. }, Identity::Land(land)) if land == owner => Ok(()),
+        (Action::ReadAdoption { public: true, .. }, Identity::Kommune(_)) => Ok(()),
+        (Action::ReadAdoption { owner, .. }, other) => deny(format!(
+            "adoption details of this service of Land {owner} are visible to operators and that Land only (the Land has not made them public); caller is {}",
             other.to_uri()
         )),
         (Action::ReadKommune { .. }, Identity::Operator(_)) => Ok(()),
@@ -254,9 +256,11 @@ mod tests {
         let nrw: LandCode = "05".parse().unwrap();
         assert!(authorize(&kommune("05913000"), Action::ReadKommune { ags: &dortmund }).is_ok());
         assert!(authorize(&kommune("05113000"), Action::ReadKommune { ags: &dortmund }).is_err());
-        assert!(authorize(&kommune("05913000"), Action::ReadAdoption { owner: &nrw }).is_err());
-        assert!(authorize(&land("05"), Action::ReadAdoption { owner: &nrw }).is_ok());
-        assert!(authorize(&land("09"), Action::ReadAdoption { owner: &nrw }).is_err());
+        assert!(authorize(&kommune("05913000"), Action::ReadAdoption { owner: &nrw, public: false }).is_err());
+        assert!(authorize(&land("05"), Action::ReadAdoption { owner: &nrw, public: false }).is_ok());
+        assert!(authorize(&land("09"), Action::ReadAdoption { owner: &nrw, public: false }).is_err());
+        assert!(authorize(&kommune("05913000"), Action::ReadAdoption { owner: &nrw, public: true }).is_ok());
+        assert!(authorize(&land("09"), Action::ReadAdoption { owner: &nrw, public: true }).is_err());
     }
 
     #[test]

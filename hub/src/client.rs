@@ -2,10 +2,13 @@
 //! stream it to the hub. Used by the `efa` CLI, the demo and the system tests alike.
 
 use efa_proto::v1 as pb;
+use efa_proto::v1::catalog_service_client::CatalogServiceClient;
 use efa_proto::v1::release_service_client::ReleaseServiceClient;
 use efa_registry::bundle::{scan_dir, BundleLimits, Manifest, MANIFEST_FORMAT};
 use efa_registry::model::ids::{parse_version, Channel, LandCode, ServiceId};
 use efa_registry::signing::SigningKey;
+use efa_registry::snapshot::{Snapshot, SNAPSHOT_FORMAT};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 use tonic::transport::Channel as GrpcChannel;
@@ -68,14 +71,67 @@ pub fn build_signed_manifest(spec: &PublishSpec<'_>) -> Result<SignedRelease, Cl
     Ok(SignedRelease { manifest: bytes, signature, files: scanned.into_iter().map(|(_, p)| p).collect() })
 }
 
-/// Publishes a directory as a release. `progress` is called with bytes sent so far.
+/// Publishes a directory as a release, then refreshes the Land's signed snapshot so nodes
+/// can tell if a hub ever hides it. `progress` is called with bytes sent so far.
 pub async fn publish_dir(
     channel: GrpcChannel,
     spec: PublishSpec<'_>,
     progress: impl Fn(u64) + Send + 'static,
 ) -> Result<pb::ReleaseInfo, ClientError> {
     let signed = build_signed_manifest(&spec)?;
-    publish_raw(channel, signed.manifest, signed.signature, spec.release_notes, signed.files, progress).await
+    let info =
+        publish_raw(channel.clone(), signed.manifest, signed.signature, spec.release_notes, signed.files, progress)
+            .await?;
+    publish_snapshot(channel, &spec.land, spec.signing_key, DEFAULT_SNAPSHOT_VALIDITY).await?;
+    Ok(info)
+}
+
+/// How long a snapshot stays valid unless refreshed (`efa snapshot` in a daily job).
+pub const DEFAULT_SNAPSHOT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Signs and uploads the Land's snapshot: the newest version of each of its services per
+/// channel, as the hub lists them now, valid for `validity`.
+pub async fn publish_snapshot(
+    channel: GrpcChannel,
+    land: &LandCode,
+    key: &SigningKey,
+    validity: std::time::Duration,
+) -> Result<pb::SnapshotInfo, ClientError> {
+    let services = CatalogServiceClient::new(channel.clone())
+        .list_services(pb::ListServicesRequest { land_code: land.to_string(), themenfeld: String::new() })
+        .await?
+        .into_inner()
+        .services;
+    let mut latest = BTreeMap::new();
+    for s in services {
+        let releases = ReleaseServiceClient::new(channel.clone())
+            .list_releases(pb::ListReleasesRequest { service_id: s.id.clone(), channel: String::new() })
+            .await?
+            .into_inner()
+            .releases;
+        let mut per_channel: BTreeMap<Channel, String> = BTreeMap::new();
+        // Newest first: the first seen per channel is the newest.
+        for r in releases {
+            per_channel.entry(r.channel.parse()?).or_insert(r.version);
+        }
+        if !per_channel.is_empty() {
+            latest.insert(s.id.parse()?, per_channel);
+        }
+    }
+    let now = efa_registry::now_ms();
+    let snapshot = Snapshot {
+        format: SNAPSHOT_FORMAT,
+        land: land.clone(),
+        issued_at_ms: now,
+        expires_at_ms: now + validity.as_millis() as i64,
+        latest,
+    };
+    let bytes = snapshot.to_bytes();
+    let signature = key.sign(&bytes);
+    Ok(ReleaseServiceClient::new(channel)
+        .publish_snapshot(pb::SignedSnapshot { snapshot: bytes, signature })
+        .await?
+        .into_inner())
 }
 
 /// Streams a header and the given files' contents, as they are on disk.

@@ -74,6 +74,7 @@ pub fn service_to_proto(s: &Service, versions: Vec<String>) -> pb::ServiceInfo {
         parameters: s.parameters.iter().map(parameter_to_proto).collect(),
         registered_at_ms: s.registered_at_ms,
         versions,
+        adoption_public: s.adoption_public,
     }
 }
 

@@ -22,6 +22,7 @@ use efa_registry::model::ids::{parse_version, ServiceId};
 use efa_registry::model::release::{UpdateDecision, UpdatePolicy};
 use efa_registry::model::subscription::SubscriptionTarget;
 use efa_registry::params::{validate_values, ParameterKind, ParameterSpec};
+use efa_registry::snapshot::Snapshot;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::StreamExt;
@@ -141,9 +142,26 @@ impl Agent {
     /// Looks at the newest release of every subscribed service, as if it had just been
     /// announced. Covers releases published before the node subscribed.
     pub async fn reconcile(&self) -> Result<Vec<Handled>> {
-        let mut catalog = CatalogServiceClient::new(self.channel.clone());
         let mut releases = ReleaseServiceClient::new(self.channel.clone());
         let mut out = Vec::new();
+        for service in self.subscribed_services().await? {
+            let Some((_, channel)) = self.policy_for(&service) else { continue };
+            let list = releases
+                .list_releases(pb::ListReleasesRequest { service_id: service.id.clone(), channel })
+                .await?
+                .into_inner()
+                .releases;
+            if let Some(newest) = list.into_iter().find(|r| !r.yanked) {
+                out.push(self.handle_release(newest).await?);
+            }
+        }
+        self.check_freshness().await?;
+        Ok(out)
+    }
+
+    /// The services the node's subscriptions cover, as the hub's catalog describes them.
+    async fn subscribed_services(&self) -> Result<Vec<pb::ServiceInfo>> {
+        let mut catalog = CatalogServiceClient::new(self.channel.clone());
         let mut services: Vec<pb::ServiceInfo> = Vec::new();
         for s in &self.config.subscriptions {
             match s.target().map_err(NodeError::Usage)? {
@@ -159,17 +177,87 @@ impl Agent {
                 ),
             }
         }
-        for service in services {
-            let Some((_, channel)) = self.policy_for(&service) else { continue };
-            let list = releases
-                .list_releases(pb::ListReleasesRequest { service_id: service.id.clone(), channel })
-                .await?
-                .into_inner()
-                .releases;
-            if let Some(newest) = list.into_iter().find(|r| !r.yanked) {
-                out.push(self.handle_release(newest).await?);
+        services.sort_by(|a, b| a.id.cmp(&b.id));
+        services.dedup_by(|a, b| a.id == b.id);
+        Ok(services)
+    }
+
+    /// Freeze protection: compares what the hub shows with each Land's signed snapshot.
+    /// Records (and returns) a warning when a snapshot is missing, unsigned, replayed,
+    /// expired, or names a version the hub does not list. Warnings never block deploys of
+    /// what the node can verify; they tell the Kommune its view may be stale.
+    pub async fn check_freshness(&self) -> Result<Vec<String>> {
+        let services = self.subscribed_services().await?;
+        let lands: std::collections::BTreeSet<String> = services.iter().map(|s| s.land_code.clone()).collect();
+        let mut warnings = Vec::new();
+        let mut seen = self.state.load()?.snapshots;
+        let now = efa_registry::now_ms();
+        for land in lands {
+            let land_code: efa_registry::model::ids::LandCode = land.parse()?;
+            let keys = self.config.trusted_keys(&land_code);
+            let signed = match ReleaseServiceClient::new(self.channel.clone())
+                .get_snapshot(pb::GetSnapshotRequest { land_code: land.clone() })
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    warnings.push(format!(
+                        "Land {land} has no signed snapshot on the hub; freeze protection is off for its services"
+                    ));
+                    continue;
+                }
+                Err(s) => return Err(s.into()),
+            };
+            if !efa_registry::signing::verify_any(&keys, &signed.snapshot, &signed.signature) {
+                warnings.push(format!("the hub's snapshot of Land {land} is not signed by a trusted key of that Land"));
+                continue;
             }
+            let snapshot = match Snapshot::from_bytes(&signed.snapshot) {
+                Ok(s) if s.land == land_code => s,
+                Ok(s) => {
+                    warnings.push(format!("the hub returned Land {}'s snapshot when asked for Land {land}", s.land));
+                    continue;
+                }
+                Err(e) => {
+                    warnings.push(format!("the snapshot of Land {land} is invalid: {e}"));
+                    continue;
+                }
+            };
+            let last = seen.get(&land).copied().unwrap_or(0);
+            if snapshot.issued_at_ms < last {
+                warnings.push(format!(
+                    "the hub replays an older snapshot of Land {land} (issued {} ms before the newest seen); the hub may be frozen",
+                    last - snapshot.issued_at_ms
+                ));
+            }
+            if snapshot.is_expired(now) {
+                warnings.push(format!(
+                    "the signed snapshot of Land {land} expired {} s ago: the hub may be frozen, or the Land has not refreshed it",
+                    (now - snapshot.expires_at_ms) / 1000
+                ));
+            }
+            for s in services.iter().filter(|s| s.land_code == land) {
+                let Some((_, channel)) = self.policy_for(s) else { continue };
+                let Ok(id) = s.id.parse() else { continue };
+                let channel: efa_registry::model::ids::Channel = channel.parse()?;
+                let Some(version) = snapshot.latest.get(&id).and_then(|c| c.get(&channel)) else { continue };
+                if !s.versions.contains(version) {
+                    warnings.push(format!(
+                        "the hub hides {} {version}, which Land {land} signed as its newest release on {channel}",
+                        s.id
+                    ));
+                }
+            }
+            seen.insert(land, last.max(snapshot.issued_at_ms));
         }
+        for w in &warnings {
+            tracing::error!(warning = %w, "freeze protection");
+        }
+        let out = warnings.clone();
+        self.state.update(move |s| {
+            s.snapshots = seen;
+            s.warnings = warnings;
+        })?;
         Ok(out)
     }
 
@@ -230,7 +318,7 @@ impl Agent {
             let caught_up = matches!(event.kind, Some(pb::event::Kind::CaughtUp(_)));
             match event.kind {
                 Some(pb::event::Kind::ReleasePublished(info)) => handled.push(self.handle_release(info).await?),
-                Some(pb::event::Kind::ReleaseYanked(info)) => self.handle_yank(info)?,
+                Some(pb::event::Kind::ReleaseYanked(info)) => self.handle_yank(info).await?,
                 Some(pb::event::Kind::CaughtUp(_)) | None => {}
             }
             let seq = event.seq;
@@ -238,8 +326,11 @@ impl Agent {
                 s.cursor = s.cursor.max(seq);
                 s.last_sync_ms = efa_registry::now_ms();
             })?;
-            if until_caught_up && caught_up {
-                return Ok(handled);
+            if caught_up {
+                self.check_freshness().await?;
+                if until_caught_up {
+                    return Ok(handled);
+                }
             }
         }
     }
@@ -304,17 +395,25 @@ impl Agent {
         Ok(self.deployer.current_version(service)?.and_then(|v| v.parse().ok()))
     }
 
-    fn handle_yank(&self, info: pb::ReleaseInfo) -> Result<()> {
+    /// A yank stops new deployments of a release. A node that runs it keeps serving (a
+    /// downgrade is never automatic) and tells the hub so, which operators see in reports.
+    async fn handle_yank(&self, info: pb::ReleaseInfo) -> Result<()> {
         let running = self.deployer.current_version(&info.service_id.parse()?)?;
-        if running.as_deref() == Some(info.version.as_str()) {
-            tracing::warn!(service = %info.service_id, version = %info.version, reason = %info.yank_reason,
-                "the running version was yanked by its Land; it keeps running until a newer release is deployed");
-        }
         self.state.update(|s| {
             let e = s.services.entry(info.service_id.clone()).or_default();
             e.pending.remove(&info.version);
             e.yanked.insert(info.version.clone(), info.yank_reason.clone());
-        })
+        })?;
+        if running.as_deref() == Some(info.version.as_str()) {
+            tracing::warn!(service = %info.service_id, version = %info.version, reason = %info.yank_reason,
+                "the running version was yanked by its Land; it keeps running until a newer release is deployed");
+            let note = format!(
+                "still running yanked release (Land's reason: {}); waiting for a fixed release or a local rollback",
+                info.yank_reason
+            );
+            self.report(&info.service_id, &info.version, AdoptionState::Deployed, &note).await?;
+        }
+        Ok(())
     }
 
     /// Fetches and verifies a release into the local cache.
@@ -324,6 +423,22 @@ impl Agent {
             .await?
             .into_inner();
         let manifest = verify_release(&detail, |land| self.config.trusted_keys(land))?;
+        // The Land that publishes a service is pinned on first sight: a release of it signed
+        // by another Land (whose key the node may trust for that Land's own services) is refused.
+        let pinned = self.state.load()?.services.get(&info.service_id).and_then(|s| s.land.clone());
+        match pinned {
+            Some(land) if land != manifest.land.as_str() => {
+                return Err(NodeError::Verification {
+                    service: info.service_id.clone(),
+                    version: info.version.clone(),
+                    reason: format!("signed by Land {}, but this service is published by Land {land}", manifest.land),
+                })
+            }
+            Some(_) => {}
+            None => self.state.update(|s| {
+                s.services.entry(info.service_id.clone()).or_default().land = Some(manifest.land.to_string())
+            })?,
+        }
         let stats = fetch_release(self.channel.clone(), &self.cache, &manifest).await?;
         tracing::info!(service = %info.service_id, version = %info.version, files = stats.files, reused = stats.files_reused, bytes = stats.bytes_downloaded, "release fetched and verified");
         Ok((manifest, stats))

@@ -8,6 +8,7 @@
 //! deploy_dir = "/srv/efa"                # <service>/<version>/ and <service>/current
 //! keep_versions = 3
 //! health_timeout_secs = 60
+//! max_staleness_secs = 86400             # status warns when the last sync is older
 //!
 //! [tls]
 //! ca = "/etc/efa/ca.pem"
@@ -50,6 +51,9 @@ pub struct NodeConfig {
     pub keep_versions: usize,
     #[serde(default = "default_health_timeout")]
     pub health_timeout_secs: u64,
+    /// `status` warns when the last successful sync with the hub is older than this.
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness_secs: u64,
     /// Absent only when the hub runs with --insecure-dev.
     pub tls: Option<TlsConfig>,
     /// Release signing keys per Land code; several keys per Land allow rotation.
@@ -67,6 +71,10 @@ fn default_keep() -> usize {
 
 fn default_health_timeout() -> u64 {
     60
+}
+
+fn default_max_staleness() -> u64 {
+    24 * 3600
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

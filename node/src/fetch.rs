@@ -90,6 +90,12 @@ pub fn verify_release(
             ),
         ));
     }
+    if manifest.land.as_str() != info.land_code {
+        return Err(refuse(
+            &info,
+            format!("hub says Land {}, but the signed manifest says Land {}", info.land_code, manifest.land),
+        ));
+    }
     if Manifest::content_digest(&detail.manifest).to_string() != info.content_digest {
         return Err(refuse(&info, "content digest does not match the signed manifest"));
     }

@@ -86,7 +86,8 @@ fn parse_criterion(s: &str) -> Result<(pb::Criterion, u32)> {
 }
 
 fn print_status(agent: &Agent, json: bool) -> Result<()> {
-    let (cursor, last_sync, queued, services) = status::collect(agent)?;
+    let st = status::collect(agent)?;
+    let (cursor, last_sync, queued, services) = (st.cursor, st.last_sync_ms, st.queued_reports, st.services);
     if json {
         let v: Vec<_> = services
             .iter()
@@ -97,7 +98,7 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        let out = serde_json::json!({ "ags": agent.config().ags.to_string(), "cursor": cursor, "last_sync_ms": last_sync, "queued_reports": queued, "services": v });
+        let out = serde_json::json!({ "ags": agent.config().ags.to_string(), "cursor": cursor, "last_sync_ms": last_sync, "queued_reports": queued, "warnings": st.warnings, "services": v });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -123,6 +124,9 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
         ]);
     }
     println!("{t}");
+    for w in &st.warnings {
+        println!("WARNING: {w}");
+    }
     Ok(())
 }
 

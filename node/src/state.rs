@@ -18,6 +18,12 @@ pub struct NodeState {
     /// restarts and go out when the hub is reachable again.
     #[serde(default)]
     pub outbox: Vec<OutboxReport>,
+    /// Newest `issued_at_ms` of each Land's signed snapshot seen so far.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, i64>,
+    /// Freeze-protection warnings from the last check; empty when all is fresh.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +47,9 @@ pub struct ServiceState {
     pub yanked: BTreeMap<String, String>,
     /// The last failure, to show in `status`.
     pub last_error: Option<String>,
+    /// Land code of the publisher, pinned when the first release was verified.
+    #[serde(default)]
+    pub land: Option<String>,
 }
 
 pub struct StateFile {

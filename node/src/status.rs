@@ -15,9 +15,30 @@ pub struct ServiceStatus {
     pub last_error: Option<String>,
 }
 
+pub struct NodeStatus {
+    pub cursor: u64,
+    pub last_sync_ms: i64,
+    pub queued_reports: usize,
+    /// Freeze-protection and staleness warnings.
+    pub warnings: Vec<String>,
+    pub services: Vec<ServiceStatus>,
+}
+
 /// Collects the status of every service the node has state or files for.
-pub fn collect(agent: &Agent) -> Result<(u64, i64, usize, Vec<ServiceStatus>)> {
+pub fn collect(agent: &Agent) -> Result<NodeStatus> {
     let state = agent.state()?;
+    let mut warnings = state.warnings.clone();
+    let max_age_ms = agent.config().max_staleness_secs.saturating_mul(1000) as i64;
+    let age_ms = efa_registry::now_ms() - state.last_sync_ms;
+    if state.last_sync_ms == 0 {
+        warnings.push("never synced with the hub".into());
+    } else if age_ms > max_age_ms {
+        warnings.push(format!(
+            "last sync with the hub was {} s ago, longer than max_staleness_secs = {}",
+            age_ms / 1000,
+            agent.config().max_staleness_secs
+        ));
+    }
     let mut names: BTreeSet<String> = state.services.keys().cloned().collect();
     if let Ok(entries) = std::fs::read_dir(&agent.config().deploy_dir) {
         for e in entries.flatten() {
@@ -42,5 +63,11 @@ pub fn collect(agent: &Agent) -> Result<(u64, i64, usize, Vec<ServiceStatus>)> {
             service: name,
         });
     }
-    Ok((state.cursor, state.last_sync_ms, state.outbox.len(), out))
+    Ok(NodeStatus {
+        cursor: state.cursor,
+        last_sync_ms: state.last_sync_ms,
+        queued_reports: state.outbox.len(),
+        warnings,
+        services: out,
+    })
 }

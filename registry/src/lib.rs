@@ -15,6 +15,7 @@ pub mod model;
 pub mod params;
 pub mod registry;
 pub mod signing;
+pub mod snapshot;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

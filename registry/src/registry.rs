@@ -14,6 +14,7 @@ use crate::model::rating::{Criterion, Rating, RatingAggregate};
 use crate::model::release::{Release, UpdatePolicy, Yank};
 use crate::model::subscription::{Subscription, SubscriptionTarget};
 use crate::params::{validate_schema, ParameterSpec};
+use crate::snapshot::Snapshot;
 use crate::store::{ImportCounts, Store};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -32,6 +33,7 @@ pub struct NewService {
     pub title: String,
     pub description: String,
     pub parameters: Vec<ParameterSpec>,
+    pub adoption_public: bool,
 }
 
 /// An adoption record with the Kommune's name, for reports.
@@ -203,6 +205,7 @@ impl Registry {
             themenfeld: ozg.themenfeld,
             lebenslage: ozg.lebenslage,
             parameters: new.parameters,
+            adoption_public: new.adoption_public,
         };
         let event = self.store.put_service(
             &service,
@@ -313,6 +316,48 @@ impl Registry {
         let out = self.store.yank_release(service, &v, Yank { reason: reason.to_string(), at_ms: crate::now_ms() })?;
         self.store.flush()?;
         Ok(out)
+    }
+
+    /// Stores a Land's signed snapshot after checking it names only that Land's services
+    /// at published versions, and is not older than the one it replaces.
+    pub fn publish_snapshot(&self, land: &LandCode, bytes: Vec<u8>, signature: Vec<u8>) -> Result<Snapshot> {
+        let snapshot = Snapshot::from_bytes(&bytes)?;
+        if &snapshot.land != land {
+            return Err(Error::PermissionDenied(format!(
+                "snapshot is for Land {}, but the publisher is Land {land}",
+                snapshot.land
+            )));
+        }
+        if signature.len() != 64 {
+            return Err(Error::invalid("signature", "must be a 64-byte Ed25519 signature over the snapshot"));
+        }
+        for (service, channels) in &snapshot.latest {
+            let s = self.service(service)?;
+            if &s.land != land {
+                return Err(Error::PermissionDenied(format!("service {service} belongs to Land {}", s.land)));
+            }
+            for version in channels.values() {
+                self.release(service, version)?;
+            }
+        }
+        if let Some((old, _)) = self.store.snapshot(land)? {
+            let old = Snapshot::from_bytes(&old)?;
+            if snapshot.issued_at_ms < old.issued_at_ms {
+                return Err(Error::FailedPrecondition(format!(
+                    "snapshot issued at {} is older than the stored one ({})",
+                    snapshot.issued_at_ms, old.issued_at_ms
+                )));
+            }
+        }
+        self.store.put_snapshot(land, &bytes, &signature)?;
+        self.store.flush()?;
+        Ok(snapshot)
+    }
+
+    pub fn snapshot(&self, land: &LandCode) -> Result<(Vec<u8>, Vec<u8>)> {
+        self.store
+            .snapshot(land)?
+            .ok_or_else(|| Error::NotFound(format!("signed snapshot of Land {land} (the Land has not published one)")))
     }
 
     // ---------------------------------------------------------------- subscriptions

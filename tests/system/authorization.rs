@@ -194,3 +194,33 @@ async fn ratings_need_an_evaluation_and_stay_in_range() {
     assert_eq!(err.code(), Code::NotFound);
     AdoptionServiceClient::new(ch).submit_rating(rate(5, "läuft".into())).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_land_can_make_adoption_of_a_service_public_to_kommunen() {
+    let w = setup().await;
+    let mut req = pb::RegisterServiceRequest {
+        id: "hundehaltung-nrw".into(),
+        ozg_id: "10160".into(),
+        title: "Hundeanmeldung".into(),
+        adoption_public: true,
+        ..Default::default()
+    };
+    CatalogServiceClient::new(w.channel(&land(NRW)).await).register_service(req.clone()).await.unwrap();
+    let ask = |id: &str| pb::ServiceAdoptersRequest { service_id: id.into() };
+    let essen = ReportServiceClient::new(w.channel(&kommune(ESSEN)).await);
+    essen.clone().service_adopters(ask("hundehaltung-nrw")).await.unwrap();
+    essen
+        .clone()
+        .coverage(pb::CoverageRequest { service_id: "hundehaltung-nrw".into(), land_code: NRW.into() })
+        .await
+        .unwrap();
+    denied(essen.clone().service_adopters(ask("wohngeld-nrw")).await, "Essen reads adopters of a non-public service");
+    // Other Länder still may not; and the Land can take it back.
+    denied(
+        ReportServiceClient::new(w.channel(&land("09")).await).service_adopters(ask("hundehaltung-nrw")).await,
+        "Bayern reads",
+    );
+    req.adoption_public = false;
+    CatalogServiceClient::new(w.channel(&land(NRW)).await).register_service(req).await.unwrap();
+    denied(essen.clone().service_adopters(ask("hundehaltung-nrw")).await, "Essen reads after the Land withdrew it");
+}

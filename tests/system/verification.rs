@@ -156,3 +156,123 @@ async fn yanked_releases_are_not_deployed_and_nodes_learn_about_them() {
     let st = node.state().unwrap();
     assert_eq!(st.services[SERVICE].yanked.get("1.1.0").map(String::as_str), Some("Gebührenberechnung falsch"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_signed_by_another_trusted_land_is_refused_for_this_service() {
+    let (w, node) = running_v1().await;
+    // Dortmund trusts Bayern's key too (for Bayern's own services). A compromised hub
+    // slips a Bayern-signed manifest in as a new release of NRW's service.
+    let bayern = "09".parse().unwrap();
+    let mut config = node.config().clone();
+    config.trust.insert(bayern, vec![w.fed.trusted_key(&"09".parse().unwrap()).unwrap()]);
+    let node = efa_node::Agent::new(config).unwrap();
+    let key = w.fed.signing_key(&"09".parse().unwrap()).unwrap();
+    let dir = w.standard_bundle("1.1.0");
+    let spec = PublishSpec {
+        dir: &dir,
+        service_id: SERVICE.parse().unwrap(),
+        version: "1.1.0".into(),
+        channel: "stable".parse().unwrap(),
+        land: "09".parse().unwrap(),
+        release_notes: String::new(),
+        signing_key: &key,
+    };
+    let signed = build_signed_manifest(&spec).unwrap();
+    let release = efa_registry::model::release::Release {
+        service_id: SERVICE.parse().unwrap(),
+        version: "1.1.0".parse().unwrap(),
+        channel: "stable".parse().unwrap(),
+        land: "09".parse().unwrap(),
+        content_digest: Manifest::content_digest(&signed.manifest),
+        total_size: 1,
+        file_count: 3,
+        release_notes: String::new(),
+        published_at_ms: 0,
+        manifest: signed.manifest,
+        signature: signed.signature,
+        yank: None,
+    };
+    w.fed.registry().unwrap().store().insert_release(&release).unwrap();
+
+    let handled = node.sync_once().await.unwrap();
+    assert!(matches!(&handled[..], [Handled::Failed { .. }]), "{handled:?}");
+    assert_eq!(running(&node).as_deref(), Some("1.0.0"));
+    assert!(failure_reason(&w).await.contains("published by Land 05"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_hides_newer_releases_is_detected() {
+    let (mut w, node) = running_v1().await;
+    assert!(node.check_freshness().await.unwrap().is_empty(), "fresh after a normal publish");
+
+    // Keep a copy of the hub as it was with only 1.0.0, then publish 1.1.0 (NRW signs a
+    // snapshot naming it).
+    w.fed.stop_hub().await.unwrap();
+    let data = w.fed.hub_data_dir();
+    let frozen = w.dir.path().join("frozen-hub");
+    copy_dir(&data, &frozen);
+    w.fed.restart_hub().await.unwrap();
+    w.publish(NRW, SERVICE, "1.1.0", &w.standard_bundle("1.1.0")).await.unwrap();
+    let snapshot = w.fed.registry().unwrap().snapshot(&NRW.parse().unwrap()).unwrap();
+
+    // The hub is rolled back to the old state but serves the newest snapshot it saw.
+    w.fed.stop_hub().await.unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::rename(&frozen, &data).unwrap();
+    w.fed.restart_hub().await.unwrap();
+    w.fed.registry().unwrap().store().put_snapshot(&NRW.parse().unwrap(), &snapshot.0, &snapshot.1).unwrap();
+
+    let node = w.node(DORTMUND, &[Sub { service: SERVICE, policy: UpdatePolicy::Auto }]);
+    let warnings = node.check_freshness().await.unwrap();
+    assert!(warnings.iter().any(|w| w.contains("hides wohngeld-nrw 1.1.0")), "{warnings:?}");
+    assert_eq!(node.state().unwrap().warnings, warnings);
+    assert_eq!(running(&node).as_deref(), Some("1.0.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_snapshot_marks_the_view_as_stale() {
+    let (w, node) = running_v1().await;
+    let key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
+    efa_hub::client::publish_snapshot(
+        w.channel(&land(NRW)).await,
+        &NRW.parse().unwrap(),
+        &key,
+        std::time::Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let warnings = node.check_freshness().await.unwrap();
+    assert!(warnings.iter().any(|w| w.contains("expired")), "{warnings:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_running_a_yanked_release_keeps_it_and_says_so() {
+    let (w, node) = running_v1().await;
+    ReleaseServiceClient::new(w.channel(&land(NRW)).await)
+        .yank_release(pb::YankReleaseRequest {
+            service_id: SERVICE.into(),
+            version: "1.0.0".into(),
+            reason: "Sicherheitslücke im Formular".into(),
+        })
+        .await
+        .unwrap();
+    node.sync_once().await.unwrap();
+    assert_eq!(running(&node).as_deref(), Some("1.0.0"));
+    let me = &w.adopters(SERVICE).await[0];
+    assert_eq!(state(me), pb::AdoptionState::Deployed);
+    assert!(me.reason.contains("yanked") && me.reason.contains("Sicherheitslücke"), "{}", me.reason);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

@@ -72,6 +72,18 @@ enum Command {
         /// postcodes, boolean, integer. Repeat per parameter.
         #[arg(long = "param")]
         params: Vec<String>,
+        /// Let every Kommune see who adopted this service.
+        #[arg(long)]
+        adoption_public: bool,
+    },
+    /// Re-sign your Land's snapshot (newest version per service) so nodes can detect a
+    /// hub that hides releases. Publishing does this too; run it daily so it never expires.
+    Snapshot {
+        #[arg(long)]
+        signing_key: PathBuf,
+        /// Days until nodes treat the snapshot as stale.
+        #[arg(long, default_value_t = 7)]
+        valid_days: u64,
     },
     /// Publish DIR as a new release, signed with your Land key.
     Publish {
@@ -228,7 +240,7 @@ async fn run() -> Result<()> {
             }
             cli.print(&[t]);
         }
-        Command::Register { id, ozg_id, leistungsschluessel, title, description, params } => {
+        Command::Register { id, ozg_id, leistungsschluessel, title, description, params, adoption_public } => {
             let parameters = params.iter().map(|p| parse_param(p)).collect::<Result<Vec<_>>>()?;
             let s = CatalogServiceClient::new(cli.channel().await?)
                 .register_service(pb::RegisterServiceRequest {
@@ -238,6 +250,7 @@ async fn run() -> Result<()> {
                     title: title.clone(),
                     description: description.clone(),
                     parameters,
+                    adoption_public: *adoption_public,
                 })
                 .await?
                 .into_inner();
@@ -262,6 +275,18 @@ async fn run() -> Result<()> {
             println!(
                 "published {} {} on {} ({} files, {} bytes, {})",
                 r.service_id, r.version, r.channel, r.file_count, r.total_size, r.content_digest
+            );
+        }
+        Command::Snapshot { signing_key, valid_days } => {
+            let key = SigningKey::load(signing_key)?;
+            let me = CatalogServiceClient::new(cli.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+            let validity = std::time::Duration::from_secs(valid_days * 24 * 3600);
+            let s = efa_hub::client::publish_snapshot(cli.channel().await?, &me.key.parse()?, &key, validity).await?;
+            println!(
+                "snapshot of Land {} covers {} services, valid until {}",
+                s.land_code,
+                s.services,
+                timestamp(s.expires_at_ms)
             );
         }
         Command::Yank { service, version, reason } => {

@@ -37,6 +37,7 @@ impl CatalogService for Catalog {
             title: r.title,
             description: r.description,
             parameters: r.parameters.into_iter().map(parameter_from_proto).collect::<Result<_, _>>()?,
+            adoption_public: r.adoption_public,
         };
         let (service, event) = self.0.registry(move |reg| reg.register_service(&land, new)).await?;
         tracing::info!(service = %service.id, land = %service.land, "service registered");

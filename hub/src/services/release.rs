@@ -6,7 +6,7 @@ use crate::state::HubState;
 use efa_proto::v1 as pb;
 use efa_proto::v1::release_service_server::ReleaseService;
 use efa_registry::bundle::{Digest, Manifest};
-use efa_registry::model::ids::{Channel, ServiceId};
+use efa_registry::model::ids::{Channel, LandCode, ServiceId};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -170,6 +170,26 @@ impl ReleaseService for Releases {
         let channel: Option<Channel> = if r.channel.is_empty() { None } else { Some(parse(&r.channel)?) };
         let releases = self.0.registry(move |reg| reg.releases(&id, channel.as_ref())).await?;
         Ok(Response::new(pb::ListReleasesResponse { releases: releases.iter().map(release_to_proto).collect() }))
+    }
+
+    async fn publish_snapshot(&self, req: Request<pb::SignedSnapshot>) -> Result<Response<pb::SnapshotInfo>, Status> {
+        let land = acting_land(&self.0.auth.identify(&req)?, None)?;
+        let r = req.into_inner();
+        let s = self.0.registry(move |reg| reg.publish_snapshot(&land, r.snapshot, r.signature)).await?;
+        tracing::info!(land = %s.land, services = s.latest.len(), expires_at_ms = s.expires_at_ms, "snapshot published");
+        Ok(Response::new(pb::SnapshotInfo {
+            land_code: s.land.to_string(),
+            issued_at_ms: s.issued_at_ms,
+            expires_at_ms: s.expires_at_ms,
+            services: s.latest.len() as u32,
+        }))
+    }
+
+    async fn get_snapshot(&self, req: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::SignedSnapshot>, Status> {
+        authorize(&self.0.auth.identify(&req)?, Action::ReadCatalog)?;
+        let land: LandCode = parse(&req.into_inner().land_code)?;
+        let (snapshot, signature) = self.0.registry(move |r| r.snapshot(&land)).await?;
+        Ok(Response::new(pb::SignedSnapshot { snapshot, signature }))
     }
 
     type FetchBlobStream = BlobStream;

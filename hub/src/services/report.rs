@@ -15,8 +15,18 @@ pub struct Reports(pub Arc<HubState>);
 
 impl Reports {
     async fn owner(&self, id: &ServiceId) -> Result<LandCode, Status> {
+        Ok(self.visibility(id).await?.0)
+    }
+
+    /// The owning Land, and whether it made adoption of the service public.
+    async fn visibility(&self, id: &ServiceId) -> Result<(LandCode, bool), Status> {
         let id = id.clone();
-        self.0.registry(move |r| Ok(r.service(&id)?.land)).await
+        self.0
+            .registry(move |r| {
+                let s = r.service(&id)?;
+                Ok((s.land, s.adoption_public))
+            })
+            .await
     }
 }
 
@@ -32,7 +42,8 @@ impl ReportService for Reports {
     ) -> Result<Response<pb::ServiceAdoptersResponse>, Status> {
         let who = self.0.auth.identify(&req)?;
         let id: ServiceId = parse(&req.into_inner().service_id)?;
-        authorize(&who, Action::ReadAdoption { owner: &self.owner(&id).await? })?;
+        let (owner, public) = self.visibility(&id).await?;
+        authorize(&who, Action::ReadAdoption { owner: &owner, public })?;
         let adopters = self.0.registry(move |r| r.adopters(&id)).await?;
         let mut out: Vec<pb::AdoptionRecord> = adopters
             .iter()
@@ -73,7 +84,8 @@ impl ReportService for Reports {
         let who = self.0.auth.identify(&req)?;
         let r = req.into_inner();
         let id: ServiceId = parse(&r.service_id)?;
-        authorize(&who, Action::ReadAdoption { owner: &self.owner(&id).await? })?;
+        let (owner, public) = self.visibility(&id).await?;
+        authorize(&who, Action::ReadAdoption { owner: &owner, public })?;
         let land: Option<LandCode> = if r.land_code.is_empty() { None } else { Some(parse(&r.land_code)?) };
         let service_id = id.to_string();
         let rows = self.0.registry(move |reg| reg.coverage(&id, land.as_ref())).await?;

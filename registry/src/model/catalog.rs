@@ -57,4 +57,7 @@ pub struct Service {
     pub lebenslage: String,
     pub parameters: Vec<ParameterSpec>,
     pub registered_at_ms: i64,
+    /// The Land lets every Kommune see who adopted this service.
+    #[serde(default)]
+    pub adoption_public: bool,
 }

@@ -71,6 +71,11 @@ pub trait Store: Send + Sync + 'static {
     fn put_rating(&self, rating: &Rating) -> Result<Event>;
     fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>>;
 
+    // --- Land snapshots (freeze protection) ---
+    /// Stores the Land's signed snapshot, replacing the previous one.
+    fn put_snapshot(&self, land: &LandCode, snapshot: &[u8], signature: &[u8]) -> Result<()>;
+    fn snapshot(&self, land: &LandCode) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+
     // --- event log ---
     fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>>;
     fn head_seq(&self) -> Result<u64>;
@@ -102,6 +107,7 @@ macro_rules! store_test_suite {
                 lebenslage: "Wohnen".into(),
                 parameters: vec![],
                 registered_at_ms: 1,
+                adoption_public: false,
             }
         }
 

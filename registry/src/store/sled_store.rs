@@ -9,6 +9,7 @@
 //! - `history` AGS\0seq -> ledger entry
 //! - `ratings` service\0version\0AGS
 //! - `events` seq; `meta` "seq" -> last seq
+//! - `snapshots` Land code -> (signed snapshot bytes, signature)
 //!
 //! Every mutation runs in one sled transaction that also bumps `meta/seq` and writes the
 //! event, so the event log is gapless and matches the data.
@@ -46,6 +47,7 @@ pub struct SledStore {
     ratings: sled::Tree,
     events: sled::Tree,
     meta: sled::Tree,
+    snapshots: sled::Tree,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -126,6 +128,7 @@ impl SledStore {
             ratings: t("ratings")?,
             events: t("events")?,
             meta: t("meta")?,
+            snapshots: t("snapshots")?,
             db,
         })
     }
@@ -389,6 +392,15 @@ impl Store for SledStore {
 
     fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>> {
         Self::scan(&self.ratings, "ratings", &prefix(service.as_str().as_bytes()))
+    }
+
+    fn put_snapshot(&self, land: &LandCode, snapshot: &[u8], signature: &[u8]) -> Result<()> {
+        self.snapshots.insert(land.as_str().as_bytes(), encode(&(snapshot, signature)))?;
+        Ok(())
+    }
+
+    fn snapshot(&self, land: &LandCode) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Self::get(&self.snapshots, "snapshots", land.as_str().as_bytes())
     }
 
     fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>> {
