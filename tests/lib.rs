@@ -51,8 +51,14 @@ pub struct Sub {
 
 impl World {
     pub async fn new() -> World {
+        Self::tuned(|_| {}).await
+    }
+
+    /// A world whose hub config is adjusted by `tune` (limits, timeouts, retention).
+    pub async fn tuned(tune: impl Fn(&mut efa_hub::HubConfig) + Send + Sync + 'static) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
-        let fed = DevFederation::start(dir.path(), "127.0.0.1:0".parse().unwrap()).await.expect("hub starts");
+        let fed =
+            DevFederation::start_tuned(dir.path(), "127.0.0.1:0".parse().unwrap(), tune).await.expect("hub starts");
         World { fed, dir }
     }
 

@@ -32,6 +32,7 @@ pub struct DevFederation {
     pub hub: Option<RunningHub>,
     pub addr: SocketAddr,
     listen: SocketAddr,
+    tune: Box<dyn Fn(&mut HubConfig) + Send + Sync>,
 }
 
 impl DevFederation {
@@ -49,22 +50,33 @@ impl DevFederation {
 
     /// Creates the PKI if needed and starts a hub on `listen` (port 0 picks a free one).
     pub async fn start(root: &Path, listen: SocketAddr) -> Result<Self, DevError> {
+        Self::start_tuned(root, listen, |_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with `tune` applied to the hub config on every start.
+    pub async fn start_tuned(
+        root: &Path,
+        listen: SocketAddr,
+        tune: impl Fn(&mut HubConfig) + Send + Sync + 'static,
+    ) -> Result<Self, DevError> {
         let pki_dir = root.join("pki");
         if !pki_dir.join("ca.pem").exists() {
             pki::init(&pki_dir, &[])?;
         }
-        let mut fed = DevFederation { root: root.to_path_buf(), hub: None, addr: listen, listen };
+        let mut fed = DevFederation { root: root.to_path_buf(), hub: None, addr: listen, listen, tune: Box::new(tune) };
         fed.start_hub().await?;
         Ok(fed)
     }
 
     pub fn hub_config(&self) -> HubConfig {
         let pki = self.pki_dir();
-        HubConfig::new(
+        let mut config = HubConfig::new(
             self.listen,
             self.hub_data_dir(),
             Some(ServerTls { cert: pki.join("hub.pem"), key: pki.join("hub.key"), client_ca: pki.join("ca.pem") }),
-        )
+        );
+        (self.tune)(&mut config);
+        config
     }
 
     async fn start_hub(&mut self) -> Result<(), DevError> {

@@ -19,8 +19,9 @@ use tonic::Status;
 
 /// Events read from the log per catch-up step.
 const CATCH_UP_BATCH: usize = 512;
-/// How long a subscriber may leave its stream unread before the hub drops it. It resumes
-/// from its cursor when it reconnects, so nothing is lost; the hub just won't buffer for it.
+/// Default for how long a subscriber may leave its stream unread before the hub drops it.
+/// It resumes from its cursor when it reconnects, so nothing is lost; the hub just won't
+/// buffer for it.
 pub const SLOW_SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
@@ -74,7 +75,7 @@ pub async fn watch(state: Arc<HubState>, ags: Ags, mut cursor: u64, out: mpsc::S
                     }
                 }
             }
-            if !send(&out, caught_up(cursor)).await {
+            if !send(&out, caught_up(cursor), state.slow_subscriber_timeout).await {
                 return Ok(());
             }
             // Follow the broadcast until a gap forces another catch-up.
@@ -120,8 +121,8 @@ fn caught_up(head: u64) -> pb::Event {
 }
 
 /// Sends with a bound on how long a slow reader can hold the hub up. False: stop.
-async fn send(out: &mpsc::Sender<Result<pb::Event, Status>>, event: pb::Event) -> bool {
-    match out.send_timeout(Ok(event), SLOW_SUBSCRIBER_TIMEOUT).await {
+async fn send(out: &mpsc::Sender<Result<pb::Event, Status>>, event: pb::Event, timeout: Duration) -> bool {
+    match out.send_timeout(Ok(event), timeout).await {
         Ok(()) => true,
         Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
             tracing::warn!("dropping a subscriber that stopped reading; it will resume from its cursor");
@@ -155,7 +156,8 @@ async fn deliver(
                 } else {
                     pb::event::Kind::ReleaseYanked(info)
                 };
-                return Ok(send(out, pb::Event { seq: event.seq, at_ms: event.at_ms, kind: Some(kind) }).await);
+                let event = pb::Event { seq: event.seq, at_ms: event.at_ms, kind: Some(kind) };
+                return Ok(send(out, event, state.slow_subscriber_timeout).await);
             }
         }
         _ => {}

@@ -59,6 +59,9 @@ struct ServeArgs {
     /// Largest accepted bundle, in bytes.
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     max_bundle_bytes: u64,
+    /// Keep only the newest N events in the log; nodes further behind are told to resync.
+    #[arg(long)]
+    event_retention: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -166,6 +169,7 @@ async fn run() -> Result<()> {
             let mut config = HubConfig::new(a.listen, a.data_dir, tls);
             config.insecure_dev = a.insecure_dev;
             config.limits.max_total_size = a.max_bundle_bytes;
+            config.event_retention = a.event_retention;
             serve(config).await
         }
         Command::Dev { listen, data_dir } => {

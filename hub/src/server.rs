@@ -62,6 +62,10 @@ pub struct HubConfig {
     pub insecure_dev: bool,
     pub limits: BundleLimits,
     pub download_chunk_size: usize,
+    /// Keep only the newest N events (None: keep all). Nodes behind it must resync.
+    pub event_retention: Option<u64>,
+    /// How long a subscriber may leave its stream unread before it is dropped.
+    pub slow_subscriber_timeout: Duration,
 }
 
 impl HubConfig {
@@ -75,6 +79,8 @@ impl HubConfig {
             insecure_dev: false,
             limits: BundleLimits::default(),
             download_chunk_size: 256 * 1024,
+            event_retention: None,
+            slow_subscriber_timeout: crate::events::SLOW_SUBSCRIBER_TIMEOUT,
         }
     }
 }
@@ -82,11 +88,17 @@ impl HubConfig {
 pub struct RunningHub {
     pub addr: SocketAddr,
     pub registry: Arc<Registry>,
+    state: Arc<HubState>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), HubError>>,
 }
 
 impl RunningHub {
+    /// Event streams currently attached.
+    pub fn watchers(&self) -> usize {
+        self.state.bus.watchers()
+    }
+
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
@@ -131,6 +143,25 @@ pub async fn open_registry(config: &HubConfig) -> Result<Arc<Registry>, HubError
     Ok(Arc::new(registry))
 }
 
+/// Trims the event log to the newest `keep` events once a minute.
+fn spawn_retention(registry: Arc<Registry>, keep: u64, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let r = registry.clone();
+            match tokio::task::spawn_blocking(move || r.trim_events_keep(keep)).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "event log trimming failed"),
+                Err(e) => tracing::error!(error = %e, "event log trimming task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    });
+}
+
 pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     let registry = open_registry(&config).await?;
     let blobs = BlobStore::open(config.data_dir.join("blobs"))?;
@@ -142,7 +173,11 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         bus: EventBus::new(4096),
         shutdown: shutdown.clone(),
         download_chunk_size: config.download_chunk_size,
+        slow_subscriber_timeout: config.slow_subscriber_timeout,
     });
+    if let Some(keep) = config.event_retention {
+        spawn_retention(registry.clone(), keep, shutdown.clone());
+    }
 
     let mut builder = Server::builder()
         .initial_connection_window_size(8 * 1024 * 1024)
@@ -185,6 +220,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         .add_service(SubscriptionServiceServer::new(Subscriptions(state.clone())))
         .add_service(AdoptionServiceServer::new(Adoption(state.clone())))
         .add_service(ReportServiceServer::new(Reports(state.clone())));
+    let state = state.clone();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -214,5 +250,5 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             }
         }
     });
-    Ok(RunningHub { addr, registry, shutdown, task })
+    Ok(RunningHub { addr, registry, state, shutdown, task })
 }

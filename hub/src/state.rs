@@ -18,6 +18,7 @@ pub struct HubState {
     pub shutdown: CancellationToken,
     /// Bytes per chunk when streaming blobs to nodes.
     pub download_chunk_size: usize,
+    pub slow_subscriber_timeout: std::time::Duration,
 }
 
 impl HubState {

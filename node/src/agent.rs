@@ -301,11 +301,31 @@ impl Agent {
 
     async fn follow(&self, shutdown: CancellationToken, until_caught_up: bool) -> Result<Vec<Handled>> {
         let cursor = self.state.load()?.cursor;
-        let mut stream = SubscriptionServiceClient::new(self.channel.clone())
-            .watch_events(pb::WatchEventsRequest { after_seq: cursor })
-            .await?
-            .into_inner();
         let mut handled = Vec::new();
+        let opened = SubscriptionServiceClient::new(self.channel.clone())
+            .watch_events(pb::WatchEventsRequest { after_seq: cursor })
+            .await;
+        let mut stream = match opened {
+            Ok(s) => s.into_inner(),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                // The hub no longer has the events after our cursor: reconcile from the
+                // catalog (the snapshot path), then resume from the head it named.
+                let head = status
+                    .metadata()
+                    .get(efa_proto::RESYNC_HEAD_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or(NodeError::Hub(status))?;
+                tracing::warn!(cursor, head, "behind the hub's event retention; resyncing from the catalog");
+                handled.extend(self.reconcile().await?);
+                self.state.update(|s| s.cursor = s.cursor.max(head))?;
+                SubscriptionServiceClient::new(self.channel.clone())
+                    .watch_events(pb::WatchEventsRequest { after_seq: head })
+                    .await?
+                    .into_inner()
+            }
+            Err(status) => return Err(status.into()),
+        };
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(handled),

@@ -8,6 +8,10 @@ pub mod v1 {
     tonic::include_proto!("efa.v1");
 }
 
+/// Metadata key of a `FAILED_PRECONDITION` "resync needed" answer to `WatchEvents`: the
+/// hub's head seq, from which a node resumes after reconciling from the catalog.
+pub const RESYNC_HEAD_METADATA: &str = "x-efa-resync-head";
+
 /// Encoded `FileDescriptorSet` of all `efa.v1` files, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/efa_descriptor.bin"));
 

@@ -573,4 +573,22 @@ impl Registry {
     pub fn head_seq(&self) -> Result<u64> {
         self.store.head_seq()
     }
+
+    /// Seq of the oldest event still in the log.
+    pub fn oldest_seq(&self) -> Result<Option<u64>> {
+        self.store.oldest_seq()
+    }
+
+    /// Event retention: keeps the newest `keep` events (at least one) and drops older ones.
+    /// Nodes whose cursor falls behind get a "resync needed" answer instead of silent loss.
+    pub fn trim_events_keep(&self, keep: u64) -> Result<usize> {
+        let head = self.store.head_seq()?;
+        let before = head.saturating_sub(keep.max(1)) + 1;
+        let n = self.store.trim_events(before)?;
+        if n > 0 {
+            self.store.flush()?;
+            tracing::info!(removed = n, oldest_kept = before, "event log trimmed");
+        }
+        Ok(n)
+    }
 }

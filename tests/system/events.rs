@@ -84,3 +84,85 @@ async fn event_stream_is_filtered_per_subscription_and_ordered() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_retention_resyncs_from_the_catalog() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    node.register_subscriptions().await.unwrap();
+    for v in ["1.0.0", "1.0.1", "1.0.2", "1.0.3"] {
+        w.publish(NRW, "wohngeld-nrw", v, &w.standard_bundle(v)).await.unwrap();
+    }
+    let registry = w.fed.registry().unwrap();
+    assert!(registry.trim_events_keep(2).unwrap() > 0);
+
+    // The raw answer is a clear "resync needed" with the head to resume from.
+    let err = SubscriptionServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .watch_events(pb::WatchEventsRequest { after_seq: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("resync needed"), "{}", err.message());
+    let head = registry.head_seq().unwrap();
+    assert_eq!(err.metadata().get(efa_proto::RESYNC_HEAD_METADATA).unwrap().to_str().unwrap(), head.to_string());
+
+    // The node reconciles: it deploys the newest release once and resumes from the head.
+    let handled = node.sync_once().await.unwrap();
+    assert_eq!(handled, vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.3".into() }]);
+    assert!(node.state().unwrap().cursor >= head);
+    assert!(node.sync_once().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_dropped_and_others_are_unaffected() {
+    let w = World::tuned(|c| c.slow_subscriber_timeout = std::time::Duration::from_millis(300)).await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.register(NRW, "hundehaltung-nrw", "10160").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let sub = pb::SubscribeRequest {
+        target: Some(pb::SubscriptionTarget {
+            target: Some(pb::subscription_target::Target::ServiceId("wohngeld-nrw".into())),
+        }),
+        channel: "stable".into(),
+        policy: pb::UpdatePolicy::Auto as i32,
+    };
+    // A small HTTP/2 window on the stuck client, so back-pressure reaches the hub quickly.
+    let tls = w.fed.client_tls(&kommune(ESSEN)).unwrap();
+    let stuck_channel = efa_proto::tls::endpoint(&w.fed.url(), Some(&tls))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    SubscriptionServiceClient::new(stuck_channel.clone()).subscribe(sub).await.unwrap();
+    let stuck = SubscriptionServiceClient::new(stuck_channel)
+        .watch_events(pb::WatchEventsRequest { after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let before = w.fed.hub.as_ref().unwrap().watchers();
+
+    // Flood the log with releases the stuck subscriber would have to receive.
+    let registry = w.fed.registry().unwrap();
+    let template = registry.release(&"wohngeld-nrw".parse().unwrap(), "1.0.0").unwrap();
+    for patch in 1..=1500u64 {
+        let mut r = template.clone();
+        r.version = semver::Version::new(1, 0, patch);
+        registry.store().insert_release(&r).unwrap();
+    }
+    // One real publish wakes the streams up.
+    w.publish(NRW, "wohngeld-nrw", "2.0.0", &w.standard_bundle("2.0.0")).await.unwrap();
+
+    // A healthy node on another service still syncs promptly meanwhile.
+    let node = w.node(DORTMUND, &[Sub { service: "hundehaltung-nrw", policy: UpdatePolicy::Auto }]);
+    node.register_subscriptions().await.unwrap();
+    w.publish(NRW, "hundehaltung-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let handled = tokio::time::timeout(std::time::Duration::from_secs(20), node.sync_once()).await.unwrap().unwrap();
+    assert_eq!(handled, vec![Handled::Deployed { service: "hundehaltung-nrw".into(), version: "1.0.0".into() }]);
+
+    eventually(20, "the stuck subscriber is dropped", || async { w.fed.hub.as_ref().unwrap().watchers() < before })
+        .await;
+    drop(stuck);
+}

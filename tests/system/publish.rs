@@ -179,3 +179,63 @@ async fn a_land_cannot_publish_for_another_lands_service() {
     .unwrap_err();
     assert_eq!(code(err).0, Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_enum_values_and_empty_fields_are_invalid_arguments() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let ch = w.channel(&kommune(DORTMUND)).await;
+    let err = SubscriptionServiceClient::new(ch.clone())
+        .subscribe(pb::SubscribeRequest {
+            target: Some(pb::SubscriptionTarget {
+                target: Some(pb::subscription_target::Target::ServiceId("wohngeld-nrw".into())),
+            }),
+            channel: "stable".into(),
+            policy: 99,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    let err = SubscriptionServiceClient::new(ch.clone())
+        .subscribe(pb::SubscribeRequest { target: None, channel: String::new(), policy: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    let err = AdoptionServiceClient::new(ch.clone())
+        .report_adoption(pb::AdoptionReport {
+            service_id: "wohngeld-nrw".into(),
+            version: String::new(),
+            state: 0,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    let err = AdoptionServiceClient::new(ch.clone())
+        .report_adoption(pb::AdoptionReport {
+            service_id: "wohngeld-nrw".into(),
+            version: String::new(),
+            state: pb::AdoptionState::Rejected as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("must say why"), "{}", err.message());
+    let err = AdoptionServiceClient::new(ch)
+        .submit_rating(pb::RatingRequest {
+            service_id: "wohngeld-nrw".into(),
+            version: "1.0.0".into(),
+            stars: 3,
+            criteria: vec![pb::CriterionScore { criterion: 42, score: 3 }],
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    let err = CatalogServiceClient::new(w.channel(&operator()).await)
+        .get_kommune(pb::GetKommuneRequest { ags: "0591300".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("AGS"));
+}

@@ -65,7 +65,18 @@ impl SubscriptionService for Subscriptions {
     async fn watch_events(&self, req: Request<pb::WatchEventsRequest>) -> Result<Response<EventStream>, Status> {
         let ags = acting_kommune(&self.0.auth.identify(&req)?)?;
         let after = req.into_inner().after_seq;
-        let head = self.0.registry(|r| r.head_seq()).await?;
+        let (head, oldest) = self.0.registry(|r| Ok((r.head_seq()?, r.oldest_seq()?))).await?;
+        if oldest.is_some_and(|oldest| after + 1 < oldest) {
+            let mut status = Status::failed_precondition(format!(
+                "resync needed: events {}..{} were removed by the hub's retention; reconcile from the catalog (ListReleases) and resume from seq {head}",
+                after + 1,
+                oldest.unwrap_or(0) - 1
+            ));
+            if let Ok(v) = head.to_string().parse() {
+                status.metadata_mut().insert(efa_proto::RESYNC_HEAD_METADATA, v);
+            }
+            return Err(status);
+        }
         if after > head {
             return Err(Status::out_of_range(format!(
                 "cursor {after} is ahead of the hub's event log (head {head}); the hub lost state or this is another hub — resync with a full reconcile and cursor 0"

@@ -79,6 +79,10 @@ pub trait Store: Send + Sync + 'static {
     // --- event log ---
     fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>>;
     fn head_seq(&self) -> Result<u64>;
+    /// Seq of the oldest event still stored (`None`: the log is empty).
+    fn oldest_seq(&self) -> Result<Option<u64>>;
+    /// Removes events with seq < `before`; returns how many. The head seq never moves back.
+    fn trim_events(&self, before: u64) -> Result<usize>;
 
     /// Makes every write so far durable.
     fn flush(&self) -> Result<()>;
@@ -161,6 +165,11 @@ macro_rules! store_test_suite {
             assert!(store
                 .yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "x".into(), at_ms: 4 })
                 .is_err());
+            assert_eq!(store.oldest_seq().unwrap(), Some(1));
+            assert_eq!(store.trim_events(3).unwrap(), 2);
+            assert_eq!(store.oldest_seq().unwrap(), Some(3));
+            assert_eq!(store.head_seq().unwrap(), 3, "trimming never moves the head back");
+            assert_eq!(store.events_after(0, 100).unwrap().len(), 1);
         }
 
         #[test]

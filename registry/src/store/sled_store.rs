@@ -412,6 +412,21 @@ impl Store for SledStore {
         Ok(self.meta.get(SEQ_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0))
     }
 
+    fn oldest_seq(&self) -> Result<Option<u64>> {
+        Ok(self.events.first()?.map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))))
+    }
+
+    fn trim_events(&self, before: u64) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for k in self.events.range(..before.to_be_bytes()).keys() {
+            batch.remove(k?);
+            n += 1;
+        }
+        self.events.apply_batch(batch)?;
+        Ok(n)
+    }
+
     fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
