@@ -1,0 +1,59 @@
+//! Downloads resume where they stopped and reuse what the node already has.
+
+use efa_node::fetch::{fetch_release, BlobCache};
+use efa_proto::v1 as pb;
+use efa_registry::bundle::Manifest;
+use efa_tests::*;
+
+async fn manifest(w: &World, version: &str) -> Manifest {
+    let detail = ReleaseServiceClient::new(w.channel(&operator()).await)
+        .get_release(pb::GetReleaseRequest { service_id: "wohngeld-nrw".into(), version: version.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    Manifest::from_bytes(&detail.manifest, &Default::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_download_resumes_and_unchanged_files_are_reused() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let v1 = w.bundle("v1", &[("formular.pdf", &big), ("index.html", "<h1>1.0.0</h1>")]);
+    let v2 = w.bundle("v2", &[("formular.pdf", &big), ("index.html", "<h1>1.1.0</h1>")]);
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &v1).await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.1.0", &v2).await.unwrap();
+
+    let state_dir = w.dir.path().join("cache-test");
+    let cache = BlobCache::new(&state_dir).unwrap();
+    let m1 = manifest(&w, "1.0.0").await;
+    let pdf = m1.files.iter().find(|f| f.path.as_str() == "formular.pdf").unwrap();
+
+    // A previous attempt got 150,000 bytes of the PDF before the connection dropped.
+    let partial = state_dir.join("blobs/partial").join(pdf.digest.hex());
+    std::fs::write(&partial, &big.as_bytes()[..150_000]).unwrap();
+    let ch = w.channel(&kommune(DORTMUND)).await;
+    let stats = fetch_release(ch.clone(), &cache, &m1).await.unwrap();
+    let html = m1.files.iter().find(|f| f.path.as_str() == "index.html").unwrap().size;
+    assert_eq!(stats.bytes_downloaded, 50_000 + html, "only the missing tail and the small file move");
+    assert_eq!(std::fs::read(cache.path(&pdf.digest)).unwrap(), big.as_bytes());
+    assert!(!partial.exists());
+
+    // 1.1.0 shares the PDF: only its new index.html moves.
+    let m2 = manifest(&w, "1.1.0").await;
+    let stats = fetch_release(ch.clone(), &cache, &m2).await.unwrap();
+    assert_eq!((stats.files, stats.files_reused), (2, 1));
+    assert_eq!(stats.bytes_downloaded, m2.files.iter().find(|f| f.path.as_str() == "index.html").unwrap().size);
+
+    // A corrupt partial (wrong bytes) is detected by the digest and discarded, not deployed.
+    let m1_html = m1.files.iter().find(|f| f.path.as_str() == "index.html").unwrap();
+    std::fs::remove_file(cache.path(&pdf.digest)).unwrap();
+    std::fs::write(&partial, vec![b'X'; 150_000]).unwrap();
+    let err = fetch_release(ch.clone(), &cache, &m1).await.unwrap_err().to_string();
+    assert!(err.contains("digest"), "{err}");
+    assert!(!partial.exists(), "a partial that fails verification is removed");
+    assert!(cache.path(&m1_html.digest).exists());
+    // The next attempt starts over and succeeds.
+    fetch_release(ch, &cache, &m1).await.unwrap();
+    assert_eq!(std::fs::read(cache.path(&pdf.digest)).unwrap(), big.as_bytes());
+}
