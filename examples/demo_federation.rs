@@ -206,6 +206,7 @@ fn node_config(fed: &DevFederation, root: &Path, k: &Kommune) -> Result<NodeConf
         keep_versions: 3,
         health_timeout_secs: 10,
         max_staleness_secs: 3600,
+        metrics_listen: None,
         tls: Some(TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key }),
         trust: BTreeMap::from([(NRW.parse()?, vec![fed.trusted_key(&NRW.parse()?)?])]),
         subscriptions: k
@@ -255,7 +256,7 @@ async fn publish(
         release_notes: notes.into(),
         signing_key: &key,
     };
-    Ok(publish_dir(fed.channel(&Identity::Land(NRW.parse()?)).await?, spec, |_| {}).await?)
+    Ok(publish_dir(fed.channel(&Identity::Land(NRW.parse()?)).await?, spec, |_, _| {}).await?)
 }
 
 fn section(title: &str) {

@@ -62,6 +62,24 @@ impl World {
         World { fed, dir }
     }
 
+    /// A world whose hub serves the operator dashboard (HTTPS, hub certificate, port 0).
+    /// `DevFederation` enables it by default; this constructor says so and checks it.
+    pub async fn with_dashboard() -> World {
+        let w = Self::new().await;
+        assert!(w.fed.dashboard_url().is_some(), "the dev hub serves the dashboard");
+        w
+    }
+
+    /// The dashboard's base URL, e.g. `https://127.0.0.1:40123/`.
+    pub fn dashboard_url(&self) -> String {
+        self.fed.dashboard_url().expect("dashboard enabled")
+    }
+
+    /// Issues an operator token for the dashboard, as `efa-hub token issue` does.
+    pub fn dashboard_token(&self, operator: &str) -> String {
+        efa_hub::dashboard::tokens::issue(&self.fed.hub_data_dir(), operator).expect("token issued")
+    }
+
     pub async fn channel(&self, id: &Identity) -> Channel {
         self.fed.channel(id).await.expect("mTLS connect")
     }
@@ -132,7 +150,7 @@ impl World {
             release_notes: format!("release {version}"),
             signing_key: &key,
         };
-        publish_dir(self.channel(&land(land_code)).await, spec, |_| {}).await
+        publish_dir(self.channel(&land(land_code)).await, spec, |_, _| {}).await
     }
 
     /// A node config for Kommune `ags` that trusts NRW's key and fills the standard parameters.
@@ -160,6 +178,7 @@ impl World {
             keep_versions: 3,
             health_timeout_secs: 10,
             max_staleness_secs: 3600,
+            metrics_listen: None,
             tls: Some(TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key }),
             trust: BTreeMap::from([(NRW.parse().unwrap(), vec![self.fed.trusted_key(&NRW.parse().unwrap()).unwrap()])]),
             subscriptions: subs

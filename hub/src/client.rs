@@ -72,11 +72,11 @@ pub fn build_signed_manifest(spec: &PublishSpec<'_>) -> Result<SignedRelease, Cl
 }
 
 /// Publishes a directory as a release, then refreshes the Land's signed snapshot so nodes
-/// can tell if a hub ever hides it. `progress` is called with bytes sent so far.
+/// can tell if a hub ever hides it. `progress` is called with (bytes sent, bytes in total).
 pub async fn publish_dir(
     channel: GrpcChannel,
     spec: PublishSpec<'_>,
-    progress: impl Fn(u64) + Send + 'static,
+    progress: impl Fn(u64, u64) + Send + 'static,
 ) -> Result<pb::ReleaseInfo, ClientError> {
     let signed = build_signed_manifest(&spec)?;
     let info =
@@ -141,12 +141,13 @@ pub async fn publish_raw(
     signature: Vec<u8>,
     release_notes: String,
     files: Vec<PathBuf>,
-    progress: impl Fn(u64) + Send + 'static,
+    progress: impl Fn(u64, u64) + Send + 'static,
 ) -> Result<pb::ReleaseInfo, ClientError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::PublishChunk>(8);
     let header = pb::PublishChunk {
         part: Some(pb::publish_chunk::Part::Header(pb::PublishHeader { manifest, signature, release_notes })),
     };
+    let total: u64 = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let reader = tokio::spawn(async move {
         if tx.send(header).await.is_err() {
             return Ok(());
@@ -166,7 +167,7 @@ pub async fn publish_raw(
                 if tx.send(pb::PublishChunk { part: Some(pb::publish_chunk::Part::Data(buf)) }).await.is_err() {
                     return Ok(()); // the hub ended the call; its status says why
                 }
-                progress(sent);
+                progress(sent, total);
             }
         }
         Ok::<(), ClientError>(())

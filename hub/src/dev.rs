@@ -3,6 +3,7 @@
 //! the system tests start EfA Hub this way, so they all run the real TLS path.
 
 use crate::auth::Identity;
+use crate::dashboard::DashboardConfig;
 use crate::pki::{self, PkiError};
 use crate::server::{HubConfig, HubError, RunningHub, ServerTls};
 use efa_proto::tls::ClientTlsFiles;
@@ -32,6 +33,8 @@ pub struct DevFederation {
     pub hub: Option<RunningHub>,
     pub addr: SocketAddr,
     listen: SocketAddr,
+    /// The operator dashboard's address: port 0 until the first start, then kept.
+    dashboard_listen: SocketAddr,
     tune: Box<dyn Fn(&mut HubConfig) + Send + Sync>,
 }
 
@@ -46,6 +49,12 @@ impl DevFederation {
 
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
+    }
+
+    /// The operator dashboard's base URL, e.g. `https://127.0.0.1:40123/` (if enabled).
+    /// Tokens: [`crate::dashboard::tokens::issue`] with [`hub_data_dir`](Self::hub_data_dir).
+    pub fn dashboard_url(&self) -> Option<String> {
+        self.hub.as_ref()?.dashboard_addr.map(|a| format!("https://{a}/"))
     }
 
     /// Creates the PKI if needed and starts a hub on `listen` (port 0 picks a free one).
@@ -63,7 +72,14 @@ impl DevFederation {
         if !pki_dir.join("ca.pem").exists() {
             pki::init(&pki_dir, &[])?;
         }
-        let mut fed = DevFederation { root: root.to_path_buf(), hub: None, addr: listen, listen, tune: Box::new(tune) };
+        let mut fed = DevFederation {
+            root: root.to_path_buf(),
+            hub: None,
+            addr: listen,
+            listen,
+            dashboard_listen: SocketAddr::new(listen.ip(), 0),
+            tune: Box::new(tune),
+        };
         fed.start_hub().await?;
         Ok(fed)
     }
@@ -75,6 +91,7 @@ impl DevFederation {
             self.hub_data_dir(),
             Some(ServerTls { cert: pki.join("hub.pem"), key: pki.join("hub.key"), client_ca: pki.join("ca.pem") }),
         );
+        config.dashboard = Some(DashboardConfig { listen: self.dashboard_listen });
         (self.tune)(&mut config);
         config
     }
@@ -84,6 +101,7 @@ impl DevFederation {
         self.addr = hub.addr;
         // Restarts keep the address, so clients and node configs stay valid.
         self.listen = hub.addr;
+        self.dashboard_listen = hub.dashboard_addr.unwrap_or(self.dashboard_listen);
         self.hub = Some(hub);
         Ok(())
     }

@@ -75,7 +75,7 @@ pub async fn watch(state: Arc<HubState>, ags: Ags, mut cursor: u64, out: mpsc::S
                     }
                 }
             }
-            if !send(&out, caught_up(cursor), state.slow_subscriber_timeout).await {
+            if !send(&state, &out, caught_up(cursor)).await {
                 return Ok(());
             }
             // Follow the broadcast until a gap forces another catch-up.
@@ -121,11 +121,17 @@ fn caught_up(head: u64) -> pb::Event {
 }
 
 /// Sends with a bound on how long a slow reader can hold the hub up. False: stop.
-async fn send(out: &mpsc::Sender<Result<pb::Event, Status>>, event: pb::Event, timeout: Duration) -> bool {
-    match out.send_timeout(Ok(event), timeout).await {
-        Ok(()) => true,
+async fn send(state: &HubState, out: &mpsc::Sender<Result<pb::Event, Status>>, event: pb::Event) -> bool {
+    let committed_at_ms = event.at_ms;
+    match out.send_timeout(Ok(event), state.slow_subscriber_timeout).await {
+        Ok(()) => {
+            let lag_ms = efa_registry::now_ms().saturating_sub(committed_at_ms).max(0);
+            state.metrics.event_delivery_seconds.observe(lag_ms as f64 / 1000.0);
+            true
+        }
         Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
             tracing::warn!("dropping a subscriber that stopped reading; it will resume from its cursor");
+            state.metrics.streams_dropped_slow.inc();
             false
         }
         Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
@@ -157,7 +163,7 @@ async fn deliver(
                     pb::event::Kind::ReleaseYanked(info)
                 };
                 let event = pb::Event { seq: event.seq, at_ms: event.at_ms, kind: Some(kind) };
-                return Ok(send(out, event, state.slow_subscriber_timeout).await);
+                return Ok(send(state, out, event).await);
             }
         }
         _ => {}

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use efa_hub::auth::Identity;
+use efa_hub::dashboard::{tokens, DashboardConfig};
 use efa_hub::{pki, HubConfig, ServerTls};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "efa-data")]
         data_dir: PathBuf,
+        /// Serve the operator web dashboard (HTTPS, hub certificate) on this address.
+        #[arg(long, default_value = "127.0.0.1:50443")]
+        dashboard_listen: SocketAddr,
     },
     /// Import the Destatis register, the OZG catalogue and LeiKa into the store (idempotent).
     Import {
@@ -36,6 +40,33 @@ enum Command {
     /// Development PKI (rcgen): a CA, a hub certificate and role certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Operator tokens for the web dashboard (only their SHA-256 is stored in DATA_DIR).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for an operator and print it once.
+    Issue {
+        #[arg(long, default_value = "efa-data")]
+        data_dir: PathBuf,
+        /// Operator name (1..64 of A-Z a-z 0-9 - _), e.g. bund.
+        #[arg(long)]
+        operator: String,
+    },
+    /// List issued tokens (operator and date; the tokens themselves are not stored).
+    List {
+        #[arg(long, default_value = "efa-data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke every token of an operator.
+    Revoke {
+        #[arg(long, default_value = "efa-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        operator: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -62,6 +93,10 @@ struct ServeArgs {
     /// Keep only the newest N events in the log; nodes further behind are told to resync.
     #[arg(long)]
     event_retention: Option<u64>,
+    /// Serve the operator web dashboard on this address (HTTPS with --cert/--key; plain
+    /// HTTP only with --insecure-dev). Tokens: `efa-hub token issue`.
+    #[arg(long)]
+    dashboard_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -170,16 +205,20 @@ async fn run() -> Result<()> {
             config.insecure_dev = a.insecure_dev;
             config.limits.max_total_size = a.max_bundle_bytes;
             config.event_retention = a.event_retention;
+            config.dashboard = a.dashboard_listen.map(|listen| DashboardConfig { listen });
             serve(config).await
         }
-        Command::Dev { listen, data_dir } => {
+        Command::Dev { listen, data_dir, dashboard_listen } => {
             let tls = ensure_dev_pki(&data_dir.join("pki"))?;
             println!("EfA Hub (dev) on https://{listen}, data in {}", data_dir.display());
             println!(
                 "client certificates: {}/pki/{{land-05,kommune-05913000,operator-operator}}.pem",
                 data_dir.display()
             );
-            serve(HubConfig::new(listen, data_dir, Some(tls))).await
+            println!("operator dashboard: https://{dashboard_listen}/ (token: efa-hub token issue --data-dir {} --operator NAME)", data_dir.display());
+            let mut config = HubConfig::new(listen, data_dir, Some(tls));
+            config.dashboard = Some(DashboardConfig { listen: dashboard_listen });
+            serve(config).await
         }
         Command::Import { data_dir } => {
             let db = data_dir.join("db");
@@ -196,6 +235,32 @@ async fn run() -> Result<()> {
                 c.leika,
                 db.display()
             );
+            Ok(())
+        }
+        Command::Token(TokenCommand::Issue { data_dir, operator }) => {
+            let token = tokens::issue(&data_dir, &operator)?;
+            eprintln!(
+                "Token for operator {operator} (stored as SHA-256 in {}); it is shown only this once:",
+                tokens::tokens_path(&data_dir).display()
+            );
+            println!("{token}");
+            eprintln!("Open the dashboard once with ?token=<token>, or send 'Authorization: Bearer <token>'.");
+            Ok(())
+        }
+        Command::Token(TokenCommand::List { data_dir }) => {
+            for t in tokens::list(&data_dir)? {
+                println!(
+                    "{}\t{}\tsha256:{}…",
+                    t.operator,
+                    efa_hub::table::timestamp(t.created_at_ms),
+                    t.sha256.get(..12).unwrap_or(&t.sha256)
+                );
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { data_dir, operator }) => {
+            let n = tokens::revoke(&data_dir, &operator)?;
+            println!("revoked {n} token(s) of operator {operator}");
             Ok(())
         }
         Command::Pki(PkiCommand::Init { dir, hub_name }) => {

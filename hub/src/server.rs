@@ -3,6 +3,7 @@
 
 use crate::auth::Authenticator;
 use crate::blobs::{BlobError, BlobStore};
+use crate::dashboard::DashboardConfig;
 use crate::events::EventBus;
 use crate::services::{
     adoption::Adoption, catalog::Catalog, release::Releases, report::Reports, subscription::Subscriptions,
@@ -66,6 +67,8 @@ pub struct HubConfig {
     pub event_retention: Option<u64>,
     /// How long a subscriber may leave its stream unread before it is dropped.
     pub slow_subscriber_timeout: Duration,
+    /// The operator web dashboard on its own port (None: off). Uses the hub's TLS.
+    pub dashboard: Option<DashboardConfig>,
 }
 
 impl HubConfig {
@@ -81,12 +84,15 @@ impl HubConfig {
             download_chunk_size: 256 * 1024,
             event_retention: None,
             slow_subscriber_timeout: crate::events::SLOW_SUBSCRIBER_TIMEOUT,
+            dashboard: None,
         }
     }
 }
 
 pub struct RunningHub {
     pub addr: SocketAddr,
+    /// Where the operator dashboard listens, if enabled.
+    pub dashboard_addr: Option<SocketAddr>,
     pub registry: Arc<Registry>,
     state: Arc<HubState>,
     shutdown: CancellationToken,
@@ -97,6 +103,11 @@ impl RunningHub {
     /// Event streams currently attached.
     pub fn watchers(&self) -> usize {
         self.state.bus.watchers()
+    }
+
+    /// The hub's metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.state.metrics.scrape(&self.state)
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -174,12 +185,14 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         shutdown: shutdown.clone(),
         download_chunk_size: config.download_chunk_size,
         slow_subscriber_timeout: config.slow_subscriber_timeout,
+        metrics: Arc::new(crate::metrics::HubMetrics::default()),
     });
     if let Some(keep) = config.event_retention {
         spawn_retention(registry.clone(), keep, shutdown.clone());
     }
 
     let mut builder = Server::builder()
+        .layer(crate::metrics::RpcTimingLayer(state.metrics.clone()))
         .initial_connection_window_size(8 * 1024 * 1024)
         .initial_stream_window_size(4 * 1024 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -229,6 +242,19 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "hub listening");
 
+    // ---- operator dashboard (hub/src/dashboard): own port, same TLS, same shutdown ----
+    let dashboard_addr = match &config.dashboard {
+        Some(dashboard) => {
+            let bus = state.bus.clone();
+            let st = state.clone();
+            let live = crate::dashboard::Live::new(move || bus.watchers()).with_metrics(move || st.metrics.scrape(&st));
+            let spawned = crate::dashboard::spawn(dashboard, &config, registry.clone(), live, shutdown.clone()).await;
+            Some(spawned.inspect_err(|_| shutdown.cancel())?)
+        }
+        None => None,
+    };
+    // ---- end operator dashboard ----
+
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         let signal = {
@@ -250,5 +276,5 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             }
         }
     });
-    Ok(RunningHub { addr, registry, state, shutdown, task })
+    Ok(RunningHub { addr, dashboard_addr, registry, state, shutdown, task })
 }

@@ -19,6 +19,7 @@ pub struct HubState {
     /// Bytes per chunk when streaming blobs to nodes.
     pub download_chunk_size: usize,
     pub slow_subscriber_timeout: std::time::Duration,
+    pub metrics: Arc<crate::metrics::HubMetrics>,
 }
 
 impl HubState {

@@ -10,7 +10,7 @@
 use crate::config::NodeConfig;
 use crate::deploy::{DeployOutcome, DeployRequest, Deployer};
 use crate::error::{NodeError, Result};
-use crate::fetch::{fetch_release, verify_release, BlobCache, FetchStats};
+use crate::fetch::{fetch_release_with_progress, verify_release, BlobCache, FetchStats};
 use crate::state::{NodeState, OutboxReport, StateFile};
 use efa_proto::v1 as pb;
 use efa_proto::v1::adoption_service_client::AdoptionServiceClient;
@@ -47,7 +47,12 @@ pub struct Agent {
     state: StateFile,
     /// Serializes release handling, so two deploys of a service never overlap.
     busy: tokio::sync::Mutex<()>,
+    counters: crate::metrics::NodeCounters,
+    progress: Option<Progress>,
 }
+
+/// Called with (service, bytes done, bytes to fetch) while a release downloads.
+pub type Progress = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
 
 fn kind_from_proto(k: i32) -> ParameterKind {
     match pb::ParameterKind::try_from(k).unwrap_or(pb::ParameterKind::Text) {
@@ -97,11 +102,34 @@ impl Agent {
             channel,
             config,
             busy: tokio::sync::Mutex::new(()),
+            counters: Default::default(),
+            progress: None,
         })
     }
 
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    /// Reports download progress (the CLI draws a progress bar with it).
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    pub fn counters(&self) -> &crate::metrics::NodeCounters {
+        &self.counters
+    }
+
+    fn count(
+        &self,
+        family: &prometheus_client::metrics::family::Family<
+            crate::metrics::ServiceLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+        service: &str,
+    ) {
+        family.get_or_create(&crate::metrics::ServiceLabels { service: service.to_string() }).inc();
     }
 
     pub fn deployer(&self) -> &Deployer {
@@ -459,7 +487,14 @@ impl Agent {
                 s.services.entry(info.service_id.clone()).or_default().land = Some(manifest.land.to_string())
             })?,
         }
-        let stats = fetch_release(self.channel.clone(), &self.cache, &manifest).await?;
+        let service = info.service_id.clone();
+        let progress = self.progress.clone();
+        let report = move |done: u64, total: u64| {
+            if let Some(p) = &progress {
+                p(&service, done, total)
+            }
+        };
+        let stats = fetch_release_with_progress(self.channel.clone(), &self.cache, &manifest, &report).await?;
         tracing::info!(service = %info.service_id, version = %info.version, files = stats.files, reused = stats.files_reused, bytes = stats.bytes_downloaded, "release fetched and verified");
         Ok((manifest, stats))
     }
@@ -471,6 +506,7 @@ impl Agent {
         }
         let reason = e.to_string();
         tracing::error!(service = %info.service_id, version = %info.version, %reason, "release not deployed");
+        self.count(&self.counters.failures, &info.service_id);
         self.state
             .update(|s| s.services.entry(info.service_id.clone()).or_default().last_error = Some(reason.clone()))?;
         self.report(&info.service_id, &info.version, AdoptionState::Failed, &reason).await?;
@@ -534,12 +570,14 @@ impl Agent {
         match outcome {
             Ok(DeployOutcome::Deployed { version, previous }) => {
                 tracing::info!(service = %info.service_id, %version, ?previous, "deployed");
+                self.count(&self.counters.deploys, &info.service_id);
                 self.state.update(|s| s.services.entry(info.service_id.clone()).or_default().last_error = None)?;
                 self.report(&info.service_id, &info.version, AdoptionState::Deployed, "").await?;
                 Ok(Handled::Deployed { service: info.service_id.clone(), version })
             }
             Ok(DeployOutcome::RolledBack { failed_version, restored, reason }) => {
                 tracing::warn!(service = %info.service_id, %failed_version, ?restored, %reason, "health check failed, rolled back");
+                self.count(&self.counters.rollbacks, &info.service_id);
                 let why = format!("health check failed: {reason}");
                 self.state.update(|s| {
                     s.services.entry(info.service_id.clone()).or_default().last_error = Some(why.clone())

@@ -9,6 +9,7 @@
 //! keep_versions = 3
 //! health_timeout_secs = 60
 //! max_staleness_secs = 86400             # status warns when the last sync is older
+//! metrics_listen = "127.0.0.1:9464"      # optional: Prometheus /metrics while running
 //!
 //! [tls]
 //! ca = "/etc/efa/ca.pem"
@@ -54,6 +55,9 @@ pub struct NodeConfig {
     /// `status` warns when the last successful sync with the hub is older than this.
     #[serde(default = "default_max_staleness")]
     pub max_staleness_secs: u64,
+    /// Where `efa-node run` serves Prometheus metrics (plain HTTP, `/metrics`); off if unset.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Absent only when the hub runs with --insecure-dev.
     pub tls: Option<TlsConfig>,
     /// Release signing keys per Land code; several keys per Land allow rotation.

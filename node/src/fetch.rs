@@ -104,20 +104,38 @@ pub fn verify_release(
 
 /// Downloads every file of `manifest` missing from the cache.
 pub async fn fetch_release(channel: Channel, cache: &BlobCache, manifest: &Manifest) -> Result<FetchStats> {
+    fetch_release_with_progress(channel, cache, manifest, &|_, _| {}).await
+}
+
+/// Like [`fetch_release`], calling `progress(bytes_done, bytes_to_fetch)` as data arrives.
+pub async fn fetch_release_with_progress(
+    channel: Channel,
+    cache: &BlobCache,
+    manifest: &Manifest,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<FetchStats> {
     let mut client = ReleaseServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
     let mut stats = FetchStats { files: manifest.files.len(), ..Default::default() };
-    for entry in &manifest.files {
-        if cache.has(entry) {
-            stats.files_reused += 1;
-            continue;
-        }
-        stats.bytes_downloaded += fetch_blob(&mut client, cache, entry).await?;
+    let missing: Vec<&FileEntry> = manifest.files.iter().filter(|e| !cache.has(e)).collect();
+    stats.files_reused = manifest.files.len() - missing.len();
+    let total: u64 = missing.iter().map(|e| e.size).sum();
+    let mut done = 0u64;
+    for entry in missing {
+        let base = done;
+        stats.bytes_downloaded += fetch_blob(&mut client, cache, entry, &|n| progress(base + n, total)).await?;
+        done = base + entry.size;
+        progress(done, total);
     }
     Ok(stats)
 }
 
 /// Downloads one blob, resuming a partial download. Returns bytes transferred.
-async fn fetch_blob(client: &mut ReleaseServiceClient<Channel>, cache: &BlobCache, entry: &FileEntry) -> Result<u64> {
+async fn fetch_blob(
+    client: &mut ReleaseServiceClient<Channel>,
+    cache: &BlobCache,
+    entry: &FileEntry,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<u64> {
     let partial = cache.partial(&entry.digest);
     let label = entry.path.as_str().to_string();
     // Re-hash what an earlier attempt left, so the final digest covers every byte.
@@ -168,6 +186,7 @@ async fn fetch_blob(client: &mut ReleaseServiceClient<Channel>, cache: &BlobCach
             hasher.update(&chunk.data);
             offset += chunk.data.len() as u64;
             transferred += chunk.data.len() as u64;
+            progress(offset);
         }
     }
     if offset != entry.size {

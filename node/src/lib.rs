@@ -10,6 +10,7 @@ pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod fetch;
+pub mod metrics;
 pub mod state;
 pub mod status;
 

@@ -85,6 +85,30 @@ fn parse_criterion(s: &str) -> Result<(pb::Criterion, u32)> {
     Ok((c, score.parse().with_context(|| format!("score {score:?} is not a number"))?))
 }
 
+/// A progress bar per release download, on stderr (hidden when stderr is not a terminal).
+fn download_bar() -> efa_node::agent::Progress {
+    let bar: std::sync::Mutex<Option<(String, indicatif::ProgressBar)>> = std::sync::Mutex::new(None);
+    std::sync::Arc::new(move |service: &str, done: u64, total: u64| {
+        let Ok(mut slot) = bar.lock() else { return };
+        if slot.as_ref().is_none_or(|(s, _)| s != service) {
+            let pb = indicatif::ProgressBar::new(total).with_style(
+                indicatif::ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.set_message(service.to_string());
+            *slot = Some((service.to_string(), pb));
+        }
+        if let Some((_, pb)) = slot.as_ref() {
+            pb.set_length(total);
+            pb.set_position(done);
+            if done >= total {
+                pb.finish_and_clear();
+                *slot = None;
+            }
+        }
+    })
+}
+
 fn print_status(agent: &Agent, json: bool) -> Result<()> {
     let st = status::collect(agent)?;
     let (cursor, last_sync, queued, services) = (st.cursor, st.last_sync_ms, st.queued_reports, st.services);
@@ -160,7 +184,7 @@ async fn run() -> Result<()> {
         fmt.init();
     }
     let config = NodeConfig::load(&cli.config)?;
-    let agent = Agent::new(config)?;
+    let agent = std::sync::Arc::new(Agent::new(config)?.with_progress(download_bar()));
     match cli.command {
         Command::Run => {
             let token = CancellationToken::new();
@@ -169,6 +193,14 @@ async fn run() -> Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
                 t.cancel();
             });
+            if let Some(addr) = agent.config().metrics_listen {
+                let (agent, token) = (agent.clone(), token.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = efa_node::metrics::serve(agent, addr, token).await {
+                        tracing::error!(%addr, error = %e, "metrics endpoint failed");
+                    }
+                });
+            }
             agent.run(token).await?;
         }
         Command::Sync => {

@@ -1,8 +1,11 @@
 //! Whole-system scenarios. One test binary (fast to link); one module per concern.
 
 mod authorization;
+mod dashboard;
 mod downloads;
 mod events;
 mod flow;
+mod observability;
 mod publish;
+mod python_client;
 mod verification;

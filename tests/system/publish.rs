@@ -18,7 +18,7 @@ async fn publish_manifest(w: &World, manifest: serde_json::Value, files: Vec<Pat
     let bytes = serde_json::to_vec(&manifest).unwrap();
     let key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
     let sig = key.sign(&bytes);
-    code(publish_raw(w.channel(&land(NRW)).await, bytes, sig, String::new(), files, |_| {}).await.unwrap_err())
+    code(publish_raw(w.channel(&land(NRW)).await, bytes, sig, String::new(), files, |_, _| {}).await.unwrap_err())
 }
 
 fn manifest(version: &str, files: serde_json::Value) -> serde_json::Value {
@@ -173,7 +173,7 @@ async fn a_land_cannot_publish_for_another_lands_service() {
         signed.signature,
         String::new(),
         signed.files,
-        |_| {},
+        |_, _| {},
     )
     .await
     .unwrap_err();

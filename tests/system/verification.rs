@@ -104,7 +104,7 @@ async fn a_manifest_signed_by_another_lands_key_is_refused() {
         signing_key: &bayern_key,
     };
     let signed = build_signed_manifest(&spec).unwrap();
-    publish_raw(w.channel(&land(NRW)).await, signed.manifest, signed.signature, String::new(), signed.files, |_| {})
+    publish_raw(w.channel(&land(NRW)).await, signed.manifest, signed.signature, String::new(), signed.files, |_, _| {})
         .await
         .unwrap();
 

@@ -271,10 +271,30 @@ async fn run() -> Result<()> {
                 release_notes: notes.clone(),
                 signing_key: &key,
             };
-            let r = publish_dir(cli.channel().await?, spec, |_| {}).await?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "uploading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let b = bar.clone();
+            let started = std::time::Instant::now();
+            let r = publish_dir(cli.channel().await?, spec, move |sent, total| {
+                b.set_length(total);
+                b.set_position(sent);
+            })
+            .await;
+            bar.finish_and_clear();
+            let r = r?;
             println!(
-                "published {} {} on {} ({} files, {} bytes, {})",
-                r.service_id, r.version, r.channel, r.file_count, r.total_size, r.content_digest
+                "published {} {} on {} ({} files, {}, {}) in {}",
+                r.service_id,
+                r.version,
+                r.channel,
+                r.file_count,
+                indicatif::HumanBytes(r.total_size),
+                r.content_digest,
+                indicatif::HumanDuration(started.elapsed())
             );
         }
         Command::Snapshot { signing_key, valid_days } => {

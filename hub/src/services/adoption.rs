@@ -26,6 +26,7 @@ impl AdoptionService for Adoption {
             })
             .await?;
         tracing::info!(ags = %record.latest.ags, service = %record.latest.service_id, state = %record.latest.state, "adoption reported");
+        self.0.metrics.adoption_reports.inc();
         self.0.bus.publish(event);
         Ok(Response::new(record_to_proto(&record, &name)))
     }
@@ -47,6 +48,7 @@ impl AdoptionService for Adoption {
             })
             .await?;
         tracing::info!(ags = %rating.ags, service = %rating.service_id, version = %rating.version, stars = rating.stars, "rating recorded");
+        self.0.metrics.ratings.inc();
         self.0.bus.publish(event);
         Ok(Response::new(rating_to_proto(&rating, &name)))
     }

@@ -127,6 +127,8 @@ impl ReleaseService for Releases {
             .registry(move |r| r.commit_release(&land, header.manifest, header.signature, header.release_notes))
             .await?;
         tracing::info!(service = %release.service_id, version = %release.version, channel = %release.channel, bytes = release.total_size, "release published");
+        self.0.metrics.publishes.inc();
+        self.0.metrics.publish_bytes.inc_by(release.total_size);
         self.0.bus.publish(event);
         Ok(Response::new(release_to_proto(&release)))
     }
@@ -212,6 +214,8 @@ impl ReleaseService for Releases {
         }
         file.seek(std::io::SeekFrom::Start(r.offset)).await.map_err(|e| Status::internal(e.to_string()))?;
         let chunk_size = self.0.download_chunk_size;
+        let metrics = self.0.metrics.clone();
+        metrics.downloads.inc();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let shutdown = self.0.shutdown.clone();
         tokio::spawn(async move {
@@ -235,6 +239,7 @@ impl ReleaseService for Releases {
                 if tx.send(Ok(pb::BlobChunk { offset, data: buf })).await.is_err() {
                     return; // the client left
                 }
+                metrics.bytes_served.inc_by(n as u64);
                 offset += n as u64;
             }
         });

@@ -1,0 +1,75 @@
+//! `/coverage?service=ID`: share of Gemeinden running a service, per Land and Kreis.
+
+use super::data::Coverage;
+use super::html::{self, Nav};
+use crate::auth::Identity;
+use axum::response::Response;
+use efa_registry::model::catalog::Service;
+use efa_registry::registry::CoverageRow;
+use maud::{html, Markup};
+
+fn row(r: &CoverageRow, class: &str) -> Markup {
+    let p = html::percent(r.adopted, r.total);
+    html! {
+        tr class=(class) {
+            td { (r.name) " " span.small.muted.mono { (r.code) } }
+            td.num { (r.adopted) }
+            td.num { (r.total) }
+            td.num.pct { (html::percent_text(p)) }
+            td.barcell { (html::bar(p)) }
+        }
+    }
+}
+
+pub fn render(who: &Identity, choices: &[Service], c: Option<&Coverage>, land: &str) -> Response {
+    let current = c.map(|c| c.service.id.as_str()).unwrap_or("");
+    let title = match c {
+        Some(c) => format!("Abdeckung: {}", c.service.title),
+        None => "Abdeckung".to_string(),
+    };
+    let body = html! {
+        h1 { (title) }
+        form.filter method="get" action="/coverage" {
+            label { "Dienst "
+                select name="service" {
+                    @for s in choices {
+                        option value=(s.id.as_str()) selected[s.id.as_str() == current] { (s.title) " (" (s.id.as_str()) ")" }
+                    }
+                }
+            }
+            @if let Some(c) = c {
+                label { "alle Kreise von "
+                    select name="land" {
+                        option value="" { "– nur Kreise mit Adoption –" }
+                        @for l in &c.laender {
+                            option value=(l.land.code) selected[l.land.code == land] { (l.land.name) }
+                        }
+                    }
+                }
+            }
+            button type="submit" { "Anzeigen" }
+        }
+        @match c {
+            None => p.muted { "Bitte einen Dienst wählen." },
+            Some(c) => {
+                p {
+                    a href={ "/services/" (c.service.id.as_str()) } { (c.service.title) }
+                    " läuft in " strong #running { (c.running) } " Gemeinden. "
+                    "Gezählt werden Gemeinden mit einer laufenden Version; Grundlage ist das Gemeindeverzeichnis (GV100AD, Stand 30.11.2023)."
+                }
+                table.data.coverage #coverage {
+                    thead { tr {
+                        th { "Land / Kreis" } th.num { "mit Dienst" } th.num { "Gemeinden" } th.num { "Anteil" } th { "" }
+                    } }
+                    tbody {
+                        @for l in &c.laender {
+                            (row(&l.land, if l.land.adopted > 0 { "land adopted" } else { "land" }))
+                            @for k in &l.kreise { (row(k, "kreis")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    html::page(who, Nav::Coverage, &title, body)
+}

@@ -1,0 +1,303 @@
+//! What each page shows, read from the [`Registry`] in one blocking call per page. Plain
+//! structs, no HTML: the pages render them.
+
+use efa_registry::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState};
+use efa_registry::model::catalog::{Kommune, Service};
+use efa_registry::model::ids::{LandCode, ServiceId};
+use efa_registry::model::rating::{Rating, RatingAggregate};
+use efa_registry::model::release::Release;
+use efa_registry::registry::{CoverageLevel, CoverageRow, RatingSummary};
+use efa_registry::{Registry, Result};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// At most this many Kommune columns in the matrix; narrow the filter for more.
+pub const MATRIX_MAX_KOMMUNEN: usize = 200;
+
+/// Names of Länder and Kreise by code.
+pub struct Names {
+    pub laender: BTreeMap<String, String>,
+    pub kreise: BTreeMap<String, String>,
+}
+
+impl Names {
+    pub fn load(reg: &Registry) -> Result<Names> {
+        Ok(Names {
+            laender: reg.store().laender()?.into_iter().map(|l| (l.code.to_string(), l.name)).collect(),
+            kreise: reg.store().kreise()?.into_iter().map(|k| (k.code.to_string(), k.name)).collect(),
+        })
+    }
+
+    pub fn land(&self, code: &str) -> String {
+        self.laender.get(code).cloned().unwrap_or_else(|| format!("Land {code}"))
+    }
+
+    pub fn kreis(&self, code: &str) -> String {
+        self.kreise.get(code).cloned().unwrap_or_else(|| format!("Kreis {code}"))
+    }
+}
+
+fn kommune_name(reg: &Registry, ags: &efa_registry::model::ids::Ags) -> Result<String> {
+    Ok(reg.store().kommune(ags)?.map(|k| k.name).unwrap_or_else(|| ags.to_string()))
+}
+
+// ------------------------------------------------------------------ overview
+
+pub struct ServiceRow {
+    pub service: Service,
+    pub land_name: String,
+    /// Highest version, yanked or not.
+    pub latest: Option<Release>,
+    pub running: usize,
+    pub rejected: usize,
+    pub rating: RatingAggregate,
+}
+
+pub struct Overview {
+    pub rows: Vec<ServiceRow>,
+    pub head_seq: u64,
+    pub kommunen_with_records: usize,
+}
+
+pub fn overview(reg: &Registry) -> Result<Overview> {
+    let names = Names::load(reg)?;
+    let mut rows = Vec::new();
+    let mut kommunen = BTreeSet::new();
+    for service in reg.services(None, None)? {
+        let adopters = reg.store().adopters(&service.id)?;
+        kommunen.extend(adopters.iter().map(|a| a.latest.ags.clone()));
+        rows.push(ServiceRow {
+            land_name: names.land(service.land.as_str()),
+            latest: reg.store().releases(&service.id)?.into_iter().next(),
+            running: adopters.iter().filter(|a| a.running.is_some()).count(),
+            rejected: adopters.iter().filter(|a| a.latest.state == AdoptionState::Rejected).count(),
+            rating: reg.rating_summary(&service.id)?.overall,
+            service,
+        });
+    }
+    rows.sort_by(|a, b| (&a.service.land, &a.service.title).cmp(&(&b.service.land, &b.service.title)));
+    Ok(Overview { rows, head_seq: reg.head_seq()?, kommunen_with_records: kommunen.len() })
+}
+
+// ------------------------------------------------------------------ matrix
+
+/// Query parameters of `/matrix`; empty strings mean "all".
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct MatrixFilter {
+    pub land: String,
+    pub kreis: String,
+    pub themenfeld: String,
+    pub channel: String,
+}
+
+pub struct FilterOptions {
+    pub laender: Vec<(String, String)>,
+    pub kreise: Vec<(String, String)>,
+    pub themenfelder: Vec<String>,
+    pub channels: Vec<String>,
+}
+
+pub struct Matrix {
+    pub services: Vec<Service>,
+    pub kommunen: Vec<Kommune>,
+    /// (service id, AGS) to the pair's record.
+    pub cells: BTreeMap<(String, String), AdoptionRecord>,
+    /// (service id, version) of every yanked release, to flag Kommunen still running one.
+    pub yanked: BTreeSet<(String, semver::Version)>,
+    pub options: FilterOptions,
+    /// Kommunen left out beyond [`MATRIX_MAX_KOMMUNEN`].
+    pub left_out: usize,
+}
+
+pub fn matrix(reg: &Registry, f: &MatrixFilter) -> Result<Matrix> {
+    let names = Names::load(reg)?;
+    let mut options = FilterOptions { laender: vec![], kreise: vec![], themenfelder: vec![], channels: vec![] };
+    let (mut laender, mut kreise, mut themen, mut channels) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut services = Vec::new();
+    let mut cells = BTreeMap::new();
+    let mut agss = BTreeSet::new();
+    let mut yanked = BTreeSet::new();
+    for service in reg.services(None, None)? {
+        themen.insert(service.themenfeld.clone());
+        let releases = reg.store().releases(&service.id)?;
+        let channel_of: BTreeMap<semver::Version, String> =
+            releases.iter().map(|r| (r.version.clone(), r.channel.to_string())).collect();
+        channels.extend(channel_of.values().cloned());
+        yanked
+            .extend(releases.iter().filter(|r| r.yank.is_some()).map(|r| (service.id.to_string(), r.version.clone())));
+        let records = reg.store().adopters(&service.id)?;
+        for r in &records {
+            laender.insert(r.latest.ags.land().to_string());
+            kreise.insert(r.latest.ags.kreis().to_string());
+        }
+        let on_channel = f.channel.is_empty() || channel_of.values().any(|c| *c == f.channel);
+        if !(f.themenfeld.is_empty() || service.themenfeld == f.themenfeld) || !on_channel {
+            continue;
+        }
+        for r in records {
+            let ags = r.latest.ags.to_string();
+            let version = r.latest.version.as_ref().or(r.running.as_ref());
+            let channel_ok = f.channel.is_empty() || version.and_then(|v| channel_of.get(v)) == Some(&f.channel);
+            if !ags.starts_with(&f.land) || !ags.starts_with(&f.kreis) || !channel_ok {
+                continue;
+            }
+            agss.insert(r.latest.ags.clone());
+            cells.insert((service.id.to_string(), ags), r);
+        }
+        services.push(service);
+    }
+    services.sort_by(|a, b| a.title.cmp(&b.title));
+    let mut kommunen = Vec::new();
+    for ags in agss.iter().take(MATRIX_MAX_KOMMUNEN) {
+        if let Some(k) = reg.store().kommune(ags)? {
+            kommunen.push(k);
+        }
+    }
+    options.laender = laender.into_iter().map(|c| (names.land(&c), c)).map(|(n, c)| (c, n)).collect();
+    options.kreise = kreise.into_iter().map(|c| (names.kreis(&c), c)).map(|(n, c)| (c, n)).collect();
+    options.kreise.sort_by(|a, b| a.1.cmp(&b.1));
+    options.themenfelder = themen.into_iter().collect();
+    options.channels = channels.into_iter().collect();
+    Ok(Matrix { services, kommunen, cells, yanked, options, left_out: agss.len().saturating_sub(MATRIX_MAX_KOMMUNEN) })
+}
+
+// ------------------------------------------------------------------ coverage
+
+pub struct LandCoverage {
+    pub land: CoverageRow,
+    pub kreise: Vec<CoverageRow>,
+}
+
+pub struct Coverage {
+    pub service: Service,
+    pub laender: Vec<LandCoverage>,
+    pub running: u32,
+}
+
+/// The services to choose from on `/coverage` without a service.
+pub fn service_choices(reg: &Registry) -> Result<Vec<Service>> {
+    let mut s = reg.services(None, None)?;
+    s.sort_by(|a, b| a.title.cmp(&b.title));
+    Ok(s)
+}
+
+pub fn coverage(reg: &Registry, id: &ServiceId, land: Option<&LandCode>) -> Result<Coverage> {
+    let service = reg.service(id)?;
+    let rows = reg.coverage(id, land)?;
+    let mut laender: Vec<LandCoverage> = rows
+        .iter()
+        .filter(|r| r.level == CoverageLevel::Land)
+        .map(|r| LandCoverage { land: r.clone(), kreise: vec![] })
+        .collect();
+    for k in rows.into_iter().filter(|r| r.level == CoverageLevel::Kreis) {
+        if let Some(l) = laender.iter_mut().find(|l| k.code.starts_with(&l.land.code)) {
+            l.kreise.push(k);
+        }
+    }
+    let running = laender.iter().map(|l| l.land.adopted).sum();
+    Ok(Coverage { service, laender, running })
+}
+
+// ------------------------------------------------------------------ one service
+
+pub struct VersionRow {
+    pub release: Release,
+    /// Kommunen (names) whose running version this is.
+    pub running: Vec<String>,
+}
+
+pub struct AdopterRow {
+    pub kommune: String,
+    pub record: AdoptionRecord,
+}
+
+pub struct ServiceDetail {
+    pub service: Service,
+    pub land_name: String,
+    pub versions: Vec<VersionRow>,
+    pub adopters: Vec<AdopterRow>,
+    pub summary: RatingSummary,
+    /// Newest first, with the Kommune's name.
+    pub ratings: Vec<(String, Rating)>,
+    pub rejections: Vec<(String, AdoptionEntry)>,
+}
+
+pub fn service(reg: &Registry, id: &ServiceId) -> Result<ServiceDetail> {
+    let service = reg.service(id)?;
+    let names = Names::load(reg)?;
+    let mut adopters: Vec<AdopterRow> = reg
+        .adopters(id)?
+        .into_iter()
+        .map(|a| AdopterRow {
+            kommune: a.kommune.map(|k| k.name).unwrap_or_else(|| a.record.latest.ags.to_string()),
+            record: a.record,
+        })
+        .collect();
+    adopters.sort_by(|a, b| a.kommune.cmp(&b.kommune));
+    let versions = reg
+        .store()
+        .releases(id)?
+        .into_iter()
+        .map(|release| VersionRow {
+            running: adopters
+                .iter()
+                .filter(|a| a.record.running.as_ref() == Some(&release.version))
+                .map(|a| a.kommune.clone())
+                .collect(),
+            release,
+        })
+        .collect();
+    let feedback = reg.feedback(None, Some(id))?;
+    let mut ratings = Vec::new();
+    for r in feedback.ratings {
+        ratings.push((kommune_name(reg, &r.ags)?, r));
+    }
+    let mut rejections = Vec::new();
+    for e in feedback.rejections {
+        rejections.push((kommune_name(reg, &e.ags)?, e));
+    }
+    Ok(ServiceDetail {
+        land_name: names.land(service.land.as_str()),
+        summary: reg.rating_summary(id)?,
+        service,
+        versions,
+        adopters,
+        ratings,
+        rejections,
+    })
+}
+
+// ------------------------------------------------------------------ rejections
+
+pub struct ServiceRejections {
+    pub service: Service,
+    pub land_name: String,
+    /// Kommunen whose latest state for this service is "rejected", with the entry.
+    pub rejections: Vec<(String, AdoptionEntry)>,
+    pub running: usize,
+}
+
+pub fn rejections(reg: &Registry, land: Option<&LandCode>) -> Result<Vec<ServiceRejections>> {
+    let names = Names::load(reg)?;
+    let mut out = Vec::new();
+    for service in reg.services(land, None)? {
+        let records = reg.store().adopters(&service.id)?;
+        let mut rejections = Vec::new();
+        for r in records.iter().filter(|r| r.latest.state == AdoptionState::Rejected) {
+            rejections.push((kommune_name(reg, &r.latest.ags)?, r.latest.clone()));
+        }
+        if rejections.is_empty() {
+            continue;
+        }
+        rejections.sort_by_key(|(_, e)| std::cmp::Reverse(e.at_ms));
+        out.push(ServiceRejections {
+            land_name: names.land(service.land.as_str()),
+            running: records.iter().filter(|r| r.running.is_some()).count(),
+            service,
+            rejections,
+        });
+    }
+    out.sort_by(|a, b| b.rejections.len().cmp(&a.rejections.len()).then(a.service.title.cmp(&b.service.title)));
+    Ok(out)
+}

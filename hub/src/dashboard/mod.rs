@@ -1,0 +1,258 @@
+//! The operator web dashboard: server-rendered HTML (maud, no JavaScript, no external
+//! assets) on its own port, over HTTPS with the hub's certificate, or plain HTTP only
+//! with `--insecure-dev`.
+//!
+//! Routes (all but the stylesheet need an operator token, see [`auth`]):
+//! - `/` overview: services, Land, Themenfeld, latest version, Kommunen running it,
+//!   rejections, average stars; live node streams and the event head;
+//! - `/matrix` adoption matrix services × Kommunen, filtered by `land`, `kreis`,
+//!   `themenfeld`, `channel`;
+//! - `/coverage?service=ID[&land=05]` coverage per Land and Kreis;
+//! - `/services/{id}` versions and who runs them, yanks, ratings, comments, rejections;
+//! - `/rejections[?land=05]` every rejection with its reason, grouped by service;
+//! - `/assets/dashboard.css`.
+//!
+//! Tokens are issued with `efa-hub token issue` ([`tokens`]). [`router`] builds the axum
+//! router; add further routes there.
+
+pub mod auth;
+pub mod data;
+pub mod html;
+pub mod serve;
+pub mod tokens;
+
+mod coverage;
+mod matrix;
+mod overview;
+mod rejections;
+mod service;
+
+use crate::auth::Identity;
+use crate::server::{HubConfig, HubError};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{middleware, Extension, Router};
+use efa_registry::error::ErrorKind;
+use efa_registry::model::ids::{LandCode, ServiceId};
+use efa_registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokens::TokenStore;
+use tokio_util::sync::CancellationToken;
+
+/// Where the dashboard listens. TLS and the token file come from the hub's config.
+#[derive(Clone, Debug)]
+pub struct DashboardConfig {
+    pub listen: SocketAddr,
+}
+
+/// Live numbers from the running hub that are not in the store.
+#[derive(Clone)]
+pub struct Live {
+    watchers: Arc<dyn Fn() -> usize + Send + Sync>,
+    metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl Live {
+    /// `watchers` returns how many node event streams are attached right now.
+    pub fn new(watchers: impl Fn() -> usize + Send + Sync + 'static) -> Self {
+        Live { watchers: Arc::new(watchers), metrics: None }
+    }
+
+    /// `metrics` renders the hub's Prometheus metrics, served on `/metrics`.
+    pub fn with_metrics(mut self, metrics: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.metrics = Some(Arc::new(metrics));
+        self
+    }
+
+    pub fn watchers(&self) -> usize {
+        (self.watchers)()
+    }
+}
+
+/// What every dashboard handler shares.
+pub struct Dashboard {
+    pub registry: Arc<Registry>,
+    pub tokens: TokenStore,
+    pub live: Live,
+    /// Served over TLS (cookies are `Secure`).
+    pub secure: bool,
+}
+
+/// A page that cannot be shown: status and a message for the person reading it.
+#[derive(Debug)]
+pub struct PageError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl PageError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        PageError { status, message: message.into() }
+    }
+
+    fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Interner Fehler; Details im Hub-Log.")
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        html::error_page(self.status, &self.message)
+    }
+}
+
+type Page = Result<Response, PageError>;
+
+impl Dashboard {
+    /// Runs a registry read on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, PageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Registry) -> efa_registry::Result<T> + Send + 'static,
+    {
+        let registry = self.registry.clone();
+        match tokio::task::spawn_blocking(move || f(&registry)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(match e.kind() {
+                ErrorKind::NotFound => PageError::new(StatusCode::NOT_FOUND, e.to_string()),
+                ErrorKind::Invalid => PageError::new(StatusCode::BAD_REQUEST, e.to_string()),
+                _ => {
+                    tracing::error!(error = %e, "dashboard registry read failed");
+                    PageError::internal()
+                }
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "dashboard registry task failed");
+                Err(PageError::internal())
+            }
+        }
+    }
+}
+
+/// Starts the dashboard for a hub started with `hub`; it stops when `shutdown` is cancelled.
+pub async fn spawn(
+    config: &DashboardConfig,
+    hub: &HubConfig,
+    registry: Arc<Registry>,
+    live: Live,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr, HubError> {
+    let tls = match (&hub.tls, hub.insecure_dev) {
+        (Some(tls), _) => Some(serve::tls_config(tls)?),
+        (None, true) => None,
+        (None, false) => return Err(HubError::Config("the dashboard needs the hub's TLS certificate and key".into())),
+    };
+    let dash = Arc::new(Dashboard { registry, tokens: TokenStore::new(&hub.data_dir), live, secure: tls.is_some() });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let addr = serve::spawn(config.listen, tls, router(dash), shutdown).await?;
+    if scheme == "http" {
+        tracing::warn!(%addr, "INSECURE DEV MODE: dashboard over plain HTTP");
+    }
+    tracing::info!(url = %format!("{scheme}://{addr}/"), tokens = %tokens::tokens_path(&hub.data_dir).display(), "operator dashboard listening");
+    Ok(addr)
+}
+
+/// The dashboard's routes. Pages go into `pages` (behind the operator token); routes
+/// that must work without a token (assets, and e.g. a future `/metrics` with its own
+/// protection) go next to the stylesheet.
+pub fn router(dash: Arc<Dashboard>) -> Router {
+    let pages = Router::new()
+        .route("/", get(overview_page))
+        .route("/matrix", get(matrix_page))
+        .route("/coverage", get(coverage_page))
+        .route("/services/{id}", get(service_page))
+        .route("/rejections", get(rejections_page))
+        // Prometheus scrapes with the same operator token (`bearer_token` in its config).
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(dash.clone(), auth::require_operator));
+    Router::new()
+        .merge(pages)
+        .route(html::CSS_PATH, get(stylesheet))
+        .fallback(not_found)
+        .layer(middleware::map_response(html::security_headers))
+        .with_state(dash)
+}
+
+type Who = Extension<Identity>;
+
+async fn stylesheet() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], html::css())
+        .into_response()
+}
+
+async fn metrics(State(d): State<Arc<Dashboard>>) -> Response {
+    let Some(render) = d.live.metrics.clone() else { return not_found().await };
+    match tokio::task::spawn_blocking(move || render()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response(),
+        Err(_) => html::error_page(StatusCode::INTERNAL_SERVER_ERROR, "Metriken konnten nicht erzeugt werden."),
+    }
+}
+
+async fn not_found() -> Response {
+    html::error_page(StatusCode::NOT_FOUND, "Diese Seite gibt es nicht.")
+}
+
+fn service_id(s: &str) -> Result<ServiceId, PageError> {
+    s.parse().map_err(|_| PageError::new(StatusCode::NOT_FOUND, format!("Kein EfA-Dienst mit der ID {s:?}.")))
+}
+
+fn land_code(s: &str) -> Result<Option<LandCode>, PageError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e: efa_registry::Error| PageError::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn overview_page(State(d): State<Arc<Dashboard>>, Extension(who): Who) -> Page {
+    let o = d.read(data::overview).await?;
+    Ok(overview::render(&who, &o, d.live.watchers()))
+}
+
+async fn matrix_page(
+    State(d): State<Arc<Dashboard>>,
+    Extension(who): Who,
+    Query(f): Query<data::MatrixFilter>,
+) -> Page {
+    let filter = f.clone();
+    let m = d.read(move |r| data::matrix(r, &filter)).await?;
+    Ok(matrix::render(&who, &f, &m))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct CoverageQuery {
+    service: String,
+    land: String,
+}
+
+async fn coverage_page(State(d): State<Arc<Dashboard>>, Extension(who): Who, Query(q): Query<CoverageQuery>) -> Page {
+    let choices = d.read(data::service_choices).await?;
+    if q.service.is_empty() {
+        return Ok(coverage::render(&who, &choices, None, ""));
+    }
+    let (id, land) = (service_id(&q.service)?, land_code(&q.land)?);
+    let c = d.read(move |r| data::coverage(r, &id, land.as_ref())).await?;
+    Ok(coverage::render(&who, &choices, Some(&c), &q.land))
+}
+
+async fn service_page(State(d): State<Arc<Dashboard>>, Extension(who): Who, Path(id): Path<String>) -> Page {
+    let id = service_id(&id)?;
+    let s = d.read(move |r| data::service(r, &id)).await?;
+    Ok(service::render(&who, &s))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct LandQuery {
+    land: String,
+}
+
+async fn rejections_page(State(d): State<Arc<Dashboard>>, Extension(who): Who, Query(q): Query<LandQuery>) -> Page {
+    let land = land_code(&q.land)?;
+    let (groups, laender) =
+        d.read(move |r| Ok((data::rejections(r, land.as_ref())?, data::Names::load(r)?.laender))).await?;
+    Ok(rejections::render(&who, &groups, &laender, &q.land))
+}

@@ -1,0 +1,65 @@
+//! `/rejections`: why Kommunen do not adopt a service, grouped by service, so the
+//! publishing Land can see what to change.
+
+use super::data::ServiceRejections;
+use super::html::{self, Nav};
+use crate::auth::Identity;
+use axum::response::Response;
+use maud::html;
+use std::collections::BTreeMap;
+
+pub fn render(
+    who: &Identity,
+    groups: &[ServiceRejections],
+    laender: &BTreeMap<String, String>,
+    land: &str,
+) -> Response {
+    let total: usize = groups.iter().map(|g| g.rejections.len()).sum();
+    let body = html! {
+        h1 { "Ablehnungen" }
+        p { "Warum Kommunen einen EfA-Dienst nicht übernehmen, mit der Begründung ihrer IT – gruppiert nach Dienst." }
+        form.filter method="get" action="/rejections" {
+            label { "Land "
+                select name="land" {
+                    option value="" { "alle Länder" }
+                    @for (code, name) in laender {
+                        option value=(code) selected[code == land] { (name) }
+                    }
+                }
+            }
+            button type="submit" { "Filtern" }
+        }
+        @if groups.is_empty() {
+            p.muted { "Keine Ablehnungen." }
+        } @else {
+            p { strong { (total) } " Ablehnungen bei " strong { (groups.len()) } " Diensten." }
+        }
+        @for g in groups {
+            @let id = g.service.id.as_str();
+            section.group id={ "svc-" (id) } {
+                h2 {
+                    a href={ "/services/" (id) } { (g.service.title) }
+                    " " span.muted.small { (id) " · " (g.land_name) " · " (g.service.themenfeld) }
+                }
+                p.small {
+                    (g.rejections.len()) " Kommune(n) lehnen ab, " (g.running) " betreiben den Dienst."
+                }
+                table.data.rejections {
+                    thead { tr { th { "Kommune" } th { "AGS" } th { "Version" } th { "Begründung" } th { "Datum" } } }
+                    tbody {
+                        @for (name, e) in &g.rejections {
+                            tr {
+                                td { (name) }
+                                td.mono { (e.ags) }
+                                td { @match &e.version { Some(v) => span.version { (v) }, None => span.muted { "–" } } }
+                                td.reason { (e.reason) }
+                                td.nowrap { (html::timestamp(e.at_ms)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    html::page(who, Nav::Rejections, "Ablehnungen", body)
+}
