@@ -512,6 +512,11 @@ async fn main() -> Result<()> {
             pki.display()
         );
         println!("  cargo run -q -p efa-hub --bin efa -- report adopters wohngeld-nrw");
+        if let Some(url) = fed.dashboard_url() {
+            let token = efa_hub::dashboard::tokens::issue(&fed.hub_data_dir(), "demo")?;
+            println!("Operator dashboard: {url}?token={token}");
+            println!("  (the dev CA signs its certificate; your browser will ask you to accept it)");
+        }
         println!("Ctrl-C stops it.");
         tokio::signal::ctrl_c().await?;
     }

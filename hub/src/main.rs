@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use efa_hub::auth::Identity;
 use efa_hub::dashboard::{tokens, DashboardConfig};
+use efa_hub::config::{HubFile, TlsFile};
 use efa_hub::{pki, HubConfig, ServerTls};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -71,25 +72,30 @@ enum TokenCommand {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    #[arg(long, default_value = "efa-data")]
-    data_dir: PathBuf,
+    /// TOML config file (see hub/hub.example.toml); the flags below override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// gRPC address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Store and blob directory [default: efa-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Server certificate (PEM).
-    #[arg(long, required_unless_present = "insecure_dev")]
+    #[arg(long)]
     cert: Option<PathBuf>,
     /// Server private key (PEM).
-    #[arg(long, required_unless_present = "insecure_dev")]
+    #[arg(long)]
     key: Option<PathBuf>,
     /// CA that client certificates must chain to (PEM).
-    #[arg(long, required_unless_present = "insecure_dev")]
+    #[arg(long)]
     client_ca: Option<PathBuf>,
     /// Plaintext, identities from a header. Development only.
     #[arg(long)]
     insecure_dev: bool,
-    /// Largest accepted bundle, in bytes.
-    #[arg(long, default_value_t = 512 * 1024 * 1024)]
-    max_bundle_bytes: u64,
+    /// Largest accepted bundle, in bytes [default: 512 MiB].
+    #[arg(long)]
+    max_bundle_bytes: Option<u64>,
     /// Keep only the newest N events in the log; nodes further behind are told to resync.
     #[arg(long)]
     event_retention: Option<u64>,
@@ -148,7 +154,7 @@ async fn serve(config: HubConfig) -> Result<()> {
     let hub = efa_hub::start(config).await?;
     let token = hub.shutdown_token();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
         tracing::info!("shutdown requested");
         token.cancel();
     });
@@ -169,6 +175,22 @@ fn ensure_dev_pki(dir: &Path) -> Result<ServerTls> {
         tracing::info!(dir = %dir.display(), "dev PKI created: ca, hub, land-05, kommune-05913000, operator-operator");
     }
     Ok(ServerTls { cert: dir.join("hub.pem"), key: dir.join("hub.key"), client_ca: dir.join("ca.pem") })
+}
+
+/// Resolves on Ctrl-C or SIGTERM (how service managers ask a process to stop).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -196,17 +218,25 @@ async fn run() -> Result<()> {
     init_logging(cli.log_json);
     match cli.command {
         Command::Serve(a) => {
-            let tls = match (a.cert, a.key, a.client_ca) {
-                (Some(cert), Some(key), Some(client_ca)) => Some(ServerTls { cert, key, client_ca }),
-                _ if a.insecure_dev => None,
-                _ => bail!("--cert, --key and --client-ca are required"),
+            let mut file = match &a.config {
+                Some(path) => HubFile::load(path)?,
+                None => HubFile { insecure_dev: a.insecure_dev, ..HubFile::default() },
             };
-            let mut config = HubConfig::new(a.listen, a.data_dir, tls);
-            config.insecure_dev = a.insecure_dev;
-            config.limits.max_total_size = a.max_bundle_bytes;
-            config.event_retention = a.event_retention;
-            config.dashboard = a.dashboard_listen.map(|listen| DashboardConfig { listen });
-            serve(config).await
+            file.listen = a.listen.unwrap_or(file.listen);
+            file.data_dir = a.data_dir.unwrap_or(file.data_dir);
+            file.insecure_dev |= a.insecure_dev;
+            file.max_bundle_bytes = a.max_bundle_bytes.unwrap_or(file.max_bundle_bytes);
+            file.event_retention = a.event_retention.or(file.event_retention);
+            file.dashboard_listen = a.dashboard_listen.or(file.dashboard_listen);
+            match (a.cert, a.key, a.client_ca) {
+                (Some(cert), Some(key), Some(client_ca)) => file.tls = Some(TlsFile { cert, key, client_ca }),
+                (None, None, None) => {}
+                _ => bail!("give all three of --cert, --key and --client-ca"),
+            }
+            if file.tls.is_none() && !file.insecure_dev {
+                bail!("TLS is required: --cert, --key and --client-ca (or [tls] in --config), or --insecure-dev");
+            }
+            serve(file.into_hub_config()).await
         }
         Command::Dev { listen, data_dir, dashboard_listen } => {
             let tls = ensure_dev_pki(&data_dir.join("pki"))?;

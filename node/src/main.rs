@@ -154,6 +154,22 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Resolves on Ctrl-C or SIGTERM (how service managers ask a process to stop).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -190,7 +206,7 @@ async fn run() -> Result<()> {
             let token = CancellationToken::new();
             let t = token.clone();
             tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
+                stop_signal().await;
                 t.cancel();
             });
             if let Some(addr) = agent.config().metrics_listen {

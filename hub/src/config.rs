@@ -1,0 +1,131 @@
+//! The hub's TOML config file. Every key is optional; the defaults are what is shown in
+//! `hub/hub.example.toml`. Command-line flags override the file. Relative paths are
+//! resolved against the file's directory, so a config works from anywhere.
+
+use crate::dashboard::DashboardConfig;
+use crate::server::{HubConfig, ServerTls};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("config {path}: {message}")]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubFile {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// sled store (`db/`) and blob store (`blobs/`).
+    pub data_dir: PathBuf,
+    pub tls: Option<TlsFile>,
+    /// Plaintext with identities from a header. Development only.
+    pub insecure_dev: bool,
+    pub max_bundle_bytes: u64,
+    /// Keep only the newest N events; nodes further behind resync. Unset: keep all.
+    pub event_retention: Option<u64>,
+    pub slow_subscriber_timeout_secs: u64,
+    pub download_chunk_bytes: usize,
+    /// Operator dashboard (and `/metrics`) address; unset: off.
+    pub dashboard_listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+impl Default for HubFile {
+    fn default() -> Self {
+        let defaults = HubConfig::new(([127, 0, 0, 1], 50051).into(), "efa-data".into(), None);
+        HubFile {
+            listen: defaults.listen,
+            data_dir: defaults.data_dir,
+            tls: None,
+            insecure_dev: false,
+            max_bundle_bytes: defaults.limits.max_total_size,
+            event_retention: None,
+            slow_subscriber_timeout_secs: defaults.slow_subscriber_timeout.as_secs(),
+            download_chunk_bytes: defaults.download_chunk_size,
+            dashboard_listen: None,
+        }
+    }
+}
+
+impl HubFile {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let err = |message: String| ConfigError { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut file: HubFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut file.data_dir);
+        if let Some(tls) = &mut file.tls {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+            resolve(&mut tls.client_ca);
+        }
+        if file.download_chunk_bytes == 0 || file.download_chunk_bytes > 4 * 1024 * 1024 {
+            return Err(err("download_chunk_bytes must be between 1 and 4194304".into()));
+        }
+        if file.tls.is_none() && !file.insecure_dev {
+            return Err(err("[tls] with cert, key and client_ca is required (or insecure_dev = true)".into()));
+        }
+        Ok(file)
+    }
+
+    pub fn into_hub_config(self) -> HubConfig {
+        let tls = self.tls.map(|t| ServerTls { cert: t.cert, key: t.key, client_ca: t.client_ca });
+        let mut c = HubConfig::new(self.listen, self.data_dir, tls);
+        c.insecure_dev = self.insecure_dev;
+        c.limits.max_total_size = self.max_bundle_bytes;
+        c.event_retention = self.event_retention;
+        c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);
+        c.download_chunk_size = self.download_chunk_bytes;
+        c.dashboard = self.dashboard_listen.map(|listen| DashboardConfig { listen });
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_and_relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, include_str!("../hub.example.toml")).unwrap();
+        let f = HubFile::load(&path).unwrap();
+        assert_eq!(f.data_dir, dir.path().join("efa-data"));
+        assert_eq!(f.tls.as_ref().unwrap().client_ca, dir.path().join("efa-data/pki/ca.pem"));
+        let c = f.into_hub_config();
+        assert_eq!(c.slow_subscriber_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, "insecure_dev = true\nevent_retension = 5\n").unwrap();
+        let e = HubFile::load(&path).unwrap_err().to_string();
+        assert!(e.contains("hub.toml") && e.contains("event_retension"), "{e}");
+        std::fs::write(&path, "insecure_dev = true\nlisten = \"nowhere\"\n").unwrap();
+        let e = HubFile::load(&path).unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n").unwrap();
+        assert!(HubFile::load(&path).unwrap_err().to_string().contains("[tls]"));
+    }
+}
