@@ -1,10 +1,12 @@
 //! `efa-hub`: run the hub, import the register, manage the development PKI.
 
+mod cli_main;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use efa_hub::auth::Identity;
-use efa_hub::dashboard::{tokens, DashboardConfig};
 use efa_hub::config::{HubFile, TlsFile};
+use efa_hub::dashboard::{tokens, DashboardConfig};
 use efa_hub::{pki, HubConfig, ServerTls};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -154,7 +156,7 @@ async fn serve(config: HubConfig) -> Result<()> {
     let hub = efa_hub::start(config).await?;
     let token = hub.shutdown_token();
     tokio::spawn(async move {
-        stop_signal().await;
+        cli_main::stop_signal().await;
         tracing::info!("shutdown requested");
         token.cancel();
     });
@@ -177,40 +179,8 @@ fn ensure_dev_pki(dir: &Path) -> Result<ServerTls> {
     Ok(ServerTls { cert: dir.join("hub.pem"), key: dir.join("hub.key"), client_ca: dir.join("ca.pem") })
 }
 
-/// Resolves on Ctrl-C or SIGTERM (how service managers ask a process to stop).
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            match e.downcast_ref::<tonic::Status>() {
-                Some(s) => eprintln!("error: the hub refused ({:?}): {}", s.code(), s.message()),
-                None => eprintln!("error: {e:#}"),
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli_main::main_with(run())
 }
 
 async fn run() -> Result<()> {

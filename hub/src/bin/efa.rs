@@ -1,5 +1,8 @@
 //! `efa`: the CLI for Land publishers and operators.
 
+#[path = "../cli_main.rs"]
+mod cli_main;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use efa_hub::client::{publish_dir, PublishSpec};
@@ -190,23 +193,7 @@ impl Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            match e.downcast_ref::<tonic::Status>() {
-                Some(s) => eprintln!("error: the hub refused ({:?}): {}", s.code(), s.message()),
-                None => eprintln!("error: {e:#}"),
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli_main::main_with(run())
 }
 
 async fn run() -> Result<()> {
