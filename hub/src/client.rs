@@ -82,7 +82,11 @@ pub async fn publish_dir(
     let info =
         publish_raw(channel.clone(), signed.manifest, signed.signature, spec.release_notes, signed.files, progress)
             .await?;
-    publish_snapshot(channel, &spec.land, spec.signing_key, DEFAULT_SNAPSHOT_VALIDITY).await?;
+    // The release is committed now; a failed snapshot refresh must not look like a failed
+    // publish (a retry would only get "already exists").
+    if let Err(e) = publish_snapshot(channel, &spec.land, spec.signing_key, DEFAULT_SNAPSHOT_VALIDITY).await {
+        tracing::warn!(error = %e, "release published, but refreshing the signed snapshot failed; run `efa snapshot`");
+    }
     Ok(info)
 }
 

@@ -49,6 +49,8 @@ pub struct Agent {
     busy: tokio::sync::Mutex<()>,
     counters: crate::metrics::NodeCounters,
     progress: Option<Progress>,
+    /// Set when an event stream reached `CaughtUp`; resets the reconnect backoff.
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 /// Called with (service, bytes done, bytes to fetch) while a release downloads.
@@ -104,6 +106,7 @@ impl Agent {
             busy: tokio::sync::Mutex::new(()),
             counters: Default::default(),
             progress: None,
+            caught_up: Default::default(),
         })
     }
 
@@ -309,7 +312,13 @@ impl Agent {
                 self.flush_outbox().await?;
                 self.follow(shutdown.clone(), false).await
             };
-            match attempt.await {
+            let result = attempt.await;
+            // A stream that caught up was a healthy connection: its end (a hub restart) is
+            // no reason to wait longer each time.
+            if self.caught_up.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                backoff = Duration::from_millis(200);
+            }
+            match result {
                 Ok(_) => backoff = Duration::from_millis(200),
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "hub unreachable; will resume from the cursor");
@@ -375,6 +384,7 @@ impl Agent {
                 s.last_sync_ms = efa_registry::now_ms();
             })?;
             if caught_up {
+                self.caught_up.store(true, std::sync::atomic::Ordering::SeqCst);
                 self.check_freshness().await?;
                 if until_caught_up {
                     return Ok(handled);
@@ -571,6 +581,7 @@ impl Agent {
             Ok(DeployOutcome::Deployed { version, previous }) => {
                 tracing::info!(service = %info.service_id, %version, ?previous, "deployed");
                 self.count(&self.counters.deploys, &info.service_id);
+                self.cache.clear_partials();
                 self.state.update(|s| s.services.entry(info.service_id.clone()).or_default().last_error = None)?;
                 self.report(&info.service_id, &info.version, AdoptionState::Deployed, "").await?;
                 Ok(Handled::Deployed { service: info.service_id.clone(), version })
@@ -676,7 +687,24 @@ impl Agent {
     /// Queues a report and sends everything queued. A hub that is away keeps it queued.
     async fn report(&self, service: &str, version: &str, state: AdoptionState, reason: &str) -> Result<()> {
         let item = OutboxReport { service: service.into(), version: version.into(), state, reason: reason.into() };
-        self.state.update(|s| s.outbox.push(item))?;
+        // "Evaluating" is reported once per version, even when handling is retried after the
+        // hub or the node went away mid-download; any other state for it ends the evaluation.
+        let queued = self.state.update(|s| {
+            let entry = s.services.entry(service.to_string()).or_default();
+            if state == AdoptionState::Evaluating {
+                if entry.evaluating.as_deref() == Some(version) {
+                    return false;
+                }
+                entry.evaluating = Some(version.to_string());
+            } else if entry.evaluating.as_deref() == Some(version) {
+                entry.evaluating = None;
+            }
+            s.outbox.push(item);
+            true
+        })?;
+        if !queued {
+            return Ok(());
+        }
         match self.flush_outbox().await {
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "adoption report queued until the hub is reachable");

@@ -27,6 +27,8 @@ use tracing::{info, warn};
 /// Bundle paths below this first component are the node's own metadata.
 pub const RESERVED_DIR: &str = ".efa";
 const CURRENT: &str = "current";
+/// Marker in `<version>/.efa/` while the version serves but its health check has not passed.
+const UNCONFIRMED: &str = "unconfirmed";
 const STAGING: &str = ".staging-";
 const REPLACED: &str = ".replaced-";
 const HEALTH_LOG: &str = ".health-";
@@ -200,7 +202,11 @@ impl Deployer {
         guard.0 = None;
         sync_dir(&sdir)?;
 
-        // Step 5: switch. On failure undo step 4, so the old state is back.
+        // Step 5: switch. Until the health check passes, a marker in the new version names
+        // the previous one, so a crash mid-check is rolled back by `recover`, not trusted.
+        let unconfirmed = vdir.join(RESERVED_DIR).join(UNCONFIRMED);
+        write_new(&unconfirmed, previous.as_deref().unwrap_or("").as_bytes())?;
+        // On failure undo step 4, so the old state is back.
         if let Err(e) = point_current(&sdir, Some(&version)) {
             self.undo_install(&sdir, &version, aside)?;
             return Err(e);
@@ -221,6 +227,9 @@ impl Deployer {
                 return Ok(DeployOutcome::RolledBack { failed_version: version, restored: previous, reason });
             }
         }
+
+        fs::remove_file(&unconfirmed).map_err(io_err("remove", &unconfirmed))?;
+        sync_dir(&vdir.join(RESERVED_DIR))?;
 
         // Step 7: clean up. The deploy already succeeded, so failures here only warn.
         if let Some(aside) = aside {
@@ -501,6 +510,20 @@ impl Deployer {
                 continue;
             }
             let sdir = service.path();
+            // A switch whose health check never finished (the node died during it) is not
+            // trusted: point `current` back and drop the unconfirmed version. The agent will
+            // deploy and check it again.
+            if let Ok(cur) = fs::read_link(sdir.join(CURRENT)) {
+                let vdir = sdir.join(&cur);
+                if let Ok(prev) = fs::read_to_string(vdir.join(RESERVED_DIR).join(UNCONFIRMED)) {
+                    let prev = prev.trim().to_string();
+                    point_current(&sdir, if prev.is_empty() { None } else { Some(&prev) })?;
+                    let trash = sdir.join(format!("{STAGING}{}-{}", cur.to_string_lossy(), unique()));
+                    fs::rename(&vdir, &trash).map_err(io_err("move unconfirmed version out of", &vdir))?;
+                    warn!(path = %vdir.display(), "recovery: rolled back a switch whose health check never finished");
+                    report.restored.push(vdir);
+                }
+            }
             for entry in fs::read_dir(&sdir).map_err(io_err("list", &sdir))? {
                 let entry = entry.map_err(io_err("list", &sdir))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -770,6 +793,29 @@ mod tests {
             d.installed_versions(&env.service).unwrap().iter().map(|v| v.to_string()).collect();
         assert_eq!(installed, ["1.0.0", "2.0.0"]);
         assert!(env.scratch().is_empty(), "{:?}", env.scratch());
+    }
+
+    #[test]
+    fn a_switch_whose_health_check_never_finished_is_rolled_back_on_recovery() {
+        let env = Env::new();
+        let d = env.deployer(5);
+        env.deploy(&d, "1.0.0", None).unwrap();
+        env.deploy(&d, "2.0.0", Some("true")).unwrap();
+        assert!(!env.sdir().join("2.0.0/.efa/unconfirmed").exists(), "a passed check clears the marker");
+        // The state a crash during 2.0.0's health check leaves: switched, marker still there.
+        fs::write(env.sdir().join("2.0.0/.efa/unconfirmed"), "1.0.0").unwrap();
+        let report = d.recover().unwrap();
+        assert_eq!(env.current(&d).as_deref(), Some("1.0.0"));
+        assert!(!env.sdir().join("2.0.0").exists());
+        assert_eq!(report.restored, vec![env.sdir().join("2.0.0")]);
+        assert!(env.scratch().is_empty(), "{:?}", env.scratch());
+        // A first install interrupted the same way leaves nothing serving.
+        let env = Env::new();
+        let d = env.deployer(5);
+        env.deploy(&d, "1.0.0", None).unwrap();
+        fs::write(env.sdir().join("1.0.0/.efa/unconfirmed"), "").unwrap();
+        d.recover().unwrap();
+        assert_eq!(env.current(&d), None);
     }
 
     #[test]

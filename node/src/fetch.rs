@@ -44,6 +44,16 @@ impl BlobCache {
         self.root.join("partial").join(d.hex())
     }
 
+    /// Drops partial downloads. Called when no download is in flight, e.g. after a deploy:
+    /// a partial left then belongs to a release that was superseded before it resumed.
+    pub fn clear_partials(&self) {
+        if let Ok(entries) = std::fs::read_dir(self.root.join("partial")) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     fn has(&self, entry: &FileEntry) -> bool {
         std::fs::metadata(self.path(&entry.digest)).is_ok_and(|m| m.len() == entry.size)
     }

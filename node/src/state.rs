@@ -50,6 +50,9 @@ pub struct ServiceState {
     /// Land code of the publisher, pinned when the first release was verified.
     #[serde(default)]
     pub land: Option<String>,
+    /// Version reported as evaluating and not yet resolved (deployed, failed, ...).
+    #[serde(default)]
+    pub evaluating: Option<String>,
 }
 
 pub struct StateFile {
