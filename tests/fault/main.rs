@@ -1,0 +1,19 @@
+//! Fault suite: the real `efa-hub` and `efa-node` binaries as separate processes on
+//! loopback with mTLS, killed with SIGKILL at random moments and restarted on the same
+//! data. Each test proves one guarantee and fails if it breaks:
+//!
+//! - `durability`: the hub acknowledges a publish, adoption report or rating only once it
+//!   is durable; the event log stays gapless and agrees with the data.
+//! - `deploy_crash`: a node killed anywhere in download, unpack, switch or health check
+//!   leaves `current` at a complete version, and finishes the work after a restart.
+//! - `resume`: nodes resume the event stream across hub crashes and act on each release
+//!   exactly once, in order.
+//!
+//! `cargo test -p efa-tests --test fault -- --nocapture` prints one summary line per test.
+//! `EFA_SOAK=1` runs the long variant; `EFA_FAULT_SEED` replays a run's random choices and
+//! `EFA_FAULT_CYCLES` sets the number of crash cycles. See `tests/fault/README.md`.
+
+mod deploy_crash;
+mod durability;
+mod harness;
+mod resume;
