@@ -436,6 +436,13 @@ impl Registry {
         Ok(out)
     }
 
+    /// Loads adoption ledger entries in bulk (migrations, benchmarks): no events are
+    /// appended and the rules of [`report_adoption`](Self::report_adoption) are not
+    /// checked; see [`Store::bulk_load_adoptions`]. Durable when it returns.
+    pub fn bulk_load_adoptions(&self, entries: &[AdoptionEntry]) -> Result<()> {
+        self.store.bulk_load_adoptions(entries)
+    }
+
     // ---------------------------------------------------------------- ratings
 
     pub fn rate(

@@ -66,6 +66,14 @@ pub trait Store: Send + Sync + 'static {
     fn adopters(&self, service: &ServiceId) -> Result<Vec<AdoptionRecord>>;
     fn adoptions_of(&self, ags: &Ags) -> Result<Vec<AdoptionRecord>>;
     fn history_of(&self, ags: &Ags) -> Result<Vec<AdoptionEntry>>;
+    /// Loads many ledger entries at once, for migrations and benchmarks only: entries are
+    /// folded into the current records, the Kommune index and the history exactly as
+    /// [`append_adoption`](Self::append_adoption) would, but in large write batches, with
+    /// **no events appended** (nodes are not told) and one flush at the end instead of one
+    /// per entry. Entries of one (service, Kommune) pair must be in ledger order; their
+    /// history sorts before every entry written through the event log. The caller has
+    /// validated the entries (the registry's rules are not applied).
+    fn bulk_load_adoptions(&self, entries: &[AdoptionEntry]) -> Result<()>;
 
     // --- ratings ---
     fn put_rating(&self, rating: &Rating) -> Result<Event>;
@@ -199,6 +207,45 @@ macro_rules! store_test_suite {
             assert_eq!(rec.latest.state, AdoptionState::Failed);
             assert_eq!(store.adopters(&sid).unwrap().len(), 1);
             assert_eq!(store.adoptions_of(&ags).unwrap().len(), 1);
+        }
+
+        #[test]
+        fn bulk_load_adoptions_matches_the_ledger_without_events() {
+            let store = $make;
+            let sid: $crate::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
+            let dortmund: $crate::model::ids::Ags = "05913000".parse().unwrap();
+            let essen: $crate::model::ids::Ags = "05113000".parse().unwrap();
+            let entry = |ags: &$crate::model::ids::Ags, state, v: &str| AdoptionEntry {
+                ags: ags.clone(),
+                service_id: sid.clone(),
+                version: Some(v.parse().unwrap()),
+                state,
+                reason: "r".into(),
+                at_ms: 1,
+            };
+            // Logged first, bulk history is older and sorts before it.
+            store.append_adoption(&entry(&dortmund, AdoptionState::Evaluating, "2.0.0")).unwrap();
+            let head = store.head_seq().unwrap();
+            store
+                .bulk_load_adoptions(&[
+                    entry(&dortmund, AdoptionState::Evaluating, "1.0.0"),
+                    entry(&essen, AdoptionState::Deployed, "1.0.0"),
+                    entry(&dortmund, AdoptionState::Deployed, "1.0.0"),
+                ])
+                .unwrap();
+            store.bulk_load_adoptions(&[entry(&essen, AdoptionState::Failed, "1.1.0")]).unwrap();
+            assert_eq!(store.head_seq().unwrap(), head, "bulk loading appends no events");
+            let history = store.history_of(&dortmund).unwrap();
+            let versions: Vec<String> = history.iter().map(|e| e.version.as_ref().unwrap().to_string()).collect();
+            assert_eq!(versions, ["1.0.0", "1.0.0", "2.0.0"]);
+            assert_eq!(store.history_of(&essen).unwrap().len(), 2);
+            let rec = store.adoption(&sid, &dortmund).unwrap().unwrap();
+            assert_eq!(rec.running, Some("1.0.0".parse().unwrap()));
+            let essen_rec = store.adoption(&sid, &essen).unwrap().unwrap();
+            assert_eq!(essen_rec.latest.state, AdoptionState::Failed);
+            assert_eq!(essen_rec.running, Some("1.0.0".parse().unwrap()));
+            assert_eq!(store.adopters(&sid).unwrap().len(), 2);
+            assert_eq!(store.adoptions_of(&essen).unwrap().len(), 1);
         }
     };
 }

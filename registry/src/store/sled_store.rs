@@ -6,7 +6,8 @@
 //! - `services` id; `releases` service\0version
 //! - `subscriptions` AGS\0target
 //! - `adoption` service\0AGS -> current record; `adoption_by_kommune` AGS\0service -> ()
-//! - `history` AGS\0seq -> ledger entry
+//! - `history` AGS\0seq -> ledger entry; bulk-loaded entries AGS\0<8 zero bytes><bulk seq>,
+//!   so they sort before every logged entry (seqs start at 1)
 //! - `ratings` service\0version\0AGS
 //! - `events` seq; `meta` "seq" -> last seq
 //! - `snapshots` Land code -> (signed snapshot bytes, signature)
@@ -30,6 +31,10 @@ use sled::Transactional;
 use std::path::Path;
 
 const SEQ_KEY: &[u8] = b"seq";
+/// Counter of bulk-loaded history entries (not an event seq; see `bulk_load_adoptions`).
+const BULK_SEQ_KEY: &[u8] = b"bulk_seq";
+/// Entries per sled batch in `bulk_load_adoptions`.
+const BULK_CHUNK: usize = 100_000;
 
 pub struct SledStore {
     db: sled::Db,
@@ -374,6 +379,42 @@ impl Store for SledStore {
 
     fn history_of(&self, ags: &Ags) -> Result<Vec<AdoptionEntry>> {
         Self::scan(&self.history, "history", &prefix(ags.as_str().as_bytes()))
+    }
+
+    fn bulk_load_adoptions(&self, entries: &[AdoptionEntry]) -> Result<()> {
+        let mut bulk_seq = self
+            .meta
+            .get(BULK_SEQ_KEY)?
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0);
+        for chunk in entries.chunks(BULK_CHUNK) {
+            let mut records: std::collections::HashMap<Vec<u8>, AdoptionRecord> = std::collections::HashMap::new();
+            let (mut index, mut history) = (sled::Batch::default(), sled::Batch::default());
+            for entry in chunk {
+                let sid = entry.service_id.as_str().as_bytes();
+                let ags = entry.ags.as_str().as_bytes();
+                let record_key = key(&[sid, ags]);
+                let previous = match records.remove(&record_key) {
+                    Some(r) => Some(r),
+                    None => Self::get(&self.adoption, "adoption", &record_key)?,
+                };
+                records.insert(record_key, AdoptionRecord::apply(previous, entry.clone()));
+                index.insert(key(&[ags, sid]), &[]);
+                bulk_seq += 1;
+                let mut suffix = [0u8; 16];
+                suffix[8..].copy_from_slice(&bulk_seq.to_be_bytes());
+                history.insert(key(&[ags, &suffix]), encode(entry));
+            }
+            let mut adoption = sled::Batch::default();
+            for (k, record) in &records {
+                adoption.insert(k.as_slice(), encode(record));
+            }
+            self.adoption.apply_batch(adoption)?;
+            self.adoption_by_kommune.apply_batch(index)?;
+            self.history.apply_batch(history)?;
+            self.meta.insert(BULK_SEQ_KEY, &bulk_seq.to_be_bytes())?;
+        }
+        self.flush()
     }
 
     fn put_rating(&self, rating: &Rating) -> Result<Event> {

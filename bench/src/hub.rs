@@ -1,0 +1,582 @@
+//! Scenarios against a real hub (mTLS on 127.0.0.1, sled and blobs in the work dir):
+//! (B) durable writes, (C) downloads with an nginx peer, (D) event fan-out.
+
+use crate::report::Row;
+use crate::sys::{self, percentile};
+use anyhow::{anyhow, Context, Result};
+use efa_hub::auth::Identity;
+use efa_hub::client::{build_signed_manifest, publish_raw, PublishSpec};
+use efa_hub::dev::DevFederation;
+use efa_proto::v1 as pb;
+use efa_proto::v1::adoption_service_client::AdoptionServiceClient;
+use efa_proto::v1::release_service_client::ReleaseServiceClient;
+use efa_proto::v1::subscription_service_client::SubscriptionServiceClient;
+use efa_registry::bundle::Manifest;
+use efa_registry::import::bundled_ozg;
+use efa_registry::model::ids::{Ags, LandCode, ServiceId};
+use efa_registry::registry::NewService;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+const NRW: &str = "05";
+
+/// A dev federation in its own temp dir under the work dir.
+pub struct Hub {
+    pub fed: DevFederation,
+    pub dir: tempfile::TempDir,
+}
+
+impl Hub {
+    pub async fn start(work_dir: &Path, chunk_size: Option<usize>) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("efa-bench-hub-").tempdir_in(work_dir)?;
+        let fed = DevFederation::start_tuned(dir.path(), "127.0.0.1:0".parse()?, move |c| {
+            c.dashboard = None;
+            if let Some(n) = chunk_size {
+                c.download_chunk_size = n;
+            }
+        })
+        .await?;
+        Ok(Hub { fed, dir })
+    }
+
+    fn land() -> LandCode {
+        NRW.parse().expect("static Land code")
+    }
+
+    /// Registers `n` NRW services (ids `bench-<i>`) directly in the registry.
+    pub fn register_services(&self, n: usize) -> Result<Vec<ServiceId>> {
+        let reg = self.fed.registry().ok_or_else(|| anyhow!("hub not running"))?;
+        let ozg = bundled_ozg()?;
+        (0..n)
+            .map(|i| {
+                let id: ServiceId = format!("bench-{i}").parse()?;
+                reg.register_service(
+                    &Self::land(),
+                    NewService {
+                        id: id.clone(),
+                        ozg_id: ozg[i % ozg.len()].ozg_id.clone(),
+                        leistungsschluessel: None,
+                        title: format!("Benchmark {i}"),
+                        description: String::new(),
+                        parameters: vec![],
+                        adoption_public: false,
+                    },
+                )?;
+                Ok(id)
+            })
+            .collect()
+    }
+
+    /// Publishes `dir` as `service` `version` through PublishRelease over mTLS.
+    pub async fn publish(
+        &self,
+        channel: tonic::transport::Channel,
+        dir: &Path,
+        service: &ServiceId,
+        version: &str,
+    ) -> Result<Manifest> {
+        let key = self.fed.signing_key(&Self::land())?;
+        let spec = PublishSpec {
+            dir,
+            service_id: service.clone(),
+            version: version.into(),
+            channel: "stable".parse()?,
+            land: Self::land(),
+            release_notes: String::new(),
+            signing_key: &key,
+        };
+        let signed = build_signed_manifest(&spec)?;
+        let manifest = Manifest::from_bytes(&signed.manifest, &Default::default())?;
+        publish_raw(channel, signed.manifest, signed.signature, String::new(), signed.files, |_, _| {}).await?;
+        Ok(manifest)
+    }
+
+    pub async fn land_channel(&self) -> Result<tonic::transport::Channel> {
+        Ok(self.fed.channel(&Identity::Land(Self::land())).await?)
+    }
+
+    pub fn kommunen(&self, n: usize) -> Result<Vec<Ags>> {
+        let gv = efa_registry::import::bundled_gv100ad()?;
+        Ok(gv.kommunen.iter().take(n).map(|k| k.ags.clone()).collect())
+    }
+}
+
+fn small_bundle(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("bundle-small");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("index.html"), sys::random_bytes(1024, 1))?;
+    Ok(dir)
+}
+
+// ------------------------------------------------------------------------ (B) writes
+
+pub struct WriteScale {
+    pub secs: f64,
+    pub concurrency: Vec<usize>,
+}
+
+pub async fn writes(work_dir: &Path, scale: &WriteScale) -> Result<Vec<Row>> {
+    let hub = Hub::start(work_dir, None).await?;
+    let dur = Duration::from_secs_f64(scale.secs);
+    let append = sys::fsync_ceiling(hub.dir.path(), 4096, dur, true)?;
+    let overwrite = sys::fsync_ceiling(hub.dir.path(), 4096, dur, false)?;
+    let ceiling = append.max(overwrite);
+    let max_c = scale.concurrency.iter().copied().max().unwrap_or(1);
+    let services = hub.register_services(max_c.max(1))?;
+    let bundle = small_bundle(hub.dir.path())?;
+    let scen = "B durable writes";
+    let mut rows =
+        vec![Row::new(scen, "raw fsync ceiling (4 KiB write + fsync loop)", ceiling, "ops/s").note(format!(
+            "one writer, same dir as the hub's sled; best of append+fsync {append:.0}/s, \
+         overwrite+fdatasync {overwrite:.0}/s"
+        ))];
+
+    // Publishes: `c` Land publishers in flight, each on its own connection and service.
+    let round = Arc::new(AtomicU64::new(0));
+    for &c in &scale.concurrency {
+        let r = round.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut chans = Vec::new();
+        for _ in 0..c {
+            chans.push(hub.land_channel().await?);
+        }
+        let hub_ref = &hub;
+        let start = Instant::now();
+        let tasks = chans.into_iter().enumerate().map(|(i, ch)| {
+            let (sid, bundle) = (services[i].clone(), bundle.clone());
+            async move {
+                let mut n = 0u64;
+                while start.elapsed() < dur {
+                    hub_ref.publish(ch.clone(), &bundle, &sid, &format!("{r}.{n}.0")).await?;
+                    n += 1;
+                }
+                Ok::<u64, anyhow::Error>(n)
+            }
+        });
+        let counts = futures_join_all(tasks).await?;
+        let total: u64 = counts.iter().sum();
+        let rate = total as f64 / start.elapsed().as_secs_f64();
+        rows.push(
+            Row::new(scen, format!("publishes/s, {c} in flight"), rate, "ops/s")
+                .peer("fsync", Some(ceiling))
+                .goal("≥ 0.5× fsync ceiling", Some(rate >= ceiling / 2.0))
+                .note("1 KiB bundle: blob fsync+rename, sled commit + flush (no snapshot upload)"),
+        );
+    }
+
+    // Adoption reports: `c` Kommunen, each with its own certificate and connection.
+    let sid = services[0].clone();
+    hub.publish(hub.land_channel().await?, &bundle, &sid, "100.0.0").await?;
+    let kommunen = hub.kommunen(max_c)?;
+    for &c in &scale.concurrency {
+        let mut clients = Vec::new();
+        for ags in kommunen.iter().take(c) {
+            clients.push(AdoptionServiceClient::new(hub.fed.channel(&Identity::Kommune(ags.clone())).await?));
+        }
+        let start = Instant::now();
+        let tasks = clients.into_iter().map(|mut client| {
+            let sid = sid.to_string();
+            async move {
+                let mut n = 0u64;
+                while start.elapsed() < dur {
+                    let state =
+                        if n.is_multiple_of(2) { pb::AdoptionState::Evaluating } else { pb::AdoptionState::Deployed };
+                    client
+                        .report_adoption(pb::AdoptionReport {
+                            service_id: sid.clone(),
+                            version: "100.0.0".into(),
+                            state: state as i32,
+                            reason: String::new(),
+                        })
+                        .await?;
+                    n += 1;
+                }
+                Ok::<u64, anyhow::Error>(n)
+            }
+        });
+        let total: u64 = futures_join_all(tasks).await?.iter().sum();
+        let rate = total as f64 / start.elapsed().as_secs_f64();
+        rows.push(
+            Row::new(scen, format!("adoption reports/s, {c} in flight"), rate, "ops/s")
+                .peer("fsync", Some(ceiling))
+                .goal("≥ 0.5× fsync ceiling", Some(rate >= ceiling / 2.0))
+                .note("ReportAdoption as a Kommune: sled transaction + event + flush"),
+        );
+    }
+    hub_shutdown(hub).await;
+    Ok(rows)
+}
+
+/// Runs futures concurrently on this task (no Send bound needed) and collects their results.
+async fn futures_join_all<T, F: Future<Output = Result<T>>>(futs: impl IntoIterator<Item = F>) -> Result<Vec<T>> {
+    let mut set: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<Result<T>>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(r) => out[i] = Some(r),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|r| r.expect("every future completed")).collect()
+}
+
+async fn hub_shutdown(mut hub: Hub) {
+    let _ = hub.fed.stop_hub().await;
+}
+
+// ------------------------------------------------------------------------ (C) downloads
+
+#[derive(Clone)]
+pub struct DownloadScale {
+    pub sizes_mb: Vec<u64>,
+    pub concurrent: usize,
+    pub repeats: usize,
+    pub chunk_sweep: Vec<usize>,
+    pub may_install: bool,
+}
+
+const MB: f64 = 1_000_000.0;
+
+async fn fetch_once(channel: tonic::transport::Channel, digest: &str) -> Result<u64> {
+    let mut client = ReleaseServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+    let mut stream = client.fetch_blob(pb::FetchBlobRequest { digest: digest.into(), offset: 0 }).await?.into_inner();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        n += chunk?.data.len() as u64;
+    }
+    Ok(n)
+}
+
+/// Single-stream MB/s (best of `repeats`) and aggregate MB/s of `concurrent` downloads,
+/// each on its own connection.
+async fn hub_download(hub: &Hub, kommune: &Ags, digest: &str, size: u64, scale: &DownloadScale) -> Result<(f64, f64)> {
+    let ch = hub.fed.channel(&Identity::Kommune(kommune.clone())).await?;
+    let mut best = 0.0f64;
+    for _ in 0..scale.repeats {
+        let t = Instant::now();
+        let n = fetch_once(ch.clone(), digest).await?;
+        anyhow::ensure!(n == size, "downloaded {n} of {size} bytes");
+        best = best.max(size as f64 / MB / t.elapsed().as_secs_f64());
+    }
+    let mut chans = Vec::new();
+    for _ in 0..scale.concurrent {
+        chans.push(hub.fed.channel(&Identity::Kommune(kommune.clone())).await?);
+    }
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for ch in chans {
+        let d = digest.to_string();
+        set.spawn(async move { fetch_once(ch, &d).await });
+    }
+    let mut total = 0u64;
+    while let Some(r) = set.join_next().await {
+        total += r??;
+    }
+    Ok((best, total as f64 / MB / t.elapsed().as_secs_f64()))
+}
+
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(bin: &Path, root: &Path, www: &Path, pki: &Path) -> Result<Nginx> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let conf = root.join("nginx.conf");
+    std::fs::create_dir_all(root.join("tmp"))?;
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes auto;\npid {root}/nginx.pid;\nerror_log {root}/error.log warn;\ndaemon off;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {root}/tmp;\n  proxy_temp_path {root}/tmp;\n  \
+             fastcgi_temp_path {root}/tmp;\n  uwsgi_temp_path {root}/tmp;\n  scgi_temp_path {root}/tmp;\n  \
+             server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {pki}/hub.pem;\n    \
+             ssl_certificate_key {pki}/hub.key;\n    ssl_protocols TLSv1.3;\n    root {www};\n  }}\n}}\n",
+            root = root.display(),
+            pki = pki.display(),
+            www = www.display(),
+        ),
+    )?;
+    let child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting nginx")?;
+    let mut ng = Nginx { child, port };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(ng);
+        }
+        if let Some(status) = ng.child.try_wait()? {
+            let mut log = std::fs::read_to_string(root.join("error.log")).unwrap_or_default();
+            if let Some(mut err) = ng.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut log);
+            }
+            return Err(anyhow!("nginx exited ({status}): {log}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(anyhow!("nginx did not listen on port {port}"))
+}
+
+async fn nginx_download(port: u16, ca: &Path, file: &str, size: u64, scale: &DownloadScale) -> Result<(f64, f64)> {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
+    let client = || reqwest::Client::builder().add_root_certificate(ca.clone()).build();
+    let url = format!("https://127.0.0.1:{port}/{file}");
+    async fn get(client: &reqwest::Client, url: &str) -> Result<u64> {
+        let mut resp = client.get(url).send().await?.error_for_status()?;
+        let mut n = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+    let c = client()?;
+    get(&c, &url).await?; // connection warm-up, like the hub's pre-opened channel
+    let mut best = 0.0f64;
+    for _ in 0..scale.repeats {
+        let t = Instant::now();
+        let n = get(&c, &url).await?;
+        anyhow::ensure!(n == size, "nginx sent {n} of {size} bytes");
+        best = best.max(size as f64 / MB / t.elapsed().as_secs_f64());
+    }
+    let mut clients = Vec::new();
+    for _ in 0..scale.concurrent {
+        let c = client()?;
+        // Handshake before the clock starts, as for the hub.
+        let _ = c.head(&url).send().await?;
+        clients.push(c);
+    }
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for c in clients {
+        let url = url.clone();
+        set.spawn(async move { get(&c, &url).await });
+    }
+    let mut total = 0u64;
+    while let Some(r) = set.join_next().await {
+        total += r??;
+    }
+    Ok((best, total as f64 / MB / t.elapsed().as_secs_f64()))
+}
+
+pub async fn downloads(work_dir: &Path, scale: &DownloadScale, notes: &mut Vec<String>) -> Result<Vec<Row>> {
+    let hub = Hub::start(work_dir, None).await?;
+    let sid = hub.register_services(1)?.remove(0);
+    let bundle = hub.dir.path().join("bundle-big");
+    let www = hub.dir.path().join("www");
+    std::fs::create_dir_all(&bundle)?;
+    std::fs::create_dir_all(&www)?;
+    for (i, mb) in scale.sizes_mb.iter().enumerate() {
+        let data = sys::random_bytes((*mb * 1_000_000) as usize, 100 + i as u64);
+        std::fs::write(bundle.join(format!("blob-{mb}mb.bin")), &data)?;
+        std::fs::write(www.join(format!("blob-{mb}mb.bin")), &data)?;
+    }
+    let manifest = hub.publish(hub.land_channel().await?, &bundle, &sid, "1.0.0").await?;
+    let kommune = hub.kommunen(1)?.remove(0);
+
+    let nginx = match sys::ensure_peer("nginx", "nginx", scale.may_install) {
+        Ok(bin) => match start_nginx(&bin, &hub.dir.path().join("nginx"), &www, &hub.fed.pki_dir()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                notes.push(format!("C: nginx peer could not start: {e:#}"));
+                None
+            }
+        },
+        Err(e) => {
+            notes.push(format!("C: nginx peer not measured: {e}"));
+            None
+        }
+    };
+    let ca = hub.fed.pki_dir().join("ca.pem");
+    let scen = "C download";
+    let mut rows = Vec::new();
+    for mb in &scale.sizes_mb {
+        let name = format!("blob-{mb}mb.bin");
+        let entry = manifest.files.iter().find(|f| f.path.as_str() == name).ok_or_else(|| anyhow!("{name}"))?;
+        let (single, many) = hub_download(&hub, &kommune, &entry.digest.to_string(), entry.size, scale).await?;
+        let peer = match &nginx {
+            Some(n) => match nginx_download(n.port, &ca, &name, entry.size, scale).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    notes.push(format!("C: nginx download of {name} failed: {e:#}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let ratio = peer.map(|p| single / p.0);
+        rows.push(
+            Row::new(scen, format!("{mb} MB, 1 stream"), single, "MB/s")
+                .peer("nginx", peer.map(|p| p.0))
+                .goal("≥ 0.8× nginx", ratio.map(|r| r >= 0.8))
+                .note(format!("FetchBlob over mTLS, best of {}", scale.repeats)),
+        );
+        rows.push(
+            Row::new(scen, format!("{mb} MB, {} concurrent", scale.concurrent), many, "MB/s")
+                .peer("nginx", peer.map(|p| p.1))
+                .note("aggregate; one connection per downloader"),
+        );
+    }
+    hub_shutdown(hub).await;
+
+    // Chunk-size sweep on the largest size: why 256 KiB (the default) was chosen.
+    if let Some(&mb) = scale.sizes_mb.iter().max() {
+        for &chunk in &scale.chunk_sweep {
+            let hub = Hub::start(work_dir, Some(chunk)).await?;
+            let sid = hub.register_services(1)?.remove(0);
+            let dir = hub.dir.path().join("b");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("blob.bin"), sys::random_bytes((mb * 1_000_000) as usize, 7))?;
+            let m = hub.publish(hub.land_channel().await?, &dir, &sid, "1.0.0").await?;
+            let k = hub.kommunen(1)?.remove(0);
+            let one = DownloadScale { concurrent: 0, chunk_sweep: vec![], ..scale.clone() };
+            let (single, _) = hub_download(&hub, &k, &m.files[0].digest.to_string(), m.files[0].size, &one).await?;
+            rows.push(
+                Row::new(scen, format!("chunk sweep {} KiB, {mb} MB 1 stream", chunk / 1024), single, "MB/s")
+                    .note("HTTP/2 windows fixed: connection 8 MiB, stream 4 MiB"),
+            );
+            hub_shutdown(hub).await;
+        }
+    }
+    Ok(rows)
+}
+
+// ------------------------------------------------------------------------ (D) fan-out
+
+pub struct FanoutScale {
+    pub streams: usize,
+    pub per_connection: usize,
+    pub rounds: usize,
+}
+
+pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String>) -> Result<Vec<Row>> {
+    let hub = Hub::start(work_dir, None).await?;
+    let sid = hub.register_services(1)?.remove(0);
+    let bundle = small_bundle(hub.dir.path())?;
+    let kommune = hub.kommunen(1)?.remove(0);
+    let who = Identity::Kommune(kommune.clone());
+    let ch = hub.fed.channel(&who).await?;
+    SubscriptionServiceClient::new(ch)
+        .subscribe(pb::SubscribeRequest {
+            target: Some(pb::SubscriptionTarget {
+                target: Some(pb::subscription_target::Target::ServiceId(sid.to_string())),
+            }),
+            channel: "stable".into(),
+            policy: pb::UpdatePolicy::Auto as i32,
+        })
+        .await?;
+    let head = hub.fed.registry().ok_or_else(|| anyhow!("hub down"))?.head_seq()?;
+    notes.push(format!(
+        "D: all {} streams use one Kommune certificate ({kommune}); the hub allows several streams per identity",
+        scale.streams
+    ));
+
+    let conns = scale.streams.div_ceil(scale.per_connection.max(1));
+    let mut chans = Vec::new();
+    for _ in 0..conns {
+        chans.push(hub.fed.channel(&who).await?);
+    }
+    let rss_before = sys::rss_mib();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(scale.streams.max(1));
+    let (hit_tx, mut hit_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..scale.streams {
+        let ch = chans[i % conns].clone();
+        let (ready_tx, hit_tx) = (ready_tx.clone(), hit_tx.clone());
+        tasks.spawn(async move {
+            let mut client = SubscriptionServiceClient::new(ch);
+            let mut stream = client.watch_events(pb::WatchEventsRequest { after_seq: head }).await?.into_inner();
+            while let Some(ev) = stream.next().await {
+                match ev?.kind {
+                    Some(pb::event::Kind::CaughtUp(_)) => {
+                        let _ = ready_tx.send(()).await;
+                    }
+                    Some(pb::event::Kind::ReleasePublished(_)) => {
+                        let _ = hit_tx.send(Instant::now());
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        });
+    }
+    drop(ready_tx);
+    let setup = Instant::now();
+    let mut ready = 0;
+    while ready < scale.streams {
+        match tokio::time::timeout(Duration::from_secs(120), ready_rx.recv()).await {
+            Ok(Some(())) => ready += 1,
+            _ => break,
+        }
+    }
+    let setup_s = setup.elapsed().as_secs_f64();
+    anyhow::ensure!(ready == scale.streams, "only {ready} of {} streams caught up", scale.streams);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = sys::rss_mib();
+
+    let land_ch = hub.land_channel().await?;
+    let mut from_return = Vec::new();
+    let mut from_start = Vec::new();
+    let mut rpc_ms = Vec::new();
+    for r in 0..scale.rounds {
+        let t0 = Instant::now();
+        hub.publish(land_ch.clone(), &bundle, &sid, &format!("1.{r}.0")).await?;
+        let t_ret = Instant::now();
+        rpc_ms.push((t_ret - t0).as_secs_f64() * 1000.0);
+        for got in 0..scale.streams {
+            match tokio::time::timeout(Duration::from_secs(60), hit_rx.recv()).await {
+                Ok(Some(at)) => {
+                    from_start.push((at - t0).as_secs_f64() * 1000.0);
+                    from_return.push(at.saturating_duration_since(t_ret).as_secs_f64() * 1000.0);
+                }
+                _ => return Err(anyhow!("round {r}: only {got} of {} streams notified", scale.streams)),
+            }
+        }
+    }
+    tasks.abort_all();
+    let scen = "D fan-out";
+    let n = scale.streams as f64;
+    let rows = vec![
+        Row::new(scen, "streams (idle, caught up)", n, "streams")
+            .note(format!("{conns} mTLS connections × ≤{} streams; set up in {setup_s:.1} s", scale.per_connection)),
+        Row::new(scen, "publish → notified p50", percentile(&from_return, 50.0), "ms")
+            .note(format!("from PublishRelease return; {} rounds", scale.rounds)),
+        Row::new(scen, "publish → notified p99", percentile(&from_return, 99.0), "ms"),
+        Row::new(scen, "publish → last node notified (max)", percentile(&from_return, 100.0), "ms").note(format!(
+            "from RPC start: max {:.1} ms; PublishRelease itself p50 {:.1} ms",
+            percentile(&from_start, 100.0),
+            percentile(&rpc_ms, 50.0)
+        )),
+        Row::new(scen, "RSS per idle subscription", (rss_idle - rss_before) * 1024.0 / n, "KiB")
+            .note("process RSS delta; hub and client run in one process, so this includes client stream state"),
+    ];
+    hub_shutdown(hub).await;
+    Ok(rows)
+}

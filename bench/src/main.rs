@@ -1,0 +1,178 @@
+//! `efa-bench`: one command for EfA Hub's performance figures, with peers measured in the
+//! same run. `all` runs every scenario at full scale, `smoke` a tiny version for CI (it
+//! never judges timings), the other subcommands one scenario each. Prints a table and
+//! writes JSON.
+
+mod hub;
+mod queries;
+mod report;
+mod sys;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use report::{Machine, Report, Row};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "efa-bench", about = "Benchmarks EfA Hub against the issue's goals and peers (nginx, fsync)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    /// Every scenario at full scale (use a release build).
+    All,
+    /// A tiny version of every scenario, for CI; timings are printed, never asserted.
+    Smoke,
+    /// (A) adoption queries over Kommune × service records.
+    Queries,
+    /// (B) durable publishes and adoption reports vs. the raw fsync ceiling.
+    Writes,
+    /// (C) downloads, one stream and many, vs. nginx over HTTPS.
+    Download,
+    /// (D) release fan-out to many WatchEvents streams.
+    Fanout,
+}
+
+#[derive(Args)]
+struct Opts {
+    /// Where the JSON results go.
+    #[arg(long, global = true, default_value = "bench-results.json")]
+    out: PathBuf,
+    /// Directory for stores, blobs and probes (the disk under test). Default: the system temp dir.
+    #[arg(long, global = true)]
+    work_dir: Option<PathBuf>,
+    /// (A) Gemeinden (at most 10,773).
+    #[arg(long, global = true)]
+    kommunen: Option<usize>,
+    /// (A) services: 557 OZG-Leistungen, then synthetic variants.
+    #[arg(long, global = true)]
+    services: Option<usize>,
+    /// (A) runs per query.
+    #[arg(long, global = true)]
+    query_runs: Option<usize>,
+    /// (B) seconds per write measurement.
+    #[arg(long, global = true)]
+    write_secs: Option<f64>,
+    /// (B) concurrent writers, comma-separated.
+    #[arg(long, global = true, value_delimiter = ',')]
+    write_concurrency: Option<Vec<usize>>,
+    /// (C) bundle sizes in MB, comma-separated.
+    #[arg(long, global = true, value_delimiter = ',')]
+    sizes_mb: Option<Vec<u64>>,
+    /// (C) concurrent downloads.
+    #[arg(long, global = true)]
+    concurrent: Option<usize>,
+    /// (D) WatchEvents streams.
+    #[arg(long, global = true)]
+    streams: Option<usize>,
+    /// (D) streams multiplexed per connection.
+    #[arg(long, global = true)]
+    streams_per_connection: Option<usize>,
+    /// Do not apt-get install peers (they are used only if already installed).
+    #[arg(long, global = true)]
+    no_install: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let o = &cli.opts;
+    let smoke = cli.cmd == Cmd::Smoke;
+    let pick = |v: Option<usize>, full: usize, small: usize| v.unwrap_or(if smoke { small } else { full });
+    let work_dir = o.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&work_dir)?;
+
+    let mut report = Report {
+        mode: if smoke { "smoke" } else { "full" }.to_string(),
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            mem_total_kib: sys::mem_total_kib(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().into(),
+            work_dir: work_dir.display().to_string(),
+            release_build: !cfg!(debug_assertions),
+        },
+        ..Default::default()
+    };
+    if cfg!(debug_assertions) && !smoke {
+        report.notes.push("debug build: figures are not representative; use --release".into());
+    }
+    let run = |c: Cmd| cli.cmd == c || matches!(cli.cmd, Cmd::All | Cmd::Smoke);
+
+    let step = |name: &str, r: Result<Vec<Row>>, report: &mut Report| match r {
+        Ok(rows) => report.rows.extend(rows),
+        Err(e) => {
+            eprintln!("{name} failed: {e:#}");
+            report.notes.push(format!("{name} failed: {e:#}"));
+        }
+    };
+
+    if run(Cmd::Queries) {
+        eprintln!("== (A) adoption queries");
+        let scale = queries::QueryScale {
+            kommunen: pick(o.kommunen, 10_773, 200),
+            services: pick(o.services, 575, 20),
+            runs: pick(o.query_runs, 50, 10),
+            rating_every: 8,
+        };
+        let wd = work_dir.clone();
+        let r = tokio::task::spawn_blocking(move || queries::run(&wd, &scale)).await?;
+        step("A queries", r, &mut report);
+    }
+    if run(Cmd::Writes) {
+        eprintln!("== (B) durable writes");
+        let scale = hub::WriteScale {
+            secs: o.write_secs.unwrap_or(if smoke { 0.5 } else { 5.0 }),
+            concurrency: o.write_concurrency.clone().unwrap_or(if smoke { vec![1, 4] } else { vec![1, 8, 32] }),
+        };
+        let r = hub::writes(&work_dir, &scale).await;
+        step("B writes", r, &mut report);
+    }
+    if run(Cmd::Download) {
+        eprintln!("== (C) downloads");
+        let scale = hub::DownloadScale {
+            sizes_mb: o.sizes_mb.clone().unwrap_or(if smoke { vec![1] } else { vec![1, 10, 100] }),
+            concurrent: pick(o.concurrent, 100, 4),
+            repeats: if smoke { 1 } else { 3 },
+            chunk_sweep: if smoke { vec![] } else { vec![64 * 1024, 1024 * 1024, 4 * 1024 * 1024] },
+            may_install: !smoke && !o.no_install,
+        };
+        let mut notes = Vec::new();
+        let r = hub::downloads(&work_dir, &scale, &mut notes).await;
+        report.notes.extend(notes);
+        step("C download", r, &mut report);
+    }
+    if run(Cmd::Fanout) {
+        eprintln!("== (D) fan-out");
+        let scale = hub::FanoutScale {
+            streams: pick(o.streams, 11_000, 50),
+            per_connection: pick(o.streams_per_connection, 100, 10),
+            rounds: if smoke { 2 } else { 5 },
+        };
+        let mut notes = Vec::new();
+        let r = hub::fanout(&work_dir, &scale, &mut notes).await;
+        report.notes.extend(notes);
+        step("D fan-out", r, &mut report);
+        report.notes.push("D: etcd peer (etcd-server with the same number of prefix watchers) not implemented".into());
+    }
+
+    println!("{}", report.table());
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    std::fs::write(&o.out, serde_json::to_vec_pretty(&report)?)?;
+    println!("results written to {}", o.out.display());
+    let failed = report.notes.iter().any(|n| n.contains(" failed: ") && !n.starts_with("C: nginx"));
+    if failed {
+        anyhow::bail!("a scenario failed (see notes)");
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! (A) Adoption queries on the storage engine the hub queries: `SledStore` + `Registry`,
+//! on disk in the work dir, loaded with the bulk method and then queried.
+
+use crate::report::Row;
+use crate::sys::{self, mix, percentile};
+use anyhow::{Context, Result};
+use efa_registry::bundle::Digest;
+use efa_registry::import::{bundled_gv100ad, bundled_ozg};
+use efa_registry::model::adoption::{AdoptionEntry, AdoptionState};
+use efa_registry::model::catalog::Service;
+use efa_registry::model::event::EventKind;
+use efa_registry::model::ids::{Ags, ServiceId};
+use efa_registry::model::rating::{Criterion, Rating};
+use efa_registry::model::release::Release;
+use efa_registry::store::{SledStore, Store};
+use efa_registry::Registry;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct QueryScale {
+    /// Gemeinden taken from the GV100AD (all 10,773 at most).
+    pub kommunen: usize,
+    /// Services: the 557 OZG-Leistungen, then synthetic variants of them.
+    pub services: usize,
+    /// Runs per query.
+    pub runs: usize,
+    /// One in `rating_every` deployed records also carries a rating.
+    pub rating_every: u64,
+}
+
+const GOAL_MS: f64 = 50.0;
+
+fn v(s: &str) -> semver::Version {
+    s.parse().expect("static version")
+}
+
+/// The ledger of one (Kommune, service) pair: 1 to 4 entries, deterministic per pair.
+fn ledger(ags: &Ags, sid: &ServiceId, h: u64, at: i64, out: &mut Vec<AdoptionEntry>) {
+    let e = |state, version: Option<&str>, reason: &str, dt: i64| AdoptionEntry {
+        ags: ags.clone(),
+        service_id: sid.clone(),
+        version: version.map(v),
+        state,
+        reason: reason.into(),
+        at_ms: at + dt,
+    };
+    out.push(e(AdoptionState::Evaluating, Some("1.0.0"), "", 0));
+    match h % 100 {
+        0..=54 => {
+            out.push(e(AdoptionState::Deployed, Some("1.0.0"), "", 1000));
+            if h.is_multiple_of(5) {
+                out.push(e(AdoptionState::Evaluating, Some("1.1.0"), "", 2000));
+                out.push(e(AdoptionState::Deployed, Some("1.1.0"), "", 3000));
+            }
+        }
+        55..=69 => out.push(e(AdoptionState::Rejected, None, "eigene Lösung im Einsatz (Fachverfahren XY)", 1000)),
+        70..=79 => {
+            out.push(e(AdoptionState::Deployed, Some("1.0.0"), "", 1000));
+            out.push(e(
+                AdoptionState::Failed,
+                Some("1.1.0"),
+                "Schnittstelle zum Zahlungsdienst nicht erreichbar",
+                2000,
+            ));
+        }
+        _ => {}
+    }
+}
+
+struct Timed {
+    first_ms: f64,
+    samples: Vec<f64>,
+}
+
+fn time_runs(runs: usize, mut f: impl FnMut(usize) -> Result<usize>) -> Result<(Timed, usize)> {
+    let mut samples = Vec::with_capacity(runs);
+    let mut items = 0;
+    for i in 0..runs {
+        let t = Instant::now();
+        items = f(i)?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok((Timed { first_ms: samples.first().copied().unwrap_or(0.0), samples }, items))
+}
+
+pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
+    let dir = tempfile::Builder::new().prefix("efa-bench-queries-").tempdir_in(work_dir)?;
+    let db_dir = dir.path().join("db");
+    let rss_start = sys::rss_mib();
+    let store = Arc::new(SledStore::open(&db_dir)?);
+    let registry = Registry::new(store.clone());
+    registry.seed_bundled()?;
+
+    let gv = bundled_gv100ad()?;
+    let kommunen: Vec<Ags> = gv.kommunen.iter().take(scale.kommunen).map(|k| k.ags.clone()).collect();
+    let ozg = bundled_ozg()?;
+    let laender: Vec<_> = gv.laender.iter().map(|l| l.code.clone()).collect();
+    let mut services: Vec<ServiceId> = Vec::with_capacity(scale.services);
+    for i in 0..scale.services {
+        let o = &ozg[i % ozg.len()];
+        let id = if i < ozg.len() {
+            format!("ozg-{}", o.ozg_id)
+        } else {
+            format!("ozg-{}-v{}", o.ozg_id, i / ozg.len() + 1)
+        };
+        let sid: ServiceId = id.parse().context("service id")?;
+        let land = laender[i % laender.len()].clone();
+        let service = Service {
+            id: sid.clone(),
+            ozg_id: o.ozg_id.clone(),
+            leistungsschluessel: None,
+            title: o.name.clone(),
+            description: String::new(),
+            land: land.clone(),
+            themenfeld: o.themenfeld.clone(),
+            lebenslage: o.lebenslage.clone(),
+            parameters: vec![],
+            registered_at_ms: 1_700_000_000_000,
+            adoption_public: false,
+        };
+        store.put_service(&service, EventKind::ServiceRegistered { service_id: sid.clone(), land: land.clone() })?;
+        for ver in ["1.0.0", "1.1.0"] {
+            store.insert_release(&Release {
+                service_id: sid.clone(),
+                version: v(ver),
+                channel: Default::default(),
+                land: land.clone(),
+                content_digest: Digest::of(format!("{sid}{ver}").as_bytes()),
+                total_size: 1,
+                file_count: 1,
+                release_notes: String::new(),
+                published_at_ms: 1_700_000_000_000,
+                manifest: vec![],
+                signature: vec![],
+                yank: None,
+            })?;
+        }
+        services.push(sid);
+    }
+    store.flush()?;
+
+    // Load: one bulk call per service (10,773 pairs, ~2 ledger entries each).
+    let records = (kommunen.len() * services.len()) as f64;
+    let t = Instant::now();
+    let mut entries = Vec::new();
+    let mut ledger_entries = 0usize;
+    let mut ratings = Vec::new();
+    for (si, sid) in services.iter().enumerate() {
+        entries.clear();
+        for (ki, ags) in kommunen.iter().enumerate() {
+            let h = mix(((si as u64) << 32) | ki as u64);
+            ledger(ags, sid, h, 1_700_000_000_000 + (h % 1_000_000) as i64, &mut entries);
+            let deployed = h % 100 < 55 || (70..80).contains(&(h % 100));
+            if deployed && (h >> 20).is_multiple_of(scale.rating_every) {
+                let stars = 1 + ((h >> 8) % 5) as u8;
+                ratings.push(Rating {
+                    ags: ags.clone(),
+                    service_id: sid.clone(),
+                    version: v("1.0.0"),
+                    stars,
+                    criteria: Criterion::ALL.iter().take(3).map(|c| (*c, 1 + ((h >> 12) % 5) as u8)).collect(),
+                    comment: "läuft stabil".into(),
+                    at_ms: 1_700_000_000_000,
+                });
+            }
+        }
+        ledger_entries += entries.len();
+        registry.bulk_load_adoptions(&entries)?;
+    }
+    let load_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for r in &ratings {
+        store.put_rating(r)?;
+    }
+    store.flush()?;
+    let ratings_s = t.elapsed().as_secs_f64();
+    let rss_loaded = sys::rss_mib();
+    let disk = sys::disk_bytes(&db_dir) as f64;
+
+    let svc = |i: usize| &services[mix(i as u64 + 77) as usize % services.len()];
+    let kom = |i: usize| &kommunen[mix(i as u64 + 991) as usize % kommunen.len()];
+    let (adopters, n_adopters) = time_runs(scale.runs, |i| Ok(registry.adopters(svc(i))?.len()))?;
+    let (coverage, n_cov) = time_runs(scale.runs, |i| Ok(registry.coverage(svc(i), None)?.len()))?;
+    let (kommune, n_kom) = time_runs(scale.runs, |i| {
+        let (_, recs, hist) = registry.kommune_report(kom(i))?;
+        Ok(recs.len() + hist.len())
+    })?;
+    let (rating, n_rat) = time_runs(scale.runs, |i| Ok(registry.rating_summary(svc(i))?.overall.count as usize))?;
+    let rss_after = sys::rss_mib();
+
+    let scen = "A queries";
+    let mut rows = vec![
+        Row::new(scen, "records (Kommune × service)", records, "records").note(format!(
+            "{} Gemeinden × {} services; {ledger_entries} ledger entries, {} ratings",
+            kommunen.len(),
+            services.len(),
+            ratings.len()
+        )),
+        Row::new(scen, "load adoption records+history (bulk)", load_s, "s")
+            .note(format!("{:.0} records/s, sled batches, one flush per service", records / load_s)),
+        Row::new(scen, "load ratings (put_rating, logged)", ratings_s, "s")
+            .note(format!("{:.0} ratings/s, one sled transaction + event each", ratings.len() as f64 / ratings_s)),
+        Row::new(scen, "disk bytes per record", disk / records, "B")
+            .note(format!("{:.2} GiB sled dir incl. history, ratings, register", disk / (1u64 << 30) as f64)),
+        Row::new(scen, "RSS after load", rss_loaded, "MiB").note(format!(
+            "VmRSS; {:.0} MiB at start; sled page cache default 1 GiB; peak VmHWM {:.0} MiB",
+            rss_start,
+            sys::proc_status_kib("VmHWM") as f64 / 1024.0
+        )),
+        Row::new(scen, "RSS after queries", rss_after, "MiB"),
+    ];
+    for (name, timed, what) in [
+        ("who adopted service X", &adopters, format!("{n_adopters} adopters")),
+        ("coverage per Kreis for X", &coverage, format!("{n_cov} rows")),
+        ("everything Kommune Y runs", &kommune, format!("{n_kom} records+history")),
+        ("rating summary for X", &rating, format!("{n_rat} ratings")),
+    ] {
+        let p50 = percentile(&timed.samples, 50.0);
+        let p99 = percentile(&timed.samples, 99.0);
+        rows.push(
+            Row::new(scen, format!("{name} p50"), p50, "ms").goal("≤ 50 ms", Some(p50 <= GOAL_MS)).note(format!(
+                "{} runs, first (cold) {:.1} ms; {what}",
+                timed.samples.len(),
+                timed.first_ms
+            )),
+        );
+        rows.push(Row::new(scen, format!("{name} p99"), p99, "ms").goal("≤ 50 ms", Some(p99 <= GOAL_MS)));
+    }
+    drop(registry);
+    drop(store);
+    Ok(rows)
+}
