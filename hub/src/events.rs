@@ -27,15 +27,47 @@ pub const SLOW_SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
+    /// Release events resolved to what streams send, by seq: with thousands of streams,
+    /// one store read per event instead of one per stream and event.
+    resolved: Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<Resolved>>>>,
 }
+
+/// A release event as streams need it: the service's Themenfeld (for matching) and the
+/// release as sent on the wire.
+pub struct Resolved {
+    pub themenfeld: String,
+    pub info: pb::ReleaseInfo,
+}
+
+/// Resolved events kept; older ones are read from the store again when a stream needs them.
+const RESOLVED_CACHE: usize = 1024;
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
-        EventBus { tx: broadcast::channel(capacity).0 }
+        EventBus { tx: broadcast::channel(capacity).0, resolved: Default::default() }
+    }
+
+    pub fn resolved(&self, seq: u64) -> Option<Arc<Resolved>> {
+        self.resolved.lock().ok()?.get(&seq).cloned()
+    }
+
+    pub fn remember(&self, seq: u64, resolved: Arc<Resolved>) {
+        if let Ok(mut cache) = self.resolved.lock() {
+            if cache.len() >= RESOLVED_CACHE {
+                cache.clear();
+            }
+            cache.insert(seq, resolved);
+        }
     }
 
     /// Announces a committed event.
     pub fn publish(&self, event: Event) {
+        // A yank changes how earlier release events resolve (their `yanked` flag).
+        if matches!(event.kind, EventKind::ReleaseYanked { .. }) {
+            if let Ok(mut cache) = self.resolved.lock() {
+                cache.clear();
+            }
+        }
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(Arc::new(event));
     }
@@ -153,10 +185,20 @@ async fn deliver(
             if subs.is_empty() {
                 return Ok(true);
             }
-            let (sid, v) = (service_id.clone(), version.to_string());
-            let (service, release) = state.registry(move |r| Ok((r.service(&sid)?, r.release(&sid, &v)?))).await?;
-            if subs.iter().any(|s| s.matches(&service.id, &service.themenfeld, &release.channel)) {
-                let info = release_to_proto(&release);
+            let resolved = match state.bus.resolved(event.seq) {
+                Some(r) => r,
+                None => {
+                    let (sid, v) = (service_id.clone(), version.to_string());
+                    let (service, release) =
+                        state.registry(move |r| Ok((r.service(&sid)?, r.release(&sid, &v)?))).await?;
+                    let r = Arc::new(Resolved { themenfeld: service.themenfeld, info: release_to_proto(&release) });
+                    state.bus.remember(event.seq, r.clone());
+                    r
+                }
+            };
+            let channel: efa_registry::model::ids::Channel = resolved.info.channel.parse().map_err(crate::error::status)?;
+            if subs.iter().any(|s| s.matches(service_id, &resolved.themenfeld, &channel)) {
+                let info = resolved.info.clone();
                 let kind = if matches!(event.kind, EventKind::ReleasePublished { .. }) {
                     pb::event::Kind::ReleasePublished(info)
                 } else {
