@@ -196,7 +196,8 @@ async fn deliver(
                     r
                 }
             };
-            let channel: efa_registry::model::ids::Channel = resolved.info.channel.parse().map_err(crate::error::status)?;
+            let channel: efa_registry::model::ids::Channel =
+                resolved.info.channel.parse().map_err(crate::error::status)?;
             if subs.iter().any(|s| s.matches(service_id, &resolved.themenfeld, &channel)) {
                 let info = resolved.info.clone();
                 let kind = if matches!(event.kind, EventKind::ReleasePublished { .. }) {
