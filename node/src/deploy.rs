@@ -59,6 +59,11 @@ pub enum DeployError {
     },
     #[error("template {template} renders to {target}, which the bundle also contains; the publishing Land must ship only one of them")]
     TemplateTargetExists { template: String, target: String },
+    #[error("the manifest is invalid: {source}; the release cannot be deployed")]
+    InvalidManifest {
+        #[source]
+        source: efa_registry::error::Error,
+    },
     #[error("bundle path {path} is reserved: the node keeps its own metadata under {RESERVED_DIR}/; the publishing Land must rename it")]
     ReservedPath { path: String },
     #[error(
@@ -155,6 +160,11 @@ impl Deployer {
     }
 
     pub fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, DeployError> {
+        // Callers pass verified manifests; checking again keeps errors precise (a duplicate
+        // path is a manifest error, not an I/O error) whatever the caller did.
+        req.manifest
+            .validate(&efa_registry::bundle::BundleLimits::default())
+            .map_err(|source| DeployError::InvalidManifest { source })?;
         let service = req.service;
         if req.manifest.service_id != *service {
             return Err(DeployError::ServiceMismatch {

@@ -167,8 +167,11 @@ impl BundlePath {
 
 impl TryFrom<String> for BundlePath {
     type Error = Error;
+    /// Checks the structural rules only; length and depth limits are the caller's, applied
+    /// by [`Manifest::validate`].
     fn try_from(s: String) -> Result<Self> {
-        BundlePath::parse(&s, &BundleLimits::default())
+        let structural = BundleLimits { max_path_len: usize::MAX, max_depth: usize::MAX, ..BundleLimits::default() };
+        BundlePath::parse(&s, &structural)
     }
 }
 
@@ -179,6 +182,7 @@ impl From<BundlePath> for String {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileEntry {
     pub path: BundlePath,
     pub size: u64,

@@ -192,6 +192,9 @@ impl<'a> Record<'a> {
             if self.chars() > NAME.0 { self.field(NAME.0, NAME.1.min(self.chars()), "the name")?.trim() } else { "" };
         if name.is_empty() {
             Err(self.error(format!("no name at characters {}-{}", NAME.0 + 1, NAME.1)))
+        } else if name.chars().any(char::is_control) {
+            // Names end up in terminal tables and web pages; control characters never belong.
+            Err(self.error("the name contains control characters".to_string()))
         } else {
             Ok(name.to_string())
         }
