@@ -82,6 +82,19 @@ pub struct Registry {
     store: Arc<dyn Store>,
     limits: BundleLimits,
     totals: RwLock<Option<Arc<Totals>>>,
+    commits: GroupCommit,
+}
+
+/// Group commit: a write is durable once any flush that *started after it* has finished.
+/// Concurrent writers therefore share flushes: while one flush runs, the writers that
+/// arrive queue on the lock, and the first of them flushes for all; the others find their
+/// write already covered and return at once.
+#[derive(Default)]
+struct GroupCommit {
+    /// Number of writes that asked to become durable.
+    requested: std::sync::atomic::AtomicU64,
+    /// `requested` as it was when the newest completed flush started.
+    flushed: std::sync::Mutex<u64>,
 }
 
 fn check_len(field: &'static str, s: &str, max: usize) -> Result<()> {
@@ -98,11 +111,25 @@ impl Registry {
     }
 
     pub fn with_limits(store: Arc<dyn Store>, limits: BundleLimits) -> Self {
-        Registry { store, limits, totals: RwLock::new(None) }
+        Registry { store, limits, totals: RwLock::new(None), commits: GroupCommit::default() }
     }
 
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// Makes every write committed so far durable, sharing the flush with concurrent writers.
+    fn durable(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let mine = self.commits.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut flushed = self.commits.flushed.lock().unwrap_or_else(|p| p.into_inner());
+        if *flushed >= mine {
+            return Ok(()); // a flush that started after our write already finished
+        }
+        let covers = self.commits.requested.load(Ordering::SeqCst);
+        self.store.flush()?;
+        *flushed = covers;
+        Ok(())
     }
 
     pub fn limits(&self) -> &BundleLimits {
@@ -119,7 +146,7 @@ impl Registry {
         let leika = import::bundled_leika()?;
         self.store.import_register(&gv.laender, &gv.kreise, &gv.kommunen)?;
         self.store.import_catalogue(&ozg, &leika)?;
-        self.store.flush()?;
+        self.durable()?;
         *self.totals.write().unwrap_or_else(|p| p.into_inner()) = None;
         let counts = self.store.counts()?;
         tracing::info!(?counts, "register and catalogue imported");
@@ -211,7 +238,7 @@ impl Registry {
             &service,
             EventKind::ServiceRegistered { service_id: service.id.clone(), land: land.clone() },
         )?;
-        self.store.flush()?;
+        self.durable()?;
         Ok((service, event))
     }
 
@@ -286,7 +313,7 @@ impl Registry {
             yank: None,
         };
         let event = self.store.insert_release(&release)?;
-        self.store.flush()?;
+        self.durable()?;
         Ok((release, event))
     }
 
@@ -314,7 +341,7 @@ impl Registry {
         check_len("reason", reason, MAX_REASON_CHARS)?;
         let v = parse_version(version)?;
         let out = self.store.yank_release(service, &v, Yank { reason: reason.to_string(), at_ms: crate::now_ms() })?;
-        self.store.flush()?;
+        self.durable()?;
         Ok(out)
     }
 
@@ -350,7 +377,7 @@ impl Registry {
             }
         }
         self.store.put_snapshot(land, &bytes, &signature)?;
-        self.store.flush()?;
+        self.durable()?;
         Ok(snapshot)
     }
 
@@ -386,13 +413,13 @@ impl Registry {
         }
         let sub = Subscription { ags: ags.clone(), target, channel, policy, since_ms: crate::now_ms() };
         let event = self.store.put_subscription(&sub)?;
-        self.store.flush()?;
+        self.durable()?;
         Ok((sub, event))
     }
 
     pub fn unsubscribe(&self, ags: &Ags, target: &SubscriptionTarget) -> Result<bool> {
         let removed = self.store.remove_subscription(ags, &target.key())?.is_some();
-        self.store.flush()?;
+        self.durable()?;
         Ok(removed)
     }
 
@@ -432,7 +459,7 @@ impl Registry {
             at_ms: crate::now_ms(),
         };
         let out = self.store.append_adoption(&entry)?;
-        self.store.flush()?;
+        self.durable()?;
         Ok(out)
     }
 
@@ -479,7 +506,7 @@ impl Registry {
             )));
         }
         let event = self.store.put_rating(&rating)?;
-        self.store.flush()?;
+        self.durable()?;
         Ok((rating, event))
     }
 
@@ -593,7 +620,7 @@ impl Registry {
         let before = head.saturating_sub(keep.max(1)) + 1;
         let n = self.store.trim_events(before)?;
         if n > 0 {
-            self.store.flush()?;
+            self.durable()?;
             tracing::info!(removed = n, oldest_kept = before, "event log trimmed");
         }
         Ok(n)
