@@ -18,48 +18,27 @@ use efa_registry::model::ids::{parse_version, ServiceId};
 use efa_registry::params::{render_template, ParamValue};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{FileFailurePersistence, TestCaseResult, TestRunner};
+use proptest::test_runner::TestCaseResult;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-/// Cases per property: `EFA_FUZZ_CASES`, else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("EFA_FUZZ_CASES").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
-}
+#[path = "../../registry/tests/support/fuzz.rs"]
+mod support;
 
-/// Runs `test` on `cases(default_cases)` values of `strategy`, reports the executions
-/// (including shrinking) and wall time on stderr, and panics with the shrunk input on failure.
+/// Runs a property with the shared harness; regressions are saved next to this file.
 fn fuzz<S>(name: &str, default_cases: u32, strategy: S, test: impl Fn(S::Value) -> TestCaseResult)
 where
     S: Strategy,
     S::Value: Debug,
 {
-    let mut config = ProptestConfig::with_cases(cases(default_cases));
-    config.source_file = Some(file!());
-    config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions")));
-    let mut runner = TestRunner::new(config);
-    let executions = AtomicU64::new(0);
-    let started = Instant::now();
-    let result = runner.run(&strategy, |value| {
-        executions.fetch_add(1, Ordering::Relaxed);
-        test(value)
-    });
-    eprintln!(
-        "fuzz {name}: {} executions in {:.2?}{}",
-        executions.load(Ordering::Relaxed),
-        started.elapsed(),
-        if result.is_ok() { "" } else { " (FAILED)" }
-    );
-    if let Err(e) = result {
-        panic!("fuzz {name}: {e}");
-    }
+    support::fuzz(file!(), name, default_cases, strategy, test)
 }
 
 const SERVICE: &str = "wohngeld-nrw";
