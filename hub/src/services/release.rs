@@ -9,7 +9,7 @@ use efa_registry::bundle::{Digest, Manifest};
 use efa_registry::model::ids::{Channel, LandCode, ServiceId};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use std::io::{Read, Seek};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -202,41 +202,37 @@ impl ReleaseService for Releases {
         let r = req.into_inner();
         let digest: Digest = r.digest.parse().map_err(status)?;
         let path = self.0.blobs.path(&digest);
-        let mut file = tokio::fs::File::open(&path)
-            .await
+        let mut file = std::fs::File::open(&path)
             .map_err(|_| Status::not_found(format!("blob {digest} is not stored on this hub")))?;
-        let len = file.metadata().await.map_err(|e| Status::internal(e.to_string()))?.len();
+        let len = file.metadata().map_err(|e| Status::internal(e.to_string()))?.len();
         if r.offset > len {
             return Err(Status::out_of_range(format!(
                 "offset {} is past the end of blob {digest} ({len} bytes)",
                 r.offset
             )));
         }
-        file.seek(std::io::SeekFrom::Start(r.offset)).await.map_err(|e| Status::internal(e.to_string()))?;
+        file.seek(std::io::SeekFrom::Start(r.offset)).map_err(|e| Status::internal(e.to_string()))?;
         let chunk_size = self.0.download_chunk_size;
         let metrics = self.0.metrics.clone();
         metrics.downloads.inc();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let shutdown = self.0.shutdown.clone();
-        tokio::spawn(async move {
+        // One blocking reader per download: plain reads into the channel, instead of a
+        // blocking-pool hop for every chunk as async file reads would take.
+        tokio::task::spawn_blocking(move || {
             let mut offset = r.offset;
-            loop {
+            while !shutdown.is_cancelled() {
                 let mut buf = vec![0u8; chunk_size];
-                let n = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    n = file.read(&mut buf) => match n {
-                        Ok(n) => n,
-                        Err(e) => {
-                            let _ = tx.send(Err(Status::internal(format!("reading blob failed: {e}")))).await;
-                            return;
-                        }
-                    },
+                let n = match file.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(format!("reading blob failed: {e}"))));
+                        return;
+                    }
                 };
-                if n == 0 {
-                    return;
-                }
                 buf.truncate(n);
-                if tx.send(Ok(pb::BlobChunk { offset, data: buf })).await.is_err() {
+                if tx.blocking_send(Ok(pb::BlobChunk { offset, data: buf })).is_err() {
                     return; // the client left
                 }
                 metrics.bytes_served.inc_by(n as u64);
