@@ -186,7 +186,15 @@ impl Cli {
 
     fn print(&self, tables: &[Table]) {
         let format = if self.json { Format::Json } else { self.format };
-        for t in tables {
+        if format == Format::Csv {
+            // A UTF-8 byte order mark makes spreadsheet programs (Excel in particular) read
+            // umlauts correctly instead of guessing a legacy code page.
+            print!("\u{feff}");
+        }
+        for (i, t) in tables.iter().enumerate() {
+            if i > 0 && format == Format::Csv {
+                println!();
+            }
             print!("{}", t.render(format));
         }
     }
