@@ -36,6 +36,8 @@ enum Cmd {
     Download,
     /// (D) release fan-out to many WatchEvents streams.
     Fanout,
+    /// (E) bytes moved by an update that changes 1 % of a large bundle.
+    Incremental,
 }
 
 #[derive(Args)]
@@ -162,6 +164,12 @@ async fn main() -> Result<()> {
         report.notes.extend(notes);
         step("D fan-out", r, &mut report);
         report.notes.push("D: etcd peer (etcd-server with the same number of prefix watchers) not implemented".into());
+    }
+
+    if run(Cmd::Incremental) {
+        eprintln!("== (E) incremental updates");
+        let r = hub::incremental(&work_dir, if smoke { 4 } else { 100 }, 1.0).await;
+        step("E incremental", r, &mut report);
     }
 
     println!("{}", report.table());

@@ -5,7 +5,7 @@
 //! the content that name says, and identical files across releases are stored once.
 
 use efa_registry::bundle::{Digest, Hasher};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,9 @@ pub enum BlobError {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
     move |source| BlobError::Io { path: path.to_path_buf(), source }
 }
+
+/// Sequential reader over a blob's bytes.
+pub type BlobReader = Box<dyn Read + Send>;
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -47,6 +50,60 @@ impl BlobStore {
         self.path(digest).is_file()
     }
 
+    fn recipe_path(&self, file: &Digest) -> PathBuf {
+        let hex = file.hex();
+        self.root.join(&hex[..2]).join(format!("{hex}.chunks"))
+    }
+
+    /// Records that the content of `file` is the concatenation of `chunks` (all stored), so
+    /// the file can still be downloaded in one stream although only its chunks are kept.
+    pub fn write_recipe(&self, file: Digest, chunks: &[Digest]) -> Result<(), BlobError> {
+        let dest = self.recipe_path(&file);
+        let tmp = self.root.join("tmp").join(format!("{}.chunks-{}", file.hex(), std::process::id()));
+        let text: String = chunks.iter().map(|c| format!("{c}\n")).collect();
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+        let dir = dest.parent().expect("recipe path has a parent");
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))
+    }
+
+    /// Opens a blob for reading from `offset`: a stored blob, or a chunked file joined from
+    /// its chunks. Returns the reader and the blob's total length; `None` if unknown.
+    pub fn reader(&self, digest: &Digest, offset: u64) -> Result<Option<(BlobReader, u64)>, BlobError> {
+        let path = self.path(digest);
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            let len = f.metadata().map_err(io(&path))?.len();
+            f.seek(SeekFrom::Start(offset.min(len))).map_err(io(&path))?;
+            return Ok(Some((Box::new(f), len)));
+        }
+        let recipe = self.recipe_path(digest);
+        let Ok(text) = std::fs::read_to_string(&recipe) else { return Ok(None) };
+        let mut parts = Vec::new();
+        let mut len = 0u64;
+        for line in text.lines() {
+            let Ok(chunk) = line.parse::<Digest>() else { return Ok(None) };
+            let p = self.path(&chunk);
+            let size = std::fs::metadata(&p).map_err(io(&p))?.len();
+            len += size;
+            parts.push((p, size));
+        }
+        // Chunks are opened one at a time: a large file has hundreds of them, and many
+        // concurrent downloads must not hold a file descriptor for each.
+        let mut skip = offset.min(len);
+        let mut pending = std::collections::VecDeque::new();
+        for (p, size) in parts {
+            if skip >= size {
+                skip -= size;
+                continue;
+            }
+            pending.push_back((p, skip));
+            skip = 0;
+        }
+        let reader: BlobReader = Box::new(ChunkChain { pending, current: None });
+        Ok(Some((reader, len)))
+    }
+
     /// Starts writing a blob expected to have `digest`.
     pub fn writer(&self, expected: Digest, label: String) -> Result<BlobWriter, BlobError> {
         let existing = self.contains(&expected);
@@ -59,6 +116,30 @@ impl BlobStore {
         // If the blob is already stored we still hash the upload, but need not write it.
         let file = if existing { None } else { Some(std::fs::File::create(&tmp_path).map_err(io(&tmp_path))?) };
         Ok(BlobWriter { store: self.clone(), expected, label, tmp_path, file, hasher: Hasher::default(), written: 0 })
+    }
+}
+
+/// Reads chunk files one after another, opening each only when it is reached.
+struct ChunkChain {
+    pending: std::collections::VecDeque<(PathBuf, u64)>,
+    current: Option<std::fs::File>,
+}
+
+impl Read for ChunkChain {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(f) = &mut self.current {
+                let n = f.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.current = None;
+            }
+            let Some((path, skip)) = self.pending.pop_front() else { return Ok(0) };
+            let mut f = std::fs::File::open(&path)?;
+            f.seek(SeekFrom::Start(skip))?;
+            self.current = Some(f);
+        }
     }
 }
 

@@ -719,6 +719,7 @@ mod tests {
                     let digest = Digest::of(content.as_bytes());
                     fs::write(self.cache.join(digest.hex()), content).unwrap();
                     FileEntry {
+                        chunks: vec![],
                         path: BundlePath::parse(path, &BundleLimits::default()).unwrap(),
                         size: content.len() as u64,
                         digest,

@@ -8,7 +8,7 @@
 use crate::error::{NodeError, Result};
 use efa_proto::v1 as pb;
 use efa_proto::v1::release_service_client::ReleaseServiceClient;
-use efa_registry::bundle::{BundleLimits, Digest, FileEntry, Hasher, Manifest};
+use efa_registry::bundle::{BundleLimits, ChunkRef, Digest, FileEntry, Hasher, Manifest};
 use efa_registry::signing::{verify_any, VerifyingKey};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -55,7 +55,11 @@ impl BlobCache {
     }
 
     fn has(&self, entry: &FileEntry) -> bool {
-        std::fs::metadata(self.path(&entry.digest)).is_ok_and(|m| m.len() == entry.size)
+        self.has_blob(&entry.digest, entry.size)
+    }
+
+    fn has_blob(&self, digest: &Digest, size: u64) -> bool {
+        std::fs::metadata(self.path(digest)).is_ok_and(|m| m.len() == size)
     }
 }
 
@@ -128,26 +132,68 @@ pub async fn fetch_release_with_progress(
     let mut stats = FetchStats { files: manifest.files.len(), ..Default::default() };
     let missing: Vec<&FileEntry> = manifest.files.iter().filter(|e| !cache.has(e)).collect();
     stats.files_reused = manifest.files.len() - missing.len();
-    let total: u64 = missing.iter().map(|e| e.size).sum();
+    // Only the parts (whole small files, or chunks of large ones) not already cached move.
+    let total: u64 =
+        missing.iter().flat_map(|e| e.parts()).filter(|p| !cache.has_blob(&p.digest, p.size)).map(|p| p.size).sum();
     let mut done = 0u64;
     for entry in missing {
-        let base = done;
-        stats.bytes_downloaded += fetch_blob(&mut client, cache, entry, &|n| progress(base + n, total)).await?;
-        done = base + entry.size;
-        progress(done, total);
+        let parts = entry.parts();
+        for (i, part) in parts.iter().enumerate() {
+            if cache.has_blob(&part.digest, part.size) {
+                continue;
+            }
+            let label = if entry.chunks.is_empty() {
+                entry.path.as_str().to_string()
+            } else {
+                format!("{} (chunk {} of {})", entry.path.as_str(), i + 1, parts.len())
+            };
+            let base = done;
+            stats.bytes_downloaded +=
+                fetch_blob(&mut client, cache, part, &label, &|n| progress(base + n, total)).await?;
+            done = base + part.size;
+            progress(done, total);
+        }
+        if !entry.chunks.is_empty() {
+            assemble(cache, entry)?;
+        }
     }
     Ok(stats)
+}
+
+/// Joins a chunked file's cached chunks into the file blob, checking the file's digest.
+fn assemble(cache: &BlobCache, entry: &FileEntry) -> Result<()> {
+    let partial = cache.partial(&entry.digest);
+    let mut out = std::fs::File::create(&partial).map_err(|e| NodeError::io(&partial, e))?;
+    let mut hasher = Hasher::default();
+    for c in &entry.chunks {
+        let bytes = std::fs::read(cache.path(&c.digest)).map_err(|e| NodeError::io(cache.path(&c.digest), e))?;
+        hasher.update(&bytes);
+        out.write_all(&bytes).map_err(|e| NodeError::io(&partial, e))?;
+    }
+    out.sync_all().map_err(|e| NodeError::io(&partial, e))?;
+    drop(out);
+    let actual = hasher.finish();
+    if actual != entry.digest {
+        let _ = std::fs::remove_file(&partial);
+        return Err(NodeError::Download {
+            file: entry.path.as_str().to_string(),
+            reason: format!("joined chunks have digest {actual}, the signed manifest says {}", entry.digest),
+        });
+    }
+    let dest = cache.path(&entry.digest);
+    std::fs::rename(&partial, &dest).map_err(|e| NodeError::io(&dest, e))
 }
 
 /// Downloads one blob, resuming a partial download. Returns bytes transferred.
 async fn fetch_blob(
     client: &mut ReleaseServiceClient<Channel>,
     cache: &BlobCache,
-    entry: &FileEntry,
+    entry: &ChunkRef,
+    label: &str,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<u64> {
     let partial = cache.partial(&entry.digest);
-    let label = entry.path.as_str().to_string();
+    let label = label.to_string();
     // Re-hash what an earlier attempt left, so the final digest covers every byte.
     let mut hasher = Hasher::default();
     let mut offset = 0u64;

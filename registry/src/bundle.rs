@@ -187,6 +187,50 @@ pub struct FileEntry {
     pub path: BundlePath,
     pub size: u64,
     pub digest: Digest,
+    /// Content-defined chunks whose concatenation is the file (large files only). Blobs are
+    /// stored and moved per chunk, so an update moves only the chunks that changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// One content-defined chunk of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkRef {
+    pub size: u64,
+    pub digest: Digest,
+}
+
+/// Files at least this large are split into content-defined chunks.
+pub const CHUNKING_THRESHOLD: u64 = 1024 * 1024;
+/// FastCDC parameters: small enough that a local edit touches few bytes, large enough that
+/// a 100 MB bundle has a few hundred chunks, not tens of thousands.
+const CHUNK_MIN: usize = 64 * 1024;
+const CHUNK_AVG: usize = 256 * 1024;
+const CHUNK_MAX: usize = 1024 * 1024;
+
+impl FileEntry {
+    /// The blobs this file is stored and moved as: its chunks, or the file itself.
+    pub fn parts(&self) -> Vec<ChunkRef> {
+        if self.chunks.is_empty() {
+            vec![ChunkRef { size: self.size, digest: self.digest }]
+        } else {
+            self.chunks.clone()
+        }
+    }
+}
+
+/// Splits a file into content-defined chunks (FastCDC): boundaries depend on the content,
+/// so an insertion shifts only nearby boundaries and the other chunks keep their digests.
+pub fn chunk_file(path: &Path) -> Result<Vec<ChunkRef>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let chunker = fastcdc::v2020::StreamCDC::new(std::io::BufReader::new(f), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
+    let mut out = Vec::new();
+    for chunk in chunker {
+        let chunk = chunk.map_err(|e| Error::invalid("bundle", format!("chunking {} failed: {e}", path.display())))?;
+        out.push(ChunkRef { size: chunk.length as u64, digest: Digest::of(&chunk.data) });
+    }
+    Ok(out)
 }
 
 /// The signed description of a release's content.
@@ -260,6 +304,18 @@ impl Manifest {
                 dirs.insert(prefix.clone());
             }
             total = total.checked_add(f.size).ok_or_else(|| Error::invalid("bundle", "sizes overflow"))?;
+            if !f.chunks.is_empty() {
+                let sum = f.chunks.iter().try_fold(0u64, |acc, c| acc.checked_add(c.size));
+                if sum != Some(f.size) || f.chunks.iter().any(|c| c.size == 0 || c.size > CHUNK_MAX as u64) {
+                    return Err(Error::invalid(
+                        "manifest",
+                        format!(
+                            "chunks of {:?} must be 1..={CHUNK_MAX} bytes each and add up to its size",
+                            f.path.as_str()
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(clash) = seen.iter().find(|p| dirs.contains(**p)) {
             return Err(Error::invalid("bundle", format!("{clash:?} is both a file and a directory")));
@@ -303,7 +359,8 @@ pub fn scan_dir(root: &Path, limits: &BundleLimits) -> Result<Vec<(FileEntry, Pa
                     .replace(std::path::MAIN_SEPARATOR, "/");
                 let bundle_path = BundlePath::parse(&rel, limits)?;
                 let (digest, size) = Digest::of_file(&path)?;
-                out.push((FileEntry { path: bundle_path, size, digest }, path));
+                let chunks = if size >= CHUNKING_THRESHOLD { chunk_file(&path)? } else { Vec::new() };
+                out.push((FileEntry { path: bundle_path, size, digest, chunks }, path));
             } else {
                 return Err(Error::invalid(
                     "bundle",
@@ -321,7 +378,7 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, size: u64) -> FileEntry {
-        FileEntry { path: BundlePath(path.into()), size, digest: Digest::of(path.as_bytes()) }
+        FileEntry { path: BundlePath(path.into()), size, chunks: vec![], digest: Digest::of(path.as_bytes()) }
     }
 
     fn manifest(files: Vec<FileEntry>) -> Manifest {
@@ -375,6 +432,34 @@ mod tests {
         let mut bad = m.clone();
         bad.version = "1.0".into();
         assert!(Manifest::from_bytes(&bad.to_bytes(), &BundleLimits::default()).is_err());
+    }
+
+    #[test]
+    fn a_local_edit_changes_few_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        // Pseudo-random content (xorshift), like compressed forms or PDFs in a real bundle.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut data: Vec<u8> = (0..4_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        std::fs::write(dir.path().join("a"), &data).unwrap();
+        data.splice(2_000_000..2_000_000, b"eine kleine Aenderung".iter().copied());
+        std::fs::write(dir.path().join("b"), &data).unwrap();
+        let a = chunk_file(&dir.path().join("a")).unwrap();
+        let b = chunk_file(&dir.path().join("b")).unwrap();
+        assert_eq!(a.iter().map(|c| c.size).sum::<u64>(), 4_000_000);
+        let new_bytes: u64 = b.iter().filter(|c| !a.contains(c)).map(|c| c.size).sum();
+        assert!(new_bytes <= 2 * CHUNK_MAX as u64, "{new_bytes} bytes changed for a 21-byte insertion");
+        let mut m = manifest(vec![entry("a", 4_000_000)]);
+        m.files[0].chunks = a.clone();
+        assert!(m.validate(&BundleLimits::default()).is_ok());
+        m.files[0].chunks.pop();
+        assert!(m.validate(&BundleLimits::default()).is_err(), "chunks must add up to the file size");
     }
 
     #[test]

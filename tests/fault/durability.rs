@@ -226,12 +226,13 @@ fn check_store(hub: &HubProc, t: &Tracker, figures: &mut Figures) -> Stored {
     let blobs = hub.data_dir.join("blobs");
     for r in &releases {
         let manifest = Manifest::from_bytes(&r.manifest, &BundleLimits::default()).expect("stored manifest parses");
-        for f in &manifest.files {
-            let hex = f.digest.hex();
+        // Large files are stored as their content-defined chunks.
+        for (f, part) in manifest.files.iter().flat_map(|f| f.parts().into_iter().map(move |p| (f, p))) {
+            let hex = part.digest.hex();
             let path = blobs.join(&hex[..2]).join(&hex);
             assert_eq!(
                 digest_of_file(&path),
-                Some(f.digest),
+                Some(part.digest),
                 "release {} file {} is committed but its blob {} is missing or damaged",
                 r.version,
                 f.path.as_str(),

@@ -57,3 +57,56 @@ async fn an_interrupted_download_resumes_and_unchanged_files_are_reused() {
     fetch_release(ch, &cache, &m1).await.unwrap();
     assert_eq!(std::fs::read(cache.path(&pdf.digest)).unwrap(), big.as_bytes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_change_to_a_large_file_moves_only_the_changed_chunks() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    // 8 MB of pseudo-random bytes (like a bundle of PDFs), then the same with a 40 KB edit.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut big: Vec<u8> = (0..8_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let dir1 = w.dir.path().join("big-v1");
+    std::fs::create_dir_all(&dir1).unwrap();
+    std::fs::write(dir1.join("formulare.bin"), &big).unwrap();
+    for b in &mut big[4_000_000..4_040_000] {
+        *b = !*b;
+    }
+    let dir2 = w.dir.path().join("big-v2");
+    std::fs::create_dir_all(&dir2).unwrap();
+    std::fs::write(dir2.join("formulare.bin"), &big).unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &dir1).await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.1.0", &dir2).await.unwrap();
+
+    let m1 = manifest(&w, "1.0.0").await;
+    assert!(m1.files[0].chunks.len() > 10, "large files are content-defined chunks");
+    let cache = BlobCache::new(&w.dir.path().join("chunk-cache")).unwrap();
+    let ch = w.channel(&kommune(DORTMUND)).await;
+    let first = fetch_release(ch.clone(), &cache, &m1).await.unwrap();
+    assert_eq!(first.bytes_downloaded, 8_000_000);
+    let m2 = manifest(&w, "1.1.0").await;
+    let update = fetch_release(ch, &cache, &m2).await.unwrap();
+    eprintln!("8 MB file, 40 KB changed: {} bytes moved", update.bytes_downloaded);
+    assert!(update.bytes_downloaded <= 2 * 1024 * 1024 + 40_000, "{} bytes moved", update.bytes_downloaded);
+    // The joined file is exactly the new content.
+    assert_eq!(std::fs::read(cache.path(&m2.files[0].digest)).unwrap(), big);
+
+    // A client without chunk support still gets the whole file in one stream, from offset.
+    let mut stream = ReleaseServiceClient::new(w.channel(&kommune(ESSEN)).await)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .fetch_blob(pb::FetchBlobRequest { digest: m2.files[0].digest.to_string(), offset: 1_000_000 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut whole = Vec::new();
+    while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {
+        whole.extend(chunk.unwrap().data);
+    }
+    assert_eq!(whole, big[1_000_000..]);
+}

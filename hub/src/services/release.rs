@@ -5,9 +5,9 @@ use crate::error::{parse, status};
 use crate::state::HubState;
 use efa_proto::v1 as pb;
 use efa_proto::v1::release_service_server::ReleaseService;
-use efa_registry::bundle::{Digest, Manifest};
+use efa_registry::bundle::{Digest, Hasher, Manifest};
 use efa_registry::model::ids::{Channel, LandCode, ServiceId};
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,63 +18,116 @@ pub struct Releases(pub Arc<HubState>);
 
 type BlobStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send>>;
 
-/// Receives the concatenated file contents of a manifest and stores each file as a blob,
-/// checking sizes and digests as they arrive.
+/// One blob of an upload: a whole small file, or one content-defined chunk of a large one.
+struct Part {
+    file: usize,
+    size: u64,
+    digest: Digest,
+    label: String,
+    /// Last part of a chunked file: the file's own digest is checked here.
+    ends_chunked_file: bool,
+}
+
+/// Receives the concatenated file contents of a manifest and stores each part (file or
+/// chunk) as a blob, checking sizes and digests as they arrive.
 struct ContentReceiver<'a> {
     state: &'a HubState,
     manifest: &'a Manifest,
+    parts: Vec<Part>,
     index: usize,
     current: Option<BlobWriter>,
+    /// Hash of the chunked file being received, to check its digest as a whole.
+    file_hasher: Option<Hasher>,
     received: u64,
 }
 
-impl ContentReceiver<'_> {
+impl<'a> ContentReceiver<'a> {
+    fn new(state: &'a HubState, manifest: &'a Manifest) -> Self {
+        let mut parts = Vec::new();
+        for (file, entry) in manifest.files.iter().enumerate() {
+            let chunks = entry.parts();
+            let n = chunks.len();
+            for (i, c) in chunks.into_iter().enumerate() {
+                let label = if entry.chunks.is_empty() {
+                    entry.path.as_str().to_string()
+                } else {
+                    format!("{} (chunk {} of {n})", entry.path.as_str(), i + 1)
+                };
+                let ends_chunked_file = !entry.chunks.is_empty() && i + 1 == n;
+                parts.push(Part { file, size: c.size, digest: c.digest, label, ends_chunked_file });
+            }
+        }
+        ContentReceiver { state, manifest, parts, index: 0, current: None, file_hasher: None, received: 0 }
+    }
+
+    fn writer(&mut self) -> Result<&mut BlobWriter, Status> {
+        if self.current.is_none() {
+            let part = &self.parts[self.index];
+            if !self.manifest.files[part.file].chunks.is_empty() && self.file_hasher.is_none() {
+                self.file_hasher = Some(Hasher::default());
+            }
+            self.current = Some(self.state.blobs.writer(part.digest, part.label.clone())?);
+        }
+        Ok(self.current.as_mut().expect("set above"))
+    }
+
     fn accept(&mut self, mut data: &[u8]) -> Result<(), Status> {
         while !data.is_empty() {
-            let Some(entry) = self.manifest.files.get(self.index) else {
+            let Some(part) = self.parts.get(self.index) else {
                 return Err(Status::invalid_argument(format!(
                     "bundle has more data than its manifest declares ({} bytes); nothing was stored",
                     self.manifest.total_size()
                 )));
             };
-            if self.current.is_none() {
-                self.current = Some(self.state.blobs.writer(entry.digest, entry.path.as_str().to_string())?);
-            }
-            let writer = self.current.as_mut().expect("set above");
-            let want = entry.size - writer.written();
-            let take = want.min(data.len() as u64) as usize;
+            let size = part.size;
+            let writer = self.writer()?;
+            let take = (size - writer.written()).min(data.len() as u64) as usize;
             writer.write(&data[..take])?;
+            if let Some(h) = &mut self.file_hasher {
+                h.update(&data[..take]);
+            }
             self.received += take as u64;
             data = &data[take..];
-            self.finish_complete_files()?;
+            self.finish_complete_parts()?;
         }
         Ok(())
     }
 
-    /// Finishes every file whose declared size is reached (including empty files).
-    fn finish_complete_files(&mut self) -> Result<(), Status> {
-        while let Some(entry) = self.manifest.files.get(self.index) {
-            if self.current.is_none() {
-                self.current = Some(self.state.blobs.writer(entry.digest, entry.path.as_str().to_string())?);
-            }
-            if self.current.as_ref().is_some_and(|w| w.written() == entry.size) {
-                self.current.take().expect("checked").finish()?;
-                self.index += 1;
-            } else {
+    /// Finishes every part whose declared size is reached (including empty files).
+    fn finish_complete_parts(&mut self) -> Result<(), Status> {
+        while self.index < self.parts.len() {
+            let size = self.parts[self.index].size;
+            if self.writer()?.written() != size {
                 break;
             }
+            self.current.take().expect("writer exists").finish()?;
+            let part = &self.parts[self.index];
+            if part.ends_chunked_file {
+                let entry = &self.manifest.files[part.file];
+                let actual = self.file_hasher.take().unwrap_or_default().finish();
+                if actual != entry.digest {
+                    return Err(Status::invalid_argument(format!(
+                        "file {} has digest {actual}, but the manifest says {}; nothing was stored",
+                        entry.path.as_str(),
+                        entry.digest
+                    )));
+                }
+                let chunks: Vec<Digest> = entry.chunks.iter().map(|c| c.digest).collect();
+                self.state.blobs.write_recipe(entry.digest, &chunks)?;
+            }
+            self.index += 1;
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<(), Status> {
-        self.finish_complete_files()?;
-        if self.index < self.manifest.files.len() {
+        self.finish_complete_parts()?;
+        if self.index < self.parts.len() {
             return Err(Status::invalid_argument(format!(
                 "bundle ended after {} of {} bytes declared by its manifest (file {:?} incomplete); nothing was stored",
                 self.received,
                 self.manifest.total_size(),
-                self.manifest.files[self.index].path.as_str()
+                self.manifest.files[self.parts[self.index].file].path.as_str()
             )));
         }
         Ok(())
@@ -111,9 +164,8 @@ impl ReleaseService for Releases {
             self.0.registry(move |r| r.check_publish(&land, &bytes, &sig)).await?
         };
 
-        let mut receiver =
-            ContentReceiver { state: &self.0, manifest: &manifest, index: 0, current: None, received: 0 };
-        receiver.finish_complete_files()?;
+        let mut receiver = ContentReceiver::new(&self.0, &manifest);
+        receiver.finish_complete_parts()?;
         while let Some(msg) = stream.next().await {
             match msg?.part {
                 Some(pb::publish_chunk::Part::Data(data)) => receiver.accept(&data)?,
@@ -201,17 +253,15 @@ impl ReleaseService for Releases {
         authorize(&who, Action::ReadCatalog)?;
         let r = req.into_inner();
         let digest: Digest = r.digest.parse().map_err(status)?;
-        let path = self.0.blobs.path(&digest);
-        let mut file = std::fs::File::open(&path)
-            .map_err(|_| Status::not_found(format!("blob {digest} is not stored on this hub")))?;
-        let len = file.metadata().map_err(|e| Status::internal(e.to_string()))?.len();
+        let Some((mut file, len)) = self.0.blobs.reader(&digest, r.offset)? else {
+            return Err(Status::not_found(format!("blob {digest} is not stored on this hub")));
+        };
         if r.offset > len {
             return Err(Status::out_of_range(format!(
                 "offset {} is past the end of blob {digest} ({len} bytes)",
                 r.offset
             )));
         }
-        file.seek(std::io::SeekFrom::Start(r.offset)).map_err(|e| Status::internal(e.to_string()))?;
         let chunk_size = self.0.download_chunk_size;
         let metrics = self.0.metrics.clone();
         metrics.downloads.inc();
