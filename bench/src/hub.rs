@@ -295,7 +295,16 @@ struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// Asks the master to quit so it takes its workers with it; SIGKILL would orphan them.
     fn drop(&mut self) {
+        let quit = std::process::Command::new("kill").arg("-QUIT").arg(self.child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while quit.is_ok() && std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
