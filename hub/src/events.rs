@@ -36,6 +36,7 @@ pub struct EventBus {
 /// release as sent on the wire.
 pub struct Resolved {
     pub themenfeld: String,
+    pub channel: efa_registry::model::ids::Channel,
     pub info: pb::ReleaseInfo,
 }
 
@@ -191,14 +192,16 @@ async fn deliver(
                     let (sid, v) = (service_id.clone(), version.to_string());
                     let (service, release) =
                         state.registry(move |r| Ok((r.service(&sid)?, r.release(&sid, &v)?))).await?;
-                    let r = Arc::new(Resolved { themenfeld: service.themenfeld, info: release_to_proto(&release) });
+                    let r = Arc::new(Resolved {
+                        themenfeld: service.themenfeld,
+                        channel: release.channel.clone(),
+                        info: release_to_proto(&release),
+                    });
                     state.bus.remember(event.seq, r.clone());
                     r
                 }
             };
-            let channel: efa_registry::model::ids::Channel =
-                resolved.info.channel.parse().map_err(crate::error::status)?;
-            if subs.iter().any(|s| s.matches(service_id, &resolved.themenfeld, &channel)) {
+            if subs.iter().any(|s| s.matches(service_id, &resolved.themenfeld, &resolved.channel)) {
                 let info = resolved.info.clone();
                 let kind = if matches!(event.kind, EventKind::ReleasePublished { .. }) {
                     pb::event::Kind::ReleasePublished(info)

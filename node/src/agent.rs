@@ -175,8 +175,9 @@ impl Agent {
     pub async fn reconcile(&self) -> Result<Vec<Handled>> {
         let mut releases = ReleaseServiceClient::new(self.channel.clone());
         let mut out = Vec::new();
-        for service in self.subscribed_services().await? {
-            let Some((_, channel)) = self.policy_for(&service) else { continue };
+        let services = self.subscribed_services().await?;
+        for service in &services {
+            let Some((_, channel)) = self.policy_for(service) else { continue };
             let list = releases
                 .list_releases(pb::ListReleasesRequest { service_id: service.id.clone(), channel })
                 .await?
@@ -186,7 +187,7 @@ impl Agent {
                 out.push(self.handle_release(newest).await?);
             }
         }
-        self.check_freshness().await?;
+        self.check_freshness_of(&services).await?;
         Ok(out)
     }
 
@@ -219,6 +220,10 @@ impl Agent {
     /// what the node can verify; they tell the Kommune its view may be stale.
     pub async fn check_freshness(&self) -> Result<Vec<String>> {
         let services = self.subscribed_services().await?;
+        self.check_freshness_of(&services).await
+    }
+
+    async fn check_freshness_of(&self, services: &[pb::ServiceInfo]) -> Result<Vec<String>> {
         let lands: std::collections::BTreeSet<String> = services.iter().map(|s| s.land_code.clone()).collect();
         let mut warnings = Vec::new();
         let mut seen = self.state.load()?.snapshots;

@@ -83,6 +83,7 @@ pub struct Registry {
     limits: BundleLimits,
     totals: RwLock<Option<Arc<Totals>>>,
     commits: GroupCommit,
+    themenfelder: std::sync::OnceLock<std::collections::BTreeSet<String>>,
 }
 
 /// Group commit: a write is durable once any flush that *started after it* has finished.
@@ -111,7 +112,13 @@ impl Registry {
     }
 
     pub fn with_limits(store: Arc<dyn Store>, limits: BundleLimits) -> Self {
-        Registry { store, limits, totals: RwLock::new(None), commits: GroupCommit::default() }
+        Registry {
+            store,
+            limits,
+            totals: RwLock::new(None),
+            commits: GroupCommit::default(),
+            themenfelder: Default::default(),
+        }
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -160,6 +167,15 @@ impl Registry {
             return Ok(counts);
         }
         self.seed_bundled()
+    }
+
+    /// The Themenfelder of the OZG catalogue, parsed once.
+    fn themenfelder(&self) -> Result<&std::collections::BTreeSet<String>> {
+        if let Some(t) = self.themenfelder.get() {
+            return Ok(t);
+        }
+        let set = import::bundled_ozg()?.into_iter().map(|o| o.themenfeld).collect();
+        Ok(self.themenfelder.get_or_init(|| set))
     }
 
     pub fn kommune(&self, ags: &Ags) -> Result<Kommune> {
@@ -402,7 +418,7 @@ impl Registry {
                 self.service(id)?;
             }
             SubscriptionTarget::Themenfeld(t) => {
-                let known = import::bundled_ozg()?.iter().any(|o| &o.themenfeld == t);
+                let known = self.themenfelder()?.contains(t);
                 if !known {
                     return Err(Error::invalid(
                         "Themenfeld",
