@@ -166,7 +166,7 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
             }
         }
         ledger_entries += entries.len();
-        registry.bulk_load_adoptions(&entries)?;
+        registry.bulk_load_adoptions(std::mem::take(&mut entries))?;
     }
     let load_s = t.elapsed().as_secs_f64();
     let t = Instant::now();

@@ -9,6 +9,7 @@
 //! rules directly.
 
 pub mod bundle;
+mod commit;
 pub mod error;
 pub mod import;
 pub mod model;

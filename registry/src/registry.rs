@@ -4,6 +4,7 @@
 //! module decides what each may do with the data and keeps the data consistent.
 
 use crate::bundle::{BundleLimits, Manifest};
+use crate::commit::Committer;
 use crate::error::{Error, Result};
 use crate::import;
 use crate::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState};
@@ -82,20 +83,9 @@ pub struct Registry {
     store: Arc<dyn Store>,
     limits: BundleLimits,
     totals: RwLock<Option<Arc<Totals>>>,
-    commits: GroupCommit,
+    /// Applies every mutation and makes it durable; see [`crate::commit`].
+    commits: Committer,
     themenfelder: std::sync::OnceLock<std::collections::BTreeSet<String>>,
-}
-
-/// Group commit: a write is durable once any flush that *started after it* has finished.
-/// Concurrent writers therefore share flushes: while one flush runs, the writers that
-/// arrive queue on the lock, and the first of them flushes for all; the others find their
-/// write already covered and return at once.
-#[derive(Default)]
-struct GroupCommit {
-    /// Number of writes that asked to become durable.
-    requested: std::sync::atomic::AtomicU64,
-    /// `requested` as it was when the newest completed flush started.
-    flushed: std::sync::Mutex<u64>,
 }
 
 fn check_len(field: &'static str, s: &str, max: usize) -> Result<()> {
@@ -113,30 +103,16 @@ impl Registry {
 
     pub fn with_limits(store: Arc<dyn Store>, limits: BundleLimits) -> Self {
         Registry {
+            commits: Committer::start(store.clone()),
             store,
             limits,
             totals: RwLock::new(None),
-            commits: GroupCommit::default(),
             themenfelder: Default::default(),
         }
     }
 
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
-    }
-
-    /// Makes every write committed so far durable, sharing the flush with concurrent writers.
-    fn durable(&self) -> Result<()> {
-        use std::sync::atomic::Ordering;
-        let mine = self.commits.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut flushed = self.commits.flushed.lock().unwrap_or_else(|p| p.into_inner());
-        if *flushed >= mine {
-            return Ok(()); // a flush that started after our write already finished
-        }
-        let covers = self.commits.requested.load(Ordering::SeqCst);
-        self.store.flush()?;
-        *flushed = covers;
-        Ok(())
     }
 
     pub fn limits(&self) -> &BundleLimits {
@@ -151,9 +127,10 @@ impl Registry {
         let gv = import::bundled_gv100ad()?;
         let ozg = import::bundled_ozg()?;
         let leika = import::bundled_leika()?;
-        self.store.import_register(&gv.laender, &gv.kreise, &gv.kommunen)?;
-        self.store.import_catalogue(&ozg, &leika)?;
-        self.durable()?;
+        self.commits.write(move |s| {
+            s.import_register(&gv.laender, &gv.kreise, &gv.kommunen)?;
+            s.import_catalogue(&ozg, &leika)
+        })?;
         *self.totals.write().unwrap_or_else(|p| p.into_inner()) = None;
         let counts = self.store.counts()?;
         tracing::info!(?counts, "register and catalogue imported");
@@ -250,12 +227,10 @@ impl Registry {
             parameters: new.parameters,
             adoption_public: new.adoption_public,
         };
-        let event = self.store.put_service(
-            &service,
-            EventKind::ServiceRegistered { service_id: service.id.clone(), land: land.clone() },
-        )?;
-        self.durable()?;
-        Ok((service, event))
+        let kind = EventKind::ServiceRegistered { service_id: service.id.clone(), land: land.clone() };
+        self.commits
+            .write(move |s| Ok((s.put_service(&service, kind)?, service)))
+            .map(|(event, service)| (service, event))
     }
 
     pub fn service(&self, id: &ServiceId) -> Result<Service> {
@@ -328,9 +303,7 @@ impl Registry {
             signature,
             yank: None,
         };
-        let event = self.store.insert_release(&release)?;
-        self.durable()?;
-        Ok((release, event))
+        self.commits.write(move |s| Ok((s.insert_release(&release)?, release))).map(|(event, release)| (release, event))
     }
 
     pub fn release(&self, service: &ServiceId, version: &str) -> Result<Release> {
@@ -356,9 +329,8 @@ impl Registry {
         }
         check_len("reason", reason, MAX_REASON_CHARS)?;
         let v = parse_version(version)?;
-        let out = self.store.yank_release(service, &v, Yank { reason: reason.to_string(), at_ms: crate::now_ms() })?;
-        self.durable()?;
-        Ok(out)
+        let (service, yank) = (service.clone(), Yank { reason: reason.to_string(), at_ms: crate::now_ms() });
+        self.commits.write(move |s| s.yank_release(&service, &v, yank))
     }
 
     /// Stores a Land's signed snapshot after checking it names only that Land's services
@@ -392,8 +364,8 @@ impl Registry {
                 )));
             }
         }
-        self.store.put_snapshot(land, &bytes, &signature)?;
-        self.durable()?;
+        let land = land.clone();
+        self.commits.write(move |s| s.put_snapshot(&land, &bytes, &signature))?;
         Ok(snapshot)
     }
 
@@ -428,15 +400,12 @@ impl Registry {
             }
         }
         let sub = Subscription { ags: ags.clone(), target, channel, policy, since_ms: crate::now_ms() };
-        let event = self.store.put_subscription(&sub)?;
-        self.durable()?;
-        Ok((sub, event))
+        self.commits.write(move |s| Ok((s.put_subscription(&sub)?, sub))).map(|(event, sub)| (sub, event))
     }
 
     pub fn unsubscribe(&self, ags: &Ags, target: &SubscriptionTarget) -> Result<bool> {
-        let removed = self.store.remove_subscription(ags, &target.key())?.is_some();
-        self.durable()?;
-        Ok(removed)
+        let (ags, key) = (ags.clone(), target.key());
+        self.commits.write(move |s| Ok(s.remove_subscription(&ags, &key)?.is_some()))
     }
 
     pub fn subscriptions(&self, ags: &Ags) -> Result<Vec<Subscription>> {
@@ -474,16 +443,14 @@ impl Registry {
             reason: reason.to_string(),
             at_ms: crate::now_ms(),
         };
-        let out = self.store.append_adoption(&entry)?;
-        self.durable()?;
-        Ok(out)
+        self.commits.write(move |s| s.append_adoption(&entry))
     }
 
     /// Loads adoption ledger entries in bulk (migrations, benchmarks): no events are
     /// appended and the rules of [`report_adoption`](Self::report_adoption) are not
     /// checked; see [`Store::bulk_load_adoptions`]. Durable when it returns.
-    pub fn bulk_load_adoptions(&self, entries: &[AdoptionEntry]) -> Result<()> {
-        self.store.bulk_load_adoptions(entries)
+    pub fn bulk_load_adoptions(&self, entries: Vec<AdoptionEntry>) -> Result<()> {
+        self.commits.write(move |s| s.bulk_load_adoptions(&entries))
     }
 
     // ---------------------------------------------------------------- ratings
@@ -521,9 +488,7 @@ impl Registry {
                 release.version
             )));
         }
-        let event = self.store.put_rating(&rating)?;
-        self.durable()?;
-        Ok((rating, event))
+        self.commits.write(move |s| Ok((s.put_rating(&rating)?, rating))).map(|(event, rating)| (rating, event))
     }
 
     // ---------------------------------------------------------------- reports
@@ -634,9 +599,8 @@ impl Registry {
     pub fn trim_events_keep(&self, keep: u64) -> Result<usize> {
         let head = self.store.head_seq()?;
         let before = head.saturating_sub(keep.max(1)) + 1;
-        let n = self.store.trim_events(before)?;
+        let n = self.commits.write(move |s| s.trim_events(before))?;
         if n > 0 {
-            self.durable()?;
             tracing::info!(removed = n, oldest_kept = before, "event log trimmed");
         }
         Ok(n)

@@ -55,13 +55,21 @@ pub struct SledStore {
     snapshots: sled::Tree,
 }
 
+/// Records are postcard (compact, schema-less binary): a stored adoption record is ~70 bytes
+/// where JSON took ~300, which matters at 6.2M (Kommune, service) pairs. Postcard cannot skip
+/// unknown fields, so any change to a stored type needs a new [`FORMAT`] and a migration.
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("domain types serialize")
+    postcard::to_stdvec(v).expect("domain types serialize")
 }
 
 fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt { tree, reason: e.to_string() })
+    postcard::from_bytes(bytes).map_err(|e| Error::Corrupt { tree, reason: e.to_string() })
 }
+
+/// `meta` key naming the record encoding, checked on open so an old store is refused with a
+/// clear message instead of failing on its first record.
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT: &[u8] = b"efa-sled-postcard-1";
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
@@ -118,6 +126,27 @@ impl SledStore {
 
     fn from_db(db: sled::Db) -> Result<Self> {
         let t = |name: &str| db.open_tree(name);
+        let meta = t("meta")?;
+        match meta.get(FORMAT_KEY)? {
+            Some(f) if f.as_ref() == FORMAT => {}
+            Some(f) => {
+                return Err(Error::Storage(format!(
+                    "the store uses record format {:?}, this EfA Hub reads {:?}; use a new data directory",
+                    String::from_utf8_lossy(&f),
+                    String::from_utf8_lossy(FORMAT)
+                )))
+            }
+            None if db.tree_names().len() > 2 || !meta.is_empty() => {
+                return Err(Error::Storage(
+                    "the store was written by an older EfA Hub (JSON records) and cannot be read; \
+                     use a new data directory"
+                        .into(),
+                ))
+            }
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT)?;
+            }
+        }
         Ok(Self {
             laender: t("laender")?,
             kreise: t("kreise")?,
@@ -132,7 +161,7 @@ impl SledStore {
             history: t("history")?,
             ratings: t("ratings")?,
             events: t("events")?,
-            meta: t("meta")?,
+            meta,
             snapshots: t("snapshots")?,
             db,
         })
@@ -492,5 +521,21 @@ mod tests {
         let store = super::SledStore::open(dir.path()).unwrap();
         assert_eq!(store.head_seq().unwrap(), 1);
         assert!(store.service(&"wohngeld-nrw".parse().unwrap()).unwrap().is_some());
+    }
+
+    #[test]
+    fn store_from_an_older_format_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What a JSON-era store looks like: data, but no format marker.
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("services").unwrap().insert(b"wohngeld-nrw", &b"{\"id\":\"wohngeld-nrw\"}"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = super::SledStore::open(dir.path()).err().expect("old store refused");
+        assert!(err.to_string().contains("older EfA Hub"), "{err}");
+        let db = sled::open(dir.path()).unwrap();
+        assert!(db.open_tree("services").unwrap().get(b"wohngeld-nrw").unwrap().is_some());
+        assert!(db.open_tree("meta").unwrap().get(super::FORMAT_KEY).unwrap().is_none());
     }
 }
