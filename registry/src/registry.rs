@@ -73,10 +73,13 @@ pub struct Feedback {
 }
 
 /// Number of Gemeinden per Land and per Kreis, derived from the register.
+/// The GV100AD register held in memory: it changes only on import, and reports over
+/// 10,773 Gemeinden would otherwise decode one stored Kommune per row.
 #[derive(Default)]
 struct Totals {
     per_land: BTreeMap<String, u32>,
     per_kreis: BTreeMap<String, u32>,
+    kommunen: std::collections::HashMap<Ags, Kommune>,
 }
 
 pub struct Registry {
@@ -132,6 +135,7 @@ impl Registry {
             s.import_catalogue(&ozg, &leika)
         })?;
         *self.totals.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.totals()?; // warm now, not on the first report
         let counts = self.store.counts()?;
         tracing::info!(?counts, "register and catalogue imported");
         Ok(counts)
@@ -141,6 +145,7 @@ impl Registry {
     pub fn seed_if_empty(&self) -> Result<ImportCounts> {
         let counts = self.store.counts()?;
         if counts.kommunen > 0 && counts.ozg_leistungen > 0 {
+            self.totals()?; // warm now, not on the first report
             return Ok(counts);
         }
         self.seed_bundled()
@@ -169,6 +174,7 @@ impl Registry {
         for k in self.store.kommunen()? {
             *t.per_land.entry(k.ags.land().to_string()).or_default() += 1;
             *t.per_kreis.entry(k.ags.kreis().to_string()).or_default() += 1;
+            t.kommunen.insert(k.ags.clone(), k);
         }
         let t = Arc::new(t);
         *self.totals.write().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
@@ -495,11 +501,13 @@ impl Registry {
 
     pub fn adopters(&self, service: &ServiceId) -> Result<Vec<Adopter>> {
         self.service(service)?;
-        self.store
+        let register = self.totals()?;
+        Ok(self
+            .store
             .adopters(service)?
             .into_iter()
-            .map(|record| Ok(Adopter { kommune: self.store.kommune(&record.latest.ags)?, record }))
-            .collect()
+            .map(|record| Adopter { kommune: register.kommunen.get(&record.latest.ags).cloned(), record })
+            .collect())
     }
 
     pub fn kommune_report(&self, ags: &Ags) -> Result<(Kommune, Vec<AdoptionRecord>, Vec<AdoptionEntry>)> {

@@ -438,9 +438,17 @@ impl Store for SledStore {
             for (k, record) in &records {
                 adoption.insert(k.as_slice(), encode(record));
             }
-            self.adoption.apply_batch(adoption)?;
-            self.adoption_by_kommune.apply_batch(index)?;
-            self.history.apply_batch(history)?;
+            // sled spends its time copying leaf nodes per insert (CPU-bound); the three trees
+            // are independent, so they load on their own threads.
+            std::thread::scope(|s| {
+                let index = s.spawn(|| self.adoption_by_kommune.apply_batch(index));
+                let history = s.spawn(|| self.history.apply_batch(history));
+                let adoption = self.adoption.apply_batch(adoption);
+                let joined = |h: std::thread::ScopedJoinHandle<'_, sled::Result<()>>| {
+                    h.join().unwrap_or_else(|_| Err(sled::Error::ReportableBug("bulk load thread panicked".into())))
+                };
+                adoption.and(joined(index)).and(joined(history))
+            })?;
             self.meta.insert(BULK_SEQ_KEY, &bulk_seq.to_be_bytes())?;
         }
         self.flush()
