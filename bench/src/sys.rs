@@ -6,11 +6,28 @@ use std::time::{Duration, Instant};
 
 /// A field of /proc/self/status in KiB (e.g. "VmRSS", "VmHWM"); 0 if unavailable.
 pub fn proc_status_kib(field: &str) -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/self/status") else { return 0 };
+    status_kib("/proc/self/status", field)
+}
+
+/// A field of another process's /proc/<pid>/status in KiB (the hub child, etcd); 0 if gone.
+pub fn pid_status_kib(pid: u32, field: &str) -> u64 {
+    status_kib(&format!("/proc/{pid}/status"), field)
+}
+
+fn status_kib(path: &str, field: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(path) else { return 0 };
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Raises this process's open-files soft limit to its hard limit (children inherit it) and
+/// returns the soft limit now in force: one connection per node needs one descriptor each.
+pub fn raise_nofile_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
+        .unwrap_or(1024)
 }
 
 pub fn rss_mib() -> f64 {
