@@ -410,7 +410,7 @@ pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String
         }
     };
 
-    let mut rows = hub_rows(scen, "multiplexed", &mux, peer.as_ref());
+    let mut rows = hub_rows(scen, "multiplexed", &mux, peer.as_ref(), true);
     rows[0] = rows[0].clone().note(format!(
         "{} mTLS connections × ≤{} streams; set up in {:.1} s; etcd: {}",
         mux.connections,
@@ -422,7 +422,7 @@ pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String
         }
     ));
     if let Some(s) = &single {
-        let mut more = hub_rows(scen, "1 conn/node", s, None);
+        let mut more = hub_rows(scen, "1 conn/node", s, None, false);
         more[0] = more[0].clone().note(format!(
             "{} mTLS connections, one stream each (open-files limit {nofile}); set up in {:.1} s",
             s.connections, s.setup_s
@@ -457,15 +457,15 @@ fn hub_pki(root: &Path) -> Result<etcd::Pki> {
     Ok(etcd::Pki { dir: PathBuf::from(&pki), client })
 }
 
-fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>) -> Vec<Row> {
+/// The rows of one hub run; with `compare`, next to etcd's figures (n/a if it was not measured).
+fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compare: bool) -> Vec<Row> {
     let p99 = f.p(99.0);
-    let name = "etcd";
-    let with_peer = |row: Row, v: Option<f64>| if peer.is_some() { row.peer(name, v) } else { row };
+    let with_peer = |row: Row, v: Option<f64>| if compare { row.peer("etcd", v) } else { row };
     vec![
         Row::new(scen, format!("{label}: streams (idle, caught up)"), f.subscribers as f64, "streams"),
         with_peer(Row::new(scen, format!("{label}: publish → notified p50"), f.p(50.0), "ms"), peer.map(|p| p.p(50.0)))
             .note(format!(
-                "from PublishRelease return{}; {} rounds",
+                "from PublishRelease return{} (0: notified before it returned); {} rounds",
                 if peer.is_some() { " (etcd: Put return)" } else { "" },
                 f.lat.rpc_ms.len()
             )),
@@ -476,10 +476,17 @@ fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>) -> Vec
             peer.map(|p| p.p(100.0)),
         )
         .note(format!(
-            "from RPC start: max {:.1} ms; PublishRelease itself p50 {:.1} ms{}",
+            "from RPC start: p99 {:.1}, max {:.1} ms; PublishRelease itself p50 {:.1} ms{}",
+            percentile(&f.lat.from_start, 99.0),
             percentile(&f.lat.from_start, 100.0),
             percentile(&f.lat.rpc_ms, 50.0),
-            peer.map(|p| format!("; etcd Put p50 {:.1} ms", percentile(&p.lat.rpc_ms, 50.0))).unwrap_or_default()
+            peer.map(|p| format!(
+                "; etcd from Put start p99 {:.1}, max {:.1} ms, Put p50 {:.1} ms",
+                percentile(&p.lat.from_start, 99.0),
+                percentile(&p.lat.from_start, 100.0),
+                percentile(&p.lat.rpc_ms, 50.0)
+            ))
+            .unwrap_or_default()
         )),
         {
             let kib = f.kib_per_subscriber();
@@ -496,11 +503,11 @@ fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>) -> Vec
                 ))
                 .unwrap_or_default()
             ));
-            match peer {
-                Some(p) => row
-                    .peer("etcd per watcher", Some(p.kib_per_subscriber()))
-                    .goal("≤ etcd per watcher", Some(kib <= p.kib_per_subscriber())),
-                None => row,
+            let etcd = peer.map(|p| p.kib_per_subscriber());
+            if compare {
+                row.peer("etcd per watcher", etcd).goal("≤ etcd per watcher", etcd.map(|e| kib <= e))
+            } else {
+                row
             }
         },
     ]
