@@ -16,7 +16,7 @@ use report::{Machine, Report, Row};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "efa-bench", about = "Benchmarks EfA Hub against the issue's goals and peers (nginx, fsync)")]
+#[command(name = "efa-bench", about = "Benchmarks EfA Hub against the issue's goals and peers (nginx, etcd, fsync)")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -36,7 +36,7 @@ enum Cmd {
     Writes,
     /// (C) downloads, one stream and many, vs. nginx over HTTPS.
     Download,
-    /// (D) release fan-out to many WatchEvents streams.
+    /// (D) release fan-out to many WatchEvents streams vs. etcd prefix watchers.
     Fanout,
     /// (E) bytes moved by an update that changes 1 % of a large bundle.
     Incremental,
