@@ -158,7 +158,7 @@ pub async fn fanout(etcd: &Etcd, pki: &Pki, watchers: usize, conns: usize, round
             kv.put(put_request(&format!("1.{r}.0"))).await?;
             Ok(())
         };
-        subs.round(put, &mut lat).await.with_context(|| format!("etcd round {r}"))?;
+        subs.round(put, etcd.pid(), &mut lat).await.with_context(|| format!("etcd round {r}"))?;
     }
     if etcd.rss_kib() == 0 {
         return Err(anyhow!("etcd exited during the run: {}", etcd.log_text()));

@@ -211,8 +211,15 @@ impl Subscribers {
         Ok(())
     }
 
-    /// Runs `change` and waits until every subscriber has seen it.
-    pub async fn round(&mut self, change: impl Future<Output = Result<()>>, lat: &mut Latencies) -> Result<()> {
+    /// Runs `change` and waits until every subscriber has seen it; `server` is the server
+    /// process whose CPU time is counted.
+    pub async fn round(
+        &mut self,
+        change: impl Future<Output = Result<()>>,
+        server: u32,
+        lat: &mut Latencies,
+    ) -> Result<()> {
+        let cpu = (sys::cpu_secs(Some(server)), sys::cpu_secs(None));
         let t0 = Instant::now();
         change.await?;
         let t_ret = Instant::now();
@@ -226,6 +233,8 @@ impl Subscribers {
                 _ => bail!("only {got} of {} subscribers notified within 60 s", self.n),
             }
         }
+        lat.server_cpu_ms.push((sys::cpu_secs(Some(server)) - cpu.0) * 1000.0);
+        lat.client_cpu_ms.push((sys::cpu_secs(None) - cpu.1) * 1000.0);
         Ok(())
     }
 }
@@ -247,6 +256,9 @@ pub struct Latencies {
     /// From the change's RPC being sent.
     pub from_start: Vec<f64>,
     pub rpc_ms: Vec<f64>,
+    /// CPU time per round of the server process and of this one (the clients).
+    pub server_cpu_ms: Vec<f64>,
+    pub client_cpu_ms: Vec<f64>,
 }
 
 /// One fan-out measurement: subscribers, connections, latencies and the server's RSS.
@@ -271,8 +283,22 @@ impl Figures {
         self.rss_connected.saturating_sub(self.rss_before) as f64 / self.subscribers.max(1) as f64
     }
 
+    /// Latency percentile from the publishing RPC's start.
     pub fn p(&self, pct: f64) -> f64 {
+        percentile(&self.lat.from_start, pct)
+    }
+
+    /// Latency percentile from the publishing RPC's return.
+    pub fn p_ret(&self, pct: f64) -> f64 {
         percentile(&self.lat.from_return, pct)
+    }
+
+    fn cpu_note(&self, who: &str) -> String {
+        format!(
+            "{who} CPU {:.0} ms per release, clients {:.0} ms",
+            percentile(&self.lat.server_cpu_ms, 50.0),
+            percentile(&self.lat.client_cpu_ms, 50.0)
+        )
     }
 }
 
@@ -330,7 +356,7 @@ async fn hub_measure(hub: &HubProcess, streams: usize, conns: usize, rounds: usi
     for r in 0..rounds {
         let version = format!("1.{r}.0");
         let publish = hub.publish(land.clone(), &bundle, &version);
-        subs.round(publish, &mut lat).await.with_context(|| format!("round {r}"))?;
+        subs.round(publish, hub.pid, &mut lat).await.with_context(|| format!("round {r}"))?;
     }
     Ok(Figures { subscribers: streams, connections: conns, setup_s, lat, rss_before, rss_connected, rss_idle })
 }
@@ -465,9 +491,11 @@ fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compar
         Row::new(scen, format!("{label}: streams (idle, caught up)"), f.subscribers as f64, "streams"),
         with_peer(Row::new(scen, format!("{label}: publish → notified p50"), f.p(50.0), "ms"), peer.map(|p| p.p(50.0)))
             .note(format!(
-                "from PublishRelease return{} (0: notified before it returned); {} rounds",
-                if peer.is_some() { " (etcd: Put return)" } else { "" },
-                f.lat.rpc_ms.len()
+                "from the publishing RPC's start (PublishRelease of a 1 KiB bundle{}); {} rounds; {}{}",
+                if compare { "; etcd: Put" } else { "" },
+                f.lat.rpc_ms.len(),
+                f.cpu_note("hub"),
+                peer.map(|p| format!("; {}", p.cpu_note("etcd"))).unwrap_or_default()
             )),
         with_peer(Row::new(scen, format!("{label}: publish → notified p99"), p99, "ms"), peer.map(|p| p.p(99.0)))
             .goal("p99 ≤ 1 s", Some(p99 <= 1000.0)),
@@ -476,17 +504,23 @@ fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compar
             peer.map(|p| p.p(100.0)),
         )
         .note(format!(
-            "from RPC start: p99 {:.1}, max {:.1} ms; PublishRelease itself p50 {:.1} ms{}",
-            percentile(&f.lat.from_start, 99.0),
-            percentile(&f.lat.from_start, 100.0),
+            "PublishRelease itself p50 {:.1} ms{}",
             percentile(&f.lat.rpc_ms, 50.0),
             peer.map(|p| format!(
-                "; etcd from Put start p99 {:.1}, max {:.1} ms, Put p50 {:.1} ms",
-                percentile(&p.lat.from_start, 99.0),
-                percentile(&p.lat.from_start, 100.0),
+                "; etcd Put p50 {:.1} ms (etcd queues every watcher's event inside the write, before it answers)",
                 percentile(&p.lat.rpc_ms, 50.0)
             ))
             .unwrap_or_default()
+        )),
+        with_peer(
+            Row::new(scen, format!("{label}: RPC return → notified p99"), f.p_ret(99.0), "ms"),
+            peer.map(|p| p.p_ret(99.0)),
+        )
+        .note(format!(
+            "p50 {:.1}, max {:.1} ms{}; 0 = notified before the RPC returned",
+            f.p_ret(50.0),
+            f.p_ret(100.0),
+            peer.map(|p| format!("; etcd p50 {:.1}, max {:.1} ms", p.p_ret(50.0), p.p_ret(100.0))).unwrap_or_default()
         )),
         {
             let kib = f.kib_per_subscriber();

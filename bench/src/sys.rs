@@ -22,6 +22,19 @@ fn status_kib(path: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system, all threads) used so far by process `pid`, or by this
+/// process with `None`; from /proc/<pid>/stat, in USER_HZ ticks (100 per second on Linux).
+pub fn cpu_secs(pid: Option<u32>) -> f64 {
+    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let Ok(text) = std::fs::read_to_string(path) else { return 0.0 };
+    // Fields after the command name (which may hold spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let Some((_, rest)) = text.rsplit_once(')') else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
+}
+
 /// Raises this process's open-files soft limit to its hard limit (children inherit it) and
 /// returns the soft limit now in force: one connection per node needs one descriptor each.
 pub fn raise_nofile_limit() -> u64 {
