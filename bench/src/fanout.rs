@@ -443,7 +443,7 @@ pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String
         scale.per_connection,
         mux.setup_s,
         match &peer {
-            Some(p) => format!("{} watchers, one Watch stream each, same connections", p.subscribers),
+            Some(p) => format!("{} watchers, one Watch stream each, as many connections", p.subscribers),
             None => "not measured".into(),
         }
     ));
