@@ -2,7 +2,7 @@
 //! (B) durable writes, (C) downloads with an nginx peer, (D) event fan-out.
 
 use crate::report::Row;
-use crate::sys::{self, percentile};
+use crate::sys;
 use anyhow::{anyhow, Context, Result};
 use efa_hub::auth::Identity;
 use efa_hub::client::{build_signed_manifest, publish_raw, PublishSpec};
@@ -10,7 +10,6 @@ use efa_hub::dev::DevFederation;
 use efa_proto::v1 as pb;
 use efa_proto::v1::adoption_service_client::AdoptionServiceClient;
 use efa_proto::v1::release_service_client::ReleaseServiceClient;
-use efa_proto::v1::subscription_service_client::SubscriptionServiceClient;
 use efa_registry::bundle::Manifest;
 use efa_registry::import::bundled_ozg;
 use efa_registry::model::ids::{Ags, LandCode, ServiceId};
@@ -43,32 +42,13 @@ impl Hub {
         Ok(Hub { fed, dir })
     }
 
-    fn land() -> LandCode {
+    pub fn land() -> LandCode {
         NRW.parse().expect("static Land code")
     }
 
     /// Registers `n` NRW services (ids `bench-<i>`) directly in the registry.
     pub fn register_services(&self, n: usize) -> Result<Vec<ServiceId>> {
-        let reg = self.fed.registry().ok_or_else(|| anyhow!("hub not running"))?;
-        let ozg = bundled_ozg()?;
-        (0..n)
-            .map(|i| {
-                let id: ServiceId = format!("bench-{i}").parse()?;
-                reg.register_service(
-                    &Self::land(),
-                    NewService {
-                        id: id.clone(),
-                        ozg_id: ozg[i % ozg.len()].ozg_id.clone(),
-                        leistungsschluessel: None,
-                        title: format!("Benchmark {i}"),
-                        description: String::new(),
-                        parameters: vec![],
-                        adoption_public: false,
-                    },
-                )?;
-                Ok(id)
-            })
-            .collect()
+        register_services(self.fed.registry().ok_or_else(|| anyhow!("hub not running"))?, n)
     }
 
     /// Publishes `dir` as `service` `version` through PublishRelease over mTLS.
@@ -79,20 +59,7 @@ impl Hub {
         service: &ServiceId,
         version: &str,
     ) -> Result<Manifest> {
-        let key = self.fed.signing_key(&Self::land())?;
-        let spec = PublishSpec {
-            dir,
-            service_id: service.clone(),
-            version: version.into(),
-            channel: "stable".parse()?,
-            land: Self::land(),
-            release_notes: String::new(),
-            signing_key: &key,
-        };
-        let signed = build_signed_manifest(&spec)?;
-        let manifest = Manifest::from_bytes(&signed.manifest, &Default::default())?;
-        publish_raw(channel, signed.manifest, signed.signature, String::new(), signed.files, |_, _| {}).await?;
-        Ok(manifest)
+        publish_signed(channel, &self.fed.signing_key(&Self::land())?, dir, service, version).await
     }
 
     pub async fn land_channel(&self) -> Result<tonic::transport::Channel> {
@@ -105,7 +72,54 @@ impl Hub {
     }
 }
 
-fn small_bundle(root: &Path) -> Result<PathBuf> {
+/// Registers `n` NRW services (ids `bench-<i>`) directly in `reg`: setup, not measured.
+pub fn register_services(reg: &efa_registry::Registry, n: usize) -> Result<Vec<ServiceId>> {
+    let ozg = bundled_ozg()?;
+    (0..n)
+        .map(|i| {
+            let id: ServiceId = format!("bench-{i}").parse()?;
+            reg.register_service(
+                &Hub::land(),
+                NewService {
+                    id: id.clone(),
+                    ozg_id: ozg[i % ozg.len()].ozg_id.clone(),
+                    leistungsschluessel: None,
+                    title: format!("Benchmark {i}"),
+                    description: String::new(),
+                    parameters: vec![],
+                    adoption_public: false,
+                },
+            )?;
+            Ok(id)
+        })
+        .collect()
+}
+
+/// Signs `dir` as NRW's release `service` `version` with `key` and sends it through
+/// PublishRelease on `channel` (which must act as the Land).
+pub async fn publish_signed(
+    channel: tonic::transport::Channel,
+    key: &efa_registry::signing::SigningKey,
+    dir: &Path,
+    service: &ServiceId,
+    version: &str,
+) -> Result<Manifest> {
+    let spec = PublishSpec {
+        dir,
+        service_id: service.clone(),
+        version: version.into(),
+        channel: "stable".parse()?,
+        land: Hub::land(),
+        release_notes: String::new(),
+        signing_key: key,
+    };
+    let signed = build_signed_manifest(&spec)?;
+    let manifest = Manifest::from_bytes(&signed.manifest, &Default::default())?;
+    publish_raw(channel, signed.manifest, signed.signature, String::new(), signed.files, |_, _| {}).await?;
+    Ok(manifest)
+}
+
+pub fn small_bundle(root: &Path) -> Result<PathBuf> {
     let dir = root.join("bundle-small");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("index.html"), sys::random_bytes(1024, 1))?;
@@ -474,119 +488,6 @@ pub async fn downloads(work_dir: &Path, scale: &DownloadScale, notes: &mut Vec<S
             hub_shutdown(hub).await;
         }
     }
-    Ok(rows)
-}
-
-// ------------------------------------------------------------------------ (D) fan-out
-
-pub struct FanoutScale {
-    pub streams: usize,
-    pub per_connection: usize,
-    pub rounds: usize,
-}
-
-pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String>) -> Result<Vec<Row>> {
-    let hub = Hub::start(work_dir, None).await?;
-    let sid = hub.register_services(1)?.remove(0);
-    let bundle = small_bundle(hub.dir.path())?;
-    let kommune = hub.kommunen(1)?.remove(0);
-    let who = Identity::Kommune(kommune.clone());
-    let ch = hub.fed.channel(&who).await?;
-    SubscriptionServiceClient::new(ch)
-        .subscribe(pb::SubscribeRequest {
-            target: Some(pb::SubscriptionTarget {
-                target: Some(pb::subscription_target::Target::ServiceId(sid.to_string())),
-            }),
-            channel: "stable".into(),
-            policy: pb::UpdatePolicy::Auto as i32,
-        })
-        .await?;
-    let head = hub.fed.registry().ok_or_else(|| anyhow!("hub down"))?.head_seq()?;
-    notes.push(format!(
-        "D: all {} streams use one Kommune certificate ({kommune}); the hub allows several streams per identity",
-        scale.streams
-    ));
-
-    let conns = scale.streams.div_ceil(scale.per_connection.max(1));
-    let mut chans = Vec::new();
-    for _ in 0..conns {
-        chans.push(hub.fed.channel(&who).await?);
-    }
-    let rss_before = sys::rss_mib();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(scale.streams.max(1));
-    let (hit_tx, mut hit_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..scale.streams {
-        let ch = chans[i % conns].clone();
-        let (ready_tx, hit_tx) = (ready_tx.clone(), hit_tx.clone());
-        tasks.spawn(async move {
-            let mut client = SubscriptionServiceClient::new(ch);
-            let mut stream = client.watch_events(pb::WatchEventsRequest { after_seq: head }).await?.into_inner();
-            while let Some(ev) = stream.next().await {
-                match ev?.kind {
-                    Some(pb::event::Kind::CaughtUp(_)) => {
-                        let _ = ready_tx.send(()).await;
-                    }
-                    Some(pb::event::Kind::ReleasePublished(_)) => {
-                        let _ = hit_tx.send(Instant::now());
-                    }
-                    _ => {}
-                }
-            }
-            Ok::<(), anyhow::Error>(())
-        });
-    }
-    drop(ready_tx);
-    let setup = Instant::now();
-    let mut ready = 0;
-    while ready < scale.streams {
-        match tokio::time::timeout(Duration::from_secs(120), ready_rx.recv()).await {
-            Ok(Some(())) => ready += 1,
-            _ => break,
-        }
-    }
-    let setup_s = setup.elapsed().as_secs_f64();
-    anyhow::ensure!(ready == scale.streams, "only {ready} of {} streams caught up", scale.streams);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_idle = sys::rss_mib();
-
-    let land_ch = hub.land_channel().await?;
-    let mut from_return = Vec::new();
-    let mut from_start = Vec::new();
-    let mut rpc_ms = Vec::new();
-    for r in 0..scale.rounds {
-        let t0 = Instant::now();
-        hub.publish(land_ch.clone(), &bundle, &sid, &format!("1.{r}.0")).await?;
-        let t_ret = Instant::now();
-        rpc_ms.push((t_ret - t0).as_secs_f64() * 1000.0);
-        for got in 0..scale.streams {
-            match tokio::time::timeout(Duration::from_secs(60), hit_rx.recv()).await {
-                Ok(Some(at)) => {
-                    from_start.push((at - t0).as_secs_f64() * 1000.0);
-                    from_return.push(at.saturating_duration_since(t_ret).as_secs_f64() * 1000.0);
-                }
-                _ => return Err(anyhow!("round {r}: only {got} of {} streams notified", scale.streams)),
-            }
-        }
-    }
-    tasks.abort_all();
-    let scen = "D fan-out";
-    let n = scale.streams as f64;
-    let rows = vec![
-        Row::new(scen, "streams (idle, caught up)", n, "streams")
-            .note(format!("{conns} mTLS connections × ≤{} streams; set up in {setup_s:.1} s", scale.per_connection)),
-        Row::new(scen, "publish → notified p50", percentile(&from_return, 50.0), "ms")
-            .note(format!("from PublishRelease return; {} rounds", scale.rounds)),
-        Row::new(scen, "publish → notified p99", percentile(&from_return, 99.0), "ms"),
-        Row::new(scen, "publish → last node notified (max)", percentile(&from_return, 100.0), "ms").note(format!(
-            "from RPC start: max {:.1} ms; PublishRelease itself p50 {:.1} ms",
-            percentile(&from_start, 100.0),
-            percentile(&rpc_ms, 50.0)
-        )),
-        Row::new(scen, "RSS per idle subscription", (rss_idle - rss_before) * 1024.0 / n, "KiB")
-            .note("process RSS delta; hub and client run in one process, so this includes client stream state"),
-    ];
-    hub_shutdown(hub).await;
     Ok(rows)
 }
 

@@ -3,6 +3,8 @@
 //! never judges timings), the other subcommands one scenario each. Prints a table and
 //! writes JSON.
 
+mod etcd;
+mod fanout;
 mod hub;
 mod queries;
 mod report;
@@ -14,7 +16,7 @@ use report::{Machine, Report, Row};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "efa-bench", about = "Benchmarks EfA Hub against the issue's goals and peers (nginx, fsync)")]
+#[command(name = "efa-bench", about = "Benchmarks EfA Hub against the issue's goals and peers (nginx, etcd, fsync)")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -22,7 +24,7 @@ struct Cli {
     opts: Opts,
 }
 
-#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Clone, PartialEq, Eq)]
 enum Cmd {
     /// Every scenario at full scale (use a release build).
     All,
@@ -34,10 +36,17 @@ enum Cmd {
     Writes,
     /// (C) downloads, one stream and many, vs. nginx over HTTPS.
     Download,
-    /// (D) release fan-out to many WatchEvents streams.
+    /// (D) release fan-out to many WatchEvents streams vs. etcd prefix watchers.
     Fanout,
     /// (E) bytes moved by an update that changes 1 % of a large bundle.
     Incremental,
+    /// Internal: the hub of (D) in its own process, so its memory is measured alone.
+    #[command(hide = true)]
+    HubChild {
+        /// Federation directory (PKI, keys, hub data).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -69,12 +78,19 @@ struct Opts {
     /// (C) concurrent downloads.
     #[arg(long, global = true)]
     concurrent: Option<usize>,
-    /// (D) WatchEvents streams.
+    /// (D) WatchEvents streams (and etcd watchers) in the multiplexed run.
     #[arg(long, global = true)]
     streams: Option<usize>,
-    /// (D) streams multiplexed per connection.
+    /// (D) streams (and etcd watch streams) multiplexed per connection.
     #[arg(long, global = true)]
     streams_per_connection: Option<usize>,
+    /// (D) streams in the one-connection-per-node run (default: --streams; capped by the
+    /// open-files limit; 0 skips the run).
+    #[arg(long, global = true)]
+    per_node_connections: Option<usize>,
+    /// (D) releases published per run.
+    #[arg(long, global = true)]
+    fanout_rounds: Option<usize>,
     /// Do not apt-get install peers (they are used only if already installed).
     #[arg(long, global = true)]
     no_install: bool,
@@ -87,6 +103,10 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Cmd::HubChild { dir } = &cli.cmd {
+        sys::raise_nofile_limit();
+        return fanout::hub_child(dir).await;
+    }
     let o = &cli.opts;
     let smoke = cli.cmd == Cmd::Smoke;
     let pick = |v: Option<usize>, full: usize, small: usize| v.unwrap_or(if smoke { small } else { full });
@@ -154,16 +174,18 @@ async fn main() -> Result<()> {
     }
     if run(Cmd::Fanout) {
         eprintln!("== (D) fan-out");
-        let scale = hub::FanoutScale {
-            streams: pick(o.streams, 11_000, 50),
+        let streams = pick(o.streams, 11_000, 50);
+        let scale = fanout::FanoutScale {
+            streams,
             per_connection: pick(o.streams_per_connection, 100, 10),
-            rounds: if smoke { 2 } else { 5 },
+            per_node: o.per_node_connections.unwrap_or(streams),
+            rounds: o.fanout_rounds.unwrap_or(if smoke { 2 } else { 5 }),
+            may_install: !smoke && !o.no_install,
         };
         let mut notes = Vec::new();
-        let r = hub::fanout(&work_dir, &scale, &mut notes).await;
+        let r = fanout::fanout(&work_dir, &scale, &mut notes).await;
         report.notes.extend(notes);
         step("D fan-out", r, &mut report);
-        report.notes.push("D: etcd peer (etcd-server with the same number of prefix watchers) not implemented".into());
     }
 
     if run(Cmd::Incremental) {

@@ -6,11 +6,41 @@ use std::time::{Duration, Instant};
 
 /// A field of /proc/self/status in KiB (e.g. "VmRSS", "VmHWM"); 0 if unavailable.
 pub fn proc_status_kib(field: &str) -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/self/status") else { return 0 };
+    status_kib("/proc/self/status", field)
+}
+
+/// A field of another process's /proc/<pid>/status in KiB (the hub child, etcd); 0 if gone.
+pub fn pid_status_kib(pid: u32, field: &str) -> u64 {
+    status_kib(&format!("/proc/{pid}/status"), field)
+}
+
+fn status_kib(path: &str, field: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(path) else { return 0 };
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU seconds (user + system, all threads) used so far by process `pid`, or by this
+/// process with `None`; from /proc/<pid>/stat, in USER_HZ ticks (100 per second on Linux).
+pub fn cpu_secs(pid: Option<u32>) -> f64 {
+    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let Ok(text) = std::fs::read_to_string(path) else { return 0.0 };
+    // Fields after the command name (which may hold spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let Some((_, rest)) = text.rsplit_once(')') else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
+}
+
+/// Raises this process's open-files soft limit to its hard limit (children inherit it) and
+/// returns the soft limit now in force: one connection per node needs one descriptor each.
+pub fn raise_nofile_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX)
+        .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
+        .unwrap_or(1024)
 }
 
 pub fn rss_mib() -> f64 {

@@ -126,13 +126,7 @@ impl DevFederation {
 
     /// Client certificate files for `id`, issued on first use.
     pub fn client_tls(&self, id: &Identity) -> Result<ClientTlsFiles, DevError> {
-        let dir = self.pki_dir();
-        let stem = id.file_stem();
-        let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
-        if !cert.exists() {
-            pki::issue(&dir, id, &id.to_uri())?;
-        }
-        Ok(ClientTlsFiles { ca: dir.join("ca.pem"), cert, key })
+        client_tls_in(&self.root, id)
     }
 
     /// A connected mTLS channel acting as `id`.
@@ -142,18 +136,35 @@ impl DevFederation {
 
     /// The Land's release signing key, created on first use under `keys/`.
     pub fn signing_key(&self, land: &LandCode) -> Result<SigningKey, DevError> {
-        let dir = self.root.join("keys");
-        let path = dir.join(format!("land-{land}.sign"));
-        if !path.exists() {
-            std::fs::create_dir_all(&dir).map_err(|source| DevError::Io { path: dir.clone(), source })?;
-            std::fs::write(&path, SigningKey::generate().to_text())
-                .map_err(|source| DevError::Io { path: path.clone(), source })?;
-        }
-        Ok(SigningKey::load(&path)?)
+        signing_key_in(&self.root, land)
     }
 
     /// The public key text a node pins for `land`.
     pub fn trusted_key(&self, land: &LandCode) -> Result<String, DevError> {
         Ok(self.signing_key(land)?.verifying_key().to_text())
     }
+}
+
+/// [`DevFederation::client_tls`] for a federation directory `root` whose hub may run in
+/// another process (benchmarks measure such a hub's memory on its own).
+pub fn client_tls_in(root: &Path, id: &Identity) -> Result<ClientTlsFiles, DevError> {
+    let dir = root.join("pki");
+    let stem = id.file_stem();
+    let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+    if !cert.exists() {
+        pki::issue(&dir, id, &id.to_uri())?;
+    }
+    Ok(ClientTlsFiles { ca: dir.join("ca.pem"), cert, key })
+}
+
+/// [`DevFederation::signing_key`] for a federation directory `root`.
+pub fn signing_key_in(root: &Path, land: &LandCode) -> Result<SigningKey, DevError> {
+    let dir = root.join("keys");
+    let path = dir.join(format!("land-{land}.sign"));
+    if !path.exists() {
+        std::fs::create_dir_all(&dir).map_err(|source| DevError::Io { path: dir.clone(), source })?;
+        std::fs::write(&path, SigningKey::generate().to_text())
+            .map_err(|source| DevError::Io { path: path.clone(), source })?;
+    }
+    Ok(SigningKey::load(&path)?)
 }

@@ -1,0 +1,548 @@
+//! (D) Fan-out: one release published to a hub holding thousands of idle `WatchEvents`
+//! streams, and the same number of prefix watchers on etcd.
+//!
+//! The hub runs in a child process (this binary's hidden `hub-child` subcommand), so its
+//! RSS is the hub's own and not polluted by the thousands of client streams, which live in
+//! this process. Two variants: streams multiplexed over few connections, and one TLS
+//! connection per node at the largest count the open-files limit allows.
+
+use crate::etcd;
+use crate::hub::{publish_signed, register_services, small_bundle, Hub};
+use crate::report::Row;
+use crate::sys::{self, percentile};
+use anyhow::{anyhow, bail, Context, Result};
+use efa_hub::auth::Identity;
+use efa_hub::dev::{client_tls_in, signing_key_in, DevFederation};
+use efa_proto::v1 as pb;
+use efa_proto::v1::subscription_service_client::SubscriptionServiceClient;
+use efa_registry::model::ids::{Ags, ServiceId};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+pub struct FanoutScale {
+    /// Streams (and etcd watchers) in the multiplexed variant.
+    pub streams: usize,
+    pub per_connection: usize,
+    /// Streams in the one-connection-per-node variant, before the open-files cap; 0 skips it.
+    pub per_node: usize,
+    pub rounds: usize,
+    /// Whether etcd may be installed with apt-get (otherwise used only if present).
+    pub may_install: bool,
+}
+
+/// TLS handshakes in flight while opening connections: enough to keep both cores busy,
+/// few enough not to overflow the listener's accept backlog.
+const CONNECT_PARALLEL: usize = 64;
+/// Descriptors kept back from the open-files limit for everything but the node
+/// connections (sled, blobs, pipes, the Land's and etcd's connections).
+const FD_RESERVE: u64 = 512;
+/// How long the slowest setup step (thousands of TLS handshakes on two cores) may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+
+// ------------------------------------------------------------------------ hub child process
+
+/// What the hub child prints, as one JSON line, once it listens and the setup is done.
+#[derive(Serialize, Deserialize)]
+struct ChildReady {
+    addr: SocketAddr,
+    service: String,
+    kommune: String,
+}
+
+/// `efa-bench hub-child --dir D`: a dev federation in `dir` with one NRW service, the Land's
+/// and one Kommune's certificates and the Land's signing key; runs until stdin closes.
+pub async fn hub_child(dir: &Path) -> Result<()> {
+    let mut fed = DevFederation::start_tuned(dir, "127.0.0.1:0".parse()?, |c| c.dashboard = None).await?;
+    let reg = fed.registry().ok_or_else(|| anyhow!("hub not running"))?;
+    let service = register_services(reg, 1)?.remove(0);
+    let gv = efa_registry::import::bundled_gv100ad()?;
+    let kommune = gv.kommunen.first().ok_or_else(|| anyhow!("no Gemeinden bundled"))?.ags.clone();
+    // Issued here, so the parent only reads files and never races the child on the CA.
+    fed.client_tls(&Identity::Land(Hub::land()))?;
+    fed.client_tls(&Identity::Kommune(kommune.clone()))?;
+    fed.signing_key(&Hub::land())?;
+    let ready = ChildReady { addr: fed.addr, service: service.to_string(), kommune: kommune.to_string() };
+    println!("{}", serde_json::to_string(&ready)?);
+    // The parent holds our stdin open for as long as it wants the hub; EOF (or its death) ends it.
+    let mut sink = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    fed.stop_hub().await?;
+    Ok(())
+}
+
+/// A hub child started by this process.
+struct HubProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    service: ServiceId,
+    kommune: Ags,
+}
+
+impl HubProcess {
+    async fn spawn(work_dir: &Path) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("efa-bench-hub-").tempdir_in(work_dir)?;
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("hub-child")
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the hub child process")?;
+        let pid = child.id().ok_or_else(|| anyhow!("hub child exited at once"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("hub child stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .context("hub child did not report ready within 120 s")??
+            .ok_or_else(|| anyhow!("hub child exited before it was ready"))?;
+        let ready: ChildReady = serde_json::from_str(&line).with_context(|| format!("hub child said {line:?}"))?;
+        Ok(HubProcess {
+            child,
+            pid,
+            dir,
+            addr: ready.addr,
+            service: ready.service.parse()?,
+            kommune: ready.kommune.parse()?,
+        })
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An endpoint acting as `id`, with the same settings every EfA client uses.
+    fn endpoint(&self, id: &Identity) -> Result<Endpoint> {
+        let tls = client_tls_in(self.root(), id)?;
+        Ok(efa_proto::tls::endpoint(&format!("https://{}", self.addr), Some(&tls))?)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        sys::pid_status_kib(self.pid, "VmRSS")
+    }
+
+    async fn publish(&self, channel: Channel, bundle: &Path, version: &str) -> Result<()> {
+        let key = signing_key_in(self.root(), &Hub::land())?;
+        publish_signed(channel, &key, bundle, &self.service, version).await?;
+        Ok(())
+    }
+
+    /// Closes the child's stdin so it shuts the hub down gracefully; kills it if it lingers.
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------ shared measurement
+
+/// Opens `n` separate connections to `ep`, a bounded number of handshakes at a time.
+pub async fn connect_many(ep: &Endpoint, n: usize) -> Result<Vec<Channel>> {
+    let mut out = Vec::with_capacity(n);
+    let mut set = JoinSet::new();
+    let mut started = 0;
+    while out.len() < n {
+        while started < n && set.len() < CONNECT_PARALLEL {
+            let ep = ep.clone();
+            set.spawn(async move { ep.connect().await });
+            started += 1;
+        }
+        let ch = set.join_next().await.expect("a connect in flight")?;
+        out.push(ch.with_context(|| format!("connection {} of {n}", out.len() + 1))?);
+    }
+    Ok(out)
+}
+
+/// What a subscriber task reports: its stream is set up (idle), or it saw the change.
+pub struct Probe {
+    pub ready: mpsc::UnboundedSender<()>,
+    pub hit: mpsc::UnboundedSender<Instant>,
+}
+
+/// Subscriber tasks and the instants they were notified at.
+pub struct Subscribers {
+    tasks: JoinSet<Result<()>>,
+    ready_rx: mpsc::UnboundedReceiver<()>,
+    hit_rx: mpsc::UnboundedReceiver<Instant>,
+    probe: Probe,
+    n: usize,
+}
+
+impl Subscribers {
+    pub fn new() -> Self {
+        let (ready, ready_rx) = mpsc::unbounded_channel();
+        let (hit, hit_rx) = mpsc::unbounded_channel();
+        Subscribers { tasks: JoinSet::new(), ready_rx, hit_rx, probe: Probe { ready, hit }, n: 0 }
+    }
+
+    pub fn spawn<F: Future<Output = Result<()>> + Send + 'static>(&mut self, task: impl FnOnce(Probe) -> F) {
+        let probe = Probe { ready: self.probe.ready.clone(), hit: self.probe.hit.clone() };
+        self.tasks.spawn(task(probe));
+        self.n += 1;
+    }
+
+    /// Waits until every subscriber is set up; a task that ends first is an error.
+    pub async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
+        let mut ready = 0;
+        while ready < self.n {
+            tokio::select! {
+                r = self.ready_rx.recv() => { r.ok_or_else(|| anyhow!("ready channel closed"))?; ready += 1; }
+                Some(ended) = self.tasks.join_next() => {
+                    let why = match ended { Ok(Ok(())) => anyhow!("stream ended"), Ok(Err(e)) => e, Err(e) => e.into() };
+                    bail!("a subscriber failed after {ready} of {} were set up: {why:#}", self.n);
+                }
+                _ = tokio::time::sleep_until(deadline) => bail!("only {ready} of {} subscribers set up in time", self.n),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `change` and waits until every subscriber has seen it; `server` is the server
+    /// process whose CPU time is counted.
+    pub async fn round(
+        &mut self,
+        change: impl Future<Output = Result<()>>,
+        server: u32,
+        lat: &mut Latencies,
+    ) -> Result<()> {
+        let cpu = (sys::cpu_secs(Some(server)), sys::cpu_secs(None));
+        let t0 = Instant::now();
+        change.await?;
+        let t_ret = Instant::now();
+        lat.rpc_ms.push(ms(t_ret - t0));
+        for got in 0..self.n {
+            match tokio::time::timeout(Duration::from_secs(60), self.hit_rx.recv()).await {
+                Ok(Some(at)) => {
+                    lat.from_start.push(ms(at - t0));
+                    lat.from_return.push(ms(at.saturating_duration_since(t_ret)));
+                }
+                _ => bail!("only {got} of {} subscribers notified within 60 s", self.n),
+            }
+        }
+        lat.server_cpu_ms.push((sys::cpu_secs(Some(server)) - cpu.0) * 1000.0);
+        lat.client_cpu_ms.push((sys::cpu_secs(None) - cpu.1) * 1000.0);
+        Ok(())
+    }
+}
+
+impl Drop for Subscribers {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[derive(Default)]
+pub struct Latencies {
+    /// From the change's RPC returning (release committed, PublishRelease / Put answered).
+    pub from_return: Vec<f64>,
+    /// From the change's RPC being sent.
+    pub from_start: Vec<f64>,
+    pub rpc_ms: Vec<f64>,
+    /// CPU time per round of the server process and of this one (the clients).
+    pub server_cpu_ms: Vec<f64>,
+    pub client_cpu_ms: Vec<f64>,
+}
+
+/// One fan-out measurement: subscribers, connections, latencies and the server's RSS.
+pub struct Figures {
+    pub subscribers: usize,
+    pub connections: usize,
+    pub setup_s: f64,
+    pub lat: Latencies,
+    /// Server RSS in KiB: before any client connection, with the connections open, with
+    /// every subscriber set up and idle.
+    pub rss_before: u64,
+    pub rss_connected: u64,
+    pub rss_idle: u64,
+}
+
+impl Figures {
+    pub fn kib_per_subscriber(&self) -> f64 {
+        self.rss_idle.saturating_sub(self.rss_before) as f64 / self.subscribers.max(1) as f64
+    }
+
+    fn connection_share(&self) -> f64 {
+        self.rss_connected.saturating_sub(self.rss_before) as f64 / self.subscribers.max(1) as f64
+    }
+
+    /// Latency percentile from the publishing RPC's start.
+    pub fn p(&self, pct: f64) -> f64 {
+        percentile(&self.lat.from_start, pct)
+    }
+
+    /// Latency percentile from the publishing RPC's return.
+    pub fn p_ret(&self, pct: f64) -> f64 {
+        percentile(&self.lat.from_return, pct)
+    }
+
+    fn cpu_note(&self, who: &str) -> String {
+        format!(
+            "{who} CPU {:.0} ms per release, clients {:.0} ms",
+            percentile(&self.lat.server_cpu_ms, 50.0),
+            percentile(&self.lat.client_cpu_ms, 50.0)
+        )
+    }
+}
+
+/// Lets allocator and runtime settle before an RSS reading.
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+}
+
+// ------------------------------------------------------------------------ hub variants
+
+/// `streams` WatchEvents streams as the hub's Kommune over `conns` connections, then
+/// `rounds` releases.
+async fn hub_variant(work_dir: &Path, streams: usize, conns: usize, rounds: usize) -> Result<Figures> {
+    let hub = HubProcess::spawn(work_dir).await?;
+    let result = hub_measure(&hub, streams, conns, rounds).await;
+    hub.stop().await;
+    result
+}
+
+async fn hub_measure(hub: &HubProcess, streams: usize, conns: usize, rounds: usize) -> Result<Figures> {
+    let who = Identity::Kommune(hub.kommune.clone());
+    let ep = hub.endpoint(&who)?;
+    let control = ep.connect().await?;
+    SubscriptionServiceClient::new(control.clone())
+        .subscribe(pb::SubscribeRequest {
+            target: Some(pb::SubscriptionTarget {
+                target: Some(pb::subscription_target::Target::ServiceId(hub.service.to_string())),
+            }),
+            channel: "stable".into(),
+            policy: pb::UpdatePolicy::Auto as i32,
+        })
+        .await?;
+    // The streams start at the log's head, as a node that is up to date does.
+    let head = caught_up_head(control.clone()).await?;
+    let land = hub.endpoint(&Identity::Land(Hub::land()))?.connect().await?;
+    let bundle = small_bundle(hub.root())?;
+    settle().await;
+    let rss_before = hub.rss_kib();
+
+    let setup = Instant::now();
+    let chans = connect_many(&ep, conns).await?;
+    settle().await;
+    let rss_connected = hub.rss_kib();
+    let mut subs = Subscribers::new();
+    for i in 0..streams {
+        let ch = chans[i % chans.len()].clone();
+        subs.spawn(move |probe| watch_stream(ch, head, probe));
+    }
+    subs.wait_ready().await?;
+    let setup_s = setup.elapsed().as_secs_f64();
+    settle().await;
+    let rss_idle = hub.rss_kib();
+
+    let mut lat = Latencies::default();
+    for r in 0..rounds {
+        let version = format!("1.{r}.0");
+        let publish = hub.publish(land.clone(), &bundle, &version);
+        subs.round(publish, hub.pid, &mut lat).await.with_context(|| format!("round {r}"))?;
+    }
+    Ok(Figures { subscribers: streams, connections: conns, setup_s, lat, rss_before, rss_connected, rss_idle })
+}
+
+/// The hub's event log head, from a short-lived stream's CaughtUp.
+async fn caught_up_head(ch: Channel) -> Result<u64> {
+    let mut stream = SubscriptionServiceClient::new(ch).watch_events(pb::WatchEventsRequest { after_seq: 0 }).await?;
+    while let Some(ev) = stream.get_mut().next().await {
+        if let Some(pb::event::Kind::CaughtUp(c)) = ev?.kind {
+            return Ok(c.head_seq);
+        }
+    }
+    bail!("event stream ended before CaughtUp")
+}
+
+/// One node's WatchEvents stream: ready at CaughtUp, a hit per release.
+async fn watch_stream(ch: Channel, after_seq: u64, probe: Probe) -> Result<()> {
+    let mut stream = SubscriptionServiceClient::new(ch).watch_events(pb::WatchEventsRequest { after_seq }).await?;
+    while let Some(ev) = stream.get_mut().next().await {
+        match ev?.kind {
+            Some(pb::event::Kind::CaughtUp(_)) => {
+                let _ = probe.ready.send(());
+            }
+            Some(pb::event::Kind::ReleasePublished(_)) => {
+                let _ = probe.hit.send(Instant::now());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------ scenario
+
+pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String>) -> Result<Vec<Row>> {
+    let scen = "D fan-out";
+    let nofile = sys::raise_nofile_limit();
+    let conns = scale.streams.div_ceil(scale.per_connection.max(1));
+    notes.push(
+        "D: the hub runs in its own process; every stream uses one Kommune certificate (the hub keeps the same \
+         per-stream state whoever the caller is, and GV100AD has fewer than 11,000 Gemeinden)"
+            .into(),
+    );
+
+    eprintln!("   hub, {} streams over {conns} connections", scale.streams);
+    let mux = hub_variant(work_dir, scale.streams, conns, scale.rounds).await.context("hub, multiplexed")?;
+
+    // The peer, before the one-connection-per-node run so its figures sit next to the
+    // multiplexed ones even if that larger run fails.
+    let peer = match etcd_peer(work_dir, scale, conns).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            notes.push(format!("D: etcd peer not measured: {e:#}"));
+            None
+        }
+    };
+
+    // One connection per node: each connection costs a descriptor in this process and in
+    // the hub's, so the open-files limit caps the count.
+    let cap = nofile.saturating_sub(FD_RESERVE) as usize;
+    let per_node = scale.per_node.min(cap);
+    let single = if per_node == 0 {
+        None
+    } else {
+        if per_node < scale.per_node {
+            notes.push(format!(
+                "D: one connection per node capped at {per_node} (open-files limit {nofile}, {FD_RESERVE} kept back)"
+            ));
+        }
+        eprintln!("   hub, {per_node} streams, one connection each");
+        match hub_variant(work_dir, per_node, per_node, scale.rounds).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                notes.push(format!("D: one-connection-per-node run with {per_node} failed: {e:#}"));
+                None
+            }
+        }
+    };
+
+    let mut rows = hub_rows(scen, "multiplexed", &mux, peer.as_ref(), true);
+    rows[0] = rows[0].clone().note(format!(
+        "{} mTLS connections × ≤{} streams; set up in {:.1} s; etcd: {}",
+        mux.connections,
+        scale.per_connection,
+        mux.setup_s,
+        match &peer {
+            Some(p) => format!("{} watchers, one Watch stream each, as many connections", p.subscribers),
+            None => "not measured".into(),
+        }
+    ));
+    if let Some(s) = &single {
+        let mut more = hub_rows(scen, "1 conn/node", s, None, false);
+        more[0] = more[0].clone().note(format!(
+            "{} mTLS connections, one stream each (open-files limit {nofile}); set up in {:.1} s",
+            s.connections, s.setup_s
+        ));
+        rows.extend(more);
+    }
+    Ok(rows)
+}
+
+async fn etcd_peer(work_dir: &Path, scale: &FanoutScale, conns: usize) -> Result<Figures> {
+    let bin = sys::ensure_peer("etcd", "etcd-server", scale.may_install).map_err(|e| anyhow!(e))?;
+    // etcd gets the same dev PKI as the hub: server certificate, client CA, a Kommune's
+    // client certificate, so both sides pay for TLS alike.
+    let dir = tempfile::Builder::new().prefix("efa-bench-etcd-").tempdir_in(work_dir)?;
+    let pki = hub_pki(dir.path())?;
+    eprintln!("   etcd, {} watchers over {conns} connections", scale.streams);
+    let server = etcd::Etcd::start(&bin, &dir.path().join("etcd"), &pki)?;
+    etcd::fanout(&server, &pki, scale.streams, conns, scale.rounds).await
+}
+
+/// Creates a dev PKI (CA, server and one Kommune's client certificate) under `root`.
+fn hub_pki(root: &Path) -> Result<etcd::Pki> {
+    let pki = root.join("pki");
+    efa_hub::pki::init(&pki, &[])?;
+    let kommune = efa_registry::import::bundled_gv100ad()?
+        .kommunen
+        .first()
+        .ok_or_else(|| anyhow!("no Gemeinden bundled"))?
+        .ags
+        .clone();
+    let client = client_tls_in(root, &Identity::Kommune(kommune))?;
+    Ok(etcd::Pki { dir: PathBuf::from(&pki), client })
+}
+
+/// The rows of one hub run; with `compare`, next to etcd's figures (n/a if it was not measured).
+fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compare: bool) -> Vec<Row> {
+    let p99 = f.p(99.0);
+    let with_peer = |row: Row, v: Option<f64>| if compare { row.peer("etcd", v) } else { row };
+    vec![
+        Row::new(scen, format!("{label}: streams (idle, caught up)"), f.subscribers as f64, "streams"),
+        with_peer(Row::new(scen, format!("{label}: publish → notified p50"), f.p(50.0), "ms"), peer.map(|p| p.p(50.0)))
+            .note(format!(
+                "from the publishing RPC's start (PublishRelease of a 1 KiB bundle{}); {} rounds; {}{}",
+                if compare { "; etcd: Put" } else { "" },
+                f.lat.rpc_ms.len(),
+                f.cpu_note("hub"),
+                peer.map(|p| format!("; {}", p.cpu_note("etcd"))).unwrap_or_default()
+            )),
+        with_peer(Row::new(scen, format!("{label}: publish → notified p99"), p99, "ms"), peer.map(|p| p.p(99.0)))
+            .goal("p99 ≤ 1 s", Some(p99 <= 1000.0)),
+        with_peer(
+            Row::new(scen, format!("{label}: publish → last node notified (max)"), f.p(100.0), "ms"),
+            peer.map(|p| p.p(100.0)),
+        )
+        .note(format!(
+            "PublishRelease itself p50 {:.1} ms{}",
+            percentile(&f.lat.rpc_ms, 50.0),
+            peer.map(|p| format!(
+                "; etcd Put p50 {:.1} ms (etcd queues every watcher's event inside the write, before it answers)",
+                percentile(&p.lat.rpc_ms, 50.0)
+            ))
+            .unwrap_or_default()
+        )),
+        with_peer(
+            Row::new(scen, format!("{label}: RPC return → notified p99"), f.p_ret(99.0), "ms"),
+            peer.map(|p| p.p_ret(99.0)),
+        )
+        .note(format!(
+            "p50 {:.1}, max {:.1} ms{}; 0 = notified before the RPC returned",
+            f.p_ret(50.0),
+            f.p_ret(100.0),
+            peer.map(|p| format!("; etcd p50 {:.1}, max {:.1} ms", p.p_ret(50.0), p.p_ret(100.0))).unwrap_or_default()
+        )),
+        {
+            let kib = f.kib_per_subscriber();
+            let row = Row::new(scen, format!("{label}: hub RSS per idle subscription"), kib, "KiB").note(format!(
+                "hub process RSS {:.0} → {:.0} MiB; connections' share {:.1} KiB/subscription{}",
+                f.rss_before as f64 / 1024.0,
+                f.rss_idle as f64 / 1024.0,
+                f.connection_share(),
+                peer.map(|p| format!(
+                    "; etcd RSS {:.0} → {:.0} MiB, connections' share {:.1} KiB/watcher",
+                    p.rss_before as f64 / 1024.0,
+                    p.rss_idle as f64 / 1024.0,
+                    p.connection_share()
+                ))
+                .unwrap_or_default()
+            ));
+            let etcd = peer.map(|p| p.kib_per_subscriber());
+            if compare {
+                row.peer("etcd per watcher", etcd).goal("≤ etcd per watcher", etcd.map(|e| kib <= e))
+            } else {
+                row
+            }
+        },
+    ]
+}
