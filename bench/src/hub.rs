@@ -136,18 +136,22 @@ pub struct WriteScale {
 pub async fn writes(work_dir: &Path, scale: &WriteScale) -> Result<Vec<Row>> {
     let hub = Hub::start(work_dir, None).await?;
     let dur = Duration::from_secs_f64(scale.secs);
-    let append = sys::fsync_ceiling(hub.dir.path(), 4096, dur, true)?;
-    let overwrite = sys::fsync_ceiling(hub.dir.path(), 4096, dur, false)?;
-    let ceiling = append.max(overwrite);
+    // The disk is shared (a VM's virtual disk): its fsync rate can swing by 30x within
+    // minutes, so the ceiling is measured before and after the writes and the higher one
+    // judges them, which is the stricter comparison.
+    let ceiling_now = || -> Result<(f64, f64)> {
+        Ok((
+            sys::fsync_ceiling(hub.dir.path(), 4096, dur, true)?,
+            sys::fsync_ceiling(hub.dir.path(), 4096, dur, false)?,
+        ))
+    };
+    let before = ceiling_now()?;
     let max_c = scale.concurrency.iter().copied().max().unwrap_or(1);
     let services = hub.register_services(max_c.max(1))?;
     let bundle = small_bundle(hub.dir.path())?;
     let scen = "B durable writes";
-    let mut rows =
-        vec![Row::new(scen, "raw fsync ceiling (4 KiB write + fsync loop)", ceiling, "ops/s").note(format!(
-            "one writer, same dir as the hub's sled; best of append+fsync {append:.0}/s, \
-         overwrite+fdatasync {overwrite:.0}/s"
-        ))];
+    // (metric, ops/s, note); turned into rows once the ceiling after the run is known.
+    let mut measured: Vec<(String, f64, &str)> = Vec::new();
 
     // Publishes: `c` Land publishers in flight, each on its own connection and service.
     let round = Arc::new(AtomicU64::new(0));
@@ -173,12 +177,11 @@ pub async fn writes(work_dir: &Path, scale: &WriteScale) -> Result<Vec<Row>> {
         let counts = futures_join_all(tasks).await?;
         let total: u64 = counts.iter().sum();
         let rate = total as f64 / start.elapsed().as_secs_f64();
-        rows.push(
-            Row::new(scen, format!("publishes/s, {c} in flight"), rate, "ops/s")
-                .peer("fsync", Some(ceiling))
-                .goal("≥ 0.5× fsync ceiling", Some(rate >= ceiling / 2.0))
-                .note("1 KiB bundle: blob fsync+rename, sled commit + flush (no snapshot upload)"),
-        );
+        measured.push((
+            format!("publishes/s, {c} in flight"),
+            rate,
+            "1 KiB bundle: blob fsync + rename + dir fsync, then the release via the commit thread",
+        ));
     }
 
     // Adoption reports: `c` Kommunen, each with its own certificate and connection.
@@ -213,14 +216,35 @@ pub async fn writes(work_dir: &Path, scale: &WriteScale) -> Result<Vec<Row>> {
         });
         let total: u64 = futures_join_all(tasks).await?.iter().sum();
         let rate = total as f64 / start.elapsed().as_secs_f64();
+        measured.push((
+            format!("adoption reports/s, {c} in flight"),
+            rate,
+            "ReportAdoption as a Kommune: sled transaction + event, flushed by the commit thread",
+        ));
+    }
+    let after = ceiling_now()?;
+    hub_shutdown(hub).await;
+    let best = |(append, overwrite): (f64, f64)| append.max(overwrite);
+    let ceiling = best(before).max(best(after));
+    let mut rows =
+        vec![Row::new(scen, "raw fsync ceiling (4 KiB write + fsync loop)", ceiling, "ops/s").note(format!(
+            "one writer, same dir as the hub's sled; higher of before/after the writes: \
+         before {:.0}/s (append+fsync {:.0}, overwrite+fdatasync {:.0}), after {:.0}/s ({:.0}, {:.0})",
+            best(before),
+            before.0,
+            before.1,
+            best(after),
+            after.0,
+            after.1
+        ))];
+    for (metric, rate, note) in measured {
         rows.push(
-            Row::new(scen, format!("adoption reports/s, {c} in flight"), rate, "ops/s")
+            Row::new(scen, metric, rate, "ops/s")
                 .peer("fsync", Some(ceiling))
                 .goal("≥ 0.5× fsync ceiling", Some(rate >= ceiling / 2.0))
-                .note("ReportAdoption as a Kommune: sled transaction + event + flush"),
+                .note(note),
         );
     }
-    hub_shutdown(hub).await;
     Ok(rows)
 }
 
@@ -260,6 +284,8 @@ pub struct DownloadScale {
     pub concurrent: usize,
     pub repeats: usize,
     pub chunk_sweep: Vec<usize>,
+    /// Client HTTP/2 stream windows to try (the connection window is twice as large).
+    pub window_sweep: Vec<u32>,
     pub may_install: bool,
 }
 
@@ -479,7 +505,7 @@ pub async fn downloads(work_dir: &Path, scale: &DownloadScale, notes: &mut Vec<S
             std::fs::write(dir.join("blob.bin"), sys::random_bytes((mb * 1_000_000) as usize, 7))?;
             let m = hub.publish(hub.land_channel().await?, &dir, &sid, "1.0.0").await?;
             let k = hub.kommunen(1)?.remove(0);
-            let one = DownloadScale { concurrent: 0, chunk_sweep: vec![], ..scale.clone() };
+            let one = DownloadScale { concurrent: 0, chunk_sweep: vec![], window_sweep: vec![], ..scale.clone() };
             let (single, _) = hub_download(&hub, &k, &m.files[0].digest.to_string(), m.files[0].size, &one).await?;
             rows.push(
                 Row::new(scen, format!("chunk sweep {} KiB, {mb} MB 1 stream", chunk / 1024), single, "MB/s")
@@ -487,7 +513,45 @@ pub async fn downloads(work_dir: &Path, scale: &DownloadScale, notes: &mut Vec<S
             );
             hub_shutdown(hub).await;
         }
+        if !scale.window_sweep.is_empty() {
+            rows.extend(window_sweep(work_dir, mb, scale).await?);
+        }
     }
+    Ok(rows)
+}
+
+/// HTTP/2 flow-control sweep: on a download the *receiver's* windows bound how much the hub
+/// may send before waiting for a WINDOW_UPDATE, so these are the node's (client's) settings.
+async fn window_sweep(work_dir: &Path, mb: u64, scale: &DownloadScale) -> Result<Vec<Row>> {
+    let hub = Hub::start(work_dir, None).await?;
+    let sid = hub.register_services(1)?.remove(0);
+    let dir = hub.dir.path().join("b");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("blob.bin"), sys::random_bytes((mb * 1_000_000) as usize, 7))?;
+    let m = hub.publish(hub.land_channel().await?, &dir, &sid, "1.0.0").await?;
+    let (digest, size) = (m.files[0].digest.to_string(), m.files[0].size);
+    let tls = hub.fed.client_tls(&Identity::Kommune(hub.kommunen(1)?.remove(0)))?;
+    let mut rows = Vec::new();
+    for &window in &scale.window_sweep {
+        let ch = efa_proto::tls::endpoint(&hub.fed.url(), Some(&tls))?
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window.saturating_mul(2))
+            .connect()
+            .await?;
+        let mut best = 0.0f64;
+        for _ in 0..scale.repeats {
+            let t = Instant::now();
+            let n = fetch_once(ch.clone(), &digest).await?;
+            anyhow::ensure!(n == size, "downloaded {n} of {size} bytes");
+            best = best.max(size as f64 / MB / t.elapsed().as_secs_f64());
+        }
+        rows.push(
+            Row::new("C download", format!("window sweep {} KiB, {mb} MB 1 stream", window / 1024), best, "MB/s").note(
+                format!("node stream window {} KiB, connection window twice that; 256 KiB chunks", window / 1024),
+            ),
+        );
+    }
+    hub_shutdown(hub).await;
     Ok(rows)
 }
 

@@ -11,6 +11,11 @@ mod report;
 mod sys;
 
 use anyhow::Result;
+
+/// The same allocator as the hub binary, so figures match what runs in production.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Args, Parser, Subcommand};
 use report::{Machine, Report, Row};
 use std::path::PathBuf;
@@ -165,6 +170,8 @@ async fn main() -> Result<()> {
             concurrent: pick(o.concurrent, 100, 4),
             repeats: if smoke { 1 } else { 3 },
             chunk_sweep: if smoke { vec![] } else { vec![64 * 1024, 1024 * 1024, 4 * 1024 * 1024] },
+            // 64 KiB is the HTTP/2 default; 4 MiB is what nodes use.
+            window_sweep: if smoke { vec![] } else { vec![64 * 1024, 1024 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024] },
             may_install: !smoke && !o.no_install,
         };
         let mut notes = Vec::new();

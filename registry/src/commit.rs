@@ -47,21 +47,51 @@ impl Committer {
         f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
+        self.enqueue(f, move |answer| {
+            let _ = tx.send(answer);
+        })?;
+        rx.recv().map_err(|_| lost())?
+    }
+
+    /// Like [`write`](Self::write), but the caller awaits durability instead of parking its
+    /// thread, so an async server needs no blocking-pool thread per write.
+    pub(crate) fn write_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
+        let (tx, rx) = futures_channel::oneshot::channel::<Result<T>>();
+        let queued = self.enqueue(f, move |answer| {
+            let _ = tx.send(answer);
+        });
+        async move {
+            queued?;
+            rx.await.map_err(|_| lost())?
+        }
+    }
+
+    fn enqueue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
+        // Called on the commit thread once the batch's flush is known. The caller may have
+        // gone away by then; there is nothing to tell it in that case.
+        answer: impl FnOnce(Result<T>) + Send + 'static,
+    ) -> Result<()> {
         let job: Job = Box::new(move |store| {
             let out = f(store);
             Box::new(move |flushed: &Result<()>| {
-                let answer = match flushed {
+                answer(match flushed {
                     Ok(()) => out,
                     Err(e) => out.and(Err(Error::Storage(format!("the write was not made durable: {e}")))),
-                };
-                // The caller may have gone away; nothing to tell then.
-                let _ = tx.send(answer);
+                })
             })
         });
         let stopped = || Error::Storage("the commit thread has stopped".into());
-        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())?;
-        rx.recv().map_err(|_| Error::Storage("the write failed inside the commit thread (see the log)".into()))?
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
     }
+}
+
+fn lost() -> Error {
+    Error::Storage("the write failed inside the commit thread (see the log)".into())
 }
 
 impl Drop for Committer {

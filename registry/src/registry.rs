@@ -161,7 +161,7 @@ impl Registry {
     }
 
     pub fn kommune(&self, ags: &Ags) -> Result<Kommune> {
-        self.store.kommune(ags)?.ok_or_else(|| {
+        self.totals()?.kommunen.get(ags).cloned().ok_or_else(|| {
             Error::NotFound(format!("Kommune with AGS {ags} (not in the Destatis register of 2023-11-30)"))
         })
     }
@@ -420,6 +420,7 @@ impl Registry {
 
     // ---------------------------------------------------------------- adoption
 
+    /// Appends a Kommune's adoption report to the ledger; returns once it is durable.
     pub fn report_adoption(
         &self,
         ags: &Ags,
@@ -428,6 +429,34 @@ impl Registry {
         state: AdoptionState,
         reason: &str,
     ) -> Result<(AdoptionRecord, Event)> {
+        let entry = self.check_adoption(ags, service, version, state, reason)?;
+        self.commits.write(move |s| s.append_adoption(&entry))
+    }
+
+    /// [`report_adoption`](Self::report_adoption) for async callers: the checks run on the
+    /// caller's thread, then it awaits durability without parking a thread.
+    pub fn report_adoption_async(
+        &self,
+        ags: &Ags,
+        service: &ServiceId,
+        version: Option<&str>,
+        state: AdoptionState,
+        reason: &str,
+    ) -> impl std::future::Future<Output = Result<(AdoptionRecord, Event)>> + Send + 'static {
+        let commit = self
+            .check_adoption(ags, service, version, state, reason)
+            .map(|entry| self.commits.write_async(move |s| s.append_adoption(&entry)));
+        async move { commit?.await }
+    }
+
+    fn check_adoption(
+        &self,
+        ags: &Ags,
+        service: &ServiceId,
+        version: Option<&str>,
+        state: AdoptionState,
+        reason: &str,
+    ) -> Result<AdoptionEntry> {
         self.kommune(ags)?;
         self.service(service)?;
         let version = match version.filter(|v| !v.trim().is_empty()) {
@@ -449,7 +478,7 @@ impl Registry {
             reason: reason.to_string(),
             at_ms: crate::now_ms(),
         };
-        self.commits.write(move |s| s.append_adoption(&entry))
+        Ok(entry)
     }
 
     /// Loads adoption ledger entries in bulk (migrations, benchmarks): no events are
@@ -461,6 +490,8 @@ impl Registry {
 
     // ---------------------------------------------------------------- ratings
 
+    /// Records a Kommune's rating of a version it has evaluated or deployed; returns once it
+    /// is durable.
     pub fn rate(
         &self,
         ags: &Ags,
@@ -470,6 +501,35 @@ impl Registry {
         criteria: Vec<(Criterion, u32)>,
         comment: String,
     ) -> Result<(Rating, Event)> {
+        let rating = self.check_rating(ags, service, version, stars, criteria, comment)?;
+        self.commits.write(move |s| Ok((s.put_rating(&rating)?, rating))).map(|(event, rating)| (rating, event))
+    }
+
+    /// [`rate`](Self::rate) for async callers; see [`report_adoption_async`](Self::report_adoption_async).
+    pub fn rate_async(
+        &self,
+        ags: &Ags,
+        service: &ServiceId,
+        version: &str,
+        stars: u32,
+        criteria: Vec<(Criterion, u32)>,
+        comment: String,
+    ) -> impl std::future::Future<Output = Result<(Rating, Event)>> + Send + 'static {
+        let commit = self
+            .check_rating(ags, service, version, stars, criteria, comment)
+            .map(|rating| self.commits.write_async(move |s| Ok((s.put_rating(&rating)?, rating))));
+        async move { commit?.await.map(|(event, rating)| (rating, event)) }
+    }
+
+    fn check_rating(
+        &self,
+        ags: &Ags,
+        service: &ServiceId,
+        version: &str,
+        stars: u32,
+        criteria: Vec<(Criterion, u32)>,
+        comment: String,
+    ) -> Result<Rating> {
         let release = self.release(service, version)?;
         let to_u8 = |v: u32, field: &'static str| {
             u8::try_from(v).map_err(|_| Error::invalid(field, format!("{v} is outside 1..5")))
@@ -494,7 +554,7 @@ impl Registry {
                 release.version
             )));
         }
-        self.commits.write(move |s| Ok((s.put_rating(&rating)?, rating))).map(|(event, rating)| (rating, event))
+        Ok(rating)
     }
 
     // ---------------------------------------------------------------- reports

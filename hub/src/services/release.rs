@@ -134,6 +134,16 @@ impl<'a> ContentReceiver<'a> {
     }
 }
 
+/// Blob writes and their fsyncs block. On the multi-thread runtime they run in place while
+/// the worker's other tasks move to another thread, so concurrent publishes fsync in
+/// parallel and other connections are not stalled; elsewhere they simply run inline.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 #[tonic::async_trait]
 impl ReleaseService for Releases {
     async fn publish_release(
@@ -165,14 +175,14 @@ impl ReleaseService for Releases {
         };
 
         let mut receiver = ContentReceiver::new(&self.0, &manifest);
-        receiver.finish_complete_parts()?;
+        off_the_runtime(|| receiver.finish_complete_parts())?;
         while let Some(msg) = stream.next().await {
             match msg?.part {
-                Some(pb::publish_chunk::Part::Data(data)) => receiver.accept(&data)?,
+                Some(pb::publish_chunk::Part::Data(data)) => off_the_runtime(|| receiver.accept(&data))?,
                 _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
             }
         }
-        receiver.finish()?;
+        off_the_runtime(|| receiver.finish())?;
 
         let (release, event) = self
             .0
