@@ -196,6 +196,9 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
         Ok(recs.len() + hist.len())
     })?;
     let (rating, n_rat) = time_runs(scale.runs, |i| Ok(registry.rating_summary(svc(i))?.overall.count as usize))?;
+    // The operators' landing page: every service with its counters.
+    let (overview, n_over) =
+        time_runs(scale.runs.min(10), |_| Ok(efa_hub::dashboard::data::overview(&registry)?.rows.len()))?;
     let rss_after = sys::rss_mib();
 
     let scen = "A queries";
@@ -226,6 +229,7 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
         ("coverage per Kreis for X", &coverage, format!("{n_cov} rows")),
         ("everything Kommune Y runs", &kommune, format!("{n_kom} records+history")),
         ("rating summary for X", &rating, format!("{n_rat} ratings")),
+        ("dashboard overview (all services)", &overview, format!("{n_over} services, from per-service counters")),
     ] {
         let p50 = percentile(&timed.samples, 50.0);
         let p99 = percentile(&timed.samples, 99.0);

@@ -7,7 +7,7 @@ use crate::bundle::{BundleLimits, Manifest};
 use crate::commit::Committer;
 use crate::error::{Error, Result};
 use crate::import;
-use crate::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState};
+use crate::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState, ServiceTotals};
 use crate::model::catalog::{Kommune, Service};
 use crate::model::event::{Event, EventKind};
 use crate::model::ids::{parse_version, Ags, Channel, LandCode, Leistungsschluessel, OzgId, ServiceId};
@@ -568,6 +568,16 @@ impl Registry {
             .into_iter()
             .map(|record| Adopter { kommune: register.kommunen.get(&record.latest.ags).cloned(), record })
             .collect())
+    }
+
+    /// The service's adoption and rating counters, read in one lookup (see [`ServiceTotals`]).
+    pub fn service_totals(&self, service: &ServiceId) -> Result<ServiceTotals> {
+        self.store.service_totals(service)
+    }
+
+    /// Number of Kommunen with at least one adoption record.
+    pub fn kommunen_with_records(&self) -> Result<usize> {
+        self.store.kommunen_with_records()
     }
 
     pub fn kommune_report(&self, ags: &Ags) -> Result<(Kommune, Vec<AdoptionRecord>, Vec<AdoptionEntry>)> {

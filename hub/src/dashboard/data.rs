@@ -1,10 +1,10 @@
 //! What each page shows, read from the [`Registry`] in one blocking call per page. Plain
 //! structs, no HTML: the pages render them.
 
-use efa_registry::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState};
+use efa_registry::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState, ServiceTotals};
 use efa_registry::model::catalog::{Kommune, Service};
 use efa_registry::model::ids::{LandCode, ServiceId};
-use efa_registry::model::rating::{Rating, RatingAggregate};
+use efa_registry::model::rating::Rating;
 use efa_registry::model::release::Release;
 use efa_registry::registry::{CoverageLevel, CoverageRow, RatingSummary};
 use efa_registry::{Registry, Result};
@@ -47,9 +47,7 @@ pub struct ServiceRow {
     pub land_name: String,
     /// Highest version, yanked or not.
     pub latest: Option<Release>,
-    pub running: usize,
-    pub rejected: usize,
-    pub rating: RatingAggregate,
+    pub totals: ServiceTotals,
 }
 
 pub struct Overview {
@@ -61,21 +59,18 @@ pub struct Overview {
 pub fn overview(reg: &Registry) -> Result<Overview> {
     let names = Names::load(reg)?;
     let mut rows = Vec::new();
-    let mut kommunen = BTreeSet::new();
+    // One counter record per service, not its records: this page is the landing page and
+    // must stay fast with 10,773 Gemeinden × every service.
     for service in reg.services(None, None)? {
-        let adopters = reg.store().adopters(&service.id)?;
-        kommunen.extend(adopters.iter().map(|a| a.latest.ags.clone()));
         rows.push(ServiceRow {
             land_name: names.land(service.land.as_str()),
             latest: reg.store().releases(&service.id)?.into_iter().next(),
-            running: adopters.iter().filter(|a| a.running.is_some()).count(),
-            rejected: adopters.iter().filter(|a| a.latest.state == AdoptionState::Rejected).count(),
-            rating: reg.rating_summary(&service.id)?.overall,
+            totals: reg.service_totals(&service.id)?,
             service,
         });
     }
     rows.sort_by(|a, b| (&a.service.land, &a.service.title).cmp(&(&b.service.land, &b.service.title)));
-    Ok(Overview { rows, head_seq: reg.head_seq()?, kommunen_with_records: kommunen.len() })
+    Ok(Overview { rows, head_seq: reg.head_seq()?, kommunen_with_records: reg.kommunen_with_records()? })
 }
 
 // ------------------------------------------------------------------ matrix

@@ -7,8 +7,8 @@ use axum::response::Response;
 use maud::html;
 
 pub fn render(who: &Identity, o: &Overview, watchers: usize) -> Response {
-    let running: usize = o.rows.iter().map(|r| r.running).sum();
-    let rejected: usize = o.rows.iter().map(|r| r.rejected).sum();
+    let running: u32 = o.rows.iter().map(|r| r.totals.running).sum();
+    let rejected: u32 = o.rows.iter().map(|r| r.totals.rejected).sum();
     let body = html! {
         h1 { "Übersicht" }
         section.cards {
@@ -48,13 +48,13 @@ pub fn render(who: &Identity, o: &Overview, watchers: usize) -> Response {
                                     None => span.muted { "noch keine" },
                                 }
                             }
-                            td.num { a href={ "/coverage?service=" (id) } { (r.running) } }
+                            td.num { a href={ "/coverage?service=" (id) } { (r.totals.running) } }
                             td.num {
-                                @if r.rejected > 0 {
-                                    a href={ "/rejections#svc-" (id) } { (r.rejected) }
+                                @if r.totals.rejected > 0 {
+                                    a href={ "/rejections#svc-" (id) } { (r.totals.rejected) }
                                 } @else { "0" }
                             }
-                            td.num { (html::stars(r.rating.count, r.rating.average_stars)) }
+                            td.num { (html::stars(r.totals.ratings, r.totals.average_stars())) }
                         }
                     }
                 }

@@ -94,6 +94,54 @@ impl AdoptionRecord {
     }
 }
 
+/// Per-service counters, kept up to date inside every ledger and rating write, so an overview
+/// of all services reads one small value per service instead of every (Kommune, service)
+/// record (6.2M at federal scale).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTotals {
+    /// (Kommune, service) pairs with any ledger entry.
+    pub records: u32,
+    /// Pairs with a running version.
+    pub running: u32,
+    /// Pairs whose latest state is rejected.
+    pub rejected: u32,
+    /// Ratings: one per Kommune and version, a re-rating replaces its predecessor.
+    pub ratings: u32,
+    pub stars_sum: u64,
+}
+
+impl ServiceTotals {
+    /// Moves the counters from `previous` (if the pair had a record) to `record`.
+    pub fn replace_record(&mut self, previous: Option<&AdoptionRecord>, record: &AdoptionRecord) {
+        match previous {
+            Some(p) => {
+                self.running = self.running.saturating_sub(u32::from(p.running.is_some()));
+                self.rejected = self.rejected.saturating_sub(u32::from(p.latest.state == AdoptionState::Rejected));
+            }
+            None => self.records += 1,
+        }
+        self.running += u32::from(record.running.is_some());
+        self.rejected += u32::from(record.latest.state == AdoptionState::Rejected);
+    }
+
+    /// Counts `stars`, replacing `previous` stars of the same Kommune and version.
+    pub fn replace_rating(&mut self, previous: Option<u8>, stars: u8) {
+        match previous {
+            Some(p) => self.stars_sum = self.stars_sum.saturating_sub(u64::from(p)),
+            None => self.ratings += 1,
+        }
+        self.stars_sum += u64::from(stars);
+    }
+
+    pub fn average_stars(&self) -> f64 {
+        if self.ratings == 0 {
+            0.0
+        } else {
+            self.stars_sum as f64 / f64::from(self.ratings)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 pub mod sled_store;
 
 use crate::error::Result;
-use crate::model::adoption::{AdoptionEntry, AdoptionRecord};
+use crate::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use crate::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
 use crate::model::event::{Event, EventKind};
 use crate::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
@@ -74,6 +74,10 @@ pub trait Store: Send + Sync + 'static {
     /// history sorts before every entry written through the event log. The caller has
     /// validated the entries (the registry's rules are not applied).
     fn bulk_load_adoptions(&self, entries: &[AdoptionEntry]) -> Result<()>;
+    /// The service's counters as of the last write (zero for a service without records).
+    fn service_totals(&self, service: &ServiceId) -> Result<ServiceTotals>;
+    /// Number of Kommunen with at least one ledger entry.
+    fn kommunen_with_records(&self) -> Result<usize>;
 
     // --- ratings ---
     fn put_rating(&self, rating: &Rating) -> Result<Event>;
@@ -246,6 +250,67 @@ macro_rules! store_test_suite {
             assert_eq!(essen_rec.running, Some("1.0.0".parse().unwrap()));
             assert_eq!(store.adopters(&sid).unwrap().len(), 2);
             assert_eq!(store.adoptions_of(&essen).unwrap().len(), 1);
+        }
+
+        #[test]
+        fn service_totals_match_a_recount_after_every_kind_of_write() {
+            use $crate::model::rating::Rating;
+            let store = $make;
+            let sid: $crate::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
+            let ags = |s: &str| -> $crate::model::ids::Ags { s.parse().unwrap() };
+            let entry = |a: &str, state, v: Option<&str>| AdoptionEntry {
+                ags: ags(a),
+                service_id: sid.clone(),
+                version: v.map(|v| v.parse().unwrap()),
+                state,
+                reason: "r".into(),
+                at_ms: 1,
+            };
+            let recount = |store: &dyn Store| {
+                let records = store.adopters(&sid).unwrap();
+                let ratings = store.ratings(&sid).unwrap();
+                ServiceTotals {
+                    records: records.len() as u32,
+                    running: records.iter().filter(|r| r.running.is_some()).count() as u32,
+                    rejected: records.iter().filter(|r| r.latest.state == AdoptionState::Rejected).count() as u32,
+                    ratings: ratings.len() as u32,
+                    stars_sum: ratings.iter().map(|r| u64::from(r.stars)).sum(),
+                }
+            };
+            store.append_adoption(&entry("05913000", AdoptionState::Deployed, Some("1.0.0"))).unwrap();
+            store.append_adoption(&entry("05113000", AdoptionState::Rejected, None)).unwrap();
+            store.append_adoption(&entry("05913000", AdoptionState::Retired, None)).unwrap();
+            store
+                .bulk_load_adoptions(&[
+                    entry("05113000", AdoptionState::Deployed, Some("1.0.0")),
+                    entry("05711000", AdoptionState::Rejected, None),
+                    entry("05711000", AdoptionState::Deployed, Some("1.0.0")),
+                    entry("05515000", AdoptionState::Evaluating, Some("1.0.0")),
+                ])
+                .unwrap();
+            store.bulk_load_adoptions(&[entry("05515000", AdoptionState::Rejected, None)]).unwrap();
+            let rate = |a: &str, stars| Rating {
+                ags: ags(a),
+                service_id: sid.clone(),
+                version: "1.0.0".parse().unwrap(),
+                stars,
+                criteria: vec![],
+                comment: String::new(),
+                at_ms: 1,
+            };
+            store.put_rating(&rate("05113000", 2)).unwrap();
+            store.put_rating(&rate("05711000", 5)).unwrap();
+            store.put_rating(&rate("05113000", 4)).unwrap(); // re-rating replaces the 2
+            let totals = store.service_totals(&sid).unwrap();
+            assert_eq!(totals, recount(&store));
+            assert_eq!(
+                totals,
+                ServiceTotals { records: 4, running: 2, rejected: 1, ratings: 2, stars_sum: 9 },
+                "05913000 retired, 05113000 and 05711000 running, 05515000 rejected"
+            );
+            assert!((totals.average_stars() - 4.5).abs() < 1e-9);
+            assert_eq!(store.kommunen_with_records().unwrap(), 4);
+            assert_eq!(store.service_totals(&"other".parse().unwrap()).unwrap(), ServiceTotals::default());
         }
     };
 }

@@ -9,6 +9,8 @@
 //! - `history` AGS\0seq -> ledger entry; bulk-loaded entries AGS\0<8 zero bytes><bulk seq>,
 //!   so they sort before every logged entry (seqs start at 1)
 //! - `ratings` service\0version\0AGS
+//! - `totals` service -> [`ServiceTotals`], updated in the same transaction as the record or
+//!   rating it counts; `adoption_kommunen` AGS -> () for every Kommune with a record
 //! - `events` seq; `meta` "seq" -> last seq
 //! - `snapshots` Land code -> (signed snapshot bytes, signature)
 //!
@@ -17,7 +19,7 @@
 
 use super::{ImportCounts, Store};
 use crate::error::{Error, Result};
-use crate::model::adoption::{AdoptionEntry, AdoptionRecord};
+use crate::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use crate::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
 use crate::model::event::{Event, EventKind};
 use crate::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
@@ -50,6 +52,8 @@ pub struct SledStore {
     adoption_by_kommune: sled::Tree,
     history: sled::Tree,
     ratings: sled::Tree,
+    totals: sled::Tree,
+    adoption_kommunen: sled::Tree,
     events: sled::Tree,
     meta: sled::Tree,
     snapshots: sled::Tree,
@@ -69,7 +73,7 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T> {
 /// `meta` key naming the record encoding, checked on open so an old store is refused with a
 /// clear message instead of failing on its first record.
 const FORMAT_KEY: &[u8] = b"format";
-const FORMAT: &[u8] = b"efa-sled-postcard-1";
+const FORMAT: &[u8] = b"efa-sled-postcard-2";
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
@@ -98,6 +102,14 @@ fn from_tx(e: TransactionError<Error>) -> Error {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => e.into(),
+    }
+}
+
+/// Reads and decodes a value inside a transaction; a corrupt value aborts it.
+fn tx_get<T: DeserializeOwned>(tree: &TransactionalTree, name: &'static str, k: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(k)? {
+        Some(bytes) => decode(name, &bytes).map(Some).map_err(ConflictableTransactionError::Abort),
+        None => Ok(None),
     }
 }
 
@@ -160,6 +172,8 @@ impl SledStore {
             adoption_by_kommune: t("adoption_by_kommune")?,
             history: t("history")?,
             ratings: t("ratings")?,
+            totals: t("totals")?,
+            adoption_kommunen: t("adoption_kommunen")?,
             events: t("events")?,
             meta,
             snapshots: t("snapshots")?,
@@ -366,8 +380,17 @@ impl Store for SledStore {
         let ags = entry.ags.as_str().as_bytes();
         let record_key = key(&[sid, ags]);
         let index_key = key(&[ags, sid]);
-        (&self.adoption, &self.adoption_by_kommune, &self.history, &self.meta, &self.events)
-            .transaction(|(adoption, by_kommune, history, meta, events)| {
+        let trees = (
+            &self.adoption,
+            &self.adoption_by_kommune,
+            &self.history,
+            &self.totals,
+            &self.adoption_kommunen,
+            &self.meta,
+            &self.events,
+        );
+        trees
+            .transaction(|(adoption, by_kommune, history, totals, kommunen, meta, events)| {
                 let previous = match adoption.get(&record_key)? {
                     Some(bytes) => match decode::<AdoptionRecord>("adoption", &bytes) {
                         Ok(r) => Some(r),
@@ -375,7 +398,11 @@ impl Store for SledStore {
                     },
                     None => None,
                 };
-                let record = AdoptionRecord::apply(previous, entry.clone());
+                let mut counts = tx_get::<ServiceTotals>(totals, "totals", sid)?.unwrap_or_default();
+                let record = AdoptionRecord::apply(previous.clone(), entry.clone());
+                counts.replace_record(previous.as_ref(), &record);
+                totals.insert(sid, encode(&counts))?;
+                kommunen.insert(ags, &[])?;
                 adoption.insert(record_key.as_slice(), encode(&record))?;
                 by_kommune.insert(index_key.as_slice(), &[])?;
                 let event = append_event(meta, events, entry.at_ms, EventKind::AdoptionReported(entry.clone()))?;
@@ -418,15 +445,24 @@ impl Store for SledStore {
             .unwrap_or(0);
         for chunk in entries.chunks(BULK_CHUNK) {
             let mut records: std::collections::HashMap<Vec<u8>, AdoptionRecord> = std::collections::HashMap::new();
-            let (mut index, mut history) = (sled::Batch::default(), sled::Batch::default());
+            // Each touched pair's record as it was before this chunk, for the service totals.
+            let mut before: std::collections::HashMap<Vec<u8>, (ServiceId, Option<AdoptionRecord>)> =
+                std::collections::HashMap::new();
+            let (mut index, mut history, mut kommunen) =
+                (sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
             for entry in chunk {
                 let sid = entry.service_id.as_str().as_bytes();
                 let ags = entry.ags.as_str().as_bytes();
                 let record_key = key(&[sid, ags]);
                 let previous = match records.remove(&record_key) {
                     Some(r) => Some(r),
-                    None => Self::get(&self.adoption, "adoption", &record_key)?,
+                    None => {
+                        let stored: Option<AdoptionRecord> = Self::get(&self.adoption, "adoption", &record_key)?;
+                        before.insert(record_key.clone(), (entry.service_id.clone(), stored.clone()));
+                        stored
+                    }
                 };
+                kommunen.insert(ags, &[]);
                 records.insert(record_key, AdoptionRecord::apply(previous, entry.clone()));
                 index.insert(key(&[ags, sid]), &[]);
                 bulk_seq += 1;
@@ -435,9 +471,27 @@ impl Store for SledStore {
                 history.insert(key(&[ags, &suffix]), encode(entry));
             }
             let mut adoption = sled::Batch::default();
+            let mut totals: std::collections::HashMap<ServiceId, ServiceTotals> = std::collections::HashMap::new();
+            for (service, _) in before.values() {
+                if !totals.contains_key(service) {
+                    let t = Self::get(&self.totals, "totals", service.as_str().as_bytes())?.unwrap_or_default();
+                    totals.insert(service.clone(), t);
+                }
+            }
             for (k, record) in &records {
                 adoption.insert(k.as_slice(), encode(record));
+                if let Some((service, stored)) = before.get(k) {
+                    if let Some(t) = totals.get_mut(service) {
+                        t.replace_record(stored.as_ref(), record);
+                    }
+                }
             }
+            let mut totals_batch = sled::Batch::default();
+            for (service, t) in &totals {
+                totals_batch.insert(service.as_str().as_bytes(), encode(t));
+            }
+            self.totals.apply_batch(totals_batch)?;
+            self.adoption_kommunen.apply_batch(kommunen)?;
             // sled spends its time copying leaf nodes per insert (CPU-bound); the three trees
             // are independent, so they load on their own threads.
             std::thread::scope(|s| {
@@ -454,14 +508,27 @@ impl Store for SledStore {
         self.flush()
     }
 
+    fn service_totals(&self, service: &ServiceId) -> Result<ServiceTotals> {
+        Ok(Self::get(&self.totals, "totals", service.as_str().as_bytes())?.unwrap_or_default())
+    }
+
+    fn kommunen_with_records(&self) -> Result<usize> {
+        Ok(self.adoption_kommunen.len())
+    }
+
     fn put_rating(&self, rating: &Rating) -> Result<Event> {
         let k = key(&[
             rating.service_id.as_str().as_bytes(),
             rating.version.to_string().as_bytes(),
             rating.ags.as_str().as_bytes(),
         ]);
-        (&self.ratings, &self.meta, &self.events)
-            .transaction(|(ratings, meta, events)| {
+        let sid = rating.service_id.as_str().as_bytes();
+        (&self.ratings, &self.totals, &self.meta, &self.events)
+            .transaction(|(ratings, totals, meta, events)| {
+                let previous = tx_get::<Rating>(ratings, "ratings", &k)?.map(|r| r.stars);
+                let mut counts = tx_get::<ServiceTotals>(totals, "totals", sid)?.unwrap_or_default();
+                counts.replace_rating(previous, rating.stars);
+                totals.insert(sid, encode(&counts))?;
                 ratings.insert(k.as_slice(), encode(rating))?;
                 append_event(meta, events, rating.at_ms, EventKind::Rated(rating.clone()))
             })
