@@ -199,6 +199,10 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
     // The operators' landing page: every service with its counters.
     let (overview, n_over) =
         time_runs(scale.runs.min(10), |_| Ok(efa_hub::dashboard::data::overview(&registry)?.rows.len()))?;
+    // The adoption matrix without filters: at most 200 Kommunen × every service.
+    let (matrix, n_cells) = time_runs(scale.runs.min(10), |_| {
+        Ok(efa_hub::dashboard::data::matrix(&registry, &Default::default())?.cells.len())
+    })?;
     let rss_after = sys::rss_mib();
 
     let scen = "A queries";
@@ -224,23 +228,29 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
         )),
         Row::new(scen, "RSS after queries", rss_after, "MiB"),
     ];
-    for (name, timed, what) in [
-        ("who adopted service X", &adopters, format!("{n_adopters} adopters")),
-        ("coverage per Kreis for X", &coverage, format!("{n_cov} rows")),
-        ("everything Kommune Y runs", &kommune, format!("{n_kom} records+history")),
-        ("rating summary for X", &rating, format!("{n_rat} ratings")),
-        ("dashboard overview (all services)", &overview, format!("{n_over} services, from per-service counters")),
+    // The four queries carry its goal; the dashboard pages are reported beside them.
+    for (name, timed, what, judged) in [
+        ("who adopted service X", &adopters, format!("{n_adopters} adopters"), true),
+        ("coverage per Kreis for X", &coverage, format!("{n_cov} rows"), true),
+        ("everything Kommune Y runs", &kommune, format!("{n_kom} records+history"), true),
+        ("rating summary for X", &rating, format!("{n_rat} ratings"), true),
+        (
+            "dashboard overview (all services)",
+            &overview,
+            format!("{n_over} services, from per-service counters"),
+            false,
+        ),
+        ("dashboard matrix, unfiltered", &matrix, format!("{n_cells} cells (≤ 200 Kommunen × all services)"), false),
     ] {
         let p50 = percentile(&timed.samples, 50.0);
         let p99 = percentile(&timed.samples, 99.0);
-        rows.push(
-            Row::new(scen, format!("{name} p50"), p50, "ms").goal("≤ 50 ms", Some(p50 <= GOAL_MS)).note(format!(
-                "{} runs, first (cold) {:.1} ms; {what}",
-                timed.samples.len(),
-                timed.first_ms
-            )),
-        );
-        rows.push(Row::new(scen, format!("{name} p99"), p99, "ms").goal("≤ 50 ms", Some(p99 <= GOAL_MS)));
+        let judge = |row: Row, v: f64| if judged { row.goal("≤ 50 ms", Some(v <= GOAL_MS)) } else { row };
+        rows.push(judge(Row::new(scen, format!("{name} p50"), p50, "ms"), p50).note(format!(
+            "{} runs, first (cold) {:.1} ms; {what}",
+            timed.samples.len(),
+            timed.first_ms
+        )));
+        rows.push(judge(Row::new(scen, format!("{name} p99"), p99, "ms"), p99));
     }
     drop(registry);
     drop(store);

@@ -580,6 +580,12 @@ impl Registry {
         self.store.kommunen_with_records()
     }
 
+    /// Kommunen with at least one adoption record whose AGS starts with `prefix` (a Land or
+    /// Kreis code, or empty for all), in AGS order.
+    pub fn kommunen_with_records_under(&self, prefix: &str) -> Result<Vec<Ags>> {
+        self.store.kommunen_with_records_under(prefix)
+    }
+
     pub fn kommune_report(&self, ags: &Ags) -> Result<(Kommune, Vec<AdoptionRecord>, Vec<AdoptionEntry>)> {
         let kommune = self.kommune(ags)?;
         Ok((kommune, self.store.adoptions_of(ags)?, self.store.history_of(ags)?))

@@ -78,6 +78,8 @@ pub trait Store: Send + Sync + 'static {
     fn service_totals(&self, service: &ServiceId) -> Result<ServiceTotals>;
     /// Number of Kommunen with at least one ledger entry.
     fn kommunen_with_records(&self) -> Result<usize>;
+    /// Kommunen with at least one ledger entry whose AGS starts with `prefix`, in AGS order.
+    fn kommunen_with_records_under(&self, prefix: &str) -> Result<Vec<Ags>>;
 
     // --- ratings ---
     fn put_rating(&self, rating: &Rating) -> Result<Event>;
@@ -310,6 +312,12 @@ macro_rules! store_test_suite {
             );
             assert!((totals.average_stars() - 4.5).abs() < 1e-9);
             assert_eq!(store.kommunen_with_records().unwrap(), 4);
+            let under = |p: &str| -> Vec<String> {
+                store.kommunen_with_records_under(p).unwrap().iter().map(|a| a.to_string()).collect()
+            };
+            assert_eq!(under("059"), ["05913000"]);
+            assert_eq!(under("05").len(), 4);
+            assert!(under("09").is_empty());
             assert_eq!(store.service_totals(&"other".parse().unwrap()).unwrap(), ServiceTotals::default());
         }
     };

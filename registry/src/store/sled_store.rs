@@ -516,6 +516,20 @@ impl Store for SledStore {
         Ok(self.adoption_kommunen.len())
     }
 
+    fn kommunen_with_records_under(&self, prefix: &str) -> Result<Vec<Ags>> {
+        self.adoption_kommunen
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .map(|k| {
+                let k = k?;
+                std::str::from_utf8(&k)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::Corrupt { tree: "adoption_kommunen", reason: format!("bad AGS key {k:?}") })
+            })
+            .collect()
+    }
+
     fn put_rating(&self, rating: &Rating) -> Result<Event> {
         let k = key(&[
             rating.service_id.as_str().as_bytes(),
