@@ -76,7 +76,7 @@ pub struct Feedback {
 /// The GV100AD register held in memory: it changes only on import, and reports over
 /// 10,773 Gemeinden would otherwise decode one stored Kommune per row.
 #[derive(Default)]
-struct Totals {
+struct RegisterCache {
     per_land: BTreeMap<String, u32>,
     per_kreis: BTreeMap<String, u32>,
     kommunen: std::collections::HashMap<Ags, Kommune>,
@@ -85,7 +85,7 @@ struct Totals {
 pub struct Registry {
     store: Arc<dyn Store>,
     limits: BundleLimits,
-    totals: RwLock<Option<Arc<Totals>>>,
+    register: RwLock<Option<Arc<RegisterCache>>>,
     /// Applies every mutation and makes it durable; see [`crate::commit`].
     commits: Committer,
     themenfelder: std::sync::OnceLock<std::collections::BTreeSet<String>>,
@@ -109,7 +109,7 @@ impl Registry {
             commits: Committer::start(store.clone()),
             store,
             limits,
-            totals: RwLock::new(None),
+            register: RwLock::new(None),
             themenfelder: Default::default(),
         }
     }
@@ -134,8 +134,8 @@ impl Registry {
             s.import_register(&gv.laender, &gv.kreise, &gv.kommunen)?;
             s.import_catalogue(&ozg, &leika)
         })?;
-        *self.totals.write().unwrap_or_else(|p| p.into_inner()) = None;
-        self.totals()?; // warm now, not on the first report
+        *self.register.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.register()?; // warm now, not on the first report
         let counts = self.store.counts()?;
         tracing::info!(?counts, "register and catalogue imported");
         Ok(counts)
@@ -145,7 +145,7 @@ impl Registry {
     pub fn seed_if_empty(&self) -> Result<ImportCounts> {
         let counts = self.store.counts()?;
         if counts.kommunen > 0 && counts.ozg_leistungen > 0 {
-            self.totals()?; // warm now, not on the first report
+            self.register()?; // warm now, not on the first report
             return Ok(counts);
         }
         self.seed_bundled()
@@ -161,23 +161,23 @@ impl Registry {
     }
 
     pub fn kommune(&self, ags: &Ags) -> Result<Kommune> {
-        self.totals()?.kommunen.get(ags).cloned().ok_or_else(|| {
+        self.register()?.kommunen.get(ags).cloned().ok_or_else(|| {
             Error::NotFound(format!("Kommune with AGS {ags} (not in the Destatis register of 2023-11-30)"))
         })
     }
 
-    fn totals(&self) -> Result<Arc<Totals>> {
-        if let Some(t) = self.totals.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+    fn register(&self) -> Result<Arc<RegisterCache>> {
+        if let Some(t) = self.register.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Ok(t.clone());
         }
-        let mut t = Totals::default();
+        let mut t = RegisterCache::default();
         for k in self.store.kommunen()? {
             *t.per_land.entry(k.ags.land().to_string()).or_default() += 1;
             *t.per_kreis.entry(k.ags.kreis().to_string()).or_default() += 1;
             t.kommunen.insert(k.ags.clone(), k);
         }
         let t = Arc::new(t);
-        *self.totals.write().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+        *self.register.write().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
         Ok(t)
     }
 
@@ -420,22 +420,10 @@ impl Registry {
 
     // ---------------------------------------------------------------- adoption
 
-    /// Appends a Kommune's adoption report to the ledger; returns once it is durable.
+    /// Appends a Kommune's adoption report to the ledger. The checks run on the caller's
+    /// thread; the returned future resolves once the entry is durable, without parking a
+    /// thread meanwhile (this is the hot write path of 11,000 nodes).
     pub fn report_adoption(
-        &self,
-        ags: &Ags,
-        service: &ServiceId,
-        version: Option<&str>,
-        state: AdoptionState,
-        reason: &str,
-    ) -> Result<(AdoptionRecord, Event)> {
-        let entry = self.check_adoption(ags, service, version, state, reason)?;
-        self.commits.write(move |s| s.append_adoption(&entry))
-    }
-
-    /// [`report_adoption`](Self::report_adoption) for async callers: the checks run on the
-    /// caller's thread, then it awaits durability without parking a thread.
-    pub fn report_adoption_async(
         &self,
         ags: &Ags,
         service: &ServiceId,
@@ -490,23 +478,9 @@ impl Registry {
 
     // ---------------------------------------------------------------- ratings
 
-    /// Records a Kommune's rating of a version it has evaluated or deployed; returns once it
-    /// is durable.
+    /// Records a Kommune's rating of a version it has evaluated or deployed; resolves once it
+    /// is durable (see [`report_adoption`](Self::report_adoption)).
     pub fn rate(
-        &self,
-        ags: &Ags,
-        service: &ServiceId,
-        version: &str,
-        stars: u32,
-        criteria: Vec<(Criterion, u32)>,
-        comment: String,
-    ) -> Result<(Rating, Event)> {
-        let rating = self.check_rating(ags, service, version, stars, criteria, comment)?;
-        self.commits.write(move |s| Ok((s.put_rating(&rating)?, rating))).map(|(event, rating)| (rating, event))
-    }
-
-    /// [`rate`](Self::rate) for async callers; see [`report_adoption_async`](Self::report_adoption_async).
-    pub fn rate_async(
         &self,
         ags: &Ags,
         service: &ServiceId,
@@ -561,7 +535,7 @@ impl Registry {
 
     pub fn adopters(&self, service: &ServiceId) -> Result<Vec<Adopter>> {
         self.service(service)?;
-        let register = self.totals()?;
+        let register = self.register()?;
         Ok(self
             .store
             .adopters(service)?
@@ -595,7 +569,7 @@ impl Registry {
     /// Kreis where it is adopted (or every Kreis of `land`, when given).
     pub fn coverage(&self, service: &ServiceId, land: Option<&LandCode>) -> Result<Vec<CoverageRow>> {
         self.service(service)?;
-        let totals = self.totals()?;
+        let register = self.register()?;
         let mut per_land: BTreeMap<String, u32> = BTreeMap::new();
         let mut per_kreis: BTreeMap<String, u32> = BTreeMap::new();
         for rec in self.store.adopters(service)? {
@@ -611,7 +585,7 @@ impl Registry {
                 code: l.code.to_string(),
                 name: l.name,
                 adopted: per_land.get(l.code.as_str()).copied().unwrap_or(0),
-                total: totals.per_land.get(l.code.as_str()).copied().unwrap_or(0),
+                total: register.per_land.get(l.code.as_str()).copied().unwrap_or(0),
             });
         }
         for k in self.store.kreise()? {
@@ -623,7 +597,7 @@ impl Registry {
                     code: k.code.to_string(),
                     name: k.name,
                     adopted,
-                    total: totals.per_kreis.get(k.code.as_str()).copied().unwrap_or(0),
+                    total: register.per_kreis.get(k.code.as_str()).copied().unwrap_or(0),
                 });
             }
         }

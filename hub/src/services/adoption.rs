@@ -20,10 +20,8 @@ impl AdoptionService for Adoption {
         // The hot write path of 11,000 nodes: its checks are a few cached point reads, so
         // they run here, and durability is awaited without a blocking-pool thread.
         let reg = &self.0.registry;
-        let (record, event) = reg
-            .report_adoption_async(&ags, &service, Some(r.version.as_str()), state, &r.reason)
-            .await
-            .map_err(status)?;
+        let (record, event) =
+            reg.report_adoption(&ags, &service, Some(r.version.as_str()), state, &r.reason).await.map_err(status)?;
         let name = reg.kommune(&ags).map_err(status)?.name;
         tracing::info!(ags = %record.latest.ags, service = %record.latest.service_id, state = %record.latest.state, "adoption reported");
         self.0.metrics.adoption_reports.inc();
@@ -42,7 +40,7 @@ impl AdoptionService for Adoption {
             .collect::<Result<Vec<_>, Status>>()?;
         let reg = &self.0.registry;
         let (rating, event) =
-            reg.rate_async(&ags, &service, &r.version, r.stars, criteria, r.comment).await.map_err(status)?;
+            reg.rate(&ags, &service, &r.version, r.stars, criteria, r.comment).await.map_err(status)?;
         let name = reg.kommune(&ags).map_err(status)?.name;
         tracing::info!(ags = %rating.ags, service = %rating.service_id, version = %rating.version, stars = rating.stars, "rating recorded");
         self.0.metrics.ratings.inc();
