@@ -472,18 +472,17 @@ impl Store for SledStore {
             }
             let mut adoption = sled::Batch::default();
             let mut totals: std::collections::HashMap<ServiceId, ServiceTotals> = std::collections::HashMap::new();
-            for (service, _) in before.values() {
-                if !totals.contains_key(service) {
-                    let t = Self::get(&self.totals, "totals", service.as_str().as_bytes())?.unwrap_or_default();
-                    totals.insert(service.clone(), t);
-                }
-            }
             for (k, record) in &records {
                 adoption.insert(k.as_slice(), encode(record));
+                // Every pair in `records` was noted in `before` on its first touch.
                 if let Some((service, stored)) = before.get(k) {
-                    if let Some(t) = totals.get_mut(service) {
-                        t.replace_record(stored.as_ref(), record);
-                    }
+                    let counts = match totals.entry(service.clone()) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                            Self::get(&self.totals, "totals", service.as_str().as_bytes())?.unwrap_or_default(),
+                        ),
+                    };
+                    counts.replace_record(stored.as_ref(), record);
                 }
             }
             let mut totals_batch = sled::Batch::default();
