@@ -8,18 +8,18 @@
 
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
-use efa_hub::auth::Identity;
-use efa_hub::client::{publish_dir, PublishSpec};
+use efa_cli::publish::{publish_dir, PublishSpec};
+use efa_cli::reports;
+use efa_cli::table::{Format, Table};
+use efa_domain::authz::Identity;
+use efa_domain::model::rating::{Criterion, NewRating};
+use efa_domain::model::release::UpdatePolicy;
+use efa_domain::params::ParamValue;
 use efa_hub::dev::DevFederation;
-use efa_hub::reports;
-use efa_hub::table::{Format, Table};
-use efa_node::config::{ServiceConfig, SubscriptionConfig, TlsConfig};
 use efa_node::{Agent, Handled, NodeConfig};
 use efa_proto::v1 as pb;
 use efa_proto::v1::catalog_service_client::CatalogServiceClient;
 use efa_proto::v1::report_service_client::ReportServiceClient;
-use efa_registry::model::release::UpdatePolicy;
-use efa_registry::params::ParamValue;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,7 +63,7 @@ const DORTMUND_REJECTS: [(&str, &str); 4] = [
 ];
 
 /// (index into the Kommunen, service, version, stars, criteria scores, comment)
-type DemoRating = (usize, &'static str, &'static str, u32, &'static [(pb::Criterion, u32)], &'static str);
+type DemoRating = (usize, &'static str, &'static str, u32, &'static [(Criterion, u32)], &'static str);
 
 struct Kommune {
     ags: &'static str,
@@ -173,56 +173,34 @@ fn write_bundle(root: &Path, service: &str, title: &str, version: &str) -> Resul
 fn node_config(fed: &DevFederation, root: &Path, k: &Kommune) -> Result<NodeConfig> {
     let tls = fed.client_tls(&Identity::Kommune(k.ags.parse()?))?;
     let base = root.join("nodes").join(k.name.to_lowercase());
-    let mut services = BTreeMap::new();
-    for (service, _) in &k.subscriptions {
+    let mut config = NodeConfig::new(k.ags.parse()?, fed.url(), base.join("state"), base.join("deploy"))
+        .with_tls(tls)
+        .trust(NRW.parse()?, fed.trusted_key(&NRW.parse()?)?);
+    config.health_timeout_secs = 10;
+    config.max_staleness_secs = 3600;
+    for (service, policy) in &k.subscriptions {
         let text = |s: String| ParamValue::Text(s);
         let purpose: String =
             format!("{} {}", k.name, service.split('-').next().unwrap_or(service)).chars().take(27).collect();
-        services.insert(
-            service.parse()?,
-            ServiceConfig {
-                health_command: Some("sh checks/smoke.sh".into()),
-                parameters: BTreeMap::from([
-                    ("zustaendige_stelle".into(), text(format!("Stadt {} – Bürgerdienste", k.name))),
-                    ("postleitzahlen".into(), ParamValue::List(vec![format!("{}000", &k.ags[2..4])])),
-                    ("fit_connect_destination".into(), text(format!("dest-{}-{service}", k.ags))),
-                    ("payment_purpose".into(), text(purpose)),
-                    ("fee_cents".into(), ParamValue::Integer(1500)),
-                    ("epaybl_endpoint".into(), text(k.epaybl.into())),
-                    (
-                        "datenschutz_url".into(),
-                        text(format!("https://www.{}.de/datenschutz", k.name.to_lowercase().replace('ü', "ue"))),
-                    ),
-                    ("kontakt_email".into(), text(format!("efa@{}.de", k.name.to_lowercase().replace('ü', "ue")))),
-                ]),
-            },
+        let id: efa_domain::model::ids::ServiceId = service.parse()?;
+        config = config.subscribe(id.clone(), *policy).health_command(id.clone(), "sh checks/smoke.sh").parameters(
+            id,
+            BTreeMap::from([
+                ("zustaendige_stelle".into(), text(format!("Stadt {} – Bürgerdienste", k.name))),
+                ("postleitzahlen".into(), ParamValue::List(vec![format!("{}000", &k.ags[2..4])])),
+                ("fit_connect_destination".into(), text(format!("dest-{}-{service}", k.ags))),
+                ("payment_purpose".into(), text(purpose)),
+                ("fee_cents".into(), ParamValue::Integer(1500)),
+                ("epaybl_endpoint".into(), text(k.epaybl.into())),
+                (
+                    "datenschutz_url".into(),
+                    text(format!("https://www.{}.de/datenschutz", k.name.to_lowercase().replace('ü', "ue"))),
+                ),
+                ("kontakt_email".into(), text(format!("efa@{}.de", k.name.to_lowercase().replace('ü', "ue")))),
+            ]),
         );
     }
-    Ok(NodeConfig {
-        ags: k.ags.parse()?,
-        hub: fed.url(),
-        state_dir: base.join("state"),
-        deploy_dir: base.join("deploy"),
-        keep_versions: 3,
-        health_timeout_secs: 10,
-        max_staleness_secs: 3600,
-        metrics_listen: None,
-        tls: Some(TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key }),
-        trust: BTreeMap::from([(NRW.parse()?, vec![fed.trusted_key(&NRW.parse()?)?])]),
-        subscriptions: k
-            .subscriptions
-            .iter()
-            .map(|(s, p)| {
-                Ok(SubscriptionConfig {
-                    service: Some(s.parse()?),
-                    themenfeld: None,
-                    channel: Default::default(),
-                    policy: *p,
-                })
-            })
-            .collect::<Result<_>>()?,
-        services,
-    })
+    Ok(config)
 }
 
 fn describe(h: &Handled) -> String {
@@ -276,7 +254,7 @@ async fn main() -> Result<()> {
 
     section("Hub");
     let fed = DevFederation::start(&root, ([127, 0, 0, 1], args.port).into()).await?;
-    let counts = fed.registry().context("hub runs")?.store().counts()?;
+    let counts = fed.registry().context("hub runs")?.counts()?;
     println!(
         "EfA Hub on {} (mTLS, sled store in {}): {} Länder, {} Kreise, {} Gemeinden, {} OZG-Leistungen",
         fed.url(),
@@ -394,46 +372,39 @@ async fn main() -> Result<()> {
             "wohngeld-nrw",
             "1.1.0",
             4,
-            &[(pb::Criterion::Payment, 4), (pb::Criterion::Design, 4)],
+            &[(Criterion::Payment, 4), (Criterion::Design, 4)],
             "Seit 1.1.0 mit ePayBL – deutlich weniger Rückfragen",
         ),
-        (1, "wohngeld-nrw", "1.1.0", 5, &[(pb::Criterion::Fachlogik, 5)], "Läuft stabil"),
+        (1, "wohngeld-nrw", "1.1.0", 5, &[(Criterion::Fachlogik, 5)], "Läuft stabil"),
         (
             2,
             "wohngeld-nrw",
             "1.1.0",
             2,
-            &[(pb::Criterion::Payment, 1)],
+            &[(Criterion::Payment, 1)],
             "Smoke-Check verlangt HTTPS-ePayBL; intern nur HTTP",
         ),
-        (
-            0,
-            "baugenehmigung-nrw",
-            "1.0.0",
-            2,
-            &[(pb::Criterion::RoutingTransport, 1)],
-            "Ohne XBau-Anbindung nicht nutzbar",
-        ),
-        (
-            0,
-            "hundehaltung-nrw",
-            "1.0.0",
-            5,
-            &[(pb::Criterion::Nutzerkonto, 5)],
-            "Meistgenutzter Dienst im Serviceportal",
-        ),
+        (0, "baugenehmigung-nrw", "1.0.0", 2, &[(Criterion::RoutingTransport, 1)], "Ohne XBau-Anbindung nicht nutzbar"),
+        (0, "hundehaltung-nrw", "1.0.0", 5, &[(Criterion::Nutzerkonto, 5)], "Meistgenutzter Dienst im Serviceportal"),
         (
             1,
             "gewerbeanmeldung-nrw",
             "1.0.0",
             3,
-            &[(pb::Criterion::Datenaustauschstandard, 3)],
+            &[(Criterion::Datenaustauschstandard, 3)],
             "XGewerbeanzeige ok, Gebühren fix",
         ),
     ];
     for (i, service, version, stars, criteria, comment) in ratings {
         let (k, agent) = &agents[i];
-        agent.rate(service, version, stars, criteria.to_vec(), comment).await?;
+        let rating = NewRating {
+            service_id: service.parse()?,
+            version: version.parse()?,
+            stars,
+            criteria: criteria.to_vec(),
+            comment: comment.to_string(),
+        };
+        agent.rate(&rating).await?;
         println!("  {:<9} {service} {version}: {}", k.name, "★".repeat(stars as usize));
     }
 

@@ -2,18 +2,19 @@
 //! store and blob store in a temp dir, Länder with real signing keys, and real node agents
 //! with their own state and deploy dirs. Helpers keep each test reading like its scenario.
 
-use efa_hub::auth::Identity;
-use efa_hub::client::{publish_dir, ClientError, PublishSpec};
+use efa_cli::publish::{publish_dir, PublishError, PublishSpec};
+use efa_domain::authz::Identity;
+use efa_domain::model::release::UpdatePolicy;
+use efa_domain::params::ParamValue;
 use efa_hub::dev::DevFederation;
-use efa_node::config::{ServiceConfig, SubscriptionConfig, TlsConfig};
 use efa_node::{Agent, NodeConfig};
 use efa_proto::v1 as pb;
-use efa_registry::model::release::UpdatePolicy;
-use efa_registry::params::ParamValue;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 use tonic::transport::Channel;
+
+pub use efa_testkit::reports::state;
+pub use efa_testkit::wait::eventually;
 
 pub use efa_proto::v1::{
     adoption_service_client::AdoptionServiceClient, catalog_service_client::CatalogServiceClient,
@@ -113,24 +114,19 @@ impl World {
     /// Writes a bundle directory with the given files.
     pub fn bundle(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let root = self.dir.path().join("bundles").join(name);
+        let mut b = efa_testkit::bundle::BundleBuilder::new();
         for (path, content) in files {
-            let p = root.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, content).unwrap();
+            b = b.file(path, *content);
         }
+        b.write(&root);
         root
     }
 
     /// A small service bundle whose config template uses the standard parameters.
     pub fn standard_bundle(&self, version: &str) -> PathBuf {
-        self.bundle(
-            &format!("std-{version}"),
-            &[
-                ("index.html", &format!("<h1>Antrag</h1><p>Version {version}</p>")),
-                ("forms/antrag.json", r#"{"fields":["name","anschrift"]}"#),
-                ("config/payment.toml.tmpl", "purpose = \"{{ payment_purpose }}\"\nfee_cents = {{ fee_cents }}\n"),
-            ],
-        )
+        let root = self.dir.path().join("bundles").join(format!("std-{version}"));
+        efa_testkit::bundle::standard(version).write(&root);
+        root
     }
 
     pub async fn publish(
@@ -139,7 +135,7 @@ impl World {
         service: &str,
         version: &str,
         dir: &std::path::Path,
-    ) -> Result<pb::ReleaseInfo, ClientError> {
+    ) -> Result<pb::ReleaseInfo, PublishError> {
         let key = self.fed.signing_key(&land_code.parse().unwrap()).unwrap();
         let spec = PublishSpec {
             dir,
@@ -155,43 +151,24 @@ impl World {
 
     /// A node config for Kommune `ags` that trusts NRW's key and fills the standard parameters.
     pub fn node_config(&self, ags: &str, subs: &[Sub]) -> NodeConfig {
-        let tls = self.fed.client_tls(&kommune(ags)).unwrap();
         let base = self.dir.path().join("nodes").join(ags);
-        let mut services = BTreeMap::new();
+        let nrw = NRW.parse().unwrap();
+        let mut config = NodeConfig::new(ags.parse().unwrap(), self.fed.url(), base.join("state"), base.join("deploy"))
+            .with_tls(self.fed.client_tls(&kommune(ags)).unwrap())
+            .trust(nrw, self.fed.trusted_key(&NRW.parse().unwrap()).unwrap());
+        config.health_timeout_secs = 10;
+        config.max_staleness_secs = 3600;
         for s in subs {
-            services.insert(
-                s.service.parse().unwrap(),
-                ServiceConfig {
-                    health_command: None,
-                    parameters: BTreeMap::from([
-                        ("payment_purpose".to_string(), ParamValue::Text(format!("{} {ags}", s.service))),
-                        ("fee_cents".to_string(), ParamValue::Integer(1250)),
-                    ]),
-                },
+            let service: efa_domain::model::ids::ServiceId = s.service.parse().unwrap();
+            config = config.subscribe(service.clone(), s.policy).parameters(
+                service,
+                BTreeMap::from([
+                    ("payment_purpose".to_string(), ParamValue::Text(format!("{} {ags}", s.service))),
+                    ("fee_cents".to_string(), ParamValue::Integer(1250)),
+                ]),
             );
         }
-        NodeConfig {
-            ags: ags.parse().unwrap(),
-            hub: self.fed.url(),
-            state_dir: base.join("state"),
-            deploy_dir: base.join("deploy"),
-            keep_versions: 3,
-            health_timeout_secs: 10,
-            max_staleness_secs: 3600,
-            metrics_listen: None,
-            tls: Some(TlsConfig { ca: tls.ca, cert: tls.cert, key: tls.key }),
-            trust: BTreeMap::from([(NRW.parse().unwrap(), vec![self.fed.trusted_key(&NRW.parse().unwrap()).unwrap()])]),
-            subscriptions: subs
-                .iter()
-                .map(|s| SubscriptionConfig {
-                    service: Some(s.service.parse().unwrap()),
-                    themenfeld: None,
-                    channel: Default::default(),
-                    policy: s.policy,
-                })
-                .collect(),
-            services,
-        }
+        config
     }
 
     pub fn node(&self, ags: &str, subs: &[Sub]) -> Agent {
@@ -200,21 +177,12 @@ impl World {
 
     /// The adoption records of a service, as an operator sees them.
     pub async fn adopters(&self, service: &str) -> Vec<pb::AdoptionRecord> {
-        ReportServiceClient::new(self.channel(&operator()).await)
-            .service_adopters(pb::ServiceAdoptersRequest { service_id: service.into() })
-            .await
-            .expect("adopters report")
-            .into_inner()
-            .adopters
+        efa_testkit::reports::adopters(self.channel(&operator()).await, service).await
     }
 
+    /// The adoption history of a Kommune, as an operator sees it.
     pub async fn history(&self, ags: &str) -> Vec<pb::AdoptionRecord> {
-        ReportServiceClient::new(self.channel(&operator()).await)
-            .kommune_history(pb::KommuneHistoryRequest { ags: ags.into() })
-            .await
-            .expect("kommune history")
-            .into_inner()
-            .history
+        efa_testkit::reports::history(self.channel(&operator()).await, ags).await
     }
 }
 
@@ -237,23 +205,25 @@ pub fn standard_parameters() -> Vec<pb::ParameterSpec> {
     ]
 }
 
-/// Polls `check` until it returns true, failing the test after `secs` seconds.
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {secs}s waiting for: {what}");
-}
-
-/// The state label of an adoption record.
-pub fn state(r: &pb::AdoptionRecord) -> pb::AdoptionState {
-    pb::AdoptionState::try_from(r.state).unwrap_or(pb::AdoptionState::Unspecified)
+/// Rates as a Kommune's operator does with `efa-node rate`.
+pub async fn rate(
+    agent: &Agent,
+    service: &str,
+    version: &str,
+    stars: u32,
+    criteria: Vec<(pb::Criterion, u32)>,
+    comment: &str,
+) -> Result<efa_domain::model::rating::Rating, efa_node::NodeError> {
+    use efa_proto::convert::WireEnum;
+    let rating = efa_domain::model::rating::NewRating {
+        service_id: service.parse()?,
+        version: efa_domain::model::ids::parse_version(version)?,
+        stars,
+        criteria: criteria
+            .into_iter()
+            .map(|(c, s)| Ok((efa_domain::model::rating::Criterion::from_wire(c as i32)?, s)))
+            .collect::<Result<_, efa_domain::Error>>()?,
+        comment: comment.to_string(),
+    };
+    agent.rate(&rating).await
 }

@@ -4,16 +4,16 @@
 use crate::report::Row;
 use crate::sys;
 use anyhow::{anyhow, Context, Result};
-use efa_hub::auth::Identity;
-use efa_hub::client::{build_signed_manifest, publish_raw, PublishSpec};
+use efa_cli::publish::{build_signed_manifest, publish_raw, PublishSpec};
+use efa_domain::authz::Identity;
+use efa_domain::bundle::Manifest;
+use efa_domain::model::catalog::NewService;
+use efa_domain::model::ids::{Ags, LandCode, ServiceId};
 use efa_hub::dev::DevFederation;
 use efa_proto::v1 as pb;
 use efa_proto::v1::adoption_service_client::AdoptionServiceClient;
 use efa_proto::v1::release_service_client::ReleaseServiceClient;
-use efa_registry::bundle::Manifest;
 use efa_registry::import::bundled_ozg;
-use efa_registry::model::ids::{Ags, LandCode, ServiceId};
-use efa_registry::registry::NewService;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +79,7 @@ pub fn register_services(reg: &efa_registry::Registry, n: usize) -> Result<Vec<S
         .map(|i| {
             let id: ServiceId = format!("bench-{i}").parse()?;
             reg.register_service(
-                &Hub::land(),
+                &efa_domain::authz::Identity::Land(Hub::land()),
                 NewService {
                     id: id.clone(),
                     ozg_id: ozg[i % ozg.len()].ozg_id.clone(),
@@ -99,7 +99,7 @@ pub fn register_services(reg: &efa_registry::Registry, n: usize) -> Result<Vec<S
 /// PublishRelease on `channel` (which must act as the Land).
 pub async fn publish_signed(
     channel: tonic::transport::Channel,
-    key: &efa_registry::signing::SigningKey,
+    key: &efa_domain::signing::SigningKey,
     dir: &Path,
     service: &ServiceId,
     version: &str,
@@ -578,10 +578,11 @@ pub async fn incremental(work_dir: &Path, size_mb: u64, changed_pct: f64) -> Res
     let m1 = hub.publish(hub.land_channel().await?, &v1, &sid, "1.0.0").await?;
     let m2 = hub.publish(hub.land_channel().await?, &v2, &sid, "1.1.0").await?;
     let kommune = hub.kommunen(1)?.remove(0);
-    let ch = hub.fed.channel(&efa_hub::auth::Identity::Kommune(kommune)).await?;
+    let ch = hub.fed.channel(&efa_domain::authz::Identity::Kommune(kommune)).await?;
     let cache = efa_node::fetch::BlobCache::new(&hub.dir.path().join("node-cache"))?;
-    let first = efa_node::fetch::fetch_release(ch.clone(), &cache, &m1).await?;
-    let update = efa_node::fetch::fetch_release(ch, &cache, &m2).await?;
+    let hub_client = efa_node::hub::HubClient::new(ch);
+    let first = efa_node::fetch::fetch_release(&hub_client, &cache, &m1, &|_, _| {}).await?;
+    let update = efa_node::fetch::fetch_release(&hub_client, &cache, &m2, &|_, _| {}).await?;
     let pct = 100.0 * update.bytes_downloaded as f64 / size as f64;
     let scen = "E incremental";
     Ok(vec![

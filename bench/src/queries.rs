@@ -4,14 +4,14 @@
 use crate::report::Row;
 use crate::sys::{self, mix, percentile};
 use anyhow::{Context, Result};
-use efa_registry::bundle::Digest;
+use efa_domain::bundle::Digest;
+use efa_domain::model::adoption::{AdoptionEntry, AdoptionState};
+use efa_domain::model::catalog::Service;
+use efa_domain::model::event::EventKind;
+use efa_domain::model::ids::{Ags, ServiceId};
+use efa_domain::model::rating::{Criterion, Rating};
+use efa_domain::model::release::Release;
 use efa_registry::import::{bundled_gv100ad, bundled_ozg};
-use efa_registry::model::adoption::{AdoptionEntry, AdoptionState};
-use efa_registry::model::catalog::Service;
-use efa_registry::model::event::EventKind;
-use efa_registry::model::ids::{Ags, ServiceId};
-use efa_registry::model::rating::{Criterion, Rating};
-use efa_registry::model::release::Release;
 use efa_registry::store::{SledStore, Store};
 use efa_registry::Registry;
 use std::path::Path;
@@ -189,11 +189,13 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
 
     let svc = |i: usize| &services[mix(i as u64 + 77) as usize % services.len()];
     let kom = |i: usize| &kommunen[mix(i as u64 + 991) as usize % kommunen.len()];
-    let (adopters, n_adopters) = time_runs(scale.runs, |i| Ok(registry.adopters(svc(i))?.len()))?;
-    let (coverage, n_cov) = time_runs(scale.runs, |i| Ok(registry.coverage(svc(i), None)?.len()))?;
+    // The queries as an operator asks them (authorization included).
+    let operator = efa_domain::authz::Identity::Operator("bench".into());
+    let (adopters, n_adopters) = time_runs(scale.runs, |i| Ok(registry.adopters(&operator, svc(i))?.len()))?;
+    let (coverage, n_cov) = time_runs(scale.runs, |i| Ok(registry.coverage(&operator, svc(i), None)?.len()))?;
     let (kommune, n_kom) = time_runs(scale.runs, |i| {
-        let (_, recs, hist) = registry.kommune_report(kom(i))?;
-        Ok(recs.len() + hist.len())
+        let report = registry.kommune_report(&operator, kom(i))?;
+        Ok(report.current.len() + report.history.len())
     })?;
     let (rating, n_rat) = time_runs(scale.runs, |i| Ok(registry.rating_summary(svc(i))?.overall.count as usize))?;
     // The operators' landing page: every service with its counters.

@@ -4,7 +4,7 @@
 //! its digest and size match what the manifest promised. So a blob under its name is always
 //! the content that name says, and identical files across releases are stored once.
 
-use efa_registry::bundle::{Digest, Hasher};
+use efa_domain::bundle::{Digest, Hasher};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 

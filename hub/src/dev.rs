@@ -2,13 +2,13 @@
 //! the Länder's release signing keys, all under one directory. `efa-hub dev`, the demo and
 //! the system tests start EfA Hub this way, so they all run the real TLS path.
 
-use crate::auth::Identity;
 use crate::dashboard::DashboardConfig;
 use crate::pki::{self, PkiError};
 use crate::server::{HubConfig, HubError, RunningHub, ServerTls};
+use efa_domain::authz::Identity;
+use efa_domain::model::ids::LandCode;
+use efa_domain::signing::SigningKey;
 use efa_proto::tls::ClientTlsFiles;
-use efa_registry::model::ids::LandCode;
-use efa_registry::signing::SigningKey;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
@@ -22,7 +22,11 @@ pub enum DevError {
     #[error(transparent)]
     Registry(#[from] efa_registry::Error),
     #[error(transparent)]
+    Domain(#[from] efa_domain::Error),
+    #[error(transparent)]
     Connect(#[from] efa_proto::tls::ConnectError),
+    #[error(transparent)]
+    Key(#[from] efa_cli::keys::KeyFileError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -163,8 +167,7 @@ pub fn signing_key_in(root: &Path, land: &LandCode) -> Result<SigningKey, DevErr
     let path = dir.join(format!("land-{land}.sign"));
     if !path.exists() {
         std::fs::create_dir_all(&dir).map_err(|source| DevError::Io { path: dir.clone(), source })?;
-        std::fs::write(&path, SigningKey::generate().to_text())
-            .map_err(|source| DevError::Io { path: path.clone(), source })?;
+        efa_cli::keys::write_signing_key(&path, &SigningKey::generate())?;
     }
-    Ok(SigningKey::load(&path)?)
+    Ok(efa_cli::keys::read_signing_key(&path)?)
 }

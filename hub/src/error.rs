@@ -1,35 +1,12 @@
-//! The one mapping from domain errors to gRPC status codes.
+//! Hub errors at the gRPC edge. The code of every domain and registry error comes from the
+//! one table in [`efa_proto::error`].
 
-use efa_registry::{Error, ErrorKind};
-use tonic::{Code, Status};
+use efa_domain::error::Classify;
+use tonic::Status;
 
-pub fn code_for(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::Invalid => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::AlreadyExists => Code::AlreadyExists,
-        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
-        ErrorKind::PermissionDenied => Code::PermissionDenied,
-        ErrorKind::Internal => Code::Internal,
-    }
-}
-
-/// Converts a registry error. Internal details are logged, not sent.
-pub fn status(e: Error) -> Status {
-    let code = code_for(e.kind());
-    if code == Code::Internal {
-        tracing::error!(error = %e, "internal error");
-        return Status::internal("internal error in the hub; the operator has the details in the hub log");
-    }
-    Status::new(code, e.to_string())
-}
-
-/// Shorthand for parsing a wire string into a validated domain type.
-pub fn parse<T>(s: &str) -> Result<T, Status>
-where
-    T: std::str::FromStr<Err = Error>,
-{
-    s.parse().map_err(status)
+/// The gRPC status of a domain or registry error (internal details are logged, not sent).
+pub fn status(e: impl Classify) -> Status {
+    efa_proto::error::status(&e)
 }
 
 impl From<crate::blobs::BlobError> for Status {

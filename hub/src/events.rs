@@ -6,15 +6,16 @@
 //! two writers committed out of broadcast order) it reads the log again. So every relevant
 //! event is delivered exactly once and in order, whatever the timing.
 
-use crate::convert::release_to_proto;
-use crate::state::HubState;
+use crate::metrics::HubMetrics;
+use efa_domain::model::event::{Event, EventKind};
+use efa_domain::model::ids::{Ags, Channel};
+use efa_domain::model::subscription::Subscription;
 use efa_proto::v1 as pb;
-use efa_registry::model::event::{Event, EventKind};
-use efa_registry::model::ids::Ags;
-use efa_registry::model::subscription::Subscription;
+use efa_registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// Events read from the log per catch-up step.
@@ -35,8 +36,11 @@ pub struct EventBus {
 /// A release event as streams need it: the service's Themenfeld (for matching) and the
 /// release as sent on the wire.
 pub struct Resolved {
+    /// The service's Themenfeld, for Themenfeld subscriptions.
     pub themenfeld: String,
-    pub channel: efa_registry::model::ids::Channel,
+    /// The release's channel.
+    pub channel: Channel,
+    /// The release as streams send it.
     pub info: pb::ReleaseInfo,
 }
 
@@ -82,8 +86,37 @@ impl EventBus {
     }
 }
 
+/// What the event streams need of the hub: the log, the wake-up bus, metrics, shutdown.
+pub struct Feed {
+    /// The store's event log is the source of truth.
+    pub registry: Arc<Registry>,
+    /// Wakes streams up early.
+    pub bus: EventBus,
+    /// Delivery lag and dropped streams.
+    pub metrics: Arc<HubMetrics>,
+    /// Streams end when it is cancelled.
+    pub shutdown: CancellationToken,
+    /// How long a subscriber may leave its stream unread before it is dropped.
+    pub slow_subscriber_timeout: Duration,
+}
+
+impl Feed {
+    /// Announces a committed event to every stream.
+    pub fn publish(&self, event: Event) {
+        self.bus.publish(event)
+    }
+
+    async fn registry<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Registry) -> efa_registry::Result<T> + Send + 'static,
+    {
+        crate::blocking::registry(&self.registry, f).await
+    }
+}
+
 /// Feeds one Kommune's stream until the client leaves, is too slow, or the hub stops.
-pub async fn watch(state: Arc<HubState>, ags: Ags, mut cursor: u64, out: mpsc::Sender<Result<pb::Event, Status>>) {
+pub async fn watch(state: Arc<Feed>, ags: Ags, mut cursor: u64, out: mpsc::Sender<Result<pb::Event, Status>>) {
     let mut live = state.bus.subscribe();
     let mut subs = match load_subs(&state, &ags).await {
         Ok(s) => s,
@@ -121,7 +154,7 @@ pub async fn watch(state: Arc<HubState>, ags: Ags, mut cursor: u64, out: mpsc::S
                     _ = out.closed() => return Ok(()),
                     msg = live.recv() => match msg {
                         Ok(event) if event.seq <= cursor => continue,
-                        Ok(event) if event.seq == cursor + 1 => {
+                        Ok(event) if Some(event.seq) == cursor.checked_add(1) => {
                             cursor = event.seq;
                             if !deliver(&state, &ags, &mut subs, &event, &out).await? {
                                 return Ok(());
@@ -140,7 +173,7 @@ pub async fn watch(state: Arc<HubState>, ags: Ags, mut cursor: u64, out: mpsc::S
     }
 }
 
-async fn load_subs(state: &HubState, ags: &Ags) -> Result<Vec<Subscription>, Status> {
+async fn load_subs(state: &Feed, ags: &Ags) -> Result<Vec<Subscription>, Status> {
     let ags = ags.clone();
     state.registry(move |r| r.subscriptions(&ags)).await
 }
@@ -148,17 +181,17 @@ async fn load_subs(state: &HubState, ags: &Ags) -> Result<Vec<Subscription>, Sta
 fn caught_up(head: u64) -> pb::Event {
     pb::Event {
         seq: head,
-        at_ms: efa_registry::now_ms(),
+        at_ms: efa_domain::now_ms(),
         kind: Some(pb::event::Kind::CaughtUp(pb::CaughtUp { head_seq: head })),
     }
 }
 
 /// Sends with a bound on how long a slow reader can hold the hub up. False: stop.
-async fn send(state: &HubState, out: &mpsc::Sender<Result<pb::Event, Status>>, event: pb::Event) -> bool {
+async fn send(state: &Feed, out: &mpsc::Sender<Result<pb::Event, Status>>, event: pb::Event) -> bool {
     let committed_at_ms = event.at_ms;
     match out.send_timeout(Ok(event), state.slow_subscriber_timeout).await {
         Ok(()) => {
-            let lag_ms = efa_registry::now_ms().saturating_sub(committed_at_ms).max(0);
+            let lag_ms = efa_domain::now_ms().saturating_sub(committed_at_ms).max(0);
             state.metrics.event_delivery_seconds.observe(lag_ms as f64 / 1000.0);
             true
         }
@@ -173,7 +206,7 @@ async fn send(state: &HubState, out: &mpsc::Sender<Result<pb::Event, Status>>, e
 
 /// Forwards `event` if it concerns this Kommune. Returns false when the stream should end.
 async fn deliver(
-    state: &Arc<HubState>,
+    state: &Arc<Feed>,
     ags: &Ags,
     subs: &mut Vec<Subscription>,
     event: &Event,
@@ -195,7 +228,7 @@ async fn deliver(
                     let r = Arc::new(Resolved {
                         themenfeld: service.themenfeld,
                         channel: release.channel.clone(),
-                        info: release_to_proto(&release),
+                        info: (&release.summary()).into(),
                     });
                     state.bus.remember(event.seq, r.clone());
                     r

@@ -1,15 +1,15 @@
 //! # efa-hub
 //!
 //! The EfA Hub server: Länder publish signed bundles, Kommune nodes subscribe and report,
-//! operators read adoption and ratings. Transport only: every domain rule lives in
-//! `efa-registry`; this crate maps gRPC requests onto it, decides who may call what
-//! ([`auth`]), stores bundle content ([`blobs`]) and fans out events ([`events`]).
+//! operators read adoption and ratings. Transport only: the domain rules live in
+//! `efa-domain` and `efa-registry`; this crate authenticates callers ([`auth`]), maps gRPC
+//! requests onto the registry ([`services`]), stores bundle content ([`blobs`]), fans out
+//! events ([`events`]) and serves the operator [`dashboard`]. [`server`] wires the parts.
 
 pub mod auth;
 pub mod blobs;
-pub mod client;
+mod blocking;
 pub mod config;
-pub mod convert;
 pub mod dashboard;
 pub mod dev;
 pub mod error;
@@ -21,5 +21,3 @@ pub mod services;
 pub mod state;
 
 pub use server::{start, HubConfig, RunningHub, ServerTls};
-pub mod reports;
-pub mod table;

@@ -1,7 +1,5 @@
 //! `efa-hub`: run the hub, import the register, manage the development PKI.
 
-mod cli_main;
-
 /// jemalloc instead of glibc malloc: sled allocates and frees a copy of a leaf node per
 /// insert, and under glibc a large store fragments the heap (a 1.15M-record load: 2.5x
 /// slower, 6 GiB instead of 2.2 GiB RSS; see `efa-bench queries`).
@@ -10,12 +8,14 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use efa_hub::auth::Identity;
+use efa_cli::edge::{self, LogFormat};
+use efa_domain::authz::Identity;
 use efa_hub::config::{HubFile, TlsFile};
 use efa_hub::dashboard::{tokens, DashboardConfig};
 use efa_hub::{pki, HubConfig, ServerTls};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "efa-hub", version, about = "EfA Hub: share EfA online services between Länder and Kommunen")]
@@ -139,21 +139,11 @@ enum PkiCommand {
     },
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn identity(land: Option<String>, kommune: Option<String>, operator: Option<String>) -> Result<Identity> {
     Ok(match (land, kommune, operator) {
         (Some(l), None, None) => Identity::Land(l.parse()?),
         (None, Some(a), None) => Identity::Kommune(a.parse()?),
-        (None, None, Some(o)) => Identity::parse_uri(&format!("efa://operator/{o}")).map_err(anyhow::Error::msg)?,
+        (None, None, Some(o)) => Identity::parse_uri(&format!("efa://operator/{o}"))?,
         _ => bail!("name exactly one of --land, --kommune, --operator"),
     })
 }
@@ -162,7 +152,7 @@ async fn serve(config: HubConfig) -> Result<()> {
     let hub = efa_hub::start(config).await?;
     let token = hub.shutdown_token();
     tokio::spawn(async move {
-        cli_main::stop_signal().await;
+        edge::stop_signal().await;
         tracing::info!("shutdown requested");
         token.cancel();
     });
@@ -185,13 +175,13 @@ fn ensure_dev_pki(dir: &Path) -> Result<ServerTls> {
     Ok(ServerTls { cert: dir.join("hub.pem"), key: dir.join("hub.key"), client_ca: dir.join("ca.pem") })
 }
 
-fn main() -> std::process::ExitCode {
-    cli_main::main_with(run())
+fn main() -> ExitCode {
+    edge::main_with(async { run().await.map(|()| ExitCode::SUCCESS) })
 }
 
 async fn run() -> Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    edge::init_logging(if cli.log_json { LogFormat::Json } else { LogFormat::Text }, "info");
     match cli.command {
         Command::Serve(a) => {
             let mut file = match &a.config {
@@ -258,7 +248,7 @@ async fn run() -> Result<()> {
                 println!(
                     "{}\t{}\tsha256:{}…",
                     t.operator,
-                    efa_hub::table::timestamp(t.created_at_ms),
+                    efa_cli::table::timestamp(t.created_at_ms),
                     t.sha256.get(..12).unwrap_or(&t.sha256)
                 );
             }

@@ -91,17 +91,30 @@ impl HubMetrics {
         out
     }
 
-    /// Refreshes the gauges that describe current state, then renders.
-    pub fn scrape(&self, state: &crate::state::HubState) -> String {
-        self.event_streams.set(state.bus.watchers() as i64);
-        if let Ok(n) = state.registry.store().all_subscriptions() {
-            self.subscriptions.set(n.len() as i64);
+    /// Sets the gauges that describe current state (read by the caller at scrape time, so
+    /// they never drift from the truth), then renders.
+    pub fn scrape(&self, now: Gauges) -> String {
+        self.event_streams.set(now.event_streams as i64);
+        if let Some(n) = now.subscriptions {
+            self.subscriptions.set(n as i64);
         }
-        if let Ok(head) = state.registry.head_seq() {
+        if let Some(head) = now.event_head {
             self.event_head.set(head as i64);
         }
         self.render()
     }
+}
+
+/// Current-state values for a scrape; `None` where reading it failed (the gauge keeps its
+/// last value).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    /// Connected node event streams.
+    pub event_streams: usize,
+    /// Subscriptions of all Kommunen.
+    pub subscriptions: Option<usize>,
+    /// Seq of the newest event.
+    pub event_head: Option<u64>,
 }
 
 /// A tower layer that times every gRPC call by method.

@@ -2,7 +2,7 @@
 //! names exactly one role (see [`crate::auth`]). Real deployments use their own CA (e.g. the
 //! Land's or DOI-Netz PKI) and issue certificates with the same SAN scheme.
 
-use crate::auth::Identity;
+use efa_domain::authz::Identity;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,

@@ -3,18 +3,18 @@
 
 use crate::auth::Authenticator;
 use crate::blobs::{BlobError, BlobStore};
-use crate::dashboard::DashboardConfig;
-use crate::events::EventBus;
+use crate::dashboard::{DashboardConfig, DashboardError, DashboardInputs, DashboardTls};
+use crate::events::{EventBus, Feed};
 use crate::services::{
     adoption::Adoption, catalog::Catalog, release::Releases, report::Reports, subscription::Subscriptions,
 };
 use crate::state::HubState;
+use efa_domain::bundle::BundleLimits;
 use efa_proto::v1::{
     adoption_service_server::AdoptionServiceServer, catalog_service_server::CatalogServiceServer,
     release_service_server::ReleaseServiceServer, report_service_server::ReportServiceServer,
     subscription_service_server::SubscriptionServiceServer,
 };
-use efa_registry::bundle::BundleLimits;
 use efa_registry::store::SledStore;
 use efa_registry::Registry;
 use std::net::SocketAddr;
@@ -28,22 +28,48 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 /// How long shutdown waits for in-flight calls before it gives up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why the hub could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
+    /// The store could not be opened or migrated.
     #[error(transparent)]
     Registry(#[from] efa_registry::Error),
+    /// The blob directory is unusable.
     #[error(transparent)]
     Blobs(#[from] BlobError),
+    /// The dashboard could not start.
+    #[error(transparent)]
+    Dashboard(#[from] DashboardError),
+    /// A certificate or key file could not be read.
     #[error("cannot read {what} {path}: {source}")]
-    ReadFile { what: &'static str, path: PathBuf, source: std::io::Error },
+    ReadFile {
+        /// What the file is.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Server reflection could not be set up.
     #[error("reflection setup failed: {0}")]
     Reflection(String),
+    /// The configuration is inconsistent.
     #[error("{0}")]
     Config(String),
+    /// A task of the hub failed.
+    #[error("{0}")]
+    Task(String),
 }
 
 /// Server certificate and the CA that client certificates must chain to.
@@ -102,12 +128,12 @@ pub struct RunningHub {
 impl RunningHub {
     /// Event streams currently attached.
     pub fn watchers(&self) -> usize {
-        self.state.bus.watchers()
+        self.state.feed.bus.watchers()
     }
 
     /// The hub's metrics in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        self.state.metrics.scrape(&self.state)
+        self.state.scrape_metrics()
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -124,12 +150,10 @@ impl RunningHub {
     pub async fn wait(self) -> Result<(), HubError> {
         let result = match self.task.await {
             Ok(r) => r,
-            Err(e) => Err(HubError::Config(format!("hub task panicked: {e}"))),
+            Err(e) => Err(HubError::Task(format!("hub task panicked: {e}"))),
         };
         let registry = self.registry.clone();
-        tokio::task::spawn_blocking(move || registry.store().flush())
-            .await
-            .map_err(|e| HubError::Config(e.to_string()))??;
+        tokio::task::spawn_blocking(move || registry.flush()).await.map_err(|e| HubError::Task(e.to_string()))??;
         tracing::info!("hub stopped, store flushed");
         result
     }
@@ -150,7 +174,7 @@ pub async fn open_registry(config: &HubConfig) -> Result<Arc<Registry>, HubError
         Ok(registry)
     })
     .await
-    .map_err(|e| HubError::Config(e.to_string()))??;
+    .map_err(|e| HubError::Task(e.to_string()))??;
     Ok(Arc::new(registry))
 }
 
@@ -177,15 +201,22 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     let registry = open_registry(&config).await?;
     let blobs = BlobStore::open(config.data_dir.join("blobs"))?;
     let shutdown = CancellationToken::new();
+    let metrics = Arc::new(crate::metrics::HubMetrics::default());
+    let feed = Arc::new(Feed {
+        registry: registry.clone(),
+        bus: EventBus::new(4096),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        slow_subscriber_timeout: config.slow_subscriber_timeout,
+    });
     let state = Arc::new(HubState {
         registry: registry.clone(),
         blobs,
         auth: Authenticator::new(config.insecure_dev),
-        bus: EventBus::new(4096),
+        feed,
         shutdown: shutdown.clone(),
         download_chunk_size: config.download_chunk_size,
-        slow_subscriber_timeout: config.slow_subscriber_timeout,
-        metrics: Arc::new(crate::metrics::HubMetrics::default()),
+        metrics,
     });
     if let Some(keep) = config.event_retention {
         spawn_retention(registry.clone(), keep, shutdown.clone());
@@ -245,10 +276,25 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     // ---- operator dashboard (hub/src/dashboard): own port, same TLS, same shutdown ----
     let dashboard_addr = match &config.dashboard {
         Some(dashboard) => {
-            let bus = state.bus.clone();
+            let tls = match (&config.tls, config.insecure_dev) {
+                (Some(tls), _) => Some(DashboardTls { cert: tls.cert.clone(), key: tls.key.clone() }),
+                (None, true) => None,
+                (None, false) => {
+                    return Err(HubError::Config("the dashboard needs the hub's TLS certificate and key".into()))
+                }
+            };
+            let bus = state.feed.bus.clone();
             let st = state.clone();
-            let live = crate::dashboard::Live::new(move || bus.watchers()).with_metrics(move || st.metrics.scrape(&st));
-            let spawned = crate::dashboard::spawn(dashboard, &config, registry.clone(), live, shutdown.clone()).await;
+            let live = crate::dashboard::Live::new(move || bus.watchers()).with_metrics(move || st.scrape_metrics());
+            let spawned = crate::dashboard::spawn(DashboardInputs {
+                config: dashboard.clone(),
+                tls,
+                data_dir: config.data_dir.clone(),
+                registry: registry.clone(),
+                live,
+                shutdown: shutdown.clone(),
+            })
+            .await;
             Some(spawned.inspect_err(|_| shutdown.cancel())?)
         }
         None => None,

@@ -2,24 +2,29 @@
 
 use crate::auth::Authenticator;
 use crate::blobs::BlobStore;
-use crate::error::status;
-use crate::events::EventBus;
+use crate::events::Feed;
+use crate::metrics::{Gauges, HubMetrics};
 use efa_registry::Registry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+/// The hub's parts, as the gRPC services see them.
 pub struct HubState {
+    /// Domain rules and storage.
     pub registry: Arc<Registry>,
+    /// Bundle content, by digest.
     pub blobs: BlobStore,
+    /// Reads the caller's identity from its certificate.
     pub auth: Authenticator,
-    pub bus: EventBus,
+    /// The event log fan-out to node streams.
+    pub feed: Arc<Feed>,
     /// Cancelled when the hub shuts down; long-lived streams end on it.
     pub shutdown: CancellationToken,
     /// Bytes per chunk when streaming blobs to nodes.
     pub download_chunk_size: usize,
-    pub slow_subscriber_timeout: std::time::Duration,
-    pub metrics: Arc<crate::metrics::HubMetrics>,
+    /// Counters and histograms.
+    pub metrics: Arc<HubMetrics>,
 }
 
 impl HubState {
@@ -29,10 +34,15 @@ impl HubState {
         T: Send + 'static,
         F: FnOnce(&Registry) -> efa_registry::Result<T> + Send + 'static,
     {
-        let registry = self.registry.clone();
-        tokio::task::spawn_blocking(move || f(&registry))
-            .await
-            .map_err(|e| Status::internal(format!("registry task failed: {e}")))?
-            .map_err(status)
+        crate::blocking::registry(&self.registry, f).await
+    }
+
+    /// The hub's metrics in the Prometheus text format, with current-state gauges read now.
+    pub fn scrape_metrics(&self) -> String {
+        self.metrics.scrape(Gauges {
+            event_streams: self.feed.bus.watchers(),
+            subscriptions: self.registry.subscription_count().ok(),
+            event_head: self.registry.head_seq().ok(),
+        })
     }
 }

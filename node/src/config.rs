@@ -31,12 +31,13 @@
 //! ```
 
 use crate::error::{NodeError, Result};
+use efa_domain::model::catalog::Service;
+use efa_domain::model::ids::{Ags, Channel, LandCode, ServiceId};
+use efa_domain::model::release::UpdatePolicy;
+use efa_domain::model::subscription::{NewSubscription, SubscriptionTarget};
+use efa_domain::params::ParamValue;
+use efa_domain::signing::VerifyingKey;
 use efa_proto::tls::ClientTlsFiles;
-use efa_registry::model::ids::{Ags, Channel, LandCode, ServiceId};
-use efa_registry::model::release::UpdatePolicy;
-use efa_registry::model::subscription::SubscriptionTarget;
-use efa_registry::params::ParamValue;
-use efa_registry::signing::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,65 @@ pub struct ServiceConfig {
 }
 
 impl NodeConfig {
+    /// A config with the defaults of every optional key, no subscriptions, no trusted keys.
+    pub fn new(
+        ags: Ags,
+        hub: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+        deploy_dir: impl Into<PathBuf>,
+    ) -> Self {
+        NodeConfig {
+            ags,
+            hub: hub.into(),
+            state_dir: state_dir.into(),
+            deploy_dir: deploy_dir.into(),
+            keep_versions: default_keep(),
+            health_timeout_secs: default_health_timeout(),
+            max_staleness_secs: default_max_staleness(),
+            metrics_listen: None,
+            tls: None,
+            trust: BTreeMap::new(),
+            subscriptions: Vec::new(),
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// Connects with these mTLS files.
+    pub fn with_tls(mut self, files: ClientTlsFiles) -> Self {
+        self.tls = Some(TlsConfig { ca: files.ca, cert: files.cert, key: files.key });
+        self
+    }
+
+    /// Trusts `key` (`efa-ed25519-public:...`) for releases of `land`.
+    pub fn trust(mut self, land: LandCode, key: impl Into<String>) -> Self {
+        self.trust.entry(land).or_default().push(key.into());
+        self
+    }
+
+    /// Subscribes to a service on `stable` with `policy`.
+    pub fn subscribe(mut self, service: ServiceId, policy: UpdatePolicy) -> Self {
+        self.subscriptions.push(SubscriptionConfig {
+            service: Some(service),
+            themenfeld: None,
+            channel: Channel::stable(),
+            policy,
+        });
+        self
+    }
+
+    /// Sets the Kommune's parameters of a service.
+    pub fn parameters(mut self, service: ServiceId, parameters: BTreeMap<String, ParamValue>) -> Self {
+        self.services.entry(service).or_default().parameters = parameters;
+        self
+    }
+
+    /// Sets the health command of a service.
+    pub fn health_command(mut self, service: ServiceId, command: impl Into<String>) -> Self {
+        self.services.entry(service).or_default().health_command = Some(command.into());
+        self
+    }
+
+    /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| NodeError::io(path, e))?;
         let config: NodeConfig = toml::from_str(&text)
@@ -150,6 +210,24 @@ impl NodeConfig {
             .unwrap_or_default()
     }
 
+    /// The subscriptions as the hub takes them.
+    pub fn new_subscriptions(&self) -> Result<Vec<NewSubscription>, String> {
+        self.subscriptions
+            .iter()
+            .map(|s| Ok(NewSubscription { target: s.target()?, channel: s.channel.clone(), policy: s.policy }))
+            .collect()
+    }
+
+    /// The policy and channel of the subscription covering `service`; a subscription to
+    /// the service itself wins over one to its Themenfeld.
+    pub fn policy_for(&self, service: &Service) -> Option<(UpdatePolicy, Channel)> {
+        let by_service = self.subscriptions.iter().find(|s| s.service.as_ref() == Some(&service.id));
+        let by_theme =
+            || self.subscriptions.iter().find(|s| s.themenfeld.as_deref() == Some(service.themenfeld.as_str()));
+        by_service.or_else(by_theme).map(|s| (s.policy, s.channel.clone()))
+    }
+
+    /// The local settings of a service (defaults if the config has none).
     pub fn service(&self, id: &ServiceId) -> ServiceConfig {
         self.services.get(id).cloned().unwrap_or_default()
     }

@@ -1,38 +1,92 @@
 //! The node's error type: what went wrong and what the Kommune can do about it.
 
 use crate::deploy::DeployError;
+use crate::hub::HubError;
 use std::path::PathBuf;
 
+/// Why a node operation did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// The node config is unusable.
     #[error("config {path}: {message}")]
-    Config { path: PathBuf, message: String },
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong, with line and column where TOML knows them.
+        message: String,
+    },
+    /// A local file could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `state.json` does not parse.
     #[error(
         "state file {path} is damaged: {message}; move it aside to start over (the node then re-syncs from the hub)"
     )]
-    State { path: PathBuf, message: String },
-    #[error("hub refused ({:?}): {}", .0.code(), .0.message())]
-    Hub(tonic::Status),
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A call to the hub failed.
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    /// The hub's address or the TLS files are unusable.
     #[error("{0}")]
     Connect(#[from] efa_proto::tls::ConnectError),
+    /// A value breaks a domain rule.
     #[error(transparent)]
-    Domain(#[from] efa_registry::Error),
+    Domain(#[from] efa_domain::Error),
+    /// A release failed verification and is not deployed.
     #[error("release {service} {version} refused: {reason}")]
-    Verification { service: String, version: String, reason: String },
+    Verification {
+        /// The service.
+        service: String,
+        /// The version.
+        version: String,
+        /// Why it is not trusted.
+        reason: String,
+    },
+    /// A download was interrupted; it resumes on the next attempt.
+    #[error("download of {file} stopped after {got} of {size} bytes; it resumes on the next attempt")]
+    DownloadInterrupted {
+        /// The file (or chunk) being downloaded.
+        file: String,
+        /// Bytes received so far.
+        got: u64,
+        /// Bytes the manifest declares.
+        size: u64,
+    },
+    /// A download delivered content that does not match the signed manifest; it was discarded.
     #[error("download of bundle file {file} failed: {reason}")]
-    Download { file: String, reason: String },
+    Download {
+        /// The file (or chunk).
+        file: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The Kommune's parameters for a service do not fit the release's schema.
+    #[error("[services.{service}.parameters] in the node config: {problems}")]
+    Parameters {
+        /// The service.
+        service: String,
+        /// Every problem at once.
+        problems: String,
+    },
+    /// Deploying failed.
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    /// A background task of the node died.
+    #[error("internal task failed: {0}")]
+    Task(String),
+    /// The command cannot do what was asked.
     #[error("{0}")]
     Usage(String),
-}
-
-impl From<tonic::Status> for NodeError {
-    fn from(s: tonic::Status) -> Self {
-        NodeError::Hub(s)
-    }
 }
 
 impl NodeError {
@@ -40,23 +94,17 @@ impl NodeError {
     /// or config that will not get better by trying again.
     pub fn is_transient(&self) -> bool {
         match self {
-            NodeError::Hub(s) => matches!(
-                s.code(),
-                tonic::Code::Unavailable
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Cancelled
-                    | tonic::Code::Unknown
-                    | tonic::Code::Aborted
-            ),
-            NodeError::Connect(_) => true,
-            NodeError::Download { reason, .. } => reason.contains("resumes"),
+            NodeError::Hub(e) => e.is_transient(),
+            NodeError::Connect(_) | NodeError::DownloadInterrupted { .. } => true,
             _ => false,
         }
     }
 
+    /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         NodeError::Io { path: path.into(), source }
     }
 }
 
+/// Result with the node's error.
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;

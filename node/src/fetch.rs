@@ -1,20 +1,18 @@
-//! Getting a release onto local disk: verify the Land's signature over the manifest, then
-//! download every file the local cache does not already hold, resuming partial downloads
-//! and checking each byte against the manifest.
+//! Getting a verified release onto local disk: download every file the local cache does
+//! not already hold, resuming partial downloads and checking each byte against the signed
+//! manifest (verified before, see `efa_domain::trust`).
 //!
 //! Cache layout under `state_dir/blobs/`: `<64 hex>` verified blobs, `partial/<64 hex>`
 //! downloads in progress. A blob is moved out of `partial/` only after its digest matched.
 
 use crate::error::{NodeError, Result};
-use efa_proto::v1 as pb;
-use efa_proto::v1::release_service_client::ReleaseServiceClient;
-use efa_registry::bundle::{BundleLimits, ChunkRef, Digest, FileEntry, Hasher, Manifest};
-use efa_registry::signing::{verify_any, VerifyingKey};
+use crate::hub::HubClient;
+use efa_domain::bundle::{ChunkRef, Digest, FileEntry, Hasher, Manifest};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
+/// Verified blobs on local disk, and downloads in progress.
 #[derive(Clone, Debug)]
 pub struct BlobCache {
     root: PathBuf,
@@ -23,12 +21,16 @@ pub struct BlobCache {
 /// What a fetch moved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FetchStats {
+    /// Files in the manifest.
     pub files: usize,
+    /// Files already in the cache.
     pub files_reused: usize,
+    /// Bytes moved over the network.
     pub bytes_downloaded: u64,
 }
 
 impl BlobCache {
+    /// The cache under `state_dir/blobs/`.
     pub fn new(state_dir: &std::path::Path) -> Result<Self> {
         let root = state_dir.join("blobs");
         let partial = root.join("partial");
@@ -36,6 +38,7 @@ impl BlobCache {
         Ok(BlobCache { root })
     }
 
+    /// Where a verified blob is kept.
     pub fn path(&self, d: &Digest) -> PathBuf {
         self.root.join(d.hex())
     }
@@ -63,72 +66,14 @@ impl BlobCache {
     }
 }
 
-fn refuse(detail: &pb::ReleaseInfo, reason: impl Into<String>) -> NodeError {
-    NodeError::Verification {
-        service: detail.service_id.clone(),
-        version: detail.version.clone(),
-        reason: reason.into(),
-    }
-}
-
-/// Checks a release as the hub delivered it: the manifest is well-formed, signed by a key
-/// this node trusts for the manifest's Land, and agrees with what the hub claims about it.
-pub fn verify_release(
-    detail: &pb::ReleaseDetail,
-    trusted: impl Fn(&efa_registry::model::ids::LandCode) -> Vec<VerifyingKey>,
-) -> Result<Manifest> {
-    let info = detail.info.clone().unwrap_or_default();
-    let manifest = Manifest::from_bytes(&detail.manifest, &BundleLimits::default())
-        .map_err(|e| refuse(&info, format!("manifest is invalid: {e}")))?;
-    let keys = trusted(&manifest.land);
-    if keys.is_empty() {
-        return Err(refuse(
-            &info,
-            format!("no trusted signing key for Land {}; add it under [trust] in the node config", manifest.land),
-        ));
-    }
-    if !verify_any(&keys, &detail.manifest, &detail.signature) {
-        return Err(refuse(
-            &info,
-            format!("signature does not verify against the trusted keys of Land {}", manifest.land),
-        ));
-    }
-    // The signature binds the manifest; the hub's description must match it exactly.
-    let same_version = manifest.semver().ok().map(|v| v.to_string()) == Some(info.version.clone());
-    if manifest.service_id.as_str() != info.service_id || !same_version || manifest.channel.as_str() != info.channel {
-        return Err(refuse(
-            &info,
-            format!(
-                "hub describes {} {} ({}), but the signed manifest is {} {} ({})",
-                info.service_id, info.version, info.channel, manifest.service_id, manifest.version, manifest.channel
-            ),
-        ));
-    }
-    if manifest.land.as_str() != info.land_code {
-        return Err(refuse(
-            &info,
-            format!("hub says Land {}, but the signed manifest says Land {}", info.land_code, manifest.land),
-        ));
-    }
-    if Manifest::content_digest(&detail.manifest).to_string() != info.content_digest {
-        return Err(refuse(&info, "content digest does not match the signed manifest"));
-    }
-    Ok(manifest)
-}
-
-/// Downloads every file of `manifest` missing from the cache.
-pub async fn fetch_release(channel: Channel, cache: &BlobCache, manifest: &Manifest) -> Result<FetchStats> {
-    fetch_release_with_progress(channel, cache, manifest, &|_, _| {}).await
-}
-
-/// Like [`fetch_release`], calling `progress(bytes_done, bytes_to_fetch)` as data arrives.
-pub async fn fetch_release_with_progress(
-    channel: Channel,
+/// Downloads every file of `manifest` missing from the cache, calling
+/// `progress(bytes_done, bytes_to_fetch)` as data arrives.
+pub async fn fetch_release(
+    hub: &HubClient,
     cache: &BlobCache,
     manifest: &Manifest,
     progress: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<FetchStats> {
-    let mut client = ReleaseServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
     let mut stats = FetchStats { files: manifest.files.len(), ..Default::default() };
     let missing: Vec<&FileEntry> = manifest.files.iter().filter(|e| !cache.has(e)).collect();
     stats.files_reused = manifest.files.len() - missing.len();
@@ -148,8 +93,7 @@ pub async fn fetch_release_with_progress(
                 format!("{} (chunk {} of {})", entry.path.as_str(), i + 1, parts.len())
             };
             let base = done;
-            stats.bytes_downloaded +=
-                fetch_blob(&mut client, cache, part, &label, &|n| progress(base + n, total)).await?;
+            stats.bytes_downloaded += fetch_blob(hub, cache, part, &label, &|n| progress(base + n, total)).await?;
             done = base + part.size;
             progress(done, total);
         }
@@ -186,7 +130,7 @@ fn assemble(cache: &BlobCache, entry: &FileEntry) -> Result<()> {
 
 /// Downloads one blob, resuming a partial download. Returns bytes transferred.
 async fn fetch_blob(
-    client: &mut ReleaseServiceClient<Channel>,
+    hub: &HubClient,
     cache: &BlobCache,
     entry: &ChunkRef,
     label: &str,
@@ -217,17 +161,16 @@ async fn fetch_blob(
         std::fs::OpenOptions::new().create(true).append(true).open(&partial).map_err(|e| NodeError::io(&partial, e))?;
     let mut transferred = 0u64;
     if offset < entry.size {
-        let mut stream =
-            client.fetch_blob(pb::FetchBlobRequest { digest: entry.digest.to_string(), offset }).await?.into_inner();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if chunk.offset != offset {
+        let mut stream = hub.blob(&entry.digest, offset).await?;
+        while let Some(part) = stream.next().await {
+            let (at, data) = part?;
+            if at != offset {
                 return Err(NodeError::Download {
                     file: label.clone(),
-                    reason: format!("hub sent a chunk at offset {} while {offset} was expected", chunk.offset),
+                    reason: format!("hub sent a chunk at offset {at} while {offset} was expected"),
                 });
             }
-            if offset + chunk.data.len() as u64 > entry.size {
+            if offset.saturating_add(data.len() as u64) > entry.size {
                 drop(file);
                 let _ = std::fs::remove_file(&partial);
                 return Err(NodeError::Download {
@@ -238,18 +181,15 @@ async fn fetch_blob(
                     ),
                 });
             }
-            file.write_all(&chunk.data).map_err(|e| NodeError::io(&partial, e))?;
-            hasher.update(&chunk.data);
-            offset += chunk.data.len() as u64;
-            transferred += chunk.data.len() as u64;
+            file.write_all(&data).map_err(|e| NodeError::io(&partial, e))?;
+            hasher.update(&data);
+            offset += data.len() as u64;
+            transferred += data.len() as u64;
             progress(offset);
         }
     }
     if offset != entry.size {
-        return Err(NodeError::Download {
-            file: label,
-            reason: format!("download ended after {offset} of {} bytes; it resumes on the next attempt", entry.size),
-        });
+        return Err(NodeError::DownloadInterrupted { file: label, got: offset, size: entry.size });
     }
     file.sync_all().map_err(|e| NodeError::io(&partial, e))?;
     drop(file);

@@ -1,18 +1,30 @@
 //! `efa-node`: the Kommune agent and its commands.
+//!
+//! Exit status: 0 when the command did what it printed; 1 when it failed (the message says
+//! why); 2 for a usage error; 3 when `sync` finished but a release it should have deployed
+//! failed or was rolled back.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use efa_node::{status, Agent, NodeConfig};
-use efa_proto::v1 as pb;
+use efa_cli::edge::{self, LogFormat};
+use efa_domain::model::ids::parse_version;
+use efa_domain::model::rating::{Criterion, NewRating};
+use efa_node::outbox::Sent;
+use efa_node::{Agent, NodeConfig};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
+
+/// `sync` finished, but a release it should have deployed failed or was rolled back.
+const EXIT_DEPLOY_FAILED: u8 = 3;
 
 #[derive(Parser)]
 #[command(
     name = "efa-node",
     version,
-    about = "EfA node: subscribe to, verify, deploy and rate EfA services for a Kommune"
+    about = "EfA node: subscribe to, verify, deploy and rate EfA services for a Kommune",
+    after_help = "Exit status: 0 done as printed; 1 failed; 2 usage error; 3 sync finished but a deployment failed."
 )]
 struct Cli {
     /// Node config (TOML); see the efa_node::config docs for every key.
@@ -53,7 +65,7 @@ enum Command {
         #[arg(long)]
         stars: u32,
         /// AREA=SCORE with AREA one of design, fachlogik, nutzerkonto, payment,
-        /// datenaustauschstandard, routing-transport, rechtliche-nachnutzung, organisation.
+        /// datenaustauschstandard, routing_transport, rechtliche_nachnutzung, organisation.
         #[arg(long = "criterion")]
         criteria: Vec<String>,
         #[arg(long, default_value = "")]
@@ -69,20 +81,9 @@ enum Command {
     },
 }
 
-fn parse_criterion(s: &str) -> Result<(pb::Criterion, u32)> {
+fn parse_criterion(s: &str) -> Result<(Criterion, u32)> {
     let (area, score) = s.split_once('=').context("criteria are AREA=SCORE, e.g. payment=2")?;
-    let c = match area.to_ascii_lowercase().replace('_', "-").as_str() {
-        "design" => pb::Criterion::Design,
-        "fachlogik" => pb::Criterion::Fachlogik,
-        "nutzerkonto" => pb::Criterion::Nutzerkonto,
-        "payment" => pb::Criterion::Payment,
-        "datenaustauschstandard" => pb::Criterion::Datenaustauschstandard,
-        "routing-transport" => pb::Criterion::RoutingTransport,
-        "rechtliche-nachnutzung" => pb::Criterion::RechtlicheNachnutzung,
-        "organisation" => pb::Criterion::Organisation,
-        other => bail!("unknown criterion {other:?}"),
-    };
-    Ok((c, score.parse().with_context(|| format!("score {score:?} is not a number"))?))
+    Ok((area.parse()?, score.parse().with_context(|| format!("score {score:?} is not a number"))?))
 }
 
 /// A progress bar per release download, on stderr (hidden when stderr is not a terminal).
@@ -110,10 +111,10 @@ fn download_bar() -> efa_node::agent::Progress {
 }
 
 fn print_status(agent: &Agent, json: bool) -> Result<()> {
-    let st = status::collect(agent)?;
-    let (cursor, last_sync, queued, services) = (st.cursor, st.last_sync_ms, st.queued_reports, st.services);
+    let st = agent.status()?;
     if json {
-        let v: Vec<_> = services
+        let v: Vec<_> = st
+            .services
             .iter()
             .map(|s| {
                 serde_json::json!({
@@ -122,21 +123,26 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        let out = serde_json::json!({ "ags": agent.config().ags.to_string(), "cursor": cursor, "last_sync_ms": last_sync, "queued_reports": queued, "warnings": st.warnings, "services": v });
+        let out = serde_json::json!({ "ags": agent.config().ags.to_string(), "cursor": st.cursor, "last_sync_ms": st.last_sync_ms, "queued_reports": st.queued_reports, "warnings": st.warnings, "services": v });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let since = if last_sync == 0 {
+    let since = if st.last_sync_ms == 0 {
         "never".to_string()
     } else {
-        let ago = efa_registry::now_ms().saturating_sub(last_sync).max(0) as u64;
+        let ago = efa_domain::now_ms().saturating_sub(st.last_sync_ms).max(0) as u64;
         format!("{} ago", humantime::format_duration(std::time::Duration::from_secs(ago / 1000)))
     };
-    println!("Kommune {}: event cursor {cursor}, last sync {since}, {queued} report(s) queued", agent.config().ags);
+    println!(
+        "Kommune {}: event cursor {}, last sync {since}, {} report(s) queued",
+        agent.config().ags,
+        st.cursor,
+        st.queued_reports
+    );
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(["service", "running", "installed", "awaiting approval", "rejected", "yanked", "last error"]);
-    for s in services {
+    for s in st.services {
         t.add_row([
             s.service,
             s.running.unwrap_or_else(|| "-".into()),
@@ -154,51 +160,21 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM (how service managers ask a process to stop).
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+/// How a report went out, for the line printed after a command.
+fn delivery(sent: &Sent) -> &'static str {
+    match sent {
+        Sent::Delivered | Sent::Skipped => "",
+        Sent::Queued => " (the hub is unreachable; the report is queued and goes out with the next sync)",
     }
 }
 
-fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            match e.downcast_ref::<tonic::Status>() {
-                Some(s) => eprintln!("error: the hub refused ({:?}): {}", s.code(), s.message()),
-                None => eprintln!("error: {e:#}"),
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    edge::main_with(run())
 }
 
-async fn run() -> Result<()> {
+async fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cli.log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
+    edge::init_logging(if cli.log_json { LogFormat::Json } else { LogFormat::Text }, "info");
     let config = NodeConfig::load(&cli.config)?;
     let agent = std::sync::Arc::new(Agent::new(config)?.with_progress(download_bar()));
     match cli.command {
@@ -206,13 +182,14 @@ async fn run() -> Result<()> {
             let token = CancellationToken::new();
             let t = token.clone();
             tokio::spawn(async move {
-                stop_signal().await;
+                edge::stop_signal().await;
                 t.cancel();
             });
             if let Some(addr) = agent.config().metrics_listen {
-                let (agent, token) = (agent.clone(), token.clone());
+                let (a, token) = (agent.clone(), token.clone());
+                let render = std::sync::Arc::new(move || a.metrics_text());
                 tokio::spawn(async move {
-                    if let Err(e) = efa_node::metrics::serve(agent, addr, token).await {
+                    if let Err(e) = efa_node::metrics::serve(render, addr, token).await {
                         tracing::error!(%addr, error = %e, "metrics endpoint failed");
                     }
                 });
@@ -220,33 +197,42 @@ async fn run() -> Result<()> {
             agent.run(token).await?;
         }
         Command::Sync => {
-            agent.register_subscriptions().await?;
-            agent.flush_outbox().await?;
-            let mut handled = agent.reconcile().await?;
-            handled.extend(agent.sync_once().await?);
-            for h in handled {
-                println!("{h:?}");
+            let handled = agent.sync().await?;
+            for h in &handled {
+                println!("{h}");
+            }
+            if handled.iter().any(|h| h.is_failure()) {
+                return Ok(ExitCode::from(EXIT_DEPLOY_FAILED));
             }
         }
         Command::Status => print_status(&agent, cli.json)?,
-        Command::Approve { service, version } => println!("{:?}", agent.approve(&service, &version).await?),
+        Command::Approve { service, version } => {
+            let h = agent.approve(&service, &version).await?;
+            println!("{h}");
+            if h.is_failure() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Reject { service, version, reason } => {
-            agent.reject(&service, version.as_deref(), &reason).await?;
-            println!("rejected {service} {}", version.unwrap_or_default());
+            let sent = agent.reject(&service, version.as_deref(), &reason).await?;
+            let what = version.map(|v| format!("{service} {v}")).unwrap_or_else(|| service.clone());
+            println!("rejected {what}{}", delivery(&sent));
         }
         Command::Rate { service, version, stars, criteria, comment } => {
             let criteria = criteria.iter().map(|c| parse_criterion(c)).collect::<Result<Vec<_>>>()?;
-            let r = agent.rate(&service, &version, stars, criteria, &comment).await?;
+            let rating =
+                NewRating { service_id: service.parse()?, version: parse_version(&version)?, stars, criteria, comment };
+            let r = agent.rate(&rating).await?;
             println!("rated {} {}: {} star(s)", r.service_id, r.version, r.stars);
         }
         Command::Rollback { service, version } => {
-            let prev = agent.rollback(&service, &version).await?;
-            println!("{service}: now {version} (was {})", prev.unwrap_or_else(|| "-".into()));
+            let (prev, sent) = agent.rollback(&service, &version).await?;
+            println!("{service}: now {version} (was {}){}", prev.unwrap_or_else(|| "-".into()), delivery(&sent));
         }
         Command::Retire { service, reason } => {
-            agent.retire(&service, &reason).await?;
-            println!("{service} retired");
+            let sent = agent.retire(&service, &reason).await?;
+            println!("{service} retired{}", delivery(&sent));
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

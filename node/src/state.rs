@@ -2,10 +2,13 @@
 //! atomically (temp file, fsync, rename), so a crash leaves the old or the new state.
 
 use crate::error::{NodeError, Result};
+use efa_domain::model::adoption::{AdoptionReport, AdoptionState};
+use efa_domain::model::ids::parse_version;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeState {
@@ -26,12 +29,29 @@ pub struct NodeState {
     pub warnings: Vec<String>,
 }
 
+/// An adoption report waiting for the hub, as `state.json` keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxReport {
+    /// The service id.
     pub service: String,
+    /// The version, or empty for the service as a whole.
     pub version: String,
-    pub state: efa_registry::model::adoption::AdoptionState,
+    /// The state reached.
+    pub state: AdoptionState,
+    /// Why.
     pub reason: String,
+}
+
+impl OutboxReport {
+    /// The report as the domain (and the wire) knows it.
+    pub fn to_report(&self) -> Result<AdoptionReport> {
+        Ok(AdoptionReport {
+            service_id: self.service.parse()?,
+            version: if self.version.is_empty() { None } else { Some(parse_version(&self.version)?) },
+            state: self.state,
+            reason: self.reason.clone(),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -55,15 +75,26 @@ pub struct ServiceState {
     pub evaluating: Option<String>,
 }
 
+/// `state_dir/state.json`. Every update reads it, changes it and writes it back atomically,
+/// so commands run from a shell (`efa-node approve`) and a running agent see each other's
+/// changes.
 pub struct StateFile {
     path: PathBuf,
+    saves: AtomicU64,
 }
 
 impl StateFile {
+    /// The state file of `state_dir`.
     pub fn new(state_dir: &Path) -> Self {
-        StateFile { path: state_dir.join("state.json") }
+        StateFile { path: state_dir.join("state.json"), saves: AtomicU64::new(0) }
     }
 
+    /// How often this process wrote the file (each write is an fsync).
+    pub fn saves(&self) -> u64 {
+        self.saves.load(Ordering::Relaxed)
+    }
+
+    /// Reads the state; a missing file is a fresh node.
     pub fn load(&self) -> Result<NodeState> {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -73,11 +104,14 @@ impl StateFile {
         }
     }
 
+    /// Writes the state: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self, state: &NodeState) -> Result<()> {
+        self.saves.fetch_add(1, Ordering::Relaxed);
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
         let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        let bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| NodeError::State { path: self.path.clone(), message: e.to_string() })?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| NodeError::io(&tmp, e))?;
         f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| NodeError::io(&tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| NodeError::io(&self.path, e))?;

@@ -12,10 +12,10 @@
 //! efa-node --test fuzz_deploy -- --nocapture` runs longer and prints the executions. A failing
 //! case is shrunk, printed and its seed stored in `tests/fuzz_deploy.proptest-regressions`.
 
+use efa_domain::bundle::{BundleLimits, BundlePath, Digest, Manifest};
+use efa_domain::model::ids::{parse_version, ServiceId};
+use efa_domain::params::{render_template, ParamValue};
 use efa_node::deploy::{DeployError, DeployOutcome, DeployRequest, Deployer, RecoveryReport, ReleaseRecord};
-use efa_registry::bundle::{BundleLimits, BundlePath, Digest, Manifest};
-use efa_registry::model::ids::{parse_version, ServiceId};
-use efa_registry::params::{render_template, ParamValue};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseResult;
@@ -29,8 +29,7 @@ use std::time::Duration;
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-#[path = "../../registry/tests/support/fuzz.rs"]
-mod support;
+use efa_testkit::fuzz as support;
 
 /// Runs a property with the shared harness; regressions are saved next to this file.
 fn fuzz<S>(name: &str, default_cases: u32, strategy: S, test: impl Fn(S::Value) -> TestCaseResult)

@@ -1,7 +1,16 @@
 //! The EfA Hub wire contract.
 //!
 //! Generated code for the `efa.v1` package lives in [`v1`]. Everything that crosses the
-//! network is defined in `proto/efa/v1/*.proto`; this crate holds no logic.
+//! network is defined in `proto/efa/v1/*.proto`. Besides the contract this crate holds the
+//! one mapping between wire messages and domain types ([`convert`]), the one table from
+//! error kinds to gRPC codes and HTTP statuses ([`error`]) and the client mTLS setup
+//! ([`tls`]); no domain logic.
+
+#![warn(missing_docs)]
+
+pub mod convert;
+pub mod error;
+pub mod tls;
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
@@ -28,5 +37,3 @@ mod tests {
         }
     }
 }
-
-pub mod tls;

@@ -1,62 +1,70 @@
-//! The registry's error type. The hub maps [`ErrorKind`] to gRPC status codes in one place.
+//! The registry's error: a broken domain rule, or a storage failure the caller cannot fix.
 
+use efa_domain::error::{Classify, ErrorKind};
 use thiserror::Error;
 
+/// Result with the registry [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What went wrong in the registry.
 #[derive(Debug, Error)]
 pub enum Error {
-    /// Input that breaks a domain rule (format, range, schema).
-    #[error("invalid {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0} already exists")]
-    AlreadyExists(String),
-    /// The request is well-formed but the current state does not allow it.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("not allowed: {0}")]
-    PermissionDenied(String),
+    /// A domain rule refused the request; the message says why.
+    #[error(transparent)]
+    Domain(#[from] efa_domain::Error),
+    /// A register or catalogue file did not parse.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
+    /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A stored record does not decode.
     #[error("corrupt record in {tree}: {reason}")]
-    Corrupt { tree: &'static str, reason: String },
+    Corrupt {
+        /// The tree (table) holding it.
+        tree: &'static str,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A file of the store could not be read or written.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// The cause.
         #[source]
         source: std::io::Error,
     },
 }
 
-/// Coarse classification of an [`Error`], for transports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    Invalid,
-    NotFound,
-    AlreadyExists,
-    FailedPrecondition,
-    PermissionDenied,
-    Internal,
-}
-
 impl Error {
+    /// A domain [`efa_domain::Error::Invalid`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::Invalid { field, reason: reason.into() }
+        efa_domain::Error::invalid(field, reason).into()
     }
-
+    /// A domain [`efa_domain::Error::NotFound`].
+    pub fn not_found(what: impl Into<String>) -> Self {
+        efa_domain::Error::NotFound(what.into()).into()
+    }
+    /// A domain [`efa_domain::Error::AlreadyExists`].
+    pub fn already_exists(what: impl Into<String>) -> Self {
+        efa_domain::Error::AlreadyExists(what.into()).into()
+    }
+    /// A domain [`efa_domain::Error::FailedPrecondition`].
+    pub fn failed_precondition(why: impl Into<String>) -> Self {
+        efa_domain::Error::FailedPrecondition(why.into()).into()
+    }
+    /// An I/O failure on `path`.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io { path: path.as_ref().display().to_string(), source }
     }
+}
 
-    pub fn kind(&self) -> ErrorKind {
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
         match self {
-            Error::Invalid { .. } => ErrorKind::Invalid,
-            Error::NotFound(_) => ErrorKind::NotFound,
-            Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
-            Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
-            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::Domain(e) => e.kind(),
+            Error::Import(_) => ErrorKind::Invalid,
             Error::Storage(_) | Error::Corrupt { .. } | Error::Io { .. } => ErrorKind::Internal,
         }
     }

@@ -1,28 +1,21 @@
 //! # efa-registry
 //!
-//! The domain model and storage of EfA Hub: Länder, Kommunen (AGS/ARS), the OZG catalogue,
-//! EfA services with their parameter schemas, releases and their signed manifests,
-//! subscriptions, the adoption ledger, ratings and the event log.
+//! The rules of EfA Hub that need stored state, and the storage they sit on: the
+//! [`Registry`] (ownership, immutable versions, the adoption ledger, reports), the commit
+//! thread that makes every write durable in batches, the [`store::Store`] trait with its
+//! sled backend and migrations, and the import of the Destatis register and the OZG/LeiKa
+//! catalogues.
 //!
-//! This crate knows nothing about gRPC or sockets. The hub maps wire messages onto
-//! [`registry::Registry`] calls; the node uses the bundle, parameter, signing and policy
-//! rules directly.
+//! **Architecture invariant:** no tonic, prost or sockets; it can be driven from a test
+//! without a network. The domain types and pure rules come from `efa-domain`.
 
-pub mod bundle;
+#![warn(missing_docs)]
+
 mod commit;
 pub mod error;
 pub mod import;
-pub mod model;
-pub mod params;
 pub mod registry;
-pub mod signing;
-pub mod snapshot;
 pub mod store;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, Result};
 pub use registry::Registry;
-
-/// Milliseconds since the Unix epoch, the timestamp unit of every record.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}

@@ -19,8 +19,7 @@ use std::sync::OnceLock;
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-#[path = "support/fuzz.rs"]
-mod support;
+use efa_testkit::fuzz as support;
 
 /// Runs a property with the shared harness; regressions are saved next to this file.
 fn fuzz<S>(name: &str, default_cases: u32, strategy: S, test: impl Fn(S::Value) -> TestCaseResult)

@@ -1,12 +1,13 @@
 //! Writes from many threads go through the commit thread: every one is acknowledged once,
 //! the event log stays gapless, and everything acknowledged is there after a reopen.
 
+use efa_domain::authz::Identity;
+use efa_domain::model::catalog::NewService;
+use efa_domain::model::ids::{Channel, LandCode, ServiceId};
+use efa_domain::model::release::UpdatePolicy;
+use efa_domain::model::subscription::SubscriptionTarget;
 use efa_registry::import::{bundled_gv100ad, bundled_ozg};
-use efa_registry::model::ids::{Channel, LandCode, ServiceId};
-use efa_registry::model::release::UpdatePolicy;
-use efa_registry::model::subscription::SubscriptionTarget;
-use efa_registry::registry::NewService;
-use efa_registry::store::sled_store::SledStore;
+use efa_registry::store::SledStore;
 use efa_registry::Registry;
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ fn concurrent_writes_are_acknowledged_once_each_and_survive_reopen() {
         let service: ServiceId = "wohngeld-nrw".parse().unwrap();
         registry
             .register_service(
-                &nrw,
+                &Identity::Land(nrw.clone()),
                 NewService {
                     id: service.clone(),
                     ozg_id: bundled_ozg().unwrap()[0].ozg_id.clone(),

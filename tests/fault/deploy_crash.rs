@@ -7,8 +7,8 @@
 //! no scratch entries remain.
 
 use crate::harness::*;
+use efa_domain::signing::SigningKey;
 use efa_proto::v1 as pb;
-use efa_registry::signing::SigningKey;
 use efa_tests::{ReportServiceClient, DORTMUND};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,10 +5,10 @@
 //! event log gapless, the log and the data in agreement, and every release's blobs stored.
 
 use crate::harness::*;
+use efa_domain::bundle::{BundleLimits, Digest, Manifest};
+use efa_domain::model::event::EventKind;
+use efa_domain::signing::SigningKey;
 use efa_proto::v1 as pb;
-use efa_registry::bundle::{BundleLimits, Digest, Manifest};
-use efa_registry::model::event::EventKind;
-use efa_registry::signing::SigningKey;
 use efa_registry::store::{SledStore, Store};
 use efa_tests::{ReleaseServiceClient, ReportServiceClient, DORTMUND, ESSEN};
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,12 +3,12 @@
 //! restarts them on the same data. Every child sits in a [`ChildGuard`], so a failing test
 //! never leaves processes behind, and its log tail is printed when a test panics.
 
-use efa_hub::auth::Identity;
-use efa_hub::client::{build_signed_manifest, publish_raw, ClientError, PublishSpec};
+use efa_cli::publish::{build_signed_manifest, publish_raw, PublishError, PublishSpec};
+use efa_domain::authz::Identity;
+use efa_domain::bundle::Digest;
+use efa_domain::signing::SigningKey;
 use efa_proto::tls::ClientTlsFiles;
 use efa_proto::v1 as pb;
-use efa_registry::bundle::Digest;
-use efa_registry::signing::SigningKey;
 use efa_tests::{CatalogServiceClient, ReportServiceClient, SubscriptionServiceClient, NRW};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -332,8 +332,8 @@ impl HubProc {
         format!("https://{}", self.addr)
     }
 
-    /// Starts the hub and waits until it answers a health check over mTLS.
-    pub async fn start(&mut self) {
+    /// Starts the hub process without waiting for it to serve.
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "hub already running");
         let bins = bins();
         let mut cmd = Command::new(&bins.hub);
@@ -351,6 +351,11 @@ impl HubProc {
         self.starts += 1;
         let log = self.root.join("logs").join(format!("hub-{}.log", self.starts));
         self.child = Some(ChildGuard::spawn("efa-hub", cmd, log));
+    }
+
+    /// Starts the hub and waits until it answers a health check over mTLS.
+    pub async fn start(&mut self) {
+        self.spawn();
         let tls = self.pki.tls(&operator());
         let url = self.url();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -527,7 +532,7 @@ pub async fn publish(
     key: &SigningKey,
     version: &str,
     dir: &Path,
-) -> Result<pb::ReleaseInfo, ClientError> {
+) -> Result<pb::ReleaseInfo, PublishError> {
     let spec = PublishSpec {
         dir,
         service_id: SERVICE.parse().unwrap(),
@@ -541,14 +546,14 @@ pub async fn publish(
     publish_raw(channel, signed.manifest, signed.signature, spec.release_notes, signed.files, |_, _| {}).await
 }
 
-/// Publishes with `efa_hub::client::publish_dir`, the path `efa publish` takes (release,
+/// Publishes with `efa_cli::publish::publish_dir`, the path `efa publish` takes (release,
 /// then the Land's signed snapshot).
 pub async fn publish_dir(
     hub: &HubProc,
     key: &SigningKey,
     version: &str,
     dir: &Path,
-) -> Result<pb::ReleaseInfo, ClientError> {
+) -> Result<pb::ReleaseInfo, PublishError> {
     let spec = PublishSpec {
         dir,
         service_id: SERVICE.parse().unwrap(),
@@ -558,7 +563,7 @@ pub async fn publish_dir(
         release_notes: format!("Wohngeld {version}"),
         signing_key: key,
     };
-    efa_hub::client::publish_dir(hub.channel(&land()).await, spec, |_, _| {}).await
+    efa_cli::publish::publish_dir(hub.channel(&land()).await, spec, |_, _| {}).await
 }
 
 pub fn digest_of_file(path: &Path) -> Option<Digest> {

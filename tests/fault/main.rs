@@ -6,6 +6,8 @@
 //!   is durable; the event log stays gapless and agrees with the data.
 //! - `deploy_crash`: a node killed anywhere in download, unpack, switch or health check
 //!   leaves `current` at a complete version, and finishes the work after a restart.
+//! - `migration`: a store migration killed at any point resumes on the next start and
+//!   loses or mixes up no record.
 //! - `resume`: nodes resume the event stream across hub crashes and act on each release
 //!   exactly once, in order.
 //!
@@ -16,4 +18,5 @@
 mod deploy_crash;
 mod durability;
 mod harness;
+mod migration;
 mod resume;

@@ -10,8 +10,8 @@
 //! only; a release published while it follows the stream is deployed itself.
 
 use crate::harness::*;
+use efa_domain::signing::SigningKey;
 use efa_proto::v1 as pb;
-use efa_registry::signing::SigningKey;
 use efa_tests::DORTMUND;
 use std::path::Path;
 use std::time::{Duration, Instant};

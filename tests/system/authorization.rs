@@ -1,7 +1,7 @@
 //! Who may do what: each rule of the authorization table, over real mTLS.
 
+use efa_domain::model::release::UpdatePolicy;
 use efa_proto::v1 as pb;
-use efa_registry::model::release::UpdatePolicy;
 use efa_tests::*;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tonic::Code;
@@ -121,7 +121,7 @@ async fn adoption_details_and_feedback_are_visible_to_operators_and_the_owning_l
     let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
     node.register_subscriptions().await.unwrap();
     node.reconcile().await.unwrap();
-    node.rate("wohngeld-nrw", "1.0.0", 3, vec![], "ok").await.unwrap();
+    rate(&node, "wohngeld-nrw", "1.0.0", 3, vec![], "ok").await.unwrap();
 
     let adopters = |id| pb::ServiceAdoptersRequest { service_id: id };
     denied(

@@ -2,10 +2,10 @@
 //! deploy, roll back, reject and rate, NRW yanks a release), then the pages over real
 //! HTTPS with an operator token, once with an HTTP client and once in headless Chromium.
 
+use efa_domain::model::release::UpdatePolicy;
+use efa_domain::params::ParamValue;
 use efa_node::{Agent, Handled};
 use efa_proto::v1 as pb;
-use efa_registry::model::release::UpdatePolicy;
-use efa_registry::params::ParamValue;
 use efa_tests::*;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
@@ -104,16 +104,30 @@ async fn populate(w: &World) -> Agent {
         .unwrap();
 
     let payment = |s| vec![(pb::Criterion::Payment, s), (pb::Criterion::Design, 5)];
-    dortmund.rate("wohngeld-nrw", "1.1.0", 4, payment(4), "Seit 1.1.0 mit ePayBL – weniger Rückfragen").await.unwrap();
-    essen.rate("wohngeld-nrw", "1.1.0", 5, vec![(pb::Criterion::Fachlogik, 5)], "Läuft stabil").await.unwrap();
-    bielefeld
-        .rate("wohngeld-nrw", "1.1.0", 2, vec![(pb::Criterion::Payment, 1)], "Smoke-Check verlangt HTTPS-ePayBL")
+    rate(&dortmund, "wohngeld-nrw", "1.1.0", 4, payment(4), "Seit 1.1.0 mit ePayBL – weniger Rückfragen")
         .await
         .unwrap();
-    dortmund
-        .rate("baugenehmigung-nrw", "1.0.0", 2, vec![(pb::Criterion::RoutingTransport, 1)], "Ohne XBau nicht nutzbar")
-        .await
-        .unwrap();
+    rate(&essen, "wohngeld-nrw", "1.1.0", 5, vec![(pb::Criterion::Fachlogik, 5)], "Läuft stabil").await.unwrap();
+    rate(
+        &bielefeld,
+        "wohngeld-nrw",
+        "1.1.0",
+        2,
+        vec![(pb::Criterion::Payment, 1)],
+        "Smoke-Check verlangt HTTPS-ePayBL",
+    )
+    .await
+    .unwrap();
+    rate(
+        &dortmund,
+        "baugenehmigung-nrw",
+        "1.0.0",
+        2,
+        vec![(pb::Criterion::RoutingTransport, 1)],
+        "Ohne XBau nicht nutzbar",
+    )
+    .await
+    .unwrap();
     essen
 }
 

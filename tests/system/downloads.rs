@@ -1,8 +1,9 @@
 //! Downloads resume where they stopped and reuse what the node already has.
 
+use efa_domain::bundle::Manifest;
 use efa_node::fetch::{fetch_release, BlobCache};
+use efa_node::hub::HubClient;
 use efa_proto::v1 as pb;
-use efa_registry::bundle::Manifest;
 use efa_tests::*;
 
 async fn manifest(w: &World, version: &str) -> Manifest {
@@ -33,7 +34,7 @@ async fn an_interrupted_download_resumes_and_unchanged_files_are_reused() {
     let partial = state_dir.join("blobs/partial").join(pdf.digest.hex());
     std::fs::write(&partial, &big.as_bytes()[..150_000]).unwrap();
     let ch = w.channel(&kommune(DORTMUND)).await;
-    let stats = fetch_release(ch.clone(), &cache, &m1).await.unwrap();
+    let stats = fetch_release(&HubClient::new(ch.clone()), &cache, &m1, &|_, _| {}).await.unwrap();
     let html = m1.files.iter().find(|f| f.path.as_str() == "index.html").unwrap().size;
     assert_eq!(stats.bytes_downloaded, 50_000 + html, "only the missing tail and the small file move");
     assert_eq!(std::fs::read(cache.path(&pdf.digest)).unwrap(), big.as_bytes());
@@ -41,7 +42,7 @@ async fn an_interrupted_download_resumes_and_unchanged_files_are_reused() {
 
     // 1.1.0 shares the PDF: only its new index.html moves.
     let m2 = manifest(&w, "1.1.0").await;
-    let stats = fetch_release(ch.clone(), &cache, &m2).await.unwrap();
+    let stats = fetch_release(&HubClient::new(ch.clone()), &cache, &m2, &|_, _| {}).await.unwrap();
     assert_eq!((stats.files, stats.files_reused), (2, 1));
     assert_eq!(stats.bytes_downloaded, m2.files.iter().find(|f| f.path.as_str() == "index.html").unwrap().size);
 
@@ -49,12 +50,12 @@ async fn an_interrupted_download_resumes_and_unchanged_files_are_reused() {
     let m1_html = m1.files.iter().find(|f| f.path.as_str() == "index.html").unwrap();
     std::fs::remove_file(cache.path(&pdf.digest)).unwrap();
     std::fs::write(&partial, vec![b'X'; 150_000]).unwrap();
-    let err = fetch_release(ch.clone(), &cache, &m1).await.unwrap_err().to_string();
+    let err = fetch_release(&HubClient::new(ch.clone()), &cache, &m1, &|_, _| {}).await.unwrap_err().to_string();
     assert!(err.contains("digest"), "{err}");
     assert!(!partial.exists(), "a partial that fails verification is removed");
     assert!(cache.path(&m1_html.digest).exists());
     // The next attempt starts over and succeeds.
-    fetch_release(ch, &cache, &m1).await.unwrap();
+    fetch_release(&HubClient::new(ch), &cache, &m1, &|_, _| {}).await.unwrap();
     assert_eq!(std::fs::read(cache.path(&pdf.digest)).unwrap(), big.as_bytes());
 }
 
@@ -88,10 +89,10 @@ async fn a_small_change_to_a_large_file_moves_only_the_changed_chunks() {
     assert!(m1.files[0].chunks.len() > 10, "large files are content-defined chunks");
     let cache = BlobCache::new(&w.dir.path().join("chunk-cache")).unwrap();
     let ch = w.channel(&kommune(DORTMUND)).await;
-    let first = fetch_release(ch.clone(), &cache, &m1).await.unwrap();
+    let first = fetch_release(&HubClient::new(ch.clone()), &cache, &m1, &|_, _| {}).await.unwrap();
     assert_eq!(first.bytes_downloaded, 8_000_000);
     let m2 = manifest(&w, "1.1.0").await;
-    let update = fetch_release(ch, &cache, &m2).await.unwrap();
+    let update = fetch_release(&HubClient::new(ch), &cache, &m2, &|_, _| {}).await.unwrap();
     eprintln!("8 MB file, 40 KB changed: {} bytes moved", update.bytes_downloaded);
     assert!(update.bytes_downloaded <= 2 * 1024 * 1024 + 40_000, "{} bytes moved", update.bytes_downloaded);
     // The joined file is exactly the new content.

@@ -1,9 +1,9 @@
 //! The event stream resumes from a node's cursor without gaps or duplicates, across hub
 //! restarts.
 
+use efa_domain::model::release::UpdatePolicy;
 use efa_node::Handled;
 use efa_proto::v1 as pb;
-use efa_registry::model::release::UpdatePolicy;
 use efa_tests::*;
 use tokio_stream::StreamExt;
 

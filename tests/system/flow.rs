@@ -1,9 +1,9 @@
 //! The core path: a Land publishes, Kommunen deploy with their own parameters, report,
 //! rate, and an operator sees all of it.
 
+use efa_domain::model::release::UpdatePolicy;
 use efa_node::Handled;
 use efa_proto::v1 as pb;
-use efa_registry::model::release::UpdatePolicy;
 use efa_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -57,8 +57,8 @@ async fn land_publishes_kommune_deploys_rates_and_operator_reviews() {
     );
 
     // Dortmund rates; a second rating of the same version replaces the first.
-    agent.rate("wohngeld-nrw", "1.1.0", 2, vec![(pb::Criterion::Payment, 2)], "ePayBL fehlt").await.unwrap();
-    agent.rate("wohngeld-nrw", "1.1.0", 4, vec![(pb::Criterion::Payment, 3)], "jetzt mit ePayBL").await.unwrap();
+    rate(&agent, "wohngeld-nrw", "1.1.0", 2, vec![(pb::Criterion::Payment, 2)], "ePayBL fehlt").await.unwrap();
+    rate(&agent, "wohngeld-nrw", "1.1.0", 4, vec![(pb::Criterion::Payment, 3)], "jetzt mit ePayBL").await.unwrap();
     let summary = ReportServiceClient::new(w.channel(&operator()).await)
         .rating_summary(pb::RatingSummaryRequest { service_id: "wohngeld-nrw".into() })
         .await
@@ -126,7 +126,7 @@ async fn manual_policy_waits_for_approval_and_rejections_reach_the_land() {
     assert_eq!(feedback.rejections[0].kommune_name, "Essen, Stadt");
 
     // Essen evaluated 2.0.0, so it may rate it even though it rejected it.
-    essen.rate("baugenehmigung-nrw", "2.0.0", 1, vec![], "nicht nutzbar ohne XBau").await.unwrap();
+    rate(&essen, "baugenehmigung-nrw", "2.0.0", 1, vec![], "nicht nutzbar ohne XBau").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

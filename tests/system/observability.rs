@@ -1,6 +1,6 @@
 //! Metrics a Prometheus server would scrape from the hub and from a node.
 
-use efa_registry::model::release::UpdatePolicy;
+use efa_domain::model::release::UpdatePolicy;
 use efa_tests::*;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,7 +47,9 @@ async fn hub_and_node_expose_prometheus_metrics() {
 
     // The node serves its metrics over plain HTTP while it runs.
     let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(efa_node::metrics::serve(node.clone(), ([127, 0, 0, 1], port).into(), stop.clone()));
+    let n = node.clone();
+    let render = std::sync::Arc::new(move || n.metrics_text());
+    let server = tokio::spawn(efa_node::metrics::serve(render, ([127, 0, 0, 1], port).into(), stop.clone()));
     let mut body = String::new();
     for _ in 0..50 {
         if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {

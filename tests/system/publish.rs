@@ -1,15 +1,15 @@
 //! Publishing: bad input gets a precise status and nothing is stored half.
 
-use efa_hub::client::{build_signed_manifest, publish_raw, ClientError, PublishSpec};
+use efa_cli::publish::{build_signed_manifest, publish_raw, PublishError, PublishSpec};
+use efa_domain::signing::SigningKey;
 use efa_proto::v1 as pb;
-use efa_registry::signing::SigningKey;
 use efa_tests::*;
 use std::path::PathBuf;
 use tonic::Code;
 
-fn code(e: ClientError) -> (Code, String) {
+fn code(e: PublishError) -> (Code, String) {
     match e {
-        ClientError::Hub(s) => (s.code(), s.message().to_string()),
+        PublishError::Hub(s) => (s.code(), s.message().to_string()),
         other => panic!("expected a hub status, got {other}"),
     }
 }
@@ -60,7 +60,7 @@ async fn malformed_releases_get_precise_errors_and_store_nothing() {
     w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
     let bundle = w.bundle("b", &[("a.txt", "hello")]);
     let file = bundle.join("a.txt");
-    let entry = |path: &str, size: u64, content: &[u8]| serde_json::json!({"path": path, "size": size, "digest": efa_registry::bundle::Digest::of(content).to_string()});
+    let entry = |path: &str, size: u64, content: &[u8]| serde_json::json!({"path": path, "size": size, "digest": efa_domain::bundle::Digest::of(content).to_string()});
     let ok = entry("a.txt", 5, b"hello");
 
     let cases: Vec<(&str, serde_json::Value, Vec<PathBuf>, &str)> = vec![

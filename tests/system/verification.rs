@@ -1,12 +1,12 @@
 //! A node verifies what the hub hands it: a tampered, mis-signed, replayed or oversized
 //! release is refused, reported, and the running version stays in place.
 
-use efa_hub::client::{build_signed_manifest, publish_raw, PublishSpec};
+use efa_cli::publish::{build_signed_manifest, publish_raw, PublishSpec};
+use efa_domain::bundle::Manifest;
+use efa_domain::model::release::UpdatePolicy;
+use efa_domain::signing::SigningKey;
 use efa_node::Handled;
 use efa_proto::v1 as pb;
-use efa_registry::bundle::Manifest;
-use efa_registry::model::release::UpdatePolicy;
-use efa_registry::signing::SigningKey;
 use efa_tests::*;
 
 const SERVICE: &str = "wohngeld-nrw";
@@ -129,7 +129,7 @@ async fn an_older_release_replayed_as_new_is_not_installed() {
         .into_inner()
         .info
         .unwrap();
-    let handled = node.handle_release(old).await.unwrap();
+    let handled = node.handle_release(old.try_into().unwrap()).await.unwrap();
     assert!(matches!(handled, Handled::Ignored { .. }), "{handled:?}");
     assert_eq!(running(&node).as_deref(), Some("1.1.0"));
     // Approving it by hand is refused too; only an explicit local rollback goes back.
@@ -178,7 +178,7 @@ async fn a_release_signed_by_another_trusted_land_is_refused_for_this_service() 
         signing_key: &key,
     };
     let signed = build_signed_manifest(&spec).unwrap();
-    let release = efa_registry::model::release::Release {
+    let release = efa_domain::model::release::Release {
         service_id: SERVICE.parse().unwrap(),
         version: "1.1.0".parse().unwrap(),
         channel: "stable".parse().unwrap(),
@@ -233,7 +233,7 @@ async fn a_hub_that_hides_newer_releases_is_detected() {
 async fn an_expired_snapshot_marks_the_view_as_stale() {
     let (w, node) = running_v1().await;
     let key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
-    efa_hub::client::publish_snapshot(
+    efa_cli::publish::publish_snapshot(
         w.channel(&land(NRW)).await,
         &NRW.parse().unwrap(),
         &key,

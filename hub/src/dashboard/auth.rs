@@ -4,15 +4,15 @@
 //! without the token, so it leaves the address bar and the history.
 //!
 //! Tokens name operators only; the decision that an operator may read every service's
-//! adoption, ratings and rejections is [`crate::auth::authorize`]'s, like for gRPC.
+//! adoption, ratings and rejections is [`efa_domain::authz::authorize`]'s, like for gRPC.
 
 use super::html;
 use super::Dashboard;
-use crate::auth::{authorize, Action, Identity};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use efa_domain::authz::{authorize, Action, Identity};
 use maud::html;
 use std::sync::Arc;
 
@@ -62,9 +62,9 @@ async fn check(dash: &Dashboard, token: &str) -> Result<Identity, Response> {
             return Err(html::error_page(StatusCode::INTERNAL_SERVER_ERROR, "Die Token-Datei ist nicht lesbar."));
         }
     };
-    match authorize(&who, Action::ReadFeedback { owner: None }) {
+    match authorize(&who, Action::ReadDashboard) {
         Ok(()) => Ok(who),
-        Err(status) => Err(html::error_page(StatusCode::FORBIDDEN, status.message())),
+        Err(e) => Err(html::error_page(StatusCode::FORBIDDEN, &e.to_string())),
     }
 }
 

@@ -2,10 +2,10 @@
 
 use super::data::Coverage;
 use super::html::{self, Nav};
-use crate::auth::Identity;
 use axum::response::Response;
-use efa_registry::model::catalog::Service;
-use efa_registry::registry::CoverageRow;
+use efa_domain::authz::Identity;
+use efa_domain::model::catalog::Service;
+use efa_domain::model::report::CoverageRow;
 use maud::{html, Markup};
 
 fn row(r: &CoverageRow, class: &str) -> Markup {

@@ -1,12 +1,13 @@
 //! What each page shows, read from the [`Registry`] in one blocking call per page. Plain
 //! structs, no HTML: the pages render them.
 
-use efa_registry::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState, ServiceTotals};
-use efa_registry::model::catalog::{Kommune, Service};
-use efa_registry::model::ids::{LandCode, ServiceId};
-use efa_registry::model::rating::Rating;
-use efa_registry::model::release::Release;
-use efa_registry::registry::{CoverageLevel, CoverageRow, RatingSummary};
+use efa_domain::authz::Identity;
+use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState, ServiceTotals};
+use efa_domain::model::catalog::{Kommune, Service};
+use efa_domain::model::ids::{LandCode, ServiceId};
+use efa_domain::model::rating::Rating;
+use efa_domain::model::release::Release;
+use efa_domain::model::report::{CoverageLevel, CoverageRow, RatingSummary};
 use efa_registry::{Registry, Result};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,8 +23,8 @@ pub struct Names {
 impl Names {
     pub fn load(reg: &Registry) -> Result<Names> {
         Ok(Names {
-            laender: reg.store().laender()?.into_iter().map(|l| (l.code.to_string(), l.name)).collect(),
-            kreise: reg.store().kreise()?.into_iter().map(|k| (k.code.to_string(), k.name)).collect(),
+            laender: reg.laender()?.into_iter().map(|l| (l.code.to_string(), l.name)).collect(),
+            kreise: reg.kreise()?.into_iter().map(|k| (k.code.to_string(), k.name)).collect(),
         })
     }
 
@@ -34,10 +35,6 @@ impl Names {
     pub fn kreis(&self, code: &str) -> String {
         self.kreise.get(code).cloned().unwrap_or_else(|| format!("Kreis {code}"))
     }
-}
-
-fn kommune_name(reg: &Registry, ags: &efa_registry::model::ids::Ags) -> Result<String> {
-    Ok(reg.store().kommune(ags)?.map(|k| k.name).unwrap_or_else(|| ags.to_string()))
 }
 
 // ------------------------------------------------------------------ overview
@@ -64,7 +61,7 @@ pub fn overview(reg: &Registry) -> Result<Overview> {
     for service in reg.services(None, None)? {
         rows.push(ServiceRow {
             land_name: names.land(service.land.as_str()),
-            latest: reg.store().releases(&service.id)?.into_iter().next(),
+            latest: reg.releases(&service.id, None)?.into_iter().next(),
             totals: reg.service_totals(&service.id)?,
             service,
         });
@@ -125,7 +122,7 @@ pub fn matrix(reg: &Registry, f: &MatrixFilter) -> Result<Matrix> {
     let mut yanked = BTreeSet::new();
     for service in reg.services(None, None)? {
         themen.insert(service.themenfeld.clone());
-        let releases = reg.store().releases(&service.id)?;
+        let releases = reg.releases(&service.id, None)?;
         let channel_of: BTreeMap<semver::Version, String> =
             releases.iter().map(|r| (r.version.clone(), r.channel.to_string())).collect();
         channels.extend(channel_of.values().cloned());
@@ -136,7 +133,7 @@ pub fn matrix(reg: &Registry, f: &MatrixFilter) -> Result<Matrix> {
             continue;
         }
         for ags in shown {
-            let Some(r) = reg.store().adoption(&service.id, ags)? else { continue };
+            let Some(r) = reg.adoption(&service.id, ags)? else { continue };
             let version = r.latest.version.as_ref().or(r.running.as_ref());
             let channel_ok = f.channel.is_empty() || version.and_then(|v| channel_of.get(v)) == Some(&f.channel);
             if channel_ok {
@@ -179,9 +176,9 @@ pub fn service_choices(reg: &Registry) -> Result<Vec<Service>> {
     Ok(s)
 }
 
-pub fn coverage(reg: &Registry, id: &ServiceId, land: Option<&LandCode>) -> Result<Coverage> {
+pub fn coverage(reg: &Registry, who: &Identity, id: &ServiceId, land: Option<&LandCode>) -> Result<Coverage> {
     let service = reg.service(id)?;
-    let rows = reg.coverage(id, land)?;
+    let rows = reg.coverage(who, id, land)?;
     let mut laender: Vec<LandCoverage> = rows
         .iter()
         .filter(|r| r.level == CoverageLevel::Land)
@@ -220,11 +217,11 @@ pub struct ServiceDetail {
     pub rejections: Vec<(String, AdoptionEntry)>,
 }
 
-pub fn service(reg: &Registry, id: &ServiceId) -> Result<ServiceDetail> {
+pub fn service(reg: &Registry, who: &Identity, id: &ServiceId) -> Result<ServiceDetail> {
     let service = reg.service(id)?;
     let names = Names::load(reg)?;
     let mut adopters: Vec<AdopterRow> = reg
-        .adopters(id)?
+        .adopters(who, id)?
         .into_iter()
         .map(|a| AdopterRow {
             kommune: a.kommune.map(|k| k.name).unwrap_or_else(|| a.record.latest.ags.to_string()),
@@ -233,8 +230,7 @@ pub fn service(reg: &Registry, id: &ServiceId) -> Result<ServiceDetail> {
         .collect();
     adopters.sort_by(|a, b| a.kommune.cmp(&b.kommune));
     let versions = reg
-        .store()
-        .releases(id)?
+        .releases(id, None)?
         .into_iter()
         .map(|release| VersionRow {
             running: adopters
@@ -245,15 +241,10 @@ pub fn service(reg: &Registry, id: &ServiceId) -> Result<ServiceDetail> {
             release,
         })
         .collect();
-    let feedback = reg.feedback(None, Some(id))?;
-    let mut ratings = Vec::new();
-    for r in feedback.ratings {
-        ratings.push((kommune_name(reg, &r.ags)?, r));
-    }
-    let mut rejections = Vec::new();
-    for e in feedback.rejections {
-        rejections.push((kommune_name(reg, &e.ags)?, e));
-    }
+    let feedback = reg.feedback(who, None, Some(id))?;
+    let named = |name: String, ags: &efa_domain::model::ids::Ags| if name.is_empty() { ags.to_string() } else { name };
+    let ratings = feedback.ratings.into_iter().map(|(r, n)| (named(n, &r.ags), r)).collect();
+    let rejections = feedback.rejections.into_iter().map(|(e, n)| (named(n, &e.ags), e)).collect();
     Ok(ServiceDetail {
         land_name: names.land(service.land.as_str()),
         summary: reg.rating_summary(id)?,
@@ -275,14 +266,16 @@ pub struct ServiceRejections {
     pub running: usize,
 }
 
-pub fn rejections(reg: &Registry, land: Option<&LandCode>) -> Result<Vec<ServiceRejections>> {
+pub fn rejections(reg: &Registry, who: &Identity, land: Option<&LandCode>) -> Result<Vec<ServiceRejections>> {
     let names = Names::load(reg)?;
     let mut out = Vec::new();
     for service in reg.services(land, None)? {
-        let records = reg.store().adopters(&service.id)?;
+        let adopters = reg.adopters(who, &service.id)?;
+        let records: Vec<&AdoptionRecord> = adopters.iter().map(|a| &a.record).collect();
         let mut rejections = Vec::new();
-        for r in records.iter().filter(|r| r.latest.state == AdoptionState::Rejected) {
-            rejections.push((kommune_name(reg, &r.latest.ags)?, r.latest.clone()));
+        for a in adopters.iter().filter(|a| a.record.latest.state == AdoptionState::Rejected) {
+            let name = a.kommune.as_ref().map(|k| k.name.clone()).unwrap_or_else(|| a.record.latest.ags.to_string());
+            rejections.push((name, a.record.latest.clone()));
         }
         if rejections.is_empty() {
             continue;

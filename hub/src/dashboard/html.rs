@@ -1,10 +1,10 @@
 //! Page layout and small formatting helpers. All text goes through maud, which escapes
 //! it; nothing here builds HTML from strings.
 
-use crate::auth::Identity;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use efa_registry::model::adoption::AdoptionState;
+use efa_domain::authz::Identity;
+use efa_domain::model::adoption::AdoptionState;
 use maud::{html, Markup, DOCTYPE};
 use std::sync::OnceLock;
 
@@ -66,7 +66,7 @@ pub fn page(who: &Identity, active: Nav, title: &str, body: Markup) -> Response 
                     span.who { "Angemeldet als " strong { (who.key()) } " (Betreiber)" }
                 }
                 main { (body) }
-                footer { "EfA Hub · Stand " (timestamp(efa_registry::now_ms())) " UTC" }
+                footer { "EfA Hub · Stand " (timestamp(efa_domain::now_ms())) " UTC" }
             }
         }
     };
@@ -123,7 +123,7 @@ pub fn timestamp(ms: i64) -> String {
     if ms <= 0 {
         return "–".into();
     }
-    crate::table::timestamp(ms)
+    efa_cli::table::timestamp(ms)
 }
 
 /// German decimal with one digit: `12,5`.

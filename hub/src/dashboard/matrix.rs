@@ -2,9 +2,9 @@
 
 use super::data::{Matrix, MatrixFilter, MATRIX_MAX_KOMMUNEN};
 use super::html::{self, Nav};
-use crate::auth::Identity;
 use axum::response::Response;
-use efa_registry::model::adoption::{AdoptionRecord, AdoptionState};
+use efa_domain::authz::Identity;
+use efa_domain::model::adoption::{AdoptionRecord, AdoptionState};
 use maud::{html, Markup};
 
 fn select(name: &str, label: &str, all: &str, current: &str, options: &[(String, String)]) -> Markup {

@@ -27,25 +27,77 @@ mod overview;
 mod rejections;
 mod service;
 
-use crate::auth::Identity;
-use crate::server::{HubConfig, HubError};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Extension, Router};
-use efa_registry::error::ErrorKind;
-use efa_registry::model::ids::{LandCode, ServiceId};
+use efa_domain::authz::Identity;
+use efa_domain::error::{Classify, ErrorKind};
+use efa_domain::model::ids::{LandCode, ServiceId};
 use efa_registry::Registry;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokens::TokenStore;
 use tokio_util::sync::CancellationToken;
 
-/// Where the dashboard listens. TLS and the token file come from the hub's config.
+/// Where the dashboard listens (from the hub's config file or flags).
 #[derive(Clone, Debug)]
 pub struct DashboardConfig {
+    /// Address of the dashboard's own HTTPS port.
     pub listen: SocketAddr,
+}
+
+/// The certificate and key the dashboard serves HTTPS with (the hub's own).
+#[derive(Clone, Debug)]
+pub struct DashboardTls {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Everything the dashboard needs from the hub that starts it.
+pub struct DashboardInputs {
+    /// Where to listen.
+    pub config: DashboardConfig,
+    /// HTTPS certificate; `None` serves plain HTTP and is allowed only for `--insecure-dev`.
+    pub tls: Option<DashboardTls>,
+    /// Where the operator token hashes are kept (the hub's data directory).
+    pub data_dir: PathBuf,
+    /// Read access to the registry.
+    pub registry: Arc<Registry>,
+    /// Live numbers from the running hub.
+    pub live: Live,
+    /// Stops the dashboard.
+    pub shutdown: CancellationToken,
+}
+
+/// Why the dashboard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    /// The certificate or key is unusable.
+    #[error("dashboard TLS: {0}")]
+    Tls(String),
+    /// A file could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile {
+        /// What the file is.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The address could not be bound.
+    #[error("the dashboard cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Live numbers from the running hub that are not in the store.
@@ -107,7 +159,8 @@ impl IntoResponse for PageError {
 type Page = Result<Response, PageError>;
 
 impl Dashboard {
-    /// Runs a registry read on the blocking pool.
+    /// Runs a registry read on the blocking pool. Refusals get the HTTP status of the one
+    /// error table (a permission refusal is 403, not 500).
     async fn read<T, F>(&self, f: F) -> Result<T, PageError>
     where
         T: Send + 'static,
@@ -117,12 +170,11 @@ impl Dashboard {
         match tokio::task::spawn_blocking(move || f(&registry)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(match e.kind() {
-                ErrorKind::NotFound => PageError::new(StatusCode::NOT_FOUND, e.to_string()),
-                ErrorKind::Invalid => PageError::new(StatusCode::BAD_REQUEST, e.to_string()),
-                _ => {
+                ErrorKind::Internal => {
                     tracing::error!(error = %e, "dashboard registry read failed");
                     PageError::internal()
                 }
+                kind => PageError::new(efa_proto::error::http_status(kind), efa_proto::error::public_message(&e)),
             }),
             Err(e) => {
                 tracing::error!(error = %e, "dashboard registry task failed");
@@ -132,26 +184,18 @@ impl Dashboard {
     }
 }
 
-/// Starts the dashboard for a hub started with `hub`; it stops when `shutdown` is cancelled.
-pub async fn spawn(
-    config: &DashboardConfig,
-    hub: &HubConfig,
-    registry: Arc<Registry>,
-    live: Live,
-    shutdown: CancellationToken,
-) -> Result<SocketAddr, HubError> {
-    let tls = match (&hub.tls, hub.insecure_dev) {
-        (Some(tls), _) => Some(serve::tls_config(tls)?),
-        (None, true) => None,
-        (None, false) => return Err(HubError::Config("the dashboard needs the hub's TLS certificate and key".into())),
-    };
-    let dash = Arc::new(Dashboard { registry, tokens: TokenStore::new(&hub.data_dir), live, secure: tls.is_some() });
+/// Starts the dashboard; it stops when `inputs.shutdown` is cancelled. Returns the bound
+/// address.
+pub async fn spawn(inputs: DashboardInputs) -> Result<SocketAddr, DashboardError> {
+    let DashboardInputs { config, tls, data_dir, registry, live, shutdown } = inputs;
+    let tls = tls.as_ref().map(serve::tls_config).transpose()?;
+    let dash = Arc::new(Dashboard { registry, tokens: TokenStore::new(&data_dir), live, secure: tls.is_some() });
     let scheme = if tls.is_some() { "https" } else { "http" };
     let addr = serve::spawn(config.listen, tls, router(dash), shutdown).await?;
     if scheme == "http" {
         tracing::warn!(%addr, "INSECURE DEV MODE: dashboard over plain HTTP");
     }
-    tracing::info!(url = %format!("{scheme}://{addr}/"), tokens = %tokens::tokens_path(&hub.data_dir).display(), "operator dashboard listening");
+    tracing::info!(url = %format!("{scheme}://{addr}/"), tokens = %tokens::tokens_path(&data_dir).display(), "operator dashboard listening");
     Ok(addr)
 }
 
@@ -203,7 +247,7 @@ fn land_code(s: &str) -> Result<Option<LandCode>, PageError> {
     if s.is_empty() {
         return Ok(None);
     }
-    s.parse().map(Some).map_err(|e: efa_registry::Error| PageError::new(StatusCode::BAD_REQUEST, e.to_string()))
+    s.parse().map(Some).map_err(|e: efa_domain::Error| PageError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 async fn overview_page(State(d): State<Arc<Dashboard>>, Extension(who): Who) -> Page {
@@ -234,13 +278,15 @@ async fn coverage_page(State(d): State<Arc<Dashboard>>, Extension(who): Who, Que
         return Ok(coverage::render(&who, &choices, None, ""));
     }
     let (id, land) = (service_id(&q.service)?, land_code(&q.land)?);
-    let c = d.read(move |r| data::coverage(r, &id, land.as_ref())).await?;
+    let who_ = who.clone();
+    let c = d.read(move |r| data::coverage(r, &who_, &id, land.as_ref())).await?;
     Ok(coverage::render(&who, &choices, Some(&c), &q.land))
 }
 
 async fn service_page(State(d): State<Arc<Dashboard>>, Extension(who): Who, Path(id): Path<String>) -> Page {
     let id = service_id(&id)?;
-    let s = d.read(move |r| data::service(r, &id)).await?;
+    let who_ = who.clone();
+    let s = d.read(move |r| data::service(r, &who_, &id)).await?;
     Ok(service::render(&who, &s))
 }
 
@@ -252,7 +298,8 @@ struct LandQuery {
 
 async fn rejections_page(State(d): State<Arc<Dashboard>>, Extension(who): Who, Query(q): Query<LandQuery>) -> Page {
     let land = land_code(&q.land)?;
+    let who_ = who.clone();
     let (groups, laender) =
-        d.read(move |r| Ok((data::rejections(r, land.as_ref())?, data::Names::load(r)?.laender))).await?;
+        d.read(move |r| Ok((data::rejections(r, &who_, land.as_ref())?, data::Names::load(r)?.laender))).await?;
     Ok(rejections::render(&who, &groups, &laender, &q.land))
 }

@@ -2,8 +2,8 @@
 
 use super::data::Overview;
 use super::html::{self, Nav};
-use crate::auth::Identity;
 use axum::response::Response;
+use efa_domain::authz::Identity;
 use maud::html;
 
 pub fn render(who: &Identity, o: &Overview, watchers: usize) -> Response {

@@ -3,8 +3,8 @@
 
 use super::data::ServiceRejections;
 use super::html::{self, Nav};
-use crate::auth::Identity;
 use axum::response::Response;
+use efa_domain::authz::Identity;
 use maud::html;
 use std::collections::BTreeMap;
 

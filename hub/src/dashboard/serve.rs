@@ -2,7 +2,7 @@
 //! only when the hub runs with `--insecure-dev`. HTTP/1.1, bounded handshakes and header
 //! reads, and a bounded graceful drain on the hub's shutdown token.
 
-use crate::server::{HubError, ServerTls};
+use super::{DashboardError, DashboardTls};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -24,14 +24,14 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 256;
 
-fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, HubError> {
-    std::fs::read(path).map_err(|source| HubError::ReadFile { what, path: path.to_path_buf(), source })
+fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, DashboardError> {
+    std::fs::read(path).map_err(|source| DashboardError::ReadFile { what, path: path.to_path_buf(), source })
 }
 
 /// A rustls server config from the hub's certificate chain and key (PEM). The dashboard
 /// authenticates people by token, so it asks for no client certificate.
-pub fn tls_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, HubError> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| HubError::Config(format!("dashboard TLS: {what}: {e}"));
+pub fn tls_config(tls: &DashboardTls) -> Result<Arc<ServerConfig>, DashboardError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| DashboardError::Tls(format!("{what}: {e}"));
     let chain = CertificateDer::pem_slice_iter(&read("server certificate", &tls.cert)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(&tls.cert.display().to_string(), &e))?;
@@ -57,9 +57,9 @@ pub async fn spawn(
     tls: Option<Arc<ServerConfig>>,
     router: Router,
     shutdown: CancellationToken,
-) -> Result<SocketAddr, HubError> {
-    let listener = bind(listen).await.map_err(|source| HubError::Bind { addr: listen, source })?;
-    let addr = listener.local_addr().map_err(|source| HubError::Bind { addr: listen, source })?;
+) -> Result<SocketAddr, DashboardError> {
+    let listener = bind(listen).await.map_err(|source| DashboardError::Bind { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| DashboardError::Bind { addr: listen, source })?;
     tokio::spawn(accept_loop(listener, tls.map(TlsAcceptor::from), router, shutdown));
     Ok(addr)
 }

@@ -3,9 +3,9 @@
 
 use super::data::ServiceDetail;
 use super::html::{self, Nav};
-use crate::auth::Identity;
 use axum::response::Response;
-use efa_registry::model::rating::{Criterion, RatingAggregate};
+use efa_domain::authz::Identity;
+use efa_domain::model::rating::{Criterion, RatingAggregate};
 use maud::{html, Markup};
 
 fn size(bytes: u64) -> String {

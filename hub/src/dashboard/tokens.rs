@@ -4,7 +4,7 @@
 //! SHA-256 with the operator name in `data_dir/operator-tokens.json` (mode 0600, replaced
 //! atomically), so a copy of the data dir does not hand out dashboard access.
 
-use crate::auth::Identity;
+use efa_domain::authz::Identity;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -50,7 +50,7 @@ pub fn operator_identity(name: &str) -> Result<Identity, TokenError> {
     match Identity::parse_uri(&format!("efa://operator/{name}")) {
         Ok(id @ Identity::Operator(_)) => Ok(id),
         Ok(_) => Err(TokenError::InvalidOperator(format!("{name:?} is not an operator name"))),
-        Err(e) => Err(TokenError::InvalidOperator(e)),
+        Err(e) => Err(TokenError::InvalidOperator(e.to_string())),
     }
 }
 
@@ -96,7 +96,7 @@ pub fn issue(data_dir: &Path, operator: &str) -> Result<String, TokenError> {
     file.tokens.push(StoredToken {
         operator: operator.to_string(),
         sha256: hash(&token),
-        created_at_ms: efa_registry::now_ms(),
+        created_at_ms: efa_domain::now_ms(),
     });
     save(&path, &file)?;
     Ok(token)

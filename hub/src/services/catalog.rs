@@ -1,14 +1,17 @@
-use crate::auth::{acting_land, authorize, Action, Identity};
-use crate::convert::{kommune_to_proto, parameter_from_proto, service_to_proto};
-use crate::error::parse;
+//! `CatalogService`: services, Kommunen, and who the caller is.
+
+use crate::error::status;
 use crate::state::HubState;
+use efa_domain::authz::{authorize, Action, Identity};
+use efa_domain::model::catalog::NewService;
+use efa_domain::model::ids::{Ags, LandCode, ServiceId};
+use efa_proto::convert::{parse, parse_opt};
 use efa_proto::v1 as pb;
 use efa_proto::v1::catalog_service_server::CatalogService;
-use efa_registry::model::ids::{Ags, LandCode, ServiceId};
-use efa_registry::registry::NewService;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// The `CatalogService` implementation.
 pub struct Catalog(pub Arc<HubState>);
 
 #[tonic::async_trait]
@@ -18,46 +21,22 @@ impl CatalogService for Catalog {
         req: Request<pb::RegisterServiceRequest>,
     ) -> Result<Response<pb::ServiceInfo>, Status> {
         let who = self.0.auth.identify(&req)?;
-        acting_land(&who, None)?;
-        let r = req.into_inner();
-        let id: ServiceId = parse(&r.id)?;
-        let existing_owner = {
-            let id = id.clone();
-            self.0.registry(move |reg| Ok(reg.store().service(&id)?.map(|s| s.land))).await?
-        };
-        let land = acting_land(&who, existing_owner.as_ref())?;
-        let new = NewService {
-            id,
-            ozg_id: parse(&r.ozg_id)?,
-            leistungsschluessel: if r.leistungsschluessel.trim().is_empty() {
-                None
-            } else {
-                Some(parse(&r.leistungsschluessel)?)
-            },
-            title: r.title,
-            description: r.description,
-            parameters: r.parameters.into_iter().map(parameter_from_proto).collect::<Result<_, _>>()?,
-            adoption_public: r.adoption_public,
-        };
-        let (service, event) = self.0.registry(move |reg| reg.register_service(&land, new)).await?;
+        authorize(&who, Action::ManageService { owner: None }).map_err(status)?;
+        let new = NewService::try_from(req.into_inner()).map_err(status)?;
+        let (service, event) = self.0.registry(move |reg| reg.register_service(&who, new)).await?;
         tracing::info!(service = %service.id, land = %service.land, "service registered");
-        self.0.bus.publish(event);
-        Ok(Response::new(service_to_proto(&service, vec![])))
+        self.0.feed.publish(event);
+        let id = service.id.clone();
+        let entry = self.0.registry(move |reg| reg.catalog_entry(&id)).await?;
+        Ok(Response::new((&entry).into()))
     }
 
     async fn get_service(&self, req: Request<pb::GetServiceRequest>) -> Result<Response<pb::ServiceInfo>, Status> {
         let who = self.0.auth.identify(&req)?;
-        authorize(&who, Action::ReadCatalog)?;
-        let id: ServiceId = parse(&req.into_inner().id)?;
-        let (service, versions) = self
-            .0
-            .registry(move |r| {
-                let s = r.service(&id)?;
-                let v = r.releases(&id, None)?.iter().map(|x| x.version.to_string()).collect();
-                Ok((s, v))
-            })
-            .await?;
-        Ok(Response::new(service_to_proto(&service, versions)))
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
+        let id: ServiceId = parse(&req.into_inner().id).map_err(status)?;
+        let entry = self.0.registry(move |r| r.catalog_entry(&id)).await?;
+        Ok(Response::new((&entry).into()))
     }
 
     async fn list_services(
@@ -65,54 +44,42 @@ impl CatalogService for Catalog {
         req: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
         let who = self.0.auth.identify(&req)?;
-        authorize(&who, Action::ReadCatalog)?;
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
         let r = req.into_inner();
-        let land: Option<LandCode> = if r.land_code.is_empty() { None } else { Some(parse(&r.land_code)?) };
+        let land: Option<LandCode> = parse_opt(&r.land_code).map_err(status)?;
         let themenfeld = Some(r.themenfeld).filter(|t| !t.is_empty());
-        let services = self
-            .0
-            .registry(move |reg| {
-                reg.services(land.as_ref(), themenfeld.as_deref())?
-                    .into_iter()
-                    .map(|s| {
-                        let v = reg.releases(&s.id, None)?.iter().map(|x| x.version.to_string()).collect();
-                        Ok(service_to_proto(&s, v))
-                    })
-                    .collect::<efa_registry::Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(Response::new(pb::ListServicesResponse { services }))
+        let entries = self.0.registry(move |reg| reg.catalog(land.as_ref(), themenfeld.as_deref())).await?;
+        Ok(Response::new(pb::ListServicesResponse { services: entries.iter().map(Into::into).collect() }))
     }
 
     async fn get_kommune(&self, req: Request<pb::GetKommuneRequest>) -> Result<Response<pb::Kommune>, Status> {
         let who = self.0.auth.identify(&req)?;
-        authorize(&who, Action::ReadCatalog)?;
-        let ags: Ags = parse(&req.into_inner().ags)?;
-        let k = self.0.registry(move |r| kommune_with_names(r, &ags)).await?;
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
+        let ags: Ags = parse(&req.into_inner().ags).map_err(status)?;
+        let k = self
+            .0
+            .registry(move |r| {
+                let k = r.kommune(&ags)?;
+                let land = r.land(&ags.land()).map(|l| l.name).unwrap_or_default();
+                Ok(efa_proto::convert::kommune(&k, &land, &r.kreis_name(&ags.kreis())?))
+            })
+            .await?;
         Ok(Response::new(k))
     }
 
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let who = self.0.auth.identify(&req)?;
-        let who2 = who.clone();
+        let whom = who.clone();
         let display_name = self
             .0
             .registry(move |r| {
-                Ok(match &who2 {
-                    Identity::Land(l) => r.store().land(l)?.map(|l| l.name).unwrap_or_default(),
-                    Identity::Kommune(a) => r.store().kommune(a)?.map(|k| k.name).unwrap_or_default(),
+                Ok(match &whom {
+                    Identity::Land(l) => r.land(l).map(|l| l.name).unwrap_or_default(),
+                    Identity::Kommune(a) => r.kommune_name(a)?,
                     Identity::Operator(n) => n.clone(),
                 })
             })
             .await?;
         Ok(Response::new(pb::WhoAmIResponse { role: who.role().into(), key: who.key(), display_name }))
     }
-}
-
-/// A Kommune with its Land and Kreis names, as the wire shows it.
-pub fn kommune_with_names(r: &efa_registry::Registry, ags: &Ags) -> efa_registry::Result<pb::Kommune> {
-    let k = r.kommune(ags)?;
-    let land = r.store().land(&ags.land())?.map(|l| l.name).unwrap_or_default();
-    let kreis = r.store().kreis(&ags.kreis())?.map(|k| k.name).unwrap_or_default();
-    Ok(kommune_to_proto(&k, &land, &kreis))
 }

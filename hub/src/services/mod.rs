@@ -1,5 +1,6 @@
-//! One file per gRPC service. Each handler: identify the caller, authorize, parse the
-//! request into domain types, call the registry, convert the answer.
+//! One file per gRPC service. Each handler: identify the caller, authorize (directly, or
+//! through the registry where the decision needs stored ownership), parse the request into
+//! domain types with `efa_proto::convert`, call the registry, convert the answer.
 
 pub mod adoption;
 pub mod catalog;

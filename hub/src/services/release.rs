@@ -1,12 +1,14 @@
-use crate::auth::{acting_land, authorize, Action};
+//! `ReleaseService`: publish (header, then content), yank, releases, snapshots, downloads.
+
 use crate::blobs::BlobWriter;
-use crate::convert::release_to_proto;
-use crate::error::{parse, status};
+use crate::error::status;
 use crate::state::HubState;
+use efa_domain::authz::{authorize, Action};
+use efa_domain::bundle::{Digest, Hasher, Manifest};
+use efa_domain::model::ids::{Channel, LandCode, ServiceId};
+use efa_proto::convert::{parse, parse_opt};
 use efa_proto::v1 as pb;
 use efa_proto::v1::release_service_server::ReleaseService;
-use efa_registry::bundle::{Digest, Hasher, Manifest};
-use efa_registry::model::ids::{Channel, LandCode, ServiceId};
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+/// The `ReleaseService` implementation.
 pub struct Releases(pub Arc<HubState>);
 
 type BlobStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send>>;
@@ -151,30 +154,19 @@ impl ReleaseService for Releases {
         req: Request<Streaming<pb::PublishChunk>>,
     ) -> Result<Response<pb::ReleaseInfo>, Status> {
         let who = self.0.auth.identify(&req)?;
-        acting_land(&who, None)?;
+        authorize(&who, Action::ManageService { owner: None }).map_err(status)?;
         let mut stream = req.into_inner();
         let header = match stream.next().await {
             Some(Ok(pb::PublishChunk { part: Some(pb::publish_chunk::Part::Header(h)) })) => h,
             Some(Err(e)) => return Err(e),
             _ => return Err(Status::invalid_argument("the first message of a publish stream must be the header")),
         };
-        let bytes = header.manifest.clone();
-        let sig = header.signature.clone();
-        let claimed = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("service_id").and_then(|s| s.as_str()).map(str::to_string))
-            .and_then(|s| s.parse::<ServiceId>().ok());
-        let owner = match claimed {
-            Some(id) => self.0.registry(move |r| Ok(r.store().service(&id)?.map(|s| s.land))).await?,
-            None => None,
-        };
-        let land = acting_land(&who, owner.as_ref())?;
-        let manifest = {
-            let land = land.clone();
-            self.0.registry(move |r| r.check_publish(&land, &bytes, &sig)).await?
-        };
+        let pb::PublishHeader { manifest, signature, release_notes } = header;
+        // The one parse of the manifest: ownership, version and limits are checked on it,
+        // and the checked release carries it to the commit.
+        let checked = self.0.registry(move |r| r.check_publish(&who, manifest, signature)).await?;
 
-        let mut receiver = ContentReceiver::new(&self.0, &manifest);
+        let mut receiver = ContentReceiver::new(&self.0, checked.manifest());
         off_the_runtime(|| receiver.finish_complete_parts())?;
         while let Some(msg) = stream.next().await {
             match msg?.part {
@@ -184,43 +176,31 @@ impl ReleaseService for Releases {
         }
         off_the_runtime(|| receiver.finish())?;
 
-        let (release, event) = self
-            .0
-            .registry(move |r| r.commit_release(&land, header.manifest, header.signature, header.release_notes))
-            .await?;
+        let (release, event) = self.0.registry(move |r| r.commit_release(checked, release_notes)).await?;
         tracing::info!(service = %release.service_id, version = %release.version, channel = %release.channel, bytes = release.total_size, "release published");
         self.0.metrics.publishes.inc();
         self.0.metrics.publish_bytes.inc_by(release.total_size);
-        self.0.bus.publish(event);
-        Ok(Response::new(release_to_proto(&release)))
+        self.0.feed.publish(event);
+        Ok(Response::new((&release.summary()).into()))
     }
 
     async fn yank_release(&self, req: Request<pb::YankReleaseRequest>) -> Result<Response<pb::ReleaseInfo>, Status> {
         let who = self.0.auth.identify(&req)?;
         let r = req.into_inner();
-        let id: ServiceId = parse(&r.service_id)?;
-        let owner = {
-            let id = id.clone();
-            self.0.registry(move |reg| Ok(reg.service(&id)?.land)).await?
-        };
-        let land = acting_land(&who, Some(&owner))?;
-        let (release, event) = self.0.registry(move |reg| reg.yank(&land, &id, &r.version, &r.reason)).await?;
+        let id: ServiceId = parse(&r.service_id).map_err(status)?;
+        let (release, event) = self.0.registry(move |reg| reg.yank(&who, &id, &r.version, &r.reason)).await?;
         tracing::info!(service = %release.service_id, version = %release.version, "release yanked");
-        self.0.bus.publish(event);
-        Ok(Response::new(release_to_proto(&release)))
+        self.0.feed.publish(event);
+        Ok(Response::new((&release.summary()).into()))
     }
 
     async fn get_release(&self, req: Request<pb::GetReleaseRequest>) -> Result<Response<pb::ReleaseDetail>, Status> {
         let who = self.0.auth.identify(&req)?;
-        authorize(&who, Action::ReadCatalog)?;
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
         let r = req.into_inner();
-        let id: ServiceId = parse(&r.service_id)?;
+        let id: ServiceId = parse(&r.service_id).map_err(status)?;
         let release = self.0.registry(move |reg| reg.release(&id, &r.version)).await?;
-        Ok(Response::new(pb::ReleaseDetail {
-            info: Some(release_to_proto(&release)),
-            manifest: release.manifest,
-            signature: release.signature,
-        }))
+        Ok(Response::new((&release).into()))
     }
 
     async fn list_releases(
@@ -228,18 +208,20 @@ impl ReleaseService for Releases {
         req: Request<pb::ListReleasesRequest>,
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
         let who = self.0.auth.identify(&req)?;
-        authorize(&who, Action::ReadCatalog)?;
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
         let r = req.into_inner();
-        let id: ServiceId = parse(&r.service_id)?;
-        let channel: Option<Channel> = if r.channel.is_empty() { None } else { Some(parse(&r.channel)?) };
+        let id: ServiceId = parse(&r.service_id).map_err(status)?;
+        let channel: Option<Channel> = parse_opt(&r.channel).map_err(status)?;
         let releases = self.0.registry(move |reg| reg.releases(&id, channel.as_ref())).await?;
-        Ok(Response::new(pb::ListReleasesResponse { releases: releases.iter().map(release_to_proto).collect() }))
+        Ok(Response::new(pb::ListReleasesResponse {
+            releases: releases.iter().map(|r| (&r.summary()).into()).collect(),
+        }))
     }
 
     async fn publish_snapshot(&self, req: Request<pb::SignedSnapshot>) -> Result<Response<pb::SnapshotInfo>, Status> {
-        let land = acting_land(&self.0.auth.identify(&req)?, None)?;
+        let who = self.0.auth.identify(&req)?;
         let r = req.into_inner();
-        let s = self.0.registry(move |reg| reg.publish_snapshot(&land, r.snapshot, r.signature)).await?;
+        let s = self.0.registry(move |reg| reg.publish_snapshot(&who, r.snapshot, r.signature)).await?;
         tracing::info!(land = %s.land, services = s.latest.len(), expires_at_ms = s.expires_at_ms, "snapshot published");
         Ok(Response::new(pb::SnapshotInfo {
             land_code: s.land.to_string(),
@@ -250,8 +232,8 @@ impl ReleaseService for Releases {
     }
 
     async fn get_snapshot(&self, req: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::SignedSnapshot>, Status> {
-        authorize(&self.0.auth.identify(&req)?, Action::ReadCatalog)?;
-        let land: LandCode = parse(&req.into_inner().land_code)?;
+        authorize(&self.0.auth.identify(&req)?, Action::ReadCatalog).map_err(status)?;
+        let land: LandCode = parse(&req.into_inner().land_code).map_err(status)?;
         let (snapshot, signature) = self.0.registry(move |r| r.snapshot(&land)).await?;
         Ok(Response::new(pb::SignedSnapshot { snapshot, signature }))
     }
@@ -260,9 +242,9 @@ impl ReleaseService for Releases {
 
     async fn fetch_blob(&self, req: Request<pb::FetchBlobRequest>) -> Result<Response<BlobStream>, Status> {
         let who = self.0.auth.identify(&req)?;
-        authorize(&who, Action::ReadCatalog)?;
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
         let r = req.into_inner();
-        let digest: Digest = r.digest.parse().map_err(status)?;
+        let digest: Digest = parse(&r.digest).map_err(status)?;
         let Some((mut file, len)) = self.0.blobs.reader(&digest, r.offset)? else {
             return Err(Status::not_found(format!("blob {digest} is not stored on this hub")));
         };

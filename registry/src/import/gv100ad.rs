@@ -20,8 +20,8 @@
 //! columns are cut at character boundaries, and a short line is an error, never a panic.
 
 use super::{ImportError, GV100AD_FILE as FILE};
-use crate::model::catalog::{Kommune, Kreis, Land};
-use crate::model::ids::{Ags, KreisCode, LandCode};
+use efa_domain::model::catalog::{Kommune, Kreis, Land};
+use efa_domain::model::ids::{Ags, KreisCode, LandCode};
 use std::collections::HashMap;
 
 /// The areas of a GV100AD file the register needs.
@@ -95,7 +95,7 @@ pub fn parse(text: &str) -> Result<Gv100ad, ImportError> {
                 let (kreis, gemeinde) = ags.as_str().split_at(5);
                 let ars = format!("{kreis}{verband}{gemeinde}")
                     .parse()
-                    .map_err(|e: crate::error::Error| rec.error(e.to_string()))?;
+                    .map_err(|e: efa_domain::Error| rec.error(e.to_string()))?;
                 kreis_of_kommune.push((rec.number, ags.kreis()));
                 out.kommunen.push(Kommune { ags, ars, name, textkennzeichen: tk.to_string() });
             }
@@ -180,9 +180,9 @@ impl<'a> Record<'a> {
 
     fn id<T>(&self, start: usize, end: usize, what: &str) -> Result<T, ImportError>
     where
-        T: std::str::FromStr<Err = crate::error::Error>,
+        T: std::str::FromStr<Err = efa_domain::Error>,
     {
-        self.digits(start, end, what)?.parse().map_err(|e: crate::error::Error| self.error(e.to_string()))
+        self.digits(start, end, what)?.parse().map_err(|e: efa_domain::Error| self.error(e.to_string()))
     }
 
     /// The name column, trimmed. Lines whose trailing blanks were stripped still count, as long

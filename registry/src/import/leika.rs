@@ -5,8 +5,8 @@
 //! service, so both are skipped; any other row without a valid key is an error.
 
 use super::{csv_line, ImportError, LEIKA_FILE as FILE};
-use crate::model::catalog::LeikaEntry;
-use crate::model::ids::{Leistungsschluessel, OzgId};
+use efa_domain::model::catalog::LeikaEntry;
+use efa_domain::model::ids::{Leistungsschluessel, OzgId};
 use serde::Deserialize;
 use std::collections::HashSet;
 

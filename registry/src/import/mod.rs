@@ -5,7 +5,7 @@
 //! complete register and no data directory to get wrong. Parsers also accept other copies of the
 //! same formats, e.g. a newer GV100AD.
 //!
-//! Every parser checks each row once and hands out validated ids ([`crate::model::ids`]); a bad
+//! Every parser checks each row once and hands out validated ids ([`efa_domain::model::ids`]); a bad
 //! row stops the import with an [`ImportError`] naming the file and line, because a register that
 //! silently lacks Gemeinden or services is worse than one that refuses to load.
 
@@ -15,8 +15,7 @@ pub mod ozg;
 
 pub use gv100ad::Gv100ad;
 
-use crate::error::Error;
-use crate::model::catalog::{LeikaEntry, OzgLeistung};
+use efa_domain::model::catalog::{LeikaEntry, OzgLeistung};
 use thiserror::Error;
 
 /// Destatis Gemeindeverzeichnis, status 2023-11-30.
@@ -51,12 +50,6 @@ impl ImportError {
     }
 }
 
-impl From<ImportError> for Error {
-    fn from(e: ImportError) -> Self {
-        Error::invalid("import", e.to_string())
-    }
-}
-
 /// Länder, Kreise and Gemeinden from the bundled GV100AD.
 pub fn bundled_gv100ad() -> Result<Gv100ad, ImportError> {
     gv100ad::parse(GV100AD_TEXT)
@@ -84,9 +77,10 @@ mod tests {
 
     #[test]
     fn import_error_maps_to_invalid_and_keeps_the_location() {
-        let err: Error = ImportError::malformed(LEIKA_FILE, 7, "bad key").into();
-        assert_eq!(err.kind(), crate::error::ErrorKind::Invalid);
-        assert_eq!(err.to_string(), "invalid import: leika.csv, line 7: bad key");
+        use efa_domain::error::{Classify, ErrorKind};
+        let err: crate::Error = ImportError::malformed(LEIKA_FILE, 7, "bad key").into();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert_eq!(err.to_string(), "leika.csv, line 7: bad key");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Parser for the OZG catalogue: `ozg_id,name,lebenslage,themenfeld`, one OZG-Leistung a row.
 
 use super::{csv_line, ImportError, OZG_FILE as FILE};
-use crate::model::catalog::OzgLeistung;
-use crate::model::ids::OzgId;
+use efa_domain::model::catalog::OzgLeistung;
+use efa_domain::model::ids::OzgId;
 use serde::Deserialize;
 use std::collections::HashMap;
 

@@ -5,26 +5,34 @@
 //! log never disagrees with the data. Implementations make a write durable before they
 //! return from [`Store::flush`]; the registry calls it before acknowledging.
 
-pub mod sled_store;
+pub mod codec;
+pub mod sled;
+#[cfg(test)]
+mod suite;
 
 use crate::error::Result;
-use crate::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
-use crate::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
-use crate::model::event::{Event, EventKind};
-use crate::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
-use crate::model::rating::Rating;
-use crate::model::release::{Release, Yank};
-use crate::model::subscription::Subscription;
+use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
+use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
+use efa_domain::model::event::{Event, EventKind};
+use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use efa_domain::model::rating::Rating;
+use efa_domain::model::release::{Release, Yank};
+use efa_domain::model::subscription::Subscription;
 
-pub use sled_store::SledStore;
+pub use self::sled::SledStore;
 
 /// Counts of what an import wrote, for reporting.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImportCounts {
+    /// Länder in the register.
     pub laender: usize,
+    /// Kreise in the register.
     pub kreise: usize,
+    /// Gemeinden in the register.
     pub kommunen: usize,
+    /// OZG-Leistungen in the catalogue.
     pub ozg_leistungen: usize,
+    /// LeiKa keys in the catalogue.
     pub leika: usize,
 }
 
@@ -100,225 +108,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every write so far durable.
     fn flush(&self) -> Result<()>;
-}
-
-/// One behavioural test suite that every backend must pass.
-#[cfg(test)]
-#[macro_export]
-macro_rules! store_test_suite {
-    ($make:expr) => {
-        use $crate::model::adoption::*;
-        use $crate::model::catalog::*;
-        use $crate::model::event::EventKind;
-        use $crate::model::release::*;
-        use $crate::store::Store;
-
-        fn service() -> Service {
-            Service {
-                id: "wohngeld-nrw".parse().unwrap(),
-                ozg_id: "10001".parse().unwrap(),
-                leistungsschluessel: None,
-                title: "Wohngeld".into(),
-                description: String::new(),
-                land: "05".parse().unwrap(),
-                themenfeld: "Bauen & Wohnen".into(),
-                lebenslage: "Wohnen".into(),
-                parameters: vec![],
-                registered_at_ms: 1,
-                adoption_public: false,
-            }
-        }
-
-        fn release(v: &str) -> Release {
-            Release {
-                service_id: "wohngeld-nrw".parse().unwrap(),
-                version: v.parse().unwrap(),
-                channel: Default::default(),
-                land: "05".parse().unwrap(),
-                content_digest: $crate::bundle::Digest::of(v.as_bytes()),
-                total_size: 1,
-                file_count: 1,
-                release_notes: String::new(),
-                published_at_ms: 2,
-                manifest: vec![],
-                signature: vec![],
-                yank: None,
-            }
-        }
-
-        #[test]
-        fn releases_are_immutable_and_sorted_by_semver() {
-            let store = $make;
-            let s = service();
-            store
-                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
-                .unwrap();
-            for v in ["1.9.0", "1.10.0", "1.2.0"] {
-                store.insert_release(&release(v)).unwrap();
-            }
-            let err = store.insert_release(&release("1.10.0")).unwrap_err();
-            assert_eq!(err.kind(), $crate::error::ErrorKind::AlreadyExists);
-            let versions: Vec<String> = store.releases(&s.id).unwrap().iter().map(|r| r.version.to_string()).collect();
-            assert_eq!(versions, ["1.10.0", "1.9.0", "1.2.0"]);
-        }
-
-        #[test]
-        fn event_log_is_gapless_and_ordered() {
-            let store = $make;
-            let s = service();
-            store
-                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
-                .unwrap();
-            store.insert_release(&release("1.0.0")).unwrap();
-            let _ = store.insert_release(&release("1.0.0"));
-            store.yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "bug".into(), at_ms: 3 }).unwrap();
-            let seqs: Vec<u64> = store.events_after(0, 100).unwrap().iter().map(|e| e.seq).collect();
-            assert_eq!(seqs, [1, 2, 3]);
-            assert_eq!(store.head_seq().unwrap(), 3);
-            assert_eq!(store.events_after(2, 100).unwrap().len(), 1);
-            assert!(store
-                .yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "x".into(), at_ms: 4 })
-                .is_err());
-            assert_eq!(store.oldest_seq().unwrap(), Some(1));
-            assert_eq!(store.trim_events(3).unwrap(), 2);
-            assert_eq!(store.oldest_seq().unwrap(), Some(3));
-            assert_eq!(store.head_seq().unwrap(), 3, "trimming never moves the head back");
-            assert_eq!(store.events_after(0, 100).unwrap().len(), 1);
-        }
-
-        #[test]
-        fn adoption_ledger_keeps_history_and_current_state() {
-            let store = $make;
-            let ags: $crate::model::ids::Ags = "05913000".parse().unwrap();
-            let sid: $crate::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
-            for (state, v) in [
-                (AdoptionState::Evaluating, "1.0.0"),
-                (AdoptionState::Deployed, "1.0.0"),
-                (AdoptionState::Failed, "1.1.0"),
-            ] {
-                store
-                    .append_adoption(&AdoptionEntry {
-                        ags: ags.clone(),
-                        service_id: sid.clone(),
-                        version: Some(v.parse().unwrap()),
-                        state,
-                        reason: "r".into(),
-                        at_ms: 5,
-                    })
-                    .unwrap();
-            }
-            assert_eq!(store.history_of(&ags).unwrap().len(), 3);
-            let rec = store.adoption(&sid, &ags).unwrap().unwrap();
-            assert_eq!(rec.running, Some("1.0.0".parse().unwrap()));
-            assert_eq!(rec.latest.state, AdoptionState::Failed);
-            assert_eq!(store.adopters(&sid).unwrap().len(), 1);
-            assert_eq!(store.adoptions_of(&ags).unwrap().len(), 1);
-        }
-
-        #[test]
-        fn bulk_load_adoptions_matches_the_ledger_without_events() {
-            let store = $make;
-            let sid: $crate::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
-            let dortmund: $crate::model::ids::Ags = "05913000".parse().unwrap();
-            let essen: $crate::model::ids::Ags = "05113000".parse().unwrap();
-            let entry = |ags: &$crate::model::ids::Ags, state, v: &str| AdoptionEntry {
-                ags: ags.clone(),
-                service_id: sid.clone(),
-                version: Some(v.parse().unwrap()),
-                state,
-                reason: "r".into(),
-                at_ms: 1,
-            };
-            // Logged first, bulk history is older and sorts before it.
-            store.append_adoption(&entry(&dortmund, AdoptionState::Evaluating, "2.0.0")).unwrap();
-            let head = store.head_seq().unwrap();
-            store
-                .bulk_load_adoptions(&[
-                    entry(&dortmund, AdoptionState::Evaluating, "1.0.0"),
-                    entry(&essen, AdoptionState::Deployed, "1.0.0"),
-                    entry(&dortmund, AdoptionState::Deployed, "1.0.0"),
-                ])
-                .unwrap();
-            store.bulk_load_adoptions(&[entry(&essen, AdoptionState::Failed, "1.1.0")]).unwrap();
-            assert_eq!(store.head_seq().unwrap(), head, "bulk loading appends no events");
-            let history = store.history_of(&dortmund).unwrap();
-            let versions: Vec<String> = history.iter().map(|e| e.version.as_ref().unwrap().to_string()).collect();
-            assert_eq!(versions, ["1.0.0", "1.0.0", "2.0.0"]);
-            assert_eq!(store.history_of(&essen).unwrap().len(), 2);
-            let rec = store.adoption(&sid, &dortmund).unwrap().unwrap();
-            assert_eq!(rec.running, Some("1.0.0".parse().unwrap()));
-            let essen_rec = store.adoption(&sid, &essen).unwrap().unwrap();
-            assert_eq!(essen_rec.latest.state, AdoptionState::Failed);
-            assert_eq!(essen_rec.running, Some("1.0.0".parse().unwrap()));
-            assert_eq!(store.adopters(&sid).unwrap().len(), 2);
-            assert_eq!(store.adoptions_of(&essen).unwrap().len(), 1);
-        }
-
-        #[test]
-        fn service_totals_match_a_recount_after_every_kind_of_write() {
-            use $crate::model::rating::Rating;
-            let store = $make;
-            let sid: $crate::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
-            let ags = |s: &str| -> $crate::model::ids::Ags { s.parse().unwrap() };
-            let entry = |a: &str, state, v: Option<&str>| AdoptionEntry {
-                ags: ags(a),
-                service_id: sid.clone(),
-                version: v.map(|v| v.parse().unwrap()),
-                state,
-                reason: "r".into(),
-                at_ms: 1,
-            };
-            let recount = |store: &dyn Store| {
-                let records = store.adopters(&sid).unwrap();
-                let ratings = store.ratings(&sid).unwrap();
-                ServiceTotals {
-                    records: records.len() as u32,
-                    running: records.iter().filter(|r| r.running.is_some()).count() as u32,
-                    rejected: records.iter().filter(|r| r.latest.state == AdoptionState::Rejected).count() as u32,
-                    ratings: ratings.len() as u32,
-                    stars_sum: ratings.iter().map(|r| u64::from(r.stars)).sum(),
-                }
-            };
-            store.append_adoption(&entry("05913000", AdoptionState::Deployed, Some("1.0.0"))).unwrap();
-            store.append_adoption(&entry("05113000", AdoptionState::Rejected, None)).unwrap();
-            store.append_adoption(&entry("05913000", AdoptionState::Retired, None)).unwrap();
-            store
-                .bulk_load_adoptions(&[
-                    entry("05113000", AdoptionState::Deployed, Some("1.0.0")),
-                    entry("05711000", AdoptionState::Rejected, None),
-                    entry("05711000", AdoptionState::Deployed, Some("1.0.0")),
-                    entry("05515000", AdoptionState::Evaluating, Some("1.0.0")),
-                ])
-                .unwrap();
-            store.bulk_load_adoptions(&[entry("05515000", AdoptionState::Rejected, None)]).unwrap();
-            let rate = |a: &str, stars| Rating {
-                ags: ags(a),
-                service_id: sid.clone(),
-                version: "1.0.0".parse().unwrap(),
-                stars,
-                criteria: vec![],
-                comment: String::new(),
-                at_ms: 1,
-            };
-            store.put_rating(&rate("05113000", 2)).unwrap();
-            store.put_rating(&rate("05711000", 5)).unwrap();
-            store.put_rating(&rate("05113000", 4)).unwrap(); // re-rating replaces the 2
-            let totals = store.service_totals(&sid).unwrap();
-            assert_eq!(totals, recount(&store));
-            assert_eq!(
-                totals,
-                ServiceTotals { records: 4, running: 2, rejected: 1, ratings: 2, stars_sum: 9 },
-                "05913000 retired, 05113000 and 05711000 running, 05515000 rejected"
-            );
-            assert!((totals.average_stars() - 4.5).abs() < 1e-9);
-            assert_eq!(store.kommunen_with_records().unwrap(), 4);
-            let under = |p: &str| -> Vec<String> {
-                store.kommunen_with_records_under(p).unwrap().iter().map(|a| a.to_string()).collect()
-            };
-            assert_eq!(under("059"), ["05913000"]);
-            assert_eq!(under("05").len(), 4);
-            assert!(under("09").is_empty());
-            assert_eq!(store.service_totals(&"other".parse().unwrap()).unwrap(), ServiceTotals::default());
-        }
-    };
 }

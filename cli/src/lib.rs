@@ -1,0 +1,17 @@
+//! # efa-cli
+//!
+//! The `efa` command for Land publishers and operators, and what every EfA binary shares at
+//! its process edge ([`edge`]: runtime, logging, stop signals, error output). Its library
+//! parts serve the demo and the tests too: [`publish`] (sign and upload a bundle),
+//! [`reports`] and [`table`] (reports as tables, CSV or JSON), [`keys`] (signing key files).
+//!
+//! **Architecture invariant:** no server code; `cargo install --path cli` builds no sled,
+//! axum, maud or rcgen.
+
+#![warn(missing_docs)]
+
+pub mod edge;
+pub mod keys;
+pub mod publish;
+pub mod reports;
+pub mod table;

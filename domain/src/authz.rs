@@ -1,0 +1,261 @@
+//! Who may do what: the one authorization table of EfA Hub.
+//!
+//! Callers are named by an [`Identity`], which the hub reads from the single `efa://` URI
+//! in a client certificate (or an operator token, for the dashboard). Every decision goes
+//! through [`authorize`] over an [`Action`]; the gRPC services, the registry (for rules
+//! that need stored ownership) and the dashboard all ask it, so a rule is written once.
+
+use crate::error::{echo, Error, Result};
+use crate::model::ids::{Ags, LandCode};
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// A Land, e.g. `efa://land/05`: builds and publishes services.
+    Land(LandCode),
+    /// A Kommune node, e.g. `efa://kommune/05913000`.
+    Kommune(Ags),
+    /// An operator of the federation, e.g. `efa://operator/bund`.
+    Operator(String),
+}
+
+impl Identity {
+    /// The `efa://role/key` form carried in certificates.
+    pub fn to_uri(&self) -> String {
+        format!("efa://{}/{}", self.role(), self.key())
+    }
+
+    /// Parses the `efa://role/key` form.
+    pub fn parse_uri(uri: &str) -> Result<Self> {
+        let bad = |why: String| Error::invalid("identity", why);
+        let rest = uri.strip_prefix("efa://").ok_or_else(|| bad(format!("{} is not an efa:// identity", echo(uri))))?;
+        let (role, key) = rest.split_once('/').ok_or_else(|| bad(format!("{} has no role/key", echo(uri))))?;
+        match role {
+            "land" => key.parse().map(Identity::Land),
+            "kommune" => key.parse().map(Identity::Kommune),
+            "operator" => {
+                let ok = !key.is_empty()
+                    && key.len() <= 64
+                    && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if ok {
+                    Ok(Identity::Operator(key.to_string()))
+                } else {
+                    Err(bad(format!("operator name {} must be 1..64 of A-Z a-z 0-9 - _", echo(key))))
+                }
+            }
+            other => Err(bad(format!("unknown role {} (expected land, kommune or operator)", echo(other)))),
+        }
+    }
+
+    /// `land`, `kommune` or `operator`.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Identity::Land(_) => "land",
+            Identity::Kommune(_) => "kommune",
+            Identity::Operator(_) => "operator",
+        }
+    }
+
+    /// The Land code, AGS or operator name.
+    pub fn key(&self) -> String {
+        match self {
+            Identity::Land(l) => l.to_string(),
+            Identity::Kommune(a) => a.to_string(),
+            Identity::Operator(n) => n.clone(),
+        }
+    }
+
+    /// File name stem for its certificate, e.g. `land-05`.
+    pub fn file_stem(&self) -> String {
+        format!("{}-{}", self.role(), self.key())
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_uri())
+    }
+}
+
+/// Every action that needs a decision, with what it concerns.
+#[derive(Clone, Copy, Debug)]
+pub enum Action<'a> {
+    /// Register or update a service; publish or yank a release or sign a snapshot of a
+    /// service owned by `owner` (`None` when the service does not exist yet).
+    ManageService {
+        /// The Land that registered the service, if it exists.
+        owner: Option<&'a LandCode>,
+    },
+    /// Subscribe, report adoption, rate: acting as a Kommune.
+    ActAsKommune,
+    /// Read the catalog, releases, bundle content and rating aggregates: every
+    /// authenticated party.
+    ReadCatalog,
+    /// Read who adopted a service owned by `owner`.
+    ReadAdoption {
+        /// The Land that registered the service.
+        owner: &'a LandCode,
+        /// The Land made adoption of the service visible to every Kommune.
+        public: bool,
+    },
+    /// Read one Kommune's ledger.
+    ReadKommune {
+        /// Whose ledger.
+        ags: &'a Ags,
+    },
+    /// Read ratings, comments and rejection reasons of services owned by `owner` (`None`:
+    /// of all services).
+    ReadFeedback {
+        /// Whose services.
+        owner: Option<&'a LandCode>,
+    },
+    /// Read the subscriptions of a Kommune.
+    ReadSubscriptions {
+        /// Whose subscriptions.
+        ags: &'a Ags,
+    },
+    /// Read the operator dashboard: every service's adoption, ratings and rejections.
+    ReadDashboard,
+}
+
+fn deny<T>(msg: String) -> Result<T> {
+    Err(Error::PermissionDenied(msg))
+}
+
+/// The authorization table. Each refusal says who tried what.
+pub fn authorize(who: &Identity, action: Action<'_>) -> Result<()> {
+    match (action, who) {
+        (Action::ReadCatalog, _) => Ok(()),
+        (Action::ManageService { owner }, Identity::Land(land)) => match owner {
+            Some(owner) if owner != land => deny(format!("Land {land} cannot manage a service of Land {owner}")),
+            _ => Ok(()),
+        },
+        (Action::ManageService { .. }, other) => {
+            deny(format!("only a Land may register, publish or yank services; caller is {other}"))
+        }
+        (Action::ActAsKommune, Identity::Kommune(_)) => Ok(()),
+        (Action::ActAsKommune, other) => {
+            deny(format!("only a Kommune node may subscribe, report adoption or rate; caller is {other}"))
+        }
+        (Action::ReadAdoption { .. }, Identity::Operator(_)) => Ok(()),
+        (Action::ReadAdoption { owner, .. }, Identity::Land(land)) if land == owner => Ok(()),
+        (Action::ReadAdoption { public: true, .. }, Identity::Kommune(_)) => Ok(()),
+        (Action::ReadAdoption { owner, .. }, other) => deny(format!(
+            "adoption details of this service of Land {owner} are visible to operators and that Land only \
+             (the Land has not made them public); caller is {other}"
+        )),
+        (Action::ReadKommune { .. }, Identity::Operator(_)) => Ok(()),
+        (Action::ReadKommune { ags }, Identity::Kommune(me)) if me == ags => Ok(()),
+        (Action::ReadKommune { ags }, other) => deny(format!(
+            "the ledger of Kommune {ags} is visible to operators and that Kommune only; caller is {other}"
+        )),
+        (Action::ReadFeedback { .. }, Identity::Operator(_)) => Ok(()),
+        (Action::ReadFeedback { owner: Some(owner) }, Identity::Land(land)) if land == owner => Ok(()),
+        (Action::ReadFeedback { owner }, other) => deny(format!(
+            "feedback on {} is visible to operators and the publishing Land only; caller is {other}",
+            owner.map(|o| format!("services of Land {o}")).unwrap_or_else(|| "all services".into()),
+        )),
+        (Action::ReadSubscriptions { .. }, Identity::Operator(_)) => Ok(()),
+        (Action::ReadSubscriptions { ags }, Identity::Kommune(me)) if me == ags => Ok(()),
+        (Action::ReadSubscriptions { ags }, other) => deny(format!(
+            "subscriptions of Kommune {ags} are visible to operators and that Kommune only; caller is {other}"
+        )),
+        (Action::ReadDashboard, Identity::Operator(_)) => Ok(()),
+        (Action::ReadDashboard, other) => deny(format!("the dashboard is for operators only; caller is {other}")),
+    }
+}
+
+/// Authorizes a Land action on a service owned by `owner` and returns the acting Land.
+pub fn acting_land(who: &Identity, owner: Option<&LandCode>) -> Result<LandCode> {
+    authorize(who, Action::ManageService { owner })?;
+    match who {
+        Identity::Land(l) => Ok(l.clone()),
+        other => deny(format!("only a Land may manage services; caller is {other}")),
+    }
+}
+
+/// Authorizes an action a Kommune takes for itself and returns its AGS.
+pub fn acting_kommune(who: &Identity) -> Result<Ags> {
+    authorize(who, Action::ActAsKommune)?;
+    match who {
+        Identity::Kommune(a) => Ok(a.clone()),
+        other => deny(format!("only a Kommune node may do this; caller is {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Classify, ErrorKind};
+
+    fn land(c: &str) -> Identity {
+        Identity::Land(c.parse().unwrap())
+    }
+    fn kommune(a: &str) -> Identity {
+        Identity::Kommune(a.parse().unwrap())
+    }
+    fn operator() -> Identity {
+        Identity::Operator("bund".into())
+    }
+
+    #[test]
+    fn uris_round_trip_and_reject_garbage() {
+        for id in [land("05"), kommune("05913000"), operator()] {
+            assert_eq!(Identity::parse_uri(&id.to_uri()).unwrap(), id);
+        }
+        for bad in ["efa://land/5", "efa://kommune/0591300x", "efa://admin/x", "https://land/05", "efa://operator/a b"]
+        {
+            assert!(Identity::parse_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_land_manages_only_its_own_services() {
+        let nrw: LandCode = "05".parse().unwrap();
+        let by: LandCode = "09".parse().unwrap();
+        assert!(authorize(&land("05"), Action::ManageService { owner: Some(&nrw) }).is_ok());
+        assert!(authorize(&land("05"), Action::ManageService { owner: None }).is_ok());
+        let err = authorize(&land("05"), Action::ManageService { owner: Some(&by) }).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+        assert!(authorize(&kommune("05913000"), Action::ManageService { owner: None }).is_err());
+        assert_eq!(acting_land(&land("05"), Some(&nrw)).unwrap(), nrw);
+    }
+
+    #[test]
+    fn only_kommunen_act_as_kommune() {
+        assert!(authorize(&kommune("05913000"), Action::ActAsKommune).is_ok());
+        assert!(authorize(&land("05"), Action::ActAsKommune).is_err());
+        assert!(authorize(&operator(), Action::ActAsKommune).is_err());
+        assert_eq!(acting_kommune(&kommune("05913000")).unwrap().as_str(), "05913000");
+    }
+
+    #[test]
+    fn kommunen_read_only_their_own_ledger_and_no_foreign_adoption() {
+        let dortmund: Ags = "05913000".parse().unwrap();
+        let nrw: LandCode = "05".parse().unwrap();
+        assert!(authorize(&kommune("05913000"), Action::ReadKommune { ags: &dortmund }).is_ok());
+        assert!(authorize(&kommune("05113000"), Action::ReadKommune { ags: &dortmund }).is_err());
+        assert!(authorize(&kommune("05913000"), Action::ReadAdoption { owner: &nrw, public: false }).is_err());
+        assert!(authorize(&land("05"), Action::ReadAdoption { owner: &nrw, public: false }).is_ok());
+        assert!(authorize(&land("09"), Action::ReadAdoption { owner: &nrw, public: false }).is_err());
+        assert!(authorize(&kommune("05913000"), Action::ReadAdoption { owner: &nrw, public: true }).is_ok());
+        assert!(authorize(&land("09"), Action::ReadAdoption { owner: &nrw, public: true }).is_err());
+    }
+
+    #[test]
+    fn feedback_is_for_operators_and_the_owning_land() {
+        let nrw: LandCode = "05".parse().unwrap();
+        assert!(authorize(&operator(), Action::ReadFeedback { owner: None }).is_ok());
+        assert!(authorize(&land("05"), Action::ReadFeedback { owner: Some(&nrw) }).is_ok());
+        assert!(authorize(&land("05"), Action::ReadFeedback { owner: None }).is_err());
+        assert!(authorize(&land("09"), Action::ReadFeedback { owner: Some(&nrw) }).is_err());
+        assert!(authorize(&kommune("05913000"), Action::ReadFeedback { owner: Some(&nrw) }).is_err());
+    }
+
+    #[test]
+    fn the_dashboard_is_for_operators() {
+        assert!(authorize(&operator(), Action::ReadDashboard).is_ok());
+        assert!(authorize(&land("05"), Action::ReadDashboard).is_err());
+        assert!(authorize(&kommune("05913000"), Action::ReadDashboard).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! Validated identifiers. Each is checked once at the edge (`FromStr`) and carried as a type
+//! afterwards, so no bare `String` key travels through the domain.
+
+use crate::error::{echo, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+fn all_digits(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+macro_rules! digit_key {
+    ($(#[$doc:meta])* $name:ident, $len:expr, $field:literal, $example:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                let s = s.trim();
+                if all_digits(s, $len) {
+                    Ok(Self(s.to_string()))
+                } else {
+                    Err(Error::invalid(
+                        $field,
+                        format!("{} is not {} digits (e.g. {})", echo(s), $len, $example),
+                    ))
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+digit_key!(
+    /// Amtlicher Gemeindeschlüssel: 8 digits, Land (2) + RB (1) + Kreis (2) + Gemeinde (3).
+    Ags, 8, "AGS", "05913000 for Dortmund"
+);
+digit_key!(
+    /// Amtlicher Regionalschlüssel: 12 digits, AGS with the Gemeindeverband inserted.
+    Ars, 12, "ARS", "059130000000 for Dortmund"
+);
+digit_key!(
+    /// Land code: 2 digits, 01 (Schleswig-Holstein) to 16 (Thüringen).
+    LandCode, 2, "Land code", "05 for Nordrhein-Westfalen"
+);
+digit_key!(
+    /// Kreis code: 5 digits, the first five of the AGS.
+    KreisCode, 5, "Kreis code", "05913 for Dortmund"
+);
+digit_key!(
+    /// OZG-ID of an OZG-Leistung: 5 digits.
+    OzgId, 5, "OZG-ID", "10513"
+);
+
+impl Ags {
+    pub fn land(&self) -> LandCode {
+        LandCode(self.0[..2].to_string())
+    }
+    pub fn kreis(&self) -> KreisCode {
+        KreisCode(self.0[..5].to_string())
+    }
+}
+
+impl KreisCode {
+    pub fn land(&self) -> LandCode {
+        LandCode(self.0[..2].to_string())
+    }
+}
+
+/// LeiKa Leistungsschlüssel: 14 digits starting with `99`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Leistungsschluessel(String);
+
+impl Leistungsschluessel {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Leistungsschluessel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if all_digits(s, 14) && s.starts_with("99") {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(Error::invalid(
+                "Leistungsschlüssel",
+                format!("{} is not 14 digits starting with 99 (e.g. 99012001000000)", echo(s)),
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for Leistungsschluessel {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+impl From<Leistungsschluessel> for String {
+    fn from(v: Leistungsschluessel) -> String {
+        v.0
+    }
+}
+impl fmt::Display for Leistungsschluessel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! slug {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $min:expr, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                let ok = (($min)..=($max)).contains(&s.len())
+                    && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !s.starts_with('-')
+                    && !s.ends_with('-');
+                if ok {
+                    Ok(Self(s.to_string()))
+                } else {
+                    Err(Error::invalid(
+                        $field,
+                        format!(
+                            "{} must be {}..{} characters of a-z, 0-9 and '-', not starting or ending with '-'",
+                            echo(s), $min, $max
+                        ),
+                    ))
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self> {
+                s.parse()
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+slug!(
+    /// Stable id of an EfA service, e.g. `wohngeld-nrw`.
+    ServiceId, "service id", 3, 64
+);
+slug!(
+    /// Release channel, e.g. `stable` or `beta`.
+    Channel, "channel", 2, 32
+);
+
+impl Channel {
+    pub fn stable() -> Self {
+        Channel("stable".to_string())
+    }
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Self::stable()
+    }
+}
+
+/// Parses a semantic version with a clear error.
+pub fn parse_version(s: &str) -> Result<semver::Version> {
+    semver::Version::parse(s.trim())
+        .map_err(|e| Error::invalid("version", format!("{} is not a semantic version like 1.2.3 ({e})", echo(s))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ags_accepts_eight_digits_and_derives_land_and_kreis() {
+        let ags: Ags = "05913000".parse().unwrap();
+        assert_eq!(ags.land().as_str(), "05");
+        assert_eq!(ags.kreis().as_str(), "05913");
+    }
+
+    #[test]
+    fn ags_rejects_wrong_length_and_letters() {
+        for bad in ["0591300", "059130000", "05913a00", "", "０5913000"] {
+            let err = bad.parse::<Ags>().unwrap_err();
+            assert!(err.to_string().contains("AGS"), "{err}");
+        }
+    }
+
+    #[test]
+    fn leistungsschluessel_must_start_with_99() {
+        assert!("99012001000000".parse::<Leistungsschluessel>().is_ok());
+        assert!("12012001000000".parse::<Leistungsschluessel>().is_err());
+        assert!("9901200100000".parse::<Leistungsschluessel>().is_err());
+    }
+
+    #[test]
+    fn service_id_is_a_slug() {
+        assert!("wohngeld-nrw".parse::<ServiceId>().is_ok());
+        for bad in ["Wohngeld", "ab", "-x-y", "a/b", "x..y", "wohn geld"] {
+            assert!(bad.parse::<ServiceId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_order_semantically_not_lexically() {
+        let a = parse_version("1.10.0").unwrap();
+        let b = parse_version("1.9.3").unwrap();
+        let pre = parse_version("1.10.0-rc.1").unwrap();
+        assert!(a > b);
+        assert!(pre < a && pre > b);
+        assert!(parse_version("1.2").is_err());
+        assert!(parse_version("v1.2.3").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! Domain types. Plain data plus the rules that belong to one type; the rules that need
+//! storage live in `efa-registry`.
+
+pub mod adoption;
+pub mod catalog;
+pub mod event;
+pub mod ids;
+pub mod rating;
+pub mod release;
+pub mod report;
+pub mod subscription;

@@ -1,0 +1,238 @@
+//! Ratings of service versions by Kommunen, and their aggregation.
+
+use super::ids::{Ags, ServiceId};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Longest comment accepted, in characters.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+
+/// The eight areas of the EfA-Mindestanforderungen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    Design,
+    Fachlogik,
+    Nutzerkonto,
+    Payment,
+    Datenaustauschstandard,
+    RoutingTransport,
+    RechtlicheNachnutzung,
+    Organisation,
+}
+
+impl Criterion {
+    pub const ALL: [Criterion; 8] = [
+        Criterion::Design,
+        Criterion::Fachlogik,
+        Criterion::Nutzerkonto,
+        Criterion::Payment,
+        Criterion::Datenaustauschstandard,
+        Criterion::RoutingTransport,
+        Criterion::RechtlicheNachnutzung,
+        Criterion::Organisation,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Criterion::Design => "Design",
+            Criterion::Fachlogik => "Fachlogik",
+            Criterion::Nutzerkonto => "Nutzerkonto",
+            Criterion::Payment => "Payment",
+            Criterion::Datenaustauschstandard => "Datenaustauschstandard",
+            Criterion::RoutingTransport => "Routing & Transport",
+            Criterion::RechtlicheNachnutzung => "rechtliche Nachnutzung",
+            Criterion::Organisation => "Organisation",
+        }
+    }
+
+    /// The name used on the command line and in JSON, e.g. `routing_transport`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Criterion::Design => "design",
+            Criterion::Fachlogik => "fachlogik",
+            Criterion::Nutzerkonto => "nutzerkonto",
+            Criterion::Payment => "payment",
+            Criterion::Datenaustauschstandard => "datenaustauschstandard",
+            Criterion::RoutingTransport => "routing_transport",
+            Criterion::RechtlicheNachnutzung => "rechtliche_nachnutzung",
+            Criterion::Organisation => "organisation",
+        }
+    }
+}
+
+impl std::fmt::Display for Criterion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Criterion {
+    type Err = Error;
+    /// Accepts `routing_transport` and `routing-transport`, in any case.
+    fn from_str(s: &str) -> Result<Self> {
+        let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+        Criterion::ALL.into_iter().find(|c| c.as_str() == wanted).ok_or_else(|| {
+            let names: Vec<&str> = Criterion::ALL.iter().map(|c| c.as_str()).collect();
+            Error::invalid("criterion", format!("{} is not one of {}", crate::error::echo(s), names.join(", ")))
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rating {
+    pub ags: Ags,
+    pub service_id: ServiceId,
+    pub version: semver::Version,
+    pub stars: u8,
+    pub criteria: Vec<(Criterion, u8)>,
+    pub comment: String,
+    pub at_ms: i64,
+}
+
+impl Rating {
+    /// Checks the ranges: stars and criteria 1..=5, each criterion once, bounded comment.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=5).contains(&self.stars) {
+            return Err(Error::invalid("stars", format!("{} is outside 1..5", self.stars)));
+        }
+        let mut seen = Vec::new();
+        for (c, score) in &self.criteria {
+            if !(1..=5).contains(score) {
+                return Err(Error::invalid("criterion score", format!("{} for {} is outside 1..5", score, c.label())));
+            }
+            if seen.contains(c) {
+                return Err(Error::invalid("criteria", format!("{} is scored twice", c.label())));
+            }
+            seen.push(*c);
+        }
+        let n = self.comment.chars().count();
+        if n > MAX_COMMENT_CHARS {
+            return Err(Error::invalid(
+                "comment",
+                format!("is {n} characters, more than the limit of {MAX_COMMENT_CHARS}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A rating as a Kommune submits it, before its ranges are checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRating {
+    /// The service.
+    pub service_id: ServiceId,
+    /// The version rated.
+    pub version: semver::Version,
+    /// 1..=5.
+    pub stars: u32,
+    /// Scores 1..=5 per Mindestanforderungen area, each area at most once.
+    pub criteria: Vec<(Criterion, u32)>,
+    /// Free text for the building Land.
+    pub comment: String,
+}
+
+impl NewRating {
+    /// The rating of `ags` at `at_ms`, if every value is in range.
+    pub fn into_rating(self, ags: Ags, at_ms: i64) -> Result<Rating> {
+        let to_u8 = |v: u32, field: &'static str| {
+            u8::try_from(v).map_err(|_| Error::invalid(field, format!("{v} is outside 1..5")))
+        };
+        let rating = Rating {
+            ags,
+            service_id: self.service_id,
+            version: self.version,
+            stars: to_u8(self.stars, "stars")?,
+            criteria: self
+                .criteria
+                .into_iter()
+                .map(|(c, s)| Ok((c, to_u8(s, "criterion score")?)))
+                .collect::<Result<_>>()?,
+            comment: self.comment,
+            at_ms,
+        };
+        rating.validate()?;
+        Ok(rating)
+    }
+}
+
+/// Aggregate of a set of ratings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RatingAggregate {
+    pub count: u32,
+    pub average_stars: f64,
+    /// Index 0 is one star.
+    pub histogram: [u32; 5],
+    /// (criterion, average, count), for criteria that were scored at all.
+    pub criteria: Vec<(Criterion, f64, u32)>,
+}
+
+impl RatingAggregate {
+    pub fn from_ratings<'a>(ratings: impl IntoIterator<Item = &'a Rating>) -> Self {
+        let mut agg = RatingAggregate::default();
+        let mut star_sum = 0u64;
+        let mut crit: [(u64, u32); 8] = [(0, 0); 8];
+        for r in ratings {
+            agg.count += 1;
+            star_sum += u64::from(r.stars);
+            if (1..=5).contains(&r.stars) {
+                agg.histogram[usize::from(r.stars - 1)] += 1;
+            }
+            for (c, s) in &r.criteria {
+                let i = Criterion::ALL.iter().position(|x| x == c).unwrap_or(0);
+                crit[i].0 += u64::from(*s);
+                crit[i].1 += 1;
+            }
+        }
+        if agg.count > 0 {
+            agg.average_stars = star_sum as f64 / f64::from(agg.count);
+        }
+        agg.criteria = Criterion::ALL
+            .iter()
+            .zip(crit)
+            .filter(|(_, (_, n))| *n > 0)
+            .map(|(c, (sum, n))| (*c, sum as f64 / f64::from(n), n))
+            .collect();
+        agg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rating(stars: u8, criteria: Vec<(Criterion, u8)>) -> Rating {
+        Rating {
+            ags: "05913000".parse().unwrap(),
+            service_id: "wohngeld-nrw".parse().unwrap(),
+            version: "1.0.0".parse().unwrap(),
+            stars,
+            criteria,
+            comment: String::new(),
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        assert!(rating(0, vec![]).validate().is_err());
+        assert!(rating(6, vec![]).validate().is_err());
+        assert!(rating(3, vec![(Criterion::Payment, 9)]).validate().is_err());
+        assert!(rating(3, vec![(Criterion::Payment, 2), (Criterion::Payment, 3)]).validate().is_err());
+        let mut long = rating(3, vec![]);
+        long.comment = "ä".repeat(MAX_COMMENT_CHARS + 1);
+        assert!(long.validate().is_err());
+        assert!(rating(5, vec![(Criterion::Design, 4)]).validate().is_ok());
+    }
+
+    #[test]
+    fn aggregate_averages_stars_and_criteria() {
+        let rs =
+            [rating(4, vec![(Criterion::Design, 2)]), rating(2, vec![(Criterion::Design, 4), (Criterion::Payment, 5)])];
+        let agg = RatingAggregate::from_ratings(&rs);
+        assert_eq!(agg.count, 2);
+        assert!((agg.average_stars - 3.0).abs() < 1e-9);
+        assert_eq!(agg.histogram, [0, 1, 0, 1, 0]);
+        assert_eq!(agg.criteria, vec![(Criterion::Design, 3.0, 2), (Criterion::Payment, 5.0, 1)]);
+    }
+}

@@ -1,0 +1,308 @@
+//! The local parameters a Kommune fills in when it adopts a service (the EfA
+//! "Parametrisierung"): the schema a service declares, validation of a Kommune's values,
+//! and rendering them into the service's config templates.
+
+use crate::error::{echo, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Default length limit for text-like parameters without their own.
+pub const DEFAULT_MAX_LEN: usize = 500;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterKind {
+    Text,
+    Url,
+    Email,
+    AmountCents,
+    Postcodes,
+    Boolean,
+    Integer,
+}
+
+impl ParameterKind {
+    /// Every kind, in the order the CLIs list them.
+    pub const ALL: [ParameterKind; 7] = [
+        ParameterKind::Text,
+        ParameterKind::Url,
+        ParameterKind::Email,
+        ParameterKind::AmountCents,
+        ParameterKind::Postcodes,
+        ParameterKind::Boolean,
+        ParameterKind::Integer,
+    ];
+
+    /// The name used in node configs and on the command line, e.g. `amount_cents`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParameterKind::Text => "text",
+            ParameterKind::Url => "url",
+            ParameterKind::Email => "email",
+            ParameterKind::AmountCents => "amount_cents",
+            ParameterKind::Postcodes => "postcodes",
+            ParameterKind::Boolean => "boolean",
+            ParameterKind::Integer => "integer",
+        }
+    }
+}
+
+impl std::fmt::Display for ParameterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ParameterKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        ParameterKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = ParameterKind::ALL.iter().map(|k| k.as_str()).collect();
+            Error::invalid("parameter kind", format!("{} is not one of {}", echo(s), names.join(", ")))
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParameterSpec {
+    pub name: String,
+    pub kind: ParameterKind,
+    pub required: bool,
+    #[serde(default)]
+    pub description: String,
+    /// 0 means [`DEFAULT_MAX_LEN`].
+    #[serde(default)]
+    pub max_length: u32,
+}
+
+/// A parameter value as a Kommune writes it in its node config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Bool(bool),
+    Integer(i64),
+    Text(String),
+    List(Vec<String>),
+}
+
+impl ParamValue {
+    /// How the value appears when rendered into a template.
+    pub fn render(&self) -> String {
+        match self {
+            ParamValue::Bool(b) => b.to_string(),
+            ParamValue::Integer(i) => i.to_string(),
+            ParamValue::Text(s) => s.clone(),
+            ParamValue::List(v) => v.join(","),
+        }
+    }
+}
+
+/// Checks a parameter schema itself (done when a Land registers a service).
+pub fn validate_schema(specs: &[ParameterSpec]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for s in specs {
+        let ok_name = !s.name.is_empty()
+            && s.name.len() <= 64
+            && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && s.name.as_bytes()[0].is_ascii_lowercase();
+        if !ok_name {
+            return Err(Error::invalid(
+                "parameter name",
+                format!("{:?} must be 1..64 characters of a-z, 0-9 and _, starting with a letter", s.name),
+            ));
+        }
+        if !seen.insert(s.name.as_str()) {
+            return Err(Error::invalid("parameter schema", format!("{:?} is declared twice", s.name)));
+        }
+    }
+    Ok(())
+}
+
+/// Validates a Kommune's values against a service's schema. Reports every problem at
+/// once, so a Kommune can fix its config in one go.
+pub fn validate_values(
+    specs: &[ParameterSpec],
+    values: &BTreeMap<String, ParamValue>,
+) -> Result<BTreeMap<String, ParamValue>> {
+    let mut problems = Vec::new();
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        match values.get(&spec.name) {
+            None if spec.required => problems.push(format!(
+                "missing required parameter '{}' ({})",
+                spec.name,
+                if spec.description.is_empty() { "no description" } else { &spec.description }
+            )),
+            None => {}
+            Some(v) => match check_value(spec, v) {
+                Ok(v) => {
+                    out.insert(spec.name.clone(), v);
+                }
+                Err(why) => problems.push(format!("parameter '{}' {why}", spec.name)),
+            },
+        }
+    }
+    for name in values.keys() {
+        if !specs.iter().any(|s| &s.name == name) {
+            problems.push(format!("unknown parameter '{name}' (not in the service's schema)"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::invalid("parameters", problems.join("; ")))
+    }
+}
+
+fn check_value(spec: &ParameterSpec, v: &ParamValue) -> std::result::Result<ParamValue, String> {
+    let max = if spec.max_length == 0 { DEFAULT_MAX_LEN } else { spec.max_length as usize };
+    let text = |v: &ParamValue| match v {
+        ParamValue::Text(s) => Ok(s.clone()),
+        _ => Err("must be text".to_string()),
+    };
+    let bounded = |s: String| {
+        let n = s.chars().count();
+        if n > max {
+            Err(format!("is {n} characters, more than the limit of {max}"))
+        } else if spec.required && s.trim().is_empty() {
+            Err("must not be empty".to_string())
+        } else {
+            Ok(s)
+        }
+    };
+    match spec.kind {
+        ParameterKind::Text => Ok(ParamValue::Text(bounded(text(v)?)?)),
+        ParameterKind::Url => {
+            let s = bounded(text(v)?)?;
+            let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(ParamValue::Text(s)),
+                _ => Err(format!("{} is not an http(s) URL", echo(&s))),
+            }
+        }
+        ParameterKind::Email => {
+            let s = bounded(text(v)?)?;
+            match s.split_once('@') {
+                Some((l, d)) if !l.is_empty() && d.contains('.') && !s.contains(char::is_whitespace) => {
+                    Ok(ParamValue::Text(s))
+                }
+                _ => Err(format!("{} is not an e-mail address", echo(&s))),
+            }
+        }
+        ParameterKind::AmountCents => match v {
+            ParamValue::Integer(i) if *i >= 0 => Ok(v.clone()),
+            _ => Err("must be a non-negative whole number of euro cents".to_string()),
+        },
+        ParameterKind::Integer => match v {
+            ParamValue::Integer(_) => Ok(v.clone()),
+            _ => Err("must be a whole number".to_string()),
+        },
+        ParameterKind::Boolean => match v {
+            ParamValue::Bool(_) => Ok(v.clone()),
+            _ => Err("must be true or false".to_string()),
+        },
+        ParameterKind::Postcodes => match v {
+            ParamValue::List(codes) if !codes.is_empty() => {
+                match codes.iter().find(|c| !(c.len() == 5 && c.bytes().all(|b| b.is_ascii_digit()))) {
+                    Some(bad) => Err(format!("contains {}, which is not a 5-digit postcode", echo(bad))),
+                    None => Ok(v.clone()),
+                }
+            }
+            _ => Err("must be a non-empty list of 5-digit postcodes".to_string()),
+        },
+    }
+}
+
+/// Replaces every `{{ name }}` in `template` with the parameter's value. A placeholder
+/// without a value is an error, so a deployed config never ships a raw placeholder.
+pub fn render_template(template: &str, values: &BTreeMap<String, ParamValue>) -> Result<String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| Error::invalid("template", "a '{{' is not closed by '}}'"))?;
+        let name = after[..end].trim();
+        let value = values.get(name).ok_or_else(|| {
+            Error::invalid("template", format!("placeholder '{{{{ {name} }}}}' has no parameter value"))
+        })?;
+        out.push_str(&value.render());
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, kind: ParameterKind, required: bool, max: u32) -> ParameterSpec {
+        ParameterSpec { name: name.into(), kind, required, description: String::new(), max_length: max }
+    }
+
+    fn payment_schema() -> Vec<ParameterSpec> {
+        vec![
+            spec("payment_purpose", ParameterKind::Text, true, 27),
+            spec("fee_cents", ParameterKind::AmountCents, true, 0),
+            spec("privacy_url", ParameterKind::Url, true, 0),
+            spec("postcodes", ParameterKind::Postcodes, false, 0),
+            spec("contact_email", ParameterKind::Email, false, 0),
+        ]
+    }
+
+    fn text(s: &str) -> ParamValue {
+        ParamValue::Text(s.into())
+    }
+
+    #[test]
+    fn valid_values_pass() {
+        let values = BTreeMap::from([
+            ("payment_purpose".to_string(), text("Wohngeld Dortmund")),
+            ("fee_cents".to_string(), ParamValue::Integer(0)),
+            ("privacy_url".to_string(), text("https://www.dortmund.de/datenschutz")),
+            ("postcodes".to_string(), ParamValue::List(vec!["44135".into(), "44137".into()])),
+        ]);
+        assert_eq!(validate_values(&payment_schema(), &values).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let values = BTreeMap::from([
+            ("payment_purpose".to_string(), text("Verwendungszweck der viel zu lang ist")),
+            ("fee_cents".to_string(), ParamValue::Integer(-5)),
+            ("postcodes".to_string(), ParamValue::List(vec!["4413".into()])),
+            ("contact_email".to_string(), text("not-an-email")),
+            ("colour".to_string(), text("blue")),
+        ]);
+        let err = validate_values(&payment_schema(), &values).unwrap_err().to_string();
+        for needle in [
+            "payment_purpose",
+            "limit of 27",
+            "fee_cents",
+            "privacy_url",
+            "4413",
+            "contact_email",
+            "unknown parameter 'colour'",
+        ] {
+            assert!(err.contains(needle), "{needle} missing in: {err}");
+        }
+    }
+
+    #[test]
+    fn schema_rejects_duplicate_and_bad_names() {
+        assert!(validate_schema(&[spec("a", ParameterKind::Text, true, 0), spec("a", ParameterKind::Url, true, 0)])
+            .is_err());
+        assert!(validate_schema(&[spec("Fee", ParameterKind::Text, true, 0)]).is_err());
+        assert!(validate_schema(&payment_schema()).is_ok());
+    }
+
+    #[test]
+    fn templates_render_and_refuse_unknown_placeholders() {
+        let values = BTreeMap::from([("fee_cents".to_string(), ParamValue::Integer(1250))]);
+        assert_eq!(render_template("fee={{ fee_cents }};", &values).unwrap(), "fee=1250;");
+        assert!(render_template("{{ missing }}", &values).is_err());
+        assert!(render_template("{{ fee_cents", &values).is_err());
+        assert_eq!(render_template("Grüße {{fee_cents}}€", &values).unwrap(), "Grüße 1250€");
+    }
+}

@@ -1,0 +1,105 @@
+//! What a Kommune's operator does by hand: approve, reject, roll back, retire, rate.
+
+use super::{Agent, Handled};
+use crate::error::{NodeError, Result};
+use crate::metrics::ServiceLabels;
+use crate::outbox::Sent;
+use crate::state::OutboxReport;
+use efa_domain::model::adoption::AdoptionState;
+use efa_domain::model::ids::{parse_version, ServiceId};
+use efa_domain::model::rating::{NewRating, Rating};
+
+impl Agent {
+    /// Deploys a release that waits for approval (or any newer release, by hand).
+    pub async fn approve(&self, service: &str, version: &str) -> Result<Handled> {
+        let id: ServiceId = service.parse()?;
+        let version = parse_version(version)?;
+        let info = self.hub.release(&id, &version).await?.summary;
+        if let Some(y) = &info.yank {
+            return Err(NodeError::Usage(format!("{id} {version} is yanked by its Land: {}", y.reason)));
+        }
+        if let Some(running) = self.running_version(&id)? {
+            if version <= running {
+                return Err(NodeError::Usage(format!(
+                    "{id} runs {running}; approving {version} would downgrade it. Use `efa-node rollback` for an explicit local rollback"
+                )));
+            }
+        }
+        let entry = self.hub.service(&id).await?;
+        let _busy = self.busy.lock().await;
+        self.install(&entry, &info).await
+    }
+
+    /// Rejects a release (or the whole service, without a version) with a reason the
+    /// publishing Land will read. A rejection the hub refuses (e.g. a service id it does not
+    /// know) is not recorded locally and the refusal is returned.
+    pub async fn reject(&self, service: &str, version: Option<&str>, reason: &str) -> Result<Sent> {
+        if reason.trim().is_empty() {
+            return Err(NodeError::Usage("a rejection needs a reason; the publishing Land reads it".into()));
+        }
+        let id: ServiceId = service.parse()?;
+        let version = version.map(parse_version).transpose()?.map(|v| v.to_string()).unwrap_or_default();
+        let report = OutboxReport {
+            service: id.to_string(),
+            version: version.clone(),
+            state: AdoptionState::Rejected,
+            reason: reason.to_string(),
+        };
+        let sent = self.outbox().send(report, |_| ()).await?;
+        self.update(|s| {
+            let e = s.services.entry(id.to_string()).or_default();
+            e.pending.remove(&version);
+            e.rejected.insert(version.clone(), reason.to_string());
+        })?;
+        Ok(sent)
+    }
+
+    /// Operator-local, explicit rollback to an installed older version. Returns the version
+    /// that ran before.
+    pub async fn rollback(&self, service: &str, version: &str) -> Result<(Option<String>, Sent)> {
+        let id: ServiceId = service.parse()?;
+        let previous = self.deployer.switch_to(&id, version)?;
+        let report = OutboxReport {
+            service: id.to_string(),
+            version: version.to_string(),
+            state: AdoptionState::Deployed,
+            reason: String::new(),
+        };
+        let sent = self.outbox().send(report, |_| ()).await?;
+        Ok((previous, sent))
+    }
+
+    /// Stops serving a service and tells the hub.
+    pub async fn retire(&self, service: &str, reason: &str) -> Result<Sent> {
+        let id: ServiceId = service.parse()?;
+        self.deployer.retire(&id)?;
+        let report = OutboxReport {
+            service: id.to_string(),
+            version: String::new(),
+            state: AdoptionState::Retired,
+            reason: reason.to_string(),
+        };
+        self.outbox().send(report, |_| ()).await
+    }
+
+    /// Rates a version this Kommune evaluated or deployed.
+    pub async fn rate(&self, rating: &NewRating) -> Result<Rating> {
+        Ok(self.hub.rate(rating).await?)
+    }
+
+    pub(super) fn count_deploy(&self, service: &str) {
+        self.counters.deploys.get_or_create(&labels(service)).inc();
+    }
+
+    pub(super) fn count_rollback(&self, service: &str) {
+        self.counters.rollbacks.get_or_create(&labels(service)).inc();
+    }
+
+    pub(super) fn count_failure(&self, service: &str) {
+        self.counters.failures.get_or_create(&labels(service)).inc();
+    }
+}
+
+fn labels(service: &str) -> ServiceLabels {
+    ServiceLabels { service: service.to_string() }
+}

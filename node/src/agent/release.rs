@@ -1,0 +1,236 @@
+//! What the agent does with a release: apply the subscription's policy, verify, download,
+//! check the Kommune's parameters, deploy, and report each outcome with the state change it
+//! causes in one write.
+
+use super::{Agent, Handled};
+use crate::deploy::{DeployOutcome, DeployRequest};
+use crate::error::{NodeError, Result};
+use crate::fetch::{fetch_release, FetchStats};
+use crate::state::{NodeState, OutboxReport};
+use efa_domain::bundle::{BundleLimits, Manifest};
+use efa_domain::model::adoption::AdoptionState;
+use efa_domain::model::catalog::CatalogEntry;
+use efa_domain::model::ids::{LandCode, ServiceId};
+use efa_domain::model::release::{ReleaseSummary, UpdateDecision};
+use efa_domain::params::validate_values;
+use efa_domain::trust::{check_pinned_land, verify_release};
+
+/// A state change that goes into the same write as the report describing it.
+type Change = Box<dyn FnOnce(&mut NodeState) + Send>;
+
+fn report(info: &ReleaseSummary, state: AdoptionState, reason: &str) -> OutboxReport {
+    OutboxReport {
+        service: info.service_id.to_string(),
+        version: info.version.to_string(),
+        state,
+        reason: reason.to_string(),
+    }
+}
+
+/// Pins the service's Land on first sight (see [`check_pinned_land`]).
+fn pin(service: &ServiceId, land: Option<LandCode>) -> Change {
+    let service = service.to_string();
+    Box::new(move |s: &mut NodeState| {
+        if let Some(land) = land {
+            s.services.entry(service).or_default().land.get_or_insert(land.to_string());
+        }
+    })
+}
+
+impl Agent {
+    /// Applies the policy to one announced release.
+    pub async fn handle_release(&self, info: ReleaseSummary) -> Result<Handled> {
+        let _busy = self.busy.lock().await;
+        let ignored = |why: &str| Handled::Ignored {
+            service: info.service_id.to_string(),
+            version: info.version.to_string(),
+            why: why.into(),
+        };
+        let entry = self.hub.service(&info.service_id).await?;
+        let Some((policy, channel)) = self.config.policy_for(&entry.service) else {
+            return Ok(ignored("not subscribed"));
+        };
+        if channel != info.channel {
+            return Ok(ignored("other channel"));
+        }
+        let st = self.state.load()?;
+        let known = st.services.get(info.service_id.as_str());
+        let version = info.version.to_string();
+        if known.is_some_and(|s| s.rejected.contains_key(&version)) {
+            return Ok(ignored("rejected by this Kommune"));
+        }
+        let running = self.running_version(&info.service_id)?;
+        match policy.decide(running.as_ref(), &info.version, info.yank.is_some()) {
+            UpdateDecision::Ignore(why) => Ok(ignored(why)),
+            UpdateDecision::Deploy => self.install(&entry, &info).await,
+            UpdateDecision::AwaitApproval => {
+                if known.is_some_and(|s| s.pending.contains_key(&version)) {
+                    return Ok(ignored("already waiting for approval"));
+                }
+                self.outbox().send(report(&info, AdoptionState::Evaluating, ""), |_| ()).await?;
+                let pinned = match self.download(&info).await {
+                    Ok((_, _, pinned)) => pinned,
+                    Err(e) => return self.fail(&info, e, Box::new(|_| ())).await,
+                };
+                let (v, notes, pin) = (version.clone(), info.release_notes.clone(), pin(&info.service_id, pinned));
+                let id = info.service_id.to_string();
+                self.update(move |s| {
+                    pin(s);
+                    s.services.entry(id).or_default().pending.insert(v, notes);
+                })?;
+                tracing::info!(service = %info.service_id, version = %info.version, "release verified, waiting for approval");
+                Ok(Handled::AwaitingApproval { service: info.service_id.to_string(), version })
+            }
+        }
+    }
+
+    pub(super) fn running_version(&self, service: &ServiceId) -> Result<Option<semver::Version>> {
+        Ok(self.deployer.current_version(service)?.and_then(|v| v.parse().ok()))
+    }
+
+    /// A yank stops new deployments of a release. A node that runs it keeps serving (a
+    /// downgrade is never automatic) and tells the hub so, which operators see in reports.
+    pub(super) async fn handle_yank(&self, info: ReleaseSummary) -> Result<()> {
+        let running = self.deployer.current_version(&info.service_id)?;
+        let (id, version) = (info.service_id.to_string(), info.version.to_string());
+        let reason = info.yank.as_ref().map(|y| y.reason.clone()).unwrap_or_default();
+        let (v, r) = (version.clone(), reason.clone());
+        let change = move |s: &mut NodeState| {
+            let e = s.services.entry(id).or_default();
+            e.pending.remove(&v);
+            e.yanked.insert(v, r);
+        };
+        if running.as_deref() == Some(version.as_str()) {
+            tracing::warn!(service = %info.service_id, %version, %reason,
+                "the running version was yanked by its Land; it keeps running until a newer release is deployed");
+            let note = format!(
+                "still running yanked release (Land's reason: {reason}); waiting for a fixed release or a local rollback"
+            );
+            self.outbox().send(report(&info, AdoptionState::Deployed, &note), change).await?;
+        } else {
+            self.update(change)?;
+        }
+        Ok(())
+    }
+
+    /// Fetches and verifies a release into the local cache. Returns the Land to pin for
+    /// the service when none was pinned yet.
+    async fn download(&self, info: &ReleaseSummary) -> Result<(Manifest, FetchStats, Option<LandCode>)> {
+        let signed = self.hub.release(&info.service_id, &info.version).await?;
+        let refuse = |reason: String| NodeError::Verification {
+            service: info.service_id.to_string(),
+            version: info.version.to_string(),
+            reason,
+        };
+        let manifest = verify_release(&signed, &BundleLimits::default(), |land| self.config.trusted_keys(land))
+            .map_err(|e| refuse(e.to_string()))?;
+        let pinned: Option<LandCode> = self
+            .state
+            .load()?
+            .services
+            .get(info.service_id.as_str())
+            .and_then(|s| s.land.as_deref())
+            .and_then(|l| l.parse().ok());
+        check_pinned_land(pinned.as_ref(), &manifest).map_err(|e| refuse(e.to_string()))?;
+        let service = info.service_id.to_string();
+        let progress = self.progress.clone();
+        let on_progress = move |done: u64, total: u64| {
+            if let Some(p) = &progress {
+                p(&service, done, total)
+            }
+        };
+        let stats = fetch_release(&self.hub, &self.cache, &manifest, &on_progress).await?;
+        tracing::info!(service = %info.service_id, version = %info.version, files = stats.files, reused = stats.files_reused, bytes = stats.bytes_downloaded, "release fetched and verified");
+        let to_pin = if pinned.is_none() { Some(manifest.land.clone()) } else { None };
+        Ok((manifest, stats, to_pin))
+    }
+
+    /// Reports a failure that trying again will not fix; transient ones propagate.
+    async fn fail(&self, info: &ReleaseSummary, e: NodeError, change: Change) -> Result<Handled> {
+        if e.is_transient() {
+            return Err(e);
+        }
+        let reason = e.to_string();
+        tracing::error!(service = %info.service_id, version = %info.version, %reason, "release not deployed");
+        self.count_failure(info.service_id.as_str());
+        let (id, why) = (info.service_id.to_string(), reason.clone());
+        self.outbox()
+            .send(report(info, AdoptionState::Failed, &reason), move |s| {
+                change(s);
+                s.services.entry(id).or_default().last_error = Some(why);
+            })
+            .await?;
+        Ok(Handled::Failed { service: info.service_id.to_string(), version: info.version.to_string(), reason })
+    }
+
+    pub(super) async fn install(&self, entry: &CatalogEntry, info: &ReleaseSummary) -> Result<Handled> {
+        let version = info.version.to_string();
+        // A release that waited for approval was reported as evaluating when it arrived.
+        let waited =
+            self.state.load()?.services.get(info.service_id.as_str()).is_some_and(|s| s.pending.contains_key(&version));
+        if !waited {
+            self.outbox().send(report(info, AdoptionState::Evaluating, ""), |_| ()).await?;
+        }
+        let (manifest, _, pinned) = match self.download(info).await {
+            Ok(x) => x,
+            Err(e) => return self.fail(info, e, Box::new(|_| ())).await,
+        };
+        let id = info.service_id.clone();
+        let finish = {
+            let (id, version) = (id.to_string(), version.clone());
+            let pin = pin(&info.service_id, pinned);
+            move |s: &mut NodeState, error: Option<String>| {
+                pin(s);
+                let e = s.services.entry(id).or_default();
+                e.pending.remove(&version);
+                e.last_error = error;
+            }
+        };
+        let local = self.config.service(&id);
+        let params = match validate_values(&entry.service.parameters, &local.parameters) {
+            Ok(p) => p,
+            Err(e) => {
+                let problems = match e {
+                    efa_domain::Error::Invalid { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                let e = NodeError::Parameters { service: id.to_string(), problems };
+                return self.fail(info, e, Box::new(move |s| finish(s, None))).await;
+            }
+        };
+        let (deployer, cache) = (self.deployer.clone(), self.cache.clone());
+        let content_digest = info.content_digest;
+        let service_id = id.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let blob_path = |d: &efa_domain::bundle::Digest| cache.path(d);
+            deployer.deploy(&DeployRequest {
+                service: &service_id,
+                manifest: &manifest,
+                content_digest: &content_digest,
+                blob_path: &blob_path,
+                params: &params,
+                health_command: local.health_command.as_deref(),
+            })
+        })
+        .await
+        .map_err(|e| NodeError::Task(format!("deploy task failed: {e}")))?;
+        match outcome {
+            Ok(DeployOutcome::Deployed { version, previous }) => {
+                tracing::info!(service = %id, %version, ?previous, "deployed");
+                self.count_deploy(id.as_str());
+                self.cache.clear_partials();
+                self.outbox().send(report(info, AdoptionState::Deployed, ""), move |s| finish(s, None)).await?;
+                Ok(Handled::Deployed { service: id.to_string(), version })
+            }
+            Ok(DeployOutcome::RolledBack { failed_version, restored, reason }) => {
+                tracing::warn!(service = %id, %failed_version, ?restored, %reason, "health check failed, rolled back");
+                self.count_rollback(id.as_str());
+                let why = format!("health check failed: {reason}");
+                let w = why.clone();
+                self.outbox().send(report(info, AdoptionState::RolledBack, &why), move |s| finish(s, Some(w))).await?;
+                Ok(Handled::RolledBack { service: id.to_string(), version: failed_version, reason: why })
+            }
+            Err(e) => self.fail(info, e.into(), Box::new(move |s| finish(s, None))).await,
+        }
+    }
+}

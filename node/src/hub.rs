@@ -1,0 +1,213 @@
+//! The node's network edge: the only module with tonic clients and wire (`pb`) types. Every
+//! call returns domain values, converted through the one mapping in `efa_proto::convert`
+//! (in the spirit of tough's `Transport`), so the rest of the node reasons about releases,
+//! not messages.
+
+use efa_domain::bundle::Digest;
+use efa_domain::model::adoption::AdoptionReport;
+use efa_domain::model::catalog::CatalogEntry;
+use efa_domain::model::event::StreamEvent;
+use efa_domain::model::ids::{Channel, LandCode, ServiceId};
+use efa_domain::model::rating::{NewRating, Rating};
+use efa_domain::model::release::{ReleaseSummary, SignedRelease};
+use efa_domain::model::subscription::NewSubscription;
+use efa_proto::v1 as pb;
+use efa_proto::v1::adoption_service_client::AdoptionServiceClient;
+use efa_proto::v1::catalog_service_client::CatalogServiceClient;
+use efa_proto::v1::release_service_client::ReleaseServiceClient;
+use efa_proto::v1::subscription_service_client::SubscriptionServiceClient;
+use std::pin::Pin;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::Channel as GrpcChannel;
+use tonic::{Code, Status};
+
+/// Largest message the node accepts (a blob chunk is 256 KiB by default).
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Why a call to the hub did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The hub or the network is away for now; the call is worth retrying later.
+    #[error("the hub is unreachable ({:?}): {}", .0.code(), .0.message())]
+    Unreachable(Status),
+    /// The hub answered and refused; trying again will not help.
+    #[error("the hub refused ({:?}): {}", .0.code(), .0.message())]
+    Refused(Status),
+    /// The hub's answer does not parse into domain values.
+    #[error("the hub sent an invalid answer: {0}")]
+    InvalidAnswer(efa_domain::Error),
+    /// The hub no longer has the events after the node's cursor; reconcile, then resume at `head`.
+    #[error("the hub's event retention passed this node's cursor; resync from seq {head}")]
+    ResyncNeeded {
+        /// The hub's head seq, from which the node resumes after reconciling.
+        head: u64,
+    },
+}
+
+impl HubError {
+    /// The event stream ended without an error (the hub went away).
+    pub fn stream_ended() -> Self {
+        HubError::Unreachable(Status::unavailable("the event stream ended"))
+    }
+
+    /// Worth retrying later (the hub or the network was away).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, HubError::Unreachable(_))
+    }
+
+    /// The status the hub answered with, if it answered.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            HubError::Unreachable(s) | HubError::Refused(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl From<Status> for HubError {
+    fn from(s: Status) -> Self {
+        match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted => {
+                HubError::Unreachable(s)
+            }
+            // The hub asks the caller to slow down; the same call works later.
+            Code::ResourceExhausted => HubError::Unreachable(s),
+            _ => HubError::Refused(s),
+        }
+    }
+}
+
+impl From<efa_domain::Error> for HubError {
+    fn from(e: efa_domain::Error) -> Self {
+        HubError::InvalidAnswer(e)
+    }
+}
+
+type Result<T, E = HubError> = std::result::Result<T, E>;
+
+/// A stream of delivered events: `(seq, event)`, `None` for a kind this node does not know.
+pub type Events = Pin<Box<dyn Stream<Item = Result<(u64, Option<StreamEvent>)>> + Send>>;
+
+/// Parts of a blob as they arrive: `(offset, bytes)`.
+pub type BlobParts = Pin<Box<dyn Stream<Item = Result<(u64, Vec<u8>)>> + Send>>;
+
+/// A connection to the hub (connects lazily and reconnects after failures).
+#[derive(Clone)]
+pub struct HubClient {
+    channel: GrpcChannel,
+}
+
+impl HubClient {
+    /// A client on `channel`.
+    pub fn new(channel: GrpcChannel) -> Self {
+        HubClient { channel }
+    }
+
+    fn catalog(&self) -> CatalogServiceClient<GrpcChannel> {
+        CatalogServiceClient::new(self.channel.clone())
+    }
+
+    fn releases(&self) -> ReleaseServiceClient<GrpcChannel> {
+        ReleaseServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    /// Registers a subscription (idempotent).
+    pub async fn subscribe(&self, sub: &NewSubscription) -> Result<()> {
+        SubscriptionServiceClient::new(self.channel.clone()).subscribe(pb::SubscribeRequest::from(sub)).await?;
+        Ok(())
+    }
+
+    /// A service with its published versions.
+    pub async fn service(&self, id: &ServiceId) -> Result<CatalogEntry> {
+        let info = self.catalog().get_service(pb::GetServiceRequest { id: id.to_string() }).await?.into_inner();
+        Ok(info.try_into()?)
+    }
+
+    /// The services of a Themenfeld.
+    pub async fn services_of_themenfeld(&self, themenfeld: &str) -> Result<Vec<CatalogEntry>> {
+        let list = self
+            .catalog()
+            .list_services(pb::ListServicesRequest { land_code: String::new(), themenfeld: themenfeld.to_string() })
+            .await?
+            .into_inner();
+        Ok(list.services.into_iter().map(CatalogEntry::try_from).collect::<Result<_, _>>()?)
+    }
+
+    /// The releases of a service on a channel, newest version first.
+    pub async fn release_list(&self, service: &ServiceId, channel: &Channel) -> Result<Vec<ReleaseSummary>> {
+        let list = self
+            .releases()
+            .list_releases(pb::ListReleasesRequest { service_id: service.to_string(), channel: channel.to_string() })
+            .await?
+            .into_inner();
+        Ok(list.releases.into_iter().map(ReleaseSummary::try_from).collect::<Result<_, _>>()?)
+    }
+
+    /// A release with its signed manifest.
+    pub async fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<SignedRelease> {
+        let detail = self
+            .releases()
+            .get_release(pb::GetReleaseRequest { service_id: service.to_string(), version: version.to_string() })
+            .await?
+            .into_inner();
+        Ok(detail.try_into()?)
+    }
+
+    /// A Land's signed snapshot (snapshot bytes, signature); `None` if it has none.
+    pub async fn snapshot(&self, land: &LandCode) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        match self.releases().get_snapshot(pb::GetSnapshotRequest { land_code: land.to_string() }).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(Some((r.snapshot, r.signature)))
+            }
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s.into()),
+        }
+    }
+
+    /// Streams a blob from `offset`.
+    pub async fn blob(&self, digest: &Digest, offset: u64) -> Result<BlobParts> {
+        let stream =
+            self.releases().fetch_blob(pb::FetchBlobRequest { digest: digest.to_string(), offset }).await?.into_inner();
+        Ok(Box::pin(stream.map(|c| c.map(|c| (c.offset, c.data)).map_err(HubError::from))))
+    }
+
+    /// Sends one adoption report.
+    pub async fn report(&self, report: &AdoptionReport) -> Result<()> {
+        AdoptionServiceClient::new(self.channel.clone()).report_adoption(pb::AdoptionReport::from(report)).await?;
+        Ok(())
+    }
+
+    /// Submits a rating; returns it as the hub recorded it.
+    pub async fn rate(&self, rating: &NewRating) -> Result<Rating> {
+        let info =
+            AdoptionServiceClient::new(self.channel.clone()).submit_rating(pb::RatingRequest::from(rating)).await?;
+        Ok(info.into_inner().try_into()?)
+    }
+
+    /// Opens the event stream after `cursor`.
+    pub async fn watch(&self, cursor: u64) -> Result<Events> {
+        let opened = SubscriptionServiceClient::new(self.channel.clone())
+            .watch_events(pb::WatchEventsRequest { after_seq: cursor })
+            .await;
+        match opened {
+            Ok(s) => Ok(Box::pin(s.into_inner().map(|e| {
+                let e = e.map_err(HubError::from)?;
+                Ok(efa_proto::convert::stream_event(e)?)
+            }))),
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                // "Resync needed": the head to resume from travels in the metadata.
+                let head = status
+                    .metadata()
+                    .get(efa_proto::RESYNC_HEAD_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                match head {
+                    Some(head) => Err(HubError::ResyncNeeded { head }),
+                    None => Err(HubError::Refused(status)),
+                }
+            }
+            Err(status) => Err(status.into()),
+        }
+    }
+}

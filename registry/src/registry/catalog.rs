@@ -1,0 +1,240 @@
+//! Services, releases, yanks and Land snapshots.
+
+use super::{check_len, Registry, MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS, MAX_TITLE_CHARS};
+use crate::error::{Error, Result};
+use efa_domain::authz::{acting_land, Identity};
+use efa_domain::bundle::Manifest;
+use efa_domain::model::catalog::{CatalogEntry, NewService, Service};
+use efa_domain::model::event::{Event, EventKind};
+use efa_domain::model::ids::{parse_version, Channel, LandCode, ServiceId};
+use efa_domain::model::release::{Release, Yank};
+use efa_domain::params::validate_schema;
+use efa_domain::snapshot::Snapshot;
+
+/// A release header the registry has checked: a valid manifest for a service of the
+/// publishing Land, at a version that did not exist when checked. Content may now be
+/// accepted for it; [`Registry::commit_release`] records it without parsing it again.
+#[derive(Debug)]
+pub struct CheckedRelease {
+    land: LandCode,
+    manifest: Manifest,
+    version: semver::Version,
+    manifest_bytes: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl CheckedRelease {
+    /// The parsed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The publishing Land.
+    pub fn land(&self) -> &LandCode {
+        &self.land
+    }
+}
+
+impl Registry {
+    /// Registers a service for the calling Land, or updates one it registered before.
+    pub fn register_service(&self, who: &Identity, new: NewService) -> Result<(Service, Event)> {
+        let existing = self.store.service(&new.id)?;
+        let land = acting_land(who, existing.as_ref().map(|s| &s.land))?;
+        self.land(&land)?;
+        let ozg = self
+            .store
+            .ozg_leistung(&new.ozg_id)?
+            .ok_or_else(|| Error::invalid("OZG-ID", format!("{} is not in the OZG catalogue", new.ozg_id)))?;
+        if let Some(key) = &new.leistungsschluessel {
+            let entry = self
+                .store
+                .leika(key)?
+                .ok_or_else(|| Error::invalid("Leistungsschlüssel", format!("{key} is not in the LeiKa catalogue")))?;
+            if let Some(linked) = &entry.ozg_id {
+                if linked != &new.ozg_id {
+                    return Err(Error::invalid(
+                        "Leistungsschlüssel",
+                        format!("{key} ({}) belongs to OZG-ID {linked}, not {}", entry.name, new.ozg_id),
+                    ));
+                }
+            }
+        }
+        if new.title.trim().is_empty() {
+            return Err(Error::invalid("title", "must not be empty"));
+        }
+        check_len("title", &new.title, MAX_TITLE_CHARS)?;
+        check_len("description", &new.description, MAX_DESCRIPTION_CHARS)?;
+        validate_schema(&new.parameters)?;
+        let service = Service {
+            registered_at_ms: existing.as_ref().map(|e| e.registered_at_ms).unwrap_or_else(efa_domain::now_ms),
+            id: new.id,
+            ozg_id: new.ozg_id,
+            leistungsschluessel: new.leistungsschluessel,
+            title: new.title,
+            description: new.description,
+            land: land.clone(),
+            themenfeld: ozg.themenfeld,
+            lebenslage: ozg.lebenslage,
+            parameters: new.parameters,
+            adoption_public: new.adoption_public,
+        };
+        let who = who.clone();
+        let kind = EventKind::ServiceRegistered { service_id: service.id.clone(), land };
+        self.commits
+            .write(move |s| {
+                // Two Länder registering the same new id at once: the second one is decided
+                // against the owner the first one wrote.
+                if let Some(now) = s.service(&service.id)? {
+                    acting_land(&who, Some(&now.land))?;
+                }
+                Ok((s.put_service(&service, kind)?, service))
+            })
+            .map(|(event, service)| (service, event))
+    }
+
+    /// A service of the catalog.
+    pub fn service(&self, id: &ServiceId) -> Result<Service> {
+        self.store.service(id)?.ok_or_else(|| Error::not_found(format!("service {id}")))
+    }
+
+    /// Services, filtered by registering Land and Themenfeld.
+    pub fn services(&self, land: Option<&LandCode>, themenfeld: Option<&str>) -> Result<Vec<Service>> {
+        Ok(self
+            .store
+            .services()?
+            .into_iter()
+            .filter(|s| land.is_none_or(|l| &s.land == l))
+            .filter(|s| themenfeld.is_none_or(|t| s.themenfeld == t))
+            .collect())
+    }
+
+    /// A service with its published versions.
+    pub fn catalog_entry(&self, id: &ServiceId) -> Result<CatalogEntry> {
+        let service = self.service(id)?;
+        let versions = self.store.releases(id)?.into_iter().map(|r| r.version).collect();
+        Ok(CatalogEntry { service, versions })
+    }
+
+    /// Services with their published versions, filtered as [`services`](Self::services).
+    pub fn catalog(&self, land: Option<&LandCode>, themenfeld: Option<&str>) -> Result<Vec<CatalogEntry>> {
+        self.services(land, themenfeld)?
+            .into_iter()
+            .map(|service| {
+                let versions = self.store.releases(&service.id)?.into_iter().map(|r| r.version).collect();
+                Ok(CatalogEntry { service, versions })
+            })
+            .collect()
+    }
+
+    /// Checks a release header before any content is accepted: a valid manifest, for a
+    /// service of the calling Land, at a version that does not exist yet.
+    pub fn check_publish(&self, who: &Identity, manifest_bytes: Vec<u8>, signature: Vec<u8>) -> Result<CheckedRelease> {
+        let manifest = Manifest::from_bytes(&manifest_bytes, &self.limits)?;
+        let service = self.service(&manifest.service_id)?;
+        let land = acting_land(who, Some(&service.land))?;
+        if manifest.land != land {
+            return Err(Error::invalid(
+                "manifest",
+                format!("names Land {}, but the publisher is Land {land}", manifest.land),
+            ));
+        }
+        if signature.len() != 64 {
+            return Err(Error::invalid("signature", "must be a 64-byte Ed25519 signature over the manifest"));
+        }
+        let version = manifest.semver()?;
+        if self.store.release(&service.id, &version)?.is_some() {
+            return Err(Error::already_exists(format!(
+                "release {} {version} already exists; published versions are immutable, publish a new version",
+                service.id
+            )));
+        }
+        Ok(CheckedRelease { land, manifest, version, manifest_bytes, signature })
+    }
+
+    /// Records a checked release whose content the caller has stored and verified.
+    pub fn commit_release(&self, checked: CheckedRelease, release_notes: String) -> Result<(Release, Event)> {
+        check_len("release notes", &release_notes, MAX_DESCRIPTION_CHARS)?;
+        let CheckedRelease { land, manifest, version, manifest_bytes, signature } = checked;
+        let release = Release {
+            service_id: manifest.service_id.clone(),
+            version,
+            channel: manifest.channel.clone(),
+            land,
+            content_digest: Manifest::content_digest(&manifest_bytes),
+            total_size: manifest.total_size(),
+            file_count: manifest.files.len() as u32,
+            release_notes,
+            published_at_ms: efa_domain::now_ms(),
+            manifest: manifest_bytes,
+            signature,
+            yank: None,
+        };
+        self.commits.write(move |s| Ok((s.insert_release(&release)?, release))).map(|(event, release)| (release, event))
+    }
+
+    /// One release of a service.
+    pub fn release(&self, service: &ServiceId, version: &str) -> Result<Release> {
+        let v = parse_version(version)?;
+        self.store.release(service, &v)?.ok_or_else(|| Error::not_found(format!("release {service} {v}")))
+    }
+
+    /// The releases of a service, newest version first, optionally of one channel.
+    pub fn releases(&self, service: &ServiceId, channel: Option<&Channel>) -> Result<Vec<Release>> {
+        self.service(service)?;
+        Ok(self.store.releases(service)?.into_iter().filter(|r| channel.is_none_or(|c| &r.channel == c)).collect())
+    }
+
+    /// Yanks a release of a service of the calling Land: no new deployments.
+    pub fn yank(&self, who: &Identity, service: &ServiceId, version: &str, reason: &str) -> Result<(Release, Event)> {
+        let s = self.service(service)?;
+        acting_land(who, Some(&s.land))?;
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("reason", "a yank needs a reason Kommunen can read"));
+        }
+        check_len("reason", reason, MAX_REASON_CHARS)?;
+        let v = parse_version(version)?;
+        let (service, yank) = (service.clone(), Yank { reason: reason.to_string(), at_ms: efa_domain::now_ms() });
+        self.commits.write(move |s| s.yank_release(&service, &v, yank))
+    }
+
+    /// Stores the calling Land's signed snapshot after checking it names only that Land's
+    /// services at published versions, and is not older than the one it replaces.
+    pub fn publish_snapshot(&self, who: &Identity, bytes: Vec<u8>, signature: Vec<u8>) -> Result<Snapshot> {
+        let land = acting_land(who, None)?;
+        let snapshot = Snapshot::from_bytes(&bytes)?;
+        if snapshot.land != land {
+            return Err(efa_domain::Error::PermissionDenied(format!(
+                "snapshot is for Land {}, but the publisher is Land {land}",
+                snapshot.land
+            ))
+            .into());
+        }
+        if signature.len() != 64 {
+            return Err(Error::invalid("signature", "must be a 64-byte Ed25519 signature over the snapshot"));
+        }
+        for (service, channels) in &snapshot.latest {
+            acting_land(who, Some(&self.service(service)?.land))?;
+            for version in channels.values() {
+                self.release(service, version)?;
+            }
+        }
+        if let Some((old, _)) = self.store.snapshot(&land)? {
+            let old = Snapshot::from_bytes(&old)?;
+            if snapshot.issued_at_ms < old.issued_at_ms {
+                return Err(Error::failed_precondition(format!(
+                    "snapshot issued at {} is older than the stored one ({})",
+                    snapshot.issued_at_ms, old.issued_at_ms
+                )));
+            }
+        }
+        self.commits.write(move |s| s.put_snapshot(&land, &bytes, &signature))?;
+        Ok(snapshot)
+    }
+
+    /// A Land's signed snapshot: (snapshot bytes, signature).
+    pub fn snapshot(&self, land: &LandCode) -> Result<(Vec<u8>, Vec<u8>)> {
+        self.store
+            .snapshot(land)?
+            .ok_or_else(|| Error::not_found(format!("signed snapshot of Land {land} (the Land has not published one)")))
+    }
+}

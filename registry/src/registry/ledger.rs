@@ -1,0 +1,117 @@
+//! What Kommunen write: subscriptions, adoption reports and ratings.
+
+use super::{check_len, Registry, MAX_REASON_CHARS};
+use crate::error::{Error, Result};
+use efa_domain::error::echo;
+use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionReport};
+use efa_domain::model::event::Event;
+use efa_domain::model::ids::{Ags, Channel};
+use efa_domain::model::rating::{NewRating, Rating};
+use efa_domain::model::release::UpdatePolicy;
+use efa_domain::model::subscription::{Subscription, SubscriptionTarget};
+use std::future::Future;
+
+impl Registry {
+    /// Subscribes a Kommune to a service or a Themenfeld (replacing an earlier subscription
+    /// to the same target).
+    pub fn subscribe(
+        &self,
+        ags: &Ags,
+        target: SubscriptionTarget,
+        channel: Channel,
+        policy: UpdatePolicy,
+    ) -> Result<(Subscription, Event)> {
+        self.kommune(ags)?;
+        match &target {
+            SubscriptionTarget::Service(id) => {
+                self.service(id)?;
+            }
+            SubscriptionTarget::Themenfeld(t) => {
+                if !self.themenfelder()?.contains(t) {
+                    return Err(Error::invalid(
+                        "Themenfeld",
+                        format!("{} is not a Themenfeld of the OZG catalogue", echo(t)),
+                    ));
+                }
+            }
+        }
+        let sub = Subscription { ags: ags.clone(), target, channel, policy, since_ms: efa_domain::now_ms() };
+        self.commits.write(move |s| Ok((s.put_subscription(&sub)?, sub))).map(|(event, sub)| (sub, event))
+    }
+
+    /// Ends a subscription; false if there was none.
+    pub fn unsubscribe(&self, ags: &Ags, target: &SubscriptionTarget) -> Result<bool> {
+        let (ags, key) = (ags.clone(), target.key());
+        self.commits.write(move |s| Ok(s.remove_subscription(&ags, &key)?.is_some()))
+    }
+
+    /// The subscriptions of a Kommune.
+    pub fn subscriptions(&self, ags: &Ags) -> Result<Vec<Subscription>> {
+        self.store.subscriptions_of(ags)
+    }
+
+    /// Number of subscriptions of all Kommunen.
+    pub fn subscription_count(&self) -> Result<usize> {
+        Ok(self.store.all_subscriptions()?.len())
+    }
+
+    /// Appends a Kommune's adoption report to the ledger. The checks run on the caller's
+    /// thread; the returned future resolves once the entry is durable, without parking a
+    /// thread meanwhile (this is the hot write path of 11,000 nodes).
+    pub fn report_adoption(
+        &self,
+        ags: &Ags,
+        report: AdoptionReport,
+    ) -> impl Future<Output = Result<(AdoptionRecord, Event)>> + Send + 'static {
+        let commit =
+            self.check_adoption(ags, report).map(|entry| self.commits.write_async(move |s| s.append_adoption(&entry)));
+        async move { commit?.await }
+    }
+
+    fn check_adoption(&self, ags: &Ags, report: AdoptionReport) -> Result<AdoptionEntry> {
+        self.kommune(ags)?;
+        let AdoptionReport { service_id, version, state, reason } = report;
+        self.service(&service_id)?;
+        let version = match version {
+            Some(v) => Some(self.release(&service_id, &v.to_string())?.version),
+            None if state.needs_version() => {
+                return Err(Error::invalid("version", format!("state {state} must name the version it refers to")))
+            }
+            None => None,
+        };
+        if state.needs_reason() && reason.trim().is_empty() {
+            return Err(Error::invalid("reason", format!("state {state} must say why")));
+        }
+        check_len("reason", &reason, MAX_REASON_CHARS)?;
+        Ok(AdoptionEntry { ags: ags.clone(), service_id, version, state, reason, at_ms: efa_domain::now_ms() })
+    }
+
+    /// Loads adoption ledger entries in bulk (migrations, benchmarks): no events are
+    /// appended and the rules of [`report_adoption`](Self::report_adoption) are not
+    /// checked; see [`crate::store::Store::bulk_load_adoptions`]. Durable when it returns.
+    pub fn bulk_load_adoptions(&self, entries: Vec<AdoptionEntry>) -> Result<()> {
+        self.commits.write(move |s| s.bulk_load_adoptions(&entries))
+    }
+
+    /// Records a Kommune's rating of a version it has evaluated or deployed; resolves once it
+    /// is durable (see [`report_adoption`](Self::report_adoption)).
+    pub fn rate(&self, ags: &Ags, rating: NewRating) -> impl Future<Output = Result<(Rating, Event)>> + Send + 'static {
+        let commit = self
+            .check_rating(ags, rating)
+            .map(|rating| self.commits.write_async(move |s| Ok((s.put_rating(&rating)?, rating))));
+        async move { commit?.await.map(|(event, rating)| (rating, event)) }
+    }
+
+    fn check_rating(&self, ags: &Ags, new: NewRating) -> Result<Rating> {
+        let release = self.release(&new.service_id, &new.version.to_string())?;
+        let rating = new.into_rating(ags.clone(), efa_domain::now_ms())?;
+        let may = self.store.adoption(&rating.service_id, ags)?.is_some_and(|r| r.may_rate(&release.version));
+        if !may {
+            return Err(Error::failed_precondition(format!(
+                "Kommune {ags} has not evaluated or deployed {} {}; only Kommunen that did may rate it",
+                rating.service_id, release.version
+            )));
+        }
+        Ok(rating)
+    }
+}

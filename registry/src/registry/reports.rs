@@ -1,0 +1,161 @@
+//! What Länder and operators read: adopters, coverage, ratings, feedback, a Kommune's history.
+
+use super::Registry;
+use crate::error::Result;
+use efa_domain::authz::{authorize, Action, Identity};
+use efa_domain::model::adoption::{AdoptionRecord, AdoptionState, ServiceTotals};
+use efa_domain::model::catalog::Service;
+use efa_domain::model::ids::{Ags, LandCode, ServiceId};
+use efa_domain::model::rating::{Rating, RatingAggregate};
+use efa_domain::model::report::{Adopter, CoverageLevel, CoverageRow, Feedback, KommuneReport, RatingSummary};
+use std::collections::BTreeMap;
+
+impl Registry {
+    /// Authorizes reading who adopted `service`.
+    fn authorize_adoption(&self, who: &Identity, service: &ServiceId) -> Result<Service> {
+        let s = self.service(service)?;
+        authorize(who, Action::ReadAdoption { owner: &s.land, public: s.adoption_public })?;
+        Ok(s)
+    }
+
+    /// Every Kommune with a record for `service`, in AGS order.
+    pub fn adopters(&self, who: &Identity, service: &ServiceId) -> Result<Vec<Adopter>> {
+        self.authorize_adoption(who, service)?;
+        let register = self.register()?;
+        let mut out: Vec<Adopter> = self
+            .store
+            .adopters(service)?
+            .into_iter()
+            .map(|record| Adopter { kommune: register.kommunen.get(&record.latest.ags).cloned(), record })
+            .collect();
+        out.sort_by(|a, b| a.record.latest.ags.cmp(&b.record.latest.ags));
+        Ok(out)
+    }
+
+    /// The service's adoption and rating counters, read in one lookup (see [`ServiceTotals`]).
+    pub fn service_totals(&self, service: &ServiceId) -> Result<ServiceTotals> {
+        self.store.service_totals(service)
+    }
+
+    /// The current record of one Kommune for one service.
+    pub fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>> {
+        self.store.adoption(service, ags)
+    }
+
+    /// Number of Kommunen with at least one adoption record.
+    pub fn kommunen_with_records(&self) -> Result<usize> {
+        self.store.kommunen_with_records()
+    }
+
+    /// Kommunen with at least one adoption record whose AGS starts with `prefix` (a Land or
+    /// Kreis code, or empty for all), in AGS order.
+    pub fn kommunen_with_records_under(&self, prefix: &str) -> Result<Vec<Ags>> {
+        self.store.kommunen_with_records_under(prefix)
+    }
+
+    /// What a Kommune runs, and its whole ledger.
+    pub fn kommune_report(&self, who: &Identity, ags: &Ags) -> Result<KommuneReport> {
+        authorize(who, Action::ReadKommune { ags })?;
+        let kommune = self.kommune(ags)?;
+        Ok(KommuneReport {
+            land_name: self.land(&ags.land()).map(|l| l.name).unwrap_or_default(),
+            kreis_name: self.kreis_name(&ags.kreis())?,
+            kommune,
+            current: self.store.adoptions_of(ags)?,
+            history: self.store.history_of(ags)?,
+        })
+    }
+
+    /// Gemeinden running `service` (state deployed or a running version) per Land, and per
+    /// Kreis where it is adopted (or every Kreis of `land`, when given).
+    pub fn coverage(&self, who: &Identity, service: &ServiceId, land: Option<&LandCode>) -> Result<Vec<CoverageRow>> {
+        self.authorize_adoption(who, service)?;
+        let register = self.register()?;
+        let mut per_land: BTreeMap<String, u32> = BTreeMap::new();
+        let mut per_kreis: BTreeMap<String, u32> = BTreeMap::new();
+        for rec in self.store.adopters(service)? {
+            if rec.running.is_some() {
+                *per_land.entry(rec.latest.ags.land().to_string()).or_default() += 1;
+                *per_kreis.entry(rec.latest.ags.kreis().to_string()).or_default() += 1;
+            }
+        }
+        let mut rows = Vec::new();
+        for l in &register.laender {
+            rows.push(CoverageRow {
+                level: CoverageLevel::Land,
+                code: l.code.to_string(),
+                name: l.name.clone(),
+                adopted: per_land.get(l.code.as_str()).copied().unwrap_or(0),
+                total: register.per_land.get(l.code.as_str()).copied().unwrap_or(0),
+            });
+        }
+        for k in &register.kreise {
+            let adopted = per_kreis.get(k.code.as_str()).copied().unwrap_or(0);
+            let in_land = land.is_some_and(|l| k.code.land() == *l);
+            if adopted > 0 || in_land {
+                rows.push(CoverageRow {
+                    level: CoverageLevel::Kreis,
+                    code: k.code.to_string(),
+                    name: k.name.clone(),
+                    adopted,
+                    total: register.per_kreis.get(k.code.as_str()).copied().unwrap_or(0),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Rating aggregates of a service. They carry no names or comments, so every
+    /// authenticated party may read them.
+    pub fn rating_summary(&self, service: &ServiceId) -> Result<RatingSummary> {
+        self.service(service)?;
+        let ratings = self.store.ratings(service)?;
+        let mut by_version: BTreeMap<semver::Version, Vec<&Rating>> = BTreeMap::new();
+        for r in &ratings {
+            by_version.entry(r.version.clone()).or_default().push(r);
+        }
+        Ok(RatingSummary {
+            overall: RatingAggregate::from_ratings(&ratings),
+            per_version: by_version.into_iter().rev().map(|(v, rs)| (v, RatingAggregate::from_ratings(rs))).collect(),
+        })
+    }
+
+    /// Every rating of a service, for pages that list them.
+    pub fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>> {
+        self.store.ratings(service)
+    }
+
+    /// Ratings and rejections of one service, or of the services of `land` (a Land asking
+    /// without either means its own services; an operator without either: all).
+    pub fn feedback(&self, who: &Identity, land: Option<&LandCode>, service: Option<&ServiceId>) -> Result<Feedback> {
+        let owner = match (service, land, who) {
+            (Some(id), _, _) => Some(self.service(id)?.land),
+            (None, Some(l), _) => Some(l.clone()),
+            (None, None, Identity::Land(l)) => Some(l.clone()),
+            (None, None, _) => None,
+        };
+        authorize(who, Action::ReadFeedback { owner: owner.as_ref() })?;
+        let services: Vec<Service> = match service {
+            Some(id) => vec![self.service(id)?],
+            None => self.services(owner.as_ref(), None)?,
+        };
+        let register = self.register()?;
+        let name = |ags: &Ags| register.kommunen.get(ags).map(|k| k.name.clone()).unwrap_or_default();
+        let mut out = Feedback::default();
+        for s in services {
+            for r in self.store.ratings(&s.id)? {
+                let n = name(&r.ags);
+                out.ratings.push((r, n));
+            }
+            for rec in self.store.adopters(&s.id)? {
+                if rec.latest.state == AdoptionState::Rejected {
+                    let n = name(&rec.latest.ags);
+                    out.rejections.push((rec.latest, n));
+                }
+            }
+        }
+        out.ratings.sort_by_key(|(r, _)| std::cmp::Reverse(r.at_ms));
+        out.rejections.sort_by_key(|(r, _)| std::cmp::Reverse(r.at_ms));
+        Ok(out)
+    }
+}

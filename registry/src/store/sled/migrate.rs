@@ -1,0 +1,150 @@
+//! Store formats and their migrations.
+//!
+//! `meta/format` names the store format. Opening a store of an older format migrates it in
+//! place before anything else reads it, one step per format. Each step rewrites records in
+//! batches; every batch is one sled transaction that also records how far the step got, so
+//! a kill -9 at any point leaves a store whose next open resumes the step where it stopped
+//! (never redoing or skipping a record), and the format is bumped only once every record is
+//! rewritten. A store of a newer format is refused with both versions named.
+//!
+//! Formats:
+//! - 1: JSON records, no marker (before 2026-11); not migrated, refused.
+//! - 2: `efa-sled-postcard-2`, postcard records without a version (commit eedda3c).
+//! - 3: `efa-sled-3`, each value starts with its record version ([`crate::store::codec`]).
+
+use crate::error::{Error, Result};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::ops::Bound;
+
+pub(super) const FORMAT_KEY: &[u8] = b"format";
+/// The format this EfA Hub writes.
+pub const CURRENT_FORMAT: u32 = 3;
+const FORMAT_2: &[u8] = b"efa-sled-postcard-2";
+const FORMAT_PREFIX: &str = "efa-sled-";
+/// Records rewritten per transaction.
+const BATCH: usize = 1000;
+
+/// Trees whose values are records (the index trees hold empty values).
+pub const RECORD_TREES: [&str; 14] = [
+    "laender",
+    "kreise",
+    "kommunen",
+    "ozg",
+    "leika",
+    "services",
+    "releases",
+    "subscriptions",
+    "adoption",
+    "history",
+    "ratings",
+    "totals",
+    "events",
+    "snapshots",
+];
+
+fn marker(format: u32) -> Vec<u8> {
+    format!("{FORMAT_PREFIX}{format}").into_bytes()
+}
+
+/// The format a store is in; `None` for a new, empty store.
+fn format_of(db: &sled::Db, meta: &sled::Tree) -> Result<Option<u32>> {
+    match meta.get(FORMAT_KEY)? {
+        Some(f) if f.as_ref() == FORMAT_2 => Ok(Some(2)),
+        Some(f) => {
+            let text = String::from_utf8_lossy(&f).to_string();
+            text.strip_prefix(FORMAT_PREFIX)
+                .and_then(|n| n.parse().ok())
+                .map(Some)
+                .ok_or_else(|| Error::Storage(format!("the store names an unknown format {text:?}")))
+        }
+        None if db.tree_names().len() > 2 || !meta.is_empty() => Ok(Some(1)),
+        None => Ok(None),
+    }
+}
+
+/// Brings the store up to [`CURRENT_FORMAT`], or refuses it. Returns the format it found.
+pub(super) fn bring_up_to_date(db: &sled::Db) -> Result<Option<u32>> {
+    let meta = db.open_tree("meta")?;
+    let found = format_of(db, &meta)?;
+    match found {
+        None => {
+            meta.insert(FORMAT_KEY, marker(CURRENT_FORMAT))?;
+        }
+        Some(1) => {
+            return Err(Error::Storage(
+                "the store was written by an EfA Hub from before 2026-11 (JSON records, format 1), which cannot be \
+                 migrated; start with a new data directory"
+                    .into(),
+            ))
+        }
+        Some(f) if f > CURRENT_FORMAT => {
+            return Err(Error::Storage(format!(
+                "the store has format {f}, written by a newer EfA Hub; this EfA Hub reads formats 2 to \
+                 {CURRENT_FORMAT}. Upgrade EfA Hub, or restore a backup of the data directory"
+            )))
+        }
+        Some(CURRENT_FORMAT) => {}
+        Some(2) => {
+            tracing::warn!(
+                from = 2,
+                to = 3,
+                "migrating the store to the current format; do not interrupt it (if you do, the next start resumes it)"
+            );
+            version_every_record(db, &meta)?;
+            tracing::info!(format = CURRENT_FORMAT, "store migrated");
+        }
+        Some(f) => return Err(Error::Storage(format!("store format {f} is not known to this EfA Hub"))),
+    }
+    Ok(found)
+}
+
+/// Step 2 → 3: prefixes every record with version 1 (the layouts of format 2).
+fn version_every_record(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
+    for name in RECORD_TREES {
+        let tree = db.open_tree(name)?;
+        let done_key = format!("migrate-3/{name}/done").into_bytes();
+        let progress_key = format!("migrate-3/{name}").into_bytes();
+        let mut rewritten = 0u64;
+        while meta.get(&done_key)?.is_none() {
+            let after = meta.get(&progress_key)?;
+            let range = match &after {
+                Some(k) => tree.range::<&[u8], _>((Bound::Excluded(k.as_ref()), Bound::Unbounded)),
+                None => tree.iter(),
+            };
+            let batch: Vec<(sled::IVec, sled::IVec)> = range.take(BATCH).collect::<sled::Result<_>>()?;
+            let last = batch.last().map(|(k, _)| k.clone());
+            (&tree, meta)
+                .transaction(|(t, m)| {
+                    for (k, v) in &batch {
+                        let mut versioned = Vec::with_capacity(v.len() + 1);
+                        versioned.push(1u8);
+                        versioned.extend_from_slice(v);
+                        t.insert(k, versioned)?;
+                    }
+                    match &last {
+                        Some(k) => m.insert(progress_key.as_slice(), k.clone())?,
+                        None => m.insert(done_key.as_slice(), &[])?,
+                    };
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => Error::from(e),
+                    TransactionError::Abort(()) => Error::Storage("migration transaction aborted".into()),
+                })?;
+            rewritten += batch.len() as u64;
+        }
+        if rewritten > 0 {
+            tracing::info!(tree = name, records = rewritten, "records versioned");
+        }
+    }
+    let mut finish = sled::Batch::default();
+    finish.insert(FORMAT_KEY, marker(3));
+    for name in RECORD_TREES {
+        finish.remove(format!("migrate-3/{name}/done").into_bytes());
+        finish.remove(format!("migrate-3/{name}").into_bytes());
+    }
+    meta.apply_batch(finish)?;
+    db.flush()?;
+    Ok(())
+}

@@ -1,0 +1,558 @@
+//! The embedded default backend on sled.
+//!
+//! Trees and keys (`\0` separates parts; sequence numbers are big-endian so byte order is
+//! numeric order):
+//! - `laender` code, `kreise` code, `kommunen` AGS, `ozg` OZG-ID, `leika` Leistungsschlüssel
+//! - `services` id; `releases` service\0version
+//! - `subscriptions` AGS\0target
+//! - `adoption` service\0AGS -> current record; `adoption_by_kommune` AGS\0service -> ()
+//! - `history` AGS\0seq -> ledger entry; bulk-loaded entries AGS\0<8 zero bytes><bulk seq>,
+//!   so they sort before every logged entry (seqs start at 1)
+//! - `ratings` service\0version\0AGS
+//! - `totals` service -> [`ServiceTotals`], updated in the same transaction as the record or
+//!   rating it counts; `adoption_kommunen` AGS -> () for every Kommune with a record
+//! - `events` seq; `meta` "seq" -> last seq
+//! - `snapshots` Land code -> (signed snapshot bytes, signature)
+//!
+//! Every mutation runs in one sled transaction that also bumps `meta/seq` and writes the
+//! event, so the event log is gapless and matches the data. Values are versioned records
+//! ([`crate::store::codec`]); `meta/format` names the store format ([`migrate`]).
+
+mod bulk;
+pub mod migrate;
+
+use super::codec::{decode, encode, Record, StoredSnapshot};
+use super::{ImportCounts, Store};
+use crate::error::{Error, Result};
+use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
+use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
+use efa_domain::model::event::{Event, EventKind};
+use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use efa_domain::model::rating::Rating;
+use efa_domain::model::release::{Release, Yank};
+use efa_domain::model::subscription::Subscription;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use std::path::Path;
+
+const SEQ_KEY: &[u8] = b"seq";
+/// Counter of bulk-loaded history entries (not an event seq; see `bulk_load_adoptions`).
+const BULK_SEQ_KEY: &[u8] = b"bulk_seq";
+/// Entries per sled batch in `bulk_load_adoptions`.
+const BULK_CHUNK: usize = 100_000;
+
+/// The sled store: one tree per record kind, the event log, and `meta`.
+pub struct SledStore {
+    db: sled::Db,
+    /// The format the store had when opened (`None`: it was new).
+    found_format: Option<u32>,
+    laender: sled::Tree,
+    kreise: sled::Tree,
+    kommunen: sled::Tree,
+    ozg: sled::Tree,
+    leika: sled::Tree,
+    services: sled::Tree,
+    releases: sled::Tree,
+    subscriptions: sled::Tree,
+    adoption: sled::Tree,
+    adoption_by_kommune: sled::Tree,
+    history: sled::Tree,
+    ratings: sled::Tree,
+    totals: sled::Tree,
+    adoption_kommunen: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+    snapshots: sled::Tree,
+}
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn prefix(part: &[u8]) -> Vec<u8> {
+    let mut k = part.to_vec();
+    k.push(0);
+    k
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+fn abort<T>(e: Error) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn from_tx(e: TransactionError<Error>) -> Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+/// Reads and decodes a value inside a transaction; a corrupt value aborts it.
+fn tx_get<T: Record>(tree: &TransactionalTree, name: &'static str, k: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(k)? {
+        Some(bytes) => decode(name, &bytes).map(Some).map_err(ConflictableTransactionError::Abort),
+        None => Ok(None),
+    }
+}
+
+/// Appends an event inside a transaction: bumps the sequence and stores the record.
+fn append_event(meta: &TransactionalTree, events: &TransactionalTree, at_ms: i64, kind: EventKind) -> TxResult<Event> {
+    let last = meta.get(SEQ_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0);
+    let event = Event { seq: last + 1, at_ms, kind };
+    meta.insert(SEQ_KEY, &event.seq.to_be_bytes())?;
+    events.insert(&event.seq.to_be_bytes(), encode(&event))?;
+    Ok(event)
+}
+
+impl SledStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| Error::Storage(format!("cannot open sled store at {}: {e}", path.display())))?;
+        Self::from_db(db)
+    }
+
+    /// A store in a temporary location, removed on drop. For tests and throwaway demos.
+    pub fn temporary() -> Result<Self> {
+        Self::from_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Self> {
+        let t = |name: &str| db.open_tree(name);
+        let found_format = migrate::bring_up_to_date(&db)?;
+        let meta = t("meta")?;
+        Ok(Self {
+            laender: t("laender")?,
+            kreise: t("kreise")?,
+            kommunen: t("kommunen")?,
+            ozg: t("ozg")?,
+            leika: t("leika")?,
+            services: t("services")?,
+            releases: t("releases")?,
+            subscriptions: t("subscriptions")?,
+            adoption: t("adoption")?,
+            adoption_by_kommune: t("adoption_by_kommune")?,
+            history: t("history")?,
+            ratings: t("ratings")?,
+            totals: t("totals")?,
+            adoption_kommunen: t("adoption_kommunen")?,
+            events: t("events")?,
+            meta,
+            snapshots: t("snapshots")?,
+            db,
+            found_format,
+        })
+    }
+
+    /// The store format it has now (always [`migrate::CURRENT_FORMAT`] once open).
+    pub fn format(&self) -> u32 {
+        migrate::CURRENT_FORMAT
+    }
+
+    /// The format it had when it was opened, if it had to be migrated from an older one.
+    pub fn migrated_from(&self) -> Option<u32> {
+        self.found_format.filter(|f| *f < migrate::CURRENT_FORMAT)
+    }
+
+    fn get<T: Record>(tree: &sled::Tree, name: &'static str, k: &[u8]) -> Result<Option<T>> {
+        tree.get(k)?.map(|v| decode(name, &v)).transpose()
+    }
+
+    fn scan<T: Record>(tree: &sled::Tree, name: &'static str, p: &[u8]) -> Result<Vec<T>> {
+        tree.scan_prefix(p).values().map(|v| decode(name, &v?)).collect()
+    }
+
+    fn upsert_all<T: Record>(tree: &sled::Tree, items: &[T], k: impl Fn(&T) -> Vec<u8>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for item in items {
+            batch.insert(k(item), encode(item));
+        }
+        tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    fn import_register(&self, laender: &[Land], kreise: &[Kreis], kommunen: &[Kommune]) -> Result<()> {
+        Self::upsert_all(&self.laender, laender, |l| l.code.as_str().as_bytes().to_vec())?;
+        Self::upsert_all(&self.kreise, kreise, |k| k.code.as_str().as_bytes().to_vec())?;
+        Self::upsert_all(&self.kommunen, kommunen, |k| k.ags.as_str().as_bytes().to_vec())
+    }
+
+    fn import_catalogue(&self, ozg: &[OzgLeistung], leika: &[LeikaEntry]) -> Result<()> {
+        Self::upsert_all(&self.ozg, ozg, |o| o.ozg_id.as_str().as_bytes().to_vec())?;
+        Self::upsert_all(&self.leika, leika, |l| l.schluessel.as_str().as_bytes().to_vec())
+    }
+
+    fn counts(&self) -> Result<ImportCounts> {
+        Ok(ImportCounts {
+            laender: self.laender.len(),
+            kreise: self.kreise.len(),
+            kommunen: self.kommunen.len(),
+            ozg_leistungen: self.ozg.len(),
+            leika: self.leika.len(),
+        })
+    }
+
+    fn kommune(&self, ags: &Ags) -> Result<Option<Kommune>> {
+        Self::get(&self.kommunen, "kommunen", ags.as_str().as_bytes())
+    }
+
+    fn kommunen(&self) -> Result<Vec<Kommune>> {
+        Self::scan(&self.kommunen, "kommunen", b"")
+    }
+
+    fn land(&self, code: &LandCode) -> Result<Option<Land>> {
+        Self::get(&self.laender, "laender", code.as_str().as_bytes())
+    }
+
+    fn laender(&self) -> Result<Vec<Land>> {
+        Self::scan(&self.laender, "laender", b"")
+    }
+
+    fn kreis(&self, code: &KreisCode) -> Result<Option<Kreis>> {
+        Self::get(&self.kreise, "kreise", code.as_str().as_bytes())
+    }
+
+    fn kreise(&self) -> Result<Vec<Kreis>> {
+        Self::scan(&self.kreise, "kreise", b"")
+    }
+
+    fn ozg_leistung(&self, id: &OzgId) -> Result<Option<OzgLeistung>> {
+        Self::get(&self.ozg, "ozg", id.as_str().as_bytes())
+    }
+
+    fn leika(&self, k: &Leistungsschluessel) -> Result<Option<LeikaEntry>> {
+        Self::get(&self.leika, "leika", k.as_str().as_bytes())
+    }
+
+    fn put_service(&self, service: &Service, event: EventKind) -> Result<Event> {
+        (&self.services, &self.meta, &self.events)
+            .transaction(|(services, meta, events)| {
+                services.insert(service.id.as_str().as_bytes(), encode(service))?;
+                append_event(meta, events, service.registered_at_ms, event.clone())
+            })
+            .map_err(from_tx)
+    }
+
+    fn service(&self, id: &ServiceId) -> Result<Option<Service>> {
+        Self::get(&self.services, "services", id.as_str().as_bytes())
+    }
+
+    fn services(&self) -> Result<Vec<Service>> {
+        Self::scan(&self.services, "services", b"")
+    }
+
+    fn insert_release(&self, release: &Release) -> Result<Event> {
+        let k = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
+        (&self.releases, &self.meta, &self.events)
+            .transaction(|(releases, meta, events)| {
+                if releases.get(&k)?.is_some() {
+                    return abort(Error::already_exists(format!(
+                        "release {} {} already exists; published versions are immutable, publish a new version",
+                        release.service_id, release.version
+                    )));
+                }
+                releases.insert(k.as_slice(), encode(release))?;
+                append_event(
+                    meta,
+                    events,
+                    release.published_at_ms,
+                    EventKind::ReleasePublished {
+                        service_id: release.service_id.clone(),
+                        version: release.version.clone(),
+                    },
+                )
+            })
+            .map_err(from_tx)
+    }
+
+    fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Release>> {
+        Self::get(&self.releases, "releases", &key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]))
+    }
+
+    fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {
+        let mut all: Vec<Release> = Self::scan(&self.releases, "releases", &prefix(service.as_str().as_bytes()))?;
+        all.sort_by(|a, b| b.version.cmp(&a.version));
+        Ok(all)
+    }
+
+    fn yank_release(&self, service: &ServiceId, version: &semver::Version, yank: Yank) -> Result<(Release, Event)> {
+        let k = key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]);
+        (&self.releases, &self.meta, &self.events)
+            .transaction(|(releases, meta, events)| {
+                let Some(bytes) = releases.get(&k)? else {
+                    return abort(Error::not_found(format!("release {service} {version}")));
+                };
+                let mut release: Release = match decode("releases", &bytes) {
+                    Ok(r) => r,
+                    Err(e) => return abort(e),
+                };
+                if let Some(y) = &release.yank {
+                    return abort(Error::failed_precondition(format!(
+                        "release {service} {version} is already yanked ({})",
+                        y.reason
+                    )));
+                }
+                release.yank = Some(yank.clone());
+                releases.insert(k.as_slice(), encode(&release))?;
+                let event = append_event(
+                    meta,
+                    events,
+                    yank.at_ms,
+                    EventKind::ReleaseYanked {
+                        service_id: service.clone(),
+                        version: version.clone(),
+                        reason: yank.reason.clone(),
+                    },
+                )?;
+                Ok((release, event))
+            })
+            .map_err(from_tx)
+    }
+
+    fn put_subscription(&self, sub: &Subscription) -> Result<Event> {
+        let k = key(&[sub.ags.as_str().as_bytes(), sub.target.key().as_bytes()]);
+        (&self.subscriptions, &self.meta, &self.events)
+            .transaction(|(subs, meta, events)| {
+                subs.insert(k.as_slice(), encode(sub))?;
+                append_event(meta, events, sub.since_ms, EventKind::Subscribed(sub.clone()))
+            })
+            .map_err(from_tx)
+    }
+
+    fn remove_subscription(&self, ags: &Ags, target_key: &str) -> Result<Option<Event>> {
+        let k = key(&[ags.as_str().as_bytes(), target_key.as_bytes()]);
+        let now = efa_domain::now_ms();
+        (&self.subscriptions, &self.meta, &self.events)
+            .transaction(|(subs, meta, events)| {
+                if subs.remove(k.as_slice())?.is_none() {
+                    return Ok(None);
+                }
+                append_event(
+                    meta,
+                    events,
+                    now,
+                    EventKind::Unsubscribed { ags: ags.clone(), target: target_key.to_string() },
+                )
+                .map(Some)
+            })
+            .map_err(from_tx)
+    }
+
+    fn subscriptions_of(&self, ags: &Ags) -> Result<Vec<Subscription>> {
+        Self::scan(&self.subscriptions, "subscriptions", &prefix(ags.as_str().as_bytes()))
+    }
+
+    fn all_subscriptions(&self) -> Result<Vec<Subscription>> {
+        Self::scan(&self.subscriptions, "subscriptions", b"")
+    }
+
+    fn append_adoption(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)> {
+        let sid = entry.service_id.as_str().as_bytes();
+        let ags = entry.ags.as_str().as_bytes();
+        let record_key = key(&[sid, ags]);
+        let index_key = key(&[ags, sid]);
+        let trees = (
+            &self.adoption,
+            &self.adoption_by_kommune,
+            &self.history,
+            &self.totals,
+            &self.adoption_kommunen,
+            &self.meta,
+            &self.events,
+        );
+        trees
+            .transaction(|(adoption, by_kommune, history, totals, kommunen, meta, events)| {
+                let previous = match adoption.get(&record_key)? {
+                    Some(bytes) => match decode::<AdoptionRecord>("adoption", &bytes) {
+                        Ok(r) => Some(r),
+                        Err(e) => return abort(e),
+                    },
+                    None => None,
+                };
+                let mut counts = tx_get::<ServiceTotals>(totals, "totals", sid)?.unwrap_or_default();
+                let record = AdoptionRecord::apply(previous.clone(), entry.clone());
+                counts.replace_record(previous.as_ref(), &record);
+                totals.insert(sid, encode(&counts))?;
+                kommunen.insert(ags, &[])?;
+                adoption.insert(record_key.as_slice(), encode(&record))?;
+                by_kommune.insert(index_key.as_slice(), &[])?;
+                let event = append_event(meta, events, entry.at_ms, EventKind::AdoptionReported(entry.clone()))?;
+                history.insert(key(&[ags, &event.seq.to_be_bytes()]), encode(entry))?;
+                Ok((record, event))
+            })
+            .map_err(from_tx)
+    }
+
+    fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>> {
+        Self::get(&self.adoption, "adoption", &key(&[service.as_str().as_bytes(), ags.as_str().as_bytes()]))
+    }
+
+    fn adopters(&self, service: &ServiceId) -> Result<Vec<AdoptionRecord>> {
+        Self::scan(&self.adoption, "adoption", &prefix(service.as_str().as_bytes()))
+    }
+
+    fn adoptions_of(&self, ags: &Ags) -> Result<Vec<AdoptionRecord>> {
+        let p = prefix(ags.as_str().as_bytes());
+        let mut out = Vec::new();
+        for k in self.adoption_by_kommune.scan_prefix(&p).keys() {
+            let k = k?;
+            let service = &k[p.len()..];
+            if let Some(bytes) = self.adoption.get(key(&[service, ags.as_str().as_bytes()]))? {
+                out.push(decode("adoption", &bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn history_of(&self, ags: &Ags) -> Result<Vec<AdoptionEntry>> {
+        Self::scan(&self.history, "history", &prefix(ags.as_str().as_bytes()))
+    }
+
+    fn bulk_load_adoptions(&self, entries: &[AdoptionEntry]) -> Result<()> {
+        self.bulk_load(entries)
+    }
+
+    fn service_totals(&self, service: &ServiceId) -> Result<ServiceTotals> {
+        Ok(Self::get(&self.totals, "totals", service.as_str().as_bytes())?.unwrap_or_default())
+    }
+
+    fn kommunen_with_records(&self) -> Result<usize> {
+        Ok(self.adoption_kommunen.len())
+    }
+
+    fn kommunen_with_records_under(&self, prefix: &str) -> Result<Vec<Ags>> {
+        self.adoption_kommunen
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .map(|k| {
+                let k = k?;
+                std::str::from_utf8(&k)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::Corrupt { tree: "adoption_kommunen", reason: format!("bad AGS key {k:?}") })
+            })
+            .collect()
+    }
+
+    fn put_rating(&self, rating: &Rating) -> Result<Event> {
+        let k = key(&[
+            rating.service_id.as_str().as_bytes(),
+            rating.version.to_string().as_bytes(),
+            rating.ags.as_str().as_bytes(),
+        ]);
+        let sid = rating.service_id.as_str().as_bytes();
+        (&self.ratings, &self.totals, &self.meta, &self.events)
+            .transaction(|(ratings, totals, meta, events)| {
+                let previous = tx_get::<Rating>(ratings, "ratings", &k)?.map(|r| r.stars);
+                let mut counts = tx_get::<ServiceTotals>(totals, "totals", sid)?.unwrap_or_default();
+                counts.replace_rating(previous, rating.stars);
+                totals.insert(sid, encode(&counts))?;
+                ratings.insert(k.as_slice(), encode(rating))?;
+                append_event(meta, events, rating.at_ms, EventKind::Rated(rating.clone()))
+            })
+            .map_err(from_tx)
+    }
+
+    fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>> {
+        Self::scan(&self.ratings, "ratings", &prefix(service.as_str().as_bytes()))
+    }
+
+    fn put_snapshot(&self, land: &LandCode, snapshot: &[u8], signature: &[u8]) -> Result<()> {
+        self.snapshots
+            .insert(land.as_str().as_bytes(), encode(&StoredSnapshot(snapshot.to_vec(), signature.to_vec())))?;
+        Ok(())
+    }
+
+    fn snapshot(&self, land: &LandCode) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(Self::get::<StoredSnapshot>(&self.snapshots, "snapshots", land.as_str().as_bytes())?.map(|s| (s.0, s.1)))
+    }
+
+    fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>> {
+        let start = seq.saturating_add(1).to_be_bytes();
+        self.events.range(start..).values().take(limit).map(|v| decode("events", &v?)).collect()
+    }
+
+    fn head_seq(&self) -> Result<u64> {
+        Ok(self.meta.get(SEQ_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0))
+    }
+
+    fn oldest_seq(&self) -> Result<Option<u64>> {
+        Ok(self.events.first()?.map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))))
+    }
+
+    fn trim_events(&self, before: u64) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for k in self.events.range(..before.to_be_bytes()).keys() {
+            batch.remove(k?);
+            n += 1;
+        }
+        self.events.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    crate::store_test_suite!(super::SledStore::temporary().unwrap());
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = super::SledStore::open(dir.path()).unwrap();
+            let s = service();
+            store
+                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = super::SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.head_seq().unwrap(), 1);
+        assert!(store.service(&"wohngeld-nrw".parse().unwrap()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_json_era_store_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What a JSON-era store looks like: data, but no format marker.
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("services").unwrap().insert(b"wohngeld-nrw", &b"{\"id\":\"wohngeld-nrw\"}"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = super::SledStore::open(dir.path()).err().expect("old store refused");
+        assert!(err.to_string().contains("format 1"), "{err}");
+        let db = sled::open(dir.path()).unwrap();
+        assert!(db.open_tree("services").unwrap().get(b"wohngeld-nrw").unwrap().is_some());
+        assert!(db.open_tree("meta").unwrap().get(super::migrate::FORMAT_KEY).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta").unwrap().insert(super::migrate::FORMAT_KEY, &b"efa-sled-9"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let err = super::SledStore::open(dir.path()).err().expect("newer store refused").to_string();
+        assert!(err.contains("format 9") && err.contains("formats 2 to 3"), "{err}");
+    }
+}
