@@ -241,13 +241,13 @@ fn section(title: &str) {
     println!("\n━━ {title} {}", "━".repeat(70usize.saturating_sub(title.chars().count())));
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    efa_cli::edge::main_with(async { run().await.map(|()| std::process::ExitCode::SUCCESS) })
+}
+
+async fn run() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    efa_cli::edge::init_logging(efa_cli::edge::LogFormat::Text, "warn");
     let temp = tempfile::tempdir()?;
     let root = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&root)?;

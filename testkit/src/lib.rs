@@ -13,6 +13,7 @@ pub mod bundle;
 pub mod fuzz;
 pub mod reports;
 pub mod rng;
+pub mod tools;
 pub mod wait;
 
 pub use rng::Rng;

@@ -40,55 +40,11 @@ pub fn cycles(ci: usize, soak_cycles: usize) -> usize {
     }
 }
 
-// ------------------------------------------------------------------ randomness
+// ------------------------------------------------------------------ randomness, waiting, bundles
 
-/// A small xorshift generator. The seed is printed, and `EFA_FAULT_SEED` replays a run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn from_env(test: &str) -> Rng {
-        let seed = std::env::var("EFA_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-            (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
-        });
-        eprintln!("{test}: seed {seed} (replay with EFA_FAULT_SEED={seed})");
-        Rng::new(seed)
-    }
-
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform in `lo..hi` (`lo` if the range is empty).
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            return lo;
-        }
-        lo + self.next_u64() % (hi - lo)
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.range(0, 100) < percent
-    }
-
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            out.extend_from_slice(&self.next_u64().to_le_bytes());
-        }
-        out.truncate(n);
-        out
-    }
-}
+pub use efa_testkit::bundle::{rendered, write as write_bundle, Files};
+pub use efa_testkit::wait::wait_for;
+pub use efa_testkit::Rng;
 
 // ------------------------------------------------------------------ binaries
 
@@ -244,23 +200,6 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
 }
 
-/// Polls `check` every 20 ms until it returns `Some`, failing the test after `timeout`.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 // ------------------------------------------------------------------ PKI
 
@@ -475,9 +414,6 @@ impl HubProc {
 
 // ------------------------------------------------------------------ bundles
 
-/// A release bundle: relative path -> bytes, as the Land ships it.
-pub type Files = BTreeMap<String, Vec<u8>>;
-
 /// A Wohngeld bundle for `version` with a parameter template, a health marker and
 /// `blobs` binary assets of `blob_size` bytes (content derived from `version`).
 pub fn wohngeld_bundle(version: &str, healthy: bool, blobs: usize, blob_size: usize) -> Files {
@@ -490,38 +426,11 @@ pub fn wohngeld_bundle(version: &str, healthy: bool, blobs: usize, blob_size: us
             .into_bytes(),
     );
     files.insert("status.txt".into(), if healthy { b"healthy\n".to_vec() } else { b"broken\n".to_vec() });
-    let seed = version.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::from_text(version);
     for i in 0..blobs {
         files.insert(format!("assets/part-{i:02}.bin"), rng.bytes(blob_size));
     }
     files
-}
-
-/// What a node must have on disk for `files` deployed with `params`: templates rendered
-/// (`{{ name }}` replaced) and saved without `.tmpl`.
-pub fn rendered(files: &Files, params: &[(&str, &str)]) -> Files {
-    files
-        .iter()
-        .map(|(path, bytes)| match path.strip_suffix(".tmpl") {
-            Some(target) => {
-                let mut text = String::from_utf8(bytes.clone()).expect("template is text");
-                for (name, value) in params {
-                    text = text.replace(&format!("{{{{ {name} }}}}"), value);
-                }
-                (target.to_string(), text.into_bytes())
-            }
-            None => (path.clone(), bytes.clone()),
-        })
-        .collect()
-}
-
-pub fn write_bundle(dir: &Path, files: &Files) {
-    for (path, bytes) in files {
-        let p = dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, bytes).unwrap();
-    }
 }
 
 /// Publishes `dir` as `version` of the service, signed with `key`. Returns once the hub

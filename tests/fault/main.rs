@@ -12,7 +12,7 @@
 //!   exactly once, in order.
 //!
 //! `cargo test -p efa-tests --test fault -- --nocapture` prints one summary line per test.
-//! `EFA_SOAK=1` runs the long variant; `EFA_FAULT_SEED` replays a run's random choices and
+//! `EFA_SOAK=1` runs the long variant; `EFA_TEST_SEED` replays a run's random choices and
 //! `EFA_FAULT_CYCLES` sets the number of crash cycles. See `tests/fault/README.md`.
 
 mod deploy_crash;

@@ -348,11 +348,8 @@ fn visible_text(dom: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_shows_the_dashboard_as_an_operator_sees_it() {
-    if !Path::new(CHROMIUM).exists() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{CHROMIUM} is missing; .ci/run installs the Debian package chromium");
-        }
-        eprintln!("SKIPPED chromium_shows_the_dashboard_as_an_operator_sees_it: {CHROMIUM} is missing (apt-get install chromium)");
+    let available = if Path::new(CHROMIUM).exists() { Ok(()) } else { Err(format!("{CHROMIUM} is missing")) };
+    if !efa_testkit::tools::check("chromium_shows_the_dashboard", available, "apt-get install chromium") {
         return;
     }
     let w = World::with_dashboard().await;

@@ -183,3 +183,27 @@ async fn missing_parameters_and_failing_health_checks_keep_the_running_version()
     assert_eq!(state(&me[0]), pb::AdoptionState::RolledBack);
     assert_eq!(me[0].running_version, "1.0.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_release_costs_few_state_writes() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    node.register_subscriptions().await.unwrap();
+    let info = efa_node::hub::HubClient::new(w.channel(&kommune(DORTMUND)).await)
+        .release(&"wohngeld-nrw".parse().unwrap(), &"1.0.0".parse().unwrap())
+        .await
+        .unwrap()
+        .summary;
+
+    let before = node.state_writes();
+    let handled = node.handle_release(info).await.unwrap();
+    assert_eq!(handled, Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.0".into() });
+    // Evaluating queued, acknowledged; deployed with its state change queued, acknowledged.
+    // (Each write is a temp file, fsync, rename and directory fsync.)
+    assert_eq!(node.state_writes() - before, 4, "state.json writes for one deployed release");
+    let state = node.state().unwrap();
+    assert!(state.outbox.is_empty());
+    assert_eq!(state.services["wohngeld-nrw"].land.as_deref(), Some(NRW), "the Land was pinned with the outcome");
+}

@@ -32,11 +32,8 @@ async fn python_ready() -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_lists_subscribes_and_receives_a_release() {
-    if let Err(why) = python_ready().await {
-        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-            panic!("{why}; .ci/run should have installed {REQUIREMENTS} (python3 -m pip install -r {REQUIREMENTS})");
-        }
-        eprintln!("SKIPPED python_client: {why}. Run `python3 -m pip install -r {REQUIREMENTS}` to enable it.");
+    let install = format!("python3 -m pip install -r {REQUIREMENTS}");
+    if !efa_testkit::tools::check("python_client", python_ready().await, &install) {
         return;
     }
 
