@@ -19,6 +19,7 @@ pub fn criterion_label(c: i32) -> &'static str {
     Criterion::from_wire(c).map(|c| c.label()).unwrap_or("?")
 }
 
+/// Every Kommune with a ledger entry for the service: its latest state and running version.
 pub async fn adopters(ch: Channel, service_id: &str) -> Result<Table, tonic::Status> {
     let resp = ReportServiceClient::new(ch)
         .service_adopters(pb::ServiceAdoptersRequest { service_id: service_id.into() })
@@ -42,6 +43,7 @@ pub async fn adopters(ch: Channel, service_id: &str) -> Result<Table, tonic::Sta
     Ok(t)
 }
 
+/// A Kommune's services now, and its full adoption history (in that order).
 pub async fn kommune(ch: Channel, ags: &str) -> Result<(Table, Table), tonic::Status> {
     let resp =
         ReportServiceClient::new(ch).kommune_history(pb::KommuneHistoryRequest { ags: ags.into() }).await?.into_inner();
@@ -68,6 +70,8 @@ pub async fn kommune(ch: Channel, ags: &str) -> Result<(Table, Table), tonic::St
     Ok((current, history))
 }
 
+/// Share of Gemeinden per Land and Kreis that run the service; `land` (empty: all)
+/// restricts the Kreis rows, `only_adopted` drops rows without any adopter.
 pub async fn coverage(ch: Channel, service_id: &str, land: &str, only_adopted: bool) -> Result<Table, tonic::Status> {
     let resp = ReportServiceClient::new(ch)
         .coverage(pb::CoverageRequest { service_id: service_id.into(), land_code: land.into() })
@@ -85,6 +89,7 @@ pub async fn coverage(ch: Channel, service_id: &str, land: &str, only_adopted: b
     Ok(t)
 }
 
+/// Rating aggregates of the service: overall first, then one row per version.
 pub async fn ratings(ch: Channel, service_id: &str) -> Result<Table, tonic::Status> {
     let resp = ReportServiceClient::new(ch)
         .rating_summary(pb::RatingSummaryRequest { service_id: service_id.into() })
@@ -114,6 +119,8 @@ pub async fn ratings(ch: Channel, service_id: &str) -> Result<Table, tonic::Stat
     Ok(t)
 }
 
+/// Ratings with comments and rejection reasons (in that order), for one service or, with
+/// `service_id` empty, the services of `land` (empty: the caller's own, or all for operators).
 pub async fn feedback(ch: Channel, service_id: &str, land: &str) -> Result<(Table, Table), tonic::Status> {
     let resp = ReportServiceClient::new(ch)
         .feedback(pb::FeedbackRequest { service_id: service_id.into(), land_code: land.into() })

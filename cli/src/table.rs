@@ -2,18 +2,26 @@
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement};
 
+/// A report: a title, column headers and rows of already formatted cells.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
+    /// Printed above the table; empty for none. CSV and JSON leave it out.
     pub title: String,
+    /// Column names; also the CSV header and the JSON keys.
     pub headers: Vec<String>,
+    /// One cell per header in each row.
     pub rows: Vec<Vec<String>>,
 }
 
+/// How a [`Table`] is rendered (`--format table|csv|json`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Format {
+    /// Box-drawn table for the terminal, with the title above it.
     #[default]
     Table,
+    /// CSV with a header line.
     Csv,
+    /// A JSON array of objects keyed by header, every value a string.
     Json,
 }
 
@@ -30,14 +38,17 @@ impl std::str::FromStr for Format {
 }
 
 impl Table {
+    /// An empty table with these column headers.
     pub fn new(title: impl Into<String>, headers: &[&str]) -> Self {
         Table { title: title.into(), headers: headers.iter().map(|h| h.to_string()).collect(), rows: vec![] }
     }
 
+    /// Appends a row.
     pub fn push(&mut self, row: Vec<String>) {
         self.rows.push(row);
     }
 
+    /// The whole table as text in `format`, ending with a newline.
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Table => {

@@ -24,10 +24,12 @@ pub const MANIFEST_FORMAT: u32 = 1;
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
+    /// The SHA-256 of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Digest(Sha256::digest(bytes).into())
     }
 
+    /// The 64 lowercase hex digits, without the `sha256:` prefix (blob file names).
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -76,9 +78,11 @@ impl From<Digest> for String {
 pub struct Hasher(Sha256);
 
 impl Hasher {
+    /// Feeds the next chunk of content.
     pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
+    /// The digest of everything fed so far.
     pub fn finish(self) -> Digest {
         Digest(self.0.finalize().into())
     }
@@ -87,9 +91,13 @@ impl Hasher {
 /// Limits a bundle must stay within. The hub and node enforce the same ones.
 #[derive(Clone, Debug)]
 pub struct BundleLimits {
+    /// Most files in one manifest (default 10,000).
     pub max_files: usize,
+    /// Most bytes of all files together (default 512 MiB).
     pub max_total_size: u64,
+    /// Longest bundle path, in bytes (default 255).
     pub max_path_len: usize,
+    /// Most path components, i.e. directory nesting plus the file name (default 16).
     pub max_depth: usize,
 }
 
@@ -106,6 +114,7 @@ impl Default for BundleLimits {
 pub struct BundlePath(String);
 
 impl BundlePath {
+    /// Checks `s` against the path rules and `limits` (length, depth).
     pub fn parse(s: &str, limits: &BundleLimits) -> Result<Self> {
         let bad = |why: &str| Err(Error::invalid("bundle path", format!("{}: {why}", echo(s))));
         if s.is_empty() {
@@ -134,6 +143,7 @@ impl BundlePath {
         Ok(BundlePath(s.to_string()))
     }
 
+    /// The path as written in the manifest.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -164,11 +174,15 @@ impl From<BundlePath> for String {
     }
 }
 
+/// One file of a bundle as the manifest lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
+    /// Where it goes, relative to the bundle root.
     pub path: BundlePath,
+    /// Its length in bytes.
     pub size: u64,
+    /// SHA-256 of the whole file.
     pub digest: Digest,
     /// Content-defined chunks whose concatenation is the file (large files only). Blobs are
     /// stored and moved per chunk, so an update moves only the chunks that changed.
@@ -180,7 +194,9 @@ pub struct FileEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkRef {
+    /// Its length in bytes, 1..=1 MiB.
     pub size: u64,
+    /// SHA-256 of the chunk; the blob is stored under it.
     pub digest: Digest,
 }
 
@@ -220,11 +236,17 @@ pub fn chunk_reader(content: impl Read, label: &str) -> Result<Vec<ChunkRef>> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Manifest format version; must equal [`MANIFEST_FORMAT`].
     pub format: u32,
+    /// The service released.
     pub service_id: ServiceId,
+    /// Semantic version as text, exactly as signed; [`semver`](Self::semver) parses it.
     pub version: String,
+    /// The channel it is published on.
     pub channel: Channel,
+    /// The Land whose release key signs it.
     pub land: LandCode,
+    /// When the publisher built it, ms since the Unix epoch.
     pub created_at_ms: i64,
     /// Sorted by path, no duplicates.
     pub files: Vec<FileEntry>,
@@ -244,14 +266,18 @@ impl Manifest {
         serde_json::to_vec_pretty(self).expect("manifest serializes")
     }
 
+    /// The version, parsed.
     pub fn semver(&self) -> Result<semver::Version> {
         parse_version(&self.version)
     }
 
+    /// Sum of the file sizes, in bytes.
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
 
+    /// Checks every rule: format, version, file count and size limits, path rules, sorted
+    /// unique paths, no path both file and directory, chunks adding up to their file.
     pub fn validate(&self, limits: &BundleLimits) -> Result<()> {
         if self.format != MANIFEST_FORMAT {
             return Err(Error::invalid(

@@ -9,15 +9,23 @@ use std::collections::BTreeMap;
 /// Default length limit for text-like parameters without their own.
 pub const DEFAULT_MAX_LEN: usize = 500;
 
+/// What kind of value a parameter takes; decides how a Kommune's value is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ParameterKind {
+    /// Free text, bounded by the spec's length limit.
     Text,
+    /// An `http://` or `https://` URL.
     Url,
+    /// An e-mail address (`local@domain.tld`, no whitespace).
     Email,
+    /// A fee as a non-negative whole number of euro cents.
     AmountCents,
+    /// A non-empty list of 5-digit postcodes (Postleitzahlen).
     Postcodes,
+    /// `true` or `false`.
     Boolean,
+    /// Any whole number.
     Integer,
 }
 
@@ -63,11 +71,16 @@ impl std::str::FromStr for ParameterKind {
     }
 }
 
+/// One parameter a service declares for Kommunen to fill in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParameterSpec {
+    /// Name used in node configs and `{{ name }}` placeholders: a-z, 0-9, `_`, starting with a letter.
     pub name: String,
+    /// What kind of value it takes.
     pub kind: ParameterKind,
+    /// A Kommune must give a (non-empty) value; an optional one may be left out.
     pub required: bool,
+    /// Explains the parameter to the Kommune; may be empty.
     #[serde(default)]
     pub description: String,
     /// 0 means [`DEFAULT_MAX_LEN`].
@@ -79,9 +92,13 @@ pub struct ParameterSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ParamValue {
+    /// For [`ParameterKind::Boolean`].
     Bool(bool),
+    /// For [`ParameterKind::Integer`] and [`ParameterKind::AmountCents`].
     Integer(i64),
+    /// For text, URL and e-mail parameters.
     Text(String),
+    /// For [`ParameterKind::Postcodes`]; rendered comma-separated.
     List(Vec<String>),
 }
 

@@ -20,14 +20,17 @@ pub struct SigningKey(ed25519_dalek::SigningKey);
 pub struct VerifyingKey(ed25519_dalek::VerifyingKey);
 
 impl SigningKey {
+    /// A fresh key from the operating system's random source.
     pub fn generate() -> Self {
         SigningKey(ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
     }
 
+    /// The key file line `efa-ed25519-secret:<base64 seed>`, newline-terminated.
     pub fn to_text(&self) -> String {
         format!("{SECRET_PREFIX}{}\n", B64.encode(self.0.to_bytes()))
     }
 
+    /// Reads a key file line written by [`to_text`](Self::to_text); surrounding whitespace is ignored.
     pub fn from_text(s: &str) -> Result<Self> {
         let b64 = s
             .trim()
@@ -41,20 +44,24 @@ impl SigningKey {
         Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(&bytes)))
     }
 
+    /// The public half, for nodes to pin.
     pub fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey(self.0.verifying_key())
     }
 
+    /// The 64-byte Ed25519 signature of `message`.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.0.sign(message).to_bytes().to_vec()
     }
 }
 
 impl VerifyingKey {
+    /// The form trust configs list: `efa-ed25519-public:<base64 key>`, no newline.
     pub fn to_text(&self) -> String {
         format!("{PUBLIC_PREFIX}{}", B64.encode(self.0.to_bytes()))
     }
 
+    /// Reads the [`to_text`](Self::to_text) form; fails on a bad prefix, length or curve point.
     pub fn from_text(s: &str) -> Result<Self> {
         let b64 = s
             .trim()
@@ -70,7 +77,7 @@ impl VerifyingKey {
             .map_err(|_| Error::invalid("public key", "is not a valid Ed25519 point"))
     }
 
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
             return false;
         };

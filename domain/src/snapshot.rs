@@ -12,20 +12,27 @@ use crate::model::ids::{Channel, LandCode, ServiceId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Current snapshot format version.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
+/// A Land's signed statement of its newest releases, valid until `expires_at_ms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
+    /// Snapshot format version; must equal [`SNAPSHOT_FORMAT`].
     pub format: u32,
+    /// The Land that signs it; it covers only this Land's services.
     pub land: LandCode,
+    /// When the Land issued it, ms since the Unix epoch; a lower value than one already seen is a replay.
     pub issued_at_ms: i64,
+    /// After this (ms since the Unix epoch) the snapshot no longer vouches for freshness.
     pub expires_at_ms: i64,
     /// Newest published version per service and channel.
     pub latest: BTreeMap<ServiceId, BTreeMap<Channel, String>>,
 }
 
 impl Snapshot {
+    /// Parses snapshot bytes (as signed) and checks format, validity window and versions.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let s: Snapshot = serde_json::from_slice(bytes)
             .map_err(|e| Error::invalid("snapshot", format!("not a valid snapshot: {e}")))?;
@@ -43,11 +50,13 @@ impl Snapshot {
         Ok(s)
     }
 
+    /// Canonical bytes: what the Land signs and the hub stores.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("snapshot serializes")
     }
 
-    pub fn is_expired(&self, now_ms: i64) -> bool {
+    /// True from `expires_at_ms` on.
+    pub(crate) fn is_expired(&self, now_ms: i64) -> bool {
         now_ms >= self.expires_at_ms
     }
 }

@@ -8,12 +8,27 @@ use efa_domain::bundle::{Digest, Hasher};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// Why a blob could not be stored or read.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
+    /// The file system failed; the caller is told only that the hub could not store it.
     #[error("blob store I/O on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory below the blob root.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An upload does not hash to the digest its manifest names; nothing was stored.
     #[error("file {path} has digest {actual}, but the manifest says {expected}")]
-    DigestMismatch { path: String, expected: Digest, actual: Digest },
+    DigestMismatch {
+        /// The bundle path (or chunk label) of the upload.
+        path: String,
+        /// Digest in the manifest.
+        expected: Digest,
+        /// Digest of the bytes received.
+        actual: Digest,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -21,10 +36,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
 }
 
 /// Sequential reader over a blob's bytes.
-pub type BlobReader = Box<dyn Read + Send>;
+pub(crate) type BlobReader = Box<dyn Read + Send>;
 
+/// The blob directory, `data_dir/blobs`.
 #[derive(Clone, Debug)]
-pub struct BlobStore {
+pub(crate) struct BlobStore {
     root: PathBuf,
 }
 
@@ -145,7 +161,8 @@ impl Read for ChunkChain {
 
 static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-pub struct BlobWriter {
+/// An upload in progress; nothing is visible under the digest before [`finish`](Self::finish).
+pub(crate) struct BlobWriter {
     store: BlobStore,
     expected: Digest,
     label: String,

@@ -9,13 +9,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The config file could not be read, parsed or is inconsistent.
 #[derive(Debug, thiserror::Error)]
 #[error("config {path}: {message}")]
 pub struct ConfigError {
-    pub path: PathBuf,
-    pub message: String,
+    path: PathBuf,
+    message: String,
 }
 
+/// The config file as written; [`into_hub_config`](Self::into_hub_config) turns it into a [`HubConfig`].
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HubFile {
@@ -23,23 +25,31 @@ pub struct HubFile {
     pub listen: SocketAddr,
     /// sled store (`db/`) and blob store (`blobs/`).
     pub data_dir: PathBuf,
+    /// The `[tls]` table; required unless `insecure_dev`.
     pub tls: Option<TlsFile>,
     /// Plaintext with identities from a header. Development only.
     pub insecure_dev: bool,
+    /// Largest accepted release bundle, in bytes (default 512 MiB).
     pub max_bundle_bytes: u64,
     /// Keep only the newest N events; nodes further behind resync. Unset: keep all.
     pub event_retention: Option<u64>,
+    /// Seconds a node may leave its event stream unread before it is dropped (default 30).
     pub slow_subscriber_timeout_secs: u64,
+    /// Bytes per `FetchBlob` message, 1..=4 MiB (default 256 KiB).
     pub download_chunk_bytes: usize,
     /// Operator dashboard (and `/metrics`) address; unset: off.
     pub dashboard_listen: Option<SocketAddr>,
 }
 
+/// The `[tls]` table: the hub's certificate and the CA its clients' certificates chain to.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
+    /// The hub's certificate chain (PEM).
     pub cert: PathBuf,
+    /// The hub's private key (PEM).
     pub key: PathBuf,
+    /// CA certificate that client certificates must chain to (PEM).
     pub client_ca: PathBuf,
 }
 
@@ -61,6 +71,7 @@ impl Default for HubFile {
 }
 
 impl HubFile {
+    /// Reads and checks a config file; relative paths are resolved against its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let err = |message: String| ConfigError { path: path.to_path_buf(), message };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
@@ -86,6 +97,7 @@ impl HubFile {
         Ok(file)
     }
 
+    /// The hub config it describes; settings the file has no key for keep [`HubConfig::new`]'s defaults.
     pub fn into_hub_config(self) -> HubConfig {
         let tls = self.tls.map(|t| ServerTls { cert: t.cert, key: t.key, client_ca: t.client_ca });
         let mut c = HubConfig::new(self.listen, self.data_dir, tls);

@@ -13,28 +13,43 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
 
+/// Why a step of the development federation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
+    /// The dev PKI could not be created or a certificate issued.
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// The hub did not start or stop cleanly.
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// A registry call failed.
     #[error(transparent)]
     Registry(#[from] efa_registry::Error),
+    /// A domain rule refused a value.
     #[error(transparent)]
     Domain(#[from] efa_domain::Error),
+    /// A client could not connect to the hub.
     #[error(transparent)]
     Connect(#[from] efa_proto::tls::ConnectError),
+    /// A Land signing key file could not be read or written.
     #[error(transparent)]
     Key(#[from] efa_cli::keys::KeyFileError),
+    /// A directory could not be created.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 /// Directory layout: `pki/` certificates, `keys/` Land signing keys, `hub/` hub data.
 pub struct DevFederation {
-    pub root: PathBuf,
+    root: PathBuf,
+    /// The running hub; `None` between [`stop_hub`](Self::stop_hub) and a restart.
     pub hub: Option<RunningHub>,
+    /// The hub's gRPC address; kept across restarts.
     pub addr: SocketAddr,
     listen: SocketAddr,
     /// The operator dashboard's address: port 0 until the first start, then kept.
@@ -43,14 +58,17 @@ pub struct DevFederation {
 }
 
 impl DevFederation {
+    /// The dev PKI: `ca.pem`, the hub's and every issued client's certificate and key.
     pub fn pki_dir(&self) -> PathBuf {
         self.root.join("pki")
     }
 
+    /// The hub's data directory (store, blobs, dashboard tokens).
     pub fn hub_data_dir(&self) -> PathBuf {
         self.root.join("hub")
     }
 
+    /// The hub's gRPC URL, `https://<addr>`.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
     }
@@ -88,7 +106,7 @@ impl DevFederation {
         Ok(fed)
     }
 
-    pub fn hub_config(&self) -> HubConfig {
+    fn hub_config(&self) -> HubConfig {
         let pki = self.pki_dir();
         let mut config = HubConfig::new(
             self.listen,
@@ -124,6 +142,7 @@ impl DevFederation {
         self.start_hub().await
     }
 
+    /// The running hub's registry; `None` while the hub is stopped.
     pub fn registry(&self) -> Option<&efa_registry::Registry> {
         self.hub.as_ref().map(|h| h.registry.as_ref())
     }

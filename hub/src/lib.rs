@@ -2,22 +2,24 @@
 //!
 //! The EfA Hub server: Länder publish signed bundles, Kommune nodes subscribe and report,
 //! operators read adoption and ratings. Transport only: the domain rules live in
-//! `efa-domain` and `efa-registry`; this crate authenticates callers ([`auth`]), maps gRPC
-//! requests onto the registry ([`services`]), stores bundle content ([`blobs`]), fans out
-//! events ([`events`]) and serves the operator [`dashboard`]. [`server`] wires the parts.
+//! `efa-domain` and `efa-registry`; this crate authenticates callers (`auth`), maps gRPC
+//! requests onto the registry (`services`), stores bundle content ([`blobs`]), fans out
+//! events (`events`) and serves the operator [`dashboard`]. [`server`] wires the parts.
 
-pub mod auth;
+#![warn(missing_docs)]
+
+pub(crate) mod auth;
 pub mod blobs;
 mod blocking;
 pub mod config;
 pub mod dashboard;
 pub mod dev;
 pub mod error;
-pub mod events;
-pub mod metrics;
+pub(crate) mod events;
+pub(crate) mod metrics;
 pub mod pki;
 pub mod server;
-pub mod services;
-pub mod state;
+pub(crate) mod services;
+pub(crate) mod state;
 
 pub use server::{start, HubConfig, RunningHub, ServerTls};

@@ -1,5 +1,5 @@
 //! A development PKI: one CA, a hub certificate and client certificates whose URI SAN
-//! names exactly one role (see [`crate::auth`]). Real deployments use their own CA (e.g. the
+//! names exactly one role (see `auth.rs`). Real deployments use their own CA (e.g. the
 //! Land's or DOI-Netz PKI) and issue certificates with the same SAN scheme.
 
 use efa_domain::authz::Identity;
@@ -9,12 +9,21 @@ use rcgen::{
 };
 use std::path::{Path, PathBuf};
 
+/// Why a certificate could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
+    /// Generating, signing or parsing a key or certificate failed.
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// A PEM file could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The input cannot go into a certificate (e.g. an identity URI that is not ASCII).
     #[error("{0}")]
     Invalid(String),
 }
@@ -31,7 +40,9 @@ fn read(path: PathBuf) -> Result<String, PkiError> {
 /// Paths of a certificate and its key.
 #[derive(Clone, Debug)]
 pub struct CertFiles {
+    /// The certificate (PEM).
     pub cert: PathBuf,
+    /// Its private key (PEM), unencrypted.
     pub key: PathBuf,
 }
 

@@ -75,19 +75,28 @@ pub enum HubError {
 /// Server certificate and the CA that client certificates must chain to.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
+    /// The hub's certificate chain (PEM); the dashboard serves it too.
     pub cert: PathBuf,
+    /// The hub's private key (PEM).
     pub key: PathBuf,
+    /// CA certificate that client certificates must chain to (PEM).
     pub client_ca: PathBuf,
 }
 
+/// Everything [`start`] needs; [`HubConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
+    /// gRPC address; port 0 picks a free one ([`RunningHub::addr`] tells which).
     pub listen: SocketAddr,
+    /// Holds the store (`db/`), the blobs (`blobs/`) and the dashboard's token hashes.
     pub data_dir: PathBuf,
     /// Required unless `insecure_dev`.
     pub tls: Option<ServerTls>,
+    /// Plaintext gRPC with identities taken from a request header. Development only.
     pub insecure_dev: bool,
+    /// Limits every published bundle must stay within (default [`BundleLimits::default`]).
     pub limits: BundleLimits,
+    /// Bytes per `FetchBlob` message sent to nodes (default 256 KiB).
     pub download_chunk_size: usize,
     /// Keep only the newest N events (None: keep all). Nodes behind it must resync.
     pub event_retention: Option<u64>,
@@ -115,10 +124,13 @@ impl HubConfig {
     }
 }
 
+/// A started hub; it runs until its shutdown token is cancelled.
 pub struct RunningHub {
+    /// The address the gRPC server is bound to (the real port when `listen` had port 0).
     pub addr: SocketAddr,
     /// Where the operator dashboard listens, if enabled.
     pub dashboard_addr: Option<SocketAddr>,
+    /// The hub's registry, for in-process inspection (tests, dev tools).
     pub registry: Arc<Registry>,
     state: Arc<HubState>,
     shutdown: CancellationToken,
@@ -136,6 +148,8 @@ impl RunningHub {
         self.state.scrape_metrics()
     }
 
+    /// The token that stops the hub when cancelled (e.g. from a signal handler); then
+    /// [`wait`](Self::wait) for it.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
@@ -197,6 +211,8 @@ fn spawn_retention(registry: Arc<Registry>, keep: u64, shutdown: CancellationTok
     });
 }
 
+/// Opens the store and blob store, starts the gRPC services (and the dashboard, if
+/// configured) and returns once the hub listens; serving continues in a background task.
 pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     let registry = open_registry(&config).await?;
     let blobs = BlobStore::open(config.data_dir.join("blobs"))?;

@@ -42,15 +42,22 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The node's config file, as documented at the top of this module.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
+    /// This Kommune; the hub knows it by the AGS in its client certificate.
     pub ags: Ags,
+    /// The hub's URL, `https://host:port`.
     pub hub: String,
+    /// Holds `state.json` and the blob cache.
     pub state_dir: PathBuf,
+    /// Deployed services: `<service>/<version>/` and `<service>/current`.
     pub deploy_dir: PathBuf,
+    /// Version dirs kept per service besides the current one and its predecessor (default 3).
     #[serde(default = "default_keep")]
     pub keep_versions: usize,
+    /// How long a health command may run before it counts as failed, in seconds (default 60).
     #[serde(default = "default_health_timeout")]
     pub health_timeout_secs: u64,
     /// `status` warns when the last successful sync with the hub is older than this.
@@ -64,8 +71,10 @@ pub struct NodeConfig {
     /// Release signing keys per Land code; several keys per Land allow rotation.
     #[serde(default)]
     pub trust: BTreeMap<LandCode, Vec<String>>,
+    /// What the node follows; the agent registers these with the hub before it syncs.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// Local settings per service; a service without an entry gets the defaults.
     #[serde(default)]
     pub services: BTreeMap<ServiceId, ServiceConfig>,
 }
@@ -82,26 +91,36 @@ fn default_max_staleness() -> u64 {
     24 * 3600
 }
 
+/// The `[tls]` table: PEM files for mTLS with the hub.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// CA certificate that signed the hub's certificate.
     pub ca: PathBuf,
+    /// This Kommune's client certificate (URI SAN `efa://kommune/<AGS>`).
     pub cert: PathBuf,
+    /// The private key of `cert`.
     pub key: PathBuf,
 }
 
+/// One `[[subscriptions]]` entry; names exactly one of `service` or `themenfeld`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
+    /// Follow this service.
     pub service: Option<ServiceId>,
+    /// Follow every service of this Themenfeld.
     pub themenfeld: Option<String>,
+    /// Only releases on this channel (default `stable`).
     #[serde(default)]
     pub channel: Channel,
+    /// How the node reacts to a new release.
     pub policy: UpdatePolicy,
 }
 
 impl SubscriptionConfig {
-    pub fn target(&self) -> Result<SubscriptionTarget, String> {
+    /// The service or Themenfeld followed; an error unless exactly one is named.
+    pub(crate) fn target(&self) -> Result<SubscriptionTarget, String> {
         match (&self.service, &self.themenfeld) {
             (Some(s), None) => Ok(SubscriptionTarget::Service(s.clone())),
             (None, Some(t)) => Ok(SubscriptionTarget::Themenfeld(t.clone())),
@@ -110,11 +129,13 @@ impl SubscriptionConfig {
     }
 }
 
+/// A `[services.<id>]` table: how this Kommune runs one service.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Run in the new version's directory after switching; non-zero exit rolls back.
     pub health_command: Option<String>,
+    /// The Kommune's values for the service's parameters, by parameter name.
     #[serde(default)]
     pub parameters: BTreeMap<String, ParamValue>,
 }
@@ -187,7 +208,8 @@ impl NodeConfig {
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what serde cannot: one target per subscription, parseable trusted keys.
+    fn validate(&self) -> Result<(), String> {
         for (i, s) in self.subscriptions.iter().enumerate() {
             s.target().map_err(|e| format!("subscriptions[{i}]: {e}"))?;
         }
@@ -199,11 +221,13 @@ impl NodeConfig {
         Ok(())
     }
 
-    pub fn tls_files(&self) -> Option<ClientTlsFiles> {
+    /// The mTLS files to connect with; `None` without a `[tls]` table.
+    pub(crate) fn tls_files(&self) -> Option<ClientTlsFiles> {
         self.tls.as_ref().map(|t| ClientTlsFiles { ca: t.ca.clone(), cert: t.cert.clone(), key: t.key.clone() })
     }
 
-    pub fn trusted_keys(&self, land: &LandCode) -> Vec<VerifyingKey> {
+    /// The keys trusted for releases of `land`; empty if none (every release is refused).
+    pub(crate) fn trusted_keys(&self, land: &LandCode) -> Vec<VerifyingKey> {
         self.trust
             .get(land)
             .map(|keys| keys.iter().filter_map(|k| VerifyingKey::from_text(k).ok()).collect())
@@ -232,6 +256,7 @@ impl NodeConfig {
         self.services.get(id).cloned().unwrap_or_default()
     }
 
+    /// The config as a TOML file, e.g. to write out one built in code.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }

@@ -10,11 +10,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Content of `state.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeState {
     /// Seq of the last hub event fully handled; streams resume after it.
     pub cursor: u64,
+    /// When the node last recorded progress on the hub's event stream, ms since the Unix
+    /// epoch; 0: never.
     pub last_sync_ms: i64,
+    /// What the node knows per service id; a service appears once anything happened to it.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceState>,
     /// Adoption reports not yet acknowledged by the hub, oldest first. They survive
@@ -54,6 +58,7 @@ impl OutboxReport {
     }
 }
 
+/// What the node remembers about one service between runs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ServiceState {
     /// Verified releases waiting for the Kommune's approval (version -> release notes).

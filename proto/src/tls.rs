@@ -10,11 +10,13 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 pub struct ClientTlsFiles {
     /// CA certificate that signed the hub's certificate.
     pub ca: PathBuf,
-    /// This client's certificate chain and private key.
+    /// This client's certificate chain; its URI SAN names the caller's role.
     pub cert: PathBuf,
+    /// The private key of `cert`.
     pub key: PathBuf,
 }
 
+/// Setting up or opening the connection to the hub failed; the message says which file or URL.
 #[derive(Debug)]
 pub struct ConnectError(pub String);
 

@@ -10,7 +10,6 @@ use efa_domain::signing::SigningKey;
 use efa_proto::tls::ClientTlsFiles;
 use efa_proto::v1 as pb;
 use efa_tests::{CatalogServiceClient, ReportServiceClient, SubscriptionServiceClient, NRW};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -199,7 +198,6 @@ pub fn log_tail(path: &Path) -> String {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
 }
-
 
 // ------------------------------------------------------------------ PKI
 

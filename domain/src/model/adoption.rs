@@ -3,18 +3,27 @@
 use super::ids::{Ags, ServiceId};
 use serde::{Deserialize, Serialize};
 
+/// Where a Kommune stands with a service (and usually one of its versions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdoptionState {
+    /// The node took up the version: installing it or waiting for local approval.
     Evaluating,
+    /// The version serves now; a reason, if given, is a note (e.g. that it was yanked).
     Deployed,
+    /// The version could not be installed (verification, parameters, deploy); the running
+    /// version is unchanged.
     Failed,
+    /// The version failed its health check and the previous one was restored.
     RolledBack,
+    /// The Kommune declined the version, or the whole service without a version.
     Rejected,
+    /// The Kommune stopped serving the service.
     Retired,
 }
 
 impl AdoptionState {
+    /// Human-readable name for reports and logs, e.g. `rolled back`.
     pub fn as_str(self) -> &'static str {
         match self {
             AdoptionState::Evaluating => "evaluating",
@@ -62,17 +71,25 @@ pub struct AdoptionReport {
 /// One appended ledger entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdoptionEntry {
+    /// The reporting Kommune.
     pub ags: Ags,
+    /// The service.
     pub service_id: ServiceId,
+    /// The published version the state refers to; `None` only for a rejection or retirement
+    /// of the whole service.
     pub version: Option<semver::Version>,
+    /// The state reached.
     pub state: AdoptionState,
+    /// Why; empty where the state needs no reason.
     pub reason: String,
+    /// When the hub accepted the report, ms since the Unix epoch.
     pub at_ms: i64,
 }
 
 /// The latest state of a (Kommune, service) pair, derived from the ledger on write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdoptionRecord {
+    /// The newest ledger entry of the pair.
     pub latest: AdoptionEntry,
     /// The version the Kommune serves now. A failed or rolled-back update leaves it as it was;
     /// retiring clears it.
@@ -102,6 +119,7 @@ impl AdoptionRecord {
         AdoptionRecord { latest: entry, running, seen_versions: seen }
     }
 
+    /// True if the Kommune has evaluated or deployed `version`, the condition for rating it.
     pub fn may_rate(&self, version: &semver::Version) -> bool {
         self.seen_versions.contains(version)
     }
@@ -120,6 +138,7 @@ pub struct ServiceTotals {
     pub rejected: u32,
     /// Ratings: one per Kommune and version, a re-rating replaces its predecessor.
     pub ratings: u32,
+    /// Sum of the stars of those ratings, for the average.
     pub stars_sum: u64,
 }
 
@@ -146,6 +165,7 @@ impl ServiceTotals {
         self.stars_sum += u64::from(stars);
     }
 
+    /// Mean stars of the service's ratings; 0.0 if it has none.
     pub fn average_stars(&self) -> f64 {
         if self.ratings == 0 {
             0.0

@@ -5,23 +5,32 @@ use super::ids::{Ags, Ars, KreisCode, LandCode, Leistungsschluessel, OzgId, Serv
 use crate::params::ParameterSpec;
 use serde::{Deserialize, Serialize};
 
+/// A Land from the register (GV100AD record type 10).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Land {
+    /// Two-digit Land code, e.g. `05`.
     pub code: LandCode,
+    /// Official name, e.g. `Nordrhein-Westfalen`.
     pub name: String,
 }
 
+/// A Kreis or kreisfreie Stadt from the register (GV100AD record type 40).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kreis {
+    /// Five-digit Kreis code, the first five digits of its Gemeinden's AGS.
     pub code: KreisCode,
+    /// Official name.
     pub name: String,
 }
 
 /// A Gemeinde from the register. Named `Kommune` because that is who runs a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kommune {
+    /// Amtlicher Gemeindeschlüssel; the key a node is known by (`efa://kommune/<AGS>`).
     pub ags: Ags,
+    /// Amtlicher Regionalschlüssel, the AGS with the Gemeindeverband.
     pub ars: Ars,
+    /// Official name of the Gemeinde.
     pub name: String,
     /// GV100AD Textkennzeichen (e.g. 60 Markt, 61 kreisfreie Stadt, 63 Stadt, 64 Gemeinde).
     pub textkennzeichen: String,
@@ -30,32 +39,49 @@ pub struct Kommune {
 /// An OZG-Leistung from the OZG catalogue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OzgLeistung {
+    /// Five-digit OZG-ID.
     pub ozg_id: OzgId,
+    /// Name of the OZG-Leistung.
     pub name: String,
+    /// Lebenslage (life situation) the catalogue files it under.
     pub lebenslage: String,
+    /// Themenfeld the catalogue files it under; Kommunen subscribe by it.
     pub themenfeld: String,
 }
 
 /// A LeiKa service key and the OZG-Leistung it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeikaEntry {
+    /// The 14-digit Leistungsschlüssel.
     pub schluessel: Leistungsschluessel,
+    /// LeiKa name of the Leistung.
     pub name: String,
+    /// The OZG-Leistung it is linked to; `None` if LeiKa links none, and then any OZG-ID may use it.
     pub ozg_id: Option<OzgId>,
 }
 
 /// An EfA service offered by a Land. Themenfeld and Lebenslage come from its OZG entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
+    /// Stable id, e.g. `wohngeld-nrw`.
     pub id: ServiceId,
+    /// The OZG-Leistung it implements.
     pub ozg_id: OzgId,
+    /// Its LeiKa key; `None` if the Land gave none.
     pub leistungsschluessel: Option<Leistungsschluessel>,
+    /// Title shown to Kommunen.
     pub title: String,
+    /// Longer description; may be empty.
     pub description: String,
+    /// The Land that registered and owns it; only this Land may publish releases.
     pub land: LandCode,
+    /// Themenfeld, copied from the OZG entry.
     pub themenfeld: String,
+    /// Lebenslage, copied from the OZG entry.
     pub lebenslage: String,
+    /// The parameters a Kommune fills in; empty if the service takes none.
     pub parameters: Vec<ParameterSpec>,
+    /// First registration, ms since the Unix epoch; kept when the Land re-registers.
     pub registered_at_ms: i64,
     /// The Land lets every Kommune see who adopted this service.
     #[serde(default)]

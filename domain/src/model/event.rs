@@ -7,22 +7,58 @@ use super::release::ReleaseSummary;
 use super::subscription::Subscription;
 use serde::{Deserialize, Serialize};
 
+/// One entry of the event log, written in the same transaction as the mutation it records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Position in the log: starts at 1, strictly increasing, never reused.
     pub seq: u64,
+    /// Timestamp of the record it concerns (e.g. publication, subscription), ms since the Unix
+    /// epoch; a re-registered service keeps its first registration time.
     pub at_ms: i64,
+    /// What changed.
     pub kind: EventKind,
 }
 
+/// The mutations the log records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    ServiceRegistered { service_id: ServiceId, land: LandCode },
-    ReleasePublished { service_id: ServiceId, version: semver::Version },
-    ReleaseYanked { service_id: ServiceId, version: semver::Version, reason: String },
+    /// A Land registered a service or re-registered it with new details.
+    ServiceRegistered {
+        /// The service.
+        service_id: ServiceId,
+        /// The Land that owns it.
+        land: LandCode,
+    },
+    /// A release was published and is now immutable.
+    ReleasePublished {
+        /// The service released.
+        service_id: ServiceId,
+        /// The new version.
+        version: semver::Version,
+    },
+    /// A release was yanked: withdrawn from new deployments.
+    ReleaseYanked {
+        /// The service released.
+        service_id: ServiceId,
+        /// The yanked version.
+        version: semver::Version,
+        /// Why, as the Land gave it.
+        reason: String,
+    },
+    /// A Kommune subscribed (or changed channel or policy of an existing subscription).
     Subscribed(Subscription),
-    Unsubscribed { ags: Ags, target: String },
+    /// A Kommune ended a subscription.
+    Unsubscribed {
+        /// The Kommune.
+        ags: Ags,
+        /// The target's storage key, as
+        /// [`SubscriptionTarget::key`](super::subscription::SubscriptionTarget::key) gives it.
+        target: String,
+    },
+    /// A node reported what it runs; appended to the adoption ledger.
     AdoptionReported(AdoptionEntry),
+    /// A Kommune rated a service version (replacing its earlier rating of that version).
     Rated(Rating),
 }
 

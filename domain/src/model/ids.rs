@@ -18,6 +18,7 @@ macro_rules! digit_key {
         pub struct $name(String);
 
         impl $name {
+            /// The digits as written, without surrounding whitespace.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -81,15 +82,18 @@ digit_key!(
 );
 
 impl Ags {
+    /// The Land this Gemeinde lies in: the first two digits.
     pub fn land(&self) -> LandCode {
         LandCode(self.0[..2].to_string())
     }
+    /// The Kreis (or kreisfreie Stadt) this Gemeinde belongs to: the first five digits.
     pub fn kreis(&self) -> KreisCode {
         KreisCode(self.0[..5].to_string())
     }
 }
 
 impl KreisCode {
+    /// The Land this Kreis lies in: the first two digits.
     pub fn land(&self) -> LandCode {
         LandCode(self.0[..2].to_string())
     }
@@ -101,6 +105,7 @@ impl KreisCode {
 pub struct Leistungsschluessel(String);
 
 impl Leistungsschluessel {
+    /// The 14 digits as written, without surrounding whitespace.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -146,6 +151,7 @@ macro_rules! slug {
         pub struct $name(String);
 
         impl $name {
+            /// The validated slug.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -201,6 +207,7 @@ slug!(
 );
 
 impl Channel {
+    /// The `stable` channel, the default when none is given.
     pub fn stable() -> Self {
         Channel("stable".to_string())
     }

@@ -11,17 +11,26 @@ pub const MAX_COMMENT_CHARS: usize = 2000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Criterion {
+    /// Design and usability of the user interface.
     Design,
+    /// The Fachlogik: the rules of the administrative procedure.
     Fachlogik,
+    /// Connection to the Nutzerkonto (citizen and business accounts).
     Nutzerkonto,
+    /// Online payment of fees.
     Payment,
+    /// Use of a Datenaustauschstandard towards the Fachverfahren.
     Datenaustauschstandard,
+    /// Routing and transport of applications to the responsible authority.
     RoutingTransport,
+    /// The legal terms under which other Länder and Kommunen may re-use it.
     RechtlicheNachnutzung,
+    /// Operation and organisation: support, responsibilities, processes.
     Organisation,
 }
 
 impl Criterion {
+    /// Every area, in the order aggregates list them.
     pub const ALL: [Criterion; 8] = [
         Criterion::Design,
         Criterion::Fachlogik,
@@ -33,6 +42,7 @@ impl Criterion {
         Criterion::Organisation,
     ];
 
+    /// The German name for display, e.g. `Routing & Transport`.
     pub fn label(self) -> &'static str {
         match self {
             Criterion::Design => "Design",
@@ -79,14 +89,22 @@ impl std::str::FromStr for Criterion {
     }
 }
 
+/// A Kommune's rating of one service version; a new rating of the same version replaces it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rating {
+    /// The rating Kommune.
     pub ags: Ags,
+    /// The service rated.
     pub service_id: ServiceId,
+    /// The version rated; the Kommune must have evaluated or deployed it.
     pub version: semver::Version,
+    /// Overall score, 1..=5.
     pub stars: u8,
+    /// Scores 1..=5 per Mindestanforderungen area, each at most once; empty if none scored.
     pub criteria: Vec<(Criterion, u8)>,
+    /// Free text for the building Land; empty if none. At most [`MAX_COMMENT_CHARS`].
     pub comment: String,
+    /// When it was submitted, ms since the Unix epoch.
     pub at_ms: i64,
 }
 
@@ -159,7 +177,9 @@ impl NewRating {
 /// Aggregate of a set of ratings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RatingAggregate {
+    /// Number of ratings aggregated.
     pub count: u32,
+    /// Mean of the stars; 0.0 if there are no ratings.
     pub average_stars: f64,
     /// Index 0 is one star.
     pub histogram: [u32; 5],
@@ -168,6 +188,7 @@ pub struct RatingAggregate {
 }
 
 impl RatingAggregate {
+    /// Aggregates `ratings`; an empty input gives the all-zero default.
     pub fn from_ratings<'a>(ratings: impl IntoIterator<Item = &'a Rating>) -> Self {
         let mut agg = RatingAggregate::default();
         let mut star_sum = 0u64;

@@ -7,18 +7,29 @@ use serde::{Deserialize, Serialize};
 /// A published release. Immutable except for the yank marker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
+    /// The service released.
     pub service_id: ServiceId,
+    /// Its version, unique per service.
     pub version: semver::Version,
+    /// The channel it was published on.
     pub channel: Channel,
+    /// The Land that signed it.
     pub land: LandCode,
+    /// SHA-256 of the signed manifest bytes.
     pub content_digest: Digest,
+    /// Sum of the file sizes, in bytes.
     pub total_size: u64,
+    /// Number of files in the manifest.
     pub file_count: u32,
+    /// Notes for Kommunen; may be empty.
     pub release_notes: String,
+    /// When the hub accepted it, ms since the Unix epoch.
     pub published_at_ms: i64,
     /// The exact manifest bytes the Land signed.
     pub manifest: Vec<u8>,
+    /// Ed25519 signature over `manifest`, stored as received.
     pub signature: Vec<u8>,
+    /// Set once the Land yanked it; `None` while it may be deployed.
     pub yank: Option<Yank>,
 }
 
@@ -80,7 +91,9 @@ pub struct SignedRelease {
 /// A Land's withdrawal of a release from new deployments.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Yank {
+    /// Why, as the Land gave it; nodes report it to their operators.
     pub reason: String,
+    /// When it was yanked, ms since the Unix epoch.
     pub at_ms: i64,
 }
 
@@ -88,8 +101,11 @@ pub struct Yank {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdatePolicy {
+    /// Deploy every newer, non-yanked release automatically.
     Auto,
+    /// Deploy automatically only patch releases of the running major.minor; ask for the rest.
     PatchOnly,
+    /// Every release waits for the Kommune's approval.
     Manual,
 }
 

@@ -4,10 +4,13 @@ use super::ids::{Ags, Channel, ServiceId};
 use super::release::UpdatePolicy;
 use serde::{Deserialize, Serialize};
 
+/// What a subscription follows.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionTarget {
+    /// One service.
     Service(ServiceId),
+    /// Every service whose OZG-Leistung is filed under this Themenfeld, including later ones.
     Themenfeld(String),
 }
 
@@ -41,10 +44,15 @@ pub struct NewSubscription {
 /// A Kommune's subscription as the hub stores it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
+    /// The subscribing Kommune.
     pub ags: Ags,
+    /// A service or a Themenfeld.
     pub target: SubscriptionTarget,
+    /// Only releases on this channel match.
     pub channel: Channel,
+    /// How the node reacts to new releases.
     pub policy: UpdatePolicy,
+    /// When it was (last) subscribed, ms since the Unix epoch.
     pub since_ms: i64,
 }
 

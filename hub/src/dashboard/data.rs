@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const MATRIX_MAX_KOMMUNEN: usize = 200;
 
 /// Names of Länder and Kreise by code.
-pub struct Names {
+pub(crate) struct Names {
     pub laender: BTreeMap<String, String>,
     pub kreise: BTreeMap<String, String>,
 }
@@ -39,20 +39,30 @@ impl Names {
 
 // ------------------------------------------------------------------ overview
 
+/// One service on the overview page.
 pub struct ServiceRow {
+    /// The service.
     pub service: Service,
+    /// Name of the Land that owns it.
     pub land_name: String,
     /// Highest version, yanked or not.
     pub latest: Option<Release>,
+    /// Its adoption and rating counters.
     pub totals: ServiceTotals,
 }
 
+/// The landing page: every service, and the hub's overall numbers.
 pub struct Overview {
+    /// Every service, sorted by Land code, then title.
     pub rows: Vec<ServiceRow>,
+    /// Newest event seq.
     pub head_seq: u64,
+    /// Kommunen with at least one adoption ledger entry.
     pub kommunen_with_records: usize,
 }
 
+/// Reads the overview from each service's counters, not its adoption records, so it stays
+/// fast at federal scale.
 pub fn overview(reg: &Registry) -> Result<Overview> {
     let names = Names::load(reg)?;
     let mut rows = Vec::new();
@@ -76,26 +86,39 @@ pub fn overview(reg: &Registry) -> Result<Overview> {
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(default)]
 pub struct MatrixFilter {
+    /// Land code: only Kommunen of this Land.
     pub land: String,
+    /// Kreis code: only Kommunen of this Kreis; none at all if it is not in `land`.
     pub kreis: String,
+    /// Only services of this Themenfeld.
     pub themenfeld: String,
+    /// Only services with releases on this channel, and cells whose version is on it.
     pub channel: String,
 }
 
+/// What the filter form offers to choose from.
 pub struct FilterOptions {
+    /// (code, name) of the Länder with any adoption records, by code.
     pub laender: Vec<(String, String)>,
+    /// (code, name) of the Kreise with any adoption records, by name.
     pub kreise: Vec<(String, String)>,
+    /// Themenfelder of all services.
     pub themenfelder: Vec<String>,
+    /// Channels of all releases.
     pub channels: Vec<String>,
 }
 
+/// The adoption matrix: services × Kommunen under a [`MatrixFilter`].
 pub struct Matrix {
+    /// The services the filter keeps, by title; rows even without any cell.
     pub services: Vec<Service>,
+    /// Kommunen with at least one shown cell, in AGS order.
     pub kommunen: Vec<Kommune>,
     /// (service id, AGS) to the pair's record.
     pub cells: BTreeMap<(String, String), AdoptionRecord>,
     /// (service id, version) of every yanked release, to flag Kommunen still running one.
     pub yanked: BTreeSet<(String, semver::Version)>,
+    /// Choices for the filter form, independent of the current filter.
     pub options: FilterOptions,
     /// Kommunen left out beyond [`MATRIX_MAX_KOMMUNEN`].
     pub left_out: usize,
@@ -158,25 +181,25 @@ pub fn matrix(reg: &Registry, f: &MatrixFilter) -> Result<Matrix> {
 
 // ------------------------------------------------------------------ coverage
 
-pub struct LandCoverage {
+pub(crate) struct LandCoverage {
     pub land: CoverageRow,
     pub kreise: Vec<CoverageRow>,
 }
 
-pub struct Coverage {
+pub(crate) struct Coverage {
     pub service: Service,
     pub laender: Vec<LandCoverage>,
     pub running: u32,
 }
 
 /// The services to choose from on `/coverage` without a service.
-pub fn service_choices(reg: &Registry) -> Result<Vec<Service>> {
+pub(crate) fn service_choices(reg: &Registry) -> Result<Vec<Service>> {
     let mut s = reg.services(None, None)?;
     s.sort_by(|a, b| a.title.cmp(&b.title));
     Ok(s)
 }
 
-pub fn coverage(reg: &Registry, who: &Identity, id: &ServiceId, land: Option<&LandCode>) -> Result<Coverage> {
+pub(crate) fn coverage(reg: &Registry, who: &Identity, id: &ServiceId, land: Option<&LandCode>) -> Result<Coverage> {
     let service = reg.service(id)?;
     let rows = reg.coverage(who, id, land)?;
     let mut laender: Vec<LandCoverage> = rows
@@ -195,18 +218,18 @@ pub fn coverage(reg: &Registry, who: &Identity, id: &ServiceId, land: Option<&La
 
 // ------------------------------------------------------------------ one service
 
-pub struct VersionRow {
+pub(crate) struct VersionRow {
     pub release: Release,
     /// Kommunen (names) whose running version this is.
     pub running: Vec<String>,
 }
 
-pub struct AdopterRow {
+pub(crate) struct AdopterRow {
     pub kommune: String,
     pub record: AdoptionRecord,
 }
 
-pub struct ServiceDetail {
+pub(crate) struct ServiceDetail {
     pub service: Service,
     pub land_name: String,
     pub versions: Vec<VersionRow>,
@@ -217,7 +240,7 @@ pub struct ServiceDetail {
     pub rejections: Vec<(String, AdoptionEntry)>,
 }
 
-pub fn service(reg: &Registry, who: &Identity, id: &ServiceId) -> Result<ServiceDetail> {
+pub(crate) fn service(reg: &Registry, who: &Identity, id: &ServiceId) -> Result<ServiceDetail> {
     let service = reg.service(id)?;
     let names = Names::load(reg)?;
     let mut adopters: Vec<AdopterRow> = reg
@@ -258,7 +281,7 @@ pub fn service(reg: &Registry, who: &Identity, id: &ServiceId) -> Result<Service
 
 // ------------------------------------------------------------------ rejections
 
-pub struct ServiceRejections {
+pub(crate) struct ServiceRejections {
     pub service: Service,
     pub land_name: String,
     /// Kommunen whose latest state for this service is "rejected", with the entry.
@@ -266,7 +289,7 @@ pub struct ServiceRejections {
     pub running: usize,
 }
 
-pub fn rejections(reg: &Registry, who: &Identity, land: Option<&LandCode>) -> Result<Vec<ServiceRejections>> {
+pub(crate) fn rejections(reg: &Registry, who: &Identity, land: Option<&LandCode>) -> Result<Vec<ServiceRejections>> {
     let names = Names::load(reg)?;
     let mut out = Vec::new();
     for service in reg.services(land, None)? {

@@ -2,7 +2,7 @@
 //! assets) on its own port, over HTTPS with the hub's certificate, or plain HTTP only
 //! with `--insecure-dev`.
 //!
-//! Routes (all but the stylesheet need an operator token, see [`auth`]):
+//! Routes (all but the stylesheet need an operator token, see `auth.rs`):
 //! - `/` overview: services, Land, Themenfeld, latest version, Kommunen running it,
 //!   rejections, average stars; live node streams and the event head;
 //! - `/matrix` adoption matrix services × Kommunen, filtered by `land`, `kreis`,
@@ -12,13 +12,13 @@
 //! - `/rejections[?land=05]` every rejection with its reason, grouped by service;
 //! - `/assets/dashboard.css`.
 //!
-//! Tokens are issued with `efa-hub token issue` ([`tokens`]). [`router`] builds the axum
+//! Tokens are issued with `efa-hub token issue` ([`tokens`]). `router` builds the axum
 //! router; add further routes there.
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod data;
-pub mod html;
-pub mod serve;
+pub(crate) mod html;
+pub(crate) mod serve;
 pub mod tokens;
 
 mod coverage;
@@ -119,13 +119,13 @@ impl Live {
         self
     }
 
-    pub fn watchers(&self) -> usize {
+    pub(crate) fn watchers(&self) -> usize {
         (self.watchers)()
     }
 }
 
 /// What every dashboard handler shares.
-pub struct Dashboard {
+pub(crate) struct Dashboard {
     pub registry: Arc<Registry>,
     pub tokens: TokenStore,
     pub live: Live,
@@ -135,7 +135,7 @@ pub struct Dashboard {
 
 /// A page that cannot be shown: status and a message for the person reading it.
 #[derive(Debug)]
-pub struct PageError {
+pub(crate) struct PageError {
     pub status: StatusCode,
     pub message: String,
 }
@@ -202,7 +202,7 @@ pub async fn spawn(inputs: DashboardInputs) -> Result<SocketAddr, DashboardError
 /// The dashboard's routes. Pages go into `pages` (behind the operator token); routes
 /// that must work without a token (assets, and e.g. a future `/metrics` with its own
 /// protection) go next to the stylesheet.
-pub fn router(dash: Arc<Dashboard>) -> Router {
+pub(crate) fn router(dash: Arc<Dashboard>) -> Router {
     let pages = Router::new()
         .route("/", get(overview_page))
         .route("/matrix", get(matrix_page))

@@ -14,12 +14,26 @@ use std::path::{Path, PathBuf};
 pub const TOKENS_FILE: &str = "operator-tokens.json";
 const PREFIX: &str = "efa-op-";
 
+/// Why a token could not be issued, listed, revoked or checked.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// The token file (or its directory) could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The token file or its directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The token file is not the JSON this hub writes; it is left as it is.
     #[error("{path} is not a valid token file: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        /// The token file.
+        path: PathBuf,
+        /// Where parsing failed.
+        source: serde_json::Error,
+    },
+    /// The operator name is not usable in an `efa://operator/<name>` identity.
     #[error("{0}")]
     InvalidOperator(String),
 }
@@ -27,8 +41,11 @@ pub enum TokenError {
 /// One stored token: who it belongs to and the SHA-256 of the token text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredToken {
+    /// The operator's name, as in `efa://operator/<name>`.
     pub operator: String,
+    /// SHA-256 of the full token text, 64 lowercase hex digits.
     pub sha256: String,
+    /// When it was issued, ms since the Unix epoch.
     pub created_at_ms: i64,
 }
 
@@ -37,6 +54,7 @@ struct TokenFile {
     tokens: Vec<StoredToken>,
 }
 
+/// The token file of a hub whose data dir is `data_dir`.
 pub fn tokens_path(data_dir: &Path) -> PathBuf {
     data_dir.join(TOKENS_FILE)
 }
@@ -123,11 +141,12 @@ pub fn revoke(data_dir: &Path, operator: &str) -> Result<usize, TokenError> {
 /// The token store the dashboard checks on each request. It re-reads the file, so tokens
 /// issued or revoked with `efa-hub token` take effect without a restart.
 #[derive(Clone, Debug)]
-pub struct TokenStore {
+pub(crate) struct TokenStore {
     path: PathBuf,
 }
 
 impl TokenStore {
+    /// The store of the token file under `data_dir`; the file need not exist yet.
     pub fn new(data_dir: &Path) -> Self {
         TokenStore { path: tokens_path(data_dir) }
     }

@@ -52,32 +52,58 @@ const OUTPUT_TAIL: u64 = 2048;
 /// How long a health command may run unless the node config says otherwise.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// One release to deploy, with everything the deployer needs and nothing it fetches itself.
 pub struct DeployRequest<'a> {
+    /// The service to deploy; must match the manifest's.
     pub service: &'a ServiceId,
+    /// The verified manifest of the release.
     pub manifest: &'a Manifest,
+    /// The release's content digest, recorded in `.efa/release.json`.
     pub content_digest: &'a Digest,
     /// Where the local cache keeps the blob with this digest.
     pub blob_path: &'a dyn Fn(&Digest) -> PathBuf,
     /// Already validated against the service's parameter schema.
     pub params: &'a BTreeMap<String, ParamValue>,
+    /// Shell command run in the new version dir after the switch; a non-zero exit or a timeout
+    /// rolls back. `None`: no check, the switch is final.
     pub health_command: Option<&'a str>,
 }
 
+/// How a deploy that ran to the end turned out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeployOutcome {
-    Deployed { version: String, previous: Option<String> },
-    RolledBack { failed_version: String, restored: Option<String>, reason: String },
+    /// `current` points at the new version.
+    Deployed {
+        /// The version now served.
+        version: String,
+        /// The version served before; `None` on a first install or after retirement.
+        previous: Option<String>,
+    },
+    /// The health check failed and `current` points where it did before.
+    RolledBack {
+        /// The version whose health check failed.
+        failed_version: String,
+        /// The version served again; `None` if nothing was served before.
+        restored: Option<String>,
+        /// Why the check failed, with the tail of its output.
+        reason: String,
+    },
 }
 
 /// Content of `<version>/.efa/release.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseRecord {
+    /// The service id.
     pub service: String,
+    /// The version, in canonical semver form (also the dir name).
     pub version: String,
+    /// The release's content digest, `sha256:<64 hex>`.
     pub content_digest: String,
+    /// When it was staged, ms since the Unix epoch.
     pub deployed_at_ms: i64,
 }
 
+/// What [`Deployer::recover`] cleaned up; empty after a clean shutdown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// Scratch entries left by an interrupted deploy, now deleted.
@@ -87,6 +113,7 @@ pub struct RecoveryReport {
     pub restored: Vec<PathBuf>,
 }
 
+/// Deploys releases of any number of services below one root directory.
 pub struct Deployer {
     root: PathBuf,
     keep_versions: usize,
@@ -94,16 +121,20 @@ pub struct Deployer {
 }
 
 impl Deployer {
+    /// A deployer below `root` (created on first deploy) that keeps the newest
+    /// `keep_versions` version dirs per service, plus the current and the one it replaced.
     pub fn new(root: impl Into<PathBuf>, keep_versions: usize) -> Self {
         Self { root: root.into(), keep_versions, health_timeout: DEFAULT_HEALTH_TIMEOUT }
     }
 
+    /// How long a health command may run before it counts as failed (default
+    /// [`DEFAULT_HEALTH_TIMEOUT`]).
     pub fn with_health_timeout(mut self, timeout: Duration) -> Self {
         self.health_timeout = timeout;
         self
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
@@ -112,6 +143,8 @@ impl Deployer {
         self.root.join(service.as_str())
     }
 
+    /// Stages, switches to and health-checks a release (steps below). An `Err` before the
+    /// switch leaves `current` as it was; a failed health check is an `Ok(RolledBack)`.
     pub fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, DeployError> {
         // Callers pass verified manifests; checking again keeps errors precise (a duplicate
         // path is a manifest error, not an I/O error) whatever the caller did.

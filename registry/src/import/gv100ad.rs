@@ -27,7 +27,9 @@ use std::collections::HashMap;
 /// The areas of a GV100AD file the register needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Gv100ad {
+    /// Länder (record type 10), in file order.
     pub laender: Vec<Land>,
+    /// Kreise and kreisfreie Städte (record type 40), in file order.
     pub kreise: Vec<Kreis>,
     /// Gemeinden in file order, without gemeindefreie Gebiete.
     pub kommunen: Vec<Kommune>,

@@ -25,20 +25,32 @@ pub const OZG_CSV: &str = include_str!("../../data/ozg_leistungen.csv");
 /// LeiKa services (same dump).
 pub const LEIKA_CSV: &str = include_str!("../../data/leika.csv");
 
-/// File names used in error messages.
+/// File name of the bundled GV100AD, as errors name it.
 pub const GV100AD_FILE: &str = "GV100AD_301123.txt";
-pub const OZG_FILE: &str = "ozg_leistungen.csv";
-pub const LEIKA_FILE: &str = "leika.csv";
+/// File name of the bundled OZG catalogue, as errors name it.
+pub(crate) const OZG_FILE: &str = "ozg_leistungen.csv";
+/// File name of the bundled LeiKa, as errors name it.
+pub(crate) const LEIKA_FILE: &str = "leika.csv";
 
+/// Why a register or catalogue file could not be imported.
 #[derive(Debug, Error)]
 pub enum ImportError {
     /// A row that does not fit the format. `line` is 1-based, as an editor shows it.
     #[error("{file}, line {line}: {reason}")]
-    Malformed { file: &'static str, line: u64, reason: String },
+    Malformed {
+        /// Name of the bundled file of this format, also when another copy was parsed.
+        file: &'static str,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with the row.
+        reason: String,
+    },
     /// The CSV reader itself failed (broken quoting, invalid UTF-8, missing column).
     #[error("{file}: {source}")]
     Csv {
+        /// Name of the bundled file of this format, also when another copy was parsed.
         file: &'static str,
+        /// The reader's error, which carries the position.
         #[source]
         source: csv::Error,
     },

@@ -36,26 +36,43 @@ pub struct ImportCounts {
     pub leika: usize,
 }
 
+/// The storage the registry runs on. Reads return `Ok(None)` (or an empty list) for what is
+/// not stored; `Err` means the store itself failed.
 pub trait Store: Send + Sync + 'static {
     // --- register (idempotent upserts) ---
+    /// Upserts Länder, Kreise and Gemeinden by their keys; nothing is removed.
     fn import_register(&self, laender: &[Land], kreise: &[Kreis], kommunen: &[Kommune]) -> Result<()>;
+    /// Upserts OZG-Leistungen and LeiKa entries by their keys; nothing is removed.
     fn import_catalogue(&self, ozg: &[OzgLeistung], leika: &[LeikaEntry]) -> Result<()>;
+    /// How many register and catalogue records are stored.
     fn counts(&self) -> Result<ImportCounts>;
+    /// The Gemeinde with this AGS.
     fn kommune(&self, ags: &Ags) -> Result<Option<Kommune>>;
+    /// Every Gemeinde.
     fn kommunen(&self) -> Result<Vec<Kommune>>;
+    /// The Land with this code.
     fn land(&self, code: &LandCode) -> Result<Option<Land>>;
+    /// Every Land.
     fn laender(&self) -> Result<Vec<Land>>;
+    /// The Kreis with this code.
     fn kreis(&self, code: &KreisCode) -> Result<Option<Kreis>>;
+    /// Every Kreis.
     fn kreise(&self) -> Result<Vec<Kreis>>;
+    /// The OZG-Leistung with this OZG-ID.
     fn ozg_leistung(&self, id: &OzgId) -> Result<Option<OzgLeistung>>;
+    /// The LeiKa entry with this Leistungsschlüssel.
     fn leika(&self, key: &Leistungsschluessel) -> Result<Option<LeikaEntry>>;
 
     // --- services and releases ---
+    /// Writes (or overwrites) a service and appends `event`, timed at its `registered_at_ms`.
     fn put_service(&self, service: &Service, event: EventKind) -> Result<Event>;
+    /// The service with this id.
     fn service(&self, id: &ServiceId) -> Result<Option<Service>>;
+    /// Every service.
     fn services(&self) -> Result<Vec<Service>>;
     /// Inserts a release; `AlreadyExists` if that version exists (releases are immutable).
     fn insert_release(&self, release: &Release) -> Result<Event>;
+    /// One release of a service.
     fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Release>>;
     /// All releases of a service, newest version first.
     fn releases(&self, service: &ServiceId) -> Result<Vec<Release>>;
@@ -63,16 +80,27 @@ pub trait Store: Send + Sync + 'static {
     fn yank_release(&self, service: &ServiceId, version: &semver::Version, yank: Yank) -> Result<(Release, Event)>;
 
     // --- subscriptions ---
+    /// Writes a subscription, replacing one of the same Kommune and target.
     fn put_subscription(&self, sub: &Subscription) -> Result<Event>;
+    /// Removes the subscription with this [target key](efa_domain::model::subscription::SubscriptionTarget::key);
+    /// `None` (and no event) if there was none.
     fn remove_subscription(&self, ags: &Ags, target_key: &str) -> Result<Option<Event>>;
+    /// The subscriptions of one Kommune.
     fn subscriptions_of(&self, ags: &Ags) -> Result<Vec<Subscription>>;
+    /// The subscriptions of every Kommune.
     fn all_subscriptions(&self) -> Result<Vec<Subscription>>;
 
     // --- adoption ledger ---
+    /// Appends a ledger entry: folds it into the (service, Kommune) record, the service's
+    /// totals and the Kommune's history, and appends its event.
     fn append_adoption(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)>;
+    /// The current record of one (service, Kommune) pair.
     fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>>;
+    /// The records of every Kommune with a ledger entry for the service.
     fn adopters(&self, service: &ServiceId) -> Result<Vec<AdoptionRecord>>;
+    /// The records of one Kommune, one per service it reported on.
     fn adoptions_of(&self, ags: &Ags) -> Result<Vec<AdoptionRecord>>;
+    /// Every ledger entry of one Kommune, oldest first.
     fn history_of(&self, ags: &Ags) -> Result<Vec<AdoptionEntry>>;
     /// Loads many ledger entries at once, for migrations and benchmarks only: entries are
     /// folded into the current records, the Kommune index and the history exactly as
@@ -90,16 +118,22 @@ pub trait Store: Send + Sync + 'static {
     fn kommunen_with_records_under(&self, prefix: &str) -> Result<Vec<Ags>>;
 
     // --- ratings ---
+    /// Writes a rating, replacing the same Kommune's rating of the same version, and updates
+    /// the service's totals.
     fn put_rating(&self, rating: &Rating) -> Result<Event>;
+    /// Every rating of a service, all versions.
     fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>>;
 
     // --- Land snapshots (freeze protection) ---
     /// Stores the Land's signed snapshot, replacing the previous one.
     fn put_snapshot(&self, land: &LandCode, snapshot: &[u8], signature: &[u8]) -> Result<()>;
+    /// The Land's stored snapshot bytes and signature, as received.
     fn snapshot(&self, land: &LandCode) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
 
     // --- event log ---
+    /// Up to `limit` stored events with seq > `seq`, in seq order.
     fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>>;
+    /// Seq of the newest event ever appended (0: none yet); trimming does not lower it.
     fn head_seq(&self) -> Result<u64>;
     /// Seq of the oldest event still stored (`None`: the log is empty).
     fn oldest_seq(&self) -> Result<Option<u64>>;

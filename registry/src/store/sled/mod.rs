@@ -113,6 +113,8 @@ fn append_event(meta: &TransactionalTree, events: &TransactionalTree, at_ms: i64
 }
 
 impl SledStore {
+    /// Opens the store at `path`, creating it if missing and migrating an older format;
+    /// refuses a JSON-era (format 1) or newer store.
     pub fn open(path: &Path) -> Result<Self> {
         let db = sled::Config::new()
             .path(path)
