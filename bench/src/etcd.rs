@@ -2,10 +2,9 @@
 //! dev PKI as the hub, and thousands of watchers on one key prefix, each on its own Watch
 //! stream, multiplexed over the same number of connections as the hub's streams.
 
-use crate::fanout::{connect_many, settle, Figures, Latencies, Probe, Subscribers};
 use crate::sys;
+use crate::watchers::{connect_many, settle, Figures, Latencies, Pki, Probe, Subscribers};
 use anyhow::{anyhow, bail, Context, Result};
-use efa_proto::tls::ClientTlsFiles;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -22,12 +21,6 @@ use pb::watch_request::RequestUnion;
 
 /// Where the benchmark's releases appear; every watcher watches this prefix.
 const PREFIX: &[u8] = b"/efa/releases/";
-
-/// Certificates for etcd: `dir` holds `ca.pem`, `hub.pem`, `hub.key` (server side).
-pub struct Pki {
-    pub dir: PathBuf,
-    pub client: ClientTlsFiles,
-}
 
 pub struct Etcd {
     child: std::process::Child,

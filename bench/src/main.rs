@@ -9,6 +9,7 @@ mod hub;
 mod queries;
 mod report;
 mod sys;
+mod watchers;
 
 use anyhow::Result;
 

@@ -10,15 +10,17 @@ fn all_digits(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-macro_rules! digit_key {
-    ($(#[$doc:meta])* $name:ident, $len:expr, $field:literal, $example:literal) => {
+/// A validated string key: `$check` trims or refuses (with why) the text; the rest is the
+/// same for every key (serde through `String`, `Display`, `as_str`).
+macro_rules! string_key {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $check:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
         impl $name {
-            /// The digits as written, without surrounding whitespace.
+            /// The key as validated.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -27,15 +29,8 @@ macro_rules! digit_key {
         impl FromStr for $name {
             type Err = Error;
             fn from_str(s: &str) -> Result<Self> {
-                let s = s.trim();
-                if all_digits(s, $len) {
-                    Ok(Self(s.to_string()))
-                } else {
-                    Err(Error::invalid(
-                        $field,
-                        format!("{} is not {} digits (e.g. {})", echo(s), $len, $example),
-                    ))
-                }
+                let check: fn(&str) -> std::result::Result<&str, String> = $check;
+                check(s).map(|ok| Self(ok.to_string())).map_err(|why| Error::invalid($field, format!("{} {why}", echo(s))))
             }
         }
 
@@ -57,6 +52,36 @@ macro_rules! digit_key {
                 f.write_str(&self.0)
             }
         }
+    };
+}
+
+/// Keys of `len` digits; surrounding whitespace is dropped.
+macro_rules! digit_key {
+    ($(#[$doc:meta])* $name:ident, $len:expr, $field:literal, $example:literal) => {
+        string_key!($(#[$doc])* $name, $field, |s| {
+            let s = s.trim();
+            if all_digits(s, $len) { Ok(s) } else { Err(format!("is not {} digits (e.g. {})", $len, $example)) }
+        });
+    };
+}
+
+/// Slugs: `$min..=$max` characters of a-z, 0-9 and '-', not starting or ending with '-'.
+macro_rules! slug {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $min:expr, $max:expr) => {
+        string_key!($(#[$doc])* $name, $field, |s| {
+            let ok = (($min)..=($max)).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-');
+            if ok {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "must be {}..{} characters of a-z, 0-9 and '-', not starting or ending with '-'",
+                    $min, $max
+                ))
+            }
+        });
     };
 }
 
@@ -99,103 +124,19 @@ impl KreisCode {
     }
 }
 
-/// LeiKa Leistungsschlüssel: 14 digits starting with `99`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Leistungsschluessel(String);
-
-impl Leistungsschluessel {
-    /// The 14 digits as written, without surrounding whitespace.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Leistungsschluessel {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
+string_key!(
+    /// LeiKa Leistungsschlüssel: 14 digits starting with `99`.
+    Leistungsschluessel,
+    "Leistungsschlüssel",
+    |s| {
         let s = s.trim();
         if all_digits(s, 14) && s.starts_with("99") {
-            Ok(Self(s.to_string()))
+            Ok(s)
         } else {
-            Err(Error::invalid(
-                "Leistungsschlüssel",
-                format!("{} is not 14 digits starting with 99 (e.g. 99012001000000)", echo(s)),
-            ))
+            Err("is not 14 digits starting with 99 (e.g. 99012001000000)".into())
         }
     }
-}
-
-impl TryFrom<String> for Leistungsschluessel {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        s.parse()
-    }
-}
-impl From<Leistungsschluessel> for String {
-    fn from(v: Leistungsschluessel) -> String {
-        v.0
-    }
-}
-impl fmt::Display for Leistungsschluessel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-macro_rules! slug {
-    ($(#[$doc:meta])* $name:ident, $field:literal, $min:expr, $max:expr) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            /// The validated slug.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                let ok = (($min)..=($max)).contains(&s.len())
-                    && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !s.starts_with('-')
-                    && !s.ends_with('-');
-                if ok {
-                    Ok(Self(s.to_string()))
-                } else {
-                    Err(Error::invalid(
-                        $field,
-                        format!(
-                            "{} must be {}..{} characters of a-z, 0-9 and '-', not starting or ending with '-'",
-                            echo(s), $min, $max
-                        ),
-                    ))
-                }
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = Error;
-            fn try_from(s: String) -> Result<Self> {
-                s.parse()
-            }
-        }
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
+);
 
 slug!(
     /// Stable id of an EfA service, e.g. `wohngeld-nrw`.
