@@ -19,11 +19,19 @@ impl Agent {
 
     pub(super) async fn check_freshness_of(&self, services: &[CatalogEntry]) -> Result<Vec<String>> {
         let lands: BTreeSet<_> = services.iter().map(|s| s.service.land.clone()).collect();
+        // Snapshots first, the listing after: a snapshot names only published releases, so a
+        // listing read later holds all of them unless the hub hides one. The other order
+        // would report a release published in between as hidden.
+        let mut snapshots = Vec::new();
+        for land in lands {
+            let signed = self.hub.snapshot(&land).await?;
+            snapshots.push((land, signed));
+        }
+        let services = &self.subscribed_services().await?;
         let mut seen = self.state.load()?.snapshots;
         let now = efa_domain::now_ms();
         let mut warnings = Vec::new();
-        for land in lands {
-            let signed = self.hub.snapshot(&land).await?;
+        for (land, signed) in snapshots {
             let versions: Vec<(usize, Vec<String>)> = services
                 .iter()
                 .enumerate()
