@@ -34,9 +34,12 @@ impl Authenticator {
                 })?;
             return Identity::parse_uri(header).map_err(|e| Status::unauthenticated(e.to_string()));
         }
-        let certs =
-            req.peer_certs().ok_or_else(|| Status::unauthenticated("a client certificate is required (mTLS)"))?;
-        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("a client certificate is required (mTLS)"))?;
+        let leaf = req
+            .extensions()
+            .get::<crate::transport::PeerInfo>()
+            .and_then(|p| p.certs.as_ref())
+            .and_then(|c| c.first().cloned())
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required (mTLS)"))?;
         identity_from_der(leaf.as_ref()).map_err(Status::unauthenticated)
     }
 }

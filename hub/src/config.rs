@@ -51,6 +51,9 @@ pub struct TlsFile {
     pub key: PathBuf,
     /// CA certificate that client certificates must chain to (PEM).
     pub client_ca: PathBuf,
+    /// Certificate revocation list of that CA (PEM); reread when the file changes.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
 }
 
 impl Default for HubFile {
@@ -87,6 +90,9 @@ impl HubFile {
             resolve(&mut tls.cert);
             resolve(&mut tls.key);
             resolve(&mut tls.client_ca);
+            if let Some(crl) = &mut tls.crl {
+                resolve(crl);
+            }
         }
         if file.download_chunk_bytes == 0 || file.download_chunk_bytes > 4 * 1024 * 1024 {
             return Err(err("download_chunk_bytes must be between 1 and 4194304".into()));
@@ -99,7 +105,7 @@ impl HubFile {
 
     /// The hub config it describes; settings the file has no key for keep [`HubConfig::new`]'s defaults.
     pub fn into_hub_config(self) -> HubConfig {
-        let tls = self.tls.map(|t| ServerTls { cert: t.cert, key: t.key, client_ca: t.client_ca });
+        let tls = self.tls.map(|t| ServerTls { cert: t.cert, key: t.key, client_ca: t.client_ca, crl: t.crl });
         let mut c = HubConfig::new(self.listen, self.data_dir, tls);
         c.insecure_dev = self.insecure_dev;
         c.limits.max_total_size = self.max_bundle_bytes;

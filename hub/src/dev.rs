@@ -111,7 +111,12 @@ impl DevFederation {
         let mut config = HubConfig::new(
             self.listen,
             self.hub_data_dir(),
-            Some(ServerTls { cert: pki.join("hub.pem"), key: pki.join("hub.key"), client_ca: pki.join("ca.pem") }),
+            Some(ServerTls {
+                cert: pki.join("hub.pem"),
+                key: pki.join("hub.key"),
+                client_ca: pki.join("ca.pem"),
+                crl: pki.join("crl.pem").exists().then(|| pki.join("crl.pem")),
+            }),
         );
         config.dashboard = Some(DashboardConfig { listen: self.dashboard_listen });
         (self.tune)(&mut config);

@@ -16,10 +16,12 @@ pub mod dashboard;
 pub mod dev;
 pub mod error;
 pub(crate) mod events;
+mod layers;
 pub(crate) mod metrics;
 pub mod pki;
 pub mod server;
 pub(crate) mod services;
 pub(crate) mod state;
+pub mod transport;
 
 pub use server::{start, HubConfig, RunningHub, ServerTls};

@@ -98,6 +98,10 @@ struct ServeArgs {
     /// CA that client certificates must chain to (PEM).
     #[arg(long)]
     client_ca: Option<PathBuf>,
+    /// Certificate revocation list of the client CA (PEM); reread when the file changes, and
+    /// connections of revoked certificates are closed.
+    #[arg(long)]
+    crl: Option<PathBuf>,
     /// Plaintext, identities from a header. Development only.
     #[arg(long)]
     insecure_dev: bool,
@@ -137,6 +141,15 @@ enum PkiCommand {
         #[arg(long, group = "role")]
         operator: Option<String>,
     },
+    /// Revoke a client certificate: adds it to DIR/crl.pem (signed by the CA). A hub started
+    /// with --crl DIR/crl.pem refuses it within seconds and closes its connections.
+    Revoke {
+        #[arg(long, default_value = "efa-data/pki")]
+        dir: PathBuf,
+        /// The certificate to revoke (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+    },
 }
 
 fn identity(land: Option<String>, kommune: Option<String>, operator: Option<String>) -> Result<Identity> {
@@ -172,7 +185,12 @@ fn ensure_dev_pki(dir: &Path) -> Result<ServerTls> {
         }
         tracing::info!(dir = %dir.display(), "dev PKI created: ca, hub, land-05, kommune-05913000, operator-operator");
     }
-    Ok(ServerTls { cert: dir.join("hub.pem"), key: dir.join("hub.key"), client_ca: dir.join("ca.pem") })
+    Ok(ServerTls {
+        cert: dir.join("hub.pem"),
+        key: dir.join("hub.key"),
+        client_ca: dir.join("ca.pem"),
+        crl: dir.join("crl.pem").exists().then(|| dir.join("crl.pem")),
+    })
 }
 
 fn main() -> ExitCode {
@@ -195,9 +213,14 @@ async fn run() -> Result<()> {
             file.event_retention = a.event_retention.or(file.event_retention);
             file.dashboard_listen = a.dashboard_listen.or(file.dashboard_listen);
             match (a.cert, a.key, a.client_ca) {
-                (Some(cert), Some(key), Some(client_ca)) => file.tls = Some(TlsFile { cert, key, client_ca }),
+                (Some(cert), Some(key), Some(client_ca)) => {
+                    file.tls = Some(TlsFile { cert, key, client_ca, crl: a.crl.clone() })
+                }
                 (None, None, None) => {}
                 _ => bail!("give all three of --cert, --key and --client-ca"),
+            }
+            if let (Some(crl), Some(tls)) = (a.crl, file.tls.as_mut()) {
+                tls.crl = Some(crl);
             }
             if file.tls.is_none() && !file.insecure_dev {
                 bail!("TLS is required: --cert, --key and --client-ca (or [tls] in --config), or --insecure-dev");
@@ -262,6 +285,11 @@ async fn run() -> Result<()> {
         Command::Pki(PkiCommand::Init { dir, hub_name }) => {
             let files = pki::init(&dir, &hub_name)?;
             println!("CA: {0}/ca.pem  hub: {1}", dir.display(), files.cert.display());
+            Ok(())
+        }
+        Command::Pki(PkiCommand::Revoke { dir, cert }) => {
+            let crl = pki::revoke(&dir, &cert)?;
+            println!("{} revoked; CRL written to {}", cert.display(), crl.display());
             Ok(())
         }
         Command::Pki(PkiCommand::Issue { dir, land, kommune, operator }) => {

@@ -9,6 +9,7 @@ use crate::services::{
     adoption::Adoption, catalog::Catalog, release::Releases, report::Reports, subscription::Subscriptions,
 };
 use crate::state::HubState;
+use crate::transport::TlsServer;
 use efa_domain::bundle::BundleLimits;
 use efa_proto::v1::{
     adoption_service_server::AdoptionServiceServer, catalog_service_server::CatalogServiceServer,
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 /// How long shutdown waits for in-flight calls before it gives up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +82,8 @@ pub struct ServerTls {
     pub key: PathBuf,
     /// CA certificate that client certificates must chain to (PEM).
     pub client_ca: PathBuf,
+    /// Certificate revocation list(s) of that CA (PEM), reread when the file changes.
+    pub crl: Option<PathBuf>,
 }
 
 /// Everything [`start`] needs; [`HubConfig::new`] fills in the defaults.
@@ -173,10 +176,6 @@ impl RunningHub {
     }
 }
 
-fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, HubError> {
-    std::fs::read(path).map_err(|source| HubError::ReadFile { what, path: path.clone(), source })
-}
-
 /// Opens the store under `data_dir/db` and imports the register on first start.
 pub async fn open_registry(config: &HubConfig) -> Result<Arc<Registry>, HubError> {
     let db = config.data_dir.join("db");
@@ -238,43 +237,51 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         spawn_retention(registry.clone(), keep, shutdown.clone());
     }
 
+    let tls = match (&config.tls, config.insecure_dev) {
+        (Some(files), _) => Some(TlsServer::new(files.clone())?),
+        (None, true) => {
+            tracing::warn!(
+                "INSECURE DEV MODE: plaintext gRPC, identities taken from a header. Never use this outside a laptop."
+            );
+            None
+        }
+        (None, false) => {
+            return Err(HubError::Config("TLS certificate, key and client CA are required (or --insecure-dev)".into()))
+        }
+    };
     let mut builder = Server::builder()
+        .layer(crate::layers::StatusFixLayer)
         .layer(crate::metrics::RpcTimingLayer(state.metrics.clone()))
         .initial_connection_window_size(8 * 1024 * 1024)
         .initial_stream_window_size(4 * 1024 * 1024)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    match (&config.tls, config.insecure_dev) {
-        (Some(tls), _) => {
-            let identity = Identity::from_pem(read("server certificate", &tls.cert)?, read("server key", &tls.key)?);
-            let ca = Certificate::from_pem(read("client CA", &tls.client_ca)?);
-            // Client certificates are verified in the handshake when presented; they are
-            // optional at the TLS level only so the health service works without one.
-            // Every EfA RPC refuses callers without one (see auth.rs).
-            let tls_config = ServerTlsConfig::new().identity(identity).client_ca_root(ca).client_auth_optional(true);
-            builder = builder.tls_config(tls_config)?;
-        }
-        (None, true) => {
-            tracing::warn!(
-                "INSECURE DEV MODE: plaintext gRPC, identities taken from a header. Never use this outside a laptop."
-            );
-        }
-        (None, false) => {
-            return Err(HubError::Config("TLS certificate, key and client CA are required (or --insecure-dev)".into()))
-        }
-    }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CatalogServiceServer<Catalog>>().await;
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(efa_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| HubError::Reflection(e.to_string()))?;
+    // Reflection (v1, and v1alpha which many tools still speak) describes the EfA services
+    // and health, to authenticated callers only.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(efa_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let auth = state.auth.clone();
+    let only_authenticated = move |req: tonic::Request<()>| auth.identify(&req).map(|_| req);
+    let reflection_v1 = tonic::service::interceptor::InterceptedService::new(
+        reflection().build_v1().map_err(|e| HubError::Reflection(e.to_string()))?,
+        only_authenticated.clone(),
+    );
+    let reflection_v1alpha = tonic::service::interceptor::InterceptedService::new(
+        reflection().build_v1alpha().map_err(|e| HubError::Reflection(e.to_string()))?,
+        only_authenticated,
+    );
 
     let router = builder
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(CatalogServiceServer::new(Catalog(state.clone())))
         .add_service(ReleaseServiceServer::new(Releases(state.clone())))
         .add_service(SubscriptionServiceServer::new(Subscriptions(state.clone())))
@@ -286,7 +293,6 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         .await
         .map_err(|source| HubError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| HubError::Bind { addr: config.listen, source })?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tracing::info!(%addr, tls = config.tls.is_some(), data_dir = %config.data_dir.display(), "hub listening");
 
     // ---- operator dashboard (hub/src/dashboard): own port, same TLS, same shutdown ----
@@ -327,7 +333,20 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
                 health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             }
         };
-        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        let serve_token = token.clone();
+        let serve = async move {
+            match tls {
+                Some(tls) => {
+                    crate::transport::watch_crl(tls.clone(), serve_token.clone());
+                    let incoming = crate::transport::incoming(listener, tls, serve_token);
+                    router.serve_with_incoming_shutdown(incoming, signal).await
+                }
+                None => {
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                    router.serve_with_incoming_shutdown(incoming, signal).await
+                }
+            }
+        };
         tokio::pin!(serve);
         tokio::select! {
             r = &mut serve => r.map_err(HubError::from),

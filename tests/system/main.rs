@@ -8,4 +8,5 @@ mod flow;
 mod observability;
 mod publish;
 mod python_client;
+mod tls;
 mod verification;
