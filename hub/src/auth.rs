@@ -11,22 +11,33 @@
 //! `x-efa-dev-identity` metadata header instead, in the same URI form.
 
 pub use efa_domain::authz::Identity;
+use efa_registry::Registry;
+use std::sync::Arc;
 use tonic::{Request, Status};
 
 const DEV_HEADER: &str = "x-efa-dev-identity";
 
-/// Extracts the caller's identity from a request.
-#[derive(Clone, Debug)]
+/// Extracts the caller's identity from a request and checks it against the register.
+#[derive(Clone)]
 pub struct Authenticator {
     insecure_dev: bool,
+    registry: Arc<Registry>,
 }
 
 impl Authenticator {
-    pub fn new(insecure_dev: bool) -> Self {
-        Authenticator { insecure_dev }
+    pub fn new(insecure_dev: bool, registry: Arc<Registry>) -> Self {
+        Authenticator { insecure_dev, registry }
     }
 
+    /// The caller, if its certificate (or dev header) names a Land, an active Gemeinde of
+    /// the register, or an operator.
     pub fn identify<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
+        let who = self.read_identity(req)?;
+        self.registry.check_identity(&who).map_err(crate::error::status)?;
+        Ok(who)
+    }
+
+    fn read_identity<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
         if self.insecure_dev {
             let header =
                 req.metadata().get(DEV_HEADER).and_then(|v| v.to_str().ok()).ok_or_else(|| {

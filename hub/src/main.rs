@@ -42,9 +42,18 @@ enum Command {
         dashboard_listen: SocketAddr,
     },
     /// Import the Destatis register, the OZG catalogue and LeiKa into the store (idempotent).
+    /// Imports a register (Destatis GV100AD; without FILE the one shipped, status
+    /// 2023-11-30) and the OZG catalogue, and prints what changed. Gemeinden the file no longer
+    /// lists keep their records; their certificates are refused from then on.
     Import {
         #[arg(long, default_value = "efa-data")]
         data_dir: PathBuf,
+        /// A GV100AD file (fixed-width, UTF-8 or ISO-8859-1).
+        file: Option<PathBuf>,
+        /// Gemeinden that leave the register and their successors: OLD_AGS,SUCCESSOR_AGS per
+        /// line (from Destatis' list of territorial changes).
+        #[arg(long)]
+        successors: Option<PathBuf>,
     },
     /// Development PKI (rcgen): a CA, a hub certificate and role certificates.
     #[command(subcommand)]
@@ -193,6 +202,28 @@ fn ensure_dev_pki(dir: &Path) -> Result<ServerTls> {
     })
 }
 
+/// What a register import changed, for the person who ran it.
+fn print_register_changes(c: &efa_domain::model::catalog::RegisterChanges) {
+    println!(
+        "{} new, {} no longer listed, {} renamed, {} otherwise updated, {} unchanged",
+        c.added.len(),
+        c.dissolved.len(),
+        c.renamed.len(),
+        c.updated,
+        c.unchanged
+    );
+    for k in &c.added {
+        println!("  new:      {} {}", k.ags, k.name);
+    }
+    for (k, successor) in &c.dissolved {
+        let to = successor.as_ref().map(|s| format!(", successor {s}")).unwrap_or_default();
+        println!("  dissolved: {} {}{to} (records kept; certificates refused)", k.ags, k.name);
+    }
+    for (ags, old, new) in &c.renamed {
+        println!("  renamed:  {ags} {old} -> {new}");
+    }
+}
+
 fn main() -> ExitCode {
     edge::main_with(async { run().await.map(|()| ExitCode::SUCCESS) })
 }
@@ -239,14 +270,26 @@ async fn run() -> Result<()> {
             config.dashboard = Some(DashboardConfig { listen: dashboard_listen });
             serve(config).await
         }
-        Command::Import { data_dir } => {
+        Command::Import { data_dir, file, successors } => {
             let db = data_dir.join("db");
             let store =
                 efa_registry::store::SledStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
             let registry = efa_registry::Registry::new(std::sync::Arc::new(store));
-            let c = registry.seed_bundled()?;
+            let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let gv = match &file {
+                Some(f) => efa_registry::import::gv100ad::parse(&efa_registry::import::register_text(&read(f)?))?,
+                None => efa_registry::import::bundled_gv100ad()?,
+            };
+            let successors = match &successors {
+                Some(f) => efa_registry::import::parse_successors(&efa_registry::import::register_text(&read(f)?))?,
+                None => Default::default(),
+            };
+            let changes = registry.update_register(gv, &successors)?;
+            let c = registry.import_catalogue()?;
+            print_register_changes(&changes);
             println!(
-                "imported {} Länder, {} Kreise, {} Gemeinden, {} OZG-Leistungen, {} LeiKa keys into {}",
+                "register status {}: {} Länder, {} Kreise, {} Gemeinden (dissolved ones kept); {} OZG-Leistungen, {} LeiKa keys in {}",
+                changes.as_of,
                 c.laender,
                 c.kreise,
                 c.kommunen,

@@ -227,7 +227,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     let state = Arc::new(HubState {
         registry: registry.clone(),
         blobs,
-        auth: Authenticator::new(config.insecure_dev),
+        auth: Authenticator::new(config.insecure_dev, registry.clone()),
         feed,
         shutdown: shutdown.clone(),
         download_chunk_size: config.download_chunk_size,

@@ -66,6 +66,11 @@ fn check_never_a_mix(db_dir: &Path, originals: &Raw) -> &'static str {
     assert!(done || format == "efa-sled-postcard-2", "unexpected format marker {format:?}");
     let mut rewritten = 0usize;
     for name in RECORD_TREES {
+        // Once migrated, a starting hub refreshes the register from the shipped file (it adds
+        // population and postcodes), so those trees are no longer the old records.
+        if done && ["laender", "kreise", "kommunen"].contains(&name) {
+            continue;
+        }
         let tree_done = done || meta.get(format!("migrate-3/{name}/done")).unwrap().is_some();
         let progress = meta.get(format!("migrate-3/{name}")).unwrap().map(|p| p.to_vec());
         let tree = db.open_tree(name).unwrap();
@@ -137,6 +142,8 @@ async fn a_migration_killed_anywhere_resumes_and_loses_nothing() {
     let dortmund = "05913000".parse().unwrap();
     let history = store.history_of(&dortmund).unwrap();
     assert_eq!(history.len() as u64, 5 + EXTRA_HISTORY, "every history record decodes");
+    let kommune = store.kommune(&dortmund).unwrap().unwrap();
+    assert_eq!(kommune.population, Some(593_317), "the register gained its statistics on the first start");
     eprintln!(
         "migration: {} records (a whole migration takes {migration_ms} ms here), {} kills ({seen:?}), then a clean start; nothing lost",
         originals.len(),

@@ -224,3 +224,34 @@ async fn a_land_can_make_adoption_of_a_service_public_to_kommunen() {
     CatalogServiceClient::new(w.channel(&land(NRW)).await).register_service(req).await.unwrap();
     denied(essen.clone().service_adopters(ask("hundehaltung-nrw")).await, "Essen reads after the Land withdrew it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_an_ags_outside_the_register_reads_nothing() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    // Eight valid digits, signed by the federation CA, but no Gemeinde has this AGS.
+    let ch = w.channel(&kommune("05999999")).await;
+    let denied = |r: Result<(), tonic::Status>, what: &str| {
+        let s = r.expect_err(what);
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{what}: {s:?}");
+        assert!(s.message().contains("not a Gemeinde of the register"), "{what}: {}", s.message());
+    };
+    let catalog = || CatalogServiceClient::new(ch.clone());
+    let releases = || ReleaseServiceClient::new(ch.clone());
+    denied(catalog().who_am_i(pb::WhoAmIRequest {}).await.map(drop), "WhoAmI");
+    denied(catalog().list_services(pb::ListServicesRequest::default()).await.map(drop), "ListServices");
+    denied(catalog().get_kommune(pb::GetKommuneRequest { ags: DORTMUND.into() }).await.map(drop), "GetKommune");
+    let get = pb::GetReleaseRequest { service_id: "wohngeld-nrw".into(), version: "1.0.0".into() };
+    denied(releases().get_release(get).await.map(drop), "GetRelease");
+    let digest = efa_domain::bundle::Digest::of(b"x").to_string();
+    let fetched = releases().fetch_blob(pb::FetchBlobRequest { digest, offset: 0 }).await;
+    denied(fetched.map(drop), "FetchBlob");
+    let summary = ReportServiceClient::new(ch.clone())
+        .rating_summary(pb::RatingSummaryRequest { service_id: "wohngeld-nrw".into() })
+        .await;
+    denied(summary.map(drop), "RatingSummary");
+    let watched =
+        SubscriptionServiceClient::new(ch.clone()).watch_events(pb::WatchEventsRequest { after_seq: 0 }).await;
+    denied(watched.map(drop), "WatchEvents");
+}

@@ -34,6 +34,48 @@ pub struct Kommune {
     pub name: String,
     /// GV100AD Textkennzeichen (e.g. 60 Markt, 61 kreisfreie Stadt, 63 Stadt, 64 Gemeinde).
     pub textkennzeichen: String,
+    /// Inhabitants as the register file states them (`None`: the file has no such column).
+    pub population: Option<u64>,
+    /// Area in hectares, as the register file states it.
+    pub area_ha: Option<u64>,
+    /// Main postcode (PLZ) of the Gemeinde's administration.
+    pub postcode: Option<String>,
+    /// Set once a newer register no longer lists the Gemeinde (merged, split or dissolved).
+    /// Its records stay; its certificates are refused from then on.
+    pub dissolved: Option<Dissolution>,
+}
+
+impl Kommune {
+    /// Still a Gemeinde of the current register.
+    pub fn is_active(&self) -> bool {
+        self.dissolved.is_none()
+    }
+}
+
+/// How a Gemeinde left the register.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dissolution {
+    /// Status date of the first register that no longer lists it, e.g. `2024-12-31`.
+    pub register_as_of: String,
+    /// The Gemeinde that took it over, where the change list names one.
+    pub successor: Option<Ags>,
+}
+
+/// What a register import changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegisterChanges {
+    /// Status date of the imported register.
+    pub as_of: String,
+    /// Gemeinden new in it (or back in it).
+    pub added: Vec<Kommune>,
+    /// Gemeinden no longer in it, with their successor where known.
+    pub dissolved: Vec<(Kommune, Option<Ags>)>,
+    /// Gemeinden with a new name: (AGS, old name, new name).
+    pub renamed: Vec<(Ags, String, String)>,
+    /// Gemeinden whose other fields (ARS, Textkennzeichen, population, area, postcode) changed.
+    pub updated: usize,
+    /// Gemeinden as they were.
+    pub unchanged: usize,
 }
 
 /// An OZG-Leistung from the OZG catalogue.

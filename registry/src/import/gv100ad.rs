@@ -9,6 +9,9 @@
 //! | 10..22   | key: Land 10..12, RB 12, Kreis 13..15, then per type (below)           |
 //! | 22..72   | name                                                                   |
 //! | 122..124 | type 60 only: Textkennzeichen                                          |
+//! | 128..139 | type 60 only: area in hectares                                         |
+//! | 139..150 | type 60 only: population                                               |
+//! | 165..170 | type 60 only: main postcode                                            |
 //!
 //! In a Gemeinde record (60) chars 10..18 are the AGS itself and 18..22 the Gemeindeverband;
 //! a Gemeindeverband record (50) leaves 15..18 blank and has the Verband at 18..22. The ARS is
@@ -27,6 +30,8 @@ use std::collections::HashMap;
 /// The areas of a GV100AD file the register needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Gv100ad {
+    /// Status date of the file (`YYYY-MM-DD`, from its first record).
+    pub as_of: String,
     /// Länder (record type 10), in file order.
     pub laender: Vec<Land>,
     /// Kreise and kreisfreie Städte (record type 40), in file order.
@@ -42,6 +47,9 @@ pub const GEMEINDEFREI: [&str; 2] = ["65", "66"];
 
 const NAME: (usize, usize) = (22, 72);
 const TEXTKENNZEICHEN: (usize, usize) = (122, 124);
+const AREA_HA: (usize, usize) = (128, 139);
+const POPULATION: (usize, usize) = (139, 150);
+const POSTCODE: (usize, usize) = (165, 170);
 
 /// Reads Länder, Kreise and Gemeinden; Regierungsbezirke, Regionen and Gemeindeverbände are
 /// only checked. Fails on the first malformed line, a duplicate key or an area without parent.
@@ -61,7 +69,10 @@ pub fn parse(text: &str) -> Result<Gv100ad, ImportError> {
         }
         let rec = Record::new(line, index as u64 + 1);
         let kind = rec.field(0, 2, "the record type")?;
-        rec.digits(2, 10, "the status date")?;
+        let date = rec.digits(2, 10, "the status date")?;
+        if out.as_of.is_empty() {
+            out.as_of = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..]);
+        }
         match kind {
             "10" => {
                 let code: LandCode = rec.id(10, 12, "the Land code")?;
@@ -99,7 +110,19 @@ pub fn parse(text: &str) -> Result<Gv100ad, ImportError> {
                     .parse()
                     .map_err(|e: efa_domain::Error| rec.error(e.to_string()))?;
                 kreis_of_kommune.push((rec.number, ags.kreis()));
-                out.kommunen.push(Kommune { ags, ars, name, textkennzeichen: tk.to_string() });
+                let number = |(start, end): (usize, usize), what| {
+                    rec.optional_digits(start, end, what).map(|d| d.and_then(|d| d.parse::<u64>().ok()))
+                };
+                out.kommunen.push(Kommune {
+                    ags,
+                    ars,
+                    name,
+                    textkennzeichen: tk.to_string(),
+                    population: number(POPULATION, "the population")?,
+                    area_ha: number(AREA_HA, "the area")?,
+                    postcode: rec.optional_digits(POSTCODE.0, POSTCODE.1, "the postcode")?.map(str::to_string),
+                    dissolved: None,
+                });
             }
             other => {
                 return Err(rec.error(format!("unknown record type {other:?}; GV100AD has 10, 20, 30, 40, 50 and 60")))
@@ -178,6 +201,15 @@ impl<'a> Record<'a> {
                 end - start
             )))
         }
+    }
+
+    /// Digits at `start..end`, or `None` where the line ends before them or they are blank
+    /// (hand-made and older files leave the statistics columns out).
+    fn optional_digits(&self, start: usize, end: usize, what: &str) -> Result<Option<&'a str>, ImportError> {
+        if self.chars() < end || self.field(start, end, what)?.trim().is_empty() {
+            return Ok(None);
+        }
+        self.digits(start, end, what).map(Some)
     }
 
     fn id<T>(&self, start: usize, end: usize, what: &str) -> Result<T, ImportError>

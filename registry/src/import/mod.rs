@@ -16,6 +16,7 @@ pub mod ozg;
 pub use gv100ad::Gv100ad;
 
 use efa_domain::model::catalog::{LeikaEntry, OzgLeistung};
+use efa_domain::model::ids::Ags;
 use thiserror::Error;
 
 /// Destatis Gemeindeverzeichnis, status 2023-11-30.
@@ -75,6 +76,39 @@ pub fn bundled_ozg() -> Result<Vec<OzgLeistung>, ImportError> {
 /// The bundled LeiKa services that have a Leistungsschlüssel.
 pub fn bundled_leika() -> Result<Vec<LeikaEntry>, ImportError> {
     leika::parse(LEIKA_CSV.as_bytes())
+}
+
+/// File name used in errors about a successors list.
+pub const SUCCESSORS_FILE: &str = "successors list";
+
+/// Reads a list of Gemeinden that leave the register and their successors, one
+/// `OLD_AGS,SUCCESSOR_AGS` per line (from Destatis' list of territorial changes); blank
+/// lines, `#` comments and a header line are skipped.
+pub fn parse_successors(text: &str) -> Result<std::collections::BTreeMap<Ags, Ags>, ImportError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || (i == 0 && !line.starts_with(|c: char| c.is_ascii_digit())) {
+            continue;
+        }
+        let bad = |why: String| ImportError::malformed(SUCCESSORS_FILE, i as u64 + 1, why);
+        let (from, to) = line.split_once([',', ';']).ok_or_else(|| bad("expected OLD_AGS,SUCCESSOR_AGS".into()))?;
+        let from: Ags = from.trim().parse().map_err(|e: efa_domain::Error| bad(e.to_string()))?;
+        let to: Ags = to.trim().parse().map_err(|e: efa_domain::Error| bad(e.to_string()))?;
+        if from == to {
+            return Err(bad(format!("{from} cannot succeed itself")));
+        }
+        out.insert(from, to);
+    }
+    Ok(out)
+}
+
+/// A register file as text: UTF-8, or ISO-8859-1 as Destatis also ships it.
+pub fn register_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => bytes.iter().map(|&b| b as char).collect(),
+    }
 }
 
 /// Line number of a CSV record: the reader counts from 1, like an editor, and the header is

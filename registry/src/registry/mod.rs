@@ -10,6 +10,7 @@
 
 mod catalog;
 mod ledger;
+mod register;
 mod reports;
 
 pub use catalog::CheckedRelease;
@@ -17,12 +18,10 @@ pub use catalog::CheckedRelease;
 use crate::commit::Committer;
 use crate::error::{Error, Result};
 use crate::import;
-use crate::store::{ImportCounts, Store};
+use crate::store::Store;
 use efa_domain::bundle::BundleLimits;
-use efa_domain::model::catalog::{Kommune, Kreis, Land};
 use efa_domain::model::event::Event;
-use efa_domain::model::ids::{Ags, LandCode};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock, RwLock};
 
 /// Longest reason text for rejections, failures and yanks.
@@ -30,23 +29,11 @@ pub const MAX_REASON_CHARS: usize = 2000;
 const MAX_TITLE_CHARS: usize = 200;
 const MAX_DESCRIPTION_CHARS: usize = 5000;
 
-/// The GV100AD register held in memory: it changes only on import, and reports over 10,773
-/// Gemeinden would otherwise decode one stored Kommune per row.
-#[derive(Default)]
-struct RegisterCache {
-    /// Number of Gemeinden per Land code and per Kreis code.
-    per_land: BTreeMap<String, u32>,
-    per_kreis: BTreeMap<String, u32>,
-    kommunen: HashMap<Ags, Kommune>,
-    laender: Vec<Land>,
-    kreise: Vec<Kreis>,
-}
-
 /// The domain rules on top of a [`Store`]; shared by every request of a hub.
 pub struct Registry {
     store: Arc<dyn Store>,
     limits: BundleLimits,
-    register: RwLock<Option<Arc<RegisterCache>>>,
+    register: RwLock<Option<Arc<register::RegisterCache>>>,
     /// Applies every mutation and makes it durable; see [`crate::commit`].
     commits: Committer,
     themenfelder: OnceLock<BTreeSet<String>>,
@@ -94,40 +81,6 @@ impl Registry {
         self.store.flush()
     }
 
-    // ---------------------------------------------------------------- register
-
-    /// Imports the GV100AD register, the OZG catalogue and LeiKa shipped with the crate.
-    /// Idempotent: running it again rewrites the same records.
-    pub fn seed_bundled(&self) -> Result<ImportCounts> {
-        let gv = import::bundled_gv100ad()?;
-        let ozg = import::bundled_ozg()?;
-        let leika = import::bundled_leika()?;
-        self.commits.write(move |s| {
-            s.import_register(&gv.laender, &gv.kreise, &gv.kommunen)?;
-            s.import_catalogue(&ozg, &leika)
-        })?;
-        *self.register.write().unwrap_or_else(|p| p.into_inner()) = None;
-        self.register()?; // warm now, not on the first report
-        let counts = self.store.counts()?;
-        tracing::info!(?counts, "register and catalogue imported");
-        Ok(counts)
-    }
-
-    /// Imports only if the register is empty, so a restart does not redo the work.
-    pub fn seed_if_empty(&self) -> Result<ImportCounts> {
-        let counts = self.store.counts()?;
-        if counts.kommunen > 0 && counts.ozg_leistungen > 0 {
-            self.register()?; // warm now, not on the first report
-            return Ok(counts);
-        }
-        self.seed_bundled()
-    }
-
-    /// How many Länder, Kreise, Gemeinden, OZG-Leistungen and LeiKa keys the store holds.
-    pub fn counts(&self) -> Result<ImportCounts> {
-        self.store.counts()
-    }
-
     /// The Themenfelder of the OZG catalogue, parsed once.
     fn themenfelder(&self) -> Result<&BTreeSet<String>> {
         if let Some(t) = self.themenfelder.get() {
@@ -135,59 +88,6 @@ impl Registry {
         }
         let set = import::bundled_ozg()?.into_iter().map(|o| o.themenfeld).collect();
         Ok(self.themenfelder.get_or_init(|| set))
-    }
-
-    /// A Gemeinde of the register.
-    pub fn kommune(&self, ags: &Ags) -> Result<Kommune> {
-        self.register()?.kommunen.get(ags).cloned().ok_or_else(|| {
-            Error::not_found(format!("Kommune with AGS {ags} (not in the Destatis register of 2023-11-30)"))
-        })
-    }
-
-    /// The name of a Gemeinde, or empty if it is not in the register.
-    pub fn kommune_name(&self, ags: &Ags) -> Result<String> {
-        Ok(self.register()?.kommunen.get(ags).map(|k| k.name.clone()).unwrap_or_default())
-    }
-
-    /// A Land of the register.
-    pub fn land(&self, code: &LandCode) -> Result<Land> {
-        self.register()?
-            .laender
-            .iter()
-            .find(|l| &l.code == code)
-            .cloned()
-            .ok_or_else(|| Error::not_found(format!("Land {code}")))
-    }
-
-    /// All 16 Länder.
-    pub fn laender(&self) -> Result<Vec<Land>> {
-        Ok(self.register()?.laender.clone())
-    }
-
-    /// All Kreise (and kreisfreie Städte).
-    pub fn kreise(&self) -> Result<Vec<Kreis>> {
-        Ok(self.register()?.kreise.clone())
-    }
-
-    /// The name of a Kreis, or empty if it is not in the register.
-    pub fn kreis_name(&self, code: &efa_domain::model::ids::KreisCode) -> Result<String> {
-        Ok(self.register()?.kreise.iter().find(|k| &k.code == code).map(|k| k.name.clone()).unwrap_or_default())
-    }
-
-    fn register(&self) -> Result<Arc<RegisterCache>> {
-        if let Some(t) = self.register.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Ok(t.clone());
-        }
-        let mut t =
-            RegisterCache { laender: self.store.laender()?, kreise: self.store.kreise()?, ..Default::default() };
-        for k in self.store.kommunen()? {
-            *t.per_land.entry(k.ags.land().to_string()).or_default() += 1;
-            *t.per_kreis.entry(k.ags.kreis().to_string()).or_default() += 1;
-            t.kommunen.insert(k.ags.clone(), k);
-        }
-        let t = Arc::new(t);
-        *self.register.write().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
-        Ok(t)
     }
 
     // ---------------------------------------------------------------- events

@@ -48,7 +48,6 @@ macro_rules! record {
 // stored the same postcard bytes without the version byte.
 record!(Land, "land", 1);
 record!(Kreis, "kreis", 1);
-record!(Kommune, "kommune", 1);
 record!(OzgLeistung, "OZG-Leistung", 1);
 record!(LeikaEntry, "LeiKa entry", 1);
 record!(Service, "service", 1);
@@ -60,6 +59,42 @@ record!(Rating, "rating", 1);
 record!(ServiceTotals, "service totals", 1);
 record!(Event, "event", 1);
 record!(StoredSnapshot, "snapshot", 1);
+
+/// Formats of earlier versions, kept to read stores that hold them.
+mod previous {
+    use efa_domain::model::ids::{Ags, Ars};
+    use serde::Deserialize;
+
+    /// `Kommune` version 1 (store format 2, commit eedda3c): no statistics, no dissolution.
+    #[derive(Deserialize)]
+    pub struct KommuneV1 {
+        pub ags: Ags,
+        pub ars: Ars,
+        pub name: String,
+        pub textkennzeichen: String,
+    }
+}
+
+impl Record for Kommune {
+    const KIND: &'static str = "kommune";
+    /// 2 added population, area, postcode and dissolution.
+    const VERSION: u8 = 2;
+    fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        match version {
+            1 => Some(postcard::from_bytes::<previous::KommuneV1>(bytes).map(|v1| Kommune {
+                ags: v1.ags,
+                ars: v1.ars,
+                name: v1.name,
+                textkennzeichen: v1.textkennzeichen,
+                population: None,
+                area_ha: None,
+                postcode: None,
+                dissolved: None,
+            })),
+            _ => None,
+        }
+    }
+}
 
 /// Encodes a record with its version byte.
 pub fn encode<T: Record>(v: &T) -> Vec<u8> {

@@ -46,6 +46,10 @@ pub trait Store: Send + Sync + 'static {
     fn import_catalogue(&self, ozg: &[OzgLeistung], leika: &[LeikaEntry]) -> Result<()>;
     /// How many register and catalogue records are stored.
     fn counts(&self) -> Result<ImportCounts>;
+    /// A small setting of the store (e.g. `register_as_of`), if set.
+    fn meta(&self, key: &str) -> Result<Option<String>>;
+    /// Sets a small setting of the store.
+    fn put_meta(&self, key: &str, value: &str) -> Result<()>;
     /// The Gemeinde with this AGS.
     fn kommune(&self, ags: &Ags) -> Result<Option<Kommune>>;
     /// Every Gemeinde.

@@ -116,10 +116,20 @@ impl SledStore {
     /// Opens the store at `path`, creating it if missing and migrating an older format;
     /// refuses a JSON-era (format 1) or newer store.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| Error::Storage(format!("cannot open sled store at {}: {e}", path.display())))?;
+        // sled's background flusher of a store that was just closed (a restart in the same
+        // process) may hold the file lock for a moment after the last handle is gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(Error::Storage(format!("cannot open sled store at {}: {e}", path.display()))),
+            }
+        };
         Self::from_db(db)
     }
 
@@ -193,6 +203,15 @@ impl Store for SledStore {
     fn import_catalogue(&self, ozg: &[OzgLeistung], leika: &[LeikaEntry]) -> Result<()> {
         Self::upsert_all(&self.ozg, ozg, |o| o.ozg_id.as_str().as_bytes().to_vec())?;
         Self::upsert_all(&self.leika, leika, |l| l.schluessel.as_str().as_bytes().to_vec())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.meta.get(format!("setting/{key}"))?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn put_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.meta.insert(format!("setting/{key}"), value.as_bytes())?;
+        Ok(())
     }
 
     fn counts(&self) -> Result<ImportCounts> {
