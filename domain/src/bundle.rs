@@ -341,6 +341,18 @@ impl Manifest {
         Ok(())
     }
 
+    /// Every blob a release is stored and moved as: each file's digest, and the digests of
+    /// the chunks of chunked files. Reads `bytes` without checking limits (they were checked
+    /// when the release was published); bytes that are no manifest give none.
+    pub fn blob_digests(bytes: &[u8]) -> Vec<Digest> {
+        let Ok(m) = serde_json::from_slice::<Manifest>(bytes) else { return Vec::new() };
+        let mut out: Vec<Digest> =
+            m.files.iter().flat_map(|f| std::iter::once(f.digest).chain(f.chunks.iter().map(|c| c.digest))).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The content digest of a release: the digest of its manifest bytes.
     pub fn content_digest(bytes: &[u8]) -> Digest {
         Digest::of(bytes)

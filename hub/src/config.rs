@@ -39,6 +39,10 @@ pub struct HubFile {
     pub download_chunk_bytes: usize,
     /// Operator dashboard (and `/metrics`) address; unset: off.
     pub dashboard_listen: Option<SocketAddr>,
+    /// Seconds between looks for blobs no published release names.
+    pub blob_gc_interval_secs: u64,
+    /// Seconds an unreferenced blob or abandoned upload is kept before it is removed.
+    pub blob_gc_grace_secs: u64,
 }
 
 /// The `[tls]` table: the hub's certificate and the CA its clients' certificates chain to.
@@ -68,6 +72,8 @@ impl Default for HubFile {
             event_retention: None,
             slow_subscriber_timeout_secs: defaults.slow_subscriber_timeout.as_secs(),
             download_chunk_bytes: defaults.download_chunk_size,
+            blob_gc_interval_secs: defaults.blob_gc_interval.as_secs(),
+            blob_gc_grace_secs: defaults.blob_gc_grace.as_secs(),
             dashboard_listen: None,
         }
     }
@@ -112,6 +118,8 @@ impl HubFile {
         c.event_retention = self.event_retention;
         c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);
         c.download_chunk_size = self.download_chunk_bytes;
+        c.blob_gc_interval = Duration::from_secs(self.blob_gc_interval_secs.max(1));
+        c.blob_gc_grace = Duration::from_secs(self.blob_gc_grace_secs);
         c.dashboard = self.dashboard_listen.map(|listen| DashboardConfig { listen });
         c
     }

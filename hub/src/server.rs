@@ -107,6 +107,11 @@ pub struct HubConfig {
     pub slow_subscriber_timeout: Duration,
     /// The operator web dashboard on its own port (None: off). Uses the hub's TLS.
     pub dashboard: Option<DashboardConfig>,
+    /// How often blobs no published release names are looked for.
+    pub blob_gc_interval: Duration,
+    /// How old an unreferenced blob or an abandoned upload must be before it is removed
+    /// (so a publish in progress never loses content).
+    pub blob_gc_grace: Duration,
 }
 
 impl HubConfig {
@@ -123,6 +128,8 @@ impl HubConfig {
             event_retention: None,
             slow_subscriber_timeout: crate::events::SLOW_SUBSCRIBER_TIMEOUT,
             dashboard: None,
+            blob_gc_interval: Duration::from_secs(3600),
+            blob_gc_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -192,6 +199,38 @@ pub async fn open_registry(config: &HubConfig) -> Result<Arc<Registry>, HubError
 }
 
 /// Trims the event log to the newest `keep` events once a minute.
+/// Whether `"service version"` names a committed release.
+fn committed(registry: &Registry, release: &str) -> bool {
+    let Some((service, version)) = release.trim().split_once(' ') else { return false };
+    service.parse().is_ok_and(|id| registry.release(&id, version).is_ok())
+}
+
+/// Collects blob garbage every `interval` (see [`BlobStore::collect_garbage`]).
+fn spawn_blob_gc(registry: Arc<Registry>, blobs: BlobStore, config: &HubConfig, shutdown: CancellationToken) {
+    let (interval, grace) = (config.blob_gc_interval, config.blob_gc_grace);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await; // not at start: recovery just ran
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (r, b) = (registry.clone(), blobs.clone());
+            let run = tokio::task::spawn_blocking(move || {
+                // A failed lookup keeps the blob: removing content is the one mistake to avoid.
+                b.collect_garbage(grace, |d| r.blob_referenced(d).unwrap_or(true), |rel| committed(&r, rel))
+            });
+            match run.await {
+                Ok(Ok(report)) if report != Default::default() => tracing::info!(?report, "blob garbage collected"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "blob garbage collection failed"),
+                Err(e) => tracing::error!(error = %e, "blob garbage collection task failed"),
+            }
+        }
+    });
+}
+
 fn spawn_retention(registry: Arc<Registry>, keep: u64, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -236,6 +275,18 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     if let Some(keep) = config.event_retention {
         spawn_retention(registry.clone(), keep, shutdown.clone());
     }
+    // Uploads of a hub that died mid-publish: promoted if their release was committed.
+    let recovered = {
+        let (r, b) = (registry.clone(), state.blobs.clone());
+        let grace = config.blob_gc_grace;
+        tokio::task::spawn_blocking(move || b.recover(grace, |rel| committed(&r, rel)))
+            .await
+            .map_err(|e| HubError::Task(e.to_string()))??
+    };
+    if recovered != Default::default() {
+        tracing::warn!(?recovered, "recovered uploads of an interrupted publish");
+    }
+    spawn_blob_gc(registry.clone(), state.blobs.clone(), &config, shutdown.clone());
 
     let tls = match (&config.tls, config.insecure_dev) {
         (Some(files), _) => Some(TlsServer::new(files.clone())?),

@@ -63,6 +63,10 @@ fn the_eedda3c_store_migrates_and_every_record_is_found() {
     assert_eq!(beta.channel.as_str(), "beta");
     assert!(!beta.manifest.is_empty() && beta.signature.len() == 64);
 
+    // The blob index was built from the releases' manifests.
+    assert!(reg.blob_referenced(&efa_domain::bundle::Digest::of(b"1.0.1")).unwrap());
+    assert!(!reg.blob_referenced(&efa_domain::bundle::Digest::of(b"never published")).unwrap());
+
     // Subscriptions (Lünen's was removed).
     assert_eq!(reg.subscriptions(&ags("05913000")).unwrap().len(), 1);
     assert!(matches!(

@@ -222,14 +222,29 @@ fn check_store(hub: &HubProc, t: &Tracker, figures: &mut Figures) -> Stored {
         .collect();
     assert_eq!(ratings, logged_ratings, "stored ratings differ from the newest Rated event per key");
 
-    // A committed release has all its blobs stored under their digests.
+    // A committed release has all its blobs stored under their digests, or sealed for it in
+    // a staged upload (killed between commit and promotion), which the next start promotes.
     let blobs = hub.data_dir.join("blobs");
+    let sealed_for = |release: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(blobs.join("staged"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|d| std::fs::read_to_string(d.join("release")).is_ok_and(|r| r == release))
+            .collect()
+    };
     for r in &releases {
         let manifest = Manifest::from_bytes(&r.manifest, &BundleLimits::default()).expect("stored manifest parses");
+        let staged = sealed_for(&format!("{SERVICE} {}", r.version));
         // Large files are stored as their content-defined chunks.
         for (f, part) in manifest.files.iter().flat_map(|f| f.parts().into_iter().map(move |p| (f, p))) {
             let hex = part.digest.hex();
-            let path = blobs.join(&hex[..2]).join(&hex);
+            let stored = blobs.join(&hex[..2]).join(&hex);
+            let path = std::iter::once(stored.clone())
+                .chain(staged.iter().map(|d| d.join(&hex)))
+                .find(|p| p.is_file())
+                .unwrap_or(stored);
             assert_eq!(
                 digest_of_file(&path),
                 Some(part.digest),
@@ -310,6 +325,30 @@ async fn check_through_rpcs(hub: &HubProc, stored: &Stored) {
         let (suffix, _) = hub.watch_releases(DORTMUND, mid).await;
         let expected: Vec<(u64, String)> = events.iter().filter(|(s, _)| *s > mid).cloned().collect();
         assert_eq!(suffix, expected, "WatchEvents(after_seq={mid}) is not the suffix of the log");
+    }
+
+    // After the restart every committed release's content is served (uploads the crash left
+    // sealed were promoted), and no staged upload of a committed release is left.
+    let mut client = ReleaseServiceClient::new(hub.channel(&kommune(DORTMUND)).await);
+    for version in &stored.releases {
+        let detail = client
+            .get_release(pb::GetReleaseRequest { service_id: SERVICE.into(), version: version.clone() })
+            .await
+            .expect("committed release")
+            .into_inner();
+        let manifest = Manifest::from_bytes(&detail.manifest, &BundleLimits::default()).unwrap();
+        for f in &manifest.files {
+            let mut stream = client
+                .fetch_blob(pb::FetchBlobRequest { digest: f.digest.to_string(), offset: 0 })
+                .await
+                .unwrap_or_else(|s| panic!("{version} {}: {s:?}", f.path.as_str()))
+                .into_inner();
+            let mut got = 0u64;
+            while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {
+                got += chunk.expect("blob chunk").data.len() as u64;
+            }
+            assert_eq!(got, f.size, "{version} {} served whole after the restart", f.path.as_str());
+        }
     }
 }
 

@@ -239,3 +239,61 @@ async fn out_of_range_enum_values_and_empty_fields_are_invalid_arguments() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("AGS"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_leaves_nothing_downloadable_and_no_files() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let bundle = w.bundle("partly-bad", &[("a.txt", "the first file is fine"), ("b.txt", "the second is not")]);
+    let entry = |path: &str, content: &[u8]| serde_json::json!({"path": path, "size": content.len(), "digest": efa_domain::bundle::Digest::of(content).to_string()});
+    let good = efa_domain::bundle::Digest::of(b"the first file is fine");
+    let blob_files = || {
+        walk(&w.fed.hub_data_dir().join("blobs"))
+            .into_iter()
+            .filter(|p| !p.ends_with("staged") && !p.ends_with("tmp"))
+            .count()
+    };
+    let before = blob_files();
+    for attempt in 0..5 {
+        let m = manifest(
+            "1.0.0",
+            serde_json::json!([
+                entry("a.txt", b"the first file is fine"),
+                entry("b.txt", b"a different second file!!")
+            ]),
+        );
+        let (c, msg) = publish_manifest(&w, m, vec![bundle.join("a.txt"), bundle.join("b.txt")]).await;
+        assert_eq!(c, Code::InvalidArgument, "attempt {attempt}: {msg}");
+    }
+    // The first file's bytes arrived and matched, but no release names them: not served.
+    let fetched = ReleaseServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .fetch_blob(pb::FetchBlobRequest { digest: good.to_string(), offset: 0 })
+        .await;
+    assert_eq!(fetched.map(drop).unwrap_err().code(), Code::NotFound);
+    assert_eq!(blob_files(), before, "repeated failed publishes leave no files behind");
+
+    // A good publish of the same file makes it downloadable.
+    let ok = w.bundle("good", &[("a.txt", "the first file is fine")]);
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &ok).await.unwrap();
+    let mut stream = ReleaseServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .fetch_blob(pb::FetchBlobRequest { digest: good.to_string(), offset: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let chunk = tokio_stream::StreamExt::next(&mut stream).await.unwrap().unwrap();
+    assert_eq!(chunk.data, b"the first file is fine");
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

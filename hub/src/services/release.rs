@@ -1,6 +1,6 @@
 //! `ReleaseService`: publish (header, then content), yank, releases, snapshots, downloads.
 
-use crate::blobs::BlobWriter;
+use crate::blobs::{BlobWriter, Upload};
 use crate::error::status;
 use crate::state::HubState;
 use efa_domain::authz::{authorize, Action};
@@ -34,7 +34,7 @@ struct Part {
 /// Receives the concatenated file contents of a manifest and stores each part (file or
 /// chunk) as a blob, checking sizes and digests as they arrive.
 struct ContentReceiver<'a> {
-    state: &'a HubState,
+    upload: &'a Upload,
     manifest: &'a Manifest,
     parts: Vec<Part>,
     index: usize,
@@ -45,7 +45,7 @@ struct ContentReceiver<'a> {
 }
 
 impl<'a> ContentReceiver<'a> {
-    fn new(state: &'a HubState, manifest: &'a Manifest) -> Self {
+    fn new(upload: &'a Upload, manifest: &'a Manifest) -> Self {
         let mut parts = Vec::new();
         for (file, entry) in manifest.files.iter().enumerate() {
             let chunks = entry.parts();
@@ -60,7 +60,7 @@ impl<'a> ContentReceiver<'a> {
                 parts.push(Part { file, size: c.size, digest: c.digest, label, ends_chunked_file });
             }
         }
-        ContentReceiver { state, manifest, parts, index: 0, current: None, file_hasher: None, received: 0 }
+        ContentReceiver { upload, manifest, parts, index: 0, current: None, file_hasher: None, received: 0 }
     }
 
     fn writer(&mut self) -> Result<&mut BlobWriter, Status> {
@@ -69,7 +69,7 @@ impl<'a> ContentReceiver<'a> {
             if !self.manifest.files[part.file].chunks.is_empty() && self.file_hasher.is_none() {
                 self.file_hasher = Some(Hasher::default());
             }
-            self.current = Some(self.state.blobs.writer(part.digest, part.label.clone())?);
+            self.current = Some(self.upload.writer(part.digest, part.label.clone())?);
         }
         Ok(self.current.as_mut().expect("set above"))
     }
@@ -116,7 +116,7 @@ impl<'a> ContentReceiver<'a> {
                     )));
                 }
                 let chunks: Vec<Digest> = entry.chunks.iter().map(|c| c.digest).collect();
-                self.state.blobs.write_recipe(entry.digest, &chunks)?;
+                self.upload.write_recipe(entry.digest, &chunks)?;
             }
             self.index += 1;
         }
@@ -166,7 +166,10 @@ impl ReleaseService for Releases {
         // and the checked release carries it to the commit.
         let checked = self.0.registry(move |r| r.check_publish(&who, manifest, signature)).await?;
 
-        let mut receiver = ContentReceiver::new(&self.0, checked.manifest());
+        // Content is staged in an upload of its own: nothing of it is served before the
+        // release is committed, and a publish that fails leaves nothing behind.
+        let upload = self.0.blobs.upload()?;
+        let mut receiver = ContentReceiver::new(&upload, checked.manifest());
         off_the_runtime(|| receiver.finish_complete_parts())?;
         while let Some(msg) = stream.next().await {
             match msg?.part {
@@ -175,8 +178,14 @@ impl ReleaseService for Releases {
             }
         }
         off_the_runtime(|| receiver.finish())?;
+        let m = checked.manifest();
+        off_the_runtime(|| upload.seal(&format!("{} {}", m.service_id, m.version)))?;
 
         let (release, event) = self.0.registry(move |r| r.commit_release(checked, release_notes)).await?;
+        if let Err(e) = off_the_runtime(|| upload.promote()) {
+            // The release is committed; the next garbage collection (or start) promotes it.
+            tracing::error!(service = %release.service_id, version = %release.version, error = %e, "promoting the release's content failed; it is retried");
+        }
         tracing::info!(service = %release.service_id, version = %release.version, channel = %release.channel, bytes = release.total_size, "release published");
         self.0.metrics.publishes.inc();
         self.0.metrics.publish_bytes.inc_by(release.total_size);
@@ -245,6 +254,11 @@ impl ReleaseService for Releases {
         authorize(&who, Action::ReadCatalog).map_err(status)?;
         let r = req.into_inner();
         let digest: Digest = parse(&r.digest).map_err(status)?;
+        // Only content of published releases is served; staged or stray blobs are not.
+        let d = digest;
+        if !self.0.registry(move |reg| reg.blob_referenced(&d)).await? {
+            return Err(Status::not_found(format!("blob {digest} is not part of a published release")));
+        }
         let Some((mut file, len)) = self.0.blobs.reader(&digest, r.offset)? else {
             return Err(Status::not_found(format!("blob {digest} is not stored on this hub")));
         };

@@ -172,6 +172,11 @@ impl Registry {
         self.commits.write(move |s| Ok((s.insert_release(&release)?, release))).map(|(event, release)| (release, event))
     }
 
+    /// True if a published release names the blob; the hub serves only such content.
+    pub fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool> {
+        self.store.blob_referenced(digest)
+    }
+
     /// One release of a service.
     pub fn release(&self, service: &ServiceId, version: &str) -> Result<Release> {
         let v = parse_version(version)?;

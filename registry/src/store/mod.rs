@@ -75,7 +75,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every service.
     fn services(&self) -> Result<Vec<Service>>;
     /// Inserts a release; `AlreadyExists` if that version exists (releases are immutable).
+    /// Also records every blob of the release (see [`blob_referenced`](Self::blob_referenced)).
     fn insert_release(&self, release: &Release) -> Result<Event>;
+    /// True if a published release names the blob: only such content is served.
+    fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool>;
     /// One release of a service.
     fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Release>>;
     /// All releases of a service, newest version first.

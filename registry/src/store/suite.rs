@@ -62,6 +62,31 @@ macro_rules! store_test_suite {
         }
 
         #[test]
+        fn the_blobs_of_published_releases_are_indexed() {
+            use efa_domain::bundle::{BundleLimits, BundlePath, Digest, FileEntry, Manifest};
+            let store = $make;
+            let file = Digest::of(b"index.html");
+            let manifest = Manifest {
+                format: 1,
+                service_id: "wohngeld-nrw".parse().unwrap(),
+                version: "1.0.0".into(),
+                channel: "stable".parse().unwrap(),
+                land: "05".parse().unwrap(),
+                created_at_ms: 0,
+                files: vec![FileEntry {
+                    path: BundlePath::parse("index.html", &BundleLimits::default()).unwrap(),
+                    size: 10,
+                    digest: file,
+                    chunks: vec![],
+                }],
+            };
+            assert!(!store.blob_referenced(&file).unwrap());
+            store.insert_release(&Release { manifest: manifest.to_bytes(), ..release("1.0.0") }).unwrap();
+            assert!(store.blob_referenced(&file).unwrap());
+            assert!(!store.blob_referenced(&Digest::of(b"other")).unwrap());
+        }
+
+        #[test]
         fn event_log_is_gapless_and_ordered() {
             let store = $make;
             let s = service();

@@ -138,6 +138,20 @@ fn version_every_record(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
             tracing::info!(tree = name, records = rewritten, "records versioned");
         }
     }
+    // The blob index (new in format 3) of the releases published so far. Inserting a key
+    // twice is harmless, so an interrupted run simply does it again.
+    let releases = db.open_tree("releases")?;
+    let blob_refs = db.open_tree("blob_refs")?;
+    let mut index = sled::Batch::default();
+    for kv in releases.iter() {
+        let (_, v) = kv?;
+        let release: efa_domain::model::release::Release = crate::store::codec::decode("releases", &v)?;
+        for k in super::blob_ref_keys(&release) {
+            index.insert(k, &[]);
+        }
+    }
+    blob_refs.apply_batch(index)?;
+
     let mut finish = sled::Batch::default();
     finish.insert(FORMAT_KEY, marker(3));
     for name in RECORD_TREES {

@@ -3,7 +3,7 @@
 //! Trees and keys (`\0` separates parts; sequence numbers are big-endian so byte order is
 //! numeric order):
 //! - `laender` code, `kreise` code, `kommunen` AGS, `ozg` OZG-ID, `leika` Leistungsschlüssel
-//! - `services` id; `releases` service\0version
+//! - `services` id; `releases` service\0version; `blob_refs` digest service\0version -> ()
 //! - `subscriptions` AGS\0target
 //! - `adoption` service\0AGS -> current record; `adoption_by_kommune` AGS\0service -> ()
 //! - `history` AGS\0seq -> ledger entry; bulk-loaded entries AGS\0<8 zero bytes><bulk seq>,
@@ -53,6 +53,8 @@ pub struct SledStore {
     leika: sled::Tree,
     services: sled::Tree,
     releases: sled::Tree,
+    /// Blob digest + service\0version for every blob of every release (an index).
+    blob_refs: sled::Tree,
     subscriptions: sled::Tree,
     adoption: sled::Tree,
     adoption_by_kommune: sled::Tree,
@@ -63,6 +65,19 @@ pub struct SledStore {
     events: sled::Tree,
     meta: sled::Tree,
     snapshots: sled::Tree,
+}
+
+/// Keys of the blob index for a release: digest (32 bytes) + service\0version.
+pub(super) fn blob_ref_keys(release: &Release) -> Vec<Vec<u8>> {
+    let owner = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
+    efa_domain::bundle::Manifest::blob_digests(&release.manifest)
+        .into_iter()
+        .map(|d| {
+            let mut k = d.0.to_vec();
+            k.extend_from_slice(&owner);
+            k
+        })
+        .collect()
 }
 
 fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -150,6 +165,7 @@ impl SledStore {
             leika: t("leika")?,
             services: t("services")?,
             releases: t("releases")?,
+            blob_refs: t("blob_refs")?,
             subscriptions: t("subscriptions")?,
             adoption: t("adoption")?,
             adoption_by_kommune: t("adoption_by_kommune")?,
@@ -275,8 +291,9 @@ impl Store for SledStore {
 
     fn insert_release(&self, release: &Release) -> Result<Event> {
         let k = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
-        (&self.releases, &self.meta, &self.events)
-            .transaction(|(releases, meta, events)| {
+        let refs = blob_ref_keys(release);
+        (&self.releases, &self.blob_refs, &self.meta, &self.events)
+            .transaction(|(releases, blob_refs, meta, events)| {
                 if releases.get(&k)?.is_some() {
                     return abort(Error::already_exists(format!(
                         "release {} {} already exists; published versions are immutable, publish a new version",
@@ -284,6 +301,9 @@ impl Store for SledStore {
                     )));
                 }
                 releases.insert(k.as_slice(), encode(release))?;
+                for r in &refs {
+                    blob_refs.insert(r.as_slice(), &[])?;
+                }
                 append_event(
                     meta,
                     events,
@@ -295,6 +315,10 @@ impl Store for SledStore {
                 )
             })
             .map_err(from_tx)
+    }
+
+    fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool> {
+        Ok(self.blob_refs.scan_prefix(digest.0).next().transpose()?.is_some())
     }
 
     fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Release>> {
