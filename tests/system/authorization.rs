@@ -110,9 +110,10 @@ async fn kommunen_act_only_as_themselves() {
         .into_inner();
     assert_eq!(rec.ags, DORTMUND);
 
-    // A syntactically valid AGS that is no Gemeinde in the register is refused.
+    // A syntactically valid AGS that is no Gemeinde in the register is refused at
+    // authentication already.
     let err = SubscriptionServiceClient::new(w.channel(&kommune("05999999")).await).subscribe(sub).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
