@@ -297,3 +297,58 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_signed_with_an_unregistered_key_is_refused_at_once() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let registered = w.fed.trusted_key(&NRW.parse().unwrap()).unwrap();
+    let mut catalog = CatalogServiceClient::new(w.channel(&land(NRW)).await);
+    let set = catalog.set_signing_keys(pb::SetSigningKeysRequest { keys: vec![registered.clone()] }).await.unwrap();
+    assert_eq!(set.into_inner().keys, vec![registered.clone()]);
+    // Only a Land registers keys, and only its own.
+    let kommune_try = CatalogServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .set_signing_keys(pb::SetSigningKeysRequest { keys: vec![] })
+        .await;
+    assert_eq!(kommune_try.unwrap_err().code(), Code::PermissionDenied);
+    let bad =
+        catalog.set_signing_keys(pb::SetSigningKeysRequest { keys: vec!["efa-ed25519-public:nope".into()] }).await;
+    assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+
+    // A release signed with another key: refused with a message that says what to do.
+    let wrong = SigningKey::generate();
+    let dir = w.standard_bundle("1.0.0");
+    let spec = PublishSpec {
+        dir: &dir,
+        service_id: "wohngeld-nrw".parse().unwrap(),
+        version: "1.0.0".into(),
+        channel: "stable".parse().unwrap(),
+        land: NRW.parse().unwrap(),
+        release_notes: String::new(),
+        signing_key: &wrong,
+    };
+    let signed = build_signed_manifest(&spec).unwrap();
+    let err = publish_raw(
+        w.channel(&land(NRW)).await,
+        signed.manifest,
+        signed.signature,
+        String::new(),
+        signed.files,
+        |_, _| {},
+    )
+    .await
+    .unwrap_err();
+    let (c, msg) = code(err);
+    assert_eq!(c, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("not signed by any of the 1 release key(s) Land 05 registered"), "{msg}");
+    assert_eq!(releases(&w).await, 0);
+
+    // With the registered key it goes through; the key list is readable by everyone.
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &dir).await.unwrap();
+    let keys = CatalogServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .get_signing_keys(pb::GetSigningKeysRequest { land_code: NRW.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(keys.keys, vec![registered]);
+}

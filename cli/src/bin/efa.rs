@@ -52,6 +52,10 @@ enum Command {
     },
     /// Print the public key of a signing key file, for node trust configs.
     Pubkey { signing_key: PathBuf },
+    /// The release signing keys your Land registers with the hub, so it refuses releases
+    /// signed with any other key at once (nodes still verify against the keys they pin).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Show who the hub thinks you are.
     Whoami,
     /// List services.
@@ -119,6 +123,29 @@ enum Command {
     /// Adoption and rating reports.
     #[command(subcommand)]
     Report(ReportCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List the keys a Land registered (default: yours).
+    List {
+        #[arg(long, default_value = "")]
+        land: String,
+    },
+    /// Register a key: the public key of a signing key file, or a public key in text form.
+    Add {
+        /// Signing key file (from `efa keygen`); its public key is registered.
+        #[arg(long, conflicts_with = "public", required_unless_present = "public")]
+        signing_key: Option<PathBuf>,
+        /// A public key, `efa-ed25519-public:...`.
+        #[arg(long)]
+        public: Option<String>,
+    },
+    /// Stop accepting releases signed by a key (after rotating to a new one).
+    Remove {
+        /// The public key, `efa-ed25519-public:...`.
+        public: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -207,6 +234,44 @@ async fn run() -> Result<ExitCode> {
             println!("{}", key.verifying_key().to_text());
         }
         Command::Pubkey { signing_key } => println!("{}", read_signing_key(signing_key)?.verifying_key().to_text()),
+        Command::Keys(k) => {
+            let mut client = CatalogServiceClient::new(cli.channel().await?);
+            let current = |land: String| pb::GetSigningKeysRequest { land_code: land };
+            match k {
+                KeysCommand::List { land } => {
+                    let keys = client.get_signing_keys(current(land.clone())).await?.into_inner();
+                    let mut t = Table::new(format!("Release signing keys of Land {}", keys.land_code), &["key"]);
+                    for key in keys.keys {
+                        t.push(vec![key]);
+                    }
+                    cli.print(&[t]);
+                }
+                KeysCommand::Add { signing_key, public } => {
+                    let key = match (signing_key, public) {
+                        (Some(file), _) => read_signing_key(file)?.verifying_key().to_text(),
+                        (None, Some(public)) => public.trim().to_string(),
+                        (None, None) => bail!("give --signing-key FILE or --public KEY"),
+                    };
+                    let mut keys = client.get_signing_keys(current(String::new())).await?.into_inner().keys;
+                    if keys.contains(&key) {
+                        println!("{key} is registered already");
+                    } else {
+                        keys.push(key.clone());
+                        let set = client.set_signing_keys(pb::SetSigningKeysRequest { keys }).await?.into_inner();
+                        println!("registered {key}; Land {} has {} key(s)", set.land_code, set.keys.len());
+                    }
+                }
+                KeysCommand::Remove { public } => {
+                    let keys = client.get_signing_keys(current(String::new())).await?.into_inner().keys;
+                    let left: Vec<String> = keys.iter().filter(|k| k.trim() != public.trim()).cloned().collect();
+                    if left.len() == keys.len() {
+                        bail!("{public} is not registered (see `efa keys list`)");
+                    }
+                    let set = client.set_signing_keys(pb::SetSigningKeysRequest { keys: left }).await?.into_inner();
+                    println!("removed {public}; Land {} has {} key(s)", set.land_code, set.keys.len());
+                }
+            }
+        }
         Command::Whoami => {
             let me = CatalogServiceClient::new(cli.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
             println!("{} {} ({})", me.role, me.key, me.display_name);

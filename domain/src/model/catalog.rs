@@ -157,3 +157,12 @@ pub struct NewService {
     /// Every Kommune may see who adopted it.
     pub adoption_public: bool,
 }
+
+/// The release signing keys a Land registered with the hub.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeys {
+    /// Public keys in text form (`efa-ed25519-public:…`); empty: none registered.
+    pub keys: Vec<String>,
+    /// When the Land last changed them (ms since the Unix epoch; 0: never).
+    pub updated_at_ms: i64,
+}

@@ -60,6 +60,13 @@ pub enum EventKind {
     AdoptionReported(AdoptionEntry),
     /// A Kommune rated a service version (replacing its earlier rating of that version).
     Rated(Rating),
+    /// A Land replaced the release signing keys it registers with the hub.
+    SigningKeysSet {
+        /// The Land.
+        land: LandCode,
+        /// Its keys now, in text form.
+        keys: Vec<String>,
+    },
 }
 
 impl EventKind {

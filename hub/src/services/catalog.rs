@@ -67,6 +67,36 @@ impl CatalogService for Catalog {
         Ok(Response::new(k))
     }
 
+    async fn set_signing_keys(
+        &self,
+        req: Request<pb::SetSigningKeysRequest>,
+    ) -> Result<Response<pb::SigningKeys>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        let keys = req.into_inner().keys;
+        let land = who.key();
+        let (set, event) = self.0.registry(move |reg| reg.set_signing_keys(&who, keys)).await?;
+        tracing::info!(%land, keys = set.keys.len(), "release signing keys registered");
+        self.0.feed.publish(event);
+        Ok(Response::new(pb::SigningKeys { land_code: land, keys: set.keys, updated_at_ms: set.updated_at_ms }))
+    }
+
+    async fn get_signing_keys(
+        &self,
+        req: Request<pb::GetSigningKeysRequest>,
+    ) -> Result<Response<pb::SigningKeys>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
+        let r = req.into_inner();
+        // An empty Land code means the calling Land.
+        let land: LandCode = match (&who, r.land_code.is_empty()) {
+            (Identity::Land(me), true) => me.clone(),
+            _ => parse(&r.land_code).map_err(status)?,
+        };
+        let code = land.to_string();
+        let set = self.0.registry(move |reg| reg.signing_keys(&land)).await?;
+        Ok(Response::new(pb::SigningKeys { land_code: code, keys: set.keys, updated_at_ms: set.updated_at_ms }))
+    }
+
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let who = self.0.auth.identify(&req)?;
         let whom = who.clone();

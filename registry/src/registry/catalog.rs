@@ -4,7 +4,12 @@ use super::{check_len, Registry, MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS, MAX_TI
 use crate::error::{Error, Result};
 use efa_domain::authz::{acting_land, Identity};
 use efa_domain::bundle::Manifest;
-use efa_domain::model::catalog::{CatalogEntry, NewService, Service};
+use efa_domain::error::echo;
+use efa_domain::model::catalog::{CatalogEntry, NewService, Service, SigningKeys};
+use efa_domain::signing::{verify_any, VerifyingKey};
+
+/// Release signing keys a Land may register at once (rotation needs two or three).
+const MAX_SIGNING_KEYS: usize = 16;
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{parse_version, Channel, LandCode, ServiceId};
 use efa_domain::model::release::{Release, Yank};
@@ -141,6 +146,7 @@ impl Registry {
         if signature.len() != 64 {
             return Err(Error::invalid("signature", "must be a 64-byte Ed25519 signature over the manifest"));
         }
+        self.check_signature(&land, "release", &manifest_bytes, &signature)?;
         let version = manifest.semver()?;
         if self.store.release(&service.id, &version)?.is_some() {
             return Err(Error::already_exists(format!(
@@ -217,6 +223,7 @@ impl Registry {
         if signature.len() != 64 {
             return Err(Error::invalid("signature", "must be a 64-byte Ed25519 signature over the snapshot"));
         }
+        self.check_signature(&land, "snapshot", &bytes, &signature)?;
         for (service, channels) in &snapshot.latest {
             acting_land(who, Some(&self.service(service)?.land))?;
             for version in channels.values() {
@@ -234,6 +241,54 @@ impl Registry {
         }
         self.commits.write(move |s| s.put_snapshot(&land, &bytes, &signature))?;
         Ok(snapshot)
+    }
+
+    /// Replaces the release signing keys the calling Land registers with the hub (at most
+    /// 16, each a valid `efa-ed25519-public:` key; empty removes the check).
+    pub fn set_signing_keys(&self, who: &Identity, keys: Vec<String>) -> Result<(SigningKeys, Event)> {
+        let land = acting_land(who, None)?;
+        if keys.len() > MAX_SIGNING_KEYS {
+            return Err(Error::invalid("keys", format!("{} keys, more than {MAX_SIGNING_KEYS}", keys.len())));
+        }
+        let mut seen = Vec::new();
+        for k in &keys {
+            let key = VerifyingKey::from_text(k)?;
+            if seen.contains(&key) {
+                return Err(Error::invalid("keys", format!("{} is listed twice", echo(k.trim()))));
+            }
+            seen.push(key);
+        }
+        let keys =
+            SigningKeys { keys: seen.iter().map(|k| k.to_text()).collect(), updated_at_ms: efa_domain::now_ms() };
+        self.commits.write(move |s| Ok((s.put_signing_keys(&land, &keys)?, keys))).map(|(e, k)| (k, e))
+    }
+
+    /// The release signing keys a Land registered (empty if none).
+    pub fn signing_keys(&self, land: &LandCode) -> Result<SigningKeys> {
+        self.land(land)?;
+        self.store.signing_keys(land)
+    }
+
+    /// If the Land registered signing keys, `signature` must verify against one of them.
+    fn check_signature(&self, land: &LandCode, what: &str, bytes: &[u8], signature: &[u8]) -> Result<()> {
+        let registered = self.store.signing_keys(land)?;
+        if registered.keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<VerifyingKey> = registered.keys.iter().filter_map(|k| VerifyingKey::from_text(k).ok()).collect();
+        if verify_any(&keys, bytes, signature) {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "signature",
+                format!(
+                    "the {what} is not signed by any of the {} release key(s) Land {land} registered with the hub \
+                     (`efa keys list`); sign with a registered key, or register the new key first (`efa keys add`). \
+                     Kommunen would refuse it too if they pin the same keys",
+                    keys.len()
+                ),
+            ))
+        }
     }
 
     /// A Land's signed snapshot: (snapshot bytes, signature).

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
-use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
+use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::Event;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::Release;
@@ -57,7 +57,7 @@ record!(AdoptionRecord, "adoption record", 1);
 record!(AdoptionEntry, "adoption history entry", 1);
 record!(Rating, "rating", 1);
 record!(ServiceTotals, "service totals", 1);
-record!(Event, "event", 1);
+record!(SigningKeys, "signing keys", 1);
 record!(StoredSnapshot, "snapshot", 1);
 
 /// Formats of earlier versions, kept to read stores that hold them.
@@ -93,6 +93,15 @@ impl Record for Kommune {
             })),
             _ => None,
         }
+    }
+}
+
+impl Record for Event {
+    const KIND: &'static str = "event";
+    /// 2 added `SigningKeysSet`; version 1 is the same encoding with fewer kinds.
+    const VERSION: u8 = 2;
+    fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| postcard::from_bytes(bytes))
     }
 }
 

@@ -12,7 +12,7 @@ mod suite;
 
 use crate::error::Result;
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
-use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
+use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
 use efa_domain::model::rating::Rating;
@@ -130,6 +130,12 @@ pub trait Store: Send + Sync + 'static {
     fn put_rating(&self, rating: &Rating) -> Result<Event>;
     /// Every rating of a service, all versions.
     fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>>;
+
+    // --- Land signing keys ---
+    /// Replaces a Land's registered release signing keys, with their event.
+    fn put_signing_keys(&self, land: &LandCode, keys: &SigningKeys) -> Result<Event>;
+    /// A Land's registered release signing keys (empty if none).
+    fn signing_keys(&self, land: &LandCode) -> Result<SigningKeys>;
 
     // --- Land snapshots (freeze protection) ---
     /// Stores the Land's signed snapshot, replacing the previous one.

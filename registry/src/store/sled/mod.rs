@@ -12,7 +12,7 @@
 //! - `totals` service -> [`ServiceTotals`], updated in the same transaction as the record or
 //!   rating it counts; `adoption_kommunen` AGS -> () for every Kommune with a record
 //! - `events` seq; `meta` "seq" -> last seq
-//! - `snapshots` Land code -> (signed snapshot bytes, signature)
+//! - `snapshots` Land code -> (signed snapshot bytes, signature); `signing_keys` Land code -> keys
 //!
 //! Every mutation runs in one sled transaction that also bumps `meta/seq` and writes the
 //! event, so the event log is gapless and matches the data. Values are versioned records
@@ -25,7 +25,7 @@ use super::codec::{decode, encode, Record, StoredSnapshot};
 use super::{ImportCounts, Store};
 use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
-use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service};
+use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
 use efa_domain::model::rating::Rating;
@@ -65,6 +65,8 @@ pub struct SledStore {
     events: sled::Tree,
     meta: sled::Tree,
     snapshots: sled::Tree,
+    /// Land code -> [`SigningKeys`] it registered.
+    signing_keys: sled::Tree,
 }
 
 /// Keys of the blob index for a release: digest (32 bytes) + service\0version.
@@ -176,6 +178,7 @@ impl SledStore {
             events: t("events")?,
             meta,
             snapshots: t("snapshots")?,
+            signing_keys: t("signing_keys")?,
             db,
             found_format,
         })
@@ -511,6 +514,20 @@ impl Store for SledStore {
 
     fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>> {
         Self::scan(&self.ratings, "ratings", &prefix(service.as_str().as_bytes()))
+    }
+
+    fn put_signing_keys(&self, land: &LandCode, keys: &SigningKeys) -> Result<Event> {
+        (&self.signing_keys, &self.meta, &self.events)
+            .transaction(|(tree, meta, events)| {
+                tree.insert(land.as_str().as_bytes(), encode(keys))?;
+                let kind = EventKind::SigningKeysSet { land: land.clone(), keys: keys.keys.clone() };
+                append_event(meta, events, keys.updated_at_ms, kind)
+            })
+            .map_err(from_tx)
+    }
+
+    fn signing_keys(&self, land: &LandCode) -> Result<SigningKeys> {
+        Ok(Self::get(&self.signing_keys, "signing_keys", land.as_str().as_bytes())?.unwrap_or_default())
     }
 
     fn put_snapshot(&self, land: &LandCode, snapshot: &[u8], signature: &[u8]) -> Result<()> {
