@@ -53,7 +53,13 @@ struct ChildReady {
 /// `efa-bench hub-child --dir D`: a dev federation in `dir` with one NRW service, the Land's
 /// and one Kommune's certificates and the Land's signing key; runs until stdin closes.
 pub async fn hub_child(dir: &Path) -> Result<()> {
-    let mut fed = DevFederation::start_tuned(dir, "127.0.0.1:0".parse()?, |c| c.dashboard = None).await?;
+    // Every stream comes through one Kommune certificate here (see the notes); per-caller
+    // limits would cap it at a node's share.
+    let mut fed = DevFederation::start_tuned(dir, "127.0.0.1:0".parse()?, |c| {
+        c.dashboard = None;
+        c.caller_limits = efa_hub::limits::Limits::unlimited();
+    })
+    .await?;
     let reg = fed.registry().ok_or_else(|| anyhow!("hub not running"))?;
     let service = register_services(reg, 1)?.remove(0);
     let gv = efa_registry::import::bundled_gv100ad()?;

@@ -45,13 +45,11 @@ impl Authenticator {
                 })?;
             return Identity::parse_uri(header).map_err(|e| Status::unauthenticated(e.to_string()));
         }
-        let leaf = req
-            .extensions()
-            .get::<crate::transport::PeerInfo>()
-            .and_then(|p| p.certs.as_ref())
-            .and_then(|c| c.first().cloned())
-            .ok_or_else(|| Status::unauthenticated("a client certificate is required (mTLS)"))?;
-        identity_from_der(leaf.as_ref()).map_err(Status::unauthenticated)
+        match req.extensions().get::<crate::transport::PeerInfo>().and_then(|p| p.identity.clone()) {
+            Some(Ok(who)) => Ok(who),
+            Some(Err(why)) => Err(Status::unauthenticated(why)),
+            None => Err(Status::unauthenticated("a client certificate is required (mTLS)")),
+        }
     }
 }
 

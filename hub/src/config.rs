@@ -39,10 +39,38 @@ pub struct HubFile {
     pub download_chunk_bytes: usize,
     /// Operator dashboard (and `/metrics`) address; unset: off.
     pub dashboard_listen: Option<SocketAddr>,
+    /// Limits per caller (certificate identity).
+    pub limits: LimitsFile,
     /// Seconds between looks for blobs no published release names.
     pub blob_gc_interval_secs: u64,
     /// Seconds an unreferenced blob or abandoned upload is kept before it is removed.
     pub blob_gc_grace_secs: u64,
+}
+
+/// `[limits]`: what one caller may use at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsFile {
+    /// Calls in flight per caller (downloads included while they stream).
+    pub calls_per_caller: usize,
+    /// Open event streams per caller.
+    pub streams_per_caller: usize,
+    /// Adoption reports and ratings per second and caller, sustained.
+    pub writes_per_second: f64,
+    /// Adoption reports and ratings a caller may send in a burst.
+    pub write_burst: f64,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        let l = crate::limits::Limits::default();
+        LimitsFile {
+            calls_per_caller: l.calls,
+            streams_per_caller: l.streams,
+            writes_per_second: l.writes_per_second,
+            write_burst: l.write_burst,
+        }
+    }
 }
 
 /// The `[tls]` table: the hub's certificate and the CA its clients' certificates chain to.
@@ -72,6 +100,7 @@ impl Default for HubFile {
             event_retention: None,
             slow_subscriber_timeout_secs: defaults.slow_subscriber_timeout.as_secs(),
             download_chunk_bytes: defaults.download_chunk_size,
+            limits: LimitsFile::default(),
             blob_gc_interval_secs: defaults.blob_gc_interval.as_secs(),
             blob_gc_grace_secs: defaults.blob_gc_grace.as_secs(),
             dashboard_listen: None,
@@ -118,6 +147,12 @@ impl HubFile {
         c.event_retention = self.event_retention;
         c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);
         c.download_chunk_size = self.download_chunk_bytes;
+        c.caller_limits = crate::limits::Limits {
+            calls: self.limits.calls_per_caller.max(1),
+            streams: self.limits.streams_per_caller.max(1),
+            writes_per_second: if self.limits.writes_per_second > 0.0 { self.limits.writes_per_second } else { 1.0 },
+            write_burst: self.limits.write_burst.max(1.0),
+        };
         c.blob_gc_interval = Duration::from_secs(self.blob_gc_interval_secs.max(1));
         c.blob_gc_grace = Duration::from_secs(self.blob_gc_grace_secs);
         c.dashboard = self.dashboard_listen.map(|listen| DashboardConfig { listen });

@@ -17,6 +17,7 @@ pub mod dev;
 pub mod error;
 pub(crate) mod events;
 mod layers;
+pub mod limits;
 pub(crate) mod metrics;
 pub mod pki;
 pub mod server;

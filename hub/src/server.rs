@@ -107,6 +107,8 @@ pub struct HubConfig {
     pub slow_subscriber_timeout: Duration,
     /// The operator web dashboard on its own port (None: off). Uses the hub's TLS.
     pub dashboard: Option<DashboardConfig>,
+    /// Calls, streams and write rate per caller.
+    pub caller_limits: crate::limits::Limits,
     /// How often blobs no published release names are looked for.
     pub blob_gc_interval: Duration,
     /// How old an unreferenced blob or an abandoned upload must be before it is removed
@@ -128,6 +130,7 @@ impl HubConfig {
             event_retention: None,
             slow_subscriber_timeout: crate::events::SLOW_SUBSCRIBER_TIMEOUT,
             dashboard: None,
+            caller_limits: crate::limits::Limits::default(),
             blob_gc_interval: Duration::from_secs(3600),
             blob_gc_grace: Duration::from_secs(24 * 3600),
         }
@@ -302,6 +305,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     };
     let mut builder = Server::builder()
         .layer(crate::layers::StatusFixLayer)
+        .layer(crate::limits::LimitsLayer(crate::limits::Limiter::new(config.caller_limits)))
         .layer(crate::metrics::RpcTimingLayer(state.metrics.clone()))
         .initial_connection_window_size(8 * 1024 * 1024)
         .initial_stream_window_size(4 * 1024 * 1024)

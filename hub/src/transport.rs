@@ -45,6 +45,9 @@ pub struct PeerInfo {
     pub remote: SocketAddr,
     /// The client's certificate chain (leaf first), if it presented one.
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The identity its certificate names, read once per connection (`Err`: why it names
+    /// none); `None` without a certificate.
+    pub identity: Option<Result<efa_domain::authz::Identity, String>>,
 }
 
 /// A TLS connection that closes itself when its certificate is revoked.
@@ -268,9 +271,10 @@ impl TlsServer {
             }
             self.conns.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (serial, token.clone()));
         }
+        let identity = certs.as_ref().and_then(|c| c.first()).map(|leaf| crate::auth::identity_from_der(leaf.as_ref()));
         Some(PeerStream {
             inner: tls,
-            info: PeerInfo { remote, certs },
+            info: PeerInfo { remote, certs, identity },
             revoked: Box::pin(token.cancelled_owned()),
             _tracked: Tracked { id, conns: self.conns.clone() },
         })

@@ -256,3 +256,70 @@ async fn a_certificate_for_an_ags_outside_the_register_reads_nothing() {
         SubscriptionServiceClient::new(ch.clone()).watch_events(pb::WatchEventsRequest { after_seq: 0 }).await;
     denied(watched.map(drop), "WatchEvents");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_kommune_is_throttled_while_another_syncs_normally() {
+    let w = World::tuned(|c| {
+        c.caller_limits = efa_hub::limits::Limits { calls: 64, streams: 2, writes_per_second: 5.0, write_burst: 5.0 };
+    })
+    .await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+
+    // Essen floods the hub with reports.
+    let essen = AdoptionServiceClient::new(w.channel(&kommune(ESSEN)).await);
+    let flood = (0..40).map(|i| {
+        let mut c = essen.clone();
+        async move {
+            c.report_adoption(pb::AdoptionReport {
+                service_id: "wohngeld-nrw".into(),
+                version: String::new(),
+                state: pb::AdoptionState::Rejected as i32,
+                reason: format!("Flut {i}"),
+            })
+            .await
+        }
+    });
+    let results = futures_util_join_all(flood).await;
+    let throttled: Vec<&tonic::Status> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(throttled.len() >= 30, "{} of 40 throttled", throttled.len());
+    for s in &throttled {
+        assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+        assert!(s.metadata().get("retry-after-ms").is_some(), "a retry hint");
+    }
+    assert!(throttled[0].message().contains("faster than 5 per second"), "{}", throttled[0].message());
+
+    // Dortmund is not affected: it syncs and reports as usual.
+    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    node.register_subscriptions().await.unwrap();
+    let handled = node.reconcile().await.unwrap();
+    assert!(matches!(&handled[..], [efa_node::Handled::Deployed { .. }]), "{handled:?}");
+    assert_eq!(node.state().unwrap().outbox.len(), 0, "its reports went through");
+
+    // Streams: two per caller here; a third is refused until one ends.
+    let ch = w.channel(&kommune(DORTMUND)).await;
+    let open = || {
+        let mut c = SubscriptionServiceClient::new(ch.clone());
+        async move { c.watch_events(pb::WatchEventsRequest { after_seq: 0 }).await }
+    };
+    let first = open().await.unwrap();
+    let _second = open().await.unwrap();
+    let third = open().await.unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted, "{}", third.message());
+    drop(first);
+    efa_tests::eventually(5, "a stream slot frees up", || async { open().await.is_ok() }).await;
+}
+
+/// Runs futures concurrently and collects their results in order.
+async fn futures_util_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
