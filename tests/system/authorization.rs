@@ -311,9 +311,9 @@ async fn a_flooding_kommune_is_throttled_while_another_syncs_normally() {
 }
 
 /// Runs futures concurrently and collects their results in order.
-async fn futures_util_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_util_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
