@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod doctor;
 pub mod edge;
 pub mod keys;
 pub mod publish;

@@ -48,6 +48,9 @@ enum Command {
     Sync,
     /// What runs, what is installed, what waits for approval.
     Status,
+    /// Check the node's certificate, key, CA file and connection to the hub, and say in words
+    /// what is wrong.
+    Doctor,
     /// Deploy a release that waits for approval.
     Approve { service: String, version: String },
     /// Reject a release (or, without --version, the service) with a reason for the Land.
@@ -206,6 +209,20 @@ async fn run() -> Result<ExitCode> {
             }
         }
         Command::Status => print_status(&agent, cli.json)?,
+        Command::Doctor => {
+            let Some(tls) = &agent.config().tls else {
+                println!(
+                    "no [tls] in {}: the node talks plaintext (only for a hub with --insecure-dev)",
+                    cli.config.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            };
+            let files =
+                efa_proto::tls::ClientTlsFiles { ca: tls.ca.clone(), cert: tls.cert.clone(), key: tls.key.clone() };
+            if !efa_cli::doctor::run(&agent.config().hub, &files).await {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Approve { service, version } => {
             let h = agent.approve(&service, &version).await?;
             println!("{h}");

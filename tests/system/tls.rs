@@ -122,3 +122,45 @@ async fn reflection_answers_authenticated_callers_and_lists_health() {
         assert!(names.iter().any(|n| n == expected), "{expected} missing in {names:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_says_in_words_what_is_wrong_with_a_certificate() {
+    use efa_cli::doctor::{check_connection, check_files};
+    use efa_proto::tls::ClientTlsFiles;
+    let w = World::new().await;
+    let pki = w.fed.pki_dir();
+    let good = w.fed.client_tls(&kommune(DORTMUND)).unwrap();
+    let fails = |files: &ClientTlsFiles| -> Vec<String> {
+        check_files(files).into_iter().filter(|f| !f.ok).map(|f| f.text).collect()
+    };
+    assert!(fails(&good).is_empty(), "{:?}", fails(&good));
+    let ok = check_connection(&w.fed.url(), &good).await;
+    assert!(ok.ok && ok.text.contains("kommune 05913000"), "{}", ok.text);
+
+    // A key of another pair.
+    let essen = w.fed.client_tls(&kommune(ESSEN)).unwrap();
+    let mixed = ClientTlsFiles { key: essen.key.clone(), ..good.clone() };
+    assert!(fails(&mixed).iter().any(|f| f.contains("does not belong to the certificate")), "{:?}", fails(&mixed));
+
+    // A certificate from another CA.
+    let other = w.dir.path().join("other-pki");
+    efa_hub::pki::init(&other, &[]).unwrap();
+    let foreign = efa_hub::pki::issue(&other, &kommune(DORTMUND), "Dortmund").unwrap();
+    let foreign = ClientTlsFiles { cert: foreign.cert, key: foreign.key, ca: good.ca.clone() };
+    assert!(fails(&foreign).iter().any(|f| f.contains("comes from another CA")), "{:?}", fails(&foreign));
+
+    // The CA certificate itself used as a client certificate.
+    let ca_as_client = ClientTlsFiles { cert: pki.join("ca.pem"), key: pki.join("ca.key"), ca: good.ca.clone() };
+    let f = fails(&ca_as_client);
+    assert!(f.iter().any(|f| f.contains("is a CA certificate")), "{f:?}");
+    assert!(f.iter().any(|f| f.contains("no efa:// identity")), "{f:?}");
+
+    // A CA file the hub's certificate does not chain to.
+    let wrong_ca = ClientTlsFiles { ca: other.join("ca.pem"), ..good.clone() };
+    let c = check_connection(&w.fed.url(), &wrong_ca).await;
+    assert!(!c.ok && c.text.contains("not issued by the CA"), "{}", c.text);
+
+    // Nothing there at all.
+    let missing = ClientTlsFiles { cert: pki.join("nope.pem"), ..good };
+    assert!(fails(&missing)[0].contains("cannot be read"));
+}

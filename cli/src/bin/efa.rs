@@ -58,6 +58,9 @@ enum Command {
     Keys(KeysCommand),
     /// Show who the hub thinks you are.
     Whoami,
+    /// Check your certificate, key and CA file and the connection to the hub, and say in
+    /// words what is wrong.
+    Doctor,
     /// List services.
     Services {
         #[arg(long, default_value = "")]
@@ -270,6 +273,15 @@ async fn run() -> Result<ExitCode> {
                     let set = client.set_signing_keys(pb::SetSigningKeysRequest { keys: left }).await?.into_inner();
                     println!("removed {public}; Land {} has {} key(s)", set.land_code, set.keys.len());
                 }
+            }
+        }
+        Command::Doctor => {
+            let (Some(ca), Some(cert), Some(key)) = (&cli.ca, &cli.cert, &cli.key) else {
+                bail!("give --ca, --cert and --key (or EFA_CA, EFA_CERT, EFA_KEY) to check them");
+            };
+            let files = ClientTlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() };
+            if !efa_cli::doctor::run(&cli.hub, &files).await {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Whoami => {
