@@ -302,7 +302,7 @@ impl Manifest {
             // Re-check with the caller's limits; serde used the defaults.
             BundlePath::parse(f.path.as_str(), limits)?;
             if !seen.insert(f.path.as_str()) {
-                return Err(Error::invalid("bundle", format!("file {:?} is listed twice", f.path.as_str())));
+                return Err(Error::invalid("bundle", format!("file {} is listed twice", echo(f.path.as_str()))));
             }
             let mut prefix = String::new();
             for c in f.path.as_str().split('/').collect::<Vec<_>>().split_last().map(|(_, d)| d).unwrap_or(&[]) {
@@ -319,15 +319,15 @@ impl Manifest {
                     return Err(Error::invalid(
                         "manifest",
                         format!(
-                            "chunks of {:?} must be 1..={CHUNK_MAX} bytes each and add up to its size",
-                            f.path.as_str()
+                            "chunks of {} must be 1..={CHUNK_MAX} bytes each and add up to its size",
+                            echo(f.path.as_str())
                         ),
                     ));
                 }
             }
         }
         if let Some(clash) = seen.iter().find(|p| dirs.contains(**p)) {
-            return Err(Error::invalid("bundle", format!("{clash:?} is both a file and a directory")));
+            return Err(Error::invalid("bundle", format!("{} is both a file and a directory", echo(clash))));
         }
         if !self.files.windows(2).all(|w| w[0].path < w[1].path) {
             return Err(Error::invalid("manifest", "files must be sorted by path"));

@@ -125,11 +125,11 @@ pub fn validate_schema(specs: &[ParameterSpec]) -> Result<()> {
         if !ok_name {
             return Err(Error::invalid(
                 "parameter name",
-                format!("{:?} must be 1..64 characters of a-z, 0-9 and _, starting with a letter", s.name),
+                format!("{} must be 1..64 characters of a-z, 0-9 and _, starting with a letter", echo(&s.name)),
             ));
         }
         if !seen.insert(s.name.as_str()) {
-            return Err(Error::invalid("parameter schema", format!("{:?} is declared twice", s.name)));
+            return Err(Error::invalid("parameter schema", format!("{} is declared twice", echo(&s.name))));
         }
     }
     Ok(())

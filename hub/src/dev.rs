@@ -167,6 +167,13 @@ impl DevFederation {
         signing_key_in(&self.root, land)
     }
 
+    /// The file holding `land`'s release signing key (`efa-ed25519-secret:...`), created on
+    /// first use: what a Land's own tooling reads to sign.
+    pub fn signing_key_file(&self, land: &LandCode) -> Result<PathBuf, DevError> {
+        signing_key_in(&self.root, land)?;
+        Ok(signing_key_path(&self.root, land))
+    }
+
     /// The public key text a node pins for `land`.
     pub fn trusted_key(&self, land: &LandCode) -> Result<String, DevError> {
         Ok(self.signing_key(land)?.verifying_key().to_text())
@@ -185,10 +192,15 @@ pub fn client_tls_in(root: &Path, id: &Identity) -> Result<ClientTlsFiles, DevEr
     Ok(ClientTlsFiles { ca: dir.join("ca.pem"), cert, key })
 }
 
+/// Where the dev federation in `root` keeps `land`'s release signing key.
+fn signing_key_path(root: &Path, land: &LandCode) -> PathBuf {
+    root.join("keys").join(format!("land-{land}.sign"))
+}
+
 /// [`DevFederation::signing_key`] for a federation directory `root`.
 pub fn signing_key_in(root: &Path, land: &LandCode) -> Result<SigningKey, DevError> {
+    let path = signing_key_path(root, land);
     let dir = root.join("keys");
-    let path = dir.join(format!("land-{land}.sign"));
     if !path.exists() {
         std::fs::create_dir_all(&dir).map_err(|source| DevError::Io { path: dir.clone(), source })?;
         efa_cli::keys::write_signing_key(&path, &SigningKey::generate())?;

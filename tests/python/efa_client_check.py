@@ -8,7 +8,9 @@ connects over mutual TLS with a Kommune client certificate, and then:
   2. calls CatalogService.WhoAmI (must be a Kommune) and ListServices (must list --service);
   3. subscribes to --service with UPDATE_POLICY_MANUAL;
   4. reads SubscriptionService.WatchEvents(after_seq=0) until a release_published event for
-     --service arrives (optionally of --version), and prints it.
+     --service arrives (optionally of --version), and prints it;
+  5. sends what an attacker would (a 1 MB AGS, a 1 MB service id, the largest cursor, an
+     unknown enum value) and checks each gets the right code and a short, readable message.
 
 Exit code 0 on success; non-zero with a message on stderr otherwise.
 
@@ -99,6 +101,79 @@ def check_health(channel):
     log(f"health: {status}")
 
 
+def expect_refusal(what, call, code, needle):
+    """Runs `call`, which must fail with `code`, a message under 1 KiB that contains `needle`."""
+    import grpc
+
+    try:
+        call()
+    except grpc.RpcError as e:
+        details = e.details() or ""
+        if e.code() != code:
+            raise CheckFailed(f"{what}: expected {code.name}, got {e.code().name}: {details[:200]!r}")
+        if len(details.encode("utf-8")) > 1024 or needle not in details:
+            raise CheckFailed(f"{what}: message of {len(details)} characters lacks {needle!r}: {details[:200]!r}")
+        log(f"refused as expected: {what}: {e.code().name}: {details}")
+        return
+    raise CheckFailed(f"{what}: the hub accepted it")
+
+
+def check_refusals(channel, catalog, subs, catalog_pb2, common_pb2, subscription_pb2):
+    import grpc
+
+    huge = "9" * 1_000_000
+    expect_refusal(
+        "GetKommune with a 1 MB AGS",
+        lambda: catalog.GetKommune(catalog_pb2.GetKommuneRequest(ags=huge), timeout=10),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "1000000 characters",
+    )
+    expect_refusal(
+        "GetService with a 1 MB service id",
+        lambda: catalog.GetService(catalog_pb2.GetServiceRequest(id="x" * 1_000_000), timeout=10),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "1000000 characters",
+    )
+    expect_refusal(
+        "Subscribe with an unknown update policy",
+        lambda: subs.Subscribe(
+            subscription_pb2.SubscribeRequest(
+                target=common_pb2.SubscriptionTarget(service_id="wohngeld-nrw"), channel="stable", policy=77
+            ),
+            timeout=10,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "77",
+    )
+    # The largest cursor is ahead of any hub's log: the hub says so and how to recover.
+    expect_refusal(
+        "WatchEvents after the largest cursor",
+        lambda: list(subs.WatchEvents(subscription_pb2.WatchEventsRequest(after_seq=2**64 - 1), timeout=10)),
+        grpc.StatusCode.OUT_OF_RANGE,
+        "resync",
+    )
+
+
+def check_manifest_schema(channel, release):
+    """The manifest the hub serves matches docs/schemas/manifest.schema.json."""
+    import json
+
+    import jsonschema
+
+    release_pb2 = importlib.import_module("efa.v1.release_pb2")
+    release_grpc = importlib.import_module("efa.v1.release_pb2_grpc")
+    detail = release_grpc.ReleaseServiceStub(channel).GetRelease(
+        release_pb2.GetReleaseRequest(service_id=release.service_id, version=release.version), timeout=10
+    )
+    with open(os.path.join(REPO_ROOT, "docs", "schemas", "manifest.schema.json")) as f:
+        schema = json.load(f)
+    try:
+        jsonschema.Draft202012Validator(schema).validate(json.loads(detail.manifest))
+    except jsonschema.ValidationError as e:
+        raise CheckFailed(f"the served manifest does not match docs/schemas/manifest.schema.json: {e.message}")
+    log(f"manifest of {release.service_id} {release.version} matches docs/schemas/manifest.schema.json")
+
+
 def run(args):
     import grpc
 
@@ -159,6 +234,8 @@ def run(args):
             if info.target.service_id != args.service or info.policy != common_pb2.UPDATE_POLICY_MANUAL:
                 raise CheckFailed(f"Subscribe returned an unexpected subscription: {info}")
 
+            check_refusals(channel, catalog, subs, catalog_pb2, common_pb2, subscription_pb2)
+
             deadline = time.monotonic() + args.timeout
             stream = subs.WatchEvents(subscription_pb2.WatchEventsRequest(after_seq=0), timeout=args.timeout)
             try:
@@ -174,6 +251,7 @@ def run(args):
                         f"release_published: {r.service_id} {r.version} channel={r.channel} land={r.land_code} "
                         f"files={r.file_count} size={r.total_size} digest={r.content_digest} notes={r.release_notes!r}"
                     )
+                    check_manifest_schema(channel, r)
                     return
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -191,6 +269,7 @@ def main():
         import grpc  # noqa: F401
         import grpc_health  # noqa: F401
         import grpc_tools  # noqa: F401
+        import jsonschema  # noqa: F401
     except ImportError as e:
         print(f"FAIL: {e}; install tests/python/requirements.txt", file=sys.stderr)
         return 3

@@ -1,6 +1,8 @@
 //! A non-Rust client works: a Python grpcio client, generated from `proto/` with the stock
 //! `grpc_tools.protoc`, talks to a real hub over mTLS. This proves the API is plain gRPC.
 
+use efa_domain::model::release::UpdatePolicy;
+use efa_node::Handled;
 use efa_proto::v1 as pb;
 use efa_tests::*;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ fn repo_root() -> PathBuf {
 /// Whether `python3` with grpcio, grpcio-tools and grpcio-health-checking is available.
 async fn python_ready() -> Result<(), String> {
     let out = tokio::process::Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools, grpc_health"])
+        .args(["-c", "import grpc, grpc_tools, grpc_health, jsonschema"])
         .stdin(Stdio::null())
         .output()
         .await
@@ -26,7 +28,10 @@ async fn python_ready() -> Result<(), String> {
         Ok(())
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(format!("python3 lacks the gRPC packages ({})", stderr.trim().lines().last().unwrap_or("no output")))
+        Err(format!(
+            "python3 lacks the gRPC or jsonschema packages ({})",
+            stderr.trim().lines().last().unwrap_or("no output")
+        ))
     }
 }
 
@@ -85,4 +90,93 @@ async fn python_grpcio_client_lists_subscribes_and_receives_a_release() {
         .unwrap_or_else(|| panic!("no subscription to wohngeld-nrw for Dortmund: {subs:?}"));
     assert_eq!(sub.policy, pb::UpdatePolicy::Manual as i32);
     assert_eq!(sub.ags, DORTMUND);
+}
+
+/// A Land's own tooling, in Python only: it writes the manifest, signs it with the Land's
+/// key, registers that key, uploads the files (one of them chunked) and a signed snapshot,
+/// following docs/wire-formats.md. A Rust node then verifies and deploys the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_written_and_signed_in_python_is_deployed_by_a_node() {
+    let install = format!("python3 -m pip install -r {REQUIREMENTS}");
+    let ready = match python_ready().await {
+        Ok(()) => python_has("cryptography").await,
+        e => e,
+    };
+    if !efa_testkit::tools::check("python_publish", ready, &install) {
+        return;
+    }
+
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let bundle = w.standard_bundle("2.0.0");
+    // A file above the chunking threshold, so the Python manifest lists chunks.
+    let big: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(bundle.join("forms/anlage.bin"), &big).unwrap();
+
+    let tls = w.fed.client_tls(&land(NRW)).unwrap();
+    let key_file = w.fed.signing_key_file(&NRW.parse().unwrap()).unwrap();
+    let root = repo_root();
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.current_dir(&root)
+        .arg(root.join("tests/python/efa_publish.py"))
+        .arg("--addr")
+        .arg(w.fed.url())
+        .arg("--ca")
+        .arg(&tls.ca)
+        .arg("--cert")
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .arg("--signing-key")
+        .arg(&key_file)
+        .args(["--land", NRW, "--service", "wohngeld-nrw", "--version", "2.0.0", "--notes", "aus Python"])
+        .arg("--bundle")
+        .arg(&bundle)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the Python publisher finishes within 120 s")
+        .expect("python3 runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("--- python stdout\n{stdout}--- python stderr\n{stderr}---");
+    assert!(out.status.success(), "Python publisher failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+
+    // The hub holds the Python-signed key, release and snapshot.
+    let detail = ReleaseServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .get_release(pb::GetReleaseRequest { service_id: "wohngeld-nrw".into(), version: "2.0.0".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = detail.info.unwrap();
+    assert_eq!((info.file_count, info.release_notes.as_str()), (4, "aus Python"));
+    let manifest = String::from_utf8(detail.manifest).unwrap();
+    assert!(manifest.contains("\"chunks\""), "the large file is chunked:\n{manifest}");
+
+    // A node that pins NRW's key verifies, renders and deploys it.
+    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    node.register_subscriptions().await.unwrap();
+    let handled = node.reconcile().await.unwrap();
+    assert_eq!(handled, vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "2.0.0".into() }]);
+    let current = node.config().deploy_dir.join("wohngeld-nrw/current");
+    assert_eq!(std::fs::read(current.join("forms/anlage.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::read_to_string(current.join("config/payment.toml")).unwrap(),
+        "purpose = \"wohngeld-nrw 05913000\"\nfee_cents = 1250\n"
+    );
+}
+
+async fn python_has(module: &str) -> Result<(), String> {
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("python3 lacks {module}"))
+    }
 }

@@ -240,7 +240,9 @@ async fn not_found() -> Response {
 }
 
 fn service_id(s: &str) -> Result<ServiceId, PageError> {
-    s.parse().map_err(|_| PageError::new(StatusCode::NOT_FOUND, format!("Kein EfA-Dienst mit der ID {s:?}.")))
+    s.parse().map_err(|_| {
+        PageError::new(StatusCode::NOT_FOUND, format!("Kein EfA-Dienst mit der ID {}.", efa_domain::error::echo(s)))
+    })
 }
 
 fn land_code(s: &str) -> Result<Option<LandCode>, PageError> {

@@ -127,10 +127,10 @@ impl<'a> ContentReceiver<'a> {
         self.finish_complete_parts()?;
         if self.index < self.parts.len() {
             return Err(Status::invalid_argument(format!(
-                "bundle ended after {} of {} bytes declared by its manifest (file {:?} incomplete); nothing was stored",
+                "bundle ended after {} of {} bytes declared by its manifest (file {} incomplete); nothing was stored",
                 self.received,
                 self.manifest.total_size(),
-                self.manifest.files[self.parts[self.index].file].path.as_str()
+                efa_domain::error::echo(self.manifest.files[self.parts[self.index].file].path.as_str())
             )));
         }
         Ok(())
