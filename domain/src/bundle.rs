@@ -285,7 +285,19 @@ impl Manifest {
                 format!("format {} is not supported (expected {MANIFEST_FORMAT})", self.format),
             ));
         }
-        self.semver()?;
+        let version = self.semver()?;
+        if !version.build.is_empty() {
+            // Build metadata does not count in semver precedence: 1.0.0 and 1.0.0+x would be
+            // two releases no one can tell apart by version.
+            return Err(Error::invalid(
+                "version",
+                format!(
+                    "{} has build metadata (+{}); publish a version without it",
+                    echo(&self.version),
+                    version.build
+                ),
+            ));
+        }
         if self.files.is_empty() {
             return Err(Error::invalid("bundle", "is empty: a release needs at least one file"));
         }

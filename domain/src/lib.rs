@@ -19,6 +19,7 @@ pub mod model;
 pub mod params;
 pub mod signing;
 pub mod snapshot;
+pub mod text;
 pub mod trust;
 
 pub use error::{Error, ErrorKind, Result};

@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 
 /// Default length limit for text-like parameters without their own.
 pub const DEFAULT_MAX_LEN: usize = 500;
+/// Most parameters one service may declare.
+pub const MAX_PARAMETERS: usize = 64;
+/// Longest description of a parameter, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
+/// Largest `max_length` a parameter may declare, in characters.
+pub const MAX_VALUE_LEN: usize = 10_000;
 
 /// What kind of value a parameter takes; decides how a Kommune's value is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,8 +122,21 @@ impl ParamValue {
 
 /// Checks a parameter schema itself (done when a Land registers a service).
 pub fn validate_schema(specs: &[ParameterSpec]) -> Result<()> {
+    if specs.len() > MAX_PARAMETERS {
+        return Err(Error::invalid(
+            "parameter schema",
+            format!("has {} parameters, more than the limit of {MAX_PARAMETERS}", specs.len()),
+        ));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for s in specs {
+        crate::text::check("parameter description", &s.description, MAX_DESCRIPTION_CHARS, crate::text::Lines::Multi)?;
+        if s.max_length as usize > MAX_VALUE_LEN {
+            return Err(Error::invalid(
+                "parameter max_length",
+                format!("{} of {} is more than the limit of {MAX_VALUE_LEN}", s.max_length, echo(&s.name)),
+            ));
+        }
         let ok_name = !s.name.is_empty()
             && s.name.len() <= 64
             && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

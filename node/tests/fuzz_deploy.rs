@@ -212,8 +212,8 @@ struct DeployCase {
     keep: usize,
 }
 
-const VERSIONS: &[&str] = &["1.0.0", "2.0.0-rc.1", "0.9.0", " 1.0.0", "1.0.0+build.7"];
-const BAD_VERSIONS: &[&str] = &["1.0", "../1.0.0", "1.0.0/../../x", "", "current", ".staging-1.0.0"];
+const VERSIONS: &[&str] = &["1.0.0", "2.0.0-rc.1", "0.9.0", " 1.0.0"];
+const BAD_VERSIONS: &[&str] = &["1.0", "../1.0.0", "1.0.0/../../x", "", "current", ".staging-1.0.0", "1.0.0+build.7"];
 
 /// Health commands and whether they succeed in a deployed version dir.
 const HEALTH: &[(&str, bool)] = &[("true", true), ("exit 1", false), ("test -f .efa/release.json", true)];

@@ -5,6 +5,7 @@ mod dashboard;
 mod downloads;
 mod events;
 mod flow;
+mod hostile;
 mod observability;
 mod publish;
 mod python_client;

@@ -124,14 +124,7 @@ impl Rating {
             }
             seen.push(*c);
         }
-        let n = self.comment.chars().count();
-        if n > MAX_COMMENT_CHARS {
-            return Err(Error::invalid(
-                "comment",
-                format!("is {n} characters, more than the limit of {MAX_COMMENT_CHARS}"),
-            ));
-        }
-        Ok(())
+        crate::text::check("comment", &self.comment, MAX_COMMENT_CHARS, crate::text::Lines::Multi)
     }
 }
 

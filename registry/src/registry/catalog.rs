@@ -1,20 +1,23 @@
 //! Services, releases, yanks and Land snapshots.
 
-use super::{check_len, Registry, MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS, MAX_TITLE_CHARS};
+use super::{Registry, MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS, MAX_TITLE_CHARS};
 use crate::error::{Error, Result};
 use efa_domain::authz::{acting_land, Identity};
 use efa_domain::bundle::Manifest;
 use efa_domain::error::echo;
 use efa_domain::model::catalog::{CatalogEntry, NewService, Service, SigningKeys};
-use efa_domain::signing::{verify_any, VerifyingKey};
-
-/// Release signing keys a Land may register at once (rotation needs two or three).
-const MAX_SIGNING_KEYS: usize = 16;
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{parse_version, Channel, LandCode, ServiceId};
 use efa_domain::model::release::{Release, Yank};
 use efa_domain::params::validate_schema;
+use efa_domain::signing::{verify_any, VerifyingKey};
 use efa_domain::snapshot::Snapshot;
+use efa_domain::text::{self, Lines};
+
+/// Release signing keys a Land may register at once (rotation needs two or three).
+const MAX_SIGNING_KEYS: usize = 16;
+/// How far a snapshot's issue time may lie ahead of the hub's clock (clocks drift).
+const MAX_CLOCK_AHEAD_MS: i64 = 10 * 60 * 1000;
 
 /// A release header the registry has checked: a valid manifest for a service of the
 /// publishing Land, at a version that did not exist when checked. Content may now be
@@ -67,8 +70,8 @@ impl Registry {
         if new.title.trim().is_empty() {
             return Err(Error::invalid("title", "must not be empty"));
         }
-        check_len("title", &new.title, MAX_TITLE_CHARS)?;
-        check_len("description", &new.description, MAX_DESCRIPTION_CHARS)?;
+        text::check("title", &new.title, MAX_TITLE_CHARS, Lines::Single)?;
+        text::check("description", &new.description, MAX_DESCRIPTION_CHARS, Lines::Multi)?;
         validate_schema(&new.parameters)?;
         let service = Service {
             registered_at_ms: existing.as_ref().map(|e| e.registered_at_ms).unwrap_or_else(efa_domain::now_ms),
@@ -121,7 +124,14 @@ impl Registry {
     }
 
     /// Services with their published versions, filtered as [`services`](Self::services).
+    /// An unknown Land or Themenfeld is refused, not answered with an empty list.
     pub fn catalog(&self, land: Option<&LandCode>, themenfeld: Option<&str>) -> Result<Vec<CatalogEntry>> {
+        if let Some(land) = land {
+            self.land(land)?;
+        }
+        if let Some(t) = themenfeld {
+            self.check_themenfeld(t)?;
+        }
         self.services(land, themenfeld)?
             .into_iter()
             .map(|service| {
@@ -159,7 +169,7 @@ impl Registry {
 
     /// Records a checked release whose content the caller has stored and verified.
     pub fn commit_release(&self, checked: CheckedRelease, release_notes: String) -> Result<(Release, Event)> {
-        check_len("release notes", &release_notes, MAX_DESCRIPTION_CHARS)?;
+        text::check("release notes", &release_notes, MAX_DESCRIPTION_CHARS, Lines::Multi)?;
         let CheckedRelease { land, manifest, version, manifest_bytes, signature } = checked;
         let release = Release {
             service_id: manifest.service_id.clone(),
@@ -202,7 +212,7 @@ impl Registry {
         if reason.trim().is_empty() {
             return Err(Error::invalid("reason", "a yank needs a reason Kommunen can read"));
         }
-        check_len("reason", reason, MAX_REASON_CHARS)?;
+        text::check("reason", reason, MAX_REASON_CHARS, Lines::Multi)?;
         let v = parse_version(version)?;
         let (service, yank) = (service.clone(), Yank { reason: reason.to_string(), at_ms: efa_domain::now_ms() });
         self.commits.write(move |s| s.yank_release(&service, &v, yank))
@@ -224,6 +234,19 @@ impl Registry {
             return Err(Error::invalid("signature", "must be a 64-byte Ed25519 signature over the snapshot"));
         }
         self.check_signature(&land, "snapshot", &bytes, &signature)?;
+        // A snapshot from the future would lock the Land out: every later, honest one would
+        // be refused as older. Allow for clocks a little apart.
+        let now = efa_domain::now_ms();
+        if snapshot.issued_at_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS) {
+            return Err(Error::invalid(
+                "snapshot",
+                format!(
+                    "is issued at {} ms, more than {} minutes after the hub's clock ({now} ms); check the publisher's clock",
+                    snapshot.issued_at_ms,
+                    MAX_CLOCK_AHEAD_MS / 60_000
+                ),
+            ));
+        }
         for (service, channels) in &snapshot.latest {
             acting_land(who, Some(&self.service(service)?.land))?;
             for version in channels.values() {

@@ -1,14 +1,14 @@
 //! What Kommunen write: subscriptions, adoption reports and ratings.
 
-use super::{check_len, Registry, MAX_REASON_CHARS};
+use super::{Registry, MAX_REASON_CHARS};
 use crate::error::{Error, Result};
-use efa_domain::error::echo;
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionReport};
 use efa_domain::model::event::Event;
 use efa_domain::model::ids::{Ags, Channel};
 use efa_domain::model::rating::{NewRating, Rating};
 use efa_domain::model::release::UpdatePolicy;
 use efa_domain::model::subscription::{Subscription, SubscriptionTarget};
+use efa_domain::text::{self, Lines};
 use std::future::Future;
 
 impl Registry {
@@ -26,14 +26,7 @@ impl Registry {
             SubscriptionTarget::Service(id) => {
                 self.service(id)?;
             }
-            SubscriptionTarget::Themenfeld(t) => {
-                if !self.themenfelder()?.contains(t) {
-                    return Err(Error::invalid(
-                        "Themenfeld",
-                        format!("{} is not a Themenfeld of the OZG catalogue", echo(t)),
-                    ));
-                }
-            }
+            SubscriptionTarget::Themenfeld(t) => self.check_themenfeld(t)?,
         }
         let sub = Subscription { ags: ags.clone(), target, channel, policy, since_ms: efa_domain::now_ms() };
         self.commits.write(move |s| Ok((s.put_subscription(&sub)?, sub))).map(|(event, sub)| (sub, event))
@@ -82,7 +75,7 @@ impl Registry {
         if state.needs_reason() && reason.trim().is_empty() {
             return Err(Error::invalid("reason", format!("state {state} must say why")));
         }
-        check_len("reason", &reason, MAX_REASON_CHARS)?;
+        text::check("reason", &reason, MAX_REASON_CHARS, Lines::Multi)?;
         Ok(AdoptionEntry { ags: ags.clone(), service_id, version, state, reason, at_ms: efa_domain::now_ms() })
     }
 

@@ -39,14 +39,6 @@ pub struct Registry {
     themenfelder: OnceLock<BTreeSet<String>>,
 }
 
-fn check_len(field: &'static str, s: &str, max: usize) -> Result<()> {
-    let n = s.chars().count();
-    if n > max {
-        return Err(Error::invalid(field, format!("is {n} characters, more than the limit of {max}")));
-    }
-    Ok(())
-}
-
 impl Registry {
     /// A registry on `store` with the default bundle limits.
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -88,6 +80,18 @@ impl Registry {
         }
         let set = import::bundled_ozg()?.into_iter().map(|o| o.themenfeld).collect();
         Ok(self.themenfelder.get_or_init(|| set))
+    }
+
+    /// Refuses a Themenfeld that is not in the OZG catalogue: a typo in a filter or a
+    /// subscription would otherwise silently match nothing.
+    fn check_themenfeld(&self, t: &str) -> Result<()> {
+        if self.themenfelder()?.contains(t) {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "Themenfeld",
+            format!("{} is not a Themenfeld of the OZG catalogue", efa_domain::error::echo(t)),
+        ))
     }
 
     // ---------------------------------------------------------------- events

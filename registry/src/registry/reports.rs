@@ -70,6 +70,9 @@ impl Registry {
     /// Kreis where it is adopted (or every Kreis of `land`, when given).
     pub fn coverage(&self, who: &Identity, service: &ServiceId, land: Option<&LandCode>) -> Result<Vec<CoverageRow>> {
         self.authorize_adoption(who, service)?;
+        if let Some(land) = land {
+            self.land(land)?;
+        }
         let register = self.register()?;
         let mut per_land: BTreeMap<String, u32> = BTreeMap::new();
         let mut per_kreis: BTreeMap<String, u32> = BTreeMap::new();
@@ -135,6 +138,9 @@ impl Registry {
             (None, None, _) => None,
         };
         authorize(who, Action::ReadFeedback { owner: owner.as_ref() })?;
+        if let Some(land) = land {
+            self.land(land)?;
+        }
         let services: Vec<Service> = match service {
             Some(id) => vec![self.service(id)?],
             None => self.services(owner.as_ref(), None)?,
