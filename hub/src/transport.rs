@@ -15,7 +15,7 @@ use crate::server::{HubError, ServerTls};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +35,11 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in flight; more connections wait in the accept queue.
 const MAX_HANDSHAKES: usize = 512;
+/// Handshakes in flight from one IP address. A client that opens connections and never
+/// finishes the handshake holds a slot for [`HANDSHAKE_TIMEOUT`]; without this bound one
+/// address could hold all of them and lock every Kommune out. Honest handshakes take
+/// milliseconds, so even an IT service provider's NAT for many Kommunen stays far below it.
+const MAX_HANDSHAKES_PER_IP: usize = 32;
 /// How often the CRL file is looked at.
 pub const CRL_POLL: Duration = Duration::from_secs(2);
 
@@ -315,6 +320,7 @@ pub fn incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let per_ip = PerIp::default();
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -332,10 +338,13 @@ pub fn incoming(
                     }
                 },
             };
+            let Some(per_ip) = per_ip.enter(remote.ip()) else {
+                continue; // dropping `tcp` closes it; the slot is free again
+            };
             let _ = tcp.set_nodelay(true);
             let (tls, tx) = (tls.clone(), tx.clone());
             tokio::spawn(async move {
-                let _permit = permit;
+                let _permit = (permit, per_ip);
                 if let Some(stream) = tls.handshake(tcp, remote).await {
                     let _ = tx.send(Ok(stream)).await;
                 }
@@ -343,6 +352,52 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Handshakes in flight per IP address.
+#[derive(Clone, Default)]
+struct PerIp(Arc<Mutex<HashMap<IpAddr, PerIpCount>>>);
+
+#[derive(Default)]
+struct PerIpCount {
+    in_flight: usize,
+    /// Whether a refusal was logged since the address last had no handshake in flight:
+    /// one line per burst, not one per dropped connection.
+    logged: bool,
+}
+
+impl PerIp {
+    fn enter(&self, ip: IpAddr) -> Option<PerIpSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map.entry(ip).or_default();
+        if count.in_flight >= MAX_HANDSHAKES_PER_IP {
+            if !count.logged {
+                count.logged = true;
+                tracing::warn!(peer = %ip, limit = MAX_HANDSHAKES_PER_IP, "TLS handshakes refused: too many unfinished from this address");
+            }
+            return None;
+        }
+        count.in_flight += 1;
+        Some(PerIpSlot { ip, map: self.clone() })
+    }
+}
+
+/// One handshake in flight; leaving frees it.
+struct PerIpSlot {
+    ip: IpAddr,
+    map: PerIp,
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut map = self.map.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            count.in_flight -= 1;
+            if count.in_flight == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Rereads the CRL every [`CRL_POLL`] until `shutdown`.

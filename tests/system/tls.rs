@@ -164,3 +164,34 @@ async fn doctor_says_in_words_what_is_wrong_with_a_certificate() {
     let missing = ClientTlsFiles { cert: pki.join("nope.pem"), ..good };
     assert!(fails(&missing)[0].contains("cannot be read"));
 }
+
+/// Connections that never finish their TLS handshake each hold a slot for the handshake
+/// timeout (10 s). From one address they get at most 32 slots, so a flood of 700 from
+/// 127.0.0.2 leaves a Kommune at 127.0.0.1 served at once instead of after the flood's
+/// handshakes time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_handshakes_from_one_address_do_not_lock_others_out() {
+    let w = World::new().await;
+    let hub: std::net::SocketAddr = w.fed.url().trim_start_matches("https://").parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..700 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        // Beyond the per-address bound the hub closes at once; connecting still succeeds.
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), socket.connect(hub)).await {
+            idle.push(s);
+        }
+    }
+    // More than the hub's 512 handshake slots and the kernel's accept queue together: the
+    // hub keeps accepting because it closes the excess at once.
+    assert_eq!(idle.len(), 700, "the hub stopped accepting during the flood");
+    let whoami = tokio::time::timeout(Duration::from_secs(5), async {
+        CatalogServiceClient::new(w.channel(&kommune(DORTMUND)).await).who_am_i(pb::WhoAmIRequest {}).await
+    })
+    .await
+    .expect("a Kommune at another address is served while the flood's handshakes are pending")
+    .unwrap()
+    .into_inner();
+    assert_eq!(whoami.key, DORTMUND);
+    drop(idle);
+}
