@@ -10,7 +10,7 @@ use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use efa_cli::publish::{publish_dir, PublishSpec};
 use efa_cli::reports;
-use efa_cli::table::{Format, Table};
+use efa_cli::table::{render, Cell, Output, Table};
 use efa_domain::authz::Identity;
 use efa_domain::model::rating::{Criterion, NewRating};
 use efa_domain::model::release::UpdatePolicy;
@@ -410,6 +410,7 @@ async fn run() -> Result<()> {
 
     section("Operator report");
     let mut overview = Table::new(
+        "overview",
         "Adoption of NRW's EfA services",
         &["service", "deployed", "versions running", "rejected", "rolled back", "ratings", "avg ★"],
     );
@@ -438,37 +439,44 @@ async fn run() -> Result<()> {
         totals.0 += deployed;
         totals.1 += rejected;
         overview.push(vec![
-            id.into(),
-            deployed.to_string(),
-            versions.iter().map(|(v, n)| format!("{v}×{n}")).collect::<Vec<_>>().join(" "),
-            rejected.to_string(),
-            rolled.to_string(),
-            summary.count.to_string(),
-            if summary.count == 0 { "-".into() } else { format!("{:.1}", summary.average_stars) },
+            (*id).into(),
+            deployed.into(),
+            versions.iter().map(|(v, n)| format!("{v}×{n}")).collect::<Vec<_>>().join(" ").into(),
+            rejected.into(),
+            rolled.into(),
+            summary.count.into(),
+            if summary.count == 0 { Cell::none() } else { Cell::float(summary.average_stars, 1) },
         ]);
     }
-    print!("{}", overview.render(Format::Table));
+    let text = |t: &Table| render(&[t], &Output::default()).unwrap_or_default();
+    print!("{}", text(&overview));
     let (current, history) = reports::kommune(operator.clone(), "05913000").await?;
-    print!("{}", current.render(Format::Table));
-    print!("{}", history.render(Format::Table));
-    print!("{}", reports::adopters(operator.clone(), "wohngeld-nrw").await?.render(Format::Table));
-    print!("{}", reports::coverage(operator.clone(), "wohngeld-nrw", "", true).await?.render(Format::Table));
-    print!("{}", reports::ratings(operator.clone(), "wohngeld-nrw").await?.render(Format::Table));
+    print!("{}", text(&current));
+    print!("{}", text(&history));
+    print!("{}", text(&reports::adopters(operator.clone(), "wohngeld-nrw").await?));
+    print!("{}", text(&reports::coverage(operator.clone(), "wohngeld-nrw", "", true).await?));
+    print!("{}", text(&reports::ratings(operator.clone(), "wohngeld-nrw").await?));
     let nrw_view = fed.channel(&Identity::Land(NRW.parse()?)).await?;
     let (comments, rejections) = reports::feedback(nrw_view, "", "").await?;
-    print!("{}", rejections.render(Format::Table));
-    print!("{}", comments.render(Format::Table));
+    print!("{}", text(&rejections));
+    print!("{}", text(&comments));
 
     // The report must say what the story did.
     let (dortmund_now, _) = reports::kommune(operator.clone(), "05913000").await?;
-    let states: Vec<&str> = dortmund_now.rows.iter().map(|r| r[1].as_str()).collect();
+    // Columns: service, running, last report, for version, since, reason.
+    let states: Vec<&str> = dortmund_now.rows.iter().map(|r| r[2].as_text()).collect();
     ensure!(states.iter().filter(|s| **s == "deployed").count() == 4, "Dortmund should run 4 services: {states:?}");
     ensure!(states.iter().filter(|s| **s == "rejected").count() == 4, "Dortmund should have rejected 4: {states:?}");
     ensure!(rejections.rows.len() == 4, "NRW should see Dortmund's 4 rejections");
     ensure!(totals.1 == 4, "4 rejections in total");
     let wohngeld = reports::adopters(operator.clone(), "wohngeld-nrw").await?;
-    let bielefeld = wohngeld.rows.iter().find(|r| r[0] == "05711000").context("Bielefeld adopted Wohngeld")?;
-    ensure!(bielefeld[2] == "rolled back" && bielefeld[4] == "1.0.0", "Bielefeld rolled back to 1.0.0: {bielefeld:?}");
+    // Columns: ags, kommune, running, last report, for version, since, reason.
+    let bielefeld =
+        wohngeld.rows.iter().find(|r| r[0].as_text() == "05711000").context("Bielefeld adopted Wohngeld")?;
+    ensure!(
+        bielefeld[3].as_text() == "rolled back" && bielefeld[2].as_text() == "1.0.0",
+        "Bielefeld rolled back to 1.0.0: {bielefeld:?}"
+    );
     println!("\n✔ The report matches the scenario: Dortmund runs 4 and rejected 4 services, {} deployments in total, Bielefeld rolled back to 1.0.0.", totals.0);
 
     if args.serve {
@@ -482,7 +490,7 @@ async fn run() -> Result<()> {
             pki.display(),
             pki.display()
         );
-        println!("  cargo run -q -p efa-hub --bin efa -- report adopters wohngeld-nrw");
+        println!("  cargo run -q -p efa-cli --bin efa -- report adopters wohngeld-nrw");
         if let Some(url) = fed.dashboard_url() {
             let token = efa_hub::dashboard::tokens::issue(&fed.hub_data_dir(), "demo")?;
             println!("Operator dashboard: {url}?token={token}");

@@ -1,7 +1,7 @@
 //! Operator and publisher reports, fetched over gRPC and shaped as [`Table`]s. The `efa`
 //! CLI and the demo print these.
 
-use crate::table::{timestamp, Table};
+use crate::table::{time_cell, Cell, Table};
 use efa_domain::model::adoption::AdoptionState;
 use efa_domain::model::rating::Criterion;
 use efa_proto::convert::WireEnum;
@@ -19,53 +19,65 @@ pub fn criterion_label(c: i32) -> &'static str {
     Criterion::from_wire(c).map(|c| c.label()).unwrap_or("?")
 }
 
-/// Every Kommune with a ledger entry for the service: its latest state and running version.
+/// Every Kommune with a ledger entry for the service: what it runs, and its latest decision
+/// (a Kommune may run 1.0.1 and have rejected 1.0.2).
 pub async fn adopters(ch: Channel, service_id: &str) -> Result<Table, tonic::Status> {
     let resp = ReportServiceClient::new(ch)
         .service_adopters(pb::ServiceAdoptersRequest { service_id: service_id.into() })
         .await?
         .into_inner();
     let mut t = Table::new(
+        "adopters",
         format!("Adopters of {service_id}"),
-        &["ags", "kommune", "state", "version", "running", "since", "reason"],
+        &["ags", "kommune", "running", "last report", "for version", "since", "reason"],
     );
     for a in resp.adopters {
         t.push(vec![
-            a.ags,
-            a.kommune_name,
-            state_label(a.state),
-            a.version,
-            a.running_version,
-            timestamp(a.at_ms),
-            a.reason,
+            a.ags.into(),
+            a.kommune_name.into(),
+            Cell::opt(a.running_version),
+            state_label(a.state).into(),
+            Cell::opt(a.version),
+            time_cell(a.at_ms),
+            Cell::opt(a.reason),
         ]);
     }
     Ok(t)
 }
 
-/// A Kommune's services now, and its full adoption history (in that order).
+/// A Kommune's services now (`current`), and its full adoption history (`history`).
 pub async fn kommune(ch: Channel, ags: &str) -> Result<(Table, Table), tonic::Status> {
     let resp =
         ReportServiceClient::new(ch).kommune_history(pb::KommuneHistoryRequest { ags: ags.into() }).await?.into_inner();
     let k = resp.kommune.unwrap_or_default();
     let mut current = Table::new(
+        "current",
         format!("{} (AGS {}, Kreis {}, {}): services now", k.name, k.ags, k.kreis_name, k.land_name),
-        &["service", "state", "version", "running", "since", "reason"],
+        &["service", "running", "last report", "for version", "since", "reason"],
     );
     for c in resp.current {
         current.push(vec![
-            c.service_id,
-            state_label(c.state),
-            c.version,
-            c.running_version,
-            timestamp(c.at_ms),
-            c.reason,
+            c.service_id.into(),
+            Cell::opt(c.running_version),
+            state_label(c.state).into(),
+            Cell::opt(c.version),
+            time_cell(c.at_ms),
+            Cell::opt(c.reason),
         ]);
     }
-    let mut history =
-        Table::new(format!("{}: adoption history", k.name), &["at", "service", "state", "version", "reason"]);
+    let mut history = Table::new(
+        "history",
+        format!("{}: adoption history", k.name),
+        &["at", "service", "state", "version", "reason"],
+    );
     for h in resp.history {
-        history.push(vec![timestamp(h.at_ms), h.service_id, state_label(h.state), h.version, h.reason]);
+        history.push(vec![
+            time_cell(h.at_ms),
+            h.service_id.into(),
+            state_label(h.state).into(),
+            Cell::opt(h.version),
+            Cell::opt(h.reason),
+        ]);
     }
     Ok((current, history))
 }
@@ -77,38 +89,63 @@ pub async fn coverage(ch: Channel, service_id: &str, land: &str, only_adopted: b
         .coverage(pb::CoverageRequest { service_id: service_id.into(), land_code: land.into() })
         .await?
         .into_inner();
-    let mut t =
-        Table::new(format!("Coverage of {service_id}"), &["level", "code", "name", "adopted", "gemeinden", "coverage"]);
+    let mut t = Table::new(
+        "coverage",
+        format!("Coverage of {service_id}"),
+        &["level", "code", "name", "adopted", "gemeinden", "coverage %"],
+    );
     for r in resp.rows {
         if only_adopted && r.adopted == 0 {
             continue;
         }
         let pct = if r.total == 0 { 0.0 } else { 100.0 * f64::from(r.adopted) / f64::from(r.total) };
-        t.push(vec![r.level, r.code, r.name, r.adopted.to_string(), r.total.to_string(), format!("{pct:.1} %")]);
+        t.push(vec![
+            r.level.into(),
+            r.code.into(),
+            r.name.into(),
+            r.adopted.into(),
+            r.total.into(),
+            Cell::float(pct, 1),
+        ]);
     }
     Ok(t)
 }
 
-/// Rating aggregates of the service: overall first, then one row per version.
+/// Rating aggregates of the service: overall first (`version` null), then one row per version.
 pub async fn ratings(ch: Channel, service_id: &str) -> Result<Table, tonic::Status> {
     let resp = ReportServiceClient::new(ch)
         .rating_summary(pb::RatingSummaryRequest { service_id: service_id.into() })
         .await?
         .into_inner();
-    let mut t =
-        Table::new(format!("Ratings of {service_id}"), &["version", "ratings", "avg stars", "1-5 stars", "criteria"]);
+    let mut t = Table::new(
+        "ratings",
+        format!("Ratings of {service_id}"),
+        &["version", "ratings", "avg stars", "stars 1-5", "criteria"],
+    );
     let row = |a: &pb::RatingAggregate| {
-        vec![
-            if a.version.is_empty() { "all".to_string() } else { a.version.clone() },
-            a.count.to_string(),
-            format!("{:.2}", a.average_stars),
+        let version = if a.version.is_empty() {
+            Cell::with_value("all", serde_json::Value::Null)
+        } else {
+            a.version.clone().into()
+        };
+        let histogram = Cell::with_value(
             a.histogram.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/"),
+            serde_json::json!(a.histogram),
+        );
+        let criteria = Cell::with_value(
             a.criteria
                 .iter()
                 .map(|c| format!("{} {:.1}", criterion_label(c.criterion), c.average))
                 .collect::<Vec<_>>()
                 .join(", "),
-        ]
+            serde_json::Value::Object(
+                a.criteria
+                    .iter()
+                    .map(|c| (criterion_label(c.criterion).to_string(), serde_json::json!(c.average)))
+                    .collect(),
+            ),
+        );
+        vec![version, a.count.into(), Cell::float(a.average_stars, 2), histogram, criteria]
     };
     if let Some(o) = &resp.overall {
         t.push(row(o));
@@ -119,26 +156,36 @@ pub async fn ratings(ch: Channel, service_id: &str) -> Result<Table, tonic::Stat
     Ok(t)
 }
 
-/// Ratings with comments and rejection reasons (in that order), for one service or, with
-/// `service_id` empty, the services of `land` (empty: the caller's own, or all for operators).
+/// Ratings with comments (`ratings`) and rejection reasons (`rejections`), for one service
+/// or, with `service_id` empty, the services of `land` (empty: the caller's own, or all for
+/// operators).
 pub async fn feedback(ch: Channel, service_id: &str, land: &str) -> Result<(Table, Table), tonic::Status> {
     let resp = ReportServiceClient::new(ch)
         .feedback(pb::FeedbackRequest { service_id: service_id.into(), land_code: land.into() })
         .await?
         .into_inner();
-    let mut ratings = Table::new("Feedback: ratings", &["service", "version", "kommune", "stars", "comment"]);
+    let mut ratings =
+        Table::new("ratings", "Feedback: ratings", &["service", "version", "ags", "kommune", "stars", "comment"]);
     for r in resp.ratings {
         ratings.push(vec![
-            r.service_id,
-            r.version,
-            format!("{} ({})", r.kommune_name, r.ags),
-            r.stars.to_string(),
-            r.comment,
+            r.service_id.into(),
+            r.version.into(),
+            r.ags.into(),
+            r.kommune_name.into(),
+            r.stars.into(),
+            Cell::opt(r.comment),
         ]);
     }
-    let mut rejections = Table::new("Feedback: rejections", &["service", "version", "kommune", "reason"]);
+    let mut rejections =
+        Table::new("rejections", "Feedback: rejections", &["service", "version", "ags", "kommune", "reason"]);
     for r in resp.rejections {
-        rejections.push(vec![r.service_id, r.version, format!("{} ({})", r.kommune_name, r.ags), r.reason]);
+        rejections.push(vec![
+            r.service_id.into(),
+            Cell::opt(r.version),
+            r.ags.into(),
+            r.kommune_name.into(),
+            r.reason.into(),
+        ]);
     }
     Ok((ratings, rejections))
 }

@@ -29,6 +29,34 @@ pub fn check(field: &'static str, s: &str, max_chars: usize, lines: Lines) -> Re
     Ok(())
 }
 
+/// The candidate closest to `word` by edit distance, if it is close enough to be a typo of
+/// it (at most a third of its length, and at least one edit): for "did you mean" hints.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let budget = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= budget)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// The explicit embedding, override and isolate controls (Unicode TR9), used to make text
 /// display in an order other than the one it is stored in.
 fn is_bidi_control(c: char) -> bool {
@@ -52,5 +80,14 @@ mod tests {
         let e = check("title", &"x".repeat(201), 200, Lines::Single).unwrap_err().to_string();
         assert!(e.contains("201 characters, more than the limit of 200"), "{e}");
         assert!(check("title", &"ä".repeat(200), 200, Lines::Single).is_ok(), "characters, not bytes");
+    }
+
+    #[test]
+    fn closest_suggests_typos_only() {
+        let ids = ["wohngeld-nrw", "gewerbe-nrw", "elfe-hb"];
+        assert_eq!(closest("wohngeld-nwr", ids), Some("wohngeld-nrw"));
+        assert_eq!(closest("gewerbe", ids), None, "too far to be a typo");
+        assert_eq!(closest("xyz", ids), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

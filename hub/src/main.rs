@@ -310,7 +310,14 @@ async fn run() -> Result<()> {
             Ok(())
         }
         Command::Token(TokenCommand::List { data_dir }) => {
-            for t in tokens::list(&data_dir)? {
+            let list = tokens::list(&data_dir)?;
+            if list.is_empty() {
+                println!(
+                    "no operator tokens in {} (issue one: efa-hub token issue --operator NAME)",
+                    data_dir.display()
+                );
+            }
+            for t in list {
                 println!(
                     "{}\t{}\tsha256:{}…",
                     t.operator,

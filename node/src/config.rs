@@ -46,6 +46,9 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
+    /// The file it was read from, for messages that point at it (not a key in the file).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// This Kommune; the hub knows it by the AGS in its client certificate.
     pub ags: Ags,
     /// The hub's URL, `https://host:port`.
@@ -149,6 +152,7 @@ impl NodeConfig {
         deploy_dir: impl Into<PathBuf>,
     ) -> Self {
         NodeConfig {
+            source: None,
             ags,
             hub: hub.into(),
             state_dir: state_dir.into(),
@@ -202,10 +206,16 @@ impl NodeConfig {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| NodeError::io(path, e))?;
-        let config: NodeConfig = toml::from_str(&text)
-            .map_err(|e| NodeError::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        let mut config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| NodeError::Config { path: path.to_path_buf(), message: with_hint(&text, e.to_string()) })?;
         config.validate().map_err(|message| NodeError::Config { path: path.to_path_buf(), message })?;
+        config.source = Some(path.to_path_buf());
         Ok(config)
+    }
+
+    /// Where messages say the config is: its file, or "the node config".
+    pub fn describe_source(&self) -> String {
+        self.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the node config".into())
     }
 
     /// Checks what serde cannot: one target per subscription, parseable trusted keys.
@@ -262,9 +272,35 @@ impl NodeConfig {
     }
 }
 
+/// A TOML error with a hint for the mistake people make most: an AGS, Land code or OZG-ID
+/// written as a number (`ags = 05913000`). They are codes with leading zeros and must be
+/// quoted; TOML only says "expected newline".
+fn with_hint(text: &str, message: String) -> String {
+    let unquoted = text.lines().find_map(|l| {
+        let (key, value) = l.split_once('=')?;
+        let (key, value) = (key.trim(), value.trim());
+        (value.starts_with(|c: char| c.is_ascii_digit()) && matches!(key, "ags" | "land" | "ozg_id")).then_some(key)
+    });
+    match unquoted {
+        Some(key) => format!(
+            "{message}\nhint: write `{key}` in quotes, e.g. {key} = \"05913000\": it is a code with leading zeros, not a number"
+        ),
+        None => message,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unquoted_ags_gets_a_hint_to_quote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("efa-node.toml");
+        std::fs::write(&path, "ags = 05913000\nhub = \"https://127.0.0.1:50051\"\n").unwrap();
+        let err = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("hint: write `ags` in quotes, e.g. ags = \"05913000\""), "{err}");
+    }
 
     #[test]
     fn parses_the_documented_example_and_names_bad_keys() {

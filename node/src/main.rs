@@ -24,7 +24,7 @@ const EXIT_DEPLOY_FAILED: u8 = 3;
     name = "efa-node",
     version,
     about = "EfA node: subscribe to, verify, deploy and rate EfA services for a Kommune",
-    after_help = "Exit status: 0 done as printed; 1 failed; 2 usage error; 3 sync finished but a deployment failed."
+    after_help = "Exit status: 0 done as printed; 1 failed (the message says why; nothing was recorded); 2 usage error; 3 sync finished but a deployment failed or was rolled back."
 )]
 struct Cli {
     /// Node config (TOML); see the efa_node::config docs for every key.
@@ -74,8 +74,18 @@ enum Command {
         #[arg(long, default_value = "")]
         comment: String,
     },
-    /// Explicitly switch back to an installed older version (operator-local rollback).
+    /// Switch back to an installed older version by hand and hold it: newer releases then
+    /// wait for approval until `approve` or `unhold`.
     Rollback { service: String, version: String },
+    /// Keep the running version: newer releases wait for approval until `approve` or `unhold`.
+    Hold {
+        service: String,
+        /// Why (shown in `status`).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a hold: the next sync applies the subscription's policy again.
+    Unhold { service: String },
     /// Stop serving a service and report it retired.
     Retire {
         service: String,
@@ -120,9 +130,16 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
             .services
             .iter()
             .map(|s| {
+                let yanked: serde_json::Map<String, serde_json::Value> =
+                    s.yanked.iter().map(|(v, r)| (v.clone(), r.clone().into())).collect();
+                let hold = s
+                    .hold
+                    .as_ref()
+                    .map(|h| serde_json::json!({"version": h.version, "reason": h.reason, "since_ms": h.since_ms}));
                 serde_json::json!({
                     "service": s.service, "running": s.running, "installed": s.installed,
-                    "pending": s.pending, "rejected": s.rejected, "yanked": s.yanked, "last_error": s.last_error,
+                    "pending": s.pending, "rejected": s.rejected, "yanked": yanked, "held": hold,
+                    "last_error": s.last_error,
                 })
             })
             .collect();
@@ -144,11 +161,12 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
     );
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["service", "running", "installed", "awaiting approval", "rejected", "yanked", "last error"]);
+    t.set_header(["service", "running", "held", "installed", "awaiting approval", "rejected", "yanked", "last error"]);
     for s in st.services {
         t.add_row([
             s.service,
             s.running.unwrap_or_else(|| "-".into()),
+            s.hold.map(|h| format!("{} ({})", h.version, h.reason)).unwrap_or_default(),
             s.installed.join(", "),
             s.pending.join(", "),
             s.rejected.join(", "),
@@ -201,6 +219,9 @@ async fn run() -> Result<ExitCode> {
         }
         Command::Sync => {
             let handled = agent.sync().await?;
+            if handled.is_empty() {
+                println!("nothing to do: no release of a subscribed service yet");
+            }
             for h in &handled {
                 println!("{h}");
             }
@@ -244,7 +265,19 @@ async fn run() -> Result<ExitCode> {
         }
         Command::Rollback { service, version } => {
             let (prev, sent) = agent.rollback(&service, &version).await?;
-            println!("{service}: now {version} (was {}){}", prev.unwrap_or_else(|| "-".into()), delivery(&sent));
+            println!(
+                "{service}: now {version} (was {}), held: newer releases wait for approval (efa-node unhold {service} lifts it){}",
+                prev.unwrap_or_else(|| "-".into()),
+                delivery(&sent)
+            );
+        }
+        Command::Hold { service, reason } => {
+            let h = agent.hold(&service, &reason).await?;
+            println!("{service}: holding {} ({}); newer releases wait for approval", h.version, h.reason);
+        }
+        Command::Unhold { service } => {
+            let h = agent.unhold(&service).await?;
+            println!("{service}: no longer held at {}; the next sync applies the subscription's policy", h.version);
         }
         Command::Retire { service, reason } => {
             let sent = agent.retire(&service, &reason).await?;

@@ -78,6 +78,21 @@ pub struct ServiceState {
     /// Version reported as evaluating and not yet resolved (deployed, failed, ...).
     #[serde(default)]
     pub evaluating: Option<String>,
+    /// Set by a rollback by hand or `efa-node hold`: newer releases wait for approval
+    /// instead of deploying, until the operator approves one or lifts the hold.
+    #[serde(default)]
+    pub hold: Option<Hold>,
+}
+
+/// A version the Kommune's operator keeps running on purpose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The version held.
+    pub version: String,
+    /// Why, as the operator said it (or the rollback that set it).
+    pub reason: String,
+    /// When, ms since the Unix epoch.
+    pub since_ms: i64,
 }
 
 /// `state_dir/state.json`. Every update reads it, changes it and writes it back atomically,

@@ -23,6 +23,8 @@ pub struct ServiceStatus {
     pub yanked: Vec<(String, String)>,
     /// The last failure.
     pub last_error: Option<String>,
+    /// Held at a version by the operator, and why: newer releases wait for approval.
+    pub hold: Option<crate::state::Hold>,
 }
 
 /// The node as `efa-node status` shows it.
@@ -107,6 +109,7 @@ pub fn collect(
                     .collect(),
                 yanked: s.yanked.into_iter().collect(),
                 last_error: s.last_error,
+                hold: s.hold,
                 service: name.clone(),
             }
         })

@@ -207,3 +207,65 @@ async fn a_deployed_release_costs_few_state_writes() {
     assert!(state.outbox.is_empty());
     assert_eq!(state.services["wohngeld-nrw"].land.as_deref(), Some(NRW), "the Land was pinned with the outcome");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_by_hand_holds_until_approved_or_lifted() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    node.sync().await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.1", &w.standard_bundle("1.0.1")).await.unwrap();
+    let handled = node.sync().await.unwrap();
+    assert_eq!(handled, vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.1".into() }]);
+
+    // Back to 1.0.0 by hand: the next sync must not deploy 1.0.1 (or a newer 1.0.2) again.
+    node.rollback("wohngeld-nrw", "1.0.0").await.unwrap();
+    let handled = node.sync().await.unwrap();
+    assert!(handled.iter().all(|h| !matches!(h, Handled::Deployed { .. })), "{handled:?}");
+    w.publish(NRW, "wohngeld-nrw", "1.0.2", &w.standard_bundle("1.0.2")).await.unwrap();
+    let handled = node.sync().await.unwrap();
+    assert_eq!(handled, vec![Handled::AwaitingApproval { service: "wohngeld-nrw".into(), version: "1.0.2".into() }]);
+    let current = |node: &efa_node::Agent| node.deployer().current_version(&"wohngeld-nrw".parse().unwrap()).unwrap();
+    assert_eq!(current(&node).as_deref(), Some("1.0.0"));
+    let status = node.status().unwrap();
+    let hold = status.services[0].hold.clone().expect("status says it is held");
+    assert_eq!((hold.version.as_str(), hold.reason.as_str()), ("1.0.0", "rolled back by hand from 1.0.1"));
+
+    // Lifting the hold lets the policy deploy the newest release again.
+    node.unhold("wohngeld-nrw").await.unwrap();
+    let handled = node.sync().await.unwrap();
+    assert_eq!(handled, vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.2".into() }]);
+
+    // A hold set by hand ends with an approval of a newer release.
+    node.hold("wohngeld-nrw", "Schulung der Sachbearbeitung erst im Januar").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.3", &w.standard_bundle("1.0.3")).await.unwrap();
+    assert!(matches!(node.sync().await.unwrap()[..], [Handled::AwaitingApproval { .. }]));
+    assert!(matches!(node.approve("wohngeld-nrw", "1.0.3").await.unwrap(), Handled::Deployed { .. }));
+    assert!(node.status().unwrap().services[0].hold.is_none(), "the approval lifted the hold");
+    assert!(node.unhold("wohngeld-nrw").await.is_err(), "nothing left to lift");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_the_hub_refuses_is_an_error_and_leaves_no_trace() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    let err = node.reject("wohngeld-nwr", None, "Tippfehler").await.unwrap_err().to_string();
+    assert!(err.contains("wohngeld-nwr"), "{err}");
+    assert!(!node.state().unwrap().services.contains_key("wohngeld-nwr"), "a typo must not stay in the state");
+    assert!(!node.metrics_text().contains("wohngeld-nwr"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_to_an_unknown_service_names_the_config_and_the_closest_id() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let mut config = w.node_config(DORTMUND, &[Sub { service: "wohngeld-nwr", policy: UpdatePolicy::Auto }]);
+    config.source = Some("/etc/efa-node.toml".into());
+    let err = efa_node::Agent::new(config).unwrap().sync().await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "/etc/efa-node.toml: [[subscriptions]] service = \"wohngeld-nwr\": the hub has no such service; did you mean wohngeld-nrw?"
+    );
+}

@@ -1,12 +1,13 @@
 //! `efa`: the CLI for Land publishers and operators.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use efa_cli::edge::{self, LogFormat};
 use efa_cli::keys::{read_signing_key, write_signing_key};
 use efa_cli::publish::{publish_dir, PublishSpec};
 use efa_cli::reports;
-use efa_cli::table::{timestamp, Format, Table};
+use efa_cli::table::{render, time_cell, timestamp, Cell, Format, Output, Table};
+use efa_domain::model::ids::LandCode;
 use efa_domain::params::ParameterKind;
 use efa_domain::signing::SigningKey;
 use efa_proto::convert::WireEnum;
@@ -19,61 +20,127 @@ use std::process::ExitCode;
 use tonic::transport::Channel;
 
 #[derive(Parser)]
-#[command(name = "efa", version, about = "EfA Hub CLI for Land publishers and operators")]
+#[command(
+    name = "efa",
+    version,
+    about = "EfA Hub CLI for Land publishers and operators",
+    after_help = "Exit status: 0 done as printed; 1 failed (the message says why); 2 usage error."
+)]
 struct Cli {
-    /// Hub URL.
-    #[arg(long, global = true, env = "EFA_HUB", default_value = "https://127.0.0.1:50051")]
-    hub: String,
-    /// CA certificate of the hub (PEM).
-    #[arg(long, global = true, env = "EFA_CA")]
-    ca: Option<PathBuf>,
-    /// Your client certificate (PEM); its URI SAN names your role.
-    #[arg(long, global = true, env = "EFA_CERT")]
-    cert: Option<PathBuf>,
-    /// Your client key (PEM).
-    #[arg(long, global = true, env = "EFA_KEY")]
-    key: Option<PathBuf>,
-    /// Output format: table, csv or json.
-    #[arg(long, global = true, default_value = "table")]
-    format: Format,
-    /// Shorthand for --format json.
-    #[arg(long, global = true)]
-    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
+/// How to reach the hub.
+#[derive(Args, Clone)]
+struct Conn {
+    /// Hub URL.
+    #[arg(long, env = "EFA_HUB", default_value = "https://127.0.0.1:50051")]
+    hub: String,
+    /// CA certificate of the hub (PEM).
+    #[arg(long, env = "EFA_CA")]
+    ca: Option<PathBuf>,
+    /// Your client certificate (PEM); its URI SAN names your role.
+    #[arg(long, env = "EFA_CERT")]
+    cert: Option<PathBuf>,
+    /// Your client key (PEM).
+    #[arg(long, env = "EFA_KEY")]
+    key: Option<PathBuf>,
+}
+
+/// How to print a report.
+#[derive(Args, Clone)]
+struct Out {
+    /// Output format: table, csv or json (one JSON document with typed values).
+    #[arg(long, default_value = "table")]
+    format: Format,
+    /// Shorthand for --format json.
+    #[arg(long)]
+    json: bool,
+    /// CSV of a report with several tables: which one (default: the first).
+    #[arg(long)]
+    table: Option<String>,
+    /// CSV: start with a UTF-8 byte order mark, for spreadsheet programs that need it for umlauts.
+    #[arg(long)]
+    bom: bool,
+}
+
+impl Out {
+    fn print(&self, tables: &[&Table]) -> Result<()> {
+        let out = Output {
+            format: if self.json { Format::Json } else { self.format },
+            table: self.table.clone(),
+            bom: self.bom,
+        };
+        print!("{}", render(tables, &out).map_err(anyhow::Error::msg)?);
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Create a Land's Ed25519 release signing key; prints the public key for node trust configs.
+    /// Create a Land's Ed25519 release signing key (mode 0600); prints its public key and
+    /// where it goes.
     Keygen {
+        /// File to create for the secret key; never overwritten.
         #[arg(long)]
         out: PathBuf,
+        /// Your Land code (e.g. 05), to print the `[trust]` lines Kommunen paste.
+        #[arg(long)]
+        land: Option<String>,
     },
-    /// Print the public key of a signing key file, for node trust configs.
-    Pubkey { signing_key: PathBuf },
+    /// Print the public key of a signing key file.
+    Pubkey {
+        signing_key: PathBuf,
+        /// Print the `[trust]` lines for a node config instead, for this Land code.
+        #[arg(long, value_name = "LAND")]
+        trust: Option<String>,
+    },
     /// The release signing keys your Land registers with the hub, so it refuses releases
     /// signed with any other key at once (nodes still verify against the keys they pin).
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Show who the hub thinks you are.
-    Whoami,
+    Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Check your certificate, key and CA file and the connection to the hub, and say in
     /// words what is wrong.
-    Doctor,
+    Doctor {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// List services.
     Services {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        /// Only this Land's (code, e.g. 05).
         #[arg(long, default_value = "")]
         land: String,
+        /// Only this Themenfeld, exactly as in the OZG catalogue (e.g. "Familie & Kind").
         #[arg(long, default_value = "")]
         themenfeld: String,
     },
     /// Register (or update) a service of your Land.
     Register {
+        #[command(flatten)]
+        conn: Conn,
+        /// Stable id: a-z, 0-9 and '-', 3..64 characters, e.g. wohngeld-nrw.
         #[arg(long)]
         id: String,
+        /// 5-digit OZG-ID from the OZG catalogue.
         #[arg(long)]
         ozg_id: String,
+        /// 14-digit LeiKa Leistungsschlüssel (optional).
         #[arg(long, default_value = "")]
         leistungsschluessel: String,
         #[arg(long)]
@@ -91,6 +158,9 @@ enum Command {
     /// Re-sign your Land's snapshot (newest version per service) so nodes can detect a
     /// hub that hides releases. Publishing does this too; run it daily so it never expires.
     Snapshot {
+        #[command(flatten)]
+        conn: Conn,
+        /// Release signing key (from `efa keygen`).
         #[arg(long)]
         signing_key: PathBuf,
         /// Days until nodes treat the snapshot as stale.
@@ -99,9 +169,12 @@ enum Command {
     },
     /// Publish DIR as a new release, signed with your Land key.
     Publish {
+        #[command(flatten)]
+        conn: Conn,
         dir: PathBuf,
         #[arg(long)]
         service: String,
+        /// Semantic version, e.g. 1.0.0; published versions are immutable.
         #[arg(long)]
         version: String,
         #[arg(long, default_value = "stable")]
@@ -114,18 +187,33 @@ enum Command {
     },
     /// Yank a release: no new deployments; running ones are left alone.
     Yank {
+        #[command(flatten)]
+        conn: Conn,
         #[arg(long)]
         service: String,
         #[arg(long)]
         version: String,
+        /// Why; Kommunen read it.
         #[arg(long)]
         reason: String,
     },
     /// List the releases of a service.
-    Releases { service: String },
+    Releases {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        service: String,
+    },
     /// Adoption and rating reports.
-    #[command(subcommand)]
-    Report(ReportCommand),
+    Report {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -195,32 +283,30 @@ fn parse_param(s: &str) -> Result<pb::ParameterSpec> {
     Ok(spec)
 }
 
-impl Cli {
+impl Conn {
     async fn channel(&self) -> Result<Channel> {
         let tls = match (&self.ca, &self.cert, &self.key) {
             (Some(ca), Some(cert), Some(key)) => {
                 Some(ClientTlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
             }
             (None, None, None) if self.hub.starts_with("http://") => None,
-            _ => bail!("give --ca, --cert and --key (or EFA_CA, EFA_CERT, EFA_KEY) to talk to the hub over mTLS"),
+            _ => {
+                let missing: Vec<&str> =
+                    [("--ca/EFA_CA", &self.ca), ("--cert/EFA_CERT", &self.cert), ("--key/EFA_KEY", &self.key)]
+                        .iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(n, _)| *n)
+                        .collect();
+                bail!("missing {} to talk to the hub over mTLS (all three are needed)", missing.join(", "))
+            }
         };
         Ok(efa_proto::tls::connect(&self.hub, tls.as_ref()).await?)
     }
+}
 
-    fn print(&self, tables: &[Table]) {
-        let format = if self.json { Format::Json } else { self.format };
-        if format == Format::Csv {
-            // A UTF-8 byte order mark makes spreadsheet programs (Excel in particular) read
-            // umlauts correctly instead of guessing a legacy code page.
-            print!("\u{feff}");
-        }
-        for (i, t) in tables.iter().enumerate() {
-            if i > 0 && format == Format::Csv {
-                println!();
-            }
-            print!("{}", t.render(format));
-        }
-    }
+/// The `[trust]` lines a Kommune pastes into its node config for `land`.
+fn trust_snippet(land: &str, public: &str) -> String {
+    format!("[trust]\n\"{land}\" = [\"{public}\"]")
 }
 
 fn main() -> ExitCode {
@@ -231,23 +317,46 @@ async fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     edge::init_logging(LogFormat::Text, "warn");
     match &cli.command {
-        Command::Keygen { out } => {
+        Command::Keygen { out, land } => {
+            if let Some(land) = land {
+                land.parse::<LandCode>()?;
+            }
             let key = SigningKey::generate();
             write_signing_key(out, &key)?;
-            println!("{}", key.verifying_key().to_text());
+            let public = key.verifying_key().to_text();
+            let land = land.as_deref().unwrap_or("<your Land code>");
+            println!("wrote {} (secret, mode 0600: keep it private and backed up)", out.display());
+            println!("public key: {public}");
+            println!();
+            println!("Register it with the hub, so it refuses releases signed with any other key:");
+            println!("  efa keys add --signing-key {}", out.display());
+            println!(
+                "Kommunen pin it in efa-node.toml (send them these lines; `efa pubkey --trust` prints them again):"
+            );
+            println!("{}", trust_snippet(land, &public));
         }
-        Command::Pubkey { signing_key } => println!("{}", read_signing_key(signing_key)?.verifying_key().to_text()),
-        Command::Keys(k) => {
-            let mut client = CatalogServiceClient::new(cli.channel().await?);
+        Command::Pubkey { signing_key, trust } => {
+            let public = read_signing_key(signing_key)?.verifying_key().to_text();
+            match trust {
+                Some(land) => {
+                    land.parse::<LandCode>()?;
+                    println!("{}", trust_snippet(land, &public));
+                }
+                None => println!("{public}"),
+            }
+        }
+        Command::Keys { conn, out, command } => {
+            let mut client = CatalogServiceClient::new(conn.channel().await?);
             let current = |land: String| pb::GetSigningKeysRequest { land_code: land };
-            match k {
+            match command {
                 KeysCommand::List { land } => {
                     let keys = client.get_signing_keys(current(land.clone())).await?.into_inner();
-                    let mut t = Table::new(format!("Release signing keys of Land {}", keys.land_code), &["key"]);
+                    let mut t =
+                        Table::new("keys", format!("Release signing keys of Land {}", keys.land_code), &["key"]);
                     for key in keys.keys {
-                        t.push(vec![key]);
+                        t.push(vec![key.into()]);
                     }
-                    cli.print(&[t]);
+                    out.print(&[&t])?;
                 }
                 KeysCommand::Add { signing_key, public } => {
                     let key = match (signing_key, public) {
@@ -275,33 +384,43 @@ async fn run() -> Result<ExitCode> {
                 }
             }
         }
-        Command::Doctor => {
-            let (Some(ca), Some(cert), Some(key)) = (&cli.ca, &cli.cert, &cli.key) else {
+        Command::Doctor { conn } => {
+            let (Some(ca), Some(cert), Some(key)) = (&conn.ca, &conn.cert, &conn.key) else {
                 bail!("give --ca, --cert and --key (or EFA_CA, EFA_CERT, EFA_KEY) to check them");
             };
             let files = ClientTlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() };
-            if !efa_cli::doctor::run(&cli.hub, &files).await {
+            if !efa_cli::doctor::run(&conn.hub, &files).await {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Whoami => {
-            let me = CatalogServiceClient::new(cli.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+        Command::Whoami { conn } => {
+            let me =
+                CatalogServiceClient::new(conn.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
             println!("{} {} ({})", me.role, me.key, me.display_name);
         }
-        Command::Services { land, themenfeld } => {
-            let resp = CatalogServiceClient::new(cli.channel().await?)
+        Command::Services { conn, out, land, themenfeld } => {
+            let resp = CatalogServiceClient::new(conn.channel().await?)
                 .list_services(pb::ListServicesRequest { land_code: land.clone(), themenfeld: themenfeld.clone() })
                 .await?
                 .into_inner();
-            let mut t = Table::new("Services", &["id", "title", "land", "ozg-id", "themenfeld", "versions"]);
+            let mut t =
+                Table::new("services", "Services", &["id", "title", "land", "ozg-id", "themenfeld", "versions"]);
             for s in resp.services {
-                t.push(vec![s.id, s.title, s.land_code, s.ozg_id, s.themenfeld, s.versions.join(", ")]);
+                let versions = Cell::with_value(s.versions.join(", "), serde_json::json!(s.versions));
+                t.push(vec![
+                    s.id.into(),
+                    s.title.into(),
+                    s.land_code.into(),
+                    s.ozg_id.into(),
+                    s.themenfeld.into(),
+                    versions,
+                ]);
             }
-            cli.print(&[t]);
+            out.print(&[&t])?;
         }
-        Command::Register { id, ozg_id, leistungsschluessel, title, description, params, adoption_public } => {
+        Command::Register { conn, id, ozg_id, leistungsschluessel, title, description, params, adoption_public } => {
             let parameters = params.iter().map(|p| parse_param(p)).collect::<Result<Vec<_>>>()?;
-            let s = CatalogServiceClient::new(cli.channel().await?)
+            let s = CatalogServiceClient::new(conn.channel().await?)
                 .register_service(pb::RegisterServiceRequest {
                     id: id.clone(),
                     ozg_id: ozg_id.clone(),
@@ -315,9 +434,10 @@ async fn run() -> Result<ExitCode> {
                 .into_inner();
             println!("registered {} ({}, {} / {})", s.id, s.title, s.themenfeld, s.lebenslage);
         }
-        Command::Publish { dir, service, version, channel, notes, signing_key } => {
+        Command::Publish { conn, dir, service, version, channel, notes, signing_key } => {
             let key = read_signing_key(signing_key)?;
-            let me = CatalogServiceClient::new(cli.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+            let me =
+                CatalogServiceClient::new(conn.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
             if me.role != "land" {
                 bail!("publishing needs a Land certificate; yours is {} {}", me.role, me.key);
             }
@@ -338,7 +458,7 @@ async fn run() -> Result<ExitCode> {
             );
             let b = bar.clone();
             let started = std::time::Instant::now();
-            let r = publish_dir(cli.channel().await?, spec, move |sent, total| {
+            let r = publish_dir(conn.channel().await?, spec, move |sent, total| {
                 b.set_length(total);
                 b.set_position(sent);
             })
@@ -356,20 +476,21 @@ async fn run() -> Result<ExitCode> {
                 indicatif::HumanDuration(started.elapsed())
             );
         }
-        Command::Snapshot { signing_key, valid_days } => {
+        Command::Snapshot { conn, signing_key, valid_days } => {
             let key = read_signing_key(signing_key)?;
-            let me = CatalogServiceClient::new(cli.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+            let me =
+                CatalogServiceClient::new(conn.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
             let validity = std::time::Duration::from_secs(valid_days * 24 * 3600);
-            let s = efa_cli::publish::publish_snapshot(cli.channel().await?, &me.key.parse()?, &key, validity).await?;
+            let s = efa_cli::publish::publish_snapshot(conn.channel().await?, &me.key.parse()?, &key, validity).await?;
             println!(
-                "snapshot of Land {} covers {} services, valid until {}",
+                "snapshot of Land {} covers {} services, valid until {} UTC",
                 s.land_code,
                 s.services,
                 timestamp(s.expires_at_ms)
             );
         }
-        Command::Yank { service, version, reason } => {
-            let r = ReleaseServiceClient::new(cli.channel().await?)
+        Command::Yank { conn, service, version, reason } => {
+            let r = ReleaseServiceClient::new(conn.channel().await?)
                 .yank_release(pb::YankReleaseRequest {
                     service_id: service.clone(),
                     version: version.clone(),
@@ -379,31 +500,32 @@ async fn run() -> Result<ExitCode> {
                 .into_inner();
             println!("yanked {} {}: {}", r.service_id, r.version, r.yank_reason);
         }
-        Command::Releases { service } => {
-            let resp = ReleaseServiceClient::new(cli.channel().await?)
+        Command::Releases { conn, out, service } => {
+            let resp = ReleaseServiceClient::new(conn.channel().await?)
                 .list_releases(pb::ListReleasesRequest { service_id: service.clone(), channel: String::new() })
                 .await?
                 .into_inner();
             let mut t = Table::new(
+                "releases",
                 format!("Releases of {service}"),
                 &["version", "channel", "published", "files", "bytes", "yanked", "notes"],
             );
             for r in resp.releases {
                 t.push(vec![
-                    r.version,
-                    r.channel,
-                    timestamp(r.published_at_ms),
-                    r.file_count.to_string(),
-                    r.total_size.to_string(),
-                    if r.yanked { format!("yes: {}", r.yank_reason) } else { String::new() },
-                    r.release_notes,
+                    r.version.into(),
+                    r.channel.into(),
+                    time_cell(r.published_at_ms),
+                    r.file_count.into(),
+                    r.total_size.into(),
+                    if r.yanked { Cell::text(r.yank_reason) } else { Cell::none() },
+                    Cell::opt(r.release_notes),
                 ]);
             }
-            cli.print(&[t]);
+            out.print(&[&t])?;
         }
-        Command::Report(r) => {
-            let ch = cli.channel().await?;
-            let tables = match r {
+        Command::Report { conn, out, command } => {
+            let ch = conn.channel().await?;
+            let tables = match command {
                 ReportCommand::Adopters { service } => vec![reports::adopters(ch, service).await?],
                 ReportCommand::Kommune { ags } => {
                     let (a, b) = reports::kommune(ch, ags).await?;
@@ -418,7 +540,7 @@ async fn run() -> Result<ExitCode> {
                     vec![a, b]
                 }
             };
-            cli.print(&tables);
+            out.print(&tables.iter().collect::<Vec<_>>())?;
         }
     }
     Ok(ExitCode::SUCCESS)

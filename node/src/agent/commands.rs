@@ -4,7 +4,7 @@ use super::{Agent, Handled};
 use crate::error::{NodeError, Result};
 use crate::metrics::ServiceLabels;
 use crate::outbox::Sent;
-use crate::state::OutboxReport;
+use crate::state::{Hold, OutboxReport};
 use efa_domain::model::adoption::AdoptionState;
 use efa_domain::model::ids::{parse_version, ServiceId};
 use efa_domain::model::rating::{NewRating, Rating};
@@ -27,7 +27,16 @@ impl Agent {
         }
         let entry = self.hub.service(&id).await?;
         let _busy = self.busy.lock().await;
-        self.install(&entry, &info).await
+        let handled = self.install(&entry, &info).await?;
+        if matches!(handled, Handled::Deployed { .. }) {
+            // Approving a newer release is the operator's word that the hold is over.
+            self.update(|s| {
+                if let Some(e) = s.services.get_mut(id.as_str()) {
+                    e.hold = None;
+                }
+            })?;
+        }
+        Ok(handled)
     }
 
     /// Rejects a release (or the whole service, without a version) with a reason the
@@ -39,6 +48,17 @@ impl Agent {
         }
         let id: ServiceId = service.parse()?;
         let version = version.map(parse_version).transpose()?.map(|v| v.to_string()).unwrap_or_default();
+        // A typo must fail here, not linger in the state: ask the hub first. Offline, the
+        // rejection is queued and the hub's answer comes with the next sync.
+        match self.hub.service(&id).await {
+            Err(e) if !e.is_transient() => {
+                return Err(NodeError::Usage(format!(
+                    "cannot reject {id}: {}",
+                    e.status().map(|s| s.message().to_string()).unwrap_or_else(|| e.to_string())
+                )))
+            }
+            _ => {}
+        }
         let report = OutboxReport {
             service: id.to_string(),
             version: version.clone(),
@@ -54,19 +74,55 @@ impl Agent {
         Ok(sent)
     }
 
-    /// Operator-local, explicit rollback to an installed older version. Returns the version
+    /// Operator-local, explicit rollback to an installed older version, which is then held:
+    /// newer releases wait for approval instead of deploying again. Returns the version
     /// that ran before.
     pub async fn rollback(&self, service: &str, version: &str) -> Result<(Option<String>, Sent)> {
         let id: ServiceId = service.parse()?;
+        let _busy = self.busy.lock().await;
         let previous = self.deployer.switch_to(&id, version)?;
+        let hold = Hold {
+            version: version.to_string(),
+            reason: match &previous {
+                Some(p) => format!("rolled back by hand from {p}"),
+                None => "rolled back by hand".into(),
+            },
+            since_ms: efa_domain::now_ms(),
+        };
         let report = OutboxReport {
             service: id.to_string(),
             version: version.to_string(),
             state: AdoptionState::Deployed,
             reason: String::new(),
         };
-        let sent = self.outbox().send(report, |_| ()).await?;
+        let key = id.to_string();
+        let sent = self.outbox().send(report, move |s| s.services.entry(key).or_default().hold = Some(hold)).await?;
         Ok((previous, sent))
+    }
+
+    /// Holds the running version of a service: newer releases wait for approval until
+    /// [`unhold`](Self::unhold) or an approval.
+    pub async fn hold(&self, service: &str, reason: &str) -> Result<Hold> {
+        let id: ServiceId = service.parse()?;
+        let Some(running) = self.running_version(&id)? else {
+            return Err(NodeError::Usage(format!("{id} runs no version here; there is nothing to hold")));
+        };
+        let hold = Hold {
+            version: running.to_string(),
+            reason: if reason.trim().is_empty() { "held by hand".into() } else { reason.trim().to_string() },
+            since_ms: efa_domain::now_ms(),
+        };
+        let h = hold.clone();
+        self.update(move |s| s.services.entry(id.to_string()).or_default().hold = Some(h))?;
+        Ok(hold)
+    }
+
+    /// Lifts a hold; the next sync applies the subscription's policy again. Returns the hold
+    /// that was lifted.
+    pub async fn unhold(&self, service: &str) -> Result<Hold> {
+        let id: ServiceId = service.parse()?;
+        let lifted = self.update(|s| s.services.get_mut(id.as_str()).and_then(|e| e.hold.take()))?;
+        lifted.ok_or_else(|| NodeError::Usage(format!("{id} is not held")))
     }
 
     /// Stops serving a service and tells the hub.

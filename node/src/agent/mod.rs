@@ -25,7 +25,7 @@ use crate::outbox::Outbox;
 use crate::state::{NodeState, StateFile};
 use efa_domain::model::catalog::CatalogEntry;
 use efa_domain::model::event::StreamEvent;
-use efa_domain::model::subscription::SubscriptionTarget;
+use efa_domain::model::subscription::{NewSubscription, SubscriptionTarget};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,7 +78,60 @@ pub enum Handled {
     },
 }
 
+/// One entry per service and version, and "nothing to do" only for a service nothing else
+/// happened to (its newest such entry).
+fn summarize(handled: Vec<Handled>) -> Vec<Handled> {
+    let acted: std::collections::BTreeSet<String> =
+        handled.iter().filter(|h| !matches!(h, Handled::Ignored { .. })).map(|h| h.service().to_string()).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: Vec<Handled> = Vec::new();
+    for h in handled {
+        if !seen.insert((h.service().to_string(), h.version().to_string())) {
+            continue;
+        }
+        if let Handled::Ignored { service, .. } = &h {
+            if acted.contains(service) {
+                continue;
+            }
+            // Keep only the newest "nothing to do" of a service.
+            let newer = |o: &Handled| semver_of(o.version()) >= semver_of(h.version());
+            if out.iter().any(|o| o.service() == service && newer(o)) {
+                continue;
+            }
+            out.retain(|o| o.service() != service);
+        }
+        out.push(h);
+    }
+    out
+}
+
+fn semver_of(v: &str) -> Option<semver::Version> {
+    semver::Version::parse(v).ok()
+}
+
 impl Handled {
+    /// The service it is about.
+    pub fn service(&self) -> &str {
+        match self {
+            Handled::Deployed { service, .. }
+            | Handled::RolledBack { service, .. }
+            | Handled::Failed { service, .. }
+            | Handled::AwaitingApproval { service, .. }
+            | Handled::Ignored { service, .. } => service,
+        }
+    }
+
+    /// The version it is about.
+    pub fn version(&self) -> &str {
+        match self {
+            Handled::Deployed { version, .. }
+            | Handled::RolledBack { version, .. }
+            | Handled::Failed { version, .. }
+            | Handled::AwaitingApproval { version, .. }
+            | Handled::Ignored { version, .. } => version,
+        }
+    }
+
     /// True if the release was meant to be deployed and was not.
     pub fn is_failure(&self) -> bool {
         matches!(self, Handled::Failed { .. } | Handled::RolledBack { .. })
@@ -218,9 +271,28 @@ impl Agent {
     /// Registers every subscription of the config with the hub (idempotent).
     pub async fn register_subscriptions(&self) -> Result<()> {
         for sub in self.config.new_subscriptions().map_err(NodeError::Usage)? {
-            self.hub.subscribe(&sub).await?;
+            match self.hub.subscribe(&sub).await {
+                Err(e) if e.status().is_some_and(|s| s.code() == tonic::Code::NotFound) => {
+                    return Err(self.unknown_target(&sub, e).await);
+                }
+                r => r?,
+            }
         }
         Ok(())
+    }
+
+    /// A subscription to something the hub does not know, said with the config file and
+    /// the closest existing service id.
+    async fn unknown_target(&self, sub: &NewSubscription, e: HubError) -> NodeError {
+        let SubscriptionTarget::Service(id) = &sub.target else { return e.into() };
+        let known = self.hub.services_of_themenfeld("").await.unwrap_or_default();
+        let hint = efa_domain::text::closest(id.as_str(), known.iter().map(|c| c.service.id.as_str()))
+            .map(|c| format!("; did you mean {c}?"))
+            .unwrap_or_else(|| "; `efa services` lists what it offers".into());
+        NodeError::Usage(format!(
+            "{}: [[subscriptions]] service = \"{id}\": the hub has no such service{hint}",
+            self.config.describe_source()
+        ))
     }
 
     /// Sends reports queued while the hub was away.
@@ -260,12 +332,14 @@ impl Agent {
 
     /// One pass as `efa-node sync` runs it: register, send queued reports, reconcile, follow
     /// the event stream until it has caught up.
+    /// What happened to each service, once: the reconcile pass and the event stream see
+    /// the same releases, and an event for an older release has nothing to say.
     pub async fn sync(&self) -> Result<Vec<Handled>> {
         self.register_subscriptions().await?;
         self.flush_outbox().await?;
         let mut handled = self.reconcile().await?;
         handled.extend(self.sync_once().await?);
-        Ok(handled)
+        Ok(summarize(handled))
     }
 
     /// Follows the event stream until it has caught up with the hub, then returns.

@@ -60,7 +60,12 @@ impl Agent {
             return Ok(ignored("rejected by this Kommune"));
         }
         let running = self.running_version(&info.service_id)?;
-        match policy.decide(running.as_ref(), &info.version, info.yank.is_some()) {
+        let mut decision = policy.decide(running.as_ref(), &info.version, info.yank.is_some());
+        if matches!(decision, UpdateDecision::Deploy) && known.is_some_and(|s| s.hold.is_some()) {
+            // The operator holds the running version: newer releases wait for approval.
+            decision = UpdateDecision::AwaitApproval;
+        }
+        match decision {
             UpdateDecision::Ignore(why) => Ok(ignored(why)),
             UpdateDecision::Deploy => self.install(&entry, &info).await,
             UpdateDecision::AwaitApproval => {
