@@ -33,13 +33,19 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// How long a client may take for its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in flight; more connections wait in the accept queue.
+/// Handshakes in flight; more connections wait their turn.
 const MAX_HANDSHAKES: usize = 512;
 /// Handshakes in flight from one IP address. A client that opens connections and never
-/// finishes the handshake holds a slot for [`HANDSHAKE_TIMEOUT`]; without this bound one
-/// address could hold all of them and lock every Kommune out. Honest handshakes take
-/// milliseconds, so even an IT service provider's NAT for many Kommunen stays far below it.
+/// finishes the handshake holds a slot for [`HANDSHAKE_TIMEOUT`]; without a per-address
+/// bound one address could hold every slot and lock all Kommunen out. Connections beyond
+/// it wait (within the same timeout) instead of being refused, so the nodes behind one NAT
+/// of an IT service provider that all reconnect after a hub restart get through.
 const MAX_HANDSHAKES_PER_IP: usize = 32;
+/// Unfinished connections (waiting or in a handshake) from one address; more are closed
+/// at once. Bounds the file descriptors one address can hold.
+const MAX_PENDING_PER_IP: usize = 1024;
+/// Unfinished connections in all.
+const MAX_PENDING: usize = 8192;
 /// How often the CRL file is looked at.
 pub const CRL_POLL: Duration = Duration::from_secs(2);
 
@@ -250,8 +256,8 @@ impl TlsServer {
         tokio_rustls::TlsAcceptor::from(self.config.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
-    async fn handshake(self: Arc<Self>, tcp: TcpStream, remote: SocketAddr) -> Option<PeerStream> {
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor().accept(tcp)).await {
+    async fn handshake(self: Arc<Self>, tcp: TcpStream, remote: SocketAddr, timeout: Duration) -> Option<PeerStream> {
+        let tls = match tokio::time::timeout(timeout, self.acceptor().accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::warn!(peer = %remote, reason = %refusal_reason(&e), "TLS handshake refused");
@@ -319,14 +325,9 @@ pub fn incoming(
     shutdown: CancellationToken,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let per_ip = PerIp::default();
+    let gate = Gate::new();
     tokio::spawn(async move {
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            };
             let (tcp, remote) = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = listener.accept() => match r {
@@ -338,14 +339,26 @@ pub fn incoming(
                     }
                 },
             };
-            let Some(per_ip) = per_ip.enter(remote.ip()) else {
-                continue; // dropping `tcp` closes it; the slot is free again
+            let Some(pending) = gate.enter(remote.ip()) else {
+                continue; // dropping `tcp` closes it
             };
             let _ = tcp.set_nodelay(true);
-            let (tls, tx) = (tls.clone(), tx.clone());
+            let (tls, tx, global) = (tls.clone(), tx.clone(), gate.handshakes.clone());
             tokio::spawn(async move {
-                let _permit = (permit, per_ip);
-                if let Some(stream) = tls.handshake(tcp, remote).await {
+                let _pending = pending;
+                // Waiting for a slot counts against the handshake timeout.
+                let started = tokio::time::Instant::now();
+                let slots = async {
+                    let ip = _pending.handshakes.clone().acquire_owned().await.ok()?;
+                    let all = global.acquire_owned().await.ok()?;
+                    Some((ip, all))
+                };
+                let Ok(Some(_slots)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, slots).await else {
+                    tracing::warn!(peer = %remote, "TLS handshake refused: no handshake slot within 10 s");
+                    return;
+                };
+                let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
+                if let Some(stream) = tls.handshake(tcp, remote, left).await {
                     let _ = tx.send(Ok(stream)).await;
                 }
             });
@@ -354,46 +367,69 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// Handshakes in flight per IP address.
-#[derive(Clone, Default)]
-struct PerIp(Arc<Mutex<HashMap<IpAddr, PerIpCount>>>);
+/// Bounds on unfinished connections: per address and in all, waiting and in a handshake.
+#[derive(Clone)]
+struct Gate {
+    per_ip: Arc<Mutex<HashMap<IpAddr, PerIp>>>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    handshakes: Arc<tokio::sync::Semaphore>,
+}
 
-#[derive(Default)]
-struct PerIpCount {
-    in_flight: usize,
-    /// Whether a refusal was logged since the address last had no handshake in flight:
-    /// one line per burst, not one per dropped connection.
+struct PerIp {
+    pending: usize,
+    handshakes: Arc<tokio::sync::Semaphore>,
+    /// Whether a refusal was logged since the address last had nothing pending: one line
+    /// per burst, not one per dropped connection.
     logged: bool,
 }
 
-impl PerIp {
-    fn enter(&self, ip: IpAddr) -> Option<PerIpSlot> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let count = map.entry(ip).or_default();
-        if count.in_flight >= MAX_HANDSHAKES_PER_IP {
-            if !count.logged {
-                count.logged = true;
-                tracing::warn!(peer = %ip, limit = MAX_HANDSHAKES_PER_IP, "TLS handshakes refused: too many unfinished from this address");
+impl Gate {
+    fn new() -> Self {
+        Gate {
+            per_ip: Arc::default(),
+            pending: Arc::default(),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+        }
+    }
+
+    /// Admits an unfinished connection from `ip`, or `None` if it must be closed.
+    fn enter(&self, ip: IpAddr) -> Option<Pending> {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(ip).or_insert_with(|| PerIp {
+            pending: 0,
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES_PER_IP)),
+            logged: false,
+        });
+        if entry.pending >= MAX_PENDING_PER_IP || self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
+            if !entry.logged {
+                entry.logged = true;
+                tracing::warn!(peer = %ip, per_address = MAX_PENDING_PER_IP, in_all = MAX_PENDING, "connections closed: too many unfinished TLS handshakes");
+            }
+            if entry.pending == 0 {
+                map.remove(&ip);
             }
             return None;
         }
-        count.in_flight += 1;
-        Some(PerIpSlot { ip, map: self.clone() })
+        entry.pending += 1;
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        Some(Pending { ip, handshakes: entry.handshakes.clone(), gate: self.clone() })
     }
 }
 
-/// One handshake in flight; leaving frees it.
-struct PerIpSlot {
+/// One unfinished connection; dropping it (handshake done, failed or timed out) frees it.
+struct Pending {
     ip: IpAddr,
-    map: PerIp,
+    handshakes: Arc<tokio::sync::Semaphore>,
+    gate: Gate,
 }
 
-impl Drop for PerIpSlot {
+impl Drop for Pending {
     fn drop(&mut self) {
-        let mut map = self.map.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = map.get_mut(&self.ip) {
-            count.in_flight -= 1;
-            if count.in_flight == 0 {
+        self.gate.pending.fetch_sub(1, Ordering::Relaxed);
+        let mut map = self.gate.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = map.get_mut(&self.ip) {
+            entry.pending -= 1;
+            if entry.pending == 0 {
                 map.remove(&self.ip);
             }
         }

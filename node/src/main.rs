@@ -195,7 +195,10 @@ fn main() -> ExitCode {
 
 async fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
-    edge::init_logging(if cli.log_json { LogFormat::Json } else { LogFormat::Text }, "info");
+    // The agent logs what it does; a one-shot command prints its outcome and logs only
+    // warnings, so its output reads as an answer (RUST_LOG overrides both).
+    let level = if matches!(cli.command, Command::Run) { "info" } else { "warn" };
+    edge::init_logging(if cli.log_json { LogFormat::Json } else { LogFormat::Text }, level);
     let config = NodeConfig::load(&cli.config)?;
     let agent = std::sync::Arc::new(Agent::new(config)?.with_progress(download_bar()));
     match cli.command {

@@ -166,9 +166,9 @@ async fn doctor_says_in_words_what_is_wrong_with_a_certificate() {
 }
 
 /// Connections that never finish their TLS handshake each hold a slot for the handshake
-/// timeout (10 s). From one address they get at most 32 slots, so a flood of 700 from
-/// 127.0.0.2 leaves a Kommune at 127.0.0.1 served at once instead of after the flood's
-/// handshakes time out.
+/// timeout (10 s). From one address they get at most 32 slots (the rest wait), so a flood
+/// of 700 from 127.0.0.2 leaves a Kommune at 127.0.0.1 served at once instead of after the
+/// flood's handshakes time out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_handshakes_from_one_address_do_not_lock_others_out() {
     let w = World::new().await;
@@ -183,7 +183,7 @@ async fn unfinished_handshakes_from_one_address_do_not_lock_others_out() {
         }
     }
     // More than the hub's 512 handshake slots and the kernel's accept queue together: the
-    // hub keeps accepting because it closes the excess at once.
+    // hub keeps accepting, because waiting connections hold no slot.
     assert_eq!(idle.len(), 700, "the hub stopped accepting during the flood");
     let whoami = tokio::time::timeout(Duration::from_secs(5), async {
         CatalogServiceClient::new(w.channel(&kommune(DORTMUND)).await).who_am_i(pb::WhoAmIRequest {}).await

@@ -35,16 +35,16 @@ struct Cli {
 #[derive(Args, Clone)]
 struct Conn {
     /// Hub URL.
-    #[arg(long, env = "EFA_HUB", default_value = "https://127.0.0.1:50051")]
+    #[arg(long, global = true, env = "EFA_HUB", default_value = "https://127.0.0.1:50051")]
     hub: String,
     /// CA certificate of the hub (PEM).
-    #[arg(long, env = "EFA_CA")]
+    #[arg(long, global = true, env = "EFA_CA")]
     ca: Option<PathBuf>,
     /// Your client certificate (PEM); its URI SAN names your role.
-    #[arg(long, env = "EFA_CERT")]
+    #[arg(long, global = true, env = "EFA_CERT")]
     cert: Option<PathBuf>,
     /// Your client key (PEM).
-    #[arg(long, env = "EFA_KEY")]
+    #[arg(long, global = true, env = "EFA_KEY")]
     key: Option<PathBuf>,
 }
 
@@ -52,16 +52,16 @@ struct Conn {
 #[derive(Args, Clone)]
 struct Out {
     /// Output format: table, csv or json (one JSON document with typed values).
-    #[arg(long, default_value = "table")]
+    #[arg(long, global = true, default_value = "table")]
     format: Format,
     /// Shorthand for --format json.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     /// CSV of a report with several tables: which one (default: the first).
-    #[arg(long)]
+    #[arg(long, global = true)]
     table: Option<String>,
     /// CSV: start with a UTF-8 byte order mark, for spreadsheet programs that need it for umlauts.
-    #[arg(long)]
+    #[arg(long, global = true)]
     bom: bool,
 }
 

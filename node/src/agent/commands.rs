@@ -52,10 +52,8 @@ impl Agent {
         // rejection is queued and the hub's answer comes with the next sync.
         match self.hub.service(&id).await {
             Err(e) if !e.is_transient() => {
-                return Err(NodeError::Usage(format!(
-                    "cannot reject {id}: {}",
-                    e.status().map(|s| s.message().to_string()).unwrap_or_else(|| e.to_string())
-                )))
+                let why = e.status().map(|s| s.message().to_string()).unwrap_or_else(|| e.to_string());
+                return Err(NodeError::Usage(format!("cannot reject {id}: {why}{}", self.did_you_mean(&id).await)));
             }
             _ => {}
         }

@@ -85,6 +85,9 @@ fn summarize(handled: Vec<Handled>) -> Vec<Handled> {
         handled.iter().filter(|h| !matches!(h, Handled::Ignored { .. })).map(|h| h.service().to_string()).collect();
     let mut seen = std::collections::BTreeSet::new();
     let mut out: Vec<Handled> = Vec::new();
+    let mut handled = handled;
+    // Read in order: per service, oldest version first.
+    handled.sort_by(|a, b| a.service().cmp(b.service()).then(semver_of(a.version()).cmp(&semver_of(b.version()))));
     for h in handled {
         if !seen.insert((h.service().to_string(), h.version().to_string())) {
             continue;
@@ -285,14 +288,19 @@ impl Agent {
     /// the closest existing service id.
     async fn unknown_target(&self, sub: &NewSubscription, e: HubError) -> NodeError {
         let SubscriptionTarget::Service(id) = &sub.target else { return e.into() };
-        let known = self.hub.services_of_themenfeld("").await.unwrap_or_default();
-        let hint = efa_domain::text::closest(id.as_str(), known.iter().map(|c| c.service.id.as_str()))
-            .map(|c| format!("; did you mean {c}?"))
-            .unwrap_or_else(|| "; `efa services` lists what it offers".into());
         NodeError::Usage(format!(
-            "{}: [[subscriptions]] service = \"{id}\": the hub has no such service{hint}",
-            self.config.describe_source()
+            "{}: [[subscriptions]] service = \"{id}\": the hub has no such service{}",
+            self.config.describe_source(),
+            self.did_you_mean(id).await
         ))
+    }
+
+    /// "; did you mean X?" for the hub's service id closest to `id`, or where to look.
+    pub(crate) async fn did_you_mean(&self, id: &efa_domain::model::ids::ServiceId) -> String {
+        let known = self.hub.services_of_themenfeld("").await.unwrap_or_default();
+        efa_domain::text::closest(id.as_str(), known.iter().map(|c| c.service.id.as_str()))
+            .map(|c| format!("; did you mean {c}?"))
+            .unwrap_or_else(|| "; `efa services` lists what the hub offers".into())
     }
 
     /// Sends reports queued while the hub was away.

@@ -3,7 +3,7 @@
 use super::Registry;
 use crate::error::Result;
 use efa_domain::authz::{authorize, Action, Identity};
-use efa_domain::model::adoption::{AdoptionRecord, AdoptionState, ServiceTotals};
+use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState, ServiceTotals};
 use efa_domain::model::catalog::Service;
 use efa_domain::model::ids::{Ags, LandCode, ServiceId};
 use efa_domain::model::rating::{Rating, RatingAggregate};
@@ -154,14 +154,64 @@ impl Registry {
                 out.ratings.push((r, n));
             }
             for rec in self.store.adopters(&s.id)? {
-                if rec.latest.state == AdoptionState::Rejected {
-                    let n = name(&rec.latest.ags);
-                    out.rejections.push((rec.latest, n));
+                let n = name(&rec.latest.ags);
+                for entry in standing_rejections(&s.id, self.store.history_of(&rec.latest.ags)?) {
+                    out.rejections.push((entry, n.clone()));
                 }
             }
         }
         out.ratings.sort_by_key(|(r, _)| std::cmp::Reverse(r.at_ms));
         out.rejections.sort_by_key(|(r, _)| std::cmp::Reverse(r.at_ms));
         Ok(out)
+    }
+}
+
+/// The rejections of `service` in one Kommune's ledger that still stand: a Kommune that
+/// rejected 1.1.0 and went on running 1.0.x keeps that rejection, and the Land must see why.
+/// A later report of the same version (it evaluated or deployed it after all) takes a
+/// rejection back; for a rejection of the whole service, any later report does.
+fn standing_rejections(service: &ServiceId, history: Vec<AdoptionEntry>) -> Vec<AdoptionEntry> {
+    let mut standing: BTreeMap<Option<semver::Version>, AdoptionEntry> = BTreeMap::new();
+    for e in history.into_iter().filter(|e| &e.service_id == service) {
+        if e.state == AdoptionState::Rejected {
+            standing.insert(e.version.clone(), e);
+        } else {
+            standing.remove(&e.version);
+            standing.remove(&None);
+        }
+    }
+    standing.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(version: Option<&str>, state: AdoptionState) -> AdoptionEntry {
+        AdoptionEntry {
+            ags: "05913000".parse().unwrap(),
+            service_id: "wohngeld-nrw".parse().unwrap(),
+            version: version.map(|v| v.parse().unwrap()),
+            state,
+            reason: "Grund".into(),
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_rejection_stands_until_the_same_version_or_the_service_is_taken_up() {
+        use AdoptionState::*;
+        let id: ServiceId = "wohngeld-nrw".parse().unwrap();
+        // Rejected 1.1.0, then rolled back to and deployed 1.0.0: the rejection stands.
+        let h = vec![entry(Some("1.0.1"), Deployed), entry(Some("1.1.0"), Rejected), entry(Some("1.0.0"), Deployed)];
+        let got = standing_rejections(&id, h);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].version.as_ref().map(|v| v.to_string()).as_deref(), Some("1.1.0"));
+        // Rejected 1.1.0, then approved and deployed it after all: nothing stands.
+        assert!(
+            standing_rejections(&id, vec![entry(Some("1.1.0"), Rejected), entry(Some("1.1.0"), Deployed)]).is_empty()
+        );
+        // The whole service rejected, then adopted: nothing stands.
+        assert!(standing_rejections(&id, vec![entry(None, Rejected), entry(Some("1.0.0"), Evaluating)]).is_empty());
     }
 }
