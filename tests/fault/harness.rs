@@ -62,57 +62,11 @@ pub fn bins() -> &'static Bins {
         if let (Ok(hub), Ok(node)) = (std::env::var("EFA_HUB_BIN"), std::env::var("EFA_NODE_BIN")) {
             return Bins { hub: hub.into(), node: node.into() };
         }
-        // This test runs from target/<profile>/deps/; the binaries land in target/<profile>/.
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps layout").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(&cargo);
-        // Drop what cargo set for this test process: build scripts that watch such variables
-        // (ring watches CARGO_MANIFEST_DIR) would otherwise rebuild on every switch between
-        // this build and a plain `cargo build`.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("CARGO_PKG_")
-                || matches!(
-                    name.as_ref(),
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_BIN_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "CARGO_RUSTC_CURRENT_DIR"
-                        | "OUT_DIR"
-                )
-            {
-                cmd.env_remove(name.as_ref());
-            }
-        }
-        cmd.current_dir(&workspace)
-            .args(["build", "-p", "efa-hub", "-p", "efa-node", "--bins", "--target-dir"])
-            .arg(&target_dir);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let started = Instant::now();
-        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-        if !out.status.success() {
-            panic!("building efa-hub and efa-node failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-        }
+        let profile_dir = efa_testkit::bins::build(&["efa-hub", "efa-node"]);
         let bins = Bins { hub: profile_dir.join("efa-hub"), node: profile_dir.join("efa-node") };
         for b in [&bins.hub, &bins.node] {
             assert!(b.is_file(), "{} missing after cargo build", b.display());
         }
-        eprintln!("binaries ready in {} ({:.1?})", profile_dir.display(), started.elapsed());
         bins
     })
 }
