@@ -191,6 +191,13 @@ pub async fn check_connection(hub: &str, files: &ClientTlsFiles) -> Finding {
     }
 }
 
+/// What is wrong with the local files, in words, if anything: for a failed connection,
+/// whose transport error rarely says which file is at fault.
+pub fn explain(files: &ClientTlsFiles) -> Option<String> {
+    let failed: Vec<String> = check_files(files).into_iter().filter(|f| !f.ok).map(|f| f.text).collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
+}
+
 /// Every check; prints each finding and returns whether all passed.
 pub async fn run(hub: &str, files: &ClientTlsFiles) -> bool {
     let mut findings = check_files(files);

@@ -71,8 +71,10 @@ pub enum NodeError {
         reason: String,
     },
     /// The Kommune's parameters for a service do not fit the release's schema.
-    #[error("[services.{service}.parameters] in the node config: {problems}")]
+    #[error("{config}: [services.{service}.parameters]: {problems}")]
     Parameters {
+        /// The config file (or "the node config").
+        config: String,
         /// The service.
         service: String,
         /// Every problem at once.

@@ -12,6 +12,7 @@ use efa_domain::model::ids::parse_version;
 use efa_domain::model::rating::{Criterion, NewRating};
 use efa_node::outbox::Sent;
 use efa_node::{Agent, NodeConfig};
+use efa_proto::tls::ClientTlsFiles;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -200,7 +201,23 @@ async fn run() -> Result<ExitCode> {
     let level = if matches!(cli.command, Command::Run) { "info" } else { "warn" };
     edge::init_logging(if cli.log_json { LogFormat::Json } else { LogFormat::Text }, level);
     let config = NodeConfig::load(&cli.config)?;
-    let agent = std::sync::Arc::new(Agent::new(config)?.with_progress(download_bar()));
+    let tls =
+        config.tls.as_ref().map(|t| ClientTlsFiles { ca: t.ca.clone(), cert: t.cert.clone(), key: t.key.clone() });
+    let result = async {
+        let agent = std::sync::Arc::new(Agent::new(config)?.with_progress(download_bar()));
+        dispatch(cli, agent).await
+    };
+    result.await.map_err(|e| {
+        // A refused TLS connection says little ("transport error"); say which file is wrong.
+        let unreachable = e.downcast_ref::<efa_node::NodeError>().is_some_and(|n| n.is_transient());
+        match tls.as_ref().filter(|_| unreachable).and_then(efa_cli::doctor::explain) {
+            Some(why) => e.context(format!("{why} (`efa-node doctor` runs every check)")),
+            None => e,
+        }
+    })
+}
+
+async fn dispatch(cli: Cli, agent: std::sync::Arc<Agent>) -> Result<ExitCode> {
     match cli.command {
         Command::Run => {
             let token = CancellationToken::new();
@@ -241,8 +258,7 @@ async fn run() -> Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             };
-            let files =
-                efa_proto::tls::ClientTlsFiles { ca: tls.ca.clone(), cert: tls.cert.clone(), key: tls.key.clone() };
+            let files = ClientTlsFiles { ca: tls.ca.clone(), cert: tls.cert.clone(), key: tls.key.clone() };
             if !efa_cli::doctor::run(&agent.config().hub, &files).await {
                 return Ok(ExitCode::FAILURE);
             }

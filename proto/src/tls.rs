@@ -49,7 +49,7 @@ pub fn endpoint(url: &str, tls: Option<&ClientTlsFiles>) -> Result<Endpoint, Con
         let host =
             url.split("://").nth(1).and_then(|rest| rest.split([':', '/']).next()).unwrap_or("localhost").to_string();
         let config = ClientTlsConfig::new().ca_certificate(ca).identity(identity).domain_name(host);
-        ep = ep.tls_config(config).map_err(|e| ConnectError(format!("TLS setup for {url} failed: {e}")))?;
+        ep = ep.tls_config(config).map_err(|e| ConnectError(format!("TLS setup for {url} failed: {}", causes(&e))))?;
     }
     Ok(ep)
 }
@@ -59,7 +59,22 @@ pub async fn connect(url: &str, tls: Option<&ClientTlsFiles>) -> Result<Channel,
     endpoint(url, tls)?
         .connect()
         .await
-        .map_err(|e| ConnectError(format!("cannot connect to hub at {url}: {e} ({:?})", std::error::Error::source(&e))))
+        .map_err(|e| ConnectError(format!("cannot connect to hub at {url}: {}", causes(&e))))
+}
+
+/// An error and its sources in words, each once (transport errors nest three deep and
+/// only the innermost says what happened, e.g. "invalid peer certificate: UnknownIssuer").
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 /// A channel that connects on first use and reconnects after failures (for agents that

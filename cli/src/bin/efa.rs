@@ -300,7 +300,13 @@ impl Conn {
                 bail!("missing {} to talk to the hub over mTLS (all three are needed)", missing.join(", "))
             }
         };
-        Ok(efa_proto::tls::connect(&self.hub, tls.as_ref()).await?)
+        match efa_proto::tls::connect(&self.hub, tls.as_ref()).await {
+            Ok(ch) => Ok(ch),
+            Err(e) => match tls.as_ref().and_then(efa_cli::doctor::explain) {
+                Some(why) => bail!("{e}\n  {why}\n  (`efa doctor` runs every check)"),
+                None => bail!("{e}\n  (`efa doctor` checks your certificate, key and CA file)"),
+            },
+        }
     }
 }
 

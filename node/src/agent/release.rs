@@ -199,7 +199,8 @@ impl Agent {
                     efa_domain::Error::Invalid { reason, .. } => reason,
                     other => other.to_string(),
                 };
-                let e = NodeError::Parameters { service: id.to_string(), problems };
+                let e =
+                    NodeError::Parameters { config: self.config.describe_source(), service: id.to_string(), problems };
                 return self.fail(info, e, Box::new(move |s| finish(s, None))).await;
             }
         };
