@@ -189,3 +189,32 @@ pub async fn feedback(ch: Channel, service_id: &str, land: &str) -> Result<(Tabl
     }
     Ok((ratings, rejections))
 }
+
+/// Pre-flight results of one release: per Kommune ready or blocked (blocked first), with
+/// what is missing and how the schema changed.
+pub async fn preflight(ch: Channel, service_id: &str, version: &str) -> Result<Table, tonic::Status> {
+    let resp = ReportServiceClient::new(ch)
+        .preflight(pb::PreflightRequest { service_id: service_id.into(), version: version.into() })
+        .await?
+        .into_inner();
+    let mut t = Table::new(
+        "preflight",
+        format!("Pre-flight of {} {}: {} ready, {} blocked", resp.service_id, resp.version, resp.ready, resp.blocked),
+        &["ags", "kommune", "status", "problems", "schema changes", "at"],
+    );
+    for k in resp.kommunen {
+        let list = |v: &[String]| {
+            let text = if v.is_empty() { "-".to_string() } else { v.join("; ") };
+            Cell::with_value(text, serde_json::json!(v))
+        };
+        t.push(vec![
+            k.ags.into(),
+            k.kommune_name.into(),
+            if k.ready { "ready" } else { "blocked" }.into(),
+            list(&k.problems),
+            list(&k.schema_changes),
+            time_cell(k.at_ms),
+        ]);
+    }
+    Ok(t)
+}

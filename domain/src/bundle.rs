@@ -15,8 +15,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// Current manifest format version.
+/// Manifest format without a parameter schema (releases published before the schema was
+/// signed, and clients that do not send one).
 pub const MANIFEST_FORMAT: u32 = 1;
+/// Manifest format that carries the service's parameter schema, signed with the release:
+/// the node checks a Kommune's parameters against it, not against the hub's word.
+pub const MANIFEST_FORMAT_WITH_SCHEMA: u32 = 2;
 
 /// A SHA-256 digest, written `sha256:<64 hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -250,6 +254,9 @@ pub struct Manifest {
     pub created_at_ms: i64,
     /// Sorted by path, no duplicates.
     pub files: Vec<FileEntry>,
+    /// The parameters a Kommune fills in for this release (format 2; absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Vec<crate::params::ParameterSpec>>,
 }
 
 impl Manifest {
@@ -279,11 +286,23 @@ impl Manifest {
     /// Checks every rule: format, version, file count and size limits, path rules, sorted
     /// unique paths, no path both file and directory, chunks adding up to their file.
     pub fn validate(&self, limits: &BundleLimits) -> Result<()> {
-        if self.format != MANIFEST_FORMAT {
-            return Err(Error::invalid(
-                "manifest",
-                format!("format {} is not supported (expected {MANIFEST_FORMAT})", self.format),
-            ));
+        match (self.format, &self.parameters) {
+            (MANIFEST_FORMAT, None) => {}
+            (MANIFEST_FORMAT_WITH_SCHEMA, Some(specs)) => crate::params::validate_schema(specs)?,
+            (MANIFEST_FORMAT, Some(_)) => {
+                return Err(Error::invalid("manifest", "format 1 has no parameters; a manifest with them is format 2"))
+            }
+            (MANIFEST_FORMAT_WITH_SCHEMA, None) => {
+                return Err(Error::invalid("manifest", "format 2 needs its parameters (an empty list for none)"))
+            }
+            (other, _) => {
+                return Err(Error::invalid(
+                    "manifest",
+                    format!(
+                        "format {other} is not supported (expected {MANIFEST_FORMAT} or {MANIFEST_FORMAT_WITH_SCHEMA})"
+                    ),
+                ))
+            }
         }
         let version = self.semver()?;
         if !version.build.is_empty() {
@@ -387,6 +406,7 @@ mod tests {
             channel: Channel::stable(),
             land: "05".parse().unwrap(),
             created_at_ms: 0,
+            parameters: None,
             files,
         }
     }

@@ -269,6 +269,122 @@ pub fn render_template(template: &str, values: &BTreeMap<String, ParamValue>) ->
     Ok(out)
 }
 
+/// How a release's parameter schema differs from the one of the version a Kommune runs:
+/// what may make an update stop at the Kommune's door (in the spirit of OLM's upgrade
+/// safety check).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// A parameter the running version did not have, which must be given.
+    NewRequired(String),
+    /// A new optional parameter.
+    NewOptional(String),
+    /// A parameter the running version had and this one no longer has.
+    Removed(String),
+    /// A parameter now takes another kind of value.
+    KindChanged {
+        /// The parameter.
+        name: String,
+        /// Its kind before.
+        from: ParameterKind,
+        /// Its kind now.
+        to: ParameterKind,
+    },
+    /// An optional parameter became required.
+    NowRequired(String),
+    /// A parameter's length limit got tighter.
+    Tighter {
+        /// The parameter.
+        name: String,
+        /// Its limit before.
+        from: usize,
+        /// Its limit now.
+        to: usize,
+    },
+}
+
+impl std::fmt::Display for SchemaChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SchemaChange::NewRequired(n) => write!(f, "new required parameter '{n}'"),
+            SchemaChange::NewOptional(n) => write!(f, "new optional parameter '{n}'"),
+            SchemaChange::Removed(n) => write!(f, "parameter '{n}' removed"),
+            SchemaChange::KindChanged { name, from, to } => write!(f, "parameter '{name}' is now {to} (was {from})"),
+            SchemaChange::NowRequired(n) => write!(f, "parameter '{n}' is now required"),
+            SchemaChange::Tighter { name, from, to } => {
+                write!(f, "parameter '{name}' is now at most {to} characters (was {from})")
+            }
+        }
+    }
+}
+
+fn limit(spec: &ParameterSpec) -> usize {
+    if spec.max_length == 0 {
+        DEFAULT_MAX_LEN
+    } else {
+        spec.max_length as usize
+    }
+}
+
+/// The changes from `old` (the running version's schema) to `new`, in the order of `new`,
+/// then removals.
+pub fn schema_changes(old: &[ParameterSpec], new: &[ParameterSpec]) -> Vec<SchemaChange> {
+    let mut out = Vec::new();
+    for n in new {
+        match old.iter().find(|o| o.name == n.name) {
+            None if n.required => out.push(SchemaChange::NewRequired(n.name.clone())),
+            None => out.push(SchemaChange::NewOptional(n.name.clone())),
+            Some(o) => {
+                if o.kind != n.kind {
+                    out.push(SchemaChange::KindChanged { name: n.name.clone(), from: o.kind, to: n.kind });
+                }
+                if n.required && !o.required {
+                    out.push(SchemaChange::NowRequired(n.name.clone()));
+                }
+                if limit(n) < limit(o) {
+                    out.push(SchemaChange::Tighter { name: n.name.clone(), from: limit(o), to: limit(n) });
+                }
+            }
+        }
+    }
+    for o in old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)) {
+        out.push(SchemaChange::Removed(o.name.clone()));
+    }
+    out
+}
+
+/// Whether a Kommune's parameters fit a release before anything is deployed: `problems`
+/// empty means ready.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preflight {
+    /// Every missing or invalid parameter, in words.
+    pub problems: Vec<String>,
+    /// How the schema differs from the running version's (empty without one).
+    pub changes: Vec<SchemaChange>,
+}
+
+impl Preflight {
+    /// No problems: the release can be deployed with the Kommune's parameters as they are.
+    pub fn is_ready(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The pre-flight check of `values` against a release's `schema`, with the changes from
+/// `running` (the schema of the version the Kommune runs, if known).
+pub fn preflight(
+    schema: &[ParameterSpec],
+    running: Option<&[ParameterSpec]>,
+    values: &BTreeMap<String, ParamValue>,
+) -> Preflight {
+    let problems = match validate_values(schema, values) {
+        Ok(_) => Vec::new(),
+        Err(Error::Invalid { reason, .. }) => reason.split("; ").map(str::to_string).collect(),
+        Err(other) => vec![other.to_string()],
+    };
+    let changes = running.map(|old| schema_changes(old, schema)).unwrap_or_default();
+    Preflight { problems, changes }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +456,40 @@ mod tests {
         assert!(render_template("{{ missing }}", &values).is_err());
         assert!(render_template("{{ fee_cents", &values).is_err());
         assert_eq!(render_template("Grüße {{fee_cents}}€", &values).unwrap(), "Grüße 1250€");
+    }
+
+    #[test]
+    fn schema_changes_name_what_an_update_asks_of_a_kommune() {
+        let old = payment_schema();
+        let mut new = payment_schema();
+        new.retain(|p| p.name != "postcodes");
+        new.push(spec("office_email", ParameterKind::Email, true, 0));
+        new.push(spec("logo_url", ParameterKind::Url, false, 0));
+        let purpose = new.iter_mut().find(|p| p.name == "payment_purpose").unwrap();
+        purpose.max_length = 10;
+        let changes: Vec<String> = schema_changes(&old, &new).iter().map(|c| c.to_string()).collect();
+        assert!(changes.contains(&"new required parameter 'office_email'".to_string()), "{changes:?}");
+        assert!(changes.contains(&"new optional parameter 'logo_url'".to_string()), "{changes:?}");
+        assert!(changes.contains(&"parameter 'postcodes' removed".to_string()), "{changes:?}");
+        assert!(changes.iter().any(|c| c.starts_with("parameter 'payment_purpose' is now at most 10")), "{changes:?}");
+        assert!(schema_changes(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn preflight_lists_every_problem_and_is_ready_without_one() {
+        let mut schema = payment_schema();
+        schema.push(spec("office_email", ParameterKind::Email, true, 0));
+        let values = BTreeMap::from([
+            ("payment_purpose".to_string(), text("Wohngeld")),
+            ("fee_cents".to_string(), ParamValue::Integer(0)),
+            ("privacy_url".to_string(), text("https://www.dortmund.de/datenschutz")),
+        ]);
+        let p = preflight(&schema, Some(&payment_schema()), &values);
+        assert!(!p.is_ready());
+        assert!(p.problems.iter().any(|m| m.contains("missing required parameter 'office_email'")), "{p:?}");
+        assert_eq!(p.changes, vec![SchemaChange::NewRequired("office_email".into())]);
+        let mut fixed = values.clone();
+        fixed.insert("office_email".into(), text("wohngeld@example.org"));
+        assert!(preflight(&schema, None, &fixed).is_ready());
     }
 }

@@ -100,6 +100,7 @@ mod tests {
             channel: Channel::stable(),
             land: land.parse().unwrap(),
             created_at_ms: 0,
+            parameters: None,
             files: vec![FileEntry {
                 path: BundlePath::parse("index.html", &BundleLimits::default()).unwrap(),
                 size: 1,

@@ -22,6 +22,7 @@ fn a_local_edit_changes_few_chunks() {
         channel: "stable".parse().unwrap(),
         land: "05".parse().unwrap(),
         created_at_ms: 0,
+        parameters: None,
         files: vec![FileEntry {
             path: BundlePath::parse("a", &BundleLimits::default()).unwrap(),
             size: 4_000_000,

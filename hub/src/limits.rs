@@ -47,7 +47,11 @@ impl Limits {
 
 const WATCH: &str = "/efa.v1.SubscriptionService/WatchEvents";
 const FETCH: &str = "/efa.v1.ReleaseService/FetchBlob";
-const WRITES: [&str; 2] = ["/efa.v1.AdoptionService/ReportAdoption", "/efa.v1.AdoptionService/SubmitRating"];
+const WRITES: [&str; 3] = [
+    "/efa.v1.AdoptionService/ReportAdoption",
+    "/efa.v1.AdoptionService/SubmitRating",
+    "/efa.v1.AdoptionService/ReportPreflight",
+];
 
 struct Bucket {
     tokens: f64,

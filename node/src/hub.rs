@@ -8,6 +8,7 @@ use efa_domain::model::adoption::AdoptionReport;
 use efa_domain::model::catalog::CatalogEntry;
 use efa_domain::model::event::StreamEvent;
 use efa_domain::model::ids::{Channel, LandCode, ServiceId};
+use efa_domain::model::preflight::NewPreflight;
 use efa_domain::model::rating::{NewRating, Rating};
 use efa_domain::model::release::{ReleaseSummary, SignedRelease};
 use efa_domain::model::subscription::NewSubscription;
@@ -183,6 +184,12 @@ impl HubClient {
         let info =
             AdoptionServiceClient::new(self.channel.clone()).submit_rating(pb::RatingRequest::from(rating)).await?;
         Ok(info.into_inner().try_into()?)
+    }
+
+    /// Reports a pre-flight result.
+    pub async fn preflight(&self, report: &NewPreflight) -> Result<()> {
+        AdoptionServiceClient::new(self.channel.clone()).report_preflight(pb::PreflightReport::from(report)).await?;
+        Ok(())
     }
 
     /// Opens the event stream after `cursor`.

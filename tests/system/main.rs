@@ -7,6 +7,7 @@ mod events;
 mod flow;
 mod hostile;
 mod observability;
+mod preflight;
 mod publish;
 mod python_client;
 mod tls;

@@ -256,6 +256,9 @@ enum ReportCommand {
     },
     /// Rating summary per version.
     Ratings { service: String },
+    /// Pre-flight results of a release: which Kommunen are ready for it and which are
+    /// blocked (missing or invalid parameters), before anything is deployed.
+    Preflight { service: String, version: String },
     /// Comments and rejection reasons for your Land's services (operators: any).
     Feedback {
         #[arg(long, default_value = "")]
@@ -541,6 +544,7 @@ async fn run() -> Result<ExitCode> {
                     vec![reports::coverage(ch, service, land, !all).await?]
                 }
                 ReportCommand::Ratings { service } => vec![reports::ratings(ch, service).await?],
+                ReportCommand::Preflight { service, version } => vec![reports::preflight(ch, service, version).await?],
                 ReportCommand::Feedback { service, land } => {
                     let (a, b) = reports::feedback(ch, service, land).await?;
                     vec![a, b]

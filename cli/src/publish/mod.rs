@@ -5,8 +5,9 @@ mod scan;
 
 pub use scan::{digest_file, scan_dir};
 
-use efa_domain::bundle::{BundleLimits, Manifest, MANIFEST_FORMAT};
+use efa_domain::bundle::{BundleLimits, Manifest, MANIFEST_FORMAT, MANIFEST_FORMAT_WITH_SCHEMA};
 use efa_domain::model::ids::{parse_version, Channel, LandCode, ServiceId};
+use efa_domain::params::ParameterSpec;
 use efa_domain::signing::SigningKey;
 use efa_domain::snapshot::{Snapshot, SNAPSHOT_FORMAT};
 use efa_proto::v1 as pb;
@@ -75,17 +76,27 @@ pub struct SignedRelease {
 
 /// Builds the manifest for `spec.dir` and signs it.
 pub fn build_signed_manifest(spec: &PublishSpec<'_>) -> Result<SignedRelease, PublishError> {
+    build_signed_manifest_with(spec, None)
+}
+
+/// [`build_signed_manifest`], with the service's parameter schema signed into the manifest
+/// (format 2) when `parameters` is given.
+pub fn build_signed_manifest_with(
+    spec: &PublishSpec<'_>,
+    parameters: Option<Vec<ParameterSpec>>,
+) -> Result<SignedRelease, PublishError> {
     parse_version(&spec.version)?;
     let limits = BundleLimits::default();
     let scanned = scan_dir(spec.dir, &limits)?;
     let manifest = Manifest {
-        format: MANIFEST_FORMAT,
+        format: if parameters.is_some() { MANIFEST_FORMAT_WITH_SCHEMA } else { MANIFEST_FORMAT },
         service_id: spec.service_id.clone(),
         version: spec.version.clone(),
         channel: spec.channel.clone(),
         land: spec.land.clone(),
         created_at_ms: efa_domain::now_ms(),
         files: scanned.iter().map(|(e, _)| e.clone()).collect(),
+        parameters,
     };
     manifest.validate(&limits)?;
     let bytes = manifest.to_bytes();
@@ -100,7 +111,15 @@ pub async fn publish_dir(
     spec: PublishSpec<'_>,
     progress: impl Fn(u64, u64) + Send + 'static,
 ) -> Result<pb::ReleaseInfo, PublishError> {
-    let signed = build_signed_manifest(&spec)?;
+    // The schema the service is registered with is signed into the release, so nodes check
+    // Kommunen's parameters against what the Land signed, not against the hub's word.
+    let service = CatalogServiceClient::new(channel.clone())
+        .get_service(pb::GetServiceRequest { id: spec.service_id.to_string() })
+        .await?
+        .into_inner();
+    let parameters =
+        service.parameters.into_iter().map(ParameterSpec::try_from).collect::<Result<Vec<_>, efa_domain::Error>>()?;
+    let signed = build_signed_manifest_with(&spec, Some(parameters))?;
     let info =
         publish_raw(channel.clone(), signed.manifest, signed.signature, spec.release_notes, signed.files, progress)
             .await?;

@@ -5,6 +5,7 @@ pub mod adoption;
 pub mod catalog;
 pub mod event;
 pub mod ids;
+pub mod preflight;
 pub mod rating;
 pub mod release;
 pub mod report;

@@ -1,9 +1,11 @@
-//! `AdoptionService`: adoption reports and ratings, the hot write path of 11,000 nodes.
+//! `AdoptionService`: adoption reports, ratings and pre-flight results, the hot write path
+//! of 11,000 nodes.
 
 use crate::error::status;
 use crate::state::HubState;
 use efa_domain::authz::acting_kommune;
 use efa_domain::model::adoption::AdoptionReport;
+use efa_domain::model::preflight::NewPreflight;
 use efa_domain::model::rating::NewRating;
 use efa_proto::v1 as pb;
 use efa_proto::v1::adoption_service_server::AdoptionService;
@@ -39,5 +41,18 @@ impl AdoptionService for Adoption {
         self.0.metrics.ratings.inc();
         self.0.feed.publish(event);
         Ok(Response::new(efa_proto::convert::rating(&rating, &name)))
+    }
+
+    async fn report_preflight(
+        &self,
+        req: Request<pb::PreflightReport>,
+    ) -> Result<Response<pb::PreflightRecord>, Status> {
+        let ags = acting_kommune(&self.0.auth.identify(&req)?).map_err(status)?;
+        let report = NewPreflight::try_from(req.into_inner()).map_err(status)?;
+        let reg = &self.0.registry;
+        let record = reg.report_preflight(&ags, report).await.map_err(status)?;
+        let name = reg.kommune_name(&ags).map_err(status)?;
+        tracing::info!(ags = %record.ags, service = %record.service_id, version = %record.version, ready = record.is_ready(), "pre-flight reported");
+        Ok(Response::new((&record, name.as_str()).into()))
     }
 }

@@ -71,4 +71,21 @@ impl ReportService for Reports {
         let fb = self.0.registry(move |reg| reg.feedback(&who, land.as_ref(), service.as_ref())).await?;
         Ok(Response::new((&fb).into()))
     }
+
+    async fn preflight(&self, req: Request<pb::PreflightRequest>) -> Result<Response<pb::PreflightResponse>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        let r = req.into_inner();
+        let id: ServiceId = parse(&r.service_id).map_err(status)?;
+        let version = efa_domain::model::ids::parse_version(&r.version).map_err(status)?.to_string();
+        let (service_id, v) = (id.to_string(), version.clone());
+        let rows = self.0.registry(move |reg| reg.preflight_report(&who, &id, &v)).await?;
+        let ready = rows.iter().filter(|(p, _)| p.is_ready()).count() as u32;
+        Ok(Response::new(pb::PreflightResponse {
+            service_id,
+            version,
+            ready,
+            blocked: rows.len() as u32 - ready,
+            kommunen: rows.iter().map(|(p, name)| (p, name.as_str()).into()).collect(),
+        }))
+    }
 }

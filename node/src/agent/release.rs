@@ -11,8 +11,9 @@ use efa_domain::bundle::{BundleLimits, Manifest};
 use efa_domain::model::adoption::AdoptionState;
 use efa_domain::model::catalog::CatalogEntry;
 use efa_domain::model::ids::{LandCode, ServiceId};
+use efa_domain::model::preflight::{self, NewPreflight};
 use efa_domain::model::release::{ReleaseSummary, UpdateDecision};
-use efa_domain::params::validate_values;
+use efa_domain::params::{preflight, validate_values, ParameterSpec, Preflight};
 use efa_domain::trust::{check_pinned_land, verify_release};
 
 /// A state change that goes into the same write as the report describing it.
@@ -73,15 +74,23 @@ impl Agent {
                     return Ok(ignored("already waiting for approval"));
                 }
                 self.outbox().send(report(&info, AdoptionState::Evaluating, ""), |_| ()).await?;
-                let pinned = match self.download(&info).await {
-                    Ok((_, _, pinned)) => pinned,
+                let (manifest, pinned) = match self.download(&info).await {
+                    Ok((manifest, _, pinned)) => (manifest, pinned),
                     Err(e) => return self.fail(&info, e, Box::new(|_| ())).await,
                 };
+                // Checked now, before approval, so the Kommune and its Land see what is missing.
+                let (_, check) = self.preflight(&entry, &manifest).await;
+                let blocked =
+                    (!check.is_ready()).then(|| format!("pre-flight of {version}: {}", check.problems.join("; ")));
                 let (v, notes, pin) = (version.clone(), info.release_notes.clone(), pin(&info.service_id, pinned));
                 let id = info.service_id.to_string();
                 self.update(move |s| {
                     pin(s);
-                    s.services.entry(id).or_default().pending.insert(v, notes);
+                    let e = s.services.entry(id).or_default();
+                    e.pending.insert(v, notes);
+                    if blocked.is_some() {
+                        e.last_error = blocked;
+                    }
                 })?;
                 tracing::info!(service = %info.service_id, version = %info.version, "release verified, waiting for approval");
                 Ok(Handled::AwaitingApproval { service: info.service_id.to_string(), version })
@@ -121,6 +130,28 @@ impl Agent {
     /// Fetches and verifies a release into the local cache. Returns the Land to pin for
     /// the service when none was pinned yet.
     async fn download(&self, info: &ReleaseSummary) -> Result<(Manifest, FetchStats, Option<LandCode>)> {
+        let (manifest, to_pin) = self.verified(info).await?;
+        let stats = self.fetch_content(info, &manifest).await?;
+        Ok((manifest, stats, to_pin))
+    }
+
+    /// Fetches a release's content into the local cache, checking every digest.
+    async fn fetch_content(&self, info: &ReleaseSummary, manifest: &Manifest) -> Result<FetchStats> {
+        let service = info.service_id.to_string();
+        let progress = self.progress.clone();
+        let on_progress = move |done: u64, total: u64| {
+            if let Some(p) = &progress {
+                p(&service, done, total)
+            }
+        };
+        let stats = fetch_release(&self.hub, &self.cache, manifest, &on_progress).await?;
+        tracing::info!(service = %info.service_id, version = %info.version, files = stats.files, reused = stats.files_reused, bytes = stats.bytes_downloaded, "release fetched and verified");
+        Ok(stats)
+    }
+
+    /// The release's manifest, its signature verified against the pinned Land keys. Returns
+    /// the Land to pin for the service when none was pinned yet.
+    async fn verified(&self, info: &ReleaseSummary) -> Result<(Manifest, Option<LandCode>)> {
         let signed = self.hub.release(&info.service_id, &info.version).await?;
         let refuse = |reason: String| NodeError::Verification {
             service: info.service_id.to_string(),
@@ -137,17 +168,41 @@ impl Agent {
             .and_then(|s| s.land.as_deref())
             .and_then(|l| l.parse().ok());
         check_pinned_land(pinned.as_ref(), &manifest).map_err(|e| refuse(e.to_string()))?;
-        let service = info.service_id.to_string();
-        let progress = self.progress.clone();
-        let on_progress = move |done: u64, total: u64| {
-            if let Some(p) = &progress {
-                p(&service, done, total)
-            }
-        };
-        let stats = fetch_release(&self.hub, &self.cache, &manifest, &on_progress).await?;
-        tracing::info!(service = %info.service_id, version = %info.version, files = stats.files, reused = stats.files_reused, bytes = stats.bytes_downloaded, "release fetched and verified");
         let to_pin = if pinned.is_none() { Some(manifest.land.clone()) } else { None };
-        Ok((manifest, stats, to_pin))
+        Ok((manifest, to_pin))
+    }
+
+    /// The pre-flight check: the Kommune's parameters against the release's signed schema
+    /// (the hub's registered one for format-1 manifests, which carry none), with the
+    /// changes from the running version. Reported to the hub; a hub that is away misses this
+    /// one and gets the next (the check runs again whenever the release is handled).
+    async fn preflight(&self, entry: &CatalogEntry, manifest: &Manifest) -> (Vec<ParameterSpec>, Preflight) {
+        let schema = manifest.parameters.clone().unwrap_or_else(|| entry.service.parameters.clone());
+        let running = self.running_schema(&manifest.service_id).await;
+        let local = self.config.service(&manifest.service_id);
+        let result = preflight(&schema, running.as_deref(), &local.parameters);
+        let report = NewPreflight {
+            service_id: manifest.service_id.clone(),
+            version: manifest.semver().unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
+            problems: result.problems.iter().take(preflight::MAX_LINES).map(|p| bounded_line(p)).collect(),
+            changes: result.changes.iter().take(preflight::MAX_LINES).map(|c| bounded_line(&c.to_string())).collect(),
+        };
+        match self.hub.preflight(&report).await {
+            Ok(()) => {
+                tracing::info!(service = %report.service_id, version = %report.version, ready = result.is_ready(), "pre-flight reported")
+            }
+            Err(e) => {
+                tracing::warn!(service = %report.service_id, version = %report.version, error = %e, "pre-flight not reported")
+            }
+        }
+        (schema, result)
+    }
+
+    /// The signed parameter schema of the version this Kommune runs, if it has one.
+    async fn running_schema(&self, service: &ServiceId) -> Option<Vec<ParameterSpec>> {
+        let running = self.running_version(service).ok()??;
+        let signed = self.hub.release(service, &running).await.ok()?;
+        verify_release(&signed, &BundleLimits::default(), |land| self.config.trusted_keys(land)).ok()?.parameters
     }
 
     /// Reports a failure that trying again will not fix; transient ones propagate.
@@ -176,7 +231,7 @@ impl Agent {
         if !waited {
             self.outbox().send(report(info, AdoptionState::Evaluating, ""), |_| ()).await?;
         }
-        let (manifest, _, pinned) = match self.download(info).await {
+        let (manifest, pinned) = match self.verified(info).await {
             Ok(x) => x,
             Err(e) => return self.fail(info, e, Box::new(|_| ())).await,
         };
@@ -192,18 +247,19 @@ impl Agent {
             }
         };
         let local = self.config.service(&id);
-        let params = match validate_values(&entry.service.parameters, &local.parameters) {
-            Ok(p) => p,
-            Err(e) => {
-                let problems = match e {
-                    efa_domain::Error::Invalid { reason, .. } => reason,
-                    other => other.to_string(),
-                };
+        let (schema, check) = self.preflight(entry, &manifest).await;
+        let params = match validate_values(&schema, &local.parameters) {
+            Ok(p) if check.is_ready() => p,
+            _ => {
+                let problems = check.problems.join("; ");
                 let e =
                     NodeError::Parameters { config: self.config.describe_source(), service: id.to_string(), problems };
                 return self.fail(info, e, Box::new(move |s| finish(s, None))).await;
             }
         };
+        if let Err(e) = self.fetch_content(info, &manifest).await {
+            return self.fail(info, e, Box::new(|_| ())).await;
+        }
         let (deployer, cache) = (self.deployer.clone(), self.cache.clone());
         let content_digest = info.content_digest;
         let service_id = id.clone();
@@ -238,5 +294,15 @@ impl Agent {
             }
             Err(e) => self.fail(info, e.into(), Box::new(move |s| finish(s, None))).await,
         }
+    }
+}
+
+/// One line of at most [`preflight::MAX_LINE_CHARS`] characters, for a pre-flight report.
+fn bounded_line(s: &str) -> String {
+    let one: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if one.chars().count() <= preflight::MAX_LINE_CHARS {
+        one
+    } else {
+        one.chars().take(preflight::MAX_LINE_CHARS - 1).chain(std::iter::once('…')).collect()
     }
 }

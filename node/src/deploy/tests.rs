@@ -49,6 +49,7 @@ impl Env {
             channel: Channel::stable(),
             land: "05".parse().unwrap(),
             created_at_ms: 0,
+            parameters: None,
             files: entries,
         }
     }

@@ -6,6 +6,7 @@ use efa_domain::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionReport, AdoptionState};
 use efa_domain::model::event::{Delivered, StreamEvent};
 use efa_domain::model::ids::{parse_version, Channel};
+use efa_domain::model::preflight::{NewPreflight, PreflightRecord};
 use efa_domain::model::rating::{Criterion, NewRating, Rating};
 use efa_domain::model::release::UpdatePolicy;
 use efa_domain::model::subscription::{NewSubscription, Subscription, SubscriptionTarget};
@@ -209,5 +210,44 @@ impl TryFrom<pb::RatingInfo> for Rating {
             comment: r.comment,
             at_ms: r.at_ms,
         })
+    }
+}
+
+impl TryFrom<pb::PreflightReport> for NewPreflight {
+    type Error = Error;
+    fn try_from(r: pb::PreflightReport) -> Result<Self> {
+        Ok(NewPreflight {
+            service_id: parse(&r.service_id)?,
+            version: parse_version(&r.version)?,
+            problems: r.problems,
+            changes: r.schema_changes,
+        })
+    }
+}
+
+impl From<&NewPreflight> for pb::PreflightReport {
+    fn from(p: &NewPreflight) -> Self {
+        pb::PreflightReport {
+            service_id: p.service_id.to_string(),
+            version: p.version.to_string(),
+            problems: p.problems.clone(),
+            schema_changes: p.changes.clone(),
+        }
+    }
+}
+
+/// A pre-flight result with the Kommune's name from the register.
+impl From<(&PreflightRecord, &str)> for pb::PreflightRecord {
+    fn from((p, name): (&PreflightRecord, &str)) -> Self {
+        pb::PreflightRecord {
+            ags: p.ags.to_string(),
+            kommune_name: name.to_string(),
+            service_id: p.service_id.to_string(),
+            version: p.version.to_string(),
+            ready: p.is_ready(),
+            problems: p.problems.clone(),
+            schema_changes: p.changes.clone(),
+            at_ms: p.at_ms,
+        }
     }
 }

@@ -153,6 +153,23 @@ impl Registry {
                 format!("names Land {}, but the publisher is Land {land}", manifest.land),
             ));
         }
+        if let Some(signed) = &manifest.parameters {
+            let by_name = |v: &[efa_domain::params::ParameterSpec]| {
+                let mut v = v.to_vec();
+                v.sort_by(|a, b| a.name.cmp(&b.name));
+                v
+            };
+            if by_name(signed) != by_name(&service.parameters) {
+                return Err(Error::invalid(
+                    "manifest",
+                    format!(
+                        "its parameters differ from those registered for {}; register the new schema first \
+                         (efa register --param ...), then publish",
+                        service.id
+                    ),
+                ));
+            }
+        }
         if signature.len() != 64 {
             return Err(Error::invalid("signature", "must be a 64-byte Ed25519 signature over the manifest"));
         }

@@ -1,10 +1,11 @@
-//! What Kommunen write: subscriptions, adoption reports and ratings.
+//! What Kommunen write: subscriptions, adoption reports, ratings and pre-flight results.
 
 use super::{Registry, MAX_REASON_CHARS};
 use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionReport};
 use efa_domain::model::event::Event;
 use efa_domain::model::ids::{Ags, Channel};
+use efa_domain::model::preflight::{NewPreflight, PreflightRecord};
 use efa_domain::model::rating::{NewRating, Rating};
 use efa_domain::model::release::UpdatePolicy;
 use efa_domain::model::subscription::{Subscription, SubscriptionTarget};
@@ -106,5 +107,27 @@ impl Registry {
             )));
         }
         Ok(rating)
+    }
+
+    /// Records a Kommune's pre-flight result for a release, replacing its previous one.
+    pub fn report_preflight(
+        &self,
+        ags: &Ags,
+        new: NewPreflight,
+    ) -> impl Future<Output = Result<PreflightRecord>> + Send + 'static {
+        let check = || -> Result<PreflightRecord> {
+            new.validate()?;
+            let release = self.release(&new.service_id, &new.version.to_string())?;
+            Ok(PreflightRecord {
+                ags: ags.clone(),
+                service_id: release.service_id,
+                version: release.version,
+                problems: new.problems,
+                changes: new.changes,
+                at_ms: efa_domain::now_ms(),
+            })
+        };
+        let commit = check().map(|record| self.commits.write_async(move |s| s.put_preflight(&record).map(|()| record)));
+        async move { commit?.await }
     }
 }

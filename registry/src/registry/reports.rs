@@ -6,6 +6,7 @@ use efa_domain::authz::{authorize, Action, Identity};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState, ServiceTotals};
 use efa_domain::model::catalog::Service;
 use efa_domain::model::ids::{Ags, LandCode, ServiceId};
+use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::{Rating, RatingAggregate};
 use efa_domain::model::report::{Adopter, CoverageLevel, CoverageRow, Feedback, KommuneReport, RatingSummary};
 use std::collections::BTreeMap;
@@ -106,6 +107,30 @@ impl Registry {
             }
         }
         Ok(rows)
+    }
+
+    /// The pre-flight results of one release with each Kommune's name, blocked first, for
+    /// operators and the publishing Land.
+    pub fn preflight_report(
+        &self,
+        who: &Identity,
+        service: &ServiceId,
+        version: &str,
+    ) -> Result<Vec<(PreflightRecord, String)>> {
+        self.authorize_adoption(who, service)?;
+        let release = self.release(service, version)?;
+        let register = self.register()?;
+        let mut out: Vec<(PreflightRecord, String)> = self
+            .store
+            .preflights(service, &release.version)?
+            .into_iter()
+            .map(|p| {
+                let name = register.kommunen.get(&p.ags).map(|k| k.name.clone()).unwrap_or_default();
+                (p, name)
+            })
+            .collect();
+        out.sort_by(|(a, _), (b, _)| a.is_ready().cmp(&b.is_ready()).then(a.ags.cmp(&b.ags)));
+        Ok(out)
     }
 
     /// Rating aggregates of a service. They carry no names or comments, so every

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::Event;
+use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::Release;
 use efa_domain::model::subscription::Subscription;
@@ -59,6 +60,7 @@ record!(Rating, "rating", 1);
 record!(ServiceTotals, "service totals", 1);
 record!(SigningKeys, "signing keys", 1);
 record!(StoredSnapshot, "snapshot", 1);
+record!(PreflightRecord, "pre-flight result", 1);
 
 /// Formats of earlier versions, kept to read stores that hold them.
 mod previous {

@@ -15,6 +15,7 @@ use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
 use efa_domain::model::subscription::Subscription;
@@ -123,6 +124,12 @@ pub trait Store: Send + Sync + 'static {
     fn kommunen_with_records(&self) -> Result<usize>;
     /// Kommunen with at least one ledger entry whose AGS starts with `prefix`, in AGS order.
     fn kommunen_with_records_under(&self, prefix: &str) -> Result<Vec<Ags>>;
+
+    // --- pre-flight results ---
+    /// Writes a Kommune's pre-flight result for a release, replacing its previous one.
+    fn put_preflight(&self, record: &PreflightRecord) -> Result<()>;
+    /// The pre-flight results of one release, in AGS order.
+    fn preflights(&self, service: &ServiceId, version: &semver::Version) -> Result<Vec<PreflightRecord>>;
 
     // --- ratings ---
     /// Writes a rating, replacing the same Kommune's rating of the same version, and updates

@@ -73,6 +73,7 @@ macro_rules! store_test_suite {
                 channel: "stable".parse().unwrap(),
                 land: "05".parse().unwrap(),
                 created_at_ms: 0,
+                parameters: None,
                 files: vec![FileEntry {
                     path: BundlePath::parse("index.html", &BundleLimits::default()).unwrap(),
                     size: 10,

@@ -8,7 +8,7 @@
 //! - `adoption` service\0AGS -> current record; `adoption_by_kommune` AGS\0service -> ()
 //! - `history` AGS\0seq -> ledger entry; bulk-loaded entries AGS\0<8 zero bytes><bulk seq>,
 //!   so they sort before every logged entry (seqs start at 1)
-//! - `ratings` service\0version\0AGS
+//! - `ratings` service\0version\0AGS; `preflight` service\0version\0AGS -> latest result
 //! - `totals` service -> [`ServiceTotals`], updated in the same transaction as the record or
 //!   rating it counts; `adoption_kommunen` AGS -> () for every Kommune with a record
 //! - `events` seq; `meta` "seq" -> last seq
@@ -28,6 +28,7 @@ use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
 use efa_domain::model::subscription::Subscription;
@@ -60,6 +61,8 @@ pub struct SledStore {
     adoption_by_kommune: sled::Tree,
     history: sled::Tree,
     ratings: sled::Tree,
+    /// service\0version\0AGS -> the Kommune's latest pre-flight result for the release.
+    preflight: sled::Tree,
     totals: sled::Tree,
     adoption_kommunen: sled::Tree,
     events: sled::Tree,
@@ -173,6 +176,7 @@ impl SledStore {
             adoption_by_kommune: t("adoption_by_kommune")?,
             history: t("history")?,
             ratings: t("ratings")?,
+            preflight: t("preflight")?,
             totals: t("totals")?,
             adoption_kommunen: t("adoption_kommunen")?,
             events: t("events")?,
@@ -512,6 +516,22 @@ impl Store for SledStore {
             .map_err(from_tx)
     }
 
+    fn put_preflight(&self, record: &PreflightRecord) -> Result<()> {
+        let k = key(&[
+            record.service_id.as_str().as_bytes(),
+            record.version.to_string().as_bytes(),
+            record.ags.as_str().as_bytes(),
+        ]);
+        self.preflight.insert(k, encode(record))?;
+        Ok(())
+    }
+
+    fn preflights(&self, service: &ServiceId, version: &semver::Version) -> Result<Vec<PreflightRecord>> {
+        let mut p = key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]);
+        p.push(0);
+        Self::scan(&self.preflight, "preflight", &p)
+    }
+
     fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>> {
         Self::scan(&self.ratings, "ratings", &prefix(service.as_str().as_bytes()))
     }
@@ -574,6 +594,26 @@ impl Store for SledStore {
 mod tests {
     crate::store_test_suite!(super::SledStore::temporary().unwrap());
 
+    /// Runs `open` until the `sled::Db` dropped just before has let go of its file lock:
+    /// sled's flusher thread releases it shortly after the drop, not during it.
+    fn when_unlocked<T, E: std::fmt::Display>(
+        open: impl Fn() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match open() {
+                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn reopen(dir: &std::path::Path) -> crate::error::Result<super::SledStore> {
+        when_unlocked(|| super::SledStore::open(dir))
+    }
+
     #[test]
     fn data_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -585,7 +625,7 @@ mod tests {
                 .unwrap();
             store.flush().unwrap();
         }
-        let store = super::SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path()).unwrap();
         assert_eq!(store.head_seq().unwrap(), 1);
         assert!(store.service(&"wohngeld-nrw".parse().unwrap()).unwrap().is_some());
     }
@@ -599,9 +639,9 @@ mod tests {
             db.open_tree("services").unwrap().insert(b"wohngeld-nrw", &b"{\"id\":\"wohngeld-nrw\"}"[..]).unwrap();
             db.flush().unwrap();
         }
-        let err = super::SledStore::open(dir.path()).err().expect("old store refused");
+        let err = reopen(dir.path()).err().expect("old store refused");
         assert!(err.to_string().contains("format 1"), "{err}");
-        let db = sled::open(dir.path()).unwrap();
+        let db = when_unlocked(|| sled::open(dir.path())).unwrap();
         assert!(db.open_tree("services").unwrap().get(b"wohngeld-nrw").unwrap().is_some());
         assert!(db.open_tree("meta").unwrap().get(super::migrate::FORMAT_KEY).unwrap().is_none());
     }
@@ -614,7 +654,7 @@ mod tests {
             db.open_tree("meta").unwrap().insert(super::migrate::FORMAT_KEY, &b"efa-sled-9"[..]).unwrap();
             db.flush().unwrap();
         }
-        let err = super::SledStore::open(dir.path()).err().expect("newer store refused").to_string();
+        let err = reopen(dir.path()).err().expect("newer store refused").to_string();
         assert!(err.contains("format 9") && err.contains("formats 2 to 3"), "{err}");
     }
 }
