@@ -92,13 +92,28 @@ pub async fn coverage(ch: Channel, service_id: &str, land: &str, only_adopted: b
     let mut t = Table::new(
         "coverage",
         format!("Coverage of {service_id}"),
-        &["level", "code", "name", "adopted", "gemeinden", "coverage %"],
+        &[
+            "level",
+            "code",
+            "name",
+            "adopted",
+            "gemeinden",
+            "coverage %",
+            "inhabitants covered",
+            "inhabitants",
+            "inhabitants %",
+        ],
     );
     for r in resp.rows {
         if only_adopted && r.adopted == 0 {
             continue;
         }
         let pct = if r.total == 0 { 0.0 } else { 100.0 * f64::from(r.adopted) / f64::from(r.total) };
+        let people = if r.inhabitants_total == 0 {
+            0.0
+        } else {
+            100.0 * r.inhabitants_adopted as f64 / r.inhabitants_total as f64
+        };
         t.push(vec![
             r.level.into(),
             r.code.into(),
@@ -106,6 +121,9 @@ pub async fn coverage(ch: Channel, service_id: &str, land: &str, only_adopted: b
             r.adopted.into(),
             r.total.into(),
             Cell::float(pct, 1),
+            r.inhabitants_adopted.into(),
+            r.inhabitants_total.into(),
+            Cell::float(people, 1),
         ]);
     }
     Ok(t)

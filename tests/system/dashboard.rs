@@ -252,7 +252,7 @@ async fn dashboard_needs_an_operator_token_and_shows_adoption_ratings_and_reject
     let body = page(&http, &format!("{base}coverage?service=wohngeld-nrw"), &token).await;
     assert_contains(
         &body,
-        &["Nordrhein-Westfalen", "396", "1,0 %", "Dortmund", "100,0 %", "class=\"fill w2\""],
+        &["Nordrhein-Westfalen", "396", "1,0 %", "Dortmund", "100,0 %", "class=\"fill w2\"", "Einwohner", "593.317"],
         "coverage",
     );
     assert!(body.contains("id=\"running\">4<"), "{body}");

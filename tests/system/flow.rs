@@ -78,6 +78,11 @@ async fn land_publishes_kommune_deploys_rates_and_operator_reviews() {
     assert_eq!((nrw.adopted, nrw.total), (1, 396));
     let kreis = coverage.rows.iter().find(|r| r.level == "kreis" && r.code == "05913").unwrap();
     assert_eq!((kreis.adopted, kreis.total), (1, 1));
+    // And by inhabitants (GV100AD, 2023-11-30): Dortmund's 593,317 of all NRW's.
+    assert_eq!((kreis.inhabitants_adopted, kreis.inhabitants_total), (593_317, 593_317));
+    assert_eq!(nrw.inhabitants_adopted, 593_317);
+    eprintln!("NRW inhabitants in the register: {}", nrw.inhabitants_total);
+    assert!(nrw.inhabitants_total > 17_000_000 && nrw.inhabitants_total < 19_000_000, "{}", nrw.inhabitants_total);
 
     // The publishing Land reads the feedback on its services.
     let feedback = ReportServiceClient::new(w.channel(&land(NRW)).await)

@@ -45,6 +45,10 @@ pub struct CoverageRow {
     pub adopted: u32,
     /// Gemeinden in the register.
     pub total: u32,
+    /// Inhabitants of the Gemeinden running it (GV100AD population).
+    pub inhabitants_adopted: u64,
+    /// Inhabitants of all its Gemeinden.
+    pub inhabitants_total: u64,
 }
 
 /// Rating aggregates of a service.

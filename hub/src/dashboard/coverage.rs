@@ -10,6 +10,8 @@ use maud::{html, Markup};
 
 fn row(r: &CoverageRow, class: &str) -> Markup {
     let p = html::percent(r.adopted, r.total);
+    let people =
+        if r.inhabitants_total == 0 { 0.0 } else { 100.0 * r.inhabitants_adopted as f64 / r.inhabitants_total as f64 };
     html! {
         tr class=(class) {
             td { (r.name) " " span.small.muted.mono { (r.code) } }
@@ -17,6 +19,9 @@ fn row(r: &CoverageRow, class: &str) -> Markup {
             td.num { (r.total) }
             td.num.pct { (html::percent_text(p)) }
             td.barcell { (html::bar(p)) }
+            td.num { (html::thousands(r.inhabitants_adopted)) }
+            td.num { (html::thousands(r.inhabitants_total)) }
+            td.num.pct { (html::percent_text(people)) }
         }
     }
 }
@@ -55,11 +60,12 @@ pub fn render(who: &Identity, choices: &[Service], c: Option<&Coverage>, land: &
                 p {
                     a href={ "/services/" (c.service.id.as_str()) } { (c.service.title) }
                     " läuft in " strong #running { (c.running) } " Gemeinden. "
-                    "Gezählt werden Gemeinden mit einer laufenden Version; Grundlage ist das Gemeindeverzeichnis (GV100AD, Stand 30.11.2023)."
+                    "Gezählt werden Gemeinden mit einer laufenden Version und ihre Einwohner; Grundlage ist das Gemeindeverzeichnis (GV100AD, Stand 30.11.2023)."
                 }
                 table.data.coverage #coverage {
                     thead { tr {
                         th { "Land / Kreis" } th.num { "mit Dienst" } th.num { "Gemeinden" } th.num { "Anteil" } th { "" }
+                        th.num { "Einwohner erreicht" } th.num { "Einwohner" } th.num { "Anteil Einwohner" }
                     } }
                     tbody {
                         @for l in &c.laender {

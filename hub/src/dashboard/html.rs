@@ -131,6 +131,19 @@ pub fn decimal(x: f64) -> String {
     format!("{x:.1}").replace('.', ",")
 }
 
+/// `593.317`: German digit grouping for counts of people.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push('.');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub fn percent(adopted: u32, total: u32) -> f64 {
     if total == 0 {
         0.0

@@ -31,6 +31,8 @@ impl From<&CoverageRow> for pb::CoverageRow {
             name: row.name.clone(),
             adopted: row.adopted,
             total: row.total,
+            inhabitants_adopted: row.inhabitants_adopted,
+            inhabitants_total: row.inhabitants_total,
         }
     }
 }

@@ -75,26 +75,37 @@ impl Registry {
             self.land(land)?;
         }
         let register = self.register()?;
-        let mut per_land: BTreeMap<String, u32> = BTreeMap::new();
-        let mut per_kreis: BTreeMap<String, u32> = BTreeMap::new();
+        // (Gemeinden, inhabitants) running the service, per Land and per Kreis.
+        let mut per_land: BTreeMap<String, (u32, u64)> = BTreeMap::new();
+        let mut per_kreis: BTreeMap<String, (u32, u64)> = BTreeMap::new();
         for rec in self.store.adopters(service)? {
             if rec.running.is_some() {
-                *per_land.entry(rec.latest.ags.land().to_string()).or_default() += 1;
-                *per_kreis.entry(rec.latest.ags.kreis().to_string()).or_default() += 1;
+                let people = register.kommunen.get(&rec.latest.ags).and_then(|k| k.population).unwrap_or(0);
+                for (map, code) in [
+                    (&mut per_land, rec.latest.ags.land().to_string()),
+                    (&mut per_kreis, rec.latest.ags.kreis().to_string()),
+                ] {
+                    let e = map.entry(code).or_default();
+                    e.0 += 1;
+                    e.1 += people;
+                }
             }
         }
         let mut rows = Vec::new();
         for l in &register.laender {
+            let (adopted, inhabitants_adopted) = per_land.get(l.code.as_str()).copied().unwrap_or_default();
             rows.push(CoverageRow {
                 level: CoverageLevel::Land,
                 code: l.code.to_string(),
                 name: l.name.clone(),
-                adopted: per_land.get(l.code.as_str()).copied().unwrap_or(0),
+                adopted,
                 total: register.per_land.get(l.code.as_str()).copied().unwrap_or(0),
+                inhabitants_adopted,
+                inhabitants_total: register.population_per_land.get(l.code.as_str()).copied().unwrap_or(0),
             });
         }
         for k in &register.kreise {
-            let adopted = per_kreis.get(k.code.as_str()).copied().unwrap_or(0);
+            let (adopted, inhabitants_adopted) = per_kreis.get(k.code.as_str()).copied().unwrap_or_default();
             let in_land = land.is_some_and(|l| k.code.land() == *l);
             if adopted > 0 || in_land {
                 rows.push(CoverageRow {
@@ -103,6 +114,8 @@ impl Registry {
                     name: k.name.clone(),
                     adopted,
                     total: register.per_kreis.get(k.code.as_str()).copied().unwrap_or(0),
+                    inhabitants_adopted,
+                    inhabitants_total: register.population_per_kreis.get(k.code.as_str()).copied().unwrap_or(0),
                 });
             }
         }
