@@ -55,12 +55,21 @@ const SERVICES: [(&str, &str, &str, &str); 8] = [
 ];
 
 /// What Dortmund decides after evaluating, with the reasons its IT gives the Land.
+///
+/// The seed (Stadt Dortmund, 9 November 2022) says Dortmund evaluated eight EfA services
+/// offered through NRW and positively evaluated and uses four: Wohngeld,
+/// Wohnraumidentitätsnummer, SchülerBAföG and Gewerbeanträge. Which the other four were,
+/// and why each was declined, it does not say (only that Kommunen were not involved in
+/// building them): the four rejected here and their reasons are illustrative.
 const DORTMUND_REJECTS: [(&str, &str); 4] = [
-    ("schueler-bafoeg-nrw", "Zuständig ist das Amt für Ausbildungsförderung des Kreises; kein Bedarf im Serviceportal"),
-    ("wohnraum-id-nrw", "Keine Zweckentfremdungssatzung in Dortmund; Leistung wird nicht benötigt"),
+    ("hundehaltung-nrw", "Wird bereits im städtischen Serviceportal angeboten; kein Mehrwert"),
+    ("wohnsitz-nrw", "Kommunen bei der Erstellung nicht eingebunden; Anbindung an unser Meldeverfahren ungeklärt"),
     ("baugenehmigung-nrw", "Anbindung an das Fachverfahren (XBau) fehlt; Anschlusskosten zu hoch"),
     ("elterngeld-nrw", "Übertragbarkeit von ELFE wird noch geprüft; Standesamt-Anbindung ungeklärt"),
 ];
+
+/// Services that are free of charge to apply for (fee 0).
+const FREE_OF_CHARGE: [&str; 4] = ["wohngeld-nrw", "schueler-bafoeg-nrw", "elterngeld-nrw", "wohnsitz-nrw"];
 
 /// (index into the Kommunen, service, version, stars, criteria scores, comment)
 type DemoRating = (usize, &'static str, &'static str, u32, &'static [(Criterion, u32)], &'static str);
@@ -79,7 +88,7 @@ fn kommunen() -> Vec<Kommune> {
             ags: "05913000",
             name: "Dortmund",
             subscriptions: all_manual,
-            epaybl: "https://epaybl.dortmund.de/api",
+            epaybl: "https://epaybl.dortmund.example/api",
         },
         Kommune {
             ags: "05113000",
@@ -89,32 +98,32 @@ fn kommunen() -> Vec<Kommune> {
                 ("gewerbeanmeldung-nrw", UpdatePolicy::Auto),
                 ("hundehaltung-nrw", UpdatePolicy::Auto),
             ],
-            epaybl: "https://epaybl.essen.de/api",
+            epaybl: "https://epaybl.essen.example/api",
         },
         Kommune {
             ags: "05711000",
             name: "Bielefeld",
             subscriptions: vec![("wohngeld-nrw", UpdatePolicy::Auto), ("wohnsitz-nrw", UpdatePolicy::Auto)],
             // An internal plain-HTTP endpoint: the 1.1.0 smoke check will refuse it.
-            epaybl: "http://epaybl.intern.bielefeld.de",
+            epaybl: "http://epaybl.intern.bielefeld.example",
         },
         Kommune {
             ags: "05515000",
             name: "Münster",
             subscriptions: vec![("wohngeld-nrw", UpdatePolicy::PatchOnly), ("hundehaltung-nrw", UpdatePolicy::Auto)],
-            epaybl: "https://epaybl.stadt-muenster.de/api",
+            epaybl: "https://epaybl.stadt-muenster.example/api",
         },
         Kommune {
             ags: "05911000",
             name: "Bochum",
             subscriptions: vec![("wohngeld-nrw", UpdatePolicy::Auto), ("gewerbeanmeldung-nrw", UpdatePolicy::Auto)],
-            epaybl: "https://epaybl.bochum.de/api",
+            epaybl: "https://epaybl.bochum.example/api",
         },
         Kommune {
             ags: "05978024",
             name: "Lünen",
             subscriptions: vec![("wohngeld-nrw", UpdatePolicy::Auto), ("wohnsitz-nrw", UpdatePolicy::Auto)],
-            epaybl: "https://epaybl.luenen.de/api",
+            epaybl: "https://epaybl.luenen.example/api",
         },
     ]
 }
@@ -170,7 +179,8 @@ fn write_bundle(root: &Path, service: &str, title: &str, version: &str) -> Resul
     Ok(dir)
 }
 
-fn node_config(fed: &DevFederation, root: &Path, k: &Kommune) -> Result<NodeConfig> {
+/// The node config of Kommune `k`; `postcode` is its seat's postcode from the register.
+fn node_config(fed: &DevFederation, root: &Path, k: &Kommune, postcode: &str) -> Result<NodeConfig> {
     let tls = fed.client_tls(&Identity::Kommune(k.ags.parse()?))?;
     let base = root.join("nodes").join(k.name.to_lowercase());
     let mut config = NodeConfig::new(k.ags.parse()?, fed.url(), base.join("state"), base.join("deploy"))
@@ -187,16 +197,17 @@ fn node_config(fed: &DevFederation, root: &Path, k: &Kommune) -> Result<NodeConf
             id,
             BTreeMap::from([
                 ("zustaendige_stelle".into(), text(format!("Stadt {} – Bürgerdienste", k.name))),
-                ("postleitzahlen".into(), ParamValue::List(vec![format!("{}000", &k.ags[2..4])])),
+                ("postleitzahlen".into(), ParamValue::List(vec![postcode.to_string()])),
                 ("fit_connect_destination".into(), text(format!("dest-{}-{service}", k.ags))),
                 ("payment_purpose".into(), text(purpose)),
-                ("fee_cents".into(), ParamValue::Integer(1500)),
+                // Free services cost nothing; other fees are illustrative.
+                ("fee_cents".into(), ParamValue::Integer(if FREE_OF_CHARGE.contains(service) { 0 } else { 1500 })),
                 ("epaybl_endpoint".into(), text(k.epaybl.into())),
                 (
                     "datenschutz_url".into(),
-                    text(format!("https://www.{}.de/datenschutz", k.name.to_lowercase().replace('ü', "ue"))),
+                    text(format!("https://{}.example/datenschutz", k.name.to_lowercase().replace('ü', "ue"))),
                 ),
-                ("kontakt_email".into(), text(format!("efa@{}.de", k.name.to_lowercase().replace('ü', "ue")))),
+                ("kontakt_email".into(), text(format!("efa@{}.example", k.name.to_lowercase().replace('ü', "ue")))),
             ]),
         );
     }
@@ -295,7 +306,13 @@ async fn run() -> Result<()> {
     section("Kommunen subscribe and evaluate");
     let mut agents = Vec::new();
     for k in kommunen() {
-        let agent = Agent::new(node_config(&fed, &root, &k)?)?;
+        // The postcode its services are responsible for: its seat's, from the register.
+        let me = CatalogServiceClient::new(fed.channel(&Identity::Kommune(k.ags.parse()?)).await?)
+            .get_kommune(pb::GetKommuneRequest { ags: k.ags.into() })
+            .await?
+            .into_inner();
+        ensure!(!me.postcode.is_empty(), "the register has no postcode for {}", k.name);
+        let agent = Agent::new(node_config(&fed, &root, &k, &me.postcode)?)?;
         agent.register_subscriptions().await?;
         let handled = agent.reconcile().await?;
         agent.sync_once().await?;
@@ -385,7 +402,14 @@ async fn run() -> Result<()> {
             "Smoke-Check verlangt HTTPS-ePayBL; intern nur HTTP",
         ),
         (0, "baugenehmigung-nrw", "1.0.0", 2, &[(Criterion::RoutingTransport, 1)], "Ohne XBau-Anbindung nicht nutzbar"),
-        (0, "hundehaltung-nrw", "1.0.0", 5, &[(Criterion::Nutzerkonto, 5)], "Meistgenutzter Dienst im Serviceportal"),
+        (
+            0,
+            "schueler-bafoeg-nrw",
+            "1.0.0",
+            4,
+            &[(Criterion::Nutzerkonto, 4)],
+            "Antrag vollständig online, Nachweise per Upload",
+        ),
         (
             1,
             "gewerbeanmeldung-nrw",

@@ -174,6 +174,8 @@ pub fn kommune(k: &Kommune, land_name: &str, kreis_name: &str) -> pb::Kommune {
         land_name: land_name.to_string(),
         kreis_code: k.ags.kreis().to_string(),
         kreis_name: kreis_name.to_string(),
+        population: k.population.unwrap_or(0),
+        postcode: k.postcode.clone().unwrap_or_default(),
     }
 }
 
