@@ -140,7 +140,7 @@ fn parameter_schema() -> Vec<pb::ParameterSpec> {
     vec![
         p("zustaendige_stelle", pb::ParameterKind::Text, true, "Zuständige Organisationseinheit", 200),
         p("postleitzahlen", pb::ParameterKind::Postcodes, true, "Örtlich zuständig für diese PLZ", 0),
-        p("fit_connect_destination", pb::ParameterKind::Text, true, "FIT-Connect Destination-ID", 64),
+        p("fit_connect_destination", pb::ParameterKind::FitConnectDestination, true, "FIT-Connect Destination-ID", 0),
         p("payment_purpose", pb::ParameterKind::Text, true, "Verwendungszweck (ePayBL, max. 27 Zeichen)", 27),
         p("fee_cents", pb::ParameterKind::AmountCents, true, "Gebühr in Cent", 0),
         p("epaybl_endpoint", pb::ParameterKind::Url, false, "ePayBL-Endpunkt der Kommune", 0),
@@ -179,6 +179,14 @@ fn write_bundle(root: &Path, service: &str, title: &str, version: &str) -> Resul
     Ok(dir)
 }
 
+/// A FIT-Connect destination ID for the demo: a UUID derived from AGS and service, so it
+/// is stable from run to run. Real ones are issued by FIT-Connect when a Kommune registers
+/// its destination.
+fn demo_destination(ags: &str, service: &str) -> String {
+    let h = efa_domain::bundle::Digest::of(format!("{ags}/{service}").as_bytes()).hex();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
 /// The node config of Kommune `k`; `postcode` is its seat's postcode from the register.
 fn node_config(fed: &DevFederation, root: &Path, k: &Kommune, postcode: &str) -> Result<NodeConfig> {
     let tls = fed.client_tls(&Identity::Kommune(k.ags.parse()?))?;
@@ -198,7 +206,7 @@ fn node_config(fed: &DevFederation, root: &Path, k: &Kommune, postcode: &str) ->
             BTreeMap::from([
                 ("zustaendige_stelle".into(), text(format!("Stadt {} – Bürgerdienste", k.name))),
                 ("postleitzahlen".into(), ParamValue::List(vec![postcode.to_string()])),
-                ("fit_connect_destination".into(), text(format!("dest-{}-{service}", k.ags))),
+                ("fit_connect_destination".into(), text(demo_destination(k.ags, service))),
                 ("payment_purpose".into(), text(purpose)),
                 // Free services cost nothing; other fees are illustrative.
                 ("fee_cents".into(), ParamValue::Integer(if FREE_OF_CHARGE.contains(service) { 0 } else { 1500 })),

@@ -33,11 +33,17 @@ pub enum ParameterKind {
     Boolean,
     /// Any whole number.
     Integer,
+    /// A FIT-Connect destination ID, a UUID (`8-4-4-4-12` hex digits): where the service
+    /// sends applications for this Kommune (routing is Leistungsschlüssel + ARS →
+    /// destination).
+    FitConnectDestination,
+    /// A telephone number: digits, spaces, `+`, `/`, `-`, `(`, `)`, at least 3 digits.
+    Phone,
 }
 
 impl ParameterKind {
     /// Every kind, in the order the CLIs list them.
-    pub const ALL: [ParameterKind; 7] = [
+    pub const ALL: [ParameterKind; 9] = [
         ParameterKind::Text,
         ParameterKind::Url,
         ParameterKind::Email,
@@ -45,6 +51,8 @@ impl ParameterKind {
         ParameterKind::Postcodes,
         ParameterKind::Boolean,
         ParameterKind::Integer,
+        ParameterKind::FitConnectDestination,
+        ParameterKind::Phone,
     ];
 
     /// The name used in node configs and on the command line, e.g. `amount_cents`.
@@ -57,6 +65,8 @@ impl ParameterKind {
             ParameterKind::Postcodes => "postcodes",
             ParameterKind::Boolean => "boolean",
             ParameterKind::Integer => "integer",
+            ParameterKind::FitConnectDestination => "fit_connect_destination",
+            ParameterKind::Phone => "phone",
         }
     }
 }
@@ -246,7 +256,34 @@ fn check_value(spec: &ParameterSpec, v: &ParamValue) -> std::result::Result<Para
             }
             _ => Err("must be a non-empty list of 5-digit postcodes".to_string()),
         },
+        ParameterKind::FitConnectDestination => {
+            let s = text(v)?;
+            if is_uuid(s.trim()) {
+                Ok(ParamValue::Text(s.trim().to_ascii_lowercase()))
+            } else {
+                Err(format!(
+                    "{} is not a FIT-Connect destination ID (a UUID such as 7b0b3d6e-1f0a-4c2e-9a4b-2d1f0e9c8a7b)",
+                    echo(&s)
+                ))
+            }
+        }
+        ParameterKind::Phone => {
+            let s = bounded(text(v)?)?;
+            let allowed = s.chars().all(|c| c.is_ascii_digit() || " +/-()".contains(c));
+            if allowed && s.chars().filter(char::is_ascii_digit).count() >= 3 {
+                Ok(ParamValue::Text(s))
+            } else {
+                Err(format!("{} is not a telephone number", echo(&s)))
+            }
+        }
     }
+}
+
+/// `8-4-4-4-12` hexadecimal digits, as RFC 9562 writes a UUID.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Replaces every `{{ name }}` in `template` with the parameter's value. A placeholder
@@ -491,5 +528,18 @@ mod tests {
         let mut fixed = values.clone();
         fixed.insert("office_email".into(), text("wohngeld@example.org"));
         assert!(preflight(&schema, None, &fixed).is_ready());
+    }
+
+    #[test]
+    fn fit_connect_destinations_are_uuids_and_phones_are_numbers() {
+        let dest = spec("fit_connect_destination", ParameterKind::FitConnectDestination, true, 0);
+        let ok = check_value(&dest, &text("7B0B3D6E-1F0A-4C2E-9A4B-2D1F0E9C8A7B")).unwrap();
+        assert_eq!(ok, text("7b0b3d6e-1f0a-4c2e-9a4b-2d1f0e9c8a7b"), "kept in lower case");
+        for bad in ["dest-05913000", "7b0b3d6e1f0a4c2e9a4b2d1f0e9c8a7b", "7b0b3d6e-1f0a-4c2e-9a4b-2d1f0e9c8a7g", ""] {
+            assert!(check_value(&dest, &text(bad)).unwrap_err().contains("not a FIT-Connect destination"), "{bad}");
+        }
+        let phone = spec("phone", ParameterKind::Phone, true, 0);
+        assert!(check_value(&phone, &text("+49 231 50-0")).is_ok());
+        assert!(check_value(&phone, &text("call us")).is_err());
     }
 }

@@ -148,7 +148,8 @@ enum Command {
         #[arg(long, default_value = "")]
         description: String,
         /// NAME:KIND[:required][:MAXLEN], KIND one of text, url, email, amount_cents,
-        /// postcodes, boolean, integer. Repeat per parameter.
+        /// postcodes, boolean, integer, fit_connect_destination (a UUID), phone. Repeat per
+        /// parameter.
         #[arg(long = "param")]
         params: Vec<String>,
         /// Let every Kommune see who adopted this service.

@@ -65,7 +65,7 @@ wire_enum!(Criterion, pb::Criterion, "criterion",
 });
 
 wire_enum!(ParameterKind, pb::ParameterKind, "parameter kind",
-    "TEXT, URL, EMAIL, AMOUNT_CENTS, POSTCODES, BOOLEAN, INTEGER", {
+    "TEXT, URL, EMAIL, AMOUNT_CENTS, POSTCODES, BOOLEAN, INTEGER, FIT_CONNECT_DESTINATION, PHONE", {
     ParameterKind::Text => pb::ParameterKind::Text,
     ParameterKind::Url => pb::ParameterKind::Url,
     ParameterKind::Email => pb::ParameterKind::Email,
@@ -73,6 +73,8 @@ wire_enum!(ParameterKind, pb::ParameterKind, "parameter kind",
     ParameterKind::Postcodes => pb::ParameterKind::Postcodes,
     ParameterKind::Boolean => pb::ParameterKind::Boolean,
     ParameterKind::Integer => pb::ParameterKind::Integer,
+    ParameterKind::FitConnectDestination => pb::ParameterKind::FitConnectDestination,
+    ParameterKind::Phone => pb::ParameterKind::Phone,
 });
 
 #[cfg(test)]
