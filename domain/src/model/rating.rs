@@ -42,16 +42,18 @@ impl Criterion {
         Criterion::Organisation,
     ];
 
-    /// The German name for display, e.g. `Routing & Transport`.
+    /// The German name for display, e.g. `Routing & Transport`; the official names of the
+    /// EfA-Mindestanforderungen areas where they are confirmed ("Oberflächengestaltung und
+    /// Design", "Rechtliche Nachnutzungsmöglichkeit").
     pub fn label(self) -> &'static str {
         match self {
-            Criterion::Design => "Design",
+            Criterion::Design => "Oberflächengestaltung und Design",
             Criterion::Fachlogik => "Fachlogik",
             Criterion::Nutzerkonto => "Nutzerkonto",
             Criterion::Payment => "Payment",
             Criterion::Datenaustauschstandard => "Datenaustauschstandard",
             Criterion::RoutingTransport => "Routing & Transport",
-            Criterion::RechtlicheNachnutzung => "rechtliche Nachnutzung",
+            Criterion::RechtlicheNachnutzung => "Rechtliche Nachnutzungsmöglichkeit",
             Criterion::Organisation => "Organisation",
         }
     }
