@@ -236,3 +236,29 @@ pub async fn preflight(ch: Channel, service_id: &str, version: &str) -> Result<T
     }
     Ok(t)
 }
+
+/// The routing table for a Leistungsschlüssel: per Kommune (by ARS) the FIT-Connect
+/// destination its node declared for the service it runs.
+pub async fn routing(ch: Channel, leistungsschluessel: &str) -> Result<Table, tonic::Status> {
+    let resp = ReportServiceClient::new(ch)
+        .routing(pb::RoutingRequest { leistungsschluessel: leistungsschluessel.into() })
+        .await?
+        .into_inner();
+    let mut t = Table::new(
+        "routing",
+        format!("FIT-Connect routing for Leistungsschlüssel {}", resp.leistungsschluessel),
+        &["ars", "ags", "kommune", "service", "version", "parameter", "destination"],
+    );
+    for r in resp.rows {
+        t.push(vec![
+            r.ars.into(),
+            r.ags.into(),
+            r.kommune_name.into(),
+            r.service_id.into(),
+            r.version.into(),
+            r.parameter.into(),
+            r.destination.into(),
+        ]);
+    }
+    Ok(t)
+}

@@ -280,7 +280,7 @@ fn check_value(spec: &ParameterSpec, v: &ParamValue) -> std::result::Result<Para
 }
 
 /// `8-4-4-4-12` hexadecimal digits, as RFC 9562 writes a UUID.
-fn is_uuid(s: &str) -> bool {
+pub fn is_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
         && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -47,10 +47,11 @@ impl Limits {
 
 const WATCH: &str = "/efa.v1.SubscriptionService/WatchEvents";
 const FETCH: &str = "/efa.v1.ReleaseService/FetchBlob";
-const WRITES: [&str; 3] = [
+const WRITES: [&str; 4] = [
     "/efa.v1.AdoptionService/ReportAdoption",
     "/efa.v1.AdoptionService/SubmitRating",
     "/efa.v1.AdoptionService/ReportPreflight",
+    "/efa.v1.AdoptionService/DeclareRouting",
 ];
 
 struct Bucket {

@@ -11,6 +11,7 @@ use efa_domain::model::ids::{Channel, LandCode, ServiceId};
 use efa_domain::model::preflight::NewPreflight;
 use efa_domain::model::rating::{NewRating, Rating};
 use efa_domain::model::release::{ReleaseSummary, SignedRelease};
+use efa_domain::model::routing::RoutingDeclaration;
 use efa_domain::model::subscription::NewSubscription;
 use efa_proto::v1 as pb;
 use efa_proto::v1::adoption_service_client::AdoptionServiceClient;
@@ -184,6 +185,14 @@ impl HubClient {
         let info =
             AdoptionServiceClient::new(self.channel.clone()).submit_rating(pb::RatingRequest::from(rating)).await?;
         Ok(info.into_inner().try_into()?)
+    }
+
+    /// Declares the FIT-Connect destinations for a service this Kommune runs.
+    pub async fn declare_routing(&self, declaration: &RoutingDeclaration) -> Result<()> {
+        AdoptionServiceClient::new(self.channel.clone())
+            .declare_routing(pb::RoutingDeclaration::from(declaration))
+            .await?;
+        Ok(())
     }
 
     /// Reports a pre-flight result.

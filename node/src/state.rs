@@ -82,6 +82,10 @@ pub struct ServiceState {
     /// instead of deploying, until the operator approves one or lifts the hold.
     #[serde(default)]
     pub hold: Option<Hold>,
+    /// The FIT-Connect destinations last declared to the hub (version and destinations),
+    /// so a sync declares only what changed.
+    #[serde(default)]
+    pub routing_declared: Option<String>,
 }
 
 /// A version the Kommune's operator keeps running on purpose.

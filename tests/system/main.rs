@@ -10,5 +10,6 @@ mod observability;
 mod preflight;
 mod publish;
 mod python_client;
+mod routing;
 mod tls;
 mod verification;

@@ -260,6 +260,12 @@ enum ReportCommand {
     /// Pre-flight results of a release: which Kommunen are ready for it and which are
     /// blocked (missing or invalid parameters), before anything is deployed.
     Preflight { service: String, version: String },
+    /// FIT-Connect routing for a Leistungsschlüssel: per ARS the destination the Kommune's
+    /// node declared.
+    Routing {
+        #[arg(long)]
+        leistungsschluessel: String,
+    },
     /// Comments and rejection reasons for your Land's services (operators: any).
     Feedback {
         #[arg(long, default_value = "")]
@@ -545,6 +551,9 @@ async fn run() -> Result<ExitCode> {
                     vec![reports::coverage(ch, service, land, !all).await?]
                 }
                 ReportCommand::Ratings { service } => vec![reports::ratings(ch, service).await?],
+                ReportCommand::Routing { leistungsschluessel } => {
+                    vec![reports::routing(ch, leistungsschluessel).await?]
+                }
                 ReportCommand::Preflight { service, version } => vec![reports::preflight(ch, service, version).await?],
                 ReportCommand::Feedback { service, land } => {
                     let (a, b) = reports::feedback(ch, service, land).await?;

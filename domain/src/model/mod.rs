@@ -9,4 +9,5 @@ pub mod preflight;
 pub mod rating;
 pub mod release;
 pub mod report;
+pub mod routing;
 pub mod subscription;

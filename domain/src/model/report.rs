@@ -83,3 +83,22 @@ pub struct KommuneReport {
     /// Its ledger, oldest first.
     pub history: Vec<AdoptionEntry>,
 }
+
+/// One row of the routing table: where a Kommune's applications for a service go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingRow {
+    /// The Kommune's Amtlicher Regionalschlüssel (what FIT-Connect routes by).
+    pub ars: String,
+    /// The Kommune.
+    pub ags: crate::model::ids::Ags,
+    /// Its name.
+    pub kommune: String,
+    /// The service.
+    pub service_id: crate::model::ids::ServiceId,
+    /// The version it runs.
+    pub version: semver::Version,
+    /// The parameter that holds the destination.
+    pub parameter: String,
+    /// The FIT-Connect destination ID.
+    pub destination: String,
+}

@@ -7,6 +7,7 @@ use efa_domain::authz::acting_kommune;
 use efa_domain::model::adoption::AdoptionReport;
 use efa_domain::model::preflight::NewPreflight;
 use efa_domain::model::rating::NewRating;
+use efa_domain::model::routing::RoutingDeclaration;
 use efa_proto::v1 as pb;
 use efa_proto::v1::adoption_service_server::AdoptionService;
 use std::sync::Arc;
@@ -54,5 +55,16 @@ impl AdoptionService for Adoption {
         let name = reg.kommune_name(&ags).map_err(status)?;
         tracing::info!(ags = %record.ags, service = %record.service_id, version = %record.version, ready = record.is_ready(), "pre-flight reported");
         Ok(Response::new((&record, name.as_str()).into()))
+    }
+
+    async fn declare_routing(
+        &self,
+        req: Request<pb::RoutingDeclaration>,
+    ) -> Result<Response<pb::RoutingDeclaration>, Status> {
+        let ags = acting_kommune(&self.0.auth.identify(&req)?).map_err(status)?;
+        let declaration = RoutingDeclaration::try_from(req.into_inner()).map_err(status)?;
+        let record = self.0.registry.declare_routing(&ags, declaration).await.map_err(status)?;
+        tracing::info!(ags = %record.ags, service = %record.service_id, destinations = record.destinations.len(), "routing declared");
+        Ok(Response::new((&record).into()))
     }
 }

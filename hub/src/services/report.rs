@@ -72,6 +72,15 @@ impl ReportService for Reports {
         Ok(Response::new((&fb).into()))
     }
 
+    async fn routing(&self, req: Request<pb::RoutingRequest>) -> Result<Response<pb::RoutingResponse>, Status> {
+        authorize(&self.0.auth.identify(&req)?, Action::ReadCatalog).map_err(status)?;
+        let key: efa_domain::model::ids::Leistungsschluessel =
+            parse(&req.into_inner().leistungsschluessel).map_err(status)?;
+        let leistungsschluessel = key.to_string();
+        let rows = self.0.registry(move |reg| reg.routing_table(&key)).await?;
+        Ok(Response::new(pb::RoutingResponse { leistungsschluessel, rows: rows.iter().map(Into::into).collect() }))
+    }
+
     async fn preflight(&self, req: Request<pb::PreflightRequest>) -> Result<Response<pb::PreflightResponse>, Status> {
         let who = self.0.auth.identify(&req)?;
         let r = req.into_inner();

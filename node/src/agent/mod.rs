@@ -347,6 +347,12 @@ impl Agent {
         self.flush_outbox().await?;
         let mut handled = self.reconcile().await?;
         handled.extend(self.sync_once().await?);
+        // Routing the hub has not heard yet (a declaration lost while it was away).
+        for service in self.status()?.services.iter().filter(|s| s.running.is_some()) {
+            if let Ok(id) = service.service.parse() {
+                self.declare_routing(&id).await?;
+            }
+        }
         Ok(summarize(handled))
     }
 

@@ -13,7 +13,8 @@ use efa_domain::model::catalog::CatalogEntry;
 use efa_domain::model::ids::{LandCode, ServiceId};
 use efa_domain::model::preflight::{self, NewPreflight};
 use efa_domain::model::release::{ReleaseSummary, UpdateDecision};
-use efa_domain::params::{preflight, validate_values, ParameterSpec, Preflight};
+use efa_domain::model::routing::{Destination, RoutingDeclaration};
+use efa_domain::params::{preflight, validate_values, ParamValue, ParameterKind, ParameterSpec, Preflight};
 use efa_domain::trust::{check_pinned_land, verify_release};
 
 /// A state change that goes into the same write as the report describing it.
@@ -198,6 +199,41 @@ impl Agent {
         (schema, result)
     }
 
+    /// Declares to the hub the FIT-Connect destinations of the version this Kommune runs
+    /// (its parameters of that kind in the release's signed schema), if they changed since
+    /// the last declaration. A hub that is away gets them with a later sync.
+    pub(super) async fn declare_routing(&self, service: &ServiceId) -> Result<()> {
+        let Some(running) = self.running_version(service)? else { return Ok(()) };
+        let Some(schema) = self.running_schema(service).await else { return Ok(()) };
+        let local = self.config.service(service);
+        let destinations: Vec<Destination> = schema
+            .iter()
+            .filter(|s| s.kind == ParameterKind::FitConnectDestination)
+            .filter_map(|s| match local.parameters.get(&s.name) {
+                Some(ParamValue::Text(t)) => {
+                    Some(Destination { parameter: s.name.clone(), destination: t.trim().to_ascii_lowercase() })
+                }
+                _ => None,
+            })
+            .collect();
+        let said = format!("{running} {destinations:?}");
+        let known = self.state.load()?.services.get(service.as_str()).and_then(|s| s.routing_declared.clone());
+        if known.as_deref() == Some(said.as_str()) || (known.is_none() && destinations.is_empty()) {
+            return Ok(());
+        }
+        let declaration = RoutingDeclaration { service_id: service.clone(), version: running, destinations };
+        match self.hub.declare_routing(&declaration).await {
+            Ok(()) => {
+                let key = service.to_string();
+                self.update(move |s| s.services.entry(key).or_default().routing_declared = Some(said))?;
+                tracing::info!(%service, destinations = declaration.destinations.len(), "routing declared");
+            }
+            Err(e) if e.is_transient() => {}
+            Err(e) => tracing::warn!(%service, error = %e, "the hub refused the routing declaration"),
+        }
+        Ok(())
+    }
+
     /// The signed parameter schema of the version this Kommune runs, if it has one.
     async fn running_schema(&self, service: &ServiceId) -> Option<Vec<ParameterSpec>> {
         let running = self.running_version(service).ok()??;
@@ -282,6 +318,7 @@ impl Agent {
                 self.count_deploy(id.as_str());
                 self.cache.clear_partials();
                 self.outbox().send(report(info, AdoptionState::Deployed, ""), move |s| finish(s, None)).await?;
+                self.declare_routing(&id).await?;
                 Ok(Handled::Deployed { service: id.to_string(), version })
             }
             Ok(DeployOutcome::RolledBack { failed_version, restored, reason }) => {

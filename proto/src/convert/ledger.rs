@@ -9,6 +9,7 @@ use efa_domain::model::ids::{parse_version, Channel};
 use efa_domain::model::preflight::{NewPreflight, PreflightRecord};
 use efa_domain::model::rating::{Criterion, NewRating, Rating};
 use efa_domain::model::release::UpdatePolicy;
+use efa_domain::model::routing::{Destination, RoutingDeclaration, RoutingRecord};
 use efa_domain::model::subscription::{NewSubscription, Subscription, SubscriptionTarget};
 
 impl TryFrom<pb::SubscriptionTarget> for SubscriptionTarget {
@@ -250,4 +251,43 @@ impl From<(&PreflightRecord, &str)> for pb::PreflightRecord {
             at_ms: p.at_ms,
         }
     }
+}
+
+impl TryFrom<pb::RoutingDeclaration> for RoutingDeclaration {
+    type Error = Error;
+    fn try_from(r: pb::RoutingDeclaration) -> Result<Self> {
+        Ok(RoutingDeclaration {
+            service_id: parse(&r.service_id)?,
+            version: parse_version(&r.version)?,
+            destinations: r
+                .destinations
+                .into_iter()
+                .map(|d| Destination { parameter: d.parameter, destination: d.destination })
+                .collect(),
+        })
+    }
+}
+
+impl From<&RoutingDeclaration> for pb::RoutingDeclaration {
+    fn from(r: &RoutingDeclaration) -> Self {
+        pb::RoutingDeclaration {
+            service_id: r.service_id.to_string(),
+            version: r.version.to_string(),
+            destinations: r.destinations.iter().map(destination).collect(),
+        }
+    }
+}
+
+impl From<&RoutingRecord> for pb::RoutingDeclaration {
+    fn from(r: &RoutingRecord) -> Self {
+        pb::RoutingDeclaration {
+            service_id: r.service_id.to_string(),
+            version: r.version.to_string(),
+            destinations: r.destinations.iter().map(destination).collect(),
+        }
+    }
+}
+
+fn destination(d: &Destination) -> pb::Destination {
+    pb::Destination { parameter: d.parameter.clone(), destination: d.destination.clone() }
 }

@@ -4,7 +4,7 @@ use super::ledger::{entry, rating, record};
 use super::WireEnum;
 use crate::v1 as pb;
 use efa_domain::model::rating::RatingAggregate;
-use efa_domain::model::report::{Adopter, CoverageRow, Feedback, KommuneReport, RatingSummary};
+use efa_domain::model::report::{Adopter, CoverageRow, Feedback, KommuneReport, RatingSummary, RoutingRow};
 
 impl From<&Adopter> for pb::AdoptionRecord {
     fn from(a: &Adopter) -> Self {
@@ -77,6 +77,20 @@ impl From<&Feedback> for pb::FeedbackResponse {
                     at_ms: e.at_ms,
                 })
                 .collect(),
+        }
+    }
+}
+
+impl From<&RoutingRow> for pb::RoutingRow {
+    fn from(r: &RoutingRow) -> Self {
+        pb::RoutingRow {
+            ars: r.ars.clone(),
+            ags: r.ags.to_string(),
+            kommune_name: r.kommune.clone(),
+            service_id: r.service_id.to_string(),
+            version: r.version.to_string(),
+            parameter: r.parameter.clone(),
+            destination: r.destination.clone(),
         }
     }
 }

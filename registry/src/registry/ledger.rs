@@ -8,6 +8,7 @@ use efa_domain::model::ids::{Ags, Channel};
 use efa_domain::model::preflight::{NewPreflight, PreflightRecord};
 use efa_domain::model::rating::{NewRating, Rating};
 use efa_domain::model::release::UpdatePolicy;
+use efa_domain::model::routing::{RoutingDeclaration, RoutingRecord};
 use efa_domain::model::subscription::{Subscription, SubscriptionTarget};
 use efa_domain::text::{self, Lines};
 use std::future::Future;
@@ -128,6 +129,37 @@ impl Registry {
             })
         };
         let commit = check().map(|record| self.commits.write_async(move |s| s.put_preflight(&record).map(|()| record)));
+        async move { commit?.await }
+    }
+
+    /// Records the FIT-Connect destinations a Kommune declares for a service it runs at
+    /// that version (FAILED_PRECONDITION otherwise: routing must point at a running service).
+    pub fn declare_routing(
+        &self,
+        ags: &Ags,
+        new: RoutingDeclaration,
+    ) -> impl Future<Output = Result<RoutingRecord>> + Send + 'static {
+        let check = || -> Result<RoutingRecord> {
+            new.validate()?;
+            let release = self.release(&new.service_id, &new.version.to_string())?;
+            let runs = self.store.adoption(&release.service_id, ags)?.and_then(|r| r.running);
+            if !new.destinations.is_empty() && runs.as_ref() != Some(&release.version) {
+                return Err(Error::failed_precondition(format!(
+                    "Kommune {ags} does not run {} {} (it runs {}); declare the destinations of the version it runs",
+                    release.service_id,
+                    release.version,
+                    runs.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into())
+                )));
+            }
+            Ok(RoutingRecord {
+                ags: ags.clone(),
+                service_id: release.service_id,
+                version: release.version,
+                destinations: new.destinations,
+                at_ms: efa_domain::now_ms(),
+            })
+        };
+        let commit = check().map(|record| self.commits.write_async(move |s| s.put_routing(&record).map(|()| record)));
         async move { commit?.await }
     }
 }

@@ -5,10 +5,12 @@ use crate::error::Result;
 use efa_domain::authz::{authorize, Action, Identity};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState, ServiceTotals};
 use efa_domain::model::catalog::Service;
-use efa_domain::model::ids::{Ags, LandCode, ServiceId};
+use efa_domain::model::ids::{Ags, LandCode, Leistungsschluessel, ServiceId};
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::{Rating, RatingAggregate};
-use efa_domain::model::report::{Adopter, CoverageLevel, CoverageRow, Feedback, KommuneReport, RatingSummary};
+use efa_domain::model::report::{
+    Adopter, CoverageLevel, CoverageRow, Feedback, KommuneReport, RatingSummary, RoutingRow,
+};
 use std::collections::BTreeMap;
 
 impl Registry {
@@ -119,6 +121,33 @@ impl Registry {
                 });
             }
         }
+        Ok(rows)
+    }
+
+    /// The routing table for a Leistungsschlüssel: per Kommune that runs a service with it
+    /// and declared destinations, the ARS and the destination. Every authenticated caller
+    /// may read it: it is what a routing lookup answers anyway.
+    pub fn routing_table(&self, key: &Leistungsschluessel) -> Result<Vec<RoutingRow>> {
+        let register = self.register()?;
+        let mut rows = Vec::new();
+        for service in self.store.services()?.into_iter().filter(|s| s.leistungsschluessel.as_ref() == Some(key)) {
+            for r in self.store.routing(&service.id)? {
+                let runs = self.store.adoption(&service.id, &r.ags)?.and_then(|a| a.running).is_some();
+                let Some(k) = register.kommunen.get(&r.ags).filter(|_| runs) else { continue };
+                for d in &r.destinations {
+                    rows.push(RoutingRow {
+                        ars: k.ars.to_string(),
+                        ags: r.ags.clone(),
+                        kommune: k.name.clone(),
+                        service_id: r.service_id.clone(),
+                        version: r.version.clone(),
+                        parameter: d.parameter.clone(),
+                        destination: d.destination.clone(),
+                    });
+                }
+            }
+        }
+        rows.sort_by(|a, b| a.ars.cmp(&b.ars).then(a.service_id.cmp(&b.service_id)));
         Ok(rows)
     }
 

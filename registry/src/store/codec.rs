@@ -14,6 +14,7 @@ use efa_domain::model::event::Event;
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::Release;
+use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,7 @@ record!(ServiceTotals, "service totals", 1);
 record!(SigningKeys, "signing keys", 1);
 record!(StoredSnapshot, "snapshot", 1);
 record!(PreflightRecord, "pre-flight result", 1);
+record!(RoutingRecord, "routing declaration", 1);
 
 /// Formats of earlier versions, kept to read stores that hold them.
 mod previous {

@@ -18,6 +18,7 @@ use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgI
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
+use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 
 pub use self::sled::SledStore;
@@ -130,6 +131,13 @@ pub trait Store: Send + Sync + 'static {
     fn put_preflight(&self, record: &PreflightRecord) -> Result<()>;
     /// The pre-flight results of one release, in AGS order.
     fn preflights(&self, service: &ServiceId, version: &semver::Version) -> Result<Vec<PreflightRecord>>;
+
+    // --- FIT-Connect routing ---
+    /// Writes (or, with no destinations, removes) a Kommune's declared destinations for a
+    /// service.
+    fn put_routing(&self, record: &RoutingRecord) -> Result<()>;
+    /// Every Kommune's declared destinations for a service, in AGS order.
+    fn routing(&self, service: &ServiceId) -> Result<Vec<RoutingRecord>>;
 
     // --- ratings ---
     /// Writes a rating, replacing the same Kommune's rating of the same version, and updates

@@ -9,6 +9,7 @@
 //! - `history` AGS\0seq -> ledger entry; bulk-loaded entries AGS\0<8 zero bytes><bulk seq>,
 //!   so they sort before every logged entry (seqs start at 1)
 //! - `ratings` service\0version\0AGS; `preflight` service\0version\0AGS -> latest result
+//! - `routing` service\0AGS -> the Kommune's declared FIT-Connect destinations
 //! - `totals` service -> [`ServiceTotals`], updated in the same transaction as the record or
 //!   rating it counts; `adoption_kommunen` AGS -> () for every Kommune with a record
 //! - `events` seq; `meta` "seq" -> last seq
@@ -31,6 +32,7 @@ use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgI
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
+use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -63,6 +65,8 @@ pub struct SledStore {
     ratings: sled::Tree,
     /// service\0version\0AGS -> the Kommune's latest pre-flight result for the release.
     preflight: sled::Tree,
+    /// service\0AGS -> the Kommune's declared FIT-Connect destinations.
+    routing: sled::Tree,
     totals: sled::Tree,
     adoption_kommunen: sled::Tree,
     events: sled::Tree,
@@ -177,6 +181,7 @@ impl SledStore {
             history: t("history")?,
             ratings: t("ratings")?,
             preflight: t("preflight")?,
+            routing: t("routing")?,
             totals: t("totals")?,
             adoption_kommunen: t("adoption_kommunen")?,
             events: t("events")?,
@@ -530,6 +535,20 @@ impl Store for SledStore {
         let mut p = key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]);
         p.push(0);
         Self::scan(&self.preflight, "preflight", &p)
+    }
+
+    fn put_routing(&self, record: &RoutingRecord) -> Result<()> {
+        let k = key(&[record.service_id.as_str().as_bytes(), record.ags.as_str().as_bytes()]);
+        if record.destinations.is_empty() {
+            self.routing.remove(k)?;
+        } else {
+            self.routing.insert(k, encode(record))?;
+        }
+        Ok(())
+    }
+
+    fn routing(&self, service: &ServiceId) -> Result<Vec<RoutingRecord>> {
+        Self::scan(&self.routing, "routing", &prefix(service.as_str().as_bytes()))
     }
 
     fn ratings(&self, service: &ServiceId) -> Result<Vec<Rating>> {
