@@ -257,6 +257,10 @@ async fn dashboard_needs_an_operator_token_and_shows_adoption_ratings_and_reject
     );
     assert!(body.contains("id=\"running\">4<"), "{body}");
 
+    // Pre-flight of a release: who could run it with their parameters, before deploying.
+    let body = page(&http, &format!("{base}services/wohngeld-nrw/preflight/1.1.0"), &token).await;
+    assert_contains(&body, &["Vorabprüfung", "Dortmund, Stadt", "bereit", "id=\"blocked\">0<"], "preflight");
+
     // One service: versions with who runs them, the yank and who still runs it, ratings.
     let body = page(&http, &format!("{base}services/wohngeld-nrw"), &token).await;
     assert_contains(
@@ -268,6 +272,7 @@ async fn dashboard_needs_an_operator_token_and_shows_adoption_ratings_and_reject
             "Seit 1.1.0 mit ePayBL – weniger Rückfragen",
             "Läuft stabil",
             "Routing &amp; Transport",
+            "/services/wohngeld-nrw/preflight/1.1.0",
             "Rechtliche Nachnutzungsmöglichkeit",
             "Oberflächengestaltung und Design",
             "zurückgezogen",

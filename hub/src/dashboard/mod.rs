@@ -24,6 +24,7 @@ pub mod tokens;
 mod coverage;
 mod matrix;
 mod overview;
+mod preflight;
 mod rejections;
 mod service;
 
@@ -208,6 +209,7 @@ pub(crate) fn router(dash: Arc<Dashboard>) -> Router {
         .route("/matrix", get(matrix_page))
         .route("/coverage", get(coverage_page))
         .route("/services/{id}", get(service_page))
+        .route("/services/{id}/preflight/{version}", get(preflight_page))
         .route("/rejections", get(rejections_page))
         // Prometheus scrapes with the same operator token (`bearer_token` in its config).
         .route("/metrics", get(metrics))
@@ -290,6 +292,18 @@ async fn service_page(State(d): State<Arc<Dashboard>>, Extension(who): Who, Path
     let who_ = who.clone();
     let s = d.read(move |r| data::service(r, &who_, &id)).await?;
     Ok(service::render(&who, &s))
+}
+
+async fn preflight_page(
+    State(d): State<Arc<Dashboard>>,
+    Extension(who): Who,
+    Path((id, version)): Path<(String, String)>,
+) -> Page {
+    let id = service_id(&id)?;
+    let who_ = who.clone();
+    let v = version.clone();
+    let (service, rows) = d.read(move |r| Ok((r.service(&id)?, r.preflight_report(&who_, &id, &v)?))).await?;
+    Ok(preflight::render(&who, &service, &version, &rows))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -94,7 +94,8 @@ pub fn render(who: &Identity, s: &ServiceDetail) -> Response {
                     @for v in &s.versions {
                         tr class=[v.release.yank.is_some().then_some("yanked")] {
                             td { span.version { (v.release.version) }
-                                 @if v.release.yank.is_some() { " " span.st.yanked { "zurückgezogen" } } }
+                                 @if v.release.yank.is_some() { " " span.st.yanked { "zurückgezogen" } }
+                                 " " a.small href={ "/services/" (s.service.id.as_str()) "/preflight/" (v.release.version) } { "Vorabprüfung" } }
                             td { span.channel { (v.release.channel) } }
                             td.nowrap { (html::timestamp(v.release.published_at_ms)) }
                             td.nowrap { (v.release.file_count) " Dateien, " (size(v.release.total_size)) }
