@@ -262,3 +262,46 @@ pub async fn routing(ch: Channel, leistungsschluessel: &str) -> Result<Table, to
     }
     Ok(t)
 }
+
+/// The adoption matrix: one row per Kommune with any record for the listed services, one
+/// column per service with what it runs (or its last report when it runs nothing). Unlike
+/// the dashboard's view it has no size limit, for export as CSV or JSON.
+pub async fn matrix(ch: Channel, services: &[String]) -> Result<Table, tonic::Status> {
+    let mut rows: std::collections::BTreeMap<String, (String, Vec<Cell>)> = std::collections::BTreeMap::new();
+    for (i, id) in services.iter().enumerate() {
+        let adopters = ReportServiceClient::new(ch.clone())
+            .service_adopters(pb::ServiceAdoptersRequest { service_id: id.clone() })
+            .await?
+            .into_inner()
+            .adopters;
+        for a in adopters {
+            let row = rows
+                .entry(a.ags.clone())
+                .or_insert_with(|| (a.kommune_name.clone(), vec![Cell::none(); services.len()]));
+            row.1[i] = if a.running_version.is_empty() {
+                Cell::with_value(
+                    state_label(a.state),
+                    serde_json::json!({ "running": null, "last_report": state_label(a.state) }),
+                )
+            } else {
+                Cell::with_value(
+                    a.running_version.clone(),
+                    serde_json::json!({ "running": a.running_version, "last_report": state_label(a.state) }),
+                )
+            };
+        }
+    }
+    let mut headers: Vec<&str> = vec!["ags", "kommune"];
+    headers.extend(services.iter().map(String::as_str));
+    let mut t = Table::new(
+        "matrix",
+        format!("Adoption matrix: {} Kommunen × {} services", rows.len(), services.len()),
+        &headers,
+    );
+    for (ags, (name, cells)) in rows {
+        let mut row: Vec<Cell> = vec![ags.into(), name.into()];
+        row.extend(cells);
+        t.push(row);
+    }
+    Ok(t)
+}

@@ -260,6 +260,16 @@ enum ReportCommand {
     /// Pre-flight results of a release: which Kommunen are ready for it and which are
     /// blocked (missing or invalid parameters), before anything is deployed.
     Preflight { service: String, version: String },
+    /// The adoption matrix (Kommunen × services: what each runs, or its last report), for
+    /// export as CSV or JSON; by default every service you may read.
+    Matrix {
+        /// Only these services (repeat); default: all.
+        #[arg(long = "service")]
+        services: Vec<String>,
+        /// Only services of this Land (code, e.g. 05).
+        #[arg(long, default_value = "")]
+        land: String,
+    },
     /// FIT-Connect routing for a Leistungsschlüssel: per ARS the destination the Kommune's
     /// node declared.
     Routing {
@@ -551,6 +561,25 @@ async fn run() -> Result<ExitCode> {
                     vec![reports::coverage(ch, service, land, !all).await?]
                 }
                 ReportCommand::Ratings { service } => vec![reports::ratings(ch, service).await?],
+                ReportCommand::Matrix { services, land } => {
+                    let ids = if services.is_empty() {
+                        let mut catalog = CatalogServiceClient::new(ch.clone());
+                        // A Land reads the adoption of its own services; operators of all.
+                        let me = catalog.who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+                        let land = if land.is_empty() && me.role == "land" { me.key } else { land.clone() };
+                        catalog
+                            .list_services(pb::ListServicesRequest { land_code: land, themenfeld: String::new() })
+                            .await?
+                            .into_inner()
+                            .services
+                            .into_iter()
+                            .map(|s| s.id)
+                            .collect()
+                    } else {
+                        services.clone()
+                    };
+                    vec![reports::matrix(ch, &ids).await?]
+                }
                 ReportCommand::Routing { leistungsschluessel } => {
                     vec![reports::routing(ch, leistungsschluessel).await?]
                 }
