@@ -238,6 +238,8 @@ pub(crate) struct ServiceDetail {
     /// Newest first, with the Kommune's name.
     pub ratings: Vec<(String, Rating)>,
     pub rejections: Vec<(String, AdoptionEntry)>,
+    /// Coverage over time, from the ledger.
+    pub timeline: Vec<efa_domain::model::report::TimelinePoint>,
 }
 
 pub(crate) fn service(reg: &Registry, who: &Identity, id: &ServiceId) -> Result<ServiceDetail> {
@@ -271,6 +273,7 @@ pub(crate) fn service(reg: &Registry, who: &Identity, id: &ServiceId) -> Result<
     Ok(ServiceDetail {
         land_name: names.land(service.land.as_str()),
         summary: reg.rating_summary(id)?,
+        timeline: reg.coverage_timeline(who, id)?,
         service,
         versions,
         adopters,

@@ -131,6 +131,39 @@ pub fn decimal(x: f64) -> String {
     format!("{x:.1}").replace('.', ",")
 }
 
+/// A step chart of `points` (ms since the epoch, value) up to `now_ms`, as inline SVG: no
+/// JavaScript, no CDN. Each value holds until the next point.
+pub fn step_chart(id: &str, label: &str, points: &[(i64, f64)], now_ms: i64, fmt: impl Fn(f64) -> String) -> Markup {
+    const W: f64 = 600.0;
+    const H: f64 = 140.0;
+    const LEFT: f64 = 8.0;
+    const TOP: f64 = 18.0;
+    const BOTTOM: f64 = 18.0;
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return html! { p.muted { (label) ": noch keine Daten." } };
+    };
+    let (t0, t1) = (first.0, now_ms.max(last.0 + 1));
+    let max = points.iter().map(|p| p.1).fold(0.0_f64, f64::max).max(1.0);
+    let x = |t: i64| LEFT + (W - 2.0 * LEFT) * (t - t0) as f64 / (t1 - t0) as f64;
+    let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - v / max);
+    let mut path = format!("M{:.1},{:.1}", x(t0), y(0.0));
+    for (t, v) in points {
+        path.push_str(&format!(" H{:.1} V{:.1}", x(*t), y(*v)));
+    }
+    path.push_str(&format!(" H{:.1}", x(t1)));
+    html! {
+        figure.chart id=(id) {
+            svg xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (W) " " (H) } role="img" aria-label=(label) {
+                line x1=(LEFT) y1=(y(0.0)) x2=(W - LEFT) y2=(y(0.0)) stroke="#b8c2cc" {}
+                path d=(path) fill="none" stroke="#1f6f43" stroke-width="2" {}
+                text x=(LEFT) y="12" font-size="11" { (label) ": höchstens " (fmt(max)) ", jetzt " (fmt(last.1)) }
+                text x=(LEFT) y=(H - 4.0) font-size="10" { (timestamp(t0)) }
+                text x=(W - LEFT) y=(H - 4.0) font-size="10" text-anchor="end" { (timestamp(t1)) }
+            }
+        }
+    }
+}
+
 /// `593.317`: German digit grouping for counts of people.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();

@@ -83,6 +83,15 @@ pub fn render(who: &Identity, s: &ServiceDetail) -> Response {
         @if !svc.description.is_empty() { p.description { (svc.description) } }
         p { a href={ "/coverage?service=" (svc.id.as_str()) } { "Abdeckung nach Land und Kreis →" } }
 
+        h2 { "Nachnutzung über die Zeit" }
+        @let now = efa_domain::now_ms();
+        (html::step_chart("chart-kommunen", "Gemeinden mit dem Dienst",
+            &s.timeline.iter().map(|p| (p.at_ms, f64::from(p.kommunen))).collect::<Vec<_>>(), now,
+            |v| format!("{v:.0}")))
+        (html::step_chart("chart-einwohner", "Einwohner erreicht",
+            &s.timeline.iter().map(|p| (p.at_ms, p.inhabitants as f64)).collect::<Vec<_>>(), now,
+            |v| html::thousands(v as u64)))
+
         h2 { "Versionen" }
         @if s.versions.is_empty() { p.muted { "Noch keine Version veröffentlicht." } } @else {
             table.data #versions {

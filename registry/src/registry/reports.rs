@@ -9,7 +9,8 @@ use efa_domain::model::ids::{Ags, LandCode, Leistungsschluessel, ServiceId};
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::{Rating, RatingAggregate};
 use efa_domain::model::report::{
-    Adopter, CoverageLevel, CoverageRow, Feedback, KommuneReport, RatingSummary, RoutingRow,
+    coverage_over_time, Adopter, CoverageLevel, CoverageRow, Feedback, KommuneReport, RatingSummary, RoutingRow,
+    TimelinePoint,
 };
 use std::collections::BTreeMap;
 
@@ -122,6 +123,20 @@ impl Registry {
             }
         }
         Ok(rows)
+    }
+
+    /// Coverage of a service over time (Gemeinden and inhabitants), from its ledger.
+    pub fn coverage_timeline(&self, who: &Identity, service: &ServiceId) -> Result<Vec<TimelinePoint>> {
+        self.authorize_adoption(who, service)?;
+        let register = self.register()?;
+        let mut entries = Vec::new();
+        for rec in self.store.adopters(service)? {
+            let people = register.kommunen.get(&rec.latest.ags).and_then(|k| k.population).unwrap_or(0);
+            for e in self.store.history_of(&rec.latest.ags)?.into_iter().filter(|e| &e.service_id == service) {
+                entries.push((e, people));
+            }
+        }
+        Ok(coverage_over_time(&mut entries))
     }
 
     /// The routing table for a Leistungsschlüssel: per Kommune that runs a service with it
