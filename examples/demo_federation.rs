@@ -42,16 +42,19 @@ struct Args {
 
 const NRW: &str = "05";
 
-/// The eight services NRW offers: id, OZG-ID, Leistungsschlüssel, title.
+/// The eight services NRW offers: id, OZG-ID, Leistungsschlüssel, title. The keys are
+/// from the shipped LeiKa data (`registry/data/leika.csv`), each filed under the OZG-ID
+/// given. For the Wohnraumidentitätsnummer the data has no key of its own; the one used is
+/// that of the Zweckentfremdungsgenehmigung, the OZG-Leistung 10125 it belongs to.
 const SERVICES: [(&str, &str, &str, &str); 8] = [
     ("wohngeld-nrw", "10092", "99107023000000", "Wohngeld"),
     ("schueler-bafoeg-nrw", "10056", "99022001000000", "SchülerBAföG"),
-    ("gewerbeanmeldung-nrw", "10294", "", "Gewerbeanmeldung"),
-    ("wohnraum-id-nrw", "10125", "", "Wohnraumidentitätsnummer"),
-    ("hundehaltung-nrw", "10160", "", "Hundeanmeldung"),
-    ("wohnsitz-nrw", "10124", "", "Wohnsitzanmeldung"),
-    ("baugenehmigung-nrw", "10519", "", "Digitale Baugenehmigung"),
-    ("elterngeld-nrw", "10000", "", "Elterngeld (ELFE-Baustein)"),
+    ("gewerbeanmeldung-nrw", "10294", "99050012104000", "Gewerbeanmeldung"),
+    ("wohnraum-id-nrw", "10125", "99116006000000", "Wohnraumidentitätsnummer"),
+    ("hundehaltung-nrw", "10160", "99110009104000", "Hundeanmeldung"),
+    ("wohnsitz-nrw", "10124", "99115005104000", "Wohnsitzanmeldung"),
+    ("baugenehmigung-nrw", "10519", "99012008000000", "Digitale Baugenehmigung"),
+    ("elterngeld-nrw", "10000", "99041006000000", "Elterngeld (ELFE-Baustein)"),
 ];
 
 /// What Dortmund decides after evaluating, with the reasons its IT gives the Land.
