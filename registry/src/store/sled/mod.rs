@@ -21,6 +21,7 @@
 
 mod bulk;
 pub mod migrate;
+mod tx;
 
 use super::codec::{decode, encode, Record, StoredSnapshot};
 use super::{ImportCounts, Store};
@@ -34,9 +35,9 @@ use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 use std::path::Path;
+use tx::{abort, append_event, blob_ref_keys, from_tx, key, prefix, tx_get};
 
 const SEQ_KEY: &[u8] = b"seq";
 /// Counter of bulk-loaded history entries (not an event seq; see `bulk_load_adoptions`).
@@ -74,66 +75,6 @@ pub struct SledStore {
     snapshots: sled::Tree,
     /// Land code -> [`SigningKeys`] it registered.
     signing_keys: sled::Tree,
-}
-
-/// Keys of the blob index for a release: digest (32 bytes) + service\0version.
-pub(super) fn blob_ref_keys(release: &Release) -> Vec<Vec<u8>> {
-    let owner = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
-    efa_domain::bundle::Manifest::blob_digests(&release.manifest)
-        .into_iter()
-        .map(|d| {
-            let mut k = d.0.to_vec();
-            k.extend_from_slice(&owner);
-            k
-        })
-        .collect()
-}
-
-fn key(parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            k.push(0);
-        }
-        k.extend_from_slice(p);
-    }
-    k
-}
-
-fn prefix(part: &[u8]) -> Vec<u8> {
-    let mut k = part.to_vec();
-    k.push(0);
-    k
-}
-
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
-
-fn abort<T>(e: Error) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-fn from_tx(e: TransactionError<Error>) -> Error {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => e.into(),
-    }
-}
-
-/// Reads and decodes a value inside a transaction; a corrupt value aborts it.
-fn tx_get<T: Record>(tree: &TransactionalTree, name: &'static str, k: &[u8]) -> TxResult<Option<T>> {
-    match tree.get(k)? {
-        Some(bytes) => decode(name, &bytes).map(Some).map_err(ConflictableTransactionError::Abort),
-        None => Ok(None),
-    }
-}
-
-/// Appends an event inside a transaction: bumps the sequence and stores the record.
-fn append_event(meta: &TransactionalTree, events: &TransactionalTree, at_ms: i64, kind: EventKind) -> TxResult<Event> {
-    let last = meta.get(SEQ_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0);
-    let event = Event { seq: last + 1, at_ms, kind };
-    meta.insert(SEQ_KEY, &event.seq.to_be_bytes())?;
-    events.insert(&event.seq.to_be_bytes(), encode(&event))?;
-    Ok(event)
 }
 
 impl SledStore {
@@ -610,70 +551,4 @@ impl Store for SledStore {
 }
 
 #[cfg(test)]
-mod tests {
-    crate::store_test_suite!(super::SledStore::temporary().unwrap());
-
-    /// Runs `open` until the `sled::Db` dropped just before has let go of its file lock:
-    /// sled's flusher thread releases it shortly after the drop, not during it.
-    fn when_unlocked<T, E: std::fmt::Display>(
-        open: impl Fn() -> std::result::Result<T, E>,
-    ) -> std::result::Result<T, E> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match open() {
-                Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn reopen(dir: &std::path::Path) -> crate::error::Result<super::SledStore> {
-        when_unlocked(|| super::SledStore::open(dir))
-    }
-
-    #[test]
-    fn data_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = super::SledStore::open(dir.path()).unwrap();
-            let s = service();
-            store
-                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
-                .unwrap();
-            store.flush().unwrap();
-        }
-        let store = reopen(dir.path()).unwrap();
-        assert_eq!(store.head_seq().unwrap(), 1);
-        assert!(store.service(&"wohngeld-nrw".parse().unwrap()).unwrap().is_some());
-    }
-
-    #[test]
-    fn a_json_era_store_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            // What a JSON-era store looks like: data, but no format marker.
-            let db = sled::open(dir.path()).unwrap();
-            db.open_tree("services").unwrap().insert(b"wohngeld-nrw", &b"{\"id\":\"wohngeld-nrw\"}"[..]).unwrap();
-            db.flush().unwrap();
-        }
-        let err = reopen(dir.path()).err().expect("old store refused");
-        assert!(err.to_string().contains("format 1"), "{err}");
-        let db = when_unlocked(|| sled::open(dir.path())).unwrap();
-        assert!(db.open_tree("services").unwrap().get(b"wohngeld-nrw").unwrap().is_some());
-        assert!(db.open_tree("meta").unwrap().get(super::migrate::FORMAT_KEY).unwrap().is_none());
-    }
-
-    #[test]
-    fn a_store_of_a_newer_format_is_refused_naming_both_versions() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::open(dir.path()).unwrap();
-            db.open_tree("meta").unwrap().insert(super::migrate::FORMAT_KEY, &b"efa-sled-9"[..]).unwrap();
-            db.flush().unwrap();
-        }
-        let err = reopen(dir.path()).err().expect("newer store refused").to_string();
-        assert!(err.contains("format 9") && err.contains("formats 2 to 3"), "{err}");
-    }
-}
+mod tests;

@@ -1,0 +1,63 @@
+//! The sled store: the shared store suite, reopening, and refusing formats it cannot read.
+
+crate::store_test_suite!(super::SledStore::temporary().unwrap());
+
+/// Runs `open` until the `sled::Db` dropped just before has let go of its file lock:
+/// sled's flusher thread releases it shortly after the drop, not during it.
+fn when_unlocked<T, E: std::fmt::Display>(open: impl Fn() -> std::result::Result<T, E>) -> std::result::Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match open() {
+            Err(e) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn reopen(dir: &std::path::Path) -> crate::error::Result<super::SledStore> {
+    when_unlocked(|| super::SledStore::open(dir))
+}
+
+#[test]
+fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = super::SledStore::open(dir.path()).unwrap();
+        let s = service();
+        store.put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() }).unwrap();
+        store.flush().unwrap();
+    }
+    let store = reopen(dir.path()).unwrap();
+    assert_eq!(store.head_seq().unwrap(), 1);
+    assert!(store.service(&"wohngeld-nrw".parse().unwrap()).unwrap().is_some());
+}
+
+#[test]
+fn a_json_era_store_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // What a JSON-era store looks like: data, but no format marker.
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("services").unwrap().insert(b"wohngeld-nrw", &b"{\"id\":\"wohngeld-nrw\"}"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let err = reopen(dir.path()).err().expect("old store refused");
+    assert!(err.to_string().contains("format 1"), "{err}");
+    let db = when_unlocked(|| sled::open(dir.path())).unwrap();
+    assert!(db.open_tree("services").unwrap().get(b"wohngeld-nrw").unwrap().is_some());
+    assert!(db.open_tree("meta").unwrap().get(super::migrate::FORMAT_KEY).unwrap().is_none());
+}
+
+#[test]
+fn a_store_of_a_newer_format_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta").unwrap().insert(super::migrate::FORMAT_KEY, &b"efa-sled-9"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let err = reopen(dir.path()).err().expect("newer store refused").to_string();
+    assert!(err.contains("format 9") && err.contains("formats 2 to 3"), "{err}");
+}

@@ -1,0 +1,73 @@
+//! Keys and transaction helpers shared by the sled store's modules.
+
+use super::SEQ_KEY;
+use crate::error::Error;
+use crate::store::codec::{decode, encode, Record};
+use efa_domain::model::event::{Event, EventKind};
+use efa_domain::model::release::Release;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+/// Keys of the blob index for a release: digest (32 bytes) + service\0version.
+pub(super) fn blob_ref_keys(release: &Release) -> Vec<Vec<u8>> {
+    let owner = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
+    efa_domain::bundle::Manifest::blob_digests(&release.manifest)
+        .into_iter()
+        .map(|d| {
+            let mut k = d.0.to_vec();
+            k.extend_from_slice(&owner);
+            k
+        })
+        .collect()
+}
+
+pub(super) fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub(super) fn prefix(part: &[u8]) -> Vec<u8> {
+    let mut k = part.to_vec();
+    k.push(0);
+    k
+}
+
+pub(super) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+pub(super) fn abort<T>(e: Error) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+pub(super) fn from_tx(e: TransactionError<Error>) -> Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+/// Reads and decodes a value inside a transaction; a corrupt value aborts it.
+pub(super) fn tx_get<T: Record>(tree: &TransactionalTree, name: &'static str, k: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(k)? {
+        Some(bytes) => decode(name, &bytes).map(Some).map_err(ConflictableTransactionError::Abort),
+        None => Ok(None),
+    }
+}
+
+/// Appends an event inside a transaction: bumps the sequence and stores the record.
+pub(super) fn append_event(
+    meta: &TransactionalTree,
+    events: &TransactionalTree,
+    at_ms: i64,
+    kind: EventKind,
+) -> TxResult<Event> {
+    let last = meta.get(SEQ_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0);
+    let event = Event { seq: last + 1, at_ms, kind };
+    meta.insert(SEQ_KEY, &event.seq.to_be_bytes())?;
+    events.insert(&event.seq.to_be_bytes(), encode(&event))?;
+    Ok(event)
+}
