@@ -6,6 +6,7 @@
 mod etcd;
 mod fanout;
 mod hub;
+mod nginx;
 mod queries;
 mod report;
 mod sys;
