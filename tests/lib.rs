@@ -224,6 +224,7 @@ pub async fn rate(
             .map(|(c, s)| Ok((efa_domain::model::rating::Criterion::from_wire(c as i32)?, s)))
             .collect::<Result<_, efa_domain::Error>>()?,
         comment: comment.to_string(),
+        met: vec![],
     };
     agent.rate(&rating).await
 }

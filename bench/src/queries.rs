@@ -168,6 +168,7 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
                         criteria: Criterion::ALL.iter().take(3).map(|c| (*c, 1 + ((h >> 12) % 5) as u8)).collect(),
                         comment: "läuft stabil".into(),
                         at_ms: 1_700_000_000_000,
+                        met: vec![],
                     });
                 }
             }

@@ -138,7 +138,7 @@ pub async fn ratings(ch: Channel, service_id: &str) -> Result<Table, tonic::Stat
     let mut t = Table::new(
         "ratings",
         format!("Ratings of {service_id}"),
-        &["version", "ratings", "avg stars", "stars 1-5", "criteria"],
+        &["version", "ratings", "avg stars", "stars 1-5", "criteria", "met"],
     );
     let row = |a: &pb::RatingAggregate| {
         let version = if a.version.is_empty() {
@@ -163,7 +163,25 @@ pub async fn ratings(ch: Channel, service_id: &str) -> Result<Table, tonic::Stat
                     .collect(),
             ),
         );
-        vec![version, a.count.into(), Cell::float(a.average_stars, 2), histogram, criteria]
+        let met = Cell::with_value(
+            a.met
+                .iter()
+                .map(|m| format!("{}: {} yes, {} no", criterion_label(m.criterion), m.met, m.not_met))
+                .collect::<Vec<_>>()
+                .join(", "),
+            serde_json::Value::Object(
+                a.met
+                    .iter()
+                    .map(|m| {
+                        (
+                            criterion_label(m.criterion).to_string(),
+                            serde_json::json!({"met": m.met, "not_met": m.not_met}),
+                        )
+                    })
+                    .collect(),
+            ),
+        );
+        vec![version, a.count.into(), Cell::float(a.average_stars, 2), histogram, criteria, met]
     };
     if let Some(o) = &resp.overall {
         t.push(row(o));

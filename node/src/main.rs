@@ -72,6 +72,10 @@ enum Command {
         /// datenaustauschstandard, routing_transport, rechtliche_nachnutzung, organisation.
         #[arg(long = "criterion")]
         criteria: Vec<String>,
+        /// AREA=yes|no: whether the release meets that EfA-Mindestanforderungen area (the
+        /// areas are MUSS/SOLL/KANN requirements), e.g. --met rechtliche_nachnutzung=no.
+        #[arg(long = "met")]
+        met: Vec<String>,
         #[arg(long, default_value = "")]
         comment: String,
     },
@@ -93,6 +97,16 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+}
+
+fn parse_met(s: &str) -> Result<(Criterion, bool)> {
+    let (area, answer) = s.split_once('=').context("--met is AREA=yes or AREA=no, e.g. payment=yes")?;
+    let met = match answer.trim().to_ascii_lowercase().as_str() {
+        "yes" | "ja" | "true" => true,
+        "no" | "nein" | "false" => false,
+        other => anyhow::bail!("--met {s:?}: {other:?} is neither yes nor no"),
+    };
+    Ok((area.parse()?, met))
 }
 
 fn parse_criterion(s: &str) -> Result<(Criterion, u32)> {
@@ -275,10 +289,17 @@ async fn dispatch(cli: Cli, agent: std::sync::Arc<Agent>) -> Result<ExitCode> {
             let what = version.map(|v| format!("{service} {v}")).unwrap_or_else(|| service.clone());
             println!("rejected {what}{}", delivery(&sent));
         }
-        Command::Rate { service, version, stars, criteria, comment } => {
+        Command::Rate { service, version, stars, criteria, met, comment } => {
             let criteria = criteria.iter().map(|c| parse_criterion(c)).collect::<Result<Vec<_>>>()?;
-            let rating =
-                NewRating { service_id: service.parse()?, version: parse_version(&version)?, stars, criteria, comment };
+            let met = met.iter().map(|m| parse_met(m)).collect::<Result<Vec<_>>>()?;
+            let rating = NewRating {
+                service_id: service.parse()?,
+                version: parse_version(&version)?,
+                stars,
+                criteria,
+                comment,
+                met,
+            };
             let r = agent.rate(&rating).await?;
             println!("rated {} {}: {} star(s)", r.service_id, r.version, r.stars);
         }

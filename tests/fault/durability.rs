@@ -144,6 +144,7 @@ async fn reporter(ags: &'static str, ch: tonic::transport::Channel, seed: u64, t
             stars: 1 + (op % 5) as u32,
             criteria: vec![pb::CriterionScore { criterion: pb::Criterion::Payment as i32, score: 1 + (op % 3) as u32 }],
             comment: comment.clone(),
+            met: vec![pb::CriterionMet { criterion: pb::Criterion::Design as i32, met: op % 2 == 0 }],
         };
         match tokio::time::timeout(CALL_TIMEOUT, client.submit_rating(rating)).await {
             Ok(Ok(_)) => {

@@ -175,6 +175,7 @@ async fn ratings_need_an_evaluation_and_stay_in_range() {
         stars,
         criteria: vec![],
         comment,
+        met: vec![],
     };
     let ch = w.channel(&kommune(ESSEN)).await;
     let err = AdoptionServiceClient::new(ch.clone()).submit_rating(rate(4, String::new())).await.unwrap_err();

@@ -274,3 +274,58 @@ async fn a_subscription_to_an_unknown_service_names_the_config_and_the_closest_i
         "/etc/efa-node.toml: [[subscriptions]] service = \"wohngeld-nwr\": the hub has no such service; did you mean wohngeld-nrw?"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rating_says_per_area_whether_it_is_met_and_the_summary_counts_it() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    for ags in [DORTMUND, ESSEN] {
+        let node = w.node(ags, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+        node.sync().await.unwrap();
+        let info = AdoptionServiceClient::new(w.channel(&kommune(ags)).await)
+            .submit_rating(pb::RatingRequest {
+                service_id: "wohngeld-nrw".into(),
+                version: "1.0.0".into(),
+                stars: 4,
+                criteria: vec![],
+                comment: String::new(),
+                met: vec![
+                    pb::CriterionMet { criterion: pb::Criterion::Payment as i32, met: ags == DORTMUND },
+                    pb::CriterionMet { criterion: pb::Criterion::RechtlicheNachnutzung as i32, met: true },
+                ],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.met.len(), 2);
+    }
+    let summary = ReportServiceClient::new(w.channel(&land(NRW)).await)
+        .rating_summary(pb::RatingSummaryRequest { service_id: "wohngeld-nrw".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .overall
+        .unwrap();
+    let count = |c: pb::Criterion| summary.met.iter().find(|m| m.criterion == c as i32).map(|m| (m.met, m.not_met));
+    assert_eq!(count(pb::Criterion::Payment), Some((1, 1)));
+    assert_eq!(count(pb::Criterion::RechtlicheNachnutzung), Some((2, 0)));
+    assert_eq!(count(pb::Criterion::Design), None, "an area nobody marked is left out");
+
+    // The same area twice is refused.
+    let err = AdoptionServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .submit_rating(pb::RatingRequest {
+            service_id: "wohngeld-nrw".into(),
+            version: "1.0.0".into(),
+            stars: 4,
+            criteria: vec![],
+            comment: String::new(),
+            met: vec![
+                pb::CriterionMet { criterion: pb::Criterion::Payment as i32, met: true },
+                pb::CriterionMet { criterion: pb::Criterion::Payment as i32, met: false },
+            ],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+}

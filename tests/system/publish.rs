@@ -228,6 +228,7 @@ async fn out_of_range_enum_values_and_empty_fields_are_invalid_arguments() {
             stars: 3,
             criteria: vec![pb::CriterionScore { criterion: 42, score: 3 }],
             comment: String::new(),
+            met: vec![],
         })
         .await
         .unwrap_err();

@@ -108,6 +108,9 @@ pub struct Rating {
     pub comment: String,
     /// When it was submitted, ms since the Unix epoch.
     pub at_ms: i64,
+    /// Whether the release meets each Mindestanforderungen area (they are MUSS/SOLL/KANN
+    /// requirements, so a yes or no says more than a score), each area at most once.
+    pub met: Vec<(Criterion, bool)>,
 }
 
 impl Rating {
@@ -123,6 +126,13 @@ impl Rating {
             }
             if seen.contains(c) {
                 return Err(Error::invalid("criteria", format!("{} is scored twice", c.label())));
+            }
+            seen.push(*c);
+        }
+        let mut seen = Vec::new();
+        for (c, _) in &self.met {
+            if seen.contains(c) {
+                return Err(Error::invalid("met", format!("{} is marked twice", c.label())));
             }
             seen.push(*c);
         }
@@ -143,6 +153,8 @@ pub struct NewRating {
     pub criteria: Vec<(Criterion, u32)>,
     /// Free text for the building Land.
     pub comment: String,
+    /// Met or not, per Mindestanforderungen area, each area at most once.
+    pub met: Vec<(Criterion, bool)>,
 }
 
 impl NewRating {
@@ -163,6 +175,7 @@ impl NewRating {
                 .collect::<Result<_>>()?,
             comment: self.comment,
             at_ms,
+            met: self.met,
         };
         rating.validate()?;
         Ok(rating)
@@ -180,6 +193,8 @@ pub struct RatingAggregate {
     pub histogram: [u32; 5],
     /// (criterion, average, count), for criteria that were scored at all.
     pub criteria: Vec<(Criterion, f64, u32)>,
+    /// (criterion, ratings saying met, ratings saying not met), for areas marked at all.
+    pub met: Vec<(Criterion, u32, u32)>,
 }
 
 impl RatingAggregate {
@@ -188,7 +203,16 @@ impl RatingAggregate {
         let mut agg = RatingAggregate::default();
         let mut star_sum = 0u64;
         let mut crit: [(u64, u32); 8] = [(0, 0); 8];
+        let mut met: [(u32, u32); 8] = [(0, 0); 8];
         for r in ratings {
+            for (c, yes) in &r.met {
+                let i = Criterion::ALL.iter().position(|x| x == c).unwrap_or(0);
+                if *yes {
+                    met[i].0 += 1;
+                } else {
+                    met[i].1 += 1;
+                }
+            }
             agg.count += 1;
             star_sum += u64::from(r.stars);
             if (1..=5).contains(&r.stars) {
@@ -209,6 +233,8 @@ impl RatingAggregate {
             .filter(|(_, (_, n))| *n > 0)
             .map(|(c, (sum, n))| (*c, sum as f64 / f64::from(n), n))
             .collect();
+        agg.met =
+            Criterion::ALL.iter().zip(met).filter(|(_, (y, n))| y + n > 0).map(|(c, (y, n))| (*c, y, n)).collect();
         agg
     }
 }
@@ -226,6 +252,7 @@ mod tests {
             criteria,
             comment: String::new(),
             at_ms: 0,
+            met: vec![],
         }
     }
 
@@ -250,5 +277,18 @@ mod tests {
         assert!((agg.average_stars - 3.0).abs() < 1e-9);
         assert_eq!(agg.histogram, [0, 1, 0, 1, 0]);
         assert_eq!(agg.criteria, vec![(Criterion::Design, 3.0, 2), (Criterion::Payment, 5.0, 1)]);
+    }
+
+    #[test]
+    fn met_is_one_answer_per_area_and_is_counted() {
+        let mut r = rating(4, vec![]);
+        r.met = vec![(Criterion::Payment, true), (Criterion::Payment, false)];
+        assert!(r.validate().unwrap_err().to_string().contains("marked twice"));
+        let mut a = rating(4, vec![]);
+        a.met = vec![(Criterion::Payment, true), (Criterion::RechtlicheNachnutzung, false)];
+        let mut b = rating(2, vec![]);
+        b.met = vec![(Criterion::Payment, false)];
+        let agg = RatingAggregate::from_ratings([&a, &b]);
+        assert_eq!(agg.met, vec![(Criterion::Payment, 1, 1), (Criterion::RechtlicheNachnutzung, 0, 1)]);
     }
 }

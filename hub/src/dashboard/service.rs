@@ -28,19 +28,28 @@ fn names(list: &[String]) -> Markup {
 }
 
 fn criteria_table(agg: &RatingAggregate) -> Markup {
+    let met = |c: Criterion| agg.met.iter().find(|(x, _, _)| *x == c).map(|(_, y, n)| (*y, *n));
     html! {
         table.data.criteria #criteria {
-            thead { tr { th { "Bereich (EfA-Mindestanforderungen)" } th.num { "Ø" } th.num { "Bewertungen" } th { "" } } }
+            thead { tr {
+                th { "Bereich (EfA-Mindestanforderungen)" } th.num { "Ø" } th.num { "Bewertungen" } th { "" }
+                th.num { "erfüllt" } th.num { "nicht erfüllt" }
+            } }
             tbody {
                 @for c in Criterion::ALL {
+                    @let (yes, no) = met(c).map_or(("–".to_string(), "–".to_string()), |(y, n)| (y.to_string(), n.to_string()));
                     @match agg.criteria.iter().find(|(x, _, _)| *x == c) {
                         Some((_, avg, n)) => tr {
                             td { (c.label()) }
                             td.num { (html::decimal(*avg)) }
                             td.num { (n) }
                             td.barcell { (html::bar(avg / 5.0 * 100.0)) }
+                            td.num.met { (yes) } td.num.notmet { (no) }
                         },
-                        None => tr.unrated { td { (c.label()) } td.num.muted { "–" } td.num { "0" } td {} },
+                        None => tr.unrated {
+                            td { (c.label()) } td.num.muted { "–" } td.num { "0" } td {}
+                            td.num.met { (yes) } td.num.notmet { (no) }
+                        },
                     }
                 }
             }

@@ -131,6 +131,7 @@ impl TryFrom<pb::RatingRequest> for NewRating {
                 .map(|c| Ok((Criterion::from_wire(c.criterion)?, c.score)))
                 .collect::<Result<_>>()?,
             comment: r.comment,
+            met: met_from_wire(&r.met)?,
         })
     }
 }
@@ -147,6 +148,7 @@ impl From<&NewRating> for pb::RatingRequest {
                 .map(|(c, s)| pb::CriterionScore { criterion: c.to_wire(), score: *s })
                 .collect(),
             comment: r.comment.clone(),
+            met: met_to_wire(&r.met),
         }
     }
 }
@@ -166,7 +168,16 @@ pub fn rating(r: &Rating, kommune_name: &str) -> pb::RatingInfo {
             .collect(),
         comment: r.comment.clone(),
         at_ms: r.at_ms,
+        met: met_to_wire(&r.met),
     }
+}
+
+fn met_from_wire(met: &[pb::CriterionMet]) -> Result<Vec<(Criterion, bool)>> {
+    met.iter().map(|m| Ok((Criterion::from_wire(m.criterion)?, m.met))).collect()
+}
+
+fn met_to_wire(met: &[(Criterion, bool)]) -> Vec<pb::CriterionMet> {
+    met.iter().map(|(c, m)| pb::CriterionMet { criterion: c.to_wire(), met: *m }).collect()
 }
 
 impl From<&Delivered> for pb::Event {
@@ -210,6 +221,7 @@ impl TryFrom<pb::RatingInfo> for Rating {
                 .collect::<Result<_>>()?,
             comment: r.comment,
             at_ms: r.at_ms,
+            met: met_from_wire(&r.met)?,
         })
     }
 }

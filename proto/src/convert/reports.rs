@@ -49,6 +49,11 @@ pub fn aggregate(version: String, a: &RatingAggregate) -> pb::RatingAggregate {
             .map(|(c, avg, n)| pb::CriterionAverage { criterion: c.to_wire(), average: *avg, count: *n })
             .collect(),
         histogram: a.histogram.to_vec(),
+        met: a
+            .met
+            .iter()
+            .map(|(c, yes, no)| pb::CriterionMetCount { criterion: c.to_wire(), met: *yes, not_met: *no })
+            .collect(),
     }
 }
 

@@ -57,7 +57,6 @@ record!(Release, "release", 1);
 record!(Subscription, "subscription", 1);
 record!(AdoptionRecord, "adoption record", 1);
 record!(AdoptionEntry, "adoption history entry", 1);
-record!(Rating, "rating", 1);
 record!(ServiceTotals, "service totals", 1);
 record!(SigningKeys, "signing keys", 1);
 record!(StoredSnapshot, "snapshot", 1);
@@ -66,8 +65,84 @@ record!(RoutingRecord, "routing declaration", 1);
 
 /// Formats of earlier versions, kept to read stores that hold them.
 mod previous {
-    use efa_domain::model::ids::{Ags, Ars};
+    use efa_domain::model::adoption::AdoptionEntry;
+    use efa_domain::model::event::{Event, EventKind};
+    use efa_domain::model::ids::{Ags, Ars, LandCode, ServiceId};
+    use efa_domain::model::rating::{Criterion, Rating};
+    use efa_domain::model::subscription::Subscription;
     use serde::Deserialize;
+
+    /// `Rating` version 1: no met/not met per area.
+    #[derive(Deserialize)]
+    pub struct RatingV1 {
+        pub ags: Ags,
+        pub service_id: ServiceId,
+        pub version: semver::Version,
+        pub stars: u8,
+        pub criteria: Vec<(Criterion, u8)>,
+        pub comment: String,
+        pub at_ms: i64,
+    }
+
+    impl From<RatingV1> for Rating {
+        fn from(r: RatingV1) -> Self {
+            Rating {
+                ags: r.ags,
+                service_id: r.service_id,
+                version: r.version,
+                stars: r.stars,
+                criteria: r.criteria,
+                comment: r.comment,
+                at_ms: r.at_ms,
+                met: Vec::new(),
+            }
+        }
+    }
+
+    /// `Event` versions 1 and 2: `Rated` carried a version-1 rating. The variants must stay
+    /// in the order of [`EventKind`]: postcard encodes the variant's index.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum EventKindV2 {
+        ServiceRegistered { service_id: ServiceId, land: LandCode },
+        ReleasePublished { service_id: ServiceId, version: semver::Version },
+        ReleaseYanked { service_id: ServiceId, version: semver::Version, reason: String },
+        Subscribed(Subscription),
+        Unsubscribed { ags: Ags, target: String },
+        AdoptionReported(AdoptionEntry),
+        Rated(RatingV1),
+        SigningKeysSet { land: LandCode, keys: Vec<String> },
+    }
+
+    /// `Event` versions 1 and 2.
+    #[derive(Deserialize)]
+    pub struct EventV2 {
+        pub seq: u64,
+        pub at_ms: i64,
+        pub kind: EventKindV2,
+    }
+
+    impl From<EventV2> for Event {
+        fn from(e: EventV2) -> Self {
+            let kind = match e.kind {
+                EventKindV2::ServiceRegistered { service_id, land } => {
+                    EventKind::ServiceRegistered { service_id, land }
+                }
+                EventKindV2::ReleasePublished { service_id, version } => {
+                    EventKind::ReleasePublished { service_id, version }
+                }
+                EventKindV2::ReleaseYanked { service_id, version, reason } => {
+                    EventKind::ReleaseYanked { service_id, version, reason }
+                }
+                EventKindV2::Subscribed(s) => EventKind::Subscribed(s),
+                EventKindV2::Unsubscribed { ags, target } => EventKind::Unsubscribed { ags, target },
+                EventKindV2::AdoptionReported(a) => EventKind::AdoptionReported(a),
+                EventKindV2::Rated(r) => EventKind::Rated(r.into()),
+                EventKindV2::SigningKeysSet { land, keys } => EventKind::SigningKeysSet { land, keys },
+            };
+            Event { seq: e.seq, at_ms: e.at_ms, kind }
+        }
+    }
 
     /// `Kommune` version 1 (store format 2, commit eedda3c): no statistics, no dissolution.
     #[derive(Deserialize)]
@@ -102,10 +177,20 @@ impl Record for Kommune {
 
 impl Record for Event {
     const KIND: &'static str = "event";
-    /// 2 added `SigningKeysSet`; version 1 is the same encoding with fewer kinds.
+    /// 2 added `SigningKeysSet` (version 1 is the same encoding with fewer kinds); 3 added
+    /// met/not met to the rating in `Rated`.
+    const VERSION: u8 = 3;
+    fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        matches!(version, 1 | 2).then(|| postcard::from_bytes::<previous::EventV2>(bytes).map(Into::into))
+    }
+}
+
+impl Record for Rating {
+    const KIND: &'static str = "rating";
+    /// 2 added met/not met per area.
     const VERSION: u8 = 2;
     fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
-        (version == 1).then(|| postcard::from_bytes(bytes))
+        (version == 1).then(|| postcard::from_bytes::<previous::RatingV1>(bytes).map(Into::into))
     }
 }
 

@@ -224,10 +224,13 @@ macro_rules! store_test_suite {
                 criteria: vec![],
                 comment: String::new(),
                 at_ms: 1,
+                met: vec![(efa_domain::model::rating::Criterion::Payment, true)],
             };
             store.put_rating(&rate("05113000", 2)).unwrap();
             store.put_rating(&rate("05711000", 5)).unwrap();
             store.put_rating(&rate("05113000", 4)).unwrap(); // re-rating replaces the 2
+            let stored = store.ratings(&sid).unwrap();
+            assert!(stored.iter().all(|r| r.met == vec![(efa_domain::model::rating::Criterion::Payment, true)]));
             let totals = store.service_totals(&sid).unwrap();
             assert_eq!(totals, recount(&store));
             assert_eq!(
