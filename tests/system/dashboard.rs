@@ -246,7 +246,7 @@ async fn dashboard_needs_an_operator_token_and_shows_adoption_ratings_and_reject
     assert!(body.contains("class=\"kommune\">Dortmund, Stadt"), "{body}");
     assert!(!body.contains("class=\"kommune\">Essen, Stadt"), "{body}");
     let body = page(&http, &format!("{base}matrix?channel=beta"), &token).await;
-    assert!(body.contains("Keine Adoptionsdaten"), "{body}");
+    assert!(body.contains("Keine Nachnutzungsdaten"), "{body}");
 
     // Coverage: 4 of 396 NRW Gemeinden; each kreisfreie Stadt fully.
     let body = page(&http, &format!("{base}coverage?service=wohngeld-nrw"), &token).await;
@@ -386,7 +386,7 @@ async fn chromium_shows_the_dashboard_as_an_operator_sees_it() {
         (
             "matrix",
             "matrix",
-            &["Adoptionsmatrix", "Dortmund, Stadt", "Münster, Stadt", "zurückgerollt", "abgelehnt", "zurückgezogen"],
+            &["Nachnutzungsmatrix", "Dortmund, Stadt", "Münster, Stadt", "zurückgerollt", "abgelehnt", "zurückgezogen"],
         ),
         (
             "coverage",

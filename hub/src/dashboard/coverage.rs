@@ -35,7 +35,7 @@ pub fn render(who: &Identity, choices: &[Service], c: Option<&Coverage>, land: &
     let body = html! {
         h1 { (title) }
         form.filter method="get" action="/coverage" {
-            label { "Dienst "
+            label { "Onlinedienst "
                 select name="service" {
                     @for s in choices {
                         option value=(s.id.as_str()) selected[s.id.as_str() == current] { (s.title) " (" (s.id.as_str()) ")" }
@@ -45,7 +45,7 @@ pub fn render(who: &Identity, choices: &[Service], c: Option<&Coverage>, land: &
             @if let Some(c) = c {
                 label { "alle Kreise von "
                     select name="land" {
-                        option value="" { "– nur Kreise mit Adoption –" }
+                        option value="" { "– nur Kreise mit Nachnutzung –" }
                         @for l in &c.laender {
                             option value=(l.land.code) selected[l.land.code == land] { (l.land.name) }
                         }
@@ -55,7 +55,7 @@ pub fn render(who: &Identity, choices: &[Service], c: Option<&Coverage>, land: &
             button type="submit" { "Anzeigen" }
         }
         @match c {
-            None => p.muted { "Bitte einen Dienst wählen." },
+            None => p.muted { "Bitte einen Onlinedienst wählen." },
             Some(c) => {
                 p {
                     a href={ "/services/" (c.service.id.as_str()) } { (c.service.title) }
@@ -64,7 +64,7 @@ pub fn render(who: &Identity, choices: &[Service], c: Option<&Coverage>, land: &
                 }
                 table.data.coverage #coverage {
                     thead { tr {
-                        th { "Land / Kreis" } th.num { "mit Dienst" } th.num { "Gemeinden" } th.num { "Anteil" } th { "" }
+                        th { "Land / Kreis" } th.num { "mit Onlinedienst" } th.num { "Gemeinden" } th.num { "Anteil" } th { "" }
                         th.num { "Einwohner erreicht" } th.num { "Einwohner" } th.num { "Anteil Einwohner" }
                     } }
                     tbody {

@@ -59,7 +59,7 @@ pub fn page(who: &Identity, active: Nav, title: &str, body: Markup) -> Response 
                     a.brand href="/" { "EfA Hub" span.sub { "Betreiber-Dashboard" } }
                     nav {
                         (item(Nav::Overview, "/", "Übersicht"))
-                        (item(Nav::Matrix, "/matrix", "Adoptionsmatrix"))
+                        (item(Nav::Matrix, "/matrix", "Nachnutzungsmatrix"))
                         (item(Nav::Coverage, "/coverage", "Abdeckung"))
                         (item(Nav::Rejections, "/rejections", "Ablehnungen"))
                     }

@@ -54,8 +54,8 @@ pub fn render(who: &Identity, f: &MatrixFilter, m: &Matrix) -> Response {
     let kreise: Vec<(String, String)> =
         m.options.kreise.iter().map(|(code, name)| (code.clone(), format!("{name} ({code})"))).collect();
     let body = html! {
-        h1 { "Adoptionsmatrix" }
-        p { "Welche Kommune welchen EfA-Dienst in welcher Version betreibt. Gezeigt werden nur Kommunen mit Adoptionsdaten." }
+        h1 { "Nachnutzungsmatrix" }
+        p { "Welche Kommune welchen EfA-Onlinedienst in welcher Version nachnutzt. Gezeigt werden nur Kommunen mit Nachnutzungsdaten." }
         form.filter method="get" action="/matrix" {
             (select("land", "Land", "alle Länder", &f.land, &m.options.laender))
             (select("kreis", "Kreis", "alle Kreise", &f.kreis, &kreise))
@@ -65,10 +65,10 @@ pub fn render(who: &Identity, f: &MatrixFilter, m: &Matrix) -> Response {
             " " a href="/matrix" { "Zurücksetzen" }
         }
         @if m.services.is_empty() || m.kommunen.is_empty() {
-            p.muted #empty { "Keine Adoptionsdaten für diese Auswahl." }
+            p.muted #empty { "Keine Nachnutzungsdaten für diese Auswahl." }
         } @else {
             p.small.muted {
-                (m.services.len()) " Dienste × " (m.kommunen.len()) " Kommunen"
+                (m.services.len()) " Onlinedienste × " (m.kommunen.len()) " Kommunen"
                 @if m.left_out > 0 {
                     " – " strong { (m.left_out) " weitere Kommunen ausgeblendet" }
                     " (höchstens " (MATRIX_MAX_KOMMUNEN) "; bitte nach Land oder Kreis filtern)"
@@ -77,7 +77,7 @@ pub fn render(who: &Identity, f: &MatrixFilter, m: &Matrix) -> Response {
             div.scroll {
                 table.data.matrix #matrix {
                     thead { tr {
-                        th { "Dienst" }
+                        th { "Onlinedienst" }
                         @for k in &m.kommunen {
                             th.kommune { (k.name) br; span.small.muted.mono { (k.ags) } }
                         }
@@ -110,5 +110,5 @@ pub fn render(who: &Identity, f: &MatrixFilter, m: &Matrix) -> Response {
             }
         }
     };
-    html::page(who, Nav::Matrix, "Adoptionsmatrix", body)
+    html::page(who, Nav::Matrix, "Nachnutzungsmatrix", body)
 }

@@ -243,7 +243,7 @@ async fn not_found() -> Response {
 
 fn service_id(s: &str) -> Result<ServiceId, PageError> {
     s.parse().map_err(|_| {
-        PageError::new(StatusCode::NOT_FOUND, format!("Kein EfA-Dienst mit der ID {}.", efa_domain::error::echo(s)))
+        PageError::new(StatusCode::NOT_FOUND, format!("Kein EfA-Onlinedienst mit der ID {}.", efa_domain::error::echo(s)))
     })
 }
 

@@ -12,20 +12,20 @@ pub fn render(who: &Identity, o: &Overview, watchers: usize) -> Response {
     let body = html! {
         h1 { "Übersicht" }
         section.cards {
-            div.card { span.num { (o.rows.len()) } span.label { "EfA-Dienste" } }
+            div.card { span.num { (o.rows.len()) } span.label { "EfA-Onlinedienste" } }
             div.card { span.num { (running) } span.label { "Installationen in Betrieb" } }
-            div.card { span.num { (o.kommunen_with_records) } span.label { "Kommunen mit Adoptionsdaten" } }
+            div.card { span.num { (o.kommunen_with_records) } span.label { "Kommunen mit Nachnutzungsdaten" } }
             div.card { span.num { (rejected) } span.label { "Ablehnungen" } }
             div.card.live { span.num #watchers { (watchers) } span.label { "verbundene Knoten-Streams" } }
             div.card.live { span.num #head-seq { (o.head_seq) } span.label { "Ereignis-Kopf (seq)" } }
         }
-        h2 { "EfA-Dienste" }
+        h2 { "EfA-Onlinedienste" }
         @if o.rows.is_empty() {
-            p.muted { "Noch kein Land hat einen Dienst registriert." }
+            p.muted { "Noch kein Land hat einen Onlinedienst registriert." }
         } @else {
             table.data #services {
                 thead { tr {
-                    th { "Dienst" } th { "Land" } th { "Themenfeld" } th { "Neueste Version" }
+                    th { "Onlinedienst" } th { "Umsetzungsland" } th { "Themenfeld" } th { "Neueste Version" }
                     th.num { "Kommunen in Betrieb" } th.num { "Ablehnungen" } th.num { "Bewertung" }
                 } }
                 tbody {

@@ -17,7 +17,7 @@ pub fn render(
     let total: usize = groups.iter().map(|g| g.rejections.len()).sum();
     let body = html! {
         h1 { "Ablehnungen" }
-        p { "Warum Kommunen einen EfA-Dienst nicht übernehmen, mit der Begründung ihrer IT – gruppiert nach Dienst." }
+        p { "Warum Kommunen einen EfA-Onlinedienst nicht nachnutzen, mit der Begründung ihrer IT – gruppiert nach Onlinedienst." }
         form.filter method="get" action="/rejections" {
             label { "Land "
                 select name="land" {
@@ -32,7 +32,7 @@ pub fn render(
         @if groups.is_empty() {
             p.muted { "Keine Ablehnungen." }
         } @else {
-            p { strong { (total) } " Ablehnungen bei " strong { (groups.len()) } " Diensten." }
+            p { strong { (total) } " Ablehnungen bei " strong { (groups.len()) } " Onlinediensten." }
         }
         @for g in groups {
             @let id = g.service.id.as_str();
@@ -42,7 +42,7 @@ pub fn render(
                     " " span.muted.small { (id) " · " (g.land_name) " · " (g.service.themenfeld) }
                 }
                 p.small {
-                    (g.rejections.len()) " Kommune(n) lehnen ab, " (g.running) " betreiben den Dienst."
+                    (g.rejections.len()) " Kommune(n) lehnen ab, " (g.running) " nutzen den Onlinedienst nach."
                 }
                 table.data.rejections {
                     thead { tr { th { "Kommune" } th { "AGS" } th { "Version" } th { "Begründung" } th { "Datum" } } }

@@ -81,20 +81,20 @@ pub fn render(who: &Identity, s: &ServiceDetail) -> Response {
     let body = html! {
         h1 { (svc.title) " " span.muted.small { (svc.id.as_str()) } }
         dl.meta {
-            dt { "Land" } dd { (s.land_name) " (" (svc.land) ")" }
+            dt { "Umsetzungsland" } dd { (s.land_name) " (" (svc.land) ")" }
             dt { "OZG-Leistung" } dd { (svc.ozg_id.as_str()) }
             dt { "Leistungsschlüssel" } dd { @match &svc.leistungsschluessel { Some(l) => (l.as_str()), None => "–" } }
             dt { "Themenfeld" } dd { (svc.themenfeld) }
             dt { "Lebenslage" } dd { (svc.lebenslage) }
             dt { "Registriert" } dd { (html::timestamp(svc.registered_at_ms)) }
-            dt { "Adoption öffentlich" } dd { @if svc.adoption_public { "ja" } @else { "nein" } }
+            dt { "Nachnutzung öffentlich" } dd { @if svc.adoption_public { "ja" } @else { "nein" } }
         }
         @if !svc.description.is_empty() { p.description { (svc.description) } }
         p { a href={ "/coverage?service=" (svc.id.as_str()) } { "Abdeckung nach Land und Kreis →" } }
 
         h2 { "Nachnutzung über die Zeit" }
         @let now = efa_domain::now_ms();
-        (html::step_chart("chart-kommunen", "Gemeinden mit dem Dienst",
+        (html::step_chart("chart-kommunen", "Gemeinden mit dem Onlinedienst",
             &s.timeline.iter().map(|p| (p.at_ms, f64::from(p.kommunen))).collect::<Vec<_>>(), now,
             |v| format!("{v:.0}")))
         (html::step_chart("chart-einwohner", "Einwohner erreicht",
@@ -147,7 +147,7 @@ pub fn render(who: &Identity, s: &ServiceDetail) -> Response {
         }
 
         h2 { "Kommunen" }
-        @if s.adopters.is_empty() { p.muted { "Noch keine Kommune hat diesen Dienst geprüft." } } @else {
+        @if s.adopters.is_empty() { p.muted { "Noch keine Kommune hat diesen Onlinedienst geprüft." } } @else {
             table.data #adopters {
                 thead { tr {
                     th { "Kommune" } th { "AGS" } th { "Stand" } th { "Version" } th { "läuft" } th { "seit" } th { "Grund" }
@@ -210,7 +210,7 @@ pub fn render(who: &Identity, s: &ServiceDetail) -> Response {
         }
 
         h2 { "Ablehnungen" }
-        @if s.rejections.is_empty() { p.muted { "Keine Kommune lehnt diesen Dienst ab." } } @else {
+        @if s.rejections.is_empty() { p.muted { "Keine Kommune lehnt diesen Onlinedienst ab." } } @else {
             table.data.rejections #service-rejections {
                 thead { tr { th { "Kommune" } th { "Version" } th { "Begründung" } th { "Datum" } } }
                 tbody { @for (name, e) in &s.rejections {
