@@ -17,6 +17,10 @@ pub enum Identity {
     Kommune(Ags),
     /// An operator of the federation, e.g. `efa://operator/bund`.
     Operator(String),
+    /// A municipal IT service provider that runs the nodes of several Kommunen, e.g.
+    /// `efa://provider/citkomm`. It acts for a Kommune only as far as an operator granted it,
+    /// and then under that Kommune's identity (every report names the Kommune).
+    Provider(String),
 }
 
 impl Identity {
@@ -33,35 +37,36 @@ impl Identity {
         match role {
             "land" => key.parse().map(Identity::Land),
             "kommune" => key.parse().map(Identity::Kommune),
-            "operator" => {
+            "operator" | "provider" => {
                 let ok = !key.is_empty()
                     && key.len() <= 64
                     && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-                if ok {
-                    Ok(Identity::Operator(key.to_string()))
-                } else {
-                    Err(bad(format!("operator name {} must be 1..64 of A-Z a-z 0-9 - _", echo(key))))
+                match (ok, role) {
+                    (true, "operator") => Ok(Identity::Operator(key.to_string())),
+                    (true, _) => Ok(Identity::Provider(key.to_string())),
+                    (false, _) => Err(bad(format!("{role} name {} must be 1..64 of A-Z a-z 0-9 - _", echo(key)))),
                 }
             }
-            other => Err(bad(format!("unknown role {} (expected land, kommune or operator)", echo(other)))),
+            other => Err(bad(format!("unknown role {} (expected land, kommune, operator or provider)", echo(other)))),
         }
     }
 
-    /// `land`, `kommune` or `operator`.
+    /// `land`, `kommune`, `operator` or `provider`.
     pub fn role(&self) -> &'static str {
         match self {
             Identity::Land(_) => "land",
             Identity::Kommune(_) => "kommune",
             Identity::Operator(_) => "operator",
+            Identity::Provider(_) => "provider",
         }
     }
 
-    /// The Land code, AGS or operator name.
+    /// The Land code, AGS, operator or provider name.
     pub fn key(&self) -> String {
         match self {
             Identity::Land(l) => l.to_string(),
             Identity::Kommune(a) => a.to_string(),
-            Identity::Operator(n) => n.clone(),
+            Identity::Operator(n) | Identity::Provider(n) => n.clone(),
         }
     }
 
@@ -116,6 +121,20 @@ pub enum Action<'a> {
     },
     /// Read the operator dashboard: every service's adoption, ratings and rejections.
     ReadDashboard,
+    /// Grant an IT service provider the right to act for Kommunen.
+    ManageGrants,
+    /// Read which Kommunen a provider may act for.
+    ReadGrant {
+        /// The provider.
+        provider: &'a str,
+    },
+    /// Act for Kommune `ags`; `granted` says whether an operator granted the caller that.
+    ActFor {
+        /// The Kommune acted for.
+        ags: &'a Ags,
+        /// Whether the caller (a provider) holds a grant for it.
+        granted: bool,
+    },
 }
 
 fn deny<T>(msg: String) -> Result<T> {
@@ -162,6 +181,23 @@ pub fn authorize(who: &Identity, action: Action<'_>) -> Result<()> {
         )),
         (Action::ReadDashboard, Identity::Operator(_)) => Ok(()),
         (Action::ReadDashboard, other) => deny(format!("the dashboard is for operators only; caller is {other}")),
+        (Action::ManageGrants, Identity::Operator(_)) => Ok(()),
+        (Action::ManageGrants, other) => {
+            deny(format!("only an operator grants a provider the right to act for Kommunen; caller is {other}"))
+        }
+        (Action::ReadGrant { .. }, Identity::Operator(_)) => Ok(()),
+        (Action::ReadGrant { provider }, Identity::Provider(me)) if me == provider => Ok(()),
+        (Action::ReadGrant { provider }, other) => deny(format!(
+            "the grant of provider {provider} is visible to operators and that provider; caller is {other}"
+        )),
+        (Action::ActFor { ags, .. }, Identity::Kommune(me)) if me == ags => Ok(()),
+        (Action::ActFor { granted: true, .. }, Identity::Provider(_)) => Ok(()),
+        (Action::ActFor { ags, .. }, Identity::Provider(p)) => deny(format!(
+            "provider {p} is not granted to act for Kommune {ags}; an operator grants it (efa grants set)"
+        )),
+        (Action::ActFor { ags, .. }, other) => {
+            deny(format!("only Kommune {ags} or a provider it granted may act for it; caller is {other}"))
+        }
     }
 }
 
@@ -257,5 +293,22 @@ mod tests {
         assert!(authorize(&operator(), Action::ReadDashboard).is_ok());
         assert!(authorize(&land("05"), Action::ReadDashboard).is_err());
         assert!(authorize(&kommune("05913000"), Action::ReadDashboard).is_err());
+    }
+
+    #[test]
+    fn a_provider_acts_for_granted_kommunen_only() {
+        let p = Identity::parse_uri("efa://provider/citkomm").unwrap();
+        assert_eq!(p, Identity::Provider("citkomm".into()));
+        let dortmund: Ags = "05913000".parse().unwrap();
+        assert!(authorize(&p, Action::ActFor { ags: &dortmund, granted: true }).is_ok());
+        let err = authorize(&p, Action::ActFor { ags: &dortmund, granted: false }).unwrap_err().to_string();
+        assert!(err.contains("not granted to act for Kommune 05913000"), "{err}");
+        assert!(authorize(&kommune("05913000"), Action::ActFor { ags: &dortmund, granted: false }).is_ok());
+        assert!(authorize(&kommune("05113000"), Action::ActFor { ags: &dortmund, granted: false }).is_err());
+        assert!(authorize(&p, Action::ActAsKommune).is_err(), "not as itself");
+        assert!(authorize(&p, Action::ManageGrants).is_err());
+        assert!(authorize(&operator(), Action::ManageGrants).is_ok());
+        assert!(authorize(&p, Action::ReadGrant { provider: "citkomm" }).is_ok());
+        assert!(authorize(&p, Action::ReadGrant { provider: "other" }).is_err());
     }
 }

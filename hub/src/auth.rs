@@ -5,7 +5,9 @@
 //! subject alternative names must contain exactly one URI of the form
 //! - `efa://land/<2-digit Land code>` — a Land publisher, e.g. `efa://land/05`;
 //! - `efa://kommune/<8-digit AGS>` — a Kommune node, e.g. `efa://kommune/05913000`;
-//! - `efa://operator/<name>` — an operator, e.g. `efa://operator/bund`.
+//! - `efa://operator/<name>` — an operator, e.g. `efa://operator/bund`;
+//! - `efa://provider/<name>` — a municipal IT service provider, which acts for a Kommune
+//!   it was granted by sending `x-efa-on-behalf-of: <AGS>` and is then that Kommune.
 //!
 //! With `--insecure-dev` (plaintext, never in production) the identity is read from the
 //! `x-efa-dev-identity` metadata header instead, in the same URI form.
@@ -16,6 +18,9 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 
 const DEV_HEADER: &str = "x-efa-dev-identity";
+/// The Kommune a caller acts for: a provider's node names the Kommune it runs; a Kommune
+/// node may send its own AGS (nodes always send it).
+pub const ON_BEHALF_OF: &str = "x-efa-on-behalf-of";
 
 /// Extracts the caller's identity from a request and checks it against the register.
 #[derive(Clone)]
@@ -34,7 +39,19 @@ impl Authenticator {
     pub fn identify<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
         let who = self.read_identity(req)?;
         self.registry.check_identity(&who).map_err(crate::error::status)?;
-        Ok(who)
+        let Some(header) = req.metadata().get(ON_BEHALF_OF) else { return Ok(who) };
+        let ags = header
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<efa_domain::model::ids::Ags>().ok())
+            .ok_or_else(|| Status::invalid_argument(format!("{ON_BEHALF_OF} must be an 8-digit AGS")))?;
+        match &who {
+            // A Land or an operator never acts for a Kommune.
+            Identity::Land(_) | Identity::Operator(_) => Err(Status::permission_denied(format!(
+                "{who} cannot act for Kommune {ags}; only that Kommune or a provider it granted can"
+            ))),
+            _ => self.registry.act_for(&who, &ags).map_err(crate::error::status),
+        }
     }
 
     fn read_identity<T>(&self, req: &Request<T>) -> Result<Identity, Status> {

@@ -119,13 +119,20 @@ pub(crate) struct LimitsService<S> {
     limiter: Limiter,
 }
 
-/// Who is calling, as far as limits care: the identity of the certificate, or the dev
-/// header. Calls without one are refused by the handlers anyway.
+/// Who is calling, as far as limits care: the identity of the certificate (or the dev
+/// header), and the Kommune it acts for, so each node of an IT service provider has the
+/// limits of one Kommune. Calls without an identity are refused by the handlers anyway.
 fn caller<B>(req: &http::Request<B>) -> Option<String> {
-    if let Some(Some(Ok(who))) = req.extensions().get::<PeerInfo>().map(|p| p.identity.as_ref()) {
-        return Some(who.to_uri());
+    let who = match req.extensions().get::<PeerInfo>().map(|p| p.identity.as_ref()) {
+        Some(Some(Ok(who))) => who.to_uri(),
+        _ => req.headers().get("x-efa-dev-identity").and_then(|v| v.to_str().ok())?.to_string(),
+    };
+    match req.headers().get(crate::auth::ON_BEHALF_OF).and_then(|v| v.to_str().ok()) {
+        // Only a provider acts for others; an AGS is 8 digits (anything else is refused by
+        // the handler, and a wrong one too, so keys stay few).
+        Some(ags) if who.starts_with("efa://provider/") && ags.len() == 8 => Some(format!("{who}#{ags}")),
+        _ => Some(who),
     }
-    req.headers().get("x-efa-dev-identity").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 fn refuse(message: String, retry_after: Duration) -> http::Response<tonic::body::Body> {

@@ -149,6 +149,10 @@ enum PkiCommand {
         /// An operator, by name.
         #[arg(long, group = "role")]
         operator: Option<String>,
+        /// A municipal IT service provider, by name; it acts for the Kommunen an operator
+        /// grants it (efa grants set).
+        #[arg(long, group = "role")]
+        provider: Option<String>,
     },
     /// Revoke a client certificate: adds it to DIR/crl.pem (signed by the CA). A hub started
     /// with --crl DIR/crl.pem refuses it within seconds and closes its connections.
@@ -161,12 +165,18 @@ enum PkiCommand {
     },
 }
 
-fn identity(land: Option<String>, kommune: Option<String>, operator: Option<String>) -> Result<Identity> {
-    Ok(match (land, kommune, operator) {
-        (Some(l), None, None) => Identity::Land(l.parse()?),
-        (None, Some(a), None) => Identity::Kommune(a.parse()?),
-        (None, None, Some(o)) => Identity::parse_uri(&format!("efa://operator/{o}"))?,
-        _ => bail!("name exactly one of --land, --kommune, --operator"),
+fn identity(
+    land: Option<String>,
+    kommune: Option<String>,
+    operator: Option<String>,
+    provider: Option<String>,
+) -> Result<Identity> {
+    Ok(match (land, kommune, operator, provider) {
+        (Some(l), None, None, None) => Identity::Land(l.parse()?),
+        (None, Some(a), None, None) => Identity::Kommune(a.parse()?),
+        (None, None, Some(o), None) => Identity::parse_uri(&format!("efa://operator/{o}"))?,
+        (None, None, None, Some(p)) => Identity::parse_uri(&format!("efa://provider/{p}"))?,
+        _ => bail!("name exactly one of --land, --kommune, --operator, --provider"),
     })
 }
 
@@ -342,8 +352,8 @@ async fn run() -> Result<()> {
             println!("{} revoked; CRL written to {}", cert.display(), crl.display());
             Ok(())
         }
-        Command::Pki(PkiCommand::Issue { dir, land, kommune, operator }) => {
-            let id = identity(land, kommune, operator)?;
+        Command::Pki(PkiCommand::Issue { dir, land, kommune, operator, provider }) => {
+            let id = identity(land, kommune, operator, provider)?;
             let files = pki::issue(&dir, &id, &id.to_uri())?;
             println!("{} -> {} / {}", id.to_uri(), files.cert.display(), files.key.display());
             Ok(())

@@ -7,7 +7,7 @@ use efa_domain::bundle::Digest;
 use efa_domain::model::adoption::AdoptionReport;
 use efa_domain::model::catalog::CatalogEntry;
 use efa_domain::model::event::StreamEvent;
-use efa_domain::model::ids::{Channel, LandCode, ServiceId};
+use efa_domain::model::ids::{Ags, Channel, LandCode, ServiceId};
 use efa_domain::model::preflight::NewPreflight;
 use efa_domain::model::rating::{NewRating, Rating};
 use efa_domain::model::release::{ReleaseSummary, SignedRelease};
@@ -20,6 +20,9 @@ use efa_proto::v1::release_service_client::ReleaseServiceClient;
 use efa_proto::v1::subscription_service_client::SubscriptionServiceClient;
 use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel as GrpcChannel;
 use tonic::{Code, Status};
 
@@ -93,29 +96,62 @@ pub type Events = Pin<Box<dyn Stream<Item = Result<(u64, Option<StreamEvent>)>> 
 /// Parts of a blob as they arrive: `(offset, bytes)`.
 pub type BlobParts = Pin<Box<dyn Stream<Item = Result<(u64, Vec<u8>)>> + Send>>;
 
+/// Names the Kommune a node acts for on every call (`x-efa-on-behalf-of`): a node run by
+/// an IT service provider authenticates with the provider's certificate and acts for the
+/// Kommune of its config, as far as an operator granted it.
+#[derive(Clone, Default)]
+pub struct ActFor(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for ActFor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, Status> {
+        if let Some(ags) = &self.0 {
+            req.metadata_mut().insert("x-efa-on-behalf-of", ags.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Svc = InterceptedService<GrpcChannel, ActFor>;
+
 /// A connection to the hub (connects lazily and reconnects after failures).
 #[derive(Clone)]
 pub struct HubClient {
     channel: GrpcChannel,
+    act_for: ActFor,
 }
 
 impl HubClient {
     /// A client on `channel`.
     pub fn new(channel: GrpcChannel) -> Self {
-        HubClient { channel }
+        HubClient { channel, act_for: ActFor::default() }
     }
 
-    fn catalog(&self) -> CatalogServiceClient<GrpcChannel> {
-        CatalogServiceClient::new(self.channel.clone())
+    /// Names `ags` on every call as the Kommune this node acts for.
+    pub fn acting_for(mut self, ags: &Ags) -> Self {
+        self.act_for = ActFor(ags.as_str().parse().ok());
+        self
     }
 
-    fn releases(&self) -> ReleaseServiceClient<GrpcChannel> {
-        ReleaseServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    fn catalog(&self) -> CatalogServiceClient<Svc> {
+        CatalogServiceClient::with_interceptor(self.channel.clone(), self.act_for.clone())
+    }
+
+    fn releases(&self) -> ReleaseServiceClient<Svc> {
+        ReleaseServiceClient::with_interceptor(self.channel.clone(), self.act_for.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn subscriptions(&self) -> SubscriptionServiceClient<Svc> {
+        SubscriptionServiceClient::with_interceptor(self.channel.clone(), self.act_for.clone())
+    }
+
+    fn adoption(&self) -> AdoptionServiceClient<Svc> {
+        AdoptionServiceClient::with_interceptor(self.channel.clone(), self.act_for.clone())
     }
 
     /// Registers a subscription (idempotent).
     pub async fn subscribe(&self, sub: &NewSubscription) -> Result<()> {
-        SubscriptionServiceClient::new(self.channel.clone()).subscribe(pb::SubscribeRequest::from(sub)).await?;
+        self.subscriptions().subscribe(pb::SubscribeRequest::from(sub)).await?;
         Ok(())
     }
 
@@ -176,36 +212,31 @@ impl HubClient {
 
     /// Sends one adoption report.
     pub async fn report(&self, report: &AdoptionReport) -> Result<()> {
-        AdoptionServiceClient::new(self.channel.clone()).report_adoption(pb::AdoptionReport::from(report)).await?;
+        self.adoption().report_adoption(pb::AdoptionReport::from(report)).await?;
         Ok(())
     }
 
     /// Submits a rating; returns it as the hub recorded it.
     pub async fn rate(&self, rating: &NewRating) -> Result<Rating> {
-        let info =
-            AdoptionServiceClient::new(self.channel.clone()).submit_rating(pb::RatingRequest::from(rating)).await?;
+        let info = self.adoption().submit_rating(pb::RatingRequest::from(rating)).await?;
         Ok(info.into_inner().try_into()?)
     }
 
     /// Declares the FIT-Connect destinations for a service this Kommune runs.
     pub async fn declare_routing(&self, declaration: &RoutingDeclaration) -> Result<()> {
-        AdoptionServiceClient::new(self.channel.clone())
-            .declare_routing(pb::RoutingDeclaration::from(declaration))
-            .await?;
+        self.adoption().declare_routing(pb::RoutingDeclaration::from(declaration)).await?;
         Ok(())
     }
 
     /// Reports a pre-flight result.
     pub async fn preflight(&self, report: &NewPreflight) -> Result<()> {
-        AdoptionServiceClient::new(self.channel.clone()).report_preflight(pb::PreflightReport::from(report)).await?;
+        self.adoption().report_preflight(pb::PreflightReport::from(report)).await?;
         Ok(())
     }
 
     /// Opens the event stream after `cursor`.
     pub async fn watch(&self, cursor: u64) -> Result<Events> {
-        let opened = SubscriptionServiceClient::new(self.channel.clone())
-            .watch_events(pb::WatchEventsRequest { after_seq: cursor })
-            .await;
+        let opened = self.subscriptions().watch_events(pb::WatchEventsRequest { after_seq: cursor }).await;
         match opened {
             Ok(s) => Ok(Box::pin(s.into_inner().map(|e| {
                 let e = e.map_err(HubError::from)?;

@@ -8,6 +8,7 @@ mod flow;
 mod hostile;
 mod observability;
 mod preflight;
+mod provider;
 mod publish;
 mod python_client;
 mod routing;

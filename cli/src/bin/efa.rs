@@ -106,6 +106,15 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Which Kommunen a municipal IT service provider may act for (operators set it).
+    Grants {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
     /// Show who the hub thinks you are.
     Whoami {
         #[command(flatten)]
@@ -214,6 +223,24 @@ enum Command {
         out: Out,
         #[command(subcommand)]
         command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantsCommand {
+    /// Replace the Kommunen a provider may act for.
+    Set {
+        /// The provider's name (efa://provider/NAME in its certificate).
+        #[arg(long)]
+        provider: String,
+        /// AGS of a Kommune it runs the node of; repeat. None revokes every grant.
+        #[arg(long = "ags")]
+        kommunen: Vec<String>,
+    },
+    /// Show the Kommunen a provider may act for (default: yours, as a provider).
+    Show {
+        #[arg(long, default_value = "")]
+        provider: String,
     },
 }
 
@@ -409,6 +436,32 @@ async fn run() -> Result<ExitCode> {
                     println!("removed {public}; Land {} has {} key(s)", set.land_code, set.keys.len());
                 }
             }
+        }
+        Command::Grants { conn, out, command } => {
+            let mut client = CatalogServiceClient::new(conn.channel().await?);
+            let grant = match command {
+                GrantsCommand::Set { provider, kommunen } => client
+                    .set_provider_grant(pb::ProviderGrant {
+                        provider: provider.clone(),
+                        kommunen: kommunen.clone(),
+                        updated_at_ms: 0,
+                    })
+                    .await?
+                    .into_inner(),
+                GrantsCommand::Show { provider } => client
+                    .get_provider_grant(pb::GetProviderGrantRequest { provider: provider.clone() })
+                    .await?
+                    .into_inner(),
+            };
+            let mut t = Table::new(
+                "grant",
+                format!("Provider {} may act for {} Kommune(n)", grant.provider, grant.kommunen.len()),
+                &["ags"],
+            );
+            for ags in grant.kommunen {
+                t.push(vec![ags.into()]);
+            }
+            out.print(&[&t])?;
         }
         Command::Doctor { conn } => {
             let (Some(ca), Some(cert), Some(key)) = (&conn.ca, &conn.cert, &conn.key) else {

@@ -4,6 +4,7 @@
 pub mod adoption;
 pub mod catalog;
 pub mod event;
+pub mod grant;
 pub mod ids;
 pub mod preflight;
 pub mod rating;

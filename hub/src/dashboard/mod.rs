@@ -243,7 +243,10 @@ async fn not_found() -> Response {
 
 fn service_id(s: &str) -> Result<ServiceId, PageError> {
     s.parse().map_err(|_| {
-        PageError::new(StatusCode::NOT_FOUND, format!("Kein EfA-Onlinedienst mit der ID {}.", efa_domain::error::echo(s)))
+        PageError::new(
+            StatusCode::NOT_FOUND,
+            format!("Kein EfA-Onlinedienst mit der ID {}.", efa_domain::error::echo(s)),
+        )
     })
 }
 

@@ -106,10 +106,37 @@ impl CatalogService for Catalog {
                 Ok(match &whom {
                     Identity::Land(l) => r.land(l).map(|l| l.name).unwrap_or_default(),
                     Identity::Kommune(a) => r.kommune_name(a)?,
-                    Identity::Operator(n) => n.clone(),
+                    Identity::Operator(n) | Identity::Provider(n) => n.clone(),
                 })
             })
             .await?;
         Ok(Response::new(pb::WhoAmIResponse { role: who.role().into(), key: who.key(), display_name }))
+    }
+
+    async fn set_provider_grant(&self, req: Request<pb::ProviderGrant>) -> Result<Response<pb::ProviderGrant>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        let r = req.into_inner();
+        let kommunen: Vec<Ags> = r.kommunen.iter().map(|a| parse(a)).collect::<Result<_, _>>().map_err(status)?;
+        let provider = r.provider;
+        let name = provider.clone();
+        let grant = self.0.registry(move |reg| reg.set_grant(&who, &name, kommunen)).await?;
+        tracing::info!(%provider, kommunen = grant.kommunen.len(), "provider grant set");
+        Ok(Response::new(efa_proto::convert::grant(provider, &grant)))
+    }
+
+    async fn get_provider_grant(
+        &self,
+        req: Request<pb::GetProviderGrantRequest>,
+    ) -> Result<Response<pb::ProviderGrant>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        let r = req.into_inner();
+        // An empty name means the calling provider.
+        let provider = match (&who, r.provider.is_empty()) {
+            (Identity::Provider(me), true) => me.clone(),
+            _ => r.provider,
+        };
+        let name = provider.clone();
+        let grant = self.0.registry(move |reg| reg.grant(&who, &name)).await?;
+        Ok(Response::new(efa_proto::convert::grant(provider, &grant)))
     }
 }

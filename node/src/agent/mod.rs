@@ -202,7 +202,7 @@ impl Agent {
             cache: BlobCache::new(&config.state_dir)?,
             state: StateFile::new(&config.state_dir),
             deployer: Arc::new(deployer),
-            hub: HubClient::new(channel),
+            hub: HubClient::new(channel).acting_for(&config.ags),
             config,
             busy: tokio::sync::Mutex::new(()),
             counters: Default::default(),

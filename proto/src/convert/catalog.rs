@@ -185,6 +185,15 @@ impl From<&KommuneReport> for pb::Kommune {
     }
 }
 
+/// A provider's grant on the wire.
+pub fn grant(provider: String, g: &efa_domain::model::grant::ProviderGrant) -> pb::ProviderGrant {
+    pb::ProviderGrant {
+        provider,
+        kommunen: g.kommunen.iter().map(|a| a.to_string()).collect(),
+        updated_at_ms: g.updated_at_ms,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

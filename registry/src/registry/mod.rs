@@ -9,6 +9,7 @@
 //! coverage, ratings, feedback, a Kommune's history).
 
 mod catalog;
+mod grants;
 mod ledger;
 mod register;
 mod reports;

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::Event;
+use efa_domain::model::grant::ProviderGrant;
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::Release;
@@ -62,6 +63,7 @@ record!(SigningKeys, "signing keys", 1);
 record!(StoredSnapshot, "snapshot", 1);
 record!(PreflightRecord, "pre-flight result", 1);
 record!(RoutingRecord, "routing declaration", 1);
+record!(ProviderGrant, "provider grant", 1);
 
 /// Formats of earlier versions, kept to read stores that hold them.
 mod previous {

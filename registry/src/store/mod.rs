@@ -14,6 +14,7 @@ use crate::error::Result;
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::{Event, EventKind};
+use efa_domain::model::grant::ProviderGrant;
 use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
@@ -131,6 +132,12 @@ pub trait Store: Send + Sync + 'static {
     fn put_preflight(&self, record: &PreflightRecord) -> Result<()>;
     /// The pre-flight results of one release, in AGS order.
     fn preflights(&self, service: &ServiceId, version: &semver::Version) -> Result<Vec<PreflightRecord>>;
+
+    // --- IT service providers ---
+    /// Replaces a provider's grant.
+    fn put_grant(&self, provider: &str, grant: &ProviderGrant) -> Result<()>;
+    /// A provider's grant (empty if none).
+    fn grant(&self, provider: &str) -> Result<ProviderGrant>;
 
     // --- FIT-Connect routing ---
     /// Writes (or, with no destinations, removes) a Kommune's declared destinations for a

@@ -10,6 +10,7 @@
 //!   so they sort before every logged entry (seqs start at 1)
 //! - `ratings` service\0version\0AGS; `preflight` service\0version\0AGS -> latest result
 //! - `routing` service\0AGS -> the Kommune's declared FIT-Connect destinations
+//! - `grants` provider name -> the Kommunen it may act for
 //! - `totals` service -> [`ServiceTotals`], updated in the same transaction as the record or
 //!   rating it counts; `adoption_kommunen` AGS -> () for every Kommune with a record
 //! - `events` seq; `meta` "seq" -> last seq
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::{Event, EventKind};
+use efa_domain::model::grant::ProviderGrant;
 use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
@@ -68,6 +70,8 @@ pub struct SledStore {
     preflight: sled::Tree,
     /// service\0AGS -> the Kommune's declared FIT-Connect destinations.
     routing: sled::Tree,
+    /// Provider name -> the Kommunen an operator granted it to act for.
+    grants: sled::Tree,
     totals: sled::Tree,
     adoption_kommunen: sled::Tree,
     events: sled::Tree,
@@ -123,6 +127,7 @@ impl SledStore {
             ratings: t("ratings")?,
             preflight: t("preflight")?,
             routing: t("routing")?,
+            grants: t("grants")?,
             totals: t("totals")?,
             adoption_kommunen: t("adoption_kommunen")?,
             events: t("events")?,
@@ -476,6 +481,15 @@ impl Store for SledStore {
         let mut p = key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]);
         p.push(0);
         Self::scan(&self.preflight, "preflight", &p)
+    }
+
+    fn put_grant(&self, provider: &str, grant: &ProviderGrant) -> Result<()> {
+        self.grants.insert(provider.as_bytes(), encode(grant))?;
+        Ok(())
+    }
+
+    fn grant(&self, provider: &str) -> Result<ProviderGrant> {
+        Ok(Self::get(&self.grants, "grants", provider.as_bytes())?.unwrap_or_default())
     }
 
     fn put_routing(&self, record: &RoutingRecord) -> Result<()> {
