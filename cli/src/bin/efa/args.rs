@@ -1,0 +1,354 @@
+//! The command line of `efa`: commands, connection and output options, argument parsing.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use efa_cli::table::{render, Format, Output, Table};
+use efa_domain::params::ParameterKind;
+use efa_proto::convert::WireEnum;
+use efa_proto::tls::ClientTlsFiles;
+use efa_proto::v1 as pb;
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(
+    name = "efa",
+    version,
+    about = "EfA Hub CLI for Land publishers and operators",
+    after_help = "Exit status: 0 done as printed; 1 failed (the message says why); 2 usage error."
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// How to reach the hub.
+#[derive(Args, Clone)]
+pub(crate) struct Conn {
+    /// Hub URL.
+    #[arg(long, global = true, env = "EFA_HUB", default_value = "https://127.0.0.1:50051")]
+    pub(crate) hub: String,
+    /// CA certificate of the hub (PEM).
+    #[arg(long, global = true, env = "EFA_CA")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Your client certificate (PEM); its URI SAN names your role.
+    #[arg(long, global = true, env = "EFA_CERT")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Your client key (PEM).
+    #[arg(long, global = true, env = "EFA_KEY")]
+    pub(crate) key: Option<PathBuf>,
+}
+
+/// How to print a report.
+#[derive(Args, Clone)]
+pub(crate) struct Out {
+    /// Output format: table, csv or json (one JSON document with typed values).
+    #[arg(long, global = true, default_value = "table")]
+    pub(crate) format: Format,
+    /// Shorthand for --format json.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// CSV of a report with several tables: which one (default: the first).
+    #[arg(long, global = true)]
+    pub(crate) table: Option<String>,
+    /// CSV: start with a UTF-8 byte order mark, for spreadsheet programs that need it for umlauts.
+    #[arg(long, global = true)]
+    pub(crate) bom: bool,
+}
+
+impl Out {
+    pub(crate) fn print(&self, tables: &[&Table]) -> Result<()> {
+        let out = Output {
+            format: if self.json { Format::Json } else { self.format },
+            table: self.table.clone(),
+            bom: self.bom,
+        };
+        print!("{}", render(tables, &out).map_err(anyhow::Error::msg)?);
+        Ok(())
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Create a Land's Ed25519 release signing key (mode 0600); prints its public key and
+    /// where it goes.
+    Keygen {
+        /// File to create for the secret key; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        /// Your Land code (e.g. 05), to print the `[trust]` lines Kommunen paste.
+        #[arg(long)]
+        land: Option<String>,
+    },
+    /// Print the public key of a signing key file.
+    Pubkey {
+        signing_key: PathBuf,
+        /// Print the `[trust]` lines for a node config instead, for this Land code.
+        #[arg(long, value_name = "LAND")]
+        trust: Option<String>,
+    },
+    /// The release signing keys your Land registers with the hub, so it refuses releases
+    /// signed with any other key at once (nodes still verify against the keys they pin).
+    Keys {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Which Kommunen a municipal IT service provider may act for (operators set it).
+    Grants {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+    /// Show who the hub thinks you are.
+    Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Check your certificate, key and CA file and the connection to the hub, and say in
+    /// words what is wrong.
+    Doctor {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List services.
+    Services {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        /// Only this Land's (code, e.g. 05).
+        #[arg(long, default_value = "")]
+        land: String,
+        /// Only this Themenfeld, exactly as in the OZG catalogue (e.g. "Familie & Kind").
+        #[arg(long, default_value = "")]
+        themenfeld: String,
+    },
+    /// Register (or update) a service of your Land.
+    Register {
+        #[command(flatten)]
+        conn: Conn,
+        /// Stable id: a-z, 0-9 and '-', 3..64 characters, e.g. wohngeld-nrw.
+        #[arg(long)]
+        id: String,
+        /// 5-digit OZG-ID from the OZG catalogue.
+        #[arg(long)]
+        ozg_id: String,
+        /// 14-digit LeiKa Leistungsschlüssel (optional).
+        #[arg(long, default_value = "")]
+        leistungsschluessel: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// NAME:KIND[:required][:MAXLEN], KIND one of text, url, email, amount_cents,
+        /// postcodes, boolean, integer, fit_connect_destination (a UUID), phone. Repeat per
+        /// parameter.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// Let every Kommune see who adopted this service.
+        #[arg(long)]
+        adoption_public: bool,
+    },
+    /// Re-sign your Land's snapshot (newest version per service) so nodes can detect a
+    /// hub that hides releases. Publishing does this too; run it daily so it never expires.
+    Snapshot {
+        #[command(flatten)]
+        conn: Conn,
+        /// Release signing key (from `efa keygen`).
+        #[arg(long)]
+        signing_key: PathBuf,
+        /// Days until nodes treat the snapshot as stale.
+        #[arg(long, default_value_t = 7)]
+        valid_days: u64,
+    },
+    /// Publish DIR as a new release, signed with your Land key.
+    Publish {
+        #[command(flatten)]
+        conn: Conn,
+        dir: PathBuf,
+        #[arg(long)]
+        service: String,
+        /// Semantic version, e.g. 1.0.0; published versions are immutable.
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// Release signing key (from `efa keygen`).
+        #[arg(long)]
+        signing_key: PathBuf,
+    },
+    /// Yank a release: no new deployments; running ones are left alone.
+    Yank {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        version: String,
+        /// Why; Kommunen read it.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the releases of a service.
+    Releases {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        service: String,
+    },
+    /// Adoption and rating reports.
+    Report {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum GrantsCommand {
+    /// Replace the Kommunen a provider may act for.
+    Set {
+        /// The provider's name (efa://provider/NAME in its certificate).
+        #[arg(long)]
+        provider: String,
+        /// AGS of a Kommune it runs the node of; repeat. None revokes every grant.
+        #[arg(long = "ags")]
+        kommunen: Vec<String>,
+    },
+    /// Show the Kommunen a provider may act for (default: yours, as a provider).
+    Show {
+        #[arg(long, default_value = "")]
+        provider: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeysCommand {
+    /// List the keys a Land registered (default: yours).
+    List {
+        #[arg(long, default_value = "")]
+        land: String,
+    },
+    /// Register a key: the public key of a signing key file, or a public key in text form.
+    Add {
+        /// Signing key file (from `efa keygen`); its public key is registered.
+        #[arg(long, conflicts_with = "public", required_unless_present = "public")]
+        signing_key: Option<PathBuf>,
+        /// A public key, `efa-ed25519-public:...`.
+        #[arg(long)]
+        public: Option<String>,
+    },
+    /// Stop accepting releases signed by a key (after rotating to a new one).
+    Remove {
+        /// The public key, `efa-ed25519-public:...`.
+        public: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ReportCommand {
+    /// Which Kommunen adopted a service, in which state and version.
+    Adopters { service: String },
+    /// What a Kommune runs, and its adoption history.
+    Kommune { ags: String },
+    /// Share of Gemeinden per Land and Kreis that run a service.
+    Coverage {
+        service: String,
+        #[arg(long, default_value = "")]
+        land: String,
+        /// Include Länder and Kreise without any adoption.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Rating summary per version.
+    Ratings { service: String },
+    /// Pre-flight results of a release: which Kommunen are ready for it and which are
+    /// blocked (missing or invalid parameters), before anything is deployed.
+    Preflight { service: String, version: String },
+    /// The adoption matrix (Kommunen × services: what each runs, or its last report), for
+    /// export as CSV or JSON; by default every service you may read.
+    Matrix {
+        /// Only these services (repeat); default: all.
+        #[arg(long = "service")]
+        services: Vec<String>,
+        /// Only services of this Land (code, e.g. 05).
+        #[arg(long, default_value = "")]
+        land: String,
+    },
+    /// FIT-Connect routing for a Leistungsschlüssel: per ARS the destination the Kommune's
+    /// node declared.
+    Routing {
+        #[arg(long)]
+        leistungsschluessel: String,
+    },
+    /// Comments and rejection reasons for your Land's services (operators: any).
+    Feedback {
+        #[arg(long, default_value = "")]
+        service: String,
+        #[arg(long, default_value = "")]
+        land: String,
+    },
+}
+
+pub(crate) fn parse_param(s: &str) -> Result<pb::ParameterSpec> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [name, kind, rest @ ..] = parts.as_slice() else {
+        bail!("--param {s:?}: expected NAME:KIND[:required][:MAXLEN]")
+    };
+    let kind: ParameterKind = kind.parse().with_context(|| format!("--param {s:?}"))?;
+    let mut spec = pb::ParameterSpec { name: name.to_string(), kind: kind.to_wire(), ..Default::default() };
+    for r in rest {
+        if *r == "required" {
+            spec.required = true;
+        } else {
+            spec.max_length =
+                r.parse().with_context(|| format!("--param {s:?}: {r:?} is neither 'required' nor a length"))?;
+        }
+    }
+    Ok(spec)
+}
+
+impl Conn {
+    pub(crate) async fn channel(&self) -> Result<Channel> {
+        let tls = match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                Some(ClientTlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+            }
+            (None, None, None) if self.hub.starts_with("http://") => None,
+            _ => {
+                let missing: Vec<&str> =
+                    [("--ca/EFA_CA", &self.ca), ("--cert/EFA_CERT", &self.cert), ("--key/EFA_KEY", &self.key)]
+                        .iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(n, _)| *n)
+                        .collect();
+                bail!("missing {} to talk to the hub over mTLS (all three are needed)", missing.join(", "))
+            }
+        };
+        match efa_proto::tls::connect(&self.hub, tls.as_ref()).await {
+            Ok(ch) => Ok(ch),
+            Err(e) => match tls.as_ref().and_then(efa_cli::doctor::explain) {
+                Some(why) => bail!("{e}\n  {why}\n  (`efa doctor` runs every check)"),
+                None => bail!("{e}\n  (`efa doctor` checks your certificate, key and CA file)"),
+            },
+        }
+    }
+}
+
+/// The `[trust]` lines a Kommune pastes into its node config for `land`.
+pub(crate) fn trust_snippet(land: &str, public: &str) -> String {
+    format!("[trust]\n\"{land}\" = [\"{public}\"]")
+}
