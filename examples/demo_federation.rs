@@ -190,8 +190,15 @@ fn demo_destination(ags: &str, service: &str) -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// The node config of Kommune `k`; `postcode` is its seat's postcode from the register.
-fn node_config(fed: &DevFederation, root: &Path, k: &Kommune, postcode: &str) -> Result<NodeConfig> {
+/// The node config of Kommune `k`; `postcode` is its seat's postcode from the register,
+/// `phone` the office's telephone number if the Kommune has set it (Wohngeld 1.2.0 needs it).
+fn node_config(
+    fed: &DevFederation,
+    root: &Path,
+    k: &Kommune,
+    postcode: &str,
+    phone: Option<&str>,
+) -> Result<NodeConfig> {
     let tls = fed.client_tls(&Identity::Kommune(k.ags.parse()?))?;
     let base = root.join("nodes").join(k.name.to_lowercase());
     let mut config = NodeConfig::new(k.ags.parse()?, fed.url(), base.join("state"), base.join("deploy"))
@@ -204,23 +211,27 @@ fn node_config(fed: &DevFederation, root: &Path, k: &Kommune, postcode: &str) ->
         let purpose: String =
             format!("{} {}", k.name, service.split('-').next().unwrap_or(service)).chars().take(27).collect();
         let id: efa_domain::model::ids::ServiceId = service.parse()?;
-        config = config.subscribe(id.clone(), *policy).health_command(id.clone(), "sh checks/smoke.sh").parameters(
-            id,
-            BTreeMap::from([
-                ("zustaendige_stelle".into(), text(format!("Stadt {} – Bürgerdienste", k.name))),
-                ("postleitzahlen".into(), ParamValue::List(vec![postcode.to_string()])),
-                ("fit_connect_destination".into(), text(demo_destination(k.ags, service))),
-                ("payment_purpose".into(), text(purpose)),
-                // Free services cost nothing; other fees are illustrative.
-                ("fee_cents".into(), ParamValue::Integer(if FREE_OF_CHARGE.contains(service) { 0 } else { 1500 })),
-                ("epaybl_endpoint".into(), text(k.epaybl.into())),
-                (
-                    "datenschutz_url".into(),
-                    text(format!("https://{}.example/datenschutz", k.name.to_lowercase().replace('ü', "ue"))),
-                ),
-                ("kontakt_email".into(), text(format!("efa@{}.example", k.name.to_lowercase().replace('ü', "ue")))),
-            ]),
-        );
+        let mut values = BTreeMap::from([
+            ("zustaendige_stelle".into(), text(format!("Stadt {} – Bürgerdienste", k.name))),
+            ("postleitzahlen".into(), ParamValue::List(vec![postcode.to_string()])),
+            ("fit_connect_destination".into(), text(demo_destination(k.ags, service))),
+            ("payment_purpose".into(), text(purpose)),
+            // Free services cost nothing; other fees are illustrative.
+            ("fee_cents".into(), ParamValue::Integer(if FREE_OF_CHARGE.contains(service) { 0 } else { 1500 })),
+            ("epaybl_endpoint".into(), text(k.epaybl.into())),
+            (
+                "datenschutz_url".into(),
+                text(format!("https://{}.example/datenschutz", k.name.to_lowercase().replace('ü', "ue"))),
+            ),
+            ("kontakt_email".into(), text(format!("efa@{}.example", k.name.to_lowercase().replace('ü', "ue")))),
+        ]);
+        if let (Some(phone), true) = (phone, *service == "wohngeld-nrw") {
+            values.insert("kontakt_telefon".into(), text(phone.to_string()));
+        }
+        config = config
+            .subscribe(id.clone(), *policy)
+            .health_command(id.clone(), "sh checks/smoke.sh")
+            .parameters(id, values);
     }
     Ok(config)
 }
@@ -316,6 +327,7 @@ async fn run() -> Result<()> {
 
     section("Kommunen subscribe and evaluate");
     let mut agents = Vec::new();
+    let mut postcodes = Vec::new();
     for k in kommunen() {
         // The postcode its services are responsible for: its seat's, from the register.
         let me = CatalogServiceClient::new(fed.channel(&Identity::Kommune(k.ags.parse()?)).await?)
@@ -323,7 +335,8 @@ async fn run() -> Result<()> {
             .await?
             .into_inner();
         ensure!(!me.postcode.is_empty(), "the register has no postcode for {}", k.name);
-        let agent = Agent::new(node_config(&fed, &root, &k, &me.postcode)?)?;
+        let agent = Agent::new(node_config(&fed, &root, &k, &me.postcode, None)?)?;
+        postcodes.push(me.postcode.clone());
         agent.register_subscriptions().await?;
         let handled = agent.reconcile().await?;
         agent.sync_once().await?;
@@ -445,6 +458,46 @@ async fn run() -> Result<()> {
         println!("  {:<9} {service} {version}: {}", k.name, "★".repeat(stars as usize));
     }
 
+    section("NRW asks for a new parameter in Wohngeld 1.2.0: pre-flight before anything is deployed");
+    // The telephone number of the responsible office becomes required. Every Kommune but
+    // Essen sets it; each node checks 1.2.0 against the signed schema when it arrives and
+    // reports ready or blocked to NRW, before it deploys anything.
+    let mut schema = parameter_schema();
+    schema.push(pb::ParameterSpec {
+        name: "kontakt_telefon".into(),
+        kind: pb::ParameterKind::Phone as i32,
+        required: true,
+        description: "Telefon der zuständigen Stelle".into(),
+        max_length: 0,
+    });
+    let (_, ozg, leika, title) = SERVICES[0];
+    CatalogServiceClient::new(nrw.clone())
+        .register_service(pb::RegisterServiceRequest {
+            id: "wohngeld-nrw".into(),
+            ozg_id: ozg.into(),
+            leistungsschluessel: leika.into(),
+            title: title.into(),
+            description: format!("EfA-Onlinedienst „{title}“, bereitgestellt vom Land Nordrhein-Westfalen"),
+            parameters: schema,
+            adoption_public: false,
+        })
+        .await?;
+    publish(&fed, &root, "wohngeld-nrw", "Wohngeld", "1.2.0", "Telefon der zuständigen Stelle im Antrag").await?;
+    for (i, k) in kommunen().iter().enumerate() {
+        if !k.subscriptions.iter().any(|(s, _)| *s == "wohngeld-nrw") {
+            continue;
+        }
+        // A placeholder number; the demo has no real one to use.
+        let phone = (k.ags != "05113000").then(|| format!("+49 000 0000-{i}"));
+        let agent = Agent::new(node_config(&fed, &root, k, &postcodes[i], phone.as_deref())?)?;
+        let handled = agent.sync().await?;
+        let mut line: Vec<String> = handled.iter().filter(|h| h.version() == "1.2.0").map(describe).collect();
+        if matches!(handled.iter().find(|h| h.version() == "1.2.0"), Some(Handled::AwaitingApproval { .. })) {
+            line.push(describe(&agent.approve("wohngeld-nrw", "1.2.0").await?));
+        }
+        println!("  {:<9} {}", k.name, line.join("; "));
+    }
+
     section("Operator report");
     let mut overview = Table::new(
         "overview",
@@ -493,6 +546,8 @@ async fn run() -> Result<()> {
     print!("{}", text(&reports::adopters(operator.clone(), "wohngeld-nrw").await?));
     print!("{}", text(&reports::coverage(operator.clone(), "wohngeld-nrw", "", true).await?));
     print!("{}", text(&reports::ratings(operator.clone(), "wohngeld-nrw").await?));
+    let preflight = reports::preflight(operator.clone(), "wohngeld-nrw", "1.2.0").await?;
+    print!("{}", text(&preflight));
     let nrw_view = fed.channel(&Identity::Land(NRW.parse()?)).await?;
     let (comments, rejections) = reports::feedback(nrw_view, "", "").await?;
     print!("{}", text(&rejections));
@@ -506,6 +561,15 @@ async fn run() -> Result<()> {
     ensure!(states.iter().filter(|s| **s == "rejected").count() == 4, "Dortmund should have rejected 4: {states:?}");
     ensure!(rejections.rows.len() == 4, "NRW should see Dortmund's 4 rejections");
     ensure!(totals.1 == 4, "4 rejections in total");
+    // Columns: ags, kommune, status, problems, schema changes, at. Essen alone is blocked.
+    let blocked: Vec<&str> =
+        preflight.rows.iter().filter(|r| r[2].as_text() == "blocked").map(|r| r[0].as_text()).collect();
+    ensure!(blocked == ["05113000"], "Essen alone should be blocked on 1.2.0: {blocked:?}");
+    ensure!(
+        preflight.rows[0][3].as_text().contains("kontakt_telefon"),
+        "Essen's pre-flight should name the missing parameter: {:?}",
+        preflight.rows[0]
+    );
     let wohngeld = reports::adopters(operator.clone(), "wohngeld-nrw").await?;
     // Columns: ags, kommune, running, last report, for version, since, reason.
     let bielefeld =
