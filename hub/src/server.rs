@@ -389,6 +389,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             }
         };
         let serve_token = token.clone();
+        let closer = tls.clone();
         let serve = async move {
             match tls {
                 Some(tls) => {
@@ -403,14 +404,23 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             }
         };
         tokio::pin!(serve);
-        tokio::select! {
+        let result = tokio::select! {
             r = &mut serve => r.map_err(HubError::from),
             // hyper's graceful shutdown can hang on open connections; bound the drain.
             _ = async { token.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
                 tracing::warn!("drain timeout reached; closing remaining connections");
                 Ok(())
             }
+        };
+        // Connection tasks outlive the server future; closing their streams ends them, so
+        // none keeps the hub's state (and the store's file lock) after shutdown.
+        if let Some(tls) = closer {
+            let closed = tls.close_all();
+            if closed > 0 {
+                tracing::info!(connections = closed, "closed the remaining connections");
+            }
         }
+        result
     });
     Ok(RunningHub { addr, dashboard_addr, registry, state, shutdown, task })
 }

@@ -116,7 +116,7 @@ impl tonic::transport::server::Connected for PeerStream {
     }
 }
 
-/// Live connections with a client certificate: serial → tokens that close them.
+/// Live connections: id → (certificate serial, empty without one; token that closes it).
 #[derive(Default)]
 struct Connections {
     next: AtomicU64,
@@ -222,6 +222,13 @@ impl TlsServer {
         Ok((Arc::new(config), revoked))
     }
 
+    /// Closes every live connection: after a shutdown's drain, so no connection task keeps
+    /// the hub's state (and its store's file lock) alive.
+    pub fn close_all(&self) -> usize {
+        let live = self.conns.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.values().map(|(_, t)| t.cancel()).count()
+    }
+
     /// Rereads the CRL if its file changed: new handshakes use it, and live connections
     /// whose certificate it revokes are closed. Returns how many were closed.
     pub fn reload_if_changed(&self) -> usize {
@@ -275,13 +282,12 @@ impl TlsServer {
             .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>()));
         let token = CancellationToken::new();
         let id = self.conns.next.fetch_add(1, Ordering::Relaxed);
-        if let Some(serial) = certs.as_ref().and_then(|c| c.first()).and_then(serial) {
-            // A CRL that changed between the handshake and now still applies.
-            if self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains(&serial) {
-                token.cancel();
-            }
-            self.conns.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (serial, token.clone()));
+        let serial = certs.as_ref().and_then(|c| c.first()).and_then(serial).unwrap_or_default();
+        // A CRL that changed between the handshake and now still applies.
+        if !serial.is_empty() && self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains(&serial) {
+            token.cancel();
         }
+        self.conns.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (serial, token.clone()));
         let identity = certs.as_ref().and_then(|c| c.first()).map(|leaf| crate::auth::identity_from_der(leaf.as_ref()));
         Some(PeerStream {
             inner: tls,
