@@ -85,15 +85,21 @@ impl SledStore {
     /// Opens the store at `path`, creating it if missing and migrating an older format;
     /// refuses a JSON-era (format 1) or newer store.
     pub fn open(path: &Path) -> Result<Self> {
-        // sled's background flusher of a store that was just closed (a restart in the same
-        // process) may hold the file lock for a moment after the last handle is gone.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // Whoever closed the store just before (sled's background flusher of a store closed
+        // in this process, a tool that checked it) may hold the file lock a while longer on
+        // a loaded machine; a second hub on the same data keeps it and is refused after that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut said = false;
         let db = loop {
             match sled::Config::new().path(path).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e))
                     if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
                 {
+                    if !said {
+                        said = true;
+                        tracing::warn!(path = %path.display(), "the store is locked by another user; waiting up to 30 s");
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 Err(e) => return Err(Error::Storage(format!("cannot open sled store at {}: {e}", path.display()))),
