@@ -131,7 +131,9 @@ fn kommunen() -> Vec<Kommune> {
     ]
 }
 
-fn parameter_schema() -> Vec<pb::ParameterSpec> {
+/// The parameters NRW asks of Kommunen; `with_phone` adds the office's telephone, which
+/// Wohngeld 1.2.0 requires.
+fn parameter_schema(with_phone: bool) -> Vec<pb::ParameterSpec> {
     let p =
         |name: &str, kind: pb::ParameterKind, required: bool, description: &str, max_length: u32| pb::ParameterSpec {
             name: name.into(),
@@ -140,7 +142,7 @@ fn parameter_schema() -> Vec<pb::ParameterSpec> {
             description: description.into(),
             max_length,
         };
-    vec![
+    let mut schema = vec![
         p("zustaendige_stelle", pb::ParameterKind::Text, true, "Zuständige Organisationseinheit", 200),
         p("postleitzahlen", pb::ParameterKind::Postcodes, true, "Örtlich zuständig für diese PLZ", 0),
         p("fit_connect_destination", pb::ParameterKind::FitConnectDestination, true, "FIT-Connect Destination-ID", 0),
@@ -149,7 +151,11 @@ fn parameter_schema() -> Vec<pb::ParameterSpec> {
         p("epaybl_endpoint", pb::ParameterKind::Url, false, "ePayBL-Endpunkt der Kommune", 0),
         p("datenschutz_url", pb::ParameterKind::Url, true, "Datenschutzerklärung", 0),
         p("kontakt_email", pb::ParameterKind::Email, true, "Kontakt für Rückfragen", 0),
-    ]
+    ];
+    if with_phone {
+        schema.push(p("kontakt_telefon", pb::ParameterKind::Phone, true, "Telefon der zuständigen Stelle", 0));
+    }
+    schema
 }
 
 /// Writes a service bundle: a form, a process description, a config template and a smoke check.
@@ -248,6 +254,24 @@ fn describe(h: &Handled) -> String {
     }
 }
 
+/// NRW registers (or re-registers) one of its services with `parameters`.
+async fn register(
+    nrw: &tonic::transport::Channel,
+    (id, ozg, leika, title): (&str, &str, &str, &str),
+    parameters: Vec<pb::ParameterSpec>,
+) -> Result<pb::ServiceInfo> {
+    let request = pb::RegisterServiceRequest {
+        id: id.into(),
+        ozg_id: ozg.into(),
+        leistungsschluessel: leika.into(),
+        title: title.into(),
+        description: format!("EfA-Onlinedienst „{title}“, bereitgestellt vom Land Nordrhein-Westfalen"),
+        parameters,
+        adoption_public: false,
+    };
+    Ok(CatalogServiceClient::new(nrw.clone()).register_service(request).await?.into_inner())
+}
+
 async fn publish(
     fed: &DevFederation,
     root: &Path,
@@ -301,18 +325,7 @@ async fn run() -> Result<()> {
     section("Land NRW offers eight EfA services");
     let nrw = fed.channel(&Identity::Land(NRW.parse()?)).await?;
     for (id, ozg, leika, title) in SERVICES {
-        let s = CatalogServiceClient::new(nrw.clone())
-            .register_service(pb::RegisterServiceRequest {
-                id: id.into(),
-                ozg_id: ozg.into(),
-                leistungsschluessel: leika.into(),
-                title: title.into(),
-                description: format!("EfA-Onlinedienst „{title}“, bereitgestellt vom Land Nordrhein-Westfalen"),
-                parameters: parameter_schema(),
-                adoption_public: false,
-            })
-            .await?
-            .into_inner();
+        let s = register(&nrw, (id, ozg, leika, title), parameter_schema(false)).await?;
         let r = publish(&fed, &root, id, title, "1.0.0", "Erstveröffentlichung").await?;
         println!(
             "  {:<22} OZG {} {:<38} {} {} ({} files)",
@@ -462,26 +475,7 @@ async fn run() -> Result<()> {
     // The telephone number of the responsible office becomes required. Every Kommune but
     // Essen sets it; each node checks 1.2.0 against the signed schema when it arrives and
     // reports ready or blocked to NRW, before it deploys anything.
-    let mut schema = parameter_schema();
-    schema.push(pb::ParameterSpec {
-        name: "kontakt_telefon".into(),
-        kind: pb::ParameterKind::Phone as i32,
-        required: true,
-        description: "Telefon der zuständigen Stelle".into(),
-        max_length: 0,
-    });
-    let (_, ozg, leika, title) = SERVICES[0];
-    CatalogServiceClient::new(nrw.clone())
-        .register_service(pb::RegisterServiceRequest {
-            id: "wohngeld-nrw".into(),
-            ozg_id: ozg.into(),
-            leistungsschluessel: leika.into(),
-            title: title.into(),
-            description: format!("EfA-Onlinedienst „{title}“, bereitgestellt vom Land Nordrhein-Westfalen"),
-            parameters: schema,
-            adoption_public: false,
-        })
-        .await?;
+    register(&nrw, SERVICES[0], parameter_schema(true)).await?;
     publish(&fed, &root, "wohngeld-nrw", "Wohngeld", "1.2.0", "Telefon der zuständigen Stelle im Antrag").await?;
     for (i, k) in kommunen().iter().enumerate() {
         if !k.subscriptions.iter().any(|(s, _)| *s == "wohngeld-nrw") {

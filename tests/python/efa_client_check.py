@@ -263,13 +263,12 @@ def run(args):
             raise CheckFailed(f"WatchEvents ended ({left:.1f} s before the timeout) without a release of {args.service}")
 
 
-def main():
-    args = parse_args()
+def run_main(run, args, modules, ok_message):
+    """Runs `run(args)` as a script: exit 3 if a Python package is missing, 1 for a failed
+    check, 2 for an RPC error or anything unexpected, 0 with `ok_message` on success."""
     try:
-        import grpc  # noqa: F401
-        import grpc_health  # noqa: F401
-        import grpc_tools  # noqa: F401
-        import jsonschema  # noqa: F401
+        for m in modules:
+            importlib.import_module(m)
     except ImportError as e:
         print(f"FAIL: {e}; install tests/python/requirements.txt", file=sys.stderr)
         return 3
@@ -286,8 +285,13 @@ def main():
         else:
             print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    log("OK: plain grpcio client talked to the hub")
+    log(ok_message)
     return 0
+
+
+def main():
+    modules = ["grpc", "grpc_health", "grpc_tools", "jsonschema"]
+    return run_main(run, parse_args(), modules, "OK: plain grpcio client talked to the hub")
 
 
 if __name__ == "__main__":

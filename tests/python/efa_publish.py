@@ -32,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from efa_client_check import CheckFailed, generate_stubs, log, read, target_of  # noqa: E402
+from efa_client_check import CheckFailed, generate_stubs, log, read, run_main, target_of  # noqa: E402
 
 SECRET_PREFIX = "efa-ed25519-secret:"
 PUBLIC_PREFIX = "efa-ed25519-public:"
@@ -189,30 +189,8 @@ def run(args):
 
 
 def main():
-    args = parse_args()
-    try:
-        import cryptography  # noqa: F401
-        import grpc  # noqa: F401
-        import grpc_tools  # noqa: F401
-        import jsonschema  # noqa: F401
-    except ImportError as e:
-        print(f"FAIL: {e}; install tests/python/requirements.txt", file=sys.stderr)
-        return 3
-    try:
-        run(args)
-    except CheckFailed as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # grpc.RpcError and anything unexpected
-        import grpc
-
-        if isinstance(e, grpc.RpcError):
-            print(f"FAIL: RPC error {e.code().name}: {e.details()}", file=sys.stderr)
-        else:
-            print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    log("OK: published from Python")
-    return 0
+    modules = ["cryptography", "grpc", "grpc_tools", "jsonschema"]
+    return run_main(run, parse_args(), modules, "OK: published from Python")
 
 
 if __name__ == "__main__":

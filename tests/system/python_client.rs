@@ -47,29 +47,10 @@ async fn python_grpcio_client_lists_subscribes_and_receives_a_release() {
     w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
     let tls = w.fed.client_tls(&kommune(DORTMUND)).unwrap();
 
-    let root = repo_root();
-    let mut cmd = tokio::process::Command::new("python3");
-    cmd.current_dir(&root)
-        .arg(root.join(SCRIPT))
-        .arg("--addr")
-        .arg(w.fed.url())
-        .arg("--ca")
-        .arg(&tls.ca)
-        .arg("--cert")
-        .arg(&tls.cert)
-        .arg("--key")
-        .arg(&tls.key)
-        .args(["--service", "wohngeld-nrw", "--version", "1.0.0", "--timeout", "30"])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the Python client finishes within 120 s")
-        .expect("python3 runs");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("--- python stdout\n{stdout}--- python stderr\n{stderr}---");
-    assert!(out.status.success(), "Python client failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    let mut args: Vec<std::ffi::OsString> = vec!["--addr".into(), w.fed.url().into()];
+    args.extend(tls_args(&tls));
+    args.extend(["--service", "wohngeld-nrw", "--version", "1.0.0", "--timeout", "30"].map(Into::into));
+    let stdout = run_python(SCRIPT, &args).await;
     assert!(stdout.contains("release_published: wohngeld-nrw 1.0.0"), "no event line in:\n{stdout}");
 
     // The Python client's Subscribe really changed the hub's state.
@@ -115,33 +96,14 @@ async fn release_written_and_signed_in_python_is_deployed_by_a_node() {
 
     let tls = w.fed.client_tls(&land(NRW)).unwrap();
     let key_file = w.fed.signing_key_file(&NRW.parse().unwrap()).unwrap();
-    let root = repo_root();
-    let mut cmd = tokio::process::Command::new("python3");
-    cmd.current_dir(&root)
-        .arg(root.join("tests/python/efa_publish.py"))
-        .arg("--addr")
-        .arg(w.fed.url())
-        .arg("--ca")
-        .arg(&tls.ca)
-        .arg("--cert")
-        .arg(&tls.cert)
-        .arg("--key")
-        .arg(&tls.key)
-        .arg("--signing-key")
-        .arg(&key_file)
-        .args(["--land", NRW, "--service", "wohngeld-nrw", "--version", "2.0.0", "--notes", "aus Python"])
-        .arg("--bundle")
-        .arg(&bundle)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the Python publisher finishes within 120 s")
-        .expect("python3 runs");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("--- python stdout\n{stdout}--- python stderr\n{stderr}---");
-    assert!(out.status.success(), "Python publisher failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    let mut args: Vec<std::ffi::OsString> = vec!["--addr".into(), w.fed.url().into()];
+    args.extend(tls_args(&tls));
+    args.extend(["--signing-key".into(), key_file.into_os_string()]);
+    args.extend(
+        ["--land", NRW, "--service", "wohngeld-nrw", "--version", "2.0.0", "--notes", "aus Python"].map(Into::into),
+    );
+    args.extend(["--bundle".into(), bundle.clone().into_os_string()]);
+    run_python("tests/python/efa_publish.py", &args).await;
 
     // The hub holds the Python-signed key, release and snapshot.
     let detail = ReleaseServiceClient::new(w.channel(&kommune(DORTMUND)).await)
@@ -165,6 +127,39 @@ async fn release_written_and_signed_in_python_is_deployed_by_a_node() {
         std::fs::read_to_string(current.join("config/payment.toml")).unwrap(),
         "purpose = \"wohngeld-nrw 05913000\"\nfee_cents = 1250\n"
     );
+}
+
+/// `--ca/--cert/--key` for a client certificate.
+fn tls_args(tls: &efa_proto::tls::ClientTlsFiles) -> Vec<std::ffi::OsString> {
+    vec![
+        "--ca".into(),
+        tls.ca.clone().into_os_string(),
+        "--cert".into(),
+        tls.cert.clone().into_os_string(),
+        "--key".into(),
+        tls.key.clone().into_os_string(),
+    ]
+}
+
+/// Runs a Python script of the repo with `args`, prints its output and returns its
+/// stdout; fails the test if it fails or takes longer than 120 s.
+async fn run_python(script: &str, args: &[std::ffi::OsString]) -> String {
+    let root = repo_root();
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.current_dir(&root)
+        .arg(root.join(script))
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} finishes within 120 s"))
+        .expect("python3 runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("--- {script} stdout\n{stdout}--- stderr\n{stderr}---");
+    assert!(out.status.success(), "{script} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    stdout.into_owned()
 }
 
 async fn python_has(module: &str) -> Result<(), String> {
