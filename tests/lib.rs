@@ -186,6 +186,15 @@ impl World {
     }
 }
 
+/// The hub's refusal inside a failed publish; panics if the publish failed before the hub
+/// answered (a local check, an I/O error).
+pub fn hub_status(e: PublishError) -> tonic::Status {
+    match e {
+        PublishError::Hub(s) => s,
+        other => panic!("expected a hub status, got {other}"),
+    }
+}
+
 pub fn standard_parameters() -> Vec<pb::ParameterSpec> {
     vec![
         pb::ParameterSpec {

@@ -105,7 +105,7 @@ async fn versions_that_cannot_be_told_apart_and_snapshots_from_the_future_are_re
         efa_cli::publish::publish_raw(w.channel(&land(NRW)).await, manifest, sig, String::new(), files, |_, _| {})
             .await
             .unwrap_err();
-    let efa_cli::publish::PublishError::Hub(status) = err else { panic!("expected a hub status, got {err}") };
+    let status = hub_status(err);
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert!(status.message().contains("build metadata"), "{}", status.message());
 

@@ -120,7 +120,7 @@ async fn the_node_checks_the_signed_schema_not_the_hubs_word() {
     )
     .await
     .unwrap_err();
-    let efa_cli::publish::PublishError::Hub(status) = err else { panic!("expected a hub status, got {err}") };
+    let status = hub_status(err);
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("differ from those registered"), "{}", status.message());
     // `efa publish` signs the registered schema and goes through.

@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use tonic::Code;
 
 fn code(e: PublishError) -> (Code, String) {
-    match e {
-        PublishError::Hub(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected a hub status, got {other}"),
-    }
+    let s = hub_status(e);
+    (s.code(), s.message().to_string())
 }
 
 async fn publish_manifest(w: &World, manifest: serde_json::Value, files: Vec<PathBuf>) -> (Code, String) {

@@ -4,6 +4,7 @@ crate::store_test_suite!(super::SledStore::temporary().unwrap());
 
 /// Runs `open` until the `sled::Db` dropped just before has let go of its file lock:
 /// sled's flusher thread releases it shortly after the drop, not during it.
+/// (`SledStore::open` waits for that itself; a raw `sled::open` does not.)
 fn when_unlocked<T, E: std::fmt::Display>(open: impl Fn() -> std::result::Result<T, E>) -> std::result::Result<T, E> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -16,10 +17,6 @@ fn when_unlocked<T, E: std::fmt::Display>(open: impl Fn() -> std::result::Result
     }
 }
 
-fn reopen(dir: &std::path::Path) -> crate::error::Result<super::SledStore> {
-    when_unlocked(|| super::SledStore::open(dir))
-}
-
 #[test]
 fn data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,7 +26,7 @@ fn data_survives_reopen() {
         store.put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() }).unwrap();
         store.flush().unwrap();
     }
-    let store = reopen(dir.path()).unwrap();
+    let store = super::SledStore::open(dir.path()).unwrap();
     assert_eq!(store.head_seq().unwrap(), 1);
     assert!(store.service(&"wohngeld-nrw".parse().unwrap()).unwrap().is_some());
 }
@@ -43,7 +40,7 @@ fn a_json_era_store_is_refused_and_left_alone() {
         db.open_tree("services").unwrap().insert(b"wohngeld-nrw", &b"{\"id\":\"wohngeld-nrw\"}"[..]).unwrap();
         db.flush().unwrap();
     }
-    let err = reopen(dir.path()).err().expect("old store refused");
+    let err = super::SledStore::open(dir.path()).err().expect("old store refused");
     assert!(err.to_string().contains("format 1"), "{err}");
     let db = when_unlocked(|| sled::open(dir.path())).unwrap();
     assert!(db.open_tree("services").unwrap().get(b"wohngeld-nrw").unwrap().is_some());
@@ -58,6 +55,6 @@ fn a_store_of_a_newer_format_is_refused_naming_both_versions() {
         db.open_tree("meta").unwrap().insert(super::migrate::FORMAT_KEY, &b"efa-sled-9"[..]).unwrap();
         db.flush().unwrap();
     }
-    let err = reopen(dir.path()).err().expect("newer store refused").to_string();
+    let err = super::SledStore::open(dir.path()).err().expect("newer store refused").to_string();
     assert!(err.contains("format 9") && err.contains("formats 2 to 3"), "{err}");
 }
