@@ -93,8 +93,9 @@ impl SledStore {
         let db = loop {
             match sled::Config::new().path(path).open() {
                 Ok(db) => break db,
+                // sled reports a held lock as ErrorKind::Other with the OS error in the text.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                    if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
                 {
                     if !said {
                         said = true;
