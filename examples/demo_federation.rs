@@ -1,8 +1,11 @@
-//! The demo federation: a hub with mTLS, Land NRW publishing eight EfA services, and six
-//! real NRW Kommunen running node agents. It replays the story of the seed articles:
-//! Dortmund evaluates the offer, deploys four services and rejects four with reasons;
-//! other Kommunen adopt some; NRW ships a Wohngeld update that rolls out (and rolls back
-//! where a Kommune's smoke check fails); ratings come in; the operator report shows it all.
+//! The demo federation: a hub with mTLS, the Länder that built eight EfA services
+//! publishing them, NRW offering them to its Kommunen (Nachnutzung, with NRW's ePayBL
+//! tenant set once in each signed offer), and eight real NRW Kommunen running node agents,
+//! two of them run by an IT service provider. It replays the story of the seed articles:
+//! Dortmund evaluates the eight offered services, deploys four and rejects four with
+//! reasons; other Kommunen adopt some; Schleswig-Holstein ships a Wohngeld update that rolls
+//! out (and rolls back where a Kommune's smoke check fails); a required new parameter is
+//! caught by the pre-flight check; ratings come in; the report shows it all.
 //!
 //! Run: `cargo run -p efa-demo` (add `-- --serve` to keep the hub running afterwards).
 
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(about = "Run the EfA Hub demo federation (hub, Land NRW, six NRW Kommunen)")]
+#[command(about = "Run the EfA Hub demo federation (hub, building Länder, NRW offering, eight NRW Kommunen)")]
 struct Args {
     /// Keep everything under DIR (default: a temp dir removed at the end).
     #[arg(long)]
@@ -42,20 +45,47 @@ struct Args {
 
 const NRW: &str = "05";
 
-/// The eight services NRW offers: id, OZG-ID, Leistungsschlüssel, title. The keys are
-/// from the shipped LeiKa data (`registry/data/leika.csv`), each filed under the OZG-ID
-/// given. For the Wohnraumidentitätsnummer the data has no key of its own; the one used is
-/// that of the Zweckentfremdungsgenehmigung, the OZG-Leistung 10125 it belongs to.
-const SERVICES: [(&str, &str, &str, &str); 8] = [
-    ("wohngeld-nrw", "10092", "99107023000000", "Wohngeld"),
-    ("schueler-bafoeg-nrw", "10056", "99022001000000", "SchülerBAföG"),
-    ("gewerbeanmeldung-nrw", "10294", "99050012104000", "Gewerbeanmeldung"),
-    ("wohnraum-id-nrw", "10125", "99116006000000", "Wohnraumidentitätsnummer"),
-    ("hundehaltung-nrw", "10160", "99110009104000", "Hundeanmeldung"),
-    ("wohnsitz-nrw", "10124", "99115005104000", "Wohnsitzanmeldung"),
-    ("baugenehmigung-nrw", "10519", "99012008000000", "Digitale Baugenehmigung"),
-    ("elterngeld-nrw", "10000", "99041006000000", "Elterngeld (ELFE-Baustein)"),
+/// The eight services NRW offers its Kommunen: id, OZG-ID, Leistungsschlüssel, title, and
+/// the building Land (Umsetzungsland). The keys are from the shipped LeiKa data
+/// (`registry/data/leika.csv`), each filed under the OZG-ID given. For the
+/// Wohnraumidentitätsnummer the data has no key of its own; the one used is that of the
+/// Zweckentfremdungsgenehmigung, the OZG-Leistung 10125 it belongs to.
+///
+/// Who built what, with the source (read 2026-12; pages of the Länder and their IT
+/// providers):
+/// - Wohngeld: Schleswig-Holstein (Dataport), offered to NRW's Kommunen
+///   (d-nrw.de/wohngeld: "EfA-Dienst Wohngeld der Dataport AöR aus Schleswig-Holstein").
+/// - SchülerBAföG: Sachsen-Anhalt with the BMBF ("BAföG Digital"; mwu.sachsen-anhalt.de,
+///   "Sachsen-Anhalt hat den Antragsassistenten als federführendes Bundesland auf den Weg
+///   gebracht").
+/// - Wohnraumidentitätsnummer: Hamburg (Dataport), in use in Dortmund among others
+///   (dataport.de, "Online-Dienst Wohnraumschutznummer in NRW im Einsatz").
+/// - Wohnsitzanmeldung (eWA): Hamburg with the BMI (hamburg.de, press release 2022-09-20).
+/// - Digitale Baugenehmigung: Mecklenburg-Vorpommern, NRW among the Länder re-using it
+///   (Land MV press release 2024-06; digitale-baugenehmigung.de).
+/// - Elterngeld as part of ELFE: Bremen (../shared/DOMAIN.md).
+/// - Gewerbeanmeldung and Hundeanmeldung: **unknown** to us. `None` here: NRW registers
+///   them in the demo as a stand-in, and the report says "unbekannt".
+const SERVICES: [(&str, &str, &str, &str, Option<&str>); 8] = [
+    ("wohngeld", "10092", "99107023000000", "Wohngeld", Some("01")),
+    ("schueler-bafoeg", "10056", "99022001000000", "SchülerBAföG", Some("15")),
+    ("gewerbeanmeldung", "10294", "99050012104000", "Gewerbeanmeldung", None),
+    ("wohnraum-id", "10125", "99116006000000", "Wohnraumidentitätsnummer", Some("02")),
+    ("hundehaltung", "10160", "99110009104000", "Hundeanmeldung", None),
+    ("wohnsitzanmeldung", "10124", "99115005104000", "Wohnsitzanmeldung", Some("02")),
+    ("baugenehmigung", "10519", "99012008000000", "Digitale Baugenehmigung", Some("13")),
+    ("elfe-elterngeld", "10000", "99041006000000", "Elterngeld (ELFE-Baustein)", Some("04")),
 ];
+
+/// The Land that registers and signs a service in the demo: its building Land, or NRW as
+/// the stand-in where that is unknown.
+fn builder(service: &str) -> &'static str {
+    SERVICES.iter().find(|s| s.0 == service).and_then(|s| s.4).unwrap_or(NRW)
+}
+
+/// NRW's ePayBL tenant, set once in its offers for all its Kommunen. An illustrative
+/// value: the real tenant id is not public.
+const NRW_EPAYBL_MANDANT: &str = "NRW-DEMO-MANDANT";
 
 /// What Dortmund decides after evaluating, with the reasons its IT gives the Land.
 ///
@@ -65,14 +95,14 @@ const SERVICES: [(&str, &str, &str, &str); 8] = [
 /// and why each was declined, it does not say (only that Kommunen were not involved in
 /// building them): the four rejected here and their reasons are illustrative.
 const DORTMUND_REJECTS: [(&str, &str); 4] = [
-    ("hundehaltung-nrw", "Wird bereits im städtischen Serviceportal angeboten; kein Mehrwert"),
-    ("wohnsitz-nrw", "Kommunen bei der Erstellung nicht eingebunden; Anbindung an unser Meldeverfahren ungeklärt"),
-    ("baugenehmigung-nrw", "Anbindung an das Fachverfahren (XBau) fehlt; Anschlusskosten zu hoch"),
-    ("elterngeld-nrw", "Übertragbarkeit von ELFE wird noch geprüft; Standesamt-Anbindung ungeklärt"),
+    ("hundehaltung", "Wird bereits im städtischen Serviceportal angeboten; kein Mehrwert"),
+    ("wohnsitzanmeldung", "Kommunen bei der Erstellung nicht eingebunden; Anbindung an unser Meldeverfahren ungeklärt"),
+    ("baugenehmigung", "Anbindung an das Fachverfahren (XBau) fehlt; Anschlusskosten zu hoch"),
+    ("elfe-elterngeld", "Übertragbarkeit von ELFE wird noch geprüft; Standesamt-Anbindung ungeklärt"),
 ];
 
 /// Services that are free of charge to apply for (fee 0).
-const FREE_OF_CHARGE: [&str; 4] = ["wohngeld-nrw", "schueler-bafoeg-nrw", "elterngeld-nrw", "wohnsitz-nrw"];
+const FREE_OF_CHARGE: [&str; 4] = ["wohngeld", "schueler-bafoeg", "elfe-elterngeld", "wohnsitzanmeldung"];
 
 /// (index into the Kommunen, service, version, stars, criteria scores, comment)
 type DemoRating = (usize, &'static str, &'static str, u32, &'static [(Criterion, u32)], &'static str);
@@ -82,7 +112,16 @@ struct Kommune {
     name: &'static str,
     subscriptions: Vec<(&'static str, UpdatePolicy)>,
     epaybl: &'static str,
+    /// Follows the Themenfelder of its services rather than each service: it gets what its
+    /// Land offers (and what NRW builds) there, as it is offered.
+    by_themenfeld: bool,
+    /// Its node is run by the municipal IT service provider, under the provider's certificate.
+    by_provider: bool,
 }
+
+/// The municipal IT service provider of the demo, which runs the nodes of two small
+/// Kommunen of Kreis Unna. Its name is made up; real providers are not named here.
+const PROVIDER: &str = "kommunaler-it-dienstleister";
 
 fn kommunen() -> Vec<Kommune> {
     let all_manual = SERVICES.iter().map(|s| (s.0, UpdatePolicy::Manual)).collect();
@@ -92,48 +131,78 @@ fn kommunen() -> Vec<Kommune> {
             name: "Dortmund",
             subscriptions: all_manual,
             epaybl: "https://epaybl.dortmund.example/api",
+            by_themenfeld: true,
+            by_provider: false,
         },
         Kommune {
             ags: "05113000",
             name: "Essen",
             subscriptions: vec![
-                ("wohngeld-nrw", UpdatePolicy::Auto),
-                ("gewerbeanmeldung-nrw", UpdatePolicy::Auto),
-                ("hundehaltung-nrw", UpdatePolicy::Auto),
+                ("wohngeld", UpdatePolicy::Auto),
+                ("gewerbeanmeldung", UpdatePolicy::Auto),
+                ("hundehaltung", UpdatePolicy::Auto),
             ],
             epaybl: "https://epaybl.essen.example/api",
+            by_themenfeld: false,
+            by_provider: false,
         },
         Kommune {
             ags: "05711000",
             name: "Bielefeld",
-            subscriptions: vec![("wohngeld-nrw", UpdatePolicy::Auto), ("wohnsitz-nrw", UpdatePolicy::Auto)],
+            subscriptions: vec![("wohngeld", UpdatePolicy::Auto), ("wohnsitzanmeldung", UpdatePolicy::Auto)],
             // An internal plain-HTTP endpoint: the 1.1.0 smoke check will refuse it.
             epaybl: "http://epaybl.intern.bielefeld.example",
+            by_themenfeld: false,
+            by_provider: false,
         },
         Kommune {
             ags: "05515000",
             name: "Münster",
-            subscriptions: vec![("wohngeld-nrw", UpdatePolicy::PatchOnly), ("hundehaltung-nrw", UpdatePolicy::Auto)],
+            subscriptions: vec![("wohngeld", UpdatePolicy::PatchOnly), ("hundehaltung", UpdatePolicy::Auto)],
             epaybl: "https://epaybl.stadt-muenster.example/api",
+            by_themenfeld: false,
+            by_provider: false,
         },
         Kommune {
             ags: "05911000",
             name: "Bochum",
-            subscriptions: vec![("wohngeld-nrw", UpdatePolicy::Auto), ("gewerbeanmeldung-nrw", UpdatePolicy::Auto)],
+            subscriptions: vec![("wohngeld", UpdatePolicy::Auto), ("gewerbeanmeldung", UpdatePolicy::Auto)],
             epaybl: "https://epaybl.bochum.example/api",
+            by_themenfeld: false,
+            by_provider: false,
         },
         Kommune {
             ags: "05978024",
             name: "Lünen",
-            subscriptions: vec![("wohngeld-nrw", UpdatePolicy::Auto), ("wohnsitz-nrw", UpdatePolicy::Auto)],
+            subscriptions: vec![("wohngeld", UpdatePolicy::Auto), ("wohnsitzanmeldung", UpdatePolicy::Auto)],
             epaybl: "https://epaybl.luenen.example/api",
+            by_themenfeld: false,
+            by_provider: false,
+        },
+        // Two small Kommunen of Kreis Unna whose systems an IT service provider runs.
+        Kommune {
+            ags: "05978008",
+            name: "Bönen",
+            subscriptions: vec![("wohngeld", UpdatePolicy::Auto)],
+            epaybl: "https://epaybl.boenen.example/api",
+            by_themenfeld: false,
+            by_provider: true,
+        },
+        Kommune {
+            ags: "05978016",
+            name: "Holzwickede",
+            subscriptions: vec![("wohngeld", UpdatePolicy::Auto)],
+            epaybl: "https://epaybl.holzwickede.example/api",
+            by_themenfeld: false,
+            by_provider: true,
         },
     ]
 }
 
-/// The parameters NRW asks of Kommunen; `with_phone` adds the office's telephone, which
-/// Wohngeld 1.2.0 requires.
-fn parameter_schema(with_phone: bool) -> Vec<pb::ParameterSpec> {
+/// The parameters a service asks of Kommunen; `with_phone` adds the office's telephone,
+/// which Wohngeld 1.2.0 requires. A service built outside NRW also asks for the ePayBL
+/// tenant, which NRW sets once in its offer.
+fn parameter_schema(service: &str, with_phone: bool) -> Vec<pb::ParameterSpec> {
     let p =
         |name: &str, kind: pb::ParameterKind, required: bool, description: &str, max_length: u32| pb::ParameterSpec {
             name: name.into(),
@@ -152,6 +221,9 @@ fn parameter_schema(with_phone: bool) -> Vec<pb::ParameterSpec> {
         p("datenschutz_url", pb::ParameterKind::Url, true, "Datenschutzerklärung", 0),
         p("kontakt_email", pb::ParameterKind::Email, true, "Kontakt für Rückfragen", 0),
     ];
+    if builder(service) != NRW {
+        schema.push(p("epaybl_mandant", pb::ParameterKind::Text, true, "ePayBL-Mandant (setzt das Land)", 64));
+    }
     if with_phone {
         schema.push(p("kontakt_telefon", pb::ParameterKind::Phone, true, "Telefon der zuständigen Stelle", 0));
     }
@@ -177,6 +249,9 @@ fn write_bundle(root: &Path, service: &str, title: &str, version: &str) -> Resul
          fit_connect_destination = \"{{ fit_connect_destination }}\"\npayment_purpose = \"{{ payment_purpose }}\"\n\
          fee_cents = {{ fee_cents }}\ndatenschutz_url = \"{{ datenschutz_url }}\"\nkontakt_email = \"{{ kontakt_email }}\"\n",
     );
+    if builder(service) != NRW {
+        config.push_str("epaybl_mandant = \"{{ epaybl_mandant }}\"\n");
+    }
     let mut smoke = "test -s config/service.toml && test -s forms/antrag.json\n".to_string();
     if version != "1.0.0" {
         // 1.1.0 pays through the Kommune's own ePayBL endpoint, which must be HTTPS.
@@ -204,12 +279,20 @@ fn node_config(
     k: &Kommune,
     postcode: &str,
     phone: Option<&str>,
+    themenfelder: &BTreeMap<String, String>,
 ) -> Result<NodeConfig> {
-    let tls = fed.client_tls(&Identity::Kommune(k.ags.parse()?))?;
-    let base = root.join("nodes").join(k.name.to_lowercase());
-    let mut config = NodeConfig::new(k.ags.parse()?, fed.url(), base.join("state"), base.join("deploy"))
-        .with_tls(tls)
-        .trust(NRW.parse()?, fed.trusted_key(&NRW.parse()?)?);
+    let who = if k.by_provider { Identity::Provider(PROVIDER.into()) } else { Identity::Kommune(k.ags.parse()?) };
+    let tls = fed.client_tls(&who)?;
+    let base = root.join("nodes").join(k.name.to_lowercase().replace('ö', "oe"));
+    let mut config = NodeConfig::new(k.ags.parse()?, fed.url(), base.join("state"), base.join("deploy")).with_tls(tls);
+    // Its own Land's key (for offers and NRW's services) and each building Land's.
+    let mut lands: Vec<&str> = SERVICES.iter().map(|s| builder(s.0)).collect();
+    lands.push(NRW);
+    lands.sort();
+    lands.dedup();
+    for land in lands {
+        config = config.trust(land.parse()?, fed.trusted_key(&land.parse()?)?);
+    }
     config.health_timeout_secs = 10;
     config.max_staleness_secs = 3600;
     for (service, policy) in &k.subscriptions {
@@ -231,13 +314,30 @@ fn node_config(
             ),
             ("kontakt_email".into(), text(format!("efa@{}.example", k.name.to_lowercase().replace('ü', "ue")))),
         ]);
-        if let (Some(phone), true) = (phone, *service == "wohngeld-nrw") {
+        if let (Some(phone), true) = (phone, *service == "wohngeld") {
             values.insert("kontakt_telefon".into(), text(phone.to_string()));
         }
-        config = config
-            .subscribe(id.clone(), *policy)
-            .health_command(id.clone(), "sh checks/smoke.sh")
-            .parameters(id, values);
+        if !k.by_themenfeld {
+            config = config.subscribe(id.clone(), *policy);
+        }
+        config = config.health_command(id.clone(), "sh checks/smoke.sh").parameters(id, values);
+    }
+    if k.by_themenfeld {
+        let mut followed: Vec<(&str, UpdatePolicy)> = Vec::new();
+        for (service, policy) in &k.subscriptions {
+            let t = themenfelder.get(*service).context("every service has a Themenfeld")?;
+            if !followed.iter().any(|(f, _)| f == t) {
+                followed.push((t, *policy));
+            }
+        }
+        for (t, policy) in followed {
+            config.subscriptions.push(efa_node::config::SubscriptionConfig {
+                service: None,
+                themenfeld: Some(t.to_string()),
+                channel: "stable".parse()?,
+                policy,
+            });
+        }
     }
     Ok(config)
 }
@@ -254,10 +354,10 @@ fn describe(h: &Handled) -> String {
     }
 }
 
-/// NRW registers (or re-registers) one of its services with `parameters`.
+/// The building Land registers (or re-registers) one of its services with `parameters`.
 async fn register(
-    nrw: &tonic::transport::Channel,
-    (id, ozg, leika, title): (&str, &str, &str, &str),
+    fed: &DevFederation,
+    (id, ozg, leika, title, _): (&str, &str, &str, &str, Option<&str>),
     parameters: Vec<pb::ParameterSpec>,
 ) -> Result<pb::ServiceInfo> {
     let request = pb::RegisterServiceRequest {
@@ -265,11 +365,12 @@ async fn register(
         ozg_id: ozg.into(),
         leistungsschluessel: leika.into(),
         title: title.into(),
-        description: format!("EfA-Onlinedienst „{title}“, bereitgestellt vom Land Nordrhein-Westfalen"),
+        description: format!("EfA-Onlinedienst „{title}“ (Umsetzungsland {})", builder(id)),
         parameters,
         adoption_public: false,
     };
-    Ok(CatalogServiceClient::new(nrw.clone()).register_service(request).await?.into_inner())
+    let land = fed.channel(&Identity::Land(builder(id).parse()?)).await?;
+    Ok(CatalogServiceClient::new(land).register_service(request).await?.into_inner())
 }
 
 async fn publish(
@@ -281,17 +382,18 @@ async fn publish(
     notes: &str,
 ) -> Result<pb::ReleaseInfo> {
     let dir = write_bundle(root, service, title, version)?;
-    let key = fed.signing_key(&NRW.parse()?)?;
+    let land: efa_domain::model::ids::LandCode = builder(service).parse()?;
+    let key = fed.signing_key(&land)?;
     let spec = PublishSpec {
         dir: &dir,
         service_id: service.parse()?,
         version: version.into(),
         channel: "stable".parse()?,
-        land: NRW.parse()?,
+        land: land.clone(),
         release_notes: notes.into(),
         signing_key: &key,
     };
-    Ok(publish_dir(fed.channel(&Identity::Land(NRW.parse()?)).await?, spec, |_, _| {}).await?)
+    Ok(publish_dir(fed.channel(&Identity::Land(land)).await?, spec, |_, _| {}).await?)
 }
 
 fn section(title: &str) {
@@ -322,21 +424,49 @@ async fn run() -> Result<()> {
         counts.ozg_leistungen
     );
 
-    section("Land NRW offers eight EfA services");
-    let nrw = fed.channel(&Identity::Land(NRW.parse()?)).await?;
-    for (id, ozg, leika, title) in SERVICES {
-        let s = register(&nrw, (id, ozg, leika, title), parameter_schema(false)).await?;
+    section("The building Länder publish; NRW offers the services to its Kommunen (Nachnutzung)");
+    let nrw_key = fed.signing_key(&NRW.parse()?)?;
+    let mut themenfelder = BTreeMap::new();
+    for service in SERVICES {
+        let (id, _, _, title, known) = service;
+        let s = register(&fed, service, parameter_schema(id, false)).await?;
+        themenfelder.insert(id.to_string(), s.themenfeld.clone());
         let r = publish(&fed, &root, id, title, "1.0.0", "Erstveröffentlichung").await?;
+        let offered = if known.is_some() {
+            // NRW's offer, signed with NRW's key: every NRW Kommune, with NRW's ePayBL tenant.
+            let spec = efa_cli::publish::OfferSpec {
+                service_id: id.parse()?,
+                channel: "stable".parse()?,
+                from_version: "1.0.0".into(),
+                land_parameters: vec![("epaybl_mandant".into(), NRW_EPAYBL_MANDANT.into())],
+                kommunen: vec![],
+                withdrawn: None,
+            };
+            let nrw = fed.channel(&Identity::Land(NRW.parse()?)).await?;
+            efa_cli::publish::publish_offer(nrw, &NRW.parse()?, &nrw_key, spec).await?;
+            "angeboten von NRW".to_string()
+        } else {
+            "Umsetzungsland unbekannt (NRW als Platzhalter)".to_string()
+        };
         println!(
-            "  {:<22} OZG {} {:<38} {} {} ({} files)",
+            "  {:<18} Land {} OZG {} {:<34} {} ({} files), {offered}",
             s.id,
+            s.land_code,
             s.ozg_id,
             format!("[{}]", s.themenfeld),
             r.version,
-            &r.content_digest[..19],
             r.file_count
         );
     }
+
+    section("An operator lets an IT service provider run the nodes of Bönen and Holzwickede");
+    let operator = fed.channel(&Identity::Operator("demo".into())).await?;
+    let served: Vec<String> = kommunen().iter().filter(|k| k.by_provider).map(|k| k.ags.to_string()).collect();
+    let grant = CatalogServiceClient::new(operator.clone())
+        .set_provider_grant(pb::ProviderGrant { provider: PROVIDER.into(), kommunen: served, updated_at_ms: 0 })
+        .await?
+        .into_inner();
+    println!("  efa://provider/{} may act for {}", grant.provider, grant.kommunen.join(", "));
 
     section("Kommunen subscribe and evaluate");
     let mut agents = Vec::new();
@@ -348,12 +478,17 @@ async fn run() -> Result<()> {
             .await?
             .into_inner();
         ensure!(!me.postcode.is_empty(), "the register has no postcode for {}", k.name);
-        let agent = Agent::new(node_config(&fed, &root, &k, &me.postcode, None)?)?;
+        let agent = Agent::new(node_config(&fed, &root, &k, &me.postcode, None, &themenfelder)?)?;
         postcodes.push(me.postcode.clone());
         agent.register_subscriptions().await?;
         let handled = agent.reconcile().await?;
         agent.sync_once().await?;
-        println!("  {} ({}):", k.name, k.ags);
+        let via = match (k.by_themenfeld, k.by_provider) {
+            (true, _) => ", follows its Themenfelder",
+            (_, true) => ", node run by the IT service provider",
+            _ => "",
+        };
+        println!("  {} ({}{via}):", k.name, k.ags);
         for h in &handled {
             println!("    {}", describe(h));
         }
@@ -372,7 +507,7 @@ async fn run() -> Result<()> {
         }
     }
 
-    section("NRW publishes Wohngeld 1.1.0; the nodes follow live");
+    section("Schleswig-Holstein publishes Wohngeld 1.1.0; the nodes follow live");
     let stop = CancellationToken::new();
     let mut runners = Vec::new();
     for (_, agent) in &agents {
@@ -381,16 +516,15 @@ async fn run() -> Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await; // let the streams attach
     let started = Instant::now();
-    publish(&fed, &root, "wohngeld-nrw", "Wohngeld", "1.1.0", "ePayBL-Anbindung über den Endpunkt der Kommune").await?;
-    let operator = fed.channel(&Identity::Operator("demo".into())).await?;
+    publish(&fed, &root, "wohngeld", "Wohngeld", "1.1.0", "ePayBL-Anbindung über den Endpunkt der Kommune").await?;
     // Auto nodes settle (deployed or rolled back); Dortmund (manual) and Münster
     // (patch-only, minor update) wait for approval.
-    let auto_nodes = ["05113000", "05711000", "05911000", "05978024"];
+    let auto_nodes = ["05113000", "05711000", "05911000", "05978024", "05978008", "05978016"];
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut settled_after = None;
     while Instant::now() < deadline {
         let adopters = ReportServiceClient::new(operator.clone())
-            .service_adopters(pb::ServiceAdoptersRequest { service_id: "wohngeld-nrw".into() })
+            .service_adopters(pb::ServiceAdoptersRequest { service_id: "wohngeld".into() })
             .await?
             .into_inner()
             .adopters;
@@ -409,39 +543,32 @@ async fn run() -> Result<()> {
     }
     let settled = settled_after.context("the update did not settle on every auto node within 30 s")?;
     println!(
-        "  publish → all four auto-updating nodes downloaded, verified, deployed and health-checked in {settled:.2?}"
+        "  publish → all six auto-updating nodes downloaded, verified, deployed and health-checked in {settled:.2?}"
     );
     stop.cancel();
     for r in runners {
         r.await??;
     }
     let muenster = agents[3].1.clone();
-    println!("  Dortmund approves: {}", describe(&dortmund.approve("wohngeld-nrw", "1.1.0").await?));
-    println!("  Münster approves:  {}", describe(&muenster.approve("wohngeld-nrw", "1.1.0").await?));
+    println!("  Dortmund approves: {}", describe(&dortmund.approve("wohngeld", "1.1.0").await?));
+    println!("  Münster approves:  {}", describe(&muenster.approve("wohngeld", "1.1.0").await?));
 
     section("Ratings come in");
     let ratings: [DemoRating; 6] = [
         (
             0,
-            "wohngeld-nrw",
+            "wohngeld",
             "1.1.0",
             4,
             &[(Criterion::Payment, 4), (Criterion::Design, 4)],
             "Seit 1.1.0 mit ePayBL – deutlich weniger Rückfragen",
         ),
-        (1, "wohngeld-nrw", "1.1.0", 5, &[(Criterion::Fachlogik, 5)], "Läuft stabil"),
-        (
-            2,
-            "wohngeld-nrw",
-            "1.1.0",
-            2,
-            &[(Criterion::Payment, 1)],
-            "Smoke-Check verlangt HTTPS-ePayBL; intern nur HTTP",
-        ),
-        (0, "baugenehmigung-nrw", "1.0.0", 2, &[(Criterion::RoutingTransport, 1)], "Ohne XBau-Anbindung nicht nutzbar"),
+        (1, "wohngeld", "1.1.0", 5, &[(Criterion::Fachlogik, 5)], "Läuft stabil"),
+        (2, "wohngeld", "1.1.0", 2, &[(Criterion::Payment, 1)], "Smoke-Check verlangt HTTPS-ePayBL; intern nur HTTP"),
+        (0, "baugenehmigung", "1.0.0", 2, &[(Criterion::RoutingTransport, 1)], "Ohne XBau-Anbindung nicht nutzbar"),
         (
             0,
-            "schueler-bafoeg-nrw",
+            "schueler-bafoeg",
             "1.0.0",
             4,
             &[(Criterion::Nutzerkonto, 4)],
@@ -449,7 +576,7 @@ async fn run() -> Result<()> {
         ),
         (
             1,
-            "gewerbeanmeldung-nrw",
+            "gewerbeanmeldung",
             "1.0.0",
             3,
             &[(Criterion::Datenaustauschstandard, 3)],
@@ -465,29 +592,29 @@ async fn run() -> Result<()> {
             criteria: criteria.to_vec(),
             comment: comment.to_string(),
             // Without an XBau connection the routing area is not met, whatever the stars.
-            met: if service == "baugenehmigung-nrw" { vec![(Criterion::RoutingTransport, false)] } else { vec![] },
+            met: if service == "baugenehmigung" { vec![(Criterion::RoutingTransport, false)] } else { vec![] },
         };
         agent.rate(&rating).await?;
         println!("  {:<9} {service} {version}: {}", k.name, "★".repeat(stars as usize));
     }
 
-    section("NRW asks for a new parameter in Wohngeld 1.2.0: pre-flight before anything is deployed");
+    section("Schleswig-Holstein asks for a new parameter in Wohngeld 1.2.0: pre-flight first");
     // The telephone number of the responsible office becomes required. Every Kommune but
     // Essen sets it; each node checks 1.2.0 against the signed schema when it arrives and
-    // reports ready or blocked to NRW, before it deploys anything.
-    register(&nrw, SERVICES[0], parameter_schema(true)).await?;
-    publish(&fed, &root, "wohngeld-nrw", "Wohngeld", "1.2.0", "Telefon der zuständigen Stelle im Antrag").await?;
+    // reports ready or blocked to the building Land and to NRW, before it deploys anything.
+    register(&fed, SERVICES[0], parameter_schema("wohngeld", true)).await?;
+    publish(&fed, &root, "wohngeld", "Wohngeld", "1.2.0", "Telefon der zuständigen Stelle im Antrag").await?;
     for (i, k) in kommunen().iter().enumerate() {
-        if !k.subscriptions.iter().any(|(s, _)| *s == "wohngeld-nrw") {
+        if !k.subscriptions.iter().any(|(s, _)| *s == "wohngeld") {
             continue;
         }
         // A placeholder number; the demo has no real one to use.
         let phone = (k.ags != "05113000").then(|| format!("+49 000 0000-{i}"));
-        let agent = Agent::new(node_config(&fed, &root, k, &postcodes[i], phone.as_deref())?)?;
+        let agent = Agent::new(node_config(&fed, &root, k, &postcodes[i], phone.as_deref(), &themenfelder)?)?;
         let handled = agent.sync().await?;
         let mut line: Vec<String> = handled.iter().filter(|h| h.version() == "1.2.0").map(describe).collect();
         if matches!(handled.iter().find(|h| h.version() == "1.2.0"), Some(Handled::AwaitingApproval { .. })) {
-            line.push(describe(&agent.approve("wohngeld-nrw", "1.2.0").await?));
+            line.push(describe(&agent.approve("wohngeld", "1.2.0").await?));
         }
         println!("  {:<9} {}", k.name, line.join("; "));
     }
@@ -495,11 +622,32 @@ async fn run() -> Result<()> {
     section("Operator report");
     let mut overview = Table::new(
         "overview",
-        "Adoption of NRW's EfA services",
-        &["service", "deployed", "versions running", "rejected", "rolled back", "ratings", "avg ★"],
+        "Adoption of the EfA services offered in NRW",
+        &[
+            "service",
+            "Umsetzungsland",
+            "nachnutzende Länder",
+            "deployed",
+            "versions running",
+            "rejected",
+            "rolled back",
+            "ratings",
+            "avg ★",
+        ],
     );
     let mut totals = (0, 0);
-    for (id, ..) in SERVICES {
+    for (id, _, _, _, known) in SERVICES {
+        let info = CatalogServiceClient::new(operator.clone())
+            .get_service(pb::GetServiceRequest { id: id.into() })
+            .await?
+            .into_inner();
+        ensure!(
+            info.land_code == builder(id) && (known.is_none() || info.offered_by == [NRW]),
+            "{id}: built by {} and offered by {:?}",
+            info.land_code,
+            info.offered_by
+        );
+        let built_by = if known.is_some() { info.land_code.clone() } else { "unbekannt".to_string() };
         let adopters = ReportServiceClient::new(operator.clone())
             .service_adopters(pb::ServiceAdoptersRequest { service_id: id.into() })
             .await?
@@ -524,6 +672,8 @@ async fn run() -> Result<()> {
         totals.1 += rejected;
         overview.push(vec![
             (*id).into(),
+            built_by.into(),
+            info.offered_by.join(", ").into(),
             deployed.into(),
             versions.iter().map(|(v, n)| format!("{v}×{n}")).collect::<Vec<_>>().join(" ").into(),
             rejected.into(),
@@ -537,10 +687,10 @@ async fn run() -> Result<()> {
     let (current, history) = reports::kommune(operator.clone(), "05913000").await?;
     print!("{}", text(&current));
     print!("{}", text(&history));
-    print!("{}", text(&reports::adopters(operator.clone(), "wohngeld-nrw").await?));
-    print!("{}", text(&reports::coverage(operator.clone(), "wohngeld-nrw", "", true).await?));
-    print!("{}", text(&reports::ratings(operator.clone(), "wohngeld-nrw").await?));
-    let preflight = reports::preflight(operator.clone(), "wohngeld-nrw", "1.2.0").await?;
+    print!("{}", text(&reports::adopters(operator.clone(), "wohngeld").await?));
+    print!("{}", text(&reports::coverage(operator.clone(), "wohngeld", "", true).await?));
+    print!("{}", text(&reports::ratings(operator.clone(), "wohngeld").await?));
+    let preflight = reports::preflight(operator.clone(), "wohngeld", "1.2.0").await?;
     print!("{}", text(&preflight));
     let nrw_view = fed.channel(&Identity::Land(NRW.parse()?)).await?;
     let (comments, rejections) = reports::feedback(nrw_view, "", "").await?;
@@ -564,13 +714,19 @@ async fn run() -> Result<()> {
         "Essen's pre-flight should name the missing parameter: {:?}",
         preflight.rows[0]
     );
-    let wohngeld = reports::adopters(operator.clone(), "wohngeld-nrw").await?;
+    let wohngeld = reports::adopters(operator.clone(), "wohngeld").await?;
     // Columns: ags, kommune, running, last report, for version, since, reason.
     let bielefeld =
         wohngeld.rows.iter().find(|r| r[0].as_text() == "05711000").context("Bielefeld adopted Wohngeld")?;
     ensure!(
         bielefeld[3].as_text() == "rolled back" && bielefeld[2].as_text() == "1.0.0",
         "Bielefeld rolled back to 1.0.0: {bielefeld:?}"
+    );
+    // What NRW set once in its offer reaches its Kommunen's deployments.
+    let rendered = std::fs::read_to_string(root.join("nodes/dortmund/deploy/wohngeld/current/config/service.toml"))?;
+    ensure!(
+        rendered.contains(&format!("epaybl_mandant = \"{NRW_EPAYBL_MANDANT}\"")),
+        "Dortmund's Wohngeld should carry NRW's ePayBL tenant from the offer:\n{rendered}"
     );
     println!("\n✔ The report matches the scenario: Dortmund runs 4 and rejected 4 services, {} deployments in total, Bielefeld rolled back to 1.0.0.", totals.0);
 
@@ -585,7 +741,7 @@ async fn run() -> Result<()> {
             pki.display(),
             pki.display()
         );
-        println!("  cargo run -q -p efa-cli --bin efa -- report adopters wohngeld-nrw");
+        println!("  cargo run -q -p efa-cli --bin efa -- report adopters wohngeld");
         if let Some(url) = fed.dashboard_url() {
             let token = efa_hub::dashboard::tokens::issue(&fed.hub_data_dir(), "demo")?;
             println!("Operator dashboard: {url}?token={token}");

@@ -102,6 +102,8 @@ pub enum Action<'a> {
         owner: &'a LandCode,
         /// The Land made adoption of the service visible to every Kommune.
         public: bool,
+        /// The Länder that offer (or offered) it to their Kommunen: each reads its own Kommunen.
+        offered_by: &'a [LandCode],
     },
     /// Read one Kommune's ledger.
     ReadKommune {
@@ -113,6 +115,13 @@ pub enum Action<'a> {
     ReadFeedback {
         /// Whose services.
         owner: Option<&'a LandCode>,
+        /// The Länder that offer (or offered) the service: each reads its own Kommunen's.
+        offered_by: &'a [LandCode],
+    },
+    /// Offer a service built by Land `builder` to the caller's Kommunen (or withdraw the offer).
+    OfferService {
+        /// The building Land (Umsetzungsland).
+        builder: &'a LandCode,
     },
     /// Read the subscriptions of a Kommune.
     ReadSubscriptions {
@@ -137,12 +146,51 @@ pub enum Action<'a> {
     },
 }
 
+/// How much of what it asked for a caller may read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything.
+    All,
+    /// Only what concerns the Kommunen of this Land: an offering Land reads about its own
+    /// Kommunen, not about those of the building Land or of other offering Länder.
+    Land(LandCode),
+}
+
+impl Scope {
+    /// Whether a row about Kommune `ags` is in scope.
+    pub fn admits(&self, ags: &Ags) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Land(l) => &ags.land() == l,
+        }
+    }
+}
+
 fn deny<T>(msg: String) -> Result<T> {
     Err(Error::PermissionDenied(msg))
 }
 
 /// The authorization table. Each refusal says who tried what.
 pub fn authorize(who: &Identity, action: Action<'_>) -> Result<()> {
+    scope(who, action).map(drop)
+}
+
+/// The authorization table, with the scope of what is allowed (see [`Scope`]).
+pub fn scope(who: &Identity, action: Action<'_>) -> Result<Scope> {
+    match (action, who) {
+        (Action::ReadAdoption { offered_by, .. }, Identity::Land(land)) if offered_by.contains(land) => {
+            Ok(Scope::Land(land.clone()))
+        }
+        (Action::ReadFeedback { owner, offered_by }, Identity::Land(land))
+            if owner != Some(land) && offered_by.contains(land) =>
+        {
+            Ok(Scope::Land(land.clone()))
+        }
+        (action, who) => table(who, action).map(|()| Scope::All),
+    }
+}
+
+fn table(who: &Identity, action: Action<'_>) -> Result<()> {
     match (action, who) {
         (Action::ReadCatalog, _) => Ok(()),
         (Action::ManageService { owner }, Identity::Land(land)) => match owner {
@@ -160,8 +208,8 @@ pub fn authorize(who: &Identity, action: Action<'_>) -> Result<()> {
         (Action::ReadAdoption { owner, .. }, Identity::Land(land)) if land == owner => Ok(()),
         (Action::ReadAdoption { public: true, .. }, Identity::Kommune(_)) => Ok(()),
         (Action::ReadAdoption { owner, .. }, other) => deny(format!(
-            "adoption details of this service of Land {owner} are visible to operators and that Land only \
-             (the Land has not made them public); caller is {other}"
+            "adoption details of this service of Land {owner} are visible to operators, that Land and, for their own \
+             Kommunen, the Länder offering it (the Land has not made them public); caller is {other}"
         )),
         (Action::ReadKommune { .. }, Identity::Operator(_)) => Ok(()),
         (Action::ReadKommune { ags }, Identity::Kommune(me)) if me == ags => Ok(()),
@@ -169,9 +217,9 @@ pub fn authorize(who: &Identity, action: Action<'_>) -> Result<()> {
             "the ledger of Kommune {ags} is visible to operators and that Kommune only; caller is {other}"
         )),
         (Action::ReadFeedback { .. }, Identity::Operator(_)) => Ok(()),
-        (Action::ReadFeedback { owner: Some(owner) }, Identity::Land(land)) if land == owner => Ok(()),
-        (Action::ReadFeedback { owner }, other) => deny(format!(
-            "feedback on {} is visible to operators and the publishing Land only; caller is {other}",
+        (Action::ReadFeedback { owner: Some(owner), .. }, Identity::Land(land)) if land == owner => Ok(()),
+        (Action::ReadFeedback { owner, .. }, other) => deny(format!(
+            "feedback on {} is visible to operators, the building Land and, for their own Kommunen, the Länder offering it; caller is {other}",
             owner.map(|o| format!("services of Land {o}")).unwrap_or_else(|| "all services".into()),
         )),
         (Action::ReadSubscriptions { .. }, Identity::Operator(_)) => Ok(()),
@@ -197,6 +245,13 @@ pub fn authorize(who: &Identity, action: Action<'_>) -> Result<()> {
         )),
         (Action::ActFor { ags, .. }, other) => {
             deny(format!("only Kommune {ags} or a provider it granted may act for it; caller is {other}"))
+        }
+        (Action::OfferService { builder }, Identity::Land(land)) if builder == land => deny(format!(
+            "Land {land} builds this service; its own Kommunen see it without an offer (offers are for Nachnutzung by other Länder)"
+        )),
+        (Action::OfferService { .. }, Identity::Land(_)) => Ok(()),
+        (Action::OfferService { .. }, other) => {
+            deny(format!("only a Land offers services to its Kommunen; caller is {other}"))
         }
     }
 }
@@ -271,21 +326,51 @@ mod tests {
         let nrw: LandCode = "05".parse().unwrap();
         assert!(authorize(&kommune("05913000"), Action::ReadKommune { ags: &dortmund }).is_ok());
         assert!(authorize(&kommune("05113000"), Action::ReadKommune { ags: &dortmund }).is_err());
-        assert!(authorize(&kommune("05913000"), Action::ReadAdoption { owner: &nrw, public: false }).is_err());
-        assert!(authorize(&land("05"), Action::ReadAdoption { owner: &nrw, public: false }).is_ok());
-        assert!(authorize(&land("09"), Action::ReadAdoption { owner: &nrw, public: false }).is_err());
-        assert!(authorize(&kommune("05913000"), Action::ReadAdoption { owner: &nrw, public: true }).is_ok());
-        assert!(authorize(&land("09"), Action::ReadAdoption { owner: &nrw, public: true }).is_err());
+        assert!(authorize(&kommune("05913000"), Action::ReadAdoption { owner: &nrw, public: false, offered_by: &[] })
+            .is_err());
+        assert!(authorize(&land("05"), Action::ReadAdoption { owner: &nrw, public: false, offered_by: &[] }).is_ok());
+        assert!(authorize(&land("09"), Action::ReadAdoption { owner: &nrw, public: false, offered_by: &[] }).is_err());
+        assert!(authorize(&kommune("05913000"), Action::ReadAdoption { owner: &nrw, public: true, offered_by: &[] })
+            .is_ok());
+        assert!(authorize(&land("09"), Action::ReadAdoption { owner: &nrw, public: true, offered_by: &[] }).is_err());
     }
 
     #[test]
     fn feedback_is_for_operators_and_the_owning_land() {
         let nrw: LandCode = "05".parse().unwrap();
-        assert!(authorize(&operator(), Action::ReadFeedback { owner: None }).is_ok());
-        assert!(authorize(&land("05"), Action::ReadFeedback { owner: Some(&nrw) }).is_ok());
-        assert!(authorize(&land("05"), Action::ReadFeedback { owner: None }).is_err());
-        assert!(authorize(&land("09"), Action::ReadFeedback { owner: Some(&nrw) }).is_err());
-        assert!(authorize(&kommune("05913000"), Action::ReadFeedback { owner: Some(&nrw) }).is_err());
+        assert!(authorize(&operator(), Action::ReadFeedback { owner: None, offered_by: &[] }).is_ok());
+        assert!(authorize(&land("05"), Action::ReadFeedback { owner: Some(&nrw), offered_by: &[] }).is_ok());
+        assert!(authorize(&land("05"), Action::ReadFeedback { owner: None, offered_by: &[] }).is_err());
+        assert!(authorize(&land("09"), Action::ReadFeedback { owner: Some(&nrw), offered_by: &[] }).is_err());
+        assert!(authorize(&kommune("05913000"), Action::ReadFeedback { owner: Some(&nrw), offered_by: &[] }).is_err());
+    }
+
+    #[test]
+    fn an_offering_land_reads_about_its_own_kommunen_only() {
+        let (hb, nrw): (LandCode, LandCode) = ("04".parse().unwrap(), "05".parse().unwrap());
+        let offered = [nrw.clone()];
+        let read = Action::ReadAdoption { owner: &hb, public: false, offered_by: &offered };
+        assert_eq!(scope(&land("04"), read).unwrap(), Scope::All);
+        assert_eq!(scope(&land("05"), read).unwrap(), Scope::Land(nrw.clone()));
+        assert_eq!(scope(&operator(), read).unwrap(), Scope::All);
+        assert!(scope(&land("09"), read).is_err(), "a Land that does not offer it");
+        let fb = Action::ReadFeedback { owner: Some(&hb), offered_by: &offered };
+        assert_eq!(scope(&land("05"), fb).unwrap(), Scope::Land(nrw.clone()));
+        assert!(scope(&land("09"), fb).is_err());
+        let dortmund: Ags = "05913000".parse().unwrap();
+        let bremen: Ags = "04011000".parse().unwrap();
+        assert!(Scope::Land(nrw).admits(&dortmund) && !Scope::Land("05".parse().unwrap()).admits(&bremen));
+        assert!(Scope::All.admits(&bremen));
+    }
+
+    #[test]
+    fn a_land_offers_what_others_built() {
+        let hb: LandCode = "04".parse().unwrap();
+        assert!(authorize(&land("05"), Action::OfferService { builder: &hb }).is_ok());
+        let own = authorize(&land("04"), Action::OfferService { builder: &hb }).unwrap_err().to_string();
+        assert!(own.contains("without an offer"), "{own}");
+        assert!(authorize(&kommune("05913000"), Action::OfferService { builder: &hb }).is_err());
+        assert!(authorize(&operator(), Action::OfferService { builder: &hb }).is_err());
     }
 
     #[test]

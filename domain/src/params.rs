@@ -200,6 +200,38 @@ pub fn validate_values(
     }
 }
 
+/// Checks the values a Land sets in an offer: every name in the schema, every value valid.
+/// Required parameters may stay unset: the Kommune sets those.
+pub fn validate_land_values(specs: &[ParameterSpec], values: &BTreeMap<String, ParamValue>) -> Result<()> {
+    let mut problems = Vec::new();
+    for (name, v) in values {
+        match specs.iter().find(|s| &s.name == name) {
+            None => problems.push(format!("unknown parameter {} (not in the service's schema)", echo(name))),
+            Some(spec) => {
+                if let Err(why) = check_value(spec, v) {
+                    problems.push(format!("parameter '{name}' {why}"));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid("Land parameters", problems.join("; ")))
+    }
+}
+
+/// A Kommune's values over its Land's: the Land's values (from its offer) fill what the
+/// Kommune leaves unset; what the Kommune sets wins, since it runs the deployment.
+pub fn with_land_values(
+    kommune: &BTreeMap<String, ParamValue>,
+    land: &BTreeMap<String, ParamValue>,
+) -> BTreeMap<String, ParamValue> {
+    let mut out = land.clone();
+    out.extend(kommune.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
 fn check_value(spec: &ParameterSpec, v: &ParamValue) -> std::result::Result<ParamValue, String> {
     let max = if spec.max_length == 0 { DEFAULT_MAX_LEN } else { spec.max_length as usize };
     let text = |v: &ParamValue| match v {

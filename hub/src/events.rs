@@ -8,8 +8,9 @@
 
 use crate::metrics::HubMetrics;
 use efa_domain::model::event::{Event, EventKind};
-use efa_domain::model::ids::{Ags, Channel};
-use efa_domain::model::subscription::Subscription;
+use efa_domain::model::ids::{Ags, Channel, LandCode};
+use efa_domain::model::offer::Offer;
+use efa_domain::model::subscription::{in_reach, Subscription};
 use efa_proto::v1 as pb;
 use efa_registry::Registry;
 use std::sync::Arc;
@@ -38,6 +39,11 @@ pub struct EventBus {
 pub struct Resolved {
     /// The service's Themenfeld, for Themenfeld subscriptions.
     pub themenfeld: String,
+    /// The building Land and the active offers: a Themenfeld subscription follows a service
+    /// only if one of them brings it to the Kommune.
+    pub builder: LandCode,
+    /// Active offers of the service.
+    pub offers: Vec<Offer>,
     /// The release's channel.
     pub channel: Channel,
     /// The release as streams send it.
@@ -67,8 +73,9 @@ impl EventBus {
 
     /// Announces a committed event.
     pub fn publish(&self, event: Event) {
-        // A yank changes how earlier release events resolve (their `yanked` flag).
-        if matches!(event.kind, EventKind::ReleaseYanked { .. }) {
+        // A yank changes how earlier release events resolve (their `yanked` flag), an offer
+        // whom they reach.
+        if matches!(event.kind, EventKind::ReleaseYanked { .. } | EventKind::Offered { .. }) {
             if let Ok(mut cache) = self.resolved.lock() {
                 cache.clear();
             }
@@ -223,10 +230,12 @@ async fn deliver(
                 Some(r) => r,
                 None => {
                     let (sid, v) = (service_id.clone(), version.to_string());
-                    let (service, release) =
-                        state.registry(move |r| Ok((r.service(&sid)?, r.release(&sid, &v)?))).await?;
+                    let (service, release, offers) =
+                        state.registry(move |r| Ok((r.service(&sid)?, r.release(&sid, &v)?, r.offers(&sid)?))).await?;
                     let r = Arc::new(Resolved {
                         themenfeld: service.themenfeld,
+                        builder: service.land,
+                        offers: offers.into_iter().filter(|o| o.is_active()).collect(),
                         channel: release.channel.clone(),
                         info: (&release.summary()).into(),
                     });
@@ -234,7 +243,8 @@ async fn deliver(
                     r
                 }
             };
-            if subs.iter().any(|s| s.matches(service_id, &resolved.themenfeld, &resolved.channel)) {
+            let reach = in_reach(ags, &resolved.builder, &resolved.offers);
+            if subs.iter().any(|s| s.matches(service_id, &resolved.themenfeld, &resolved.channel, reach)) {
                 let info = resolved.info.clone();
                 let kind = if matches!(event.kind, EventKind::ReleasePublished { .. }) {
                     pb::event::Kind::ReleasePublished(info)
@@ -243,6 +253,32 @@ async fn deliver(
                 };
                 let event = pb::Event { seq: event.seq, at_ms: event.at_ms, kind: Some(kind) };
                 return Ok(send(state, out, event).await);
+            }
+        }
+        // A new offer to this Kommune brings the newest release it covers, as if just
+        // published: a Themenfeld subscriber learns of a service built elsewhere.
+        EventKind::Offered { service_id, land, withdrawn: false } if land == &ags.land() && !subs.is_empty() => {
+            let (sid, me) = (service_id.clone(), ags.clone());
+            let offered = state
+                .registry(move |r| {
+                    let service = r.service(&sid)?;
+                    let Some(offer) = r.offers(&sid)?.into_iter().find(|o| o.land == me.land()) else {
+                        return Ok(None);
+                    };
+                    let newest = r
+                        .releases(&sid, Some(&offer.channel))?
+                        .into_iter()
+                        .find(|rel| rel.yank.is_none() && offer.covers(&me, &rel.channel, &rel.version).is_ok());
+                    Ok(newest.map(|rel| (service, offer, rel)))
+                })
+                .await?;
+            if let Some((service, offer, release)) = offered {
+                let reach = in_reach(ags, &service.land, std::slice::from_ref(&offer));
+                if subs.iter().any(|s| s.matches(service_id, &service.themenfeld, &release.channel, reach)) {
+                    let info = (&release.summary()).into();
+                    let kind = Some(pb::event::Kind::ReleasePublished(info));
+                    return Ok(send(state, out, pb::Event { seq: event.seq, at_ms: event.at_ms, kind }).await);
+                }
             }
         }
         _ => {}

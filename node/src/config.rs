@@ -261,6 +261,12 @@ impl NodeConfig {
         by_service.or_else(by_theme).map(|s| (s.policy, s.channel.clone()))
     }
 
+    /// True if a subscription names the service itself (not only its Themenfeld): the
+    /// Kommune chose it, wherever it was built, offered by its Land or not.
+    pub fn subscribes_to(&self, service: &ServiceId) -> bool {
+        self.subscriptions.iter().any(|s| s.service.as_ref() == Some(service))
+    }
+
     /// The local settings of a service (defaults if the config has none).
     pub fn service(&self, id: &ServiceId) -> ServiceConfig {
         self.services.get(id).cloned().unwrap_or_default()

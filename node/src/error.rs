@@ -70,6 +70,14 @@ pub enum NodeError {
         /// What did not match.
         reason: String,
     },
+    /// The offer of a service the hub served is not the Kommune's own Land's, validly signed.
+    #[error("offer of {service} refused: {reason}")]
+    Offer {
+        /// The service.
+        service: String,
+        /// Why it is not trusted.
+        reason: String,
+    },
     /// The Kommune's parameters for a service do not fit the release's schema.
     #[error("{config}: [services.{service}.parameters]: {problems}")]
     Parameters {

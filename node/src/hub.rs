@@ -8,6 +8,7 @@ use efa_domain::model::adoption::AdoptionReport;
 use efa_domain::model::catalog::CatalogEntry;
 use efa_domain::model::event::StreamEvent;
 use efa_domain::model::ids::{Ags, Channel, LandCode, ServiceId};
+use efa_domain::model::offer::SignedOffer;
 use efa_domain::model::preflight::NewPreflight;
 use efa_domain::model::rating::{NewRating, Rating};
 use efa_domain::model::release::{ReleaseSummary, SignedRelease};
@@ -198,6 +199,16 @@ impl HubClient {
                 let r = r.into_inner();
                 Ok(Some((r.snapshot, r.signature)))
             }
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s.into()),
+        }
+    }
+
+    /// A Land's signed offer of a service; `None` if that Land never offered it.
+    pub async fn offer(&self, service: &ServiceId, land: &LandCode) -> Result<Option<SignedOffer>> {
+        let req = pb::GetOfferRequest { service_id: service.to_string(), land_code: land.to_string() };
+        match self.catalog().get_offer(req).await {
+            Ok(r) => Ok(Some(r.into_inner().into())),
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(s.into()),
         }

@@ -7,6 +7,7 @@ mod events;
 mod flow;
 mod hostile;
 mod observability;
+mod offers;
 mod preflight;
 mod provider;
 mod publish;

@@ -1,7 +1,10 @@
 //! The publisher's side: turn a directory into a signed release and stream it to the hub,
 //! and sign the Land's snapshot. Used by the `efa` CLI, the demo and the system tests alike.
 
+mod offer;
 mod scan;
+
+pub use offer::{publish_offer, OfferSpec};
 
 pub use scan::{digest_file, scan_dir};
 

@@ -137,6 +137,8 @@ pub struct CatalogEntry {
     pub service: Service,
     /// Its published versions, newest first.
     pub versions: Vec<semver::Version>,
+    /// Länder that offer it to their Kommunen (active offers).
+    pub offered_by: Vec<LandCode>,
 }
 
 /// What a Land submits to register a service.

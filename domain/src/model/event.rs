@@ -67,6 +67,15 @@ pub enum EventKind {
         /// Its keys now, in text form.
         keys: Vec<String>,
     },
+    /// A Land offered a service another Land built to its Kommunen, or withdrew the offer.
+    Offered {
+        /// The service.
+        service_id: ServiceId,
+        /// The offering Land.
+        land: LandCode,
+        /// The Land withdrew the offer.
+        withdrawn: bool,
+    },
 }
 
 impl EventKind {

@@ -1,6 +1,7 @@
 //! Subscriptions of Kommunen to services or whole Themenfelder.
 
-use super::ids::{Ags, Channel, ServiceId};
+use super::ids::{Ags, Channel, LandCode, ServiceId};
+use super::offer::Offer;
 use super::release::UpdatePolicy;
 use serde::{Deserialize, Serialize};
 
@@ -57,12 +58,21 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// True if a release of `service` (in `themenfeld`) on `channel` concerns this subscription.
-    pub fn matches(&self, service: &ServiceId, themenfeld: &str, channel: &Channel) -> bool {
+    /// True if a release of `service` (in `themenfeld`) on `channel` concerns this
+    /// subscription. `in_reach` says whether the service is one of the Kommune's Land or
+    /// offered to it (see [`in_reach`]): a Themenfeld subscription follows only those, a
+    /// subscription to the service itself follows it wherever it was built.
+    pub fn matches(&self, service: &ServiceId, themenfeld: &str, channel: &Channel, in_reach: bool) -> bool {
         &self.channel == channel
             && match &self.target {
                 SubscriptionTarget::Service(s) => s == service,
-                SubscriptionTarget::Themenfeld(t) => t == themenfeld,
+                SubscriptionTarget::Themenfeld(t) => in_reach && t == themenfeld,
             }
     }
+}
+
+/// Whether a service built by `builder` is in reach of Kommune `ags`: its own Land built it,
+/// or its Land offers it to it (an active offer in `offers` that names it).
+pub fn in_reach(ags: &Ags, builder: &LandCode, offers: &[Offer]) -> bool {
+    &ags.land() == builder || offers.iter().any(|o| o.is_active() && o.names(ags))
 }

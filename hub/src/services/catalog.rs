@@ -5,7 +5,8 @@ use crate::state::HubState;
 use efa_domain::authz::{authorize, Action, Identity};
 use efa_domain::model::catalog::NewService;
 use efa_domain::model::ids::{Ags, LandCode, ServiceId};
-use efa_proto::convert::{parse, parse_opt};
+use efa_domain::model::offer::SignedOffer;
+use efa_proto::convert::{offer_info, parse, parse_opt};
 use efa_proto::v1 as pb;
 use efa_proto::v1::catalog_service_server::CatalogService;
 use std::sync::Arc;
@@ -138,5 +139,77 @@ impl CatalogService for Catalog {
         let name = provider.clone();
         let grant = self.0.registry(move |reg| reg.grant(&who, &name)).await?;
         Ok(Response::new(efa_proto::convert::grant(provider, &grant)))
+    }
+
+    async fn publish_offer(&self, req: Request<pb::SignedOffer>) -> Result<Response<pb::OfferInfo>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        let signed = SignedOffer::from(req.into_inner());
+        let (info, event) = self
+            .0
+            .registry(move |reg| {
+                let (offer, event) = reg.publish_offer(&who, signed.bytes.clone(), signed.signature.clone())?;
+                let builder = reg.service(&offer.service_id)?.land;
+                Ok((offer_info(&offer, &builder, &signed), event))
+            })
+            .await?;
+        tracing::info!(service = %info.service_id, land = %info.land_code, withdrawn = info.withdrawn, "offer published");
+        self.0.feed.publish(event);
+        Ok(Response::new(info))
+    }
+
+    async fn get_offer(&self, req: Request<pb::GetOfferRequest>) -> Result<Response<pb::SignedOffer>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
+        let r = req.into_inner();
+        let service: ServiceId = parse(&r.service_id).map_err(status)?;
+        let land = own_land_or(&who, &r.land_code)?;
+        let signed = self.0.registry(move |reg| reg.offer(&service, &land)).await?;
+        Ok(Response::new((&signed).into()))
+    }
+
+    async fn list_offers(
+        &self,
+        req: Request<pb::ListOffersRequest>,
+    ) -> Result<Response<pb::ListOffersResponse>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
+        let r = req.into_inner();
+        let service: Option<ServiceId> = parse_opt(&r.service_id).map_err(status)?;
+        let land: Option<LandCode> = parse_opt(&r.land_code).map_err(status)?;
+        if service.is_none() && land.is_none() {
+            return Err(Status::invalid_argument("ListOffers needs service_id or land_code (or both)"));
+        }
+        let offers = self
+            .0
+            .registry(move |reg| {
+                if let Some(l) = &land {
+                    reg.land(l)?;
+                }
+                let services = match &service {
+                    Some(id) => vec![reg.service(id)?],
+                    None => reg.services(None, None)?,
+                };
+                let mut out = Vec::new();
+                for s in services {
+                    for (offer, signed) in reg.signed_offers(&s.id)? {
+                        if land.as_ref().is_none_or(|l| l == &offer.land) {
+                            out.push(offer_info(&offer, &s.land, &signed));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(pb::ListOffersResponse { offers }))
+    }
+}
+
+/// A Land code from a request, where empty means the caller's own Land (a Land's, or the
+/// Land of a Kommune).
+fn own_land_or(who: &Identity, code: &str) -> Result<LandCode, Status> {
+    match (who, code.is_empty()) {
+        (Identity::Land(me), true) => Ok(me.clone()),
+        (Identity::Kommune(ags), true) => Ok(ags.land()),
+        _ => parse(code).map_err(status),
     }
 }

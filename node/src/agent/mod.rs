@@ -330,7 +330,18 @@ impl Agent {
         for s in &self.config.subscriptions {
             match s.target().map_err(NodeError::Usage)? {
                 SubscriptionTarget::Service(id) => services.push(self.hub.service(&id).await?),
-                SubscriptionTarget::Themenfeld(t) => services.extend(self.hub.services_of_themenfeld(&t).await?),
+                // The hub lists the whole Themenfeld; this Kommune follows its own Land's
+                // services and those its Land offers (each offer is verified when used).
+                SubscriptionTarget::Themenfeld(t) => {
+                    let own = self.config.ags.land();
+                    services.extend(
+                        self.hub
+                            .services_of_themenfeld(&t)
+                            .await?
+                            .into_iter()
+                            .filter(|e| e.service.land == own || e.offered_by.contains(&own)),
+                    )
+                }
             }
         }
         services.sort_by(|a, b| a.service.id.cmp(&b.service.id));

@@ -10,12 +10,17 @@ use crate::state::{NodeState, OutboxReport};
 use efa_domain::bundle::{BundleLimits, Manifest};
 use efa_domain::model::adoption::AdoptionState;
 use efa_domain::model::catalog::CatalogEntry;
+use efa_domain::model::catalog::Service;
 use efa_domain::model::ids::{LandCode, ServiceId};
+use efa_domain::model::offer::{verify_offer, Offer};
 use efa_domain::model::preflight::{self, NewPreflight};
 use efa_domain::model::release::{ReleaseSummary, UpdateDecision};
 use efa_domain::model::routing::{Destination, RoutingDeclaration};
-use efa_domain::params::{preflight, validate_values, ParamValue, ParameterKind, ParameterSpec, Preflight};
+use efa_domain::params::{
+    preflight, validate_values, with_land_values, ParamValue, ParameterKind, ParameterSpec, Preflight,
+};
 use efa_domain::trust::{check_pinned_land, verify_release};
+use std::collections::BTreeMap;
 
 /// A state change that goes into the same write as the report describing it.
 type Change = Box<dyn FnOnce(&mut NodeState) + Send>;
@@ -55,6 +60,9 @@ impl Agent {
         if channel != info.channel {
             return Ok(ignored("other channel"));
         }
+        if let Some(why) = self.out_of_reach(&entry, &info).await? {
+            return Ok(ignored(&why));
+        }
         let st = self.state.load()?;
         let known = st.services.get(info.service_id.as_str());
         let version = info.version.to_string();
@@ -80,7 +88,7 @@ impl Agent {
                     Err(e) => return self.fail(&info, e, Box::new(|_| ())).await,
                 };
                 // Checked now, before approval, so the Kommune and its Land see what is missing.
-                let (_, check) = self.preflight(&entry, &manifest).await;
+                let (_, check, _) = self.preflight(&entry, &manifest).await?;
                 let blocked =
                     (!check.is_ready()).then(|| format!("pre-flight of {version}: {}", check.problems.join("; ")));
                 let (v, notes, pin) = (version.clone(), info.release_notes.clone(), pin(&info.service_id, pinned));
@@ -95,6 +103,57 @@ impl Agent {
                 })?;
                 tracing::info!(service = %info.service_id, version = %info.version, "release verified, waiting for approval");
                 Ok(Handled::AwaitingApproval { service: info.service_id.to_string(), version })
+            }
+        }
+    }
+
+    /// Why a release that only a Themenfeld subscription brings is not for this Kommune: the
+    /// service was built by another Land and the Kommune's own Land does not offer this
+    /// release to it (no offer, withdrawn, not for this Kommune, or an offer that does not
+    /// verify against the key pinned for the Land). `None`: it is for this Kommune.
+    async fn out_of_reach(&self, entry: &CatalogEntry, info: &ReleaseSummary) -> Result<Option<String>> {
+        let own = self.config.ags.land();
+        if entry.service.land == own || self.config.subscribes_to(&entry.service.id) {
+            return Ok(None);
+        }
+        let offer = match self.land_offer(&entry.service.id).await {
+            Ok(Some(offer)) => offer,
+            Ok(None) => {
+                return Ok(Some(format!("built by Land {} and not offered by Land {own}", entry.service.land)));
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::error!(service = %entry.service.id, error = %e, "offer refused");
+                return Ok(Some(e.to_string()));
+            }
+        };
+        Ok(offer.covers(&self.config.ags, &info.channel, &info.version).err().map(|e| e.to_string()))
+    }
+
+    /// The Kommune's own Land's offer of a service, verified against the keys the node pins
+    /// for that Land; `None` if the Land has not offered it.
+    async fn land_offer(&self, service: &ServiceId) -> Result<Option<Offer>> {
+        let own = self.config.ags.land();
+        let Some(signed) = self.hub.offer(service, &own).await? else { return Ok(None) };
+        verify_offer(&signed, service, &own, &self.config.trusted_keys(&own))
+            .map(Some)
+            .map_err(|e| NodeError::Offer { service: service.to_string(), reason: e.to_string() })
+    }
+
+    /// The Kommune's parameters for a service over the values its Land sets in a valid
+    /// offer (none for a service its own Land built, or without an offer).
+    async fn parameters(&self, service: &Service) -> Result<BTreeMap<String, ParamValue>> {
+        let local = self.config.service(&service.id).parameters;
+        if service.land == self.config.ags.land() {
+            return Ok(local);
+        }
+        match self.land_offer(&service.id).await {
+            Ok(Some(offer)) if offer.is_active() => Ok(with_land_values(&local, &offer.land_parameters)),
+            Ok(_) => Ok(local),
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => {
+                tracing::warn!(service = %service.id, error = %e, "the Land's parameters are not used");
+                Ok(local)
             }
         }
     }
@@ -177,11 +236,15 @@ impl Agent {
     /// (the hub's registered one for format-1 manifests, which carry none), with the
     /// changes from the running version. Reported to the hub; a hub that is away misses this
     /// one and gets the next (the check runs again whenever the release is handled).
-    async fn preflight(&self, entry: &CatalogEntry, manifest: &Manifest) -> (Vec<ParameterSpec>, Preflight) {
+    async fn preflight(
+        &self,
+        entry: &CatalogEntry,
+        manifest: &Manifest,
+    ) -> Result<(Vec<ParameterSpec>, Preflight, BTreeMap<String, ParamValue>)> {
         let schema = manifest.parameters.clone().unwrap_or_else(|| entry.service.parameters.clone());
         let running = self.running_schema(&manifest.service_id).await;
-        let local = self.config.service(&manifest.service_id);
-        let result = preflight(&schema, running.as_deref(), &local.parameters);
+        let values = self.parameters(&entry.service).await?;
+        let result = preflight(&schema, running.as_deref(), &values);
         let report = NewPreflight {
             service_id: manifest.service_id.clone(),
             version: manifest.semver().unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
@@ -196,7 +259,7 @@ impl Agent {
                 tracing::warn!(service = %report.service_id, version = %report.version, error = %e, "pre-flight not reported")
             }
         }
-        (schema, result)
+        Ok((schema, result, values))
     }
 
     /// Declares to the hub the FIT-Connect destinations of the version this Kommune runs
@@ -283,8 +346,8 @@ impl Agent {
             }
         };
         let local = self.config.service(&id);
-        let (schema, check) = self.preflight(entry, &manifest).await;
-        let params = match validate_values(&schema, &local.parameters) {
+        let (schema, check, values) = self.preflight(entry, &manifest).await?;
+        let params = match validate_values(&schema, &values) {
             Ok(p) if check.is_ready() => p,
             _ => {
                 let problems = check.problems.join("; ");

@@ -4,7 +4,8 @@ use super::{parse, parse_opt, WireEnum};
 use crate::v1 as pb;
 use efa_domain::error::{Error, Result};
 use efa_domain::model::catalog::{CatalogEntry, Kommune, NewService, Service};
-use efa_domain::model::ids::parse_version;
+use efa_domain::model::ids::{parse_version, LandCode};
+use efa_domain::model::offer::{Offer, SignedOffer};
 use efa_domain::model::release::{ReleaseSummary, SignedRelease, Yank};
 use efa_domain::model::report::KommuneReport;
 use efa_domain::params::{ParameterKind, ParameterSpec};
@@ -83,6 +84,7 @@ impl From<&CatalogEntry> for pb::ServiceInfo {
             registered_at_ms: s.registered_at_ms,
             versions: e.versions.iter().map(|v| v.to_string()).collect(),
             adoption_public: s.adoption_public,
+            offered_by: e.offered_by.iter().map(|l| l.to_string()).collect(),
         }
     }
 }
@@ -92,6 +94,7 @@ impl TryFrom<pb::ServiceInfo> for CatalogEntry {
     fn try_from(s: pb::ServiceInfo) -> Result<Self> {
         Ok(CatalogEntry {
             versions: s.versions.iter().map(|v| parse_version(v)).collect::<Result<_>>()?,
+            offered_by: s.offered_by.iter().map(|l| parse(l)).collect::<Result<_>>()?,
             service: Service {
                 id: parse(&s.id)?,
                 ozg_id: parse(&s.ozg_id)?,
@@ -191,6 +194,35 @@ pub fn grant(provider: String, g: &efa_domain::model::grant::ProviderGrant) -> p
         provider,
         kommunen: g.kommunen.iter().map(|a| a.to_string()).collect(),
         updated_at_ms: g.updated_at_ms,
+    }
+}
+
+impl From<&SignedOffer> for pb::SignedOffer {
+    fn from(o: &SignedOffer) -> Self {
+        pb::SignedOffer { offer: o.bytes.clone(), signature: o.signature.clone() }
+    }
+}
+
+impl From<pb::SignedOffer> for SignedOffer {
+    fn from(o: pb::SignedOffer) -> Self {
+        SignedOffer { bytes: o.offer, signature: o.signature }
+    }
+}
+
+/// An offer for listing, with the building Land of its service and the signed form.
+pub fn offer_info(offer: &Offer, building_land: &LandCode, signed: &SignedOffer) -> pb::OfferInfo {
+    pb::OfferInfo {
+        service_id: offer.service_id.to_string(),
+        land_code: offer.land.to_string(),
+        channel: offer.channel.to_string(),
+        from_version: offer.from_version.clone(),
+        land_parameters: offer.land_parameters.iter().map(|(k, v)| (k.clone(), v.render())).collect(),
+        kommunen: offer.kommunen.iter().map(|a| a.to_string()).collect(),
+        issued_at_ms: offer.issued_at_ms,
+        withdrawn: offer.withdrawn.is_some(),
+        withdrawn_reason: offer.withdrawn.clone().unwrap_or_default(),
+        building_land_code: building_land.to_string(),
+        signed: Some(signed.into()),
     }
 }
 

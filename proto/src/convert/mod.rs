@@ -12,7 +12,7 @@ mod enums;
 mod ledger;
 mod reports;
 
-pub use catalog::{grant, kommune};
+pub use catalog::{grant, kommune, offer_info};
 pub use enums::WireEnum;
 pub use ledger::{entry, rating, record, stream_event, target};
 pub use reports::{aggregate, rating_summary};

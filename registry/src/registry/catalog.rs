@@ -119,8 +119,13 @@ impl Registry {
     /// A service with its published versions.
     pub fn catalog_entry(&self, id: &ServiceId) -> Result<CatalogEntry> {
         let service = self.service(id)?;
-        let versions = self.store.releases(id)?.into_iter().map(|r| r.version).collect();
-        Ok(CatalogEntry { service, versions })
+        self.entry(service)
+    }
+
+    fn entry(&self, service: Service) -> Result<CatalogEntry> {
+        let versions = self.store.releases(&service.id)?.into_iter().map(|r| r.version).collect();
+        let offered_by = self.offers(&service.id)?.into_iter().filter(|o| o.is_active()).map(|o| o.land).collect();
+        Ok(CatalogEntry { service, versions, offered_by })
     }
 
     /// Services with their published versions, filtered as [`services`](Self::services).
@@ -132,13 +137,7 @@ impl Registry {
         if let Some(t) = themenfeld {
             self.check_themenfeld(t)?;
         }
-        self.services(land, themenfeld)?
-            .into_iter()
-            .map(|service| {
-                let versions = self.store.releases(&service.id)?.into_iter().map(|r| r.version).collect();
-                Ok(CatalogEntry { service, versions })
-            })
-            .collect()
+        self.services(land, themenfeld)?.into_iter().map(|service| self.entry(service)).collect()
     }
 
     /// Checks a release header before any content is accepted: a valid manifest, for a
@@ -251,19 +250,7 @@ impl Registry {
             return Err(Error::invalid("signature", "must be a 64-byte Ed25519 signature over the snapshot"));
         }
         self.check_signature(&land, "snapshot", &bytes, &signature)?;
-        // A snapshot from the future would lock the Land out: every later, honest one would
-        // be refused as older. Allow for clocks a little apart.
-        let now = efa_domain::now_ms();
-        if snapshot.issued_at_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS) {
-            return Err(Error::invalid(
-                "snapshot",
-                format!(
-                    "is issued at {} ms, more than {} minutes after the hub's clock ({now} ms); check the publisher's clock",
-                    snapshot.issued_at_ms,
-                    MAX_CLOCK_AHEAD_MS / 60_000
-                ),
-            ));
-        }
+        not_from_the_future("snapshot", snapshot.issued_at_ms)?;
         for (service, channels) in &snapshot.latest {
             acting_land(who, Some(&self.service(service)?.land))?;
             for version in channels.values() {
@@ -310,7 +297,7 @@ impl Registry {
     }
 
     /// If the Land registered signing keys, `signature` must verify against one of them.
-    fn check_signature(&self, land: &LandCode, what: &str, bytes: &[u8], signature: &[u8]) -> Result<()> {
+    pub(super) fn check_signature(&self, land: &LandCode, what: &str, bytes: &[u8], signature: &[u8]) -> Result<()> {
         let registered = self.store.signing_keys(land)?;
         if registered.keys.is_empty() {
             return Ok(());
@@ -337,4 +324,20 @@ impl Registry {
             .snapshot(land)?
             .ok_or_else(|| Error::not_found(format!("signed snapshot of Land {land} (the Land has not published one)")))
     }
+}
+
+/// A signed statement (snapshot, offer) from the future would lock its Land out: every later,
+/// honest one would be refused as older. Allows for clocks a little apart.
+pub(super) fn not_from_the_future(what: &'static str, issued_at_ms: i64) -> Result<()> {
+    let now = efa_domain::now_ms();
+    if issued_at_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS) {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "is issued at {issued_at_ms} ms, more than {} minutes after the hub's clock ({now} ms); check the publisher's clock",
+                MAX_CLOCK_AHEAD_MS / 60_000
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@
 mod catalog;
 mod grants;
 mod ledger;
+mod offers;
 mod register;
 mod reports;
 

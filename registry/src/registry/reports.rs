@@ -2,7 +2,7 @@
 
 use super::Registry;
 use crate::error::Result;
-use efa_domain::authz::{authorize, Action, Identity};
+use efa_domain::authz::{authorize, scope, Action, Identity, Scope};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, AdoptionState, ServiceTotals};
 use efa_domain::model::catalog::Service;
 use efa_domain::model::ids::{Ags, LandCode, Leistungsschluessel, ServiceId};
@@ -15,21 +15,25 @@ use efa_domain::model::report::{
 use std::collections::BTreeMap;
 
 impl Registry {
-    /// Authorizes reading who adopted `service`.
-    fn authorize_adoption(&self, who: &Identity, service: &ServiceId) -> Result<Service> {
+    /// Authorizes reading who adopted `service`, and how much of it (an offering Land: its
+    /// own Kommunen).
+    fn authorize_adoption(&self, who: &Identity, service: &ServiceId) -> Result<(Service, Scope)> {
         let s = self.service(service)?;
-        authorize(who, Action::ReadAdoption { owner: &s.land, public: s.adoption_public })?;
-        Ok(s)
+        let offered_by = self.offered_by(service)?;
+        let scope =
+            scope(who, Action::ReadAdoption { owner: &s.land, public: s.adoption_public, offered_by: &offered_by })?;
+        Ok((s, scope))
     }
 
-    /// Every Kommune with a record for `service`, in AGS order.
+    /// Every Kommune with a record for `service` the caller may see, in AGS order.
     pub fn adopters(&self, who: &Identity, service: &ServiceId) -> Result<Vec<Adopter>> {
-        self.authorize_adoption(who, service)?;
+        let (_, scope) = self.authorize_adoption(who, service)?;
         let register = self.register()?;
         let mut out: Vec<Adopter> = self
             .store
             .adopters(service)?
             .into_iter()
+            .filter(|record| scope.admits(&record.latest.ags))
             .map(|record| Adopter { kommune: register.kommunen.get(&record.latest.ags).cloned(), record })
             .collect();
         out.sort_by(|a, b| a.record.latest.ags.cmp(&b.record.latest.ags));
@@ -72,17 +76,28 @@ impl Registry {
 
     /// Gemeinden running `service` (state deployed or a running version) per Land, and per
     /// Kreis where it is adopted (or every Kreis of `land`, when given).
+    /// An offering Land sees its own Land and Kreise only.
     pub fn coverage(&self, who: &Identity, service: &ServiceId, land: Option<&LandCode>) -> Result<Vec<CoverageRow>> {
-        self.authorize_adoption(who, service)?;
+        let (_, scope) = self.authorize_adoption(who, service)?;
         if let Some(land) = land {
             self.land(land)?;
         }
+        let land = match (&scope, land) {
+            (Scope::Land(own), Some(asked)) if own != asked => {
+                return Err(efa_domain::Error::PermissionDenied(format!(
+                    "Land {own} offers {service} and reads coverage of its own Kommunen only, not of Land {asked}"
+                ))
+                .into())
+            }
+            (Scope::Land(own), _) => Some(own),
+            (Scope::All, land) => land,
+        };
         let register = self.register()?;
         // (Gemeinden, inhabitants) running the service, per Land and per Kreis.
         let mut per_land: BTreeMap<String, (u32, u64)> = BTreeMap::new();
         let mut per_kreis: BTreeMap<String, (u32, u64)> = BTreeMap::new();
         for rec in self.store.adopters(service)? {
-            if rec.running.is_some() {
+            if rec.running.is_some() && scope.admits(&rec.latest.ags) {
                 let people = register.kommunen.get(&rec.latest.ags).and_then(|k| k.population).unwrap_or(0);
                 for (map, code) in [
                     (&mut per_land, rec.latest.ags.land().to_string()),
@@ -95,7 +110,7 @@ impl Registry {
             }
         }
         let mut rows = Vec::new();
-        for l in &register.laender {
+        for l in register.laender.iter().filter(|l| matches!(&scope, Scope::All) || Some(&l.code) == land) {
             let (adopted, inhabitants_adopted) = per_land.get(l.code.as_str()).copied().unwrap_or_default();
             rows.push(CoverageRow {
                 level: CoverageLevel::Land,
@@ -110,7 +125,7 @@ impl Registry {
         for k in &register.kreise {
             let (adopted, inhabitants_adopted) = per_kreis.get(k.code.as_str()).copied().unwrap_or_default();
             let in_land = land.is_some_and(|l| k.code.land() == *l);
-            if adopted > 0 || in_land {
+            if in_land || (adopted > 0 && scope == Scope::All) {
                 rows.push(CoverageRow {
                     level: CoverageLevel::Kreis,
                     code: k.code.to_string(),
@@ -127,10 +142,10 @@ impl Registry {
 
     /// Coverage of a service over time (Gemeinden and inhabitants), from its ledger.
     pub fn coverage_timeline(&self, who: &Identity, service: &ServiceId) -> Result<Vec<TimelinePoint>> {
-        self.authorize_adoption(who, service)?;
+        let (_, scope) = self.authorize_adoption(who, service)?;
         let register = self.register()?;
         let mut entries = Vec::new();
-        for rec in self.store.adopters(service)? {
+        for rec in self.store.adopters(service)?.into_iter().filter(|r| scope.admits(&r.latest.ags)) {
             let people = register.kommunen.get(&rec.latest.ags).and_then(|k| k.population).unwrap_or(0);
             for e in self.store.history_of(&rec.latest.ags)?.into_iter().filter(|e| &e.service_id == service) {
                 entries.push((e, people));
@@ -174,13 +189,14 @@ impl Registry {
         service: &ServiceId,
         version: &str,
     ) -> Result<Vec<(PreflightRecord, String)>> {
-        self.authorize_adoption(who, service)?;
+        let (_, scope) = self.authorize_adoption(who, service)?;
         let release = self.release(service, version)?;
         let register = self.register()?;
         let mut out: Vec<(PreflightRecord, String)> = self
             .store
             .preflights(service, &release.version)?
             .into_iter()
+            .filter(|p| scope.admits(&p.ags))
             .map(|p| {
                 let name = register.kommunen.get(&p.ags).map(|k| k.name.clone()).unwrap_or_default();
                 (p, name)
@@ -211,31 +227,54 @@ impl Registry {
     }
 
     /// Ratings and rejections of one service, or of the services of `land` (a Land asking
-    /// without either means its own services; an operator without either: all).
+    /// without either means the services it built and those it offers; an operator without
+    /// either: all). A Land reads about a service it offers for its own Kommunen only.
     pub fn feedback(&self, who: &Identity, land: Option<&LandCode>, service: Option<&ServiceId>) -> Result<Feedback> {
-        let owner = match (service, land, who) {
-            (Some(id), _, _) => Some(self.service(id)?.land),
-            (None, Some(l), _) => Some(l.clone()),
-            (None, None, Identity::Land(l)) => Some(l.clone()),
-            (None, None, _) => None,
-        };
-        authorize(who, Action::ReadFeedback { owner: owner.as_ref() })?;
         if let Some(land) = land {
             self.land(land)?;
         }
-        let services: Vec<Service> = match service {
-            Some(id) => vec![self.service(id)?],
-            None => self.services(owner.as_ref(), None)?,
+        let candidates: Vec<Service> = match (service, land, who) {
+            (Some(id), _, _) => vec![self.service(id)?],
+            (None, Some(l), _) => self.services(Some(l), None)?,
+            (None, None, Identity::Land(me)) => {
+                let mut v = Vec::new();
+                for s in self.services(None, None)? {
+                    if &s.land == me || self.offered_by(&s.id)?.contains(me) {
+                        v.push(s);
+                    }
+                }
+                v
+            }
+            (None, None, _) => self.services(None, None)?,
         };
+        let mut services: Vec<(Service, Scope)> = Vec::new();
+        if service.is_none() && candidates.is_empty() {
+            // Nothing to read, but the caller must still be allowed to ask.
+            let owner = land.cloned().or(match who {
+                Identity::Land(l) => Some(l.clone()),
+                _ => None,
+            });
+            scope(who, Action::ReadFeedback { owner: owner.as_ref(), offered_by: &[] })?;
+        }
+        for s in candidates {
+            let offered_by = self.offered_by(&s.id)?;
+            let owner = if service.is_none() && land.is_none() && !matches!(who, Identity::Land(_)) {
+                None
+            } else {
+                Some(&s.land)
+            };
+            let sc = scope(who, Action::ReadFeedback { owner, offered_by: &offered_by })?;
+            services.push((s, sc));
+        }
         let register = self.register()?;
         let name = |ags: &Ags| register.kommunen.get(ags).map(|k| k.name.clone()).unwrap_or_default();
         let mut out = Feedback::default();
-        for s in services {
-            for r in self.store.ratings(&s.id)? {
+        for (s, scope) in services {
+            for r in self.store.ratings(&s.id)?.into_iter().filter(|r| scope.admits(&r.ags)) {
                 let n = name(&r.ags);
                 out.ratings.push((r, n));
             }
-            for rec in self.store.adopters(&s.id)? {
+            for rec in self.store.adopters(&s.id)?.into_iter().filter(|r| scope.admits(&r.latest.ags)) {
                 let n = name(&rec.latest.ags);
                 for entry in standing_rejections(&s.id, self.store.history_of(&rec.latest.ags)?) {
                     out.rejections.push((entry, n.clone()));

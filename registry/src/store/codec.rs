@@ -12,6 +12,7 @@ use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
 use efa_domain::model::event::Event;
 use efa_domain::model::grant::ProviderGrant;
+use efa_domain::model::offer::SignedOffer;
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::Release;
@@ -64,6 +65,7 @@ record!(StoredSnapshot, "snapshot", 1);
 record!(PreflightRecord, "pre-flight result", 1);
 record!(RoutingRecord, "routing declaration", 1);
 record!(ProviderGrant, "provider grant", 1);
+record!(SignedOffer, "offer", 1);
 
 /// Formats of earlier versions, kept to read stores that hold them.
 mod previous {

@@ -16,6 +16,7 @@ use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, 
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::grant::ProviderGrant;
 use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use efa_domain::model::offer::SignedOffer;
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
@@ -158,6 +159,20 @@ pub trait Store: Send + Sync + 'static {
     fn put_signing_keys(&self, land: &LandCode, keys: &SigningKeys) -> Result<Event>;
     /// A Land's registered release signing keys (empty if none).
     fn signing_keys(&self, land: &LandCode) -> Result<SigningKeys>;
+
+    // --- offers (Nachnutzung) ---
+    /// Stores a Land's signed offer of a service (or its withdrawal), replacing the Land's
+    /// previous one, with its event.
+    fn put_offer(
+        &self,
+        land: &LandCode,
+        service: &ServiceId,
+        offer: &SignedOffer,
+        at_ms: i64,
+        withdrawn: bool,
+    ) -> Result<Event>;
+    /// The offers (active or withdrawn) of a service, by offering Land in code order.
+    fn offers(&self, service: &ServiceId) -> Result<Vec<(LandCode, SignedOffer)>>;
 
     // --- Land snapshots (freeze protection) ---
     /// Stores the Land's signed snapshot, replacing the previous one.

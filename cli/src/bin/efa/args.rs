@@ -168,6 +168,46 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 7)]
         valid_days: u64,
     },
+    /// Offer a service another Land built to your Land's Kommunen (Nachnutzung), signed
+    /// with your Land key; or withdraw your offer with --withdraw REASON.
+    Offer {
+        #[command(flatten)]
+        conn: Conn,
+        /// The service id.
+        service: String,
+        /// Release signing key (from `efa keygen`); Kommunen verify the offer with it.
+        #[arg(long)]
+        signing_key: PathBuf,
+        /// The channel offered.
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// The first version offered (default: every version).
+        #[arg(long = "from", default_value = "0.0.0")]
+        from_version: String,
+        /// NAME=VALUE for a parameter of the service your Land sets for all its Kommunen
+        /// (e.g. the Land's ePayBL tenant); repeat. A Kommune's own value wins.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        land_parameters: Vec<String>,
+        /// Offer it only to this Kommune (AGS); repeat. Default: every Kommune of the Land.
+        #[arg(long = "ags")]
+        kommunen: Vec<String>,
+        /// Withdraw the offer, with a reason your Kommunen read.
+        #[arg(long, value_name = "REASON")]
+        withdraw: Option<String>,
+    },
+    /// List offers (Nachnutzung) of a service, or of a Land.
+    Offers {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        /// Only this service's offers.
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Only this Land's offers (code, e.g. 05).
+        #[arg(long, default_value = "")]
+        land: String,
+    },
     /// Publish DIR as a new release, signed with your Land key.
     Publish {
         #[command(flatten)]

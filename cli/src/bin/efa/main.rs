@@ -139,14 +139,19 @@ async fn run() -> Result<ExitCode> {
                 .list_services(pb::ListServicesRequest { land_code: land.clone(), themenfeld: themenfeld.clone() })
                 .await?
                 .into_inner();
-            let mut t =
-                Table::new("services", "Services", &["id", "title", "land", "ozg-id", "themenfeld", "versions"]);
+            let mut t = Table::new(
+                "services",
+                "Services",
+                &["id", "title", "land", "offered-by", "ozg-id", "themenfeld", "versions"],
+            );
             for s in resp.services {
                 let versions = Cell::with_value(s.versions.join(", "), serde_json::json!(s.versions));
+                let offered = Cell::with_value(s.offered_by.join(", "), serde_json::json!(s.offered_by));
                 t.push(vec![
                     s.id.into(),
                     s.title.into(),
                     s.land_code.into(),
+                    offered,
                     s.ozg_id.into(),
                     s.themenfeld.into(),
                     versions,
@@ -224,6 +229,76 @@ async fn run() -> Result<ExitCode> {
                 s.services,
                 timestamp(s.expires_at_ms)
             );
+        }
+        Command::Offer { conn, service, signing_key, channel, from_version, land_parameters, kommunen, withdraw } => {
+            let key = read_signing_key(signing_key)?;
+            let me =
+                CatalogServiceClient::new(conn.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+            if me.role != "land" {
+                bail!("only a Land offers services; you are {} {}", me.role, me.key);
+            }
+            let land_parameters = land_parameters
+                .iter()
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                        .ok_or_else(|| anyhow::anyhow!("--set {p:?}: write NAME=VALUE"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let spec = efa_cli::publish::OfferSpec {
+                service_id: service.parse()?,
+                channel: channel.parse()?,
+                from_version: from_version.clone(),
+                land_parameters,
+                kommunen: kommunen.iter().map(|a| a.parse()).collect::<Result<_, _>>()?,
+                withdrawn: withdraw.clone(),
+            };
+            let o = efa_cli::publish::publish_offer(conn.channel().await?, &me.key.parse()?, &key, spec).await?;
+            if o.withdrawn {
+                println!("Land {} withdrew its offer of {}: {}", o.land_code, o.service_id, o.withdrawn_reason);
+            } else {
+                let whom = if o.kommunen.is_empty() {
+                    "every Kommune of the Land".to_string()
+                } else {
+                    format!("{} Kommune(n)", o.kommunen.len())
+                };
+                println!(
+                    "Land {} offers {} (built by Land {}) on {} from {} to {whom}, with {} Land parameter(s)",
+                    o.land_code,
+                    o.service_id,
+                    o.building_land_code,
+                    o.channel,
+                    o.from_version,
+                    o.land_parameters.len()
+                );
+            }
+        }
+        Command::Offers { conn, out, service, land } => {
+            let resp = CatalogServiceClient::new(conn.channel().await?)
+                .list_offers(pb::ListOffersRequest { service_id: service.clone(), land_code: land.clone() })
+                .await?
+                .into_inner();
+            let mut t = Table::new(
+                "offers",
+                "Offers (Nachnutzung)",
+                &["service", "offered-by", "built-by", "channel", "from", "kommunen", "land-parameters", "status"],
+            );
+            for o in resp.offers {
+                let params: Vec<String> = o.land_parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let kommunen = if o.kommunen.is_empty() { "all".to_string() } else { o.kommunen.join(" ") };
+                let status = if o.withdrawn { format!("withdrawn: {}", o.withdrawn_reason) } else { "offered".into() };
+                t.push(vec![
+                    o.service_id.into(),
+                    o.land_code.into(),
+                    o.building_land_code.into(),
+                    o.channel.into(),
+                    o.from_version.into(),
+                    kommunen.into(),
+                    params.join(", ").into(),
+                    status.into(),
+                ]);
+            }
+            out.print(&[&t])?;
         }
         Command::Yank { conn, service, version, reason } => {
             let r = ReleaseServiceClient::new(conn.channel().await?)

@@ -15,6 +15,7 @@
 //!   rating it counts; `adoption_kommunen` AGS -> () for every Kommune with a record
 //! - `events` seq; `meta` "seq" -> last seq
 //! - `snapshots` Land code -> (signed snapshot bytes, signature); `signing_keys` Land code -> keys
+//! - `offers` service `\0` Land code -> signed offer (bytes, signature)
 //!
 //! Every mutation runs in one sled transaction that also bumps `meta/seq` and writes the
 //! event, so the event log is gapless and matches the data. Values are versioned records
@@ -32,6 +33,7 @@ use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, 
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::grant::ProviderGrant;
 use efa_domain::model::ids::{Ags, KreisCode, LandCode, Leistungsschluessel, OzgId, ServiceId};
+use efa_domain::model::offer::SignedOffer;
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
@@ -79,6 +81,7 @@ pub struct SledStore {
     snapshots: sled::Tree,
     /// Land code -> [`SigningKeys`] it registered.
     signing_keys: sled::Tree,
+    offers: sled::Tree,
 }
 
 impl SledStore {
@@ -141,6 +144,7 @@ impl SledStore {
             meta,
             snapshots: t("snapshots")?,
             signing_keys: t("signing_keys")?,
+            offers: t("offers")?,
             db,
             found_format,
         })
@@ -529,6 +533,37 @@ impl Store for SledStore {
 
     fn signing_keys(&self, land: &LandCode) -> Result<SigningKeys> {
         Ok(Self::get(&self.signing_keys, "signing_keys", land.as_str().as_bytes())?.unwrap_or_default())
+    }
+
+    fn put_offer(
+        &self,
+        land: &LandCode,
+        service: &ServiceId,
+        offer: &SignedOffer,
+        at_ms: i64,
+        withdrawn: bool,
+    ) -> Result<Event> {
+        let k = key(&[service.as_str().as_bytes(), land.as_str().as_bytes()]);
+        (&self.offers, &self.meta, &self.events)
+            .transaction(|(tree, meta, events)| {
+                tree.insert(k.as_slice(), encode(offer))?;
+                let kind = EventKind::Offered { service_id: service.clone(), land: land.clone(), withdrawn };
+                append_event(meta, events, at_ms, kind)
+            })
+            .map_err(from_tx)
+    }
+
+    fn offers(&self, service: &ServiceId) -> Result<Vec<(LandCode, SignedOffer)>> {
+        let mut out = Vec::new();
+        for item in self.offers.scan_prefix(prefix(service.as_str().as_bytes())) {
+            let (k, v) = item?;
+            let land = k.rsplit(|b| *b == 0).next().and_then(|l| std::str::from_utf8(l).ok()).unwrap_or_default();
+            let land: LandCode = land
+                .parse()
+                .map_err(|_| Error::Storage(format!("offer key names no Land: {:?}", String::from_utf8_lossy(&k))))?;
+            out.push((land, decode::<SignedOffer>("offers", &v)?));
+        }
+        Ok(out)
     }
 
     fn put_snapshot(&self, land: &LandCode, snapshot: &[u8], signature: &[u8]) -> Result<()> {

@@ -1,0 +1,299 @@
+//! Nachnutzung: a service built by one Land (here Bremen) reaches the Kommunen of another
+//! (NRW) only through NRW's signed offer, with NRW's Land-level parameters; NRW reads about
+//! its own Kommunen, and a node refuses an offer its Land did not sign.
+
+use efa_cli::publish::{publish_offer, OfferSpec};
+use efa_domain::model::ids::{LandCode, ServiceId};
+use efa_domain::model::offer::{Offer, OFFER_FORMAT};
+use efa_domain::model::release::UpdatePolicy;
+use efa_domain::params::ParamValue;
+use efa_domain::signing::SigningKey;
+use efa_node::config::SubscriptionConfig;
+use efa_node::{Agent, Handled, NodeConfig};
+use efa_proto::v1 as pb;
+use efa_tests::*;
+use std::collections::BTreeMap;
+use tonic::Code;
+
+const BREMEN: &str = "04";
+const BREMEN_STADT: &str = "04011000";
+const SERVICE: &str = "hundehaltung-hb";
+/// Hundehaltung (OZG-ID 10160) is filed under this Themenfeld.
+const THEMENFELD: &str = "Engagement & Hobby";
+
+/// A node that follows a Themenfeld, trusts NRW's and Bremen's keys, and sets only the
+/// payment purpose: the fee must come from its Land's offer.
+fn themenfeld_node(w: &World, ags: &str) -> Agent {
+    let mut config: NodeConfig = w.node_config(ags, &[]);
+    config.subscriptions.push(SubscriptionConfig {
+        service: None,
+        themenfeld: Some(THEMENFELD.into()),
+        channel: "stable".parse().unwrap(),
+        policy: UpdatePolicy::Auto,
+    });
+    let bremen: LandCode = BREMEN.parse().unwrap();
+    let config = config
+        .trust(bremen.clone(), w.fed.trusted_key(&bremen).unwrap())
+        .parameters(SERVICE.parse().unwrap(), purpose_only(ags));
+    Agent::new(config).unwrap()
+}
+
+fn purpose_only(ags: &str) -> BTreeMap<String, ParamValue> {
+    BTreeMap::from([("payment_purpose".to_string(), ParamValue::Text(format!("Hund {ags}")))])
+}
+
+fn offer(land: &str, kommunen: &[&str], params: &[(&str, ParamValue)]) -> Offer {
+    Offer {
+        format: OFFER_FORMAT,
+        land: land.parse().unwrap(),
+        service_id: SERVICE.parse().unwrap(),
+        channel: "stable".parse().unwrap(),
+        from_version: "1.0.0".into(),
+        land_parameters: params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        kommunen: kommunen.iter().map(|a| a.parse().unwrap()).collect(),
+        issued_at_ms: efa_domain::now_ms(),
+        withdrawn: None,
+    }
+}
+
+fn signed(key: &SigningKey, offer: &Offer) -> pb::SignedOffer {
+    let bytes = offer.to_bytes();
+    pb::SignedOffer { signature: key.sign(&bytes), offer: bytes }
+}
+
+fn spec(params: &[(&str, &str)], withdrawn: Option<&str>) -> OfferSpec {
+    OfferSpec {
+        service_id: SERVICE.parse().unwrap(),
+        channel: "stable".parse().unwrap(),
+        from_version: "1.0.0".into(),
+        land_parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        kommunen: vec![],
+        withdrawn: withdrawn.map(str::to_string),
+    }
+}
+
+async fn publish_as(w: &World, land_code: &str, offer: pb::SignedOffer) -> Result<pb::OfferInfo, tonic::Status> {
+    CatalogServiceClient::new(w.channel(&land(land_code)).await).publish_offer(offer).await.map(|r| r.into_inner())
+}
+
+fn deployed(handled: &[Handled]) -> Vec<String> {
+    handled
+        .iter()
+        .filter_map(|h| match h {
+            Handled::Deployed { service, version } => Some(format!("{service} {version}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_brings_a_service_built_elsewhere_to_the_offering_lands_kommunen() {
+    let w = World::new().await;
+    let info = w.register(BREMEN, SERVICE, "10160").await.unwrap();
+    assert_eq!(info.themenfeld, THEMENFELD);
+    w.publish(BREMEN, SERVICE, "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+
+    // Without an offer, Dortmund's Themenfeld subscription does not reach Bremen's service.
+    let dortmund = themenfeld_node(&w, DORTMUND);
+    assert!(deployed(&dortmund.sync().await.unwrap()).is_empty());
+    assert!(w.adopters(SERVICE).await.is_empty());
+
+    // Offers the hub refuses, each with its code; nothing is stored.
+    let nrw_key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
+    let bremen_key = w.fed.signing_key(&BREMEN.parse().unwrap()).unwrap();
+    let fee = |c: i64| ("fee_cents", ParamValue::Integer(c));
+    let cases: Vec<(&str, &str, pb::SignedOffer, Code, &str)> = vec![
+        (
+            "the building Land",
+            BREMEN,
+            signed(&bremen_key, &offer(BREMEN, &[], &[])),
+            Code::PermissionDenied,
+            "without an offer",
+        ),
+        (
+            "for another Land's Kommunen",
+            NRW,
+            signed(&nrw_key, &offer(NRW, &["09162000"], &[])),
+            Code::PermissionDenied,
+            "lies in Land 09",
+        ),
+        (
+            "in another Land's name",
+            "09",
+            signed(&nrw_key, &offer(NRW, &[], &[])),
+            Code::PermissionDenied,
+            "caller is Land 09",
+        ),
+        (
+            "an unknown parameter",
+            NRW,
+            signed(&nrw_key, &offer(NRW, &[], &[("epaybl_tenant", ParamValue::Text("x".into()))])),
+            Code::InvalidArgument,
+            "unknown parameter",
+        ),
+        (
+            "a fee that is no amount",
+            NRW,
+            signed(&nrw_key, &offer(NRW, &[], &[("fee_cents", ParamValue::Text("zehn".into()))])),
+            Code::InvalidArgument,
+            "euro cents",
+        ),
+        (
+            "a Kommune not in the register",
+            NRW,
+            signed(&nrw_key, &offer(NRW, &["05999999"], &[])),
+            Code::InvalidArgument,
+            "not a Gemeinde",
+        ),
+        (
+            "no JSON",
+            NRW,
+            pb::SignedOffer { offer: b"{not json".to_vec(), signature: vec![0; 64] },
+            Code::InvalidArgument,
+            "not a valid offer",
+        ),
+        (
+            "a short signature",
+            NRW,
+            pb::SignedOffer { offer: offer(NRW, &[], &[]).to_bytes(), signature: vec![1; 3] },
+            Code::InvalidArgument,
+            "64-byte",
+        ),
+    ];
+    for (what, caller, o, code, says) in cases {
+        let err = publish_as(&w, caller, o).await.unwrap_err();
+        assert_eq!(err.code(), code, "{what}: {}", err.message());
+        assert!(err.message().contains(says), "{what}: {}", err.message());
+    }
+    let mut unknown = offer(NRW, &[], &[fee(990)]);
+    unknown.service_id = "gibt-es-nicht".parse().unwrap();
+    assert_eq!(publish_as(&w, NRW, signed(&nrw_key, &unknown)).await.unwrap_err().code(), Code::NotFound);
+    let listed = CatalogServiceClient::new(w.channel(&land(NRW)).await)
+        .list_offers(pb::ListOffersRequest { service_id: SERVICE.into(), land_code: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.offers.is_empty(), "refused offers are not stored");
+
+    // NRW offers it with its Land-level fee, as `efa offer --set fee_cents=990` does.
+    let info = publish_offer(
+        w.channel(&land(NRW)).await,
+        &NRW.parse().unwrap(),
+        &nrw_key,
+        spec(&[("fee_cents", "990")], None),
+    )
+    .await
+    .unwrap();
+    assert_eq!((info.land_code.as_str(), info.building_land_code.as_str()), (NRW, BREMEN));
+    assert_eq!(info.land_parameters.get("fee_cents").map(String::as_str), Some("990"));
+    let entry = CatalogServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .get_service(pb::GetServiceRequest { id: SERVICE.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((entry.land_code.as_str(), entry.offered_by), (BREMEN, vec![NRW.to_string()]));
+
+    // Now Dortmund's Themenfeld subscription reaches it, and the Land's fee fills the gap.
+    assert_eq!(deployed(&dortmund.sync().await.unwrap()), vec![format!("{SERVICE} 1.0.0")]);
+    let rendered =
+        std::fs::read_to_string(dortmund.config().deploy_dir.join(SERVICE).join("current/config/payment.toml"))
+            .unwrap();
+    assert!(rendered.contains("fee_cents = 990") && rendered.contains("Hund 05913000"), "{rendered}");
+
+    // A replayed, older offer is refused.
+    let mut old = offer(NRW, &[], &[fee(990)]);
+    old.issued_at_ms = 1;
+    let err = publish_as(&w, NRW, signed(&nrw_key, &old)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+
+    // Bremen's own Kommune subscribes to it directly.
+    let bremen_stadt = {
+        let bremen: LandCode = BREMEN.parse().unwrap();
+        let config = w
+            .node_config(BREMEN_STADT, &[Sub { service: SERVICE, policy: UpdatePolicy::Auto }])
+            .trust(bremen.clone(), w.fed.trusted_key(&bremen).unwrap());
+        Agent::new(config).unwrap()
+    };
+    assert_eq!(deployed(&bremen_stadt.sync().await.unwrap()), vec![format!("{SERVICE} 1.0.0")]);
+
+    // NRW reads about its own Kommunen only; Bremen about all; Bayern about none.
+    let w = &w;
+    let adopters = |who| async move {
+        ReportServiceClient::new(w.channel(&who).await)
+            .service_adopters(pb::ServiceAdoptersRequest { service_id: SERVICE.into() })
+            .await
+            .map(|r| r.into_inner().adopters.into_iter().map(|a| a.ags).collect::<Vec<_>>())
+    };
+    assert_eq!(adopters(land(NRW)).await.unwrap(), vec![DORTMUND.to_string()]);
+    assert_eq!(adopters(land(BREMEN)).await.unwrap(), vec![BREMEN_STADT.to_string(), DORTMUND.to_string()]);
+    assert_eq!(adopters(land("09")).await.unwrap_err().code(), Code::PermissionDenied);
+    let coverage = |who, land_code: &str| {
+        let land_code = land_code.to_string();
+        async move {
+            ReportServiceClient::new(w.channel(&who).await)
+                .coverage(pb::CoverageRequest { service_id: SERVICE.into(), land_code })
+                .await
+                .map(|r| r.into_inner().rows)
+        }
+    };
+    let rows = coverage(land(NRW), "").await.unwrap();
+    assert!(rows.iter().all(|r| r.code.starts_with(NRW)), "only NRW rows: {rows:?}");
+    assert!(rows.iter().any(|r| r.code == NRW && r.adopted == 1));
+    assert_eq!(coverage(land(NRW), BREMEN).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // NRW withdraws; a newer release no longer reaches Dortmund, which keeps what it runs.
+    let info = publish_offer(
+        w.channel(&land(NRW)).await,
+        &NRW.parse().unwrap(),
+        &nrw_key,
+        spec(&[], Some("Landesvertrag zur Nachnutzung endet")),
+    )
+    .await
+    .unwrap();
+    assert!(info.withdrawn);
+    w.publish(BREMEN, SERVICE, "1.1.0", &w.standard_bundle("1.1.0")).await.unwrap();
+    let handled = dortmund.sync().await.unwrap();
+    assert!(deployed(&handled).is_empty(), "{handled:?}");
+    let service: ServiceId = SERVICE.parse().unwrap();
+    assert_eq!(
+        dortmund.status().unwrap().services.iter().find(|s| s.service == service.as_str()).unwrap().running.as_deref(),
+        Some("1.0.0")
+    );
+    // Bremen's own Kommune gets it as before.
+    assert_eq!(deployed(&bremen_stadt.sync().await.unwrap()), vec![format!("{SERVICE} 1.1.0")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_an_offer_its_land_did_not_sign() {
+    let w = World::new().await;
+    w.register(BREMEN, SERVICE, "10160").await.unwrap();
+    w.publish(BREMEN, SERVICE, "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    // NRW registered no keys with the hub, so the hub takes any signature: as a hub that
+    // forges offers would serve them. The node checks against the key it pins for NRW.
+    let forger = SigningKey::generate();
+    publish_as(&w, NRW, signed(&forger, &offer(NRW, &[], &[("fee_cents", ParamValue::Integer(1))]))).await.unwrap();
+
+    let dortmund = themenfeld_node(&w, DORTMUND);
+    let handled = dortmund.sync().await.unwrap();
+    assert!(deployed(&handled).is_empty(), "{handled:?}");
+    let why = handled
+        .iter()
+        .find_map(|h| match h {
+            Handled::Ignored { service, why, .. } if service == SERVICE => Some(why.clone()),
+            _ => None,
+        })
+        .expect("the release is handled and refused");
+    assert!(why.contains("does not verify") && why.contains("Land 05"), "{why}");
+    assert!(w.adopters(SERVICE).await.is_empty());
+
+    // A Kommune that subscribes to the service itself may still take it (its own choice),
+    // with its own parameters: the forged offer's fee is not used.
+    let mut config = w.node_config(ESSEN, &[Sub { service: SERVICE, policy: UpdatePolicy::Auto }]);
+    let bremen: LandCode = BREMEN.parse().unwrap();
+    config = config.trust(bremen.clone(), w.fed.trusted_key(&bremen).unwrap());
+    let essen = Agent::new(config).unwrap();
+    assert_eq!(deployed(&essen.sync().await.unwrap()), vec![format!("{SERVICE} 1.0.0")]);
+    let rendered =
+        std::fs::read_to_string(essen.config().deploy_dir.join(SERVICE).join("current/config/payment.toml")).unwrap();
+    assert!(rendered.contains("fee_cents = 1250"), "{rendered}");
+}
