@@ -119,6 +119,12 @@ struct Kommune {
     by_provider: bool,
 }
 
+/// The Gemeinden of Kreis Unna (register 2023-11-30), the Kreisstadt first.
+const KREIS_UNNA: [&str; 10] = [
+    "05978036", "05978004", "05978008", "05978012", "05978016", "05978020", "05978024", "05978028", "05978032",
+    "05978040",
+];
+
 /// The municipal IT service provider of the demo, which runs the nodes of two small
 /// Kommunen of Kreis Unna. Its name is made up; real providers are not named here.
 const PROVIDER: &str = "kommunaler-it-dienstleister";
@@ -495,6 +501,34 @@ async fn run() -> Result<()> {
         agents.push((k, Arc::new(agent)));
     }
 
+    section("Kreis Unna runs SchülerBAföG for its ten Gemeinden (Zuständigkeit)");
+    // SchülerBAföG is decided by the Ämter für Ausbildungsförderung of Kreise and kreisfreie
+    // Städte, so Kreis Unna runs one deployment for its Gemeinden, Lünen among them. That
+    // its office serves all ten is the demo's assumption; we could not confirm it.
+    let unna = Kommune {
+        ags: "05978036",
+        name: "Unna",
+        subscriptions: vec![("schueler-bafoeg", UpdatePolicy::Auto)],
+        epaybl: "https://epaybl.kreis-unna.example/api",
+        by_themenfeld: false,
+        by_provider: false,
+    };
+    let seat = CatalogServiceClient::new(operator.clone())
+        .get_kommune(pb::GetKommuneRequest { ags: unna.ags.into() })
+        .await?
+        .into_inner();
+    let mut config = node_config(&fed, &root, &unna, &seat.postcode, None, &themenfelder)?
+        .with_tls(fed.client_tls(&Identity::Kreis("05978".parse()?))?);
+    config.covers = KREIS_UNNA.iter().filter(|a| **a != unna.ags).map(|a| a.parse()).collect::<Result<_, _>>()?;
+    if let Some(s) = config.services.get_mut(&"schueler-bafoeg".parse()?) {
+        s.parameters
+            .insert("zustaendige_stelle".into(), ParamValue::Text("Kreis Unna – Amt für Ausbildungsförderung".into()));
+    }
+    let kreis_unna = Agent::new(config)?;
+    for h in kreis_unna.sync().await? {
+        println!("  Kreis Unna (efa://kreis/05978): {} for {} Gemeinden", describe(&h), KREIS_UNNA.len());
+    }
+
     section("Dortmund decides: four deployed, four rejected");
     let dortmund = agents[0].1.clone();
     for (id, ..) in SERVICES {
@@ -690,6 +724,8 @@ async fn run() -> Result<()> {
     print!("{}", text(&reports::adopters(operator.clone(), "wohngeld").await?));
     print!("{}", text(&reports::coverage(operator.clone(), "wohngeld", "", true).await?));
     print!("{}", text(&reports::ratings(operator.clone(), "wohngeld").await?));
+    let bafoeg = reports::coverage(operator.clone(), "schueler-bafoeg", "", true).await?;
+    print!("{}", text(&bafoeg));
     let preflight = reports::preflight(operator.clone(), "wohngeld", "1.2.0").await?;
     print!("{}", text(&preflight));
     let nrw_view = fed.channel(&Identity::Land(NRW.parse()?)).await?;
@@ -721,6 +757,12 @@ async fn run() -> Result<()> {
     ensure!(
         bielefeld[3].as_text() == "rolled back" && bielefeld[2].as_text() == "1.0.0",
         "Bielefeld rolled back to 1.0.0: {bielefeld:?}"
+    );
+    // Columns: level, code, name, adopted, gemeinden, ...: Kreis Unna covers all ten.
+    let unna_row = bafoeg.rows.iter().find(|r| r[1].as_text() == "05978").context("a coverage row for Kreis Unna")?;
+    ensure!(
+        unna_row[3].as_text() == "10" && unna_row[4].as_text() == "10",
+        "Kreis Unna covers its ten Gemeinden: {unna_row:?}"
     );
     // What NRW set once in its offer reaches its Kommunen's deployments.
     let rendered = std::fs::read_to_string(root.join("nodes/dortmund/deploy/wohngeld/current/config/service.toml"))?;

@@ -6,7 +6,7 @@
 //! that need stored ownership) and the dashboard all ask it, so a rule is written once.
 
 use crate::error::{echo, Error, Result};
-use crate::model::ids::{Ags, LandCode};
+use crate::model::ids::{Ags, KreisCode, LandCode, VerbandCode};
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -21,6 +21,12 @@ pub enum Identity {
     /// `efa://provider/citkomm`. It acts for a Kommune only as far as an operator granted it,
     /// and then under that Kommune's identity (every report names the Kommune).
     Provider(String),
+    /// A Kreis, e.g. `efa://kreis/05978` (Unna): runs services it is zuständig for on behalf
+    /// of its Gemeinden, and acts for those Gemeinden only (every report names the Gemeinde).
+    Kreis(KreisCode),
+    /// A Gemeindeverband (Amt, Verbandsgemeinde, Samtgemeinde), named by the first 9 digits
+    /// of its Gemeinden's ARS, e.g. `efa://verband/010575747`: acts for its member Gemeinden.
+    Verband(VerbandCode),
 }
 
 impl Identity {
@@ -37,6 +43,8 @@ impl Identity {
         match role {
             "land" => key.parse().map(Identity::Land),
             "kommune" => key.parse().map(Identity::Kommune),
+            "kreis" => key.parse().map(Identity::Kreis),
+            "verband" => key.parse().map(Identity::Verband),
             "operator" | "provider" => {
                 let ok = !key.is_empty()
                     && key.len() <= 64
@@ -47,25 +55,32 @@ impl Identity {
                     (false, _) => Err(bad(format!("{role} name {} must be 1..64 of A-Z a-z 0-9 - _", echo(key)))),
                 }
             }
-            other => Err(bad(format!("unknown role {} (expected land, kommune, operator or provider)", echo(other)))),
+            other => Err(bad(format!(
+                "unknown role {} (expected land, kommune, kreis, verband, operator or provider)",
+                echo(other)
+            ))),
         }
     }
 
-    /// `land`, `kommune`, `operator` or `provider`.
+    /// `land`, `kommune`, `kreis`, `verband`, `operator` or `provider`.
     pub fn role(&self) -> &'static str {
         match self {
             Identity::Land(_) => "land",
             Identity::Kommune(_) => "kommune",
+            Identity::Kreis(_) => "kreis",
+            Identity::Verband(_) => "verband",
             Identity::Operator(_) => "operator",
             Identity::Provider(_) => "provider",
         }
     }
 
-    /// The Land code, AGS, operator or provider name.
+    /// The Land code, AGS, Kreis or Verband code, operator or provider name.
     pub fn key(&self) -> String {
         match self {
             Identity::Land(l) => l.to_string(),
             Identity::Kommune(a) => a.to_string(),
+            Identity::Kreis(k) => k.to_string(),
+            Identity::Verband(v) => v.to_string(),
             Identity::Operator(n) | Identity::Provider(n) => n.clone(),
         }
     }
@@ -137,11 +152,12 @@ pub enum Action<'a> {
         /// The provider.
         provider: &'a str,
     },
-    /// Act for Kommune `ags`; `granted` says whether an operator granted the caller that.
+    /// Act for Kommune `ags`; `granted` says whether an operator granted the caller that (a
+    /// provider) or the Gemeinde lies in the caller (a Kreis or Gemeindeverband).
     ActFor {
         /// The Kommune acted for.
         ags: &'a Ags,
-        /// Whether the caller (a provider) holds a grant for it.
+        /// Whether the caller holds a grant for it or contains it.
         granted: bool,
     },
 }
@@ -243,6 +259,13 @@ fn table(who: &Identity, action: Action<'_>) -> Result<()> {
         (Action::ActFor { ags, .. }, Identity::Provider(p)) => deny(format!(
             "provider {p} is not granted to act for Kommune {ags}; an operator grants it (efa grants set)"
         )),
+        (Action::ActFor { granted: true, .. }, Identity::Kreis(_) | Identity::Verband(_)) => Ok(()),
+        (Action::ActFor { ags, .. }, Identity::Kreis(k)) => {
+            deny(format!("Kreis {k} acts for its own Gemeinden only; Gemeinde {ags} lies in Kreis {}", ags.kreis()))
+        }
+        (Action::ActFor { ags, .. }, Identity::Verband(v)) => {
+            deny(format!("Gemeindeverband {v} acts for its member Gemeinden only; Gemeinde {ags} is not one of them"))
+        }
         (Action::ActFor { ags, .. }, other) => {
             deny(format!("only Kommune {ags} or a provider it granted may act for it; caller is {other}"))
         }
@@ -378,6 +401,22 @@ mod tests {
         assert!(authorize(&operator(), Action::ReadDashboard).is_ok());
         assert!(authorize(&land("05"), Action::ReadDashboard).is_err());
         assert!(authorize(&kommune("05913000"), Action::ReadDashboard).is_err());
+    }
+
+    #[test]
+    fn a_kreis_or_verband_acts_for_its_own_gemeinden_only() {
+        let unna = Identity::parse_uri("efa://kreis/05978").unwrap();
+        let amt = Identity::parse_uri("efa://verband/010575747").unwrap();
+        assert_eq!(Identity::parse_uri(&unna.to_uri()).unwrap(), unna);
+        assert!(Identity::parse_uri("efa://kreis/0597").is_err() && Identity::parse_uri("efa://verband/0105").is_err());
+        let luenen: Ags = "05978024".parse().unwrap();
+        let dortmund: Ags = "05913000".parse().unwrap();
+        assert!(authorize(&unna, Action::ActFor { ags: &luenen, granted: true }).is_ok());
+        let err = authorize(&unna, Action::ActFor { ags: &dortmund, granted: false }).unwrap_err().to_string();
+        assert!(err.contains("lies in Kreis 05913"), "{err}");
+        assert!(authorize(&amt, Action::ActFor { ags: &luenen, granted: false }).is_err());
+        assert!(authorize(&unna, Action::ActAsKommune).is_err(), "as itself a Kreis is no Kommune");
+        assert!(authorize(&unna, Action::ManageService { owner: None }).is_err());
     }
 
     #[test]

@@ -153,6 +153,13 @@ enum PkiCommand {
         /// grants it (efa grants set).
         #[arg(long, group = "role")]
         provider: Option<String>,
+        /// A Kreis, by Kreis code (e.g. 05978); it acts for its Gemeinden.
+        #[arg(long, group = "role")]
+        kreis: Option<String>,
+        /// A Gemeindeverband (Amt, Verbandsgemeinde, Samtgemeinde), by the first 9 digits of
+        /// its Gemeinden's ARS (e.g. 010575747); it acts for its member Gemeinden.
+        #[arg(long, group = "role")]
+        verband: Option<String>,
     },
     /// Revoke a client certificate: adds it to DIR/crl.pem (signed by the CA). A hub started
     /// with --crl DIR/crl.pem refuses it within seconds and closes its connections.
@@ -165,19 +172,13 @@ enum PkiCommand {
     },
 }
 
-fn identity(
-    land: Option<String>,
-    kommune: Option<String>,
-    operator: Option<String>,
-    provider: Option<String>,
-) -> Result<Identity> {
-    Ok(match (land, kommune, operator, provider) {
-        (Some(l), None, None, None) => Identity::Land(l.parse()?),
-        (None, Some(a), None, None) => Identity::Kommune(a.parse()?),
-        (None, None, Some(o), None) => Identity::parse_uri(&format!("efa://operator/{o}"))?,
-        (None, None, None, Some(p)) => Identity::parse_uri(&format!("efa://provider/{p}"))?,
-        _ => bail!("name exactly one of --land, --kommune, --operator, --provider"),
-    })
+/// The one identity named by `(role, key)` pairs of which exactly one key is given.
+fn identity(roles: [(&str, Option<String>); 6]) -> Result<Identity> {
+    let given: Vec<(&str, String)> = roles.into_iter().filter_map(|(r, k)| k.map(|k| (r, k))).collect();
+    match &given[..] {
+        [(role, key)] => Ok(Identity::parse_uri(&format!("efa://{role}/{}", key.trim()))?),
+        _ => bail!("name exactly one of --land, --kommune, --kreis, --verband, --operator, --provider"),
+    }
 }
 
 async fn serve(config: HubConfig) -> Result<()> {
@@ -352,8 +353,15 @@ async fn run() -> Result<()> {
             println!("{} revoked; CRL written to {}", cert.display(), crl.display());
             Ok(())
         }
-        Command::Pki(PkiCommand::Issue { dir, land, kommune, operator, provider }) => {
-            let id = identity(land, kommune, operator, provider)?;
+        Command::Pki(PkiCommand::Issue { dir, land, kommune, operator, provider, kreis, verband }) => {
+            let id = identity([
+                ("land", land),
+                ("kommune", kommune),
+                ("kreis", kreis),
+                ("verband", verband),
+                ("operator", operator),
+                ("provider", provider),
+            ])?;
             let files = pki::issue(&dir, &id, &id.to_uri())?;
             println!("{} -> {} / {}", id.to_uri(), files.cert.display(), files.key.display());
             Ok(())

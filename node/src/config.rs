@@ -9,6 +9,7 @@
 //! keep_versions = 3
 //! health_timeout_secs = 60
 //! max_staleness_secs = 86400             # status warns when the last sync is older
+//! covers = []                            # a Kreis or Amt node: further Gemeinden it serves
 //! metrics_listen = "127.0.0.1:9464"      # optional: Prometheus /metrics while running
 //!
 //! [tls]
@@ -51,6 +52,12 @@ pub struct NodeConfig {
     pub source: Option<PathBuf>,
     /// This Kommune; the hub knows it by the AGS in its client certificate.
     pub ags: Ags,
+    /// Further Gemeinden the deployments of this node serve (Zuständigkeit: a Kreis or an
+    /// Amt running one deployment for its Gemeinden). Every adoption report goes out for
+    /// `ags` and for each of these; the certificate must be allowed to act for all of them
+    /// (a Kreis for its Gemeinden, an Amt for its members, a provider for its grant).
+    #[serde(default)]
+    pub covers: Vec<Ags>,
     /// The hub's URL, `https://host:port`.
     pub hub: String,
     /// Holds `state.json` and the blob cache.
@@ -154,6 +161,7 @@ impl NodeConfig {
         NodeConfig {
             source: None,
             ags,
+            covers: Vec::new(),
             hub: hub.into(),
             state_dir: state_dir.into(),
             deploy_dir: deploy_dir.into(),
@@ -220,6 +228,9 @@ impl NodeConfig {
 
     /// Checks what serde cannot: one target per subscription, parseable trusted keys.
     fn validate(&self) -> Result<(), String> {
+        if self.covers.contains(&self.ags) {
+            return Err(format!("covers lists {} twice: it is the node's own ags", self.ags));
+        }
         for (i, s) in self.subscriptions.iter().enumerate() {
             s.target().map_err(|e| format!("subscriptions[{i}]: {e}"))?;
         }

@@ -204,6 +204,13 @@ impl HubClient {
         }
     }
 
+    /// Who the hub takes this client for (role, key); it refuses a Kommune acted for
+    /// without the right to.
+    pub async fn who_am_i(&self) -> Result<(String, String)> {
+        let me = self.catalog().who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
+        Ok((me.role, me.key))
+    }
+
     /// A Land's signed offer of a service; `None` if that Land never offered it.
     pub async fn offer(&self, service: &ServiceId, land: &LandCode) -> Result<Option<SignedOffer>> {
         let req = pb::GetOfferRequest { service_id: service.to_string(), land_code: land.to_string() };

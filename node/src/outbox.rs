@@ -5,11 +5,13 @@ use crate::error::{NodeError, Result};
 use crate::hub::{HubClient, HubError};
 use crate::state::{NodeState, OutboxReport, StateFile};
 use efa_domain::model::adoption::AdoptionState;
+use efa_domain::model::ids::Ags;
 
 /// Queues reports with the state change that causes them, and sends them in order.
 pub struct Outbox<'a> {
     state: &'a StateFile,
     hub: &'a HubClient,
+    covers: &'a [Ags],
 }
 
 /// What became of a report handed to [`Outbox::send`].
@@ -24,9 +26,10 @@ pub enum Sent {
 }
 
 impl<'a> Outbox<'a> {
-    /// The outbox of `state`, sending through `hub`.
-    pub fn new(state: &'a StateFile, hub: &'a HubClient) -> Self {
-        Outbox { state, hub }
+    /// The outbox of `state`, sending through `hub`; each report also goes out for every
+    /// Gemeinde in `covers` (Zuständigkeit of a Kreis or Amt node).
+    pub fn new(state: &'a StateFile, hub: &'a HubClient, covers: &'a [Ags]) -> Self {
+        Outbox { state, hub, covers }
     }
 
     /// Queues `report` in the same write as `change` (the state change it reports), then
@@ -49,6 +52,10 @@ impl<'a> Outbox<'a> {
                 entry.evaluating = None;
             }
             s.outbox.push(report.clone());
+            // Queued one per Gemeinde, so a hub that goes away halfway resends none twice.
+            for ags in self.covers {
+                s.outbox.push(OutboxReport { ags: Some(ags.to_string()), ..report.clone() });
+            }
             true
         })?;
         if !queued {
@@ -75,12 +82,14 @@ impl<'a> Outbox<'a> {
         let mut refused_mine = None;
         loop {
             let Some(next) = self.state.load()?.outbox.first().cloned() else { break };
-            let sent = match next.to_report() {
-                Ok(report) => self.hub.report(&report).await,
-                Err(e) => Err(HubError::InvalidAnswer(match e {
-                    NodeError::Domain(e) => e,
-                    other => efa_domain::Error::invalid("report", other.to_string()),
-                })),
+            let for_kommune = next.ags.as_deref().map(str::parse::<Ags>);
+            let sent = match (next.to_report(), for_kommune) {
+                (Ok(report), None) => self.hub.report(&report).await,
+                (Ok(report), Some(Ok(ags))) => self.hub.clone().acting_for(&ags).report(&report).await,
+                (Ok(_), Some(Err(e))) | (Err(NodeError::Domain(e)), _) => Err(HubError::InvalidAnswer(e)),
+                (Err(other), _) => {
+                    Err(HubError::InvalidAnswer(efa_domain::Error::invalid("report", other.to_string())))
+                }
             };
             match sent {
                 Ok(()) => {}

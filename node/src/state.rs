@@ -44,6 +44,9 @@ pub struct OutboxReport {
     pub state: AdoptionState,
     /// Why.
     pub reason: String,
+    /// The Gemeinde it is for, when not the node's own (a covered one, see `covers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ags: Option<String>,
 }
 
 impl OutboxReport {

@@ -15,3 +15,4 @@ mod python_client;
 mod routing;
 mod tls;
 mod verification;
+mod zustaendigkeit;

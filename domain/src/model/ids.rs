@@ -102,6 +102,11 @@ digit_key!(
     KreisCode, 5, "Kreis code", "05913 for Dortmund"
 );
 digit_key!(
+    /// Gemeindeverband (Amt, Verbandsgemeinde, Samtgemeinde, ...): the first 9 digits of its
+    /// Gemeinden's ARS, Land (2) + RB (1) + Kreis (2) + Verband (4).
+    VerbandCode, 9, "Gemeindeverband code", "010575747"
+);
+digit_key!(
     /// OZG-ID of an OZG-Leistung: 5 digits.
     OzgId, 5, "OZG-ID", "10513"
 );

@@ -107,6 +107,8 @@ impl CatalogService for Catalog {
                 Ok(match &whom {
                     Identity::Land(l) => r.land(l).map(|l| l.name).unwrap_or_default(),
                     Identity::Kommune(a) => r.kommune_name(a)?,
+                    Identity::Kreis(k) => r.kreis_name(k)?,
+                    Identity::Verband(v) => format!("Gemeindeverband {v}"),
                     Identity::Operator(n) | Identity::Provider(n) => n.clone(),
                 })
             })

@@ -62,6 +62,7 @@ impl Agent {
             version: version.clone(),
             state: AdoptionState::Rejected,
             reason: reason.to_string(),
+            ags: None,
         };
         let sent = self.outbox().send(report, |_| ()).await?;
         self.update(|s| {
@@ -92,6 +93,7 @@ impl Agent {
             version: version.to_string(),
             state: AdoptionState::Deployed,
             reason: String::new(),
+            ags: None,
         };
         let key = id.to_string();
         let sent = self.outbox().send(report, move |s| s.services.entry(key).or_default().hold = Some(hold)).await?;
@@ -132,6 +134,7 @@ impl Agent {
             version: String::new(),
             state: AdoptionState::Retired,
             reason: reason.to_string(),
+            ags: None,
         };
         self.outbox().send(report, |_| ()).await
     }

@@ -256,7 +256,7 @@ impl Agent {
     }
 
     fn outbox(&self) -> Outbox<'_> {
-        Outbox::new(&self.state, &self.hub)
+        Outbox::new(&self.state, &self.hub, &self.config.covers)
     }
 
     /// Changes the state in one write, carrying along a cursor that moved since the last one.
@@ -273,6 +273,20 @@ impl Agent {
 
     /// Registers every subscription of the config with the hub (idempotent).
     pub async fn register_subscriptions(&self) -> Result<()> {
+        // A Gemeinde in `covers` the certificate may not act for would have every report
+        // for it refused: say so now, naming the config.
+        for ags in &self.config.covers {
+            if let Err(e) = self.hub.clone().acting_for(ags).who_am_i().await {
+                if e.is_transient() {
+                    return Err(e.into());
+                }
+                let why = e.status().map(|s| s.message().to_string()).unwrap_or_else(|| e.to_string());
+                return Err(NodeError::Usage(format!(
+                    "{}: covers = [.. \"{ags}\" ..]: the hub refuses this node acting for it: {why}",
+                    self.config.describe_source()
+                )));
+            }
+        }
         for sub in self.config.new_subscriptions().map_err(NodeError::Usage)? {
             match self.hub.subscribe(&sub).await {
                 Err(e) if e.status().is_some_and(|s| s.code() == tonic::Code::NotFound) => {

@@ -31,6 +31,7 @@ fn report(info: &ReleaseSummary, state: AdoptionState, reason: &str) -> OutboxRe
         version: info.version.to_string(),
         state,
         reason: reason.to_string(),
+        ags: None,
     }
 }
 

@@ -41,6 +41,12 @@ impl Registry {
     pub fn act_for(&self, who: &Identity, ags: &Ags) -> Result<Identity> {
         let granted = match who {
             Identity::Provider(p) => self.store.grant(p)?.kommunen.binary_search(ags).is_ok(),
+            // Zuständigkeit follows the map: a Kreis acts for the Gemeinden in it, a
+            // Gemeindeverband for its members.
+            Identity::Kreis(k) => &ags.kreis() == k,
+            Identity::Verband(v) => {
+                self.register()?.kommunen.get(ags).is_some_and(|g| g.ars.as_str().starts_with(v.as_str()))
+            }
             _ => false,
         };
         authorize(who, Action::ActFor { ags, granted })?;

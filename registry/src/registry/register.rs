@@ -155,6 +155,25 @@ impl Registry {
         match who {
             // Checked per Kommune it acts for, against its grant.
             Identity::Operator(_) | Identity::Provider(_) => Ok(()),
+            Identity::Kreis(code) => {
+                if register.kreise.iter().any(|k| &k.code == code) {
+                    Ok(())
+                } else {
+                    refuse(format!("the certificate names Kreis {code}, which is not a Kreis of the register"))
+                }
+            }
+            Identity::Verband(code) => {
+                let members =
+                    register.kommunen.values().any(|k| k.is_active() && k.ars.as_str().starts_with(code.as_str()));
+                if members {
+                    Ok(())
+                } else {
+                    refuse(format!(
+                        "the certificate names Gemeindeverband {code}, which has no Gemeinde in the register (status {})",
+                        register.as_of
+                    ))
+                }
+            }
             Identity::Land(code) => {
                 if register.laender.iter().any(|l| &l.code == code) {
                     Ok(())
