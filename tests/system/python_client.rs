@@ -129,6 +129,54 @@ async fn release_written_and_signed_in_python_is_deployed_by_a_node() {
     );
 }
 
+/// Another Land's tooling, in Python only, offers NRW's service to its Kommunen: the
+/// signed offer (schema-checked) goes through, two hostile ones are refused, and a Kommune
+/// of that Land following the Themenfeld deploys the service with the Land's parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_written_and_signed_in_python_brings_the_service_to_that_lands_kommune() {
+    let install = format!("python3 -m pip install -r {REQUIREMENTS}");
+    let ready = match python_ready().await {
+        Ok(()) => python_has("cryptography").await,
+        e => e,
+    };
+    if !efa_testkit::tools::check("python_offer", ready, &install) {
+        return;
+    }
+    const BAYERN: &str = "09";
+    const MUENCHEN: &str = "09162000";
+    let w = World::new().await;
+    let info = w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+
+    let tls = w.fed.client_tls(&land(BAYERN)).unwrap();
+    let key_file = w.fed.signing_key_file(&BAYERN.parse().unwrap()).unwrap();
+    let mut args: Vec<std::ffi::OsString> = vec!["--addr".into(), w.fed.url().into()];
+    args.extend(tls_args(&tls));
+    args.extend(["--signing-key".into(), key_file.into_os_string()]);
+    args.extend(["--land", BAYERN, "--service", "wohngeld-nrw", "--set", "fee_cents=0"].map(Into::into));
+    run_python("tests/python/efa_offer.py", &args).await;
+
+    let mut config = w.node_config(MUENCHEN, &[]);
+    config.subscriptions.push(efa_node::config::SubscriptionConfig {
+        service: None,
+        themenfeld: Some(info.themenfeld),
+        channel: "stable".parse().unwrap(),
+        policy: UpdatePolicy::Auto,
+    });
+    let bayern: efa_domain::model::ids::LandCode = BAYERN.parse().unwrap();
+    let purpose = efa_domain::params::ParamValue::Text("Wohngeld München".into());
+    let config = config.trust(bayern.clone(), w.fed.trusted_key(&bayern).unwrap()).parameters(
+        "wohngeld-nrw".parse().unwrap(),
+        std::collections::BTreeMap::from([("payment_purpose".to_string(), purpose)]),
+    );
+    let node = efa_node::Agent::new(config).unwrap();
+    let handled = node.sync().await.unwrap();
+    assert_eq!(handled, vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.0".into() }]);
+    let rendered =
+        std::fs::read_to_string(node.config().deploy_dir.join("wohngeld-nrw/current/config/payment.toml")).unwrap();
+    assert!(rendered.contains("fee_cents = 0"), "{rendered}");
+}
+
 /// `--ca/--cert/--key` for a client certificate.
 fn tls_args(tls: &efa_proto::tls::ClientTlsFiles) -> Vec<std::ffi::OsString> {
     vec![

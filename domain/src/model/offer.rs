@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 pub const OFFER_FORMAT: u32 = 1;
 /// Kommunen one offer may name (NRW has 396 Gemeinden; Bayern, the most, 2,056).
 pub const MAX_OFFER_KOMMUNEN: usize = 2_500;
+/// Bytes of a signed offer document.
+pub const MAX_OFFER_BYTES: usize = 1024 * 1024;
 /// Characters of a withdrawal reason.
 pub const MAX_WITHDRAWAL_CHARS: usize = 1_000;
 
@@ -89,6 +91,9 @@ pub enum NotCovered {
 impl Offer {
     /// Parses offer bytes (as signed) and checks everything that needs no register.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_OFFER_BYTES {
+            return Err(Error::invalid("offer", format!("is {} bytes, more than {MAX_OFFER_BYTES}", bytes.len())));
+        }
         let o: Offer =
             serde_json::from_slice(bytes).map_err(|e| Error::invalid("offer", format!("not a valid offer: {e}")))?;
         if o.format != OFFER_FORMAT {
