@@ -77,6 +77,16 @@ const SERVICES: [(&str, &str, &str, &str, Option<&str>); 8] = [
     ("elfe-elterngeld", "10000", "99041006000000", "Elterngeld (ELFE-Baustein)", Some("04")),
 ];
 
+/// Further Leistungen a service bundles: ELFE covers Elterngeld with the Geburtsurkunde
+/// and Kindergeld (keys from the shipped LeiKa data). The Namensbestimmung it also covers
+/// has no key of its own there that we could identify, so it is left out.
+fn more_leistungsschluessel(service: &str) -> &'static [&'static str] {
+    match service {
+        "elfe-elterngeld" => &["99027002000000", "99041008000000"],
+        _ => &[],
+    }
+}
+
 /// The Land that registers and signs a service in the demo: its building Land, or NRW as
 /// the stand-in where that is unknown.
 fn builder(service: &str) -> &'static str {
@@ -374,6 +384,7 @@ async fn register(
         description: format!("EfA-Onlinedienst „{title}“ (Umsetzungsland {})", builder(id)),
         parameters,
         adoption_public: false,
+        more_leistungsschluessel: more_leistungsschluessel(id).iter().map(|k| k.to_string()).collect(),
     };
     let land = fed.channel(&Identity::Land(builder(id).parse()?)).await?;
     Ok(CatalogServiceClient::new(land).register_service(request).await?.into_inner())

@@ -106,6 +106,7 @@ impl World {
                 description: String::new(),
                 parameters,
                 adoption_public: false,
+                more_leistungsschluessel: vec![],
             })
             .await
             .map(|r| r.into_inner())

@@ -91,6 +91,7 @@ pub fn register_services(reg: &efa_registry::Registry, n: usize) -> Result<Vec<S
                     description: String::new(),
                     parameters: vec![],
                     adoption_public: false,
+                    more_leistungsschluessel: vec![],
                 },
             )?;
             Ok(id)

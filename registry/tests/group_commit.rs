@@ -32,6 +32,7 @@ fn concurrent_writes_are_acknowledged_once_each_and_survive_reopen() {
                     description: String::new(),
                     parameters: vec![],
                     adoption_public: false,
+                    more_leistungsschluessel: vec![],
                 },
             )
             .unwrap();

@@ -59,6 +59,7 @@ fn a_merge_and_a_rename_are_reported_and_nothing_is_lost() {
         description: String::new(),
         parameters: vec![],
         adoption_public: false,
+        more_leistungsschluessel: vec![],
     };
     reg.register_service(&nrw, service).unwrap();
     let report = AdoptionReport {

@@ -312,6 +312,7 @@ impl HubProc {
                 description: "Antrag auf Wohngeld (Mietzuschuss)".into(),
                 parameters: efa_tests::standard_parameters(),
                 adoption_public: false,
+                more_leistungsschluessel: vec![],
             })
             .await
             .expect("register service");

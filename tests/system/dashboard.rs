@@ -56,6 +56,7 @@ async fn populate(w: &World) -> Agent {
                 description: format!("EfA-Onlinedienst „{title}“ des Landes Nordrhein-Westfalen"),
                 parameters: standard_parameters(),
                 adoption_public: false,
+                more_leistungsschluessel: vec![],
             })
             .await
             .unwrap();

@@ -14,6 +14,7 @@ fn service(id: &str, title: &str, parameters: Vec<pb::ParameterSpec>) -> pb::Reg
         description: String::new(),
         parameters,
         adoption_public: false,
+        more_leistungsschluessel: vec![],
     }
 }
 
@@ -66,6 +67,17 @@ async fn control_characters_unbounded_schemas_and_unknown_filters_are_refused() 
         Code::InvalidArgument,
         "limit of 10000",
     );
+    // Further Leistungsschlüssel: each from LeiKa, none twice, at most 16.
+    for (keys, needle) in [
+        (vec!["99107023000001".to_string()], "not in the LeiKa catalogue"),
+        (vec!["99107023017002".into(), "99107023017002".into()], "listed twice"),
+        (vec!["99107023017002".to_string(); 17], "more than 16"),
+        (vec!["0123".into()], "Leistungsschlüssel"),
+    ] {
+        let mut req = service("wohngeld-nrw", "Wohngeld", vec![]);
+        req.more_leistungsschluessel = keys;
+        refused(needle, catalog.register_service(req).await, Code::InvalidArgument, needle);
+    }
     w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
 
     // A filter that matches nothing because of a typo is refused, not answered with [].

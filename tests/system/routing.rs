@@ -9,6 +9,8 @@ use efa_tests::*;
 use tonic::Code;
 
 const WOHNGELD_KEY: &str = "99107023000000";
+/// Wohngeld Bewilligung erneut (LeiKa), a further key the service covers.
+const WOHNGELD_WEITERLEISTUNG: &str = "99107023017002";
 const DORTMUND_DESTINATION: &str = "7b0b3d6e-1f0a-4c2e-9a4b-2d1f0e9c8a7b";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,6 +33,8 @@ async fn the_routing_table_lists_per_ars_the_destination_the_running_node_declar
             description: String::new(),
             parameters,
             adoption_public: false,
+            // A service may cover further Leistungen; routing answers for each key.
+            more_leistungsschluessel: vec![WOHNGELD_WEITERLEISTUNG.into()],
         })
         .await
         .unwrap();
@@ -59,6 +63,12 @@ async fn the_routing_table_lists_per_ars_the_destination_the_running_node_declar
     };
     let table = routing(kommune(ESSEN)).await.unwrap().into_inner();
     assert_eq!(table.rows.len(), 1, "{table:?}");
+    let further = ReportServiceClient::new(w.channel(&kommune(ESSEN)).await)
+        .routing(pb::RoutingRequest { leistungsschluessel: WOHNGELD_WEITERLEISTUNG.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(further.rows, table.rows, "the further key routes to the same destination");
     let row = &table.rows[0];
     assert_eq!((row.ars.as_str(), row.ags.as_str()), ("059130000000", DORTMUND));
     assert_eq!((row.service_id.as_str(), row.version.as_str()), ("wohngeld-nrw", "1.0.0"));

@@ -128,6 +128,17 @@ pub struct Service {
     /// The Land lets every Kommune see who adopted this service.
     #[serde(default)]
     pub adoption_public: bool,
+    /// Further LeiKa keys the service covers (ELFE: Elterngeld, Geburtsurkunde, Kindergeld),
+    /// each from LeiKa, possibly of other OZG-Leistungen; routing answers for each.
+    #[serde(default)]
+    pub more_leistungsschluessel: Vec<Leistungsschluessel>,
+}
+
+impl Service {
+    /// Its LeiKa keys: the main one, then the further ones.
+    pub fn all_leistungsschluessel(&self) -> impl Iterator<Item = &Leistungsschluessel> {
+        self.leistungsschluessel.iter().chain(self.more_leistungsschluessel.iter())
+    }
 }
 
 /// A service with the versions published for it, as the catalog lists it.
@@ -158,6 +169,8 @@ pub struct NewService {
     pub parameters: Vec<ParameterSpec>,
     /// Every Kommune may see who adopted it.
     pub adoption_public: bool,
+    /// Further LeiKa keys it covers.
+    pub more_leistungsschluessel: Vec<Leistungsschluessel>,
 }
 
 /// The release signing keys a Land registered with the hub.

@@ -83,7 +83,10 @@ pub fn render(who: &Identity, s: &ServiceDetail) -> Response {
         dl.meta {
             dt { "Umsetzungsland" } dd { (s.land_name) " (" (svc.land) ")" }
             dt { "OZG-Leistung" } dd { (svc.ozg_id.as_str()) }
-            dt { "Leistungsschlüssel" } dd { @match &svc.leistungsschluessel { Some(l) => (l.as_str()), None => "–" } }
+            dt { "Leistungsschlüssel" } dd {
+                @match &svc.leistungsschluessel { Some(l) => (l.as_str()), None => "–" }
+                @for k in &svc.more_leistungsschluessel { ", " (k.as_str()) }
+            }
             dt { "Themenfeld" } dd { (svc.themenfeld) }
             dt { "Lebenslage" } dd { (svc.lebenslage) }
             dt { "Registriert" } dd { (html::timestamp(svc.registered_at_ms)) }

@@ -46,6 +46,7 @@ impl TryFrom<pb::RegisterServiceRequest> for NewService {
             id: parse(&r.id)?,
             ozg_id: parse(&r.ozg_id)?,
             leistungsschluessel: parse_opt(&r.leistungsschluessel)?,
+            more_leistungsschluessel: r.more_leistungsschluessel.iter().map(|k| parse(k)).collect::<Result<_>>()?,
             title: r.title,
             description: r.description,
             parameters: parameters(r.parameters)?,
@@ -64,6 +65,7 @@ impl From<&NewService> for pb::RegisterServiceRequest {
             description: s.description.clone(),
             parameters: s.parameters.iter().map(Into::into).collect(),
             adoption_public: s.adoption_public,
+            more_leistungsschluessel: s.more_leistungsschluessel.iter().map(|k| k.to_string()).collect(),
         }
     }
 }
@@ -85,6 +87,7 @@ impl From<&CatalogEntry> for pb::ServiceInfo {
             versions: e.versions.iter().map(|v| v.to_string()).collect(),
             adoption_public: s.adoption_public,
             offered_by: e.offered_by.iter().map(|l| l.to_string()).collect(),
+            more_leistungsschluessel: s.more_leistungsschluessel.iter().map(|k| k.to_string()).collect(),
         }
     }
 }
@@ -107,6 +110,7 @@ impl TryFrom<pb::ServiceInfo> for CatalogEntry {
                 parameters: parameters(s.parameters)?,
                 registered_at_ms: s.registered_at_ms,
                 adoption_public: s.adoption_public,
+                more_leistungsschluessel: s.more_leistungsschluessel.iter().map(|k| parse(k)).collect::<Result<_>>()?,
             },
         })
     }

@@ -14,6 +14,8 @@ use efa_domain::signing::{verify_any, VerifyingKey};
 use efa_domain::snapshot::Snapshot;
 use efa_domain::text::{self, Lines};
 
+/// Further Leistungsschlüssel one service may cover (ELFE bundles four Leistungen).
+const MAX_MORE_LEISTUNGSSCHLUESSEL: usize = 16;
 /// Release signing keys a Land may register at once (rotation needs two or three).
 const MAX_SIGNING_KEYS: usize = 16;
 /// How far a snapshot's issue time may lie ahead of the hub's clock (clocks drift).
@@ -67,6 +69,23 @@ impl Registry {
                 }
             }
         }
+        if new.more_leistungsschluessel.len() > MAX_MORE_LEISTUNGSSCHLUESSEL {
+            return Err(Error::invalid(
+                "Leistungsschlüssel",
+                format!(
+                    "{} further keys, more than {MAX_MORE_LEISTUNGSSCHLUESSEL}",
+                    new.more_leistungsschluessel.len()
+                ),
+            ));
+        }
+        for (i, key) in new.more_leistungsschluessel.iter().enumerate() {
+            if self.store.leika(key)?.is_none() {
+                return Err(Error::invalid("Leistungsschlüssel", format!("{key} is not in the LeiKa catalogue")));
+            }
+            if new.leistungsschluessel.as_ref() == Some(key) || new.more_leistungsschluessel[..i].contains(key) {
+                return Err(Error::invalid("Leistungsschlüssel", format!("{key} is listed twice")));
+            }
+        }
         if new.title.trim().is_empty() {
             return Err(Error::invalid("title", "must not be empty"));
         }
@@ -85,6 +104,7 @@ impl Registry {
             lebenslage: ozg.lebenslage,
             parameters: new.parameters,
             adoption_public: new.adoption_public,
+            more_leistungsschluessel: new.more_leistungsschluessel,
         };
         let who = who.clone();
         let kind = EventKind::ServiceRegistered { service_id: service.id.clone(), land };

@@ -160,7 +160,7 @@ impl Registry {
     pub fn routing_table(&self, key: &Leistungsschluessel) -> Result<Vec<RoutingRow>> {
         let register = self.register()?;
         let mut rows = Vec::new();
-        for service in self.store.services()?.into_iter().filter(|s| s.leistungsschluessel.as_ref() == Some(key)) {
+        for service in self.store.services()?.into_iter().filter(|s| s.all_leistungsschluessel().any(|k| k == key)) {
             for r in self.store.routing(&service.id)? {
                 let runs = self.store.adoption(&service.id, &r.ags)?.and_then(|a| a.running).is_some();
                 let Some(k) = register.kommunen.get(&r.ags).filter(|_| runs) else { continue };

@@ -54,7 +54,6 @@ record!(Land, "land", 1);
 record!(Kreis, "kreis", 1);
 record!(OzgLeistung, "OZG-Leistung", 1);
 record!(LeikaEntry, "LeiKa entry", 1);
-record!(Service, "service", 1);
 record!(Release, "release", 1);
 record!(Subscription, "subscription", 1);
 record!(AdoptionRecord, "adoption record", 1);
@@ -148,6 +147,41 @@ mod previous {
         }
     }
 
+    /// `Service` version 1: one Leistungsschlüssel only.
+    #[derive(Deserialize)]
+    pub struct ServiceV1 {
+        pub id: ServiceId,
+        pub ozg_id: efa_domain::model::ids::OzgId,
+        pub leistungsschluessel: Option<efa_domain::model::ids::Leistungsschluessel>,
+        pub title: String,
+        pub description: String,
+        pub land: LandCode,
+        pub themenfeld: String,
+        pub lebenslage: String,
+        pub parameters: Vec<efa_domain::params::ParameterSpec>,
+        pub registered_at_ms: i64,
+        pub adoption_public: bool,
+    }
+
+    impl From<ServiceV1> for efa_domain::model::catalog::Service {
+        fn from(s: ServiceV1) -> Self {
+            efa_domain::model::catalog::Service {
+                id: s.id,
+                ozg_id: s.ozg_id,
+                leistungsschluessel: s.leistungsschluessel,
+                title: s.title,
+                description: s.description,
+                land: s.land,
+                themenfeld: s.themenfeld,
+                lebenslage: s.lebenslage,
+                parameters: s.parameters,
+                registered_at_ms: s.registered_at_ms,
+                adoption_public: s.adoption_public,
+                more_leistungsschluessel: Vec::new(),
+            }
+        }
+    }
+
     /// `Kommune` version 1 (store format 2, commit eedda3c): no statistics, no dissolution.
     #[derive(Deserialize)]
     pub struct KommuneV1 {
@@ -182,10 +216,24 @@ impl Record for Kommune {
 impl Record for Event {
     const KIND: &'static str = "event";
     /// 2 added `SigningKeysSet` (version 1 is the same encoding with fewer kinds); 3 added
-    /// met/not met to the rating in `Rated`.
-    const VERSION: u8 = 3;
+    /// met/not met to the rating in `Rated`; 4 added `Offered` (version 3 is the same
+    /// encoding with fewer kinds, so an older hub refuses an offer event by its version).
+    const VERSION: u8 = 4;
     fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
-        matches!(version, 1 | 2).then(|| postcard::from_bytes::<previous::EventV2>(bytes).map(Into::into))
+        match version {
+            1 | 2 => Some(postcard::from_bytes::<previous::EventV2>(bytes).map(Into::into)),
+            3 => Some(postcard::from_bytes::<Event>(bytes)),
+            _ => None,
+        }
+    }
+}
+
+impl Record for Service {
+    const KIND: &'static str = "service";
+    /// 2 added further Leistungsschlüssel.
+    const VERSION: u8 = 2;
+    fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| postcard::from_bytes::<previous::ServiceV1>(bytes).map(Into::into))
     }
 }
 
@@ -241,5 +289,67 @@ mod tests {
         let err = decode::<ServiceTotals>("totals", &newer).unwrap_err().to_string();
         assert!(err.contains("version 9") && err.contains("upgrade"), "{err}");
         assert!(decode::<ServiceTotals>("totals", &[]).is_err());
+    }
+
+    #[test]
+    fn a_version_1_service_reads_with_no_further_keys() {
+        // Field for field what version 1 wrote.
+        #[derive(serde::Serialize)]
+        struct V1 {
+            id: &'static str,
+            ozg_id: &'static str,
+            leistungsschluessel: Option<&'static str>,
+            title: &'static str,
+            description: &'static str,
+            land: &'static str,
+            themenfeld: &'static str,
+            lebenslage: &'static str,
+            parameters: Vec<()>,
+            registered_at_ms: i64,
+            adoption_public: bool,
+        }
+        let v1 = V1 {
+            id: "wohngeld-nrw",
+            ozg_id: "10092",
+            leistungsschluessel: Some("99107023000000"),
+            title: "Wohngeld",
+            description: "",
+            land: "05",
+            themenfeld: "Arbeit & Ruhestand",
+            lebenslage: "x",
+            parameters: vec![],
+            registered_at_ms: 7,
+            adoption_public: true,
+        };
+        let mut bytes = vec![1];
+        bytes.extend(postcard::to_stdvec(&v1).unwrap());
+        let s: Service = decode("services", &bytes).unwrap();
+        assert_eq!((s.id.as_str(), s.registered_at_ms, s.adoption_public), ("wohngeld-nrw", 7, true));
+        assert!(s.more_leistungsschluessel.is_empty());
+        assert_eq!(decode::<Service>("services", &encode(&s)).unwrap(), s);
+    }
+
+    #[test]
+    fn a_version_3_event_reads_and_an_offer_event_is_version_4() {
+        use efa_domain::model::event::EventKind;
+        let e = Event {
+            seq: 3,
+            at_ms: 9,
+            kind: EventKind::SigningKeysSet { land: "05".parse().unwrap(), keys: vec!["k".into()] },
+        };
+        let mut v3 = encode(&e);
+        assert_eq!(v3[0], 4);
+        v3[0] = 3;
+        assert_eq!(decode::<Event>("events", &v3).unwrap(), e);
+        let offered = Event {
+            seq: 4,
+            at_ms: 9,
+            kind: EventKind::Offered {
+                service_id: "elfe".parse().unwrap(),
+                land: "05".parse().unwrap(),
+                withdrawn: false,
+            },
+        };
+        assert_eq!(decode::<Event>("events", &encode(&offered)).unwrap(), offered);
     }
 }

@@ -25,6 +25,7 @@ macro_rules! store_test_suite {
                 parameters: vec![],
                 registered_at_ms: 1,
                 adoption_public: false,
+                more_leistungsschluessel: vec![],
             }
         }
 

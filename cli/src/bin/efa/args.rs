@@ -143,6 +143,9 @@ pub(crate) enum Command {
         /// 14-digit LeiKa Leistungsschlüssel (optional).
         #[arg(long, default_value = "")]
         leistungsschluessel: String,
+        /// A further LeiKa key the service covers (a bundle such as ELFE); repeat.
+        #[arg(long = "also-leistungsschluessel", value_name = "KEY")]
+        more_leistungsschluessel: Vec<String>,
         #[arg(long)]
         title: String,
         #[arg(long, default_value = "")]

@@ -159,7 +159,17 @@ async fn run() -> Result<ExitCode> {
             }
             out.print(&[&t])?;
         }
-        Command::Register { conn, id, ozg_id, leistungsschluessel, title, description, params, adoption_public } => {
+        Command::Register {
+            conn,
+            id,
+            ozg_id,
+            leistungsschluessel,
+            more_leistungsschluessel,
+            title,
+            description,
+            params,
+            adoption_public,
+        } => {
             let parameters = params.iter().map(|p| parse_param(p)).collect::<Result<Vec<_>>>()?;
             let s = CatalogServiceClient::new(conn.channel().await?)
                 .register_service(pb::RegisterServiceRequest {
@@ -170,6 +180,7 @@ async fn run() -> Result<ExitCode> {
                     description: description.clone(),
                     parameters,
                     adoption_public: *adoption_public,
+                    more_leistungsschluessel: more_leistungsschluessel.clone(),
                 })
                 .await?
                 .into_inner();
