@@ -295,6 +295,27 @@ async fn dashboard_needs_an_operator_token_and_shows_adoption_ratings_and_reject
     let body = page(&http, &format!("{base}services/baugenehmigung-nrw"), &token).await;
     assert_contains(&body, &[BAU_REASON, "Ohne XBau nicht nutzbar"], "baugenehmigung");
 
+    // Bayern offers Wohngeld to its Kommunen: the overview names it beside the building Land.
+    let bayern: efa_domain::model::ids::LandCode = "09".parse().unwrap();
+    let spec = efa_cli::publish::OfferSpec {
+        service_id: "wohngeld-nrw".parse().unwrap(),
+        channel: "stable".parse().unwrap(),
+        from_version: "1.0.0".into(),
+        land_parameters: vec![],
+        kommunen: vec![],
+        withdrawn: None,
+    };
+    let key = w.fed.signing_key(&bayern).unwrap();
+    efa_cli::publish::publish_offer(w.channel(&land("09")).await, &bayern, &key, spec).await.unwrap();
+    let body = page(&http, &base, &token).await;
+    assert_contains(&body, &["Nachnutzende Länder", "<td>Bayern</td>"], "overview with an offer");
+
+    // The routing table of a Leistungsschlüssel; a malformed key is a 400.
+    let body = page(&http, &format!("{base}routing?leistungsschluessel=99107023000000"), &token).await;
+    assert_contains(&body, &["Routing für 99107023000000", "Kein registrierter Onlinedienst"], "routing");
+    let resp = http.get(format!("{base}routing?leistungsschluessel=123")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
     let resp = http.get(format!("{base}services/gibt-es-nicht")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 

@@ -45,6 +45,8 @@ pub struct ServiceRow {
     pub service: Service,
     /// Name of the Land that owns it.
     pub land_name: String,
+    /// Names of the Länder that offer it to their Kommunen (active offers).
+    pub offered_by: Vec<String>,
     /// Highest version, yanked or not.
     pub latest: Option<Release>,
     /// Its adoption and rating counters.
@@ -71,6 +73,12 @@ pub fn overview(reg: &Registry) -> Result<Overview> {
     for service in reg.services(None, None)? {
         rows.push(ServiceRow {
             land_name: names.land(service.land.as_str()),
+            offered_by: reg
+                .offers(&service.id)?
+                .into_iter()
+                .filter(|o| o.is_active())
+                .map(|o| names.land(o.land.as_str()))
+                .collect(),
             latest: reg.releases(&service.id, None)?.into_iter().next(),
             totals: reg.service_totals(&service.id)?,
             service,

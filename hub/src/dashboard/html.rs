@@ -31,6 +31,7 @@ pub enum Nav {
     Matrix,
     Coverage,
     Rejections,
+    Routing,
     None,
 }
 
@@ -62,6 +63,7 @@ pub fn page(who: &Identity, active: Nav, title: &str, body: Markup) -> Response 
                         (item(Nav::Matrix, "/matrix", "Nachnutzungsmatrix"))
                         (item(Nav::Coverage, "/coverage", "Abdeckung"))
                         (item(Nav::Rejections, "/rejections", "Ablehnungen"))
+                        (item(Nav::Routing, "/routing", "Routing"))
                     }
                     span.who { "Angemeldet als " strong { (who.key()) } " (Betreiber)" }
                 }

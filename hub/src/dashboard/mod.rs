@@ -26,6 +26,7 @@ mod matrix;
 mod overview;
 mod preflight;
 mod rejections;
+mod routing;
 mod service;
 
 use axum::extract::{Path, Query, State};
@@ -211,6 +212,7 @@ pub(crate) fn router(dash: Arc<Dashboard>) -> Router {
         .route("/services/{id}", get(service_page))
         .route("/services/{id}/preflight/{version}", get(preflight_page))
         .route("/rejections", get(rejections_page))
+        .route("/routing", get(routing_page))
         // Prometheus scrapes with the same operator token (`bearer_token` in its config).
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(dash.clone(), auth::require_operator));
@@ -307,6 +309,33 @@ async fn preflight_page(
     let v = version.clone();
     let (service, rows) = d.read(move |r| Ok((r.service(&id)?, r.preflight_report(&who_, &id, &v)?))).await?;
     Ok(preflight::render(&who, &service, &version, &rows))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct RoutingQuery {
+    leistungsschluessel: String,
+}
+
+async fn routing_page(State(d): State<Arc<Dashboard>>, Extension(who): Who, Query(q): Query<RoutingQuery>) -> Page {
+    let key = q.leistungsschluessel.trim().to_string();
+    if key.is_empty() {
+        return Ok(routing::render(&who, "", &[], &[]));
+    }
+    let parsed: efa_domain::model::ids::Leistungsschluessel =
+        key.parse().map_err(|e: efa_domain::Error| PageError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let (services, rows) = d
+        .read(move |r| {
+            let services = r
+                .services(None, None)?
+                .into_iter()
+                .filter(|s| s.all_leistungsschluessel().any(|k| k == &parsed))
+                .map(|s| (s.id.to_string(), s.title))
+                .collect::<Vec<_>>();
+            Ok((services, r.routing_table(&parsed)?))
+        })
+        .await?;
+    Ok(routing::render(&who, &key, &services, &rows))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -25,7 +25,7 @@ pub fn render(who: &Identity, o: &Overview, watchers: usize) -> Response {
         } @else {
             table.data #services {
                 thead { tr {
-                    th { "Onlinedienst" } th { "Umsetzungsland" } th { "Themenfeld" } th { "Neueste Version" }
+                    th { "Onlinedienst" } th { "Umsetzungsland" } th { "Nachnutzende Länder" } th { "Themenfeld" } th { "Neueste Version" }
                     th.num { "Kommunen in Betrieb" } th.num { "Ablehnungen" } th.num { "Bewertung" }
                 } }
                 tbody {
@@ -37,6 +37,7 @@ pub fn render(who: &Identity, o: &Overview, watchers: usize) -> Response {
                                 br; span.muted.small { (id) " · OZG " (r.service.ozg_id.as_str()) }
                             }
                             td { (r.land_name) }
+                            td { @if r.offered_by.is_empty() { span.muted { "–" } } @else { (r.offered_by.join(", ")) } }
                             td { (r.service.themenfeld) }
                             td {
                                 @match &r.latest {
