@@ -21,6 +21,7 @@ pub mod signing;
 pub mod snapshot;
 pub mod text;
 pub mod trust;
+pub mod vocabulary;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -160,6 +160,18 @@ pub fn validate_schema(specs: &[ParameterSpec]) -> Result<()> {
         if !seen.insert(s.name.as_str()) {
             return Err(Error::invalid("parameter schema", format!("{} is declared twice", echo(&s.name))));
         }
+        if let Some(w) = crate::vocabulary::lookup(&s.name).filter(|w| w.kind != s.kind) {
+            return Err(Error::invalid(
+                "parameter schema",
+                format!(
+                    "'{}' is a well-known EfA parameter of kind {} ({}); declare it as {} or pick another name",
+                    w.name,
+                    w.kind.as_str(),
+                    w.description,
+                    w.kind.as_str()
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -221,14 +233,23 @@ pub fn validate_land_values(specs: &[ParameterSpec], values: &BTreeMap<String, P
     }
 }
 
-/// A Kommune's values over its Land's: the Land's values (from its offer) fill what the
-/// Kommune leaves unset; what the Kommune sets wins, since it runs the deployment.
-pub fn with_land_values(
-    kommune: &BTreeMap<String, ParamValue>,
+/// The values a deployment uses, from three layers, the nearer one winning: the Land's
+/// (from its offer), the Kommune's for all its services (`[parameters]` of the node config,
+/// e.g. its `datenschutz_url`), and the Kommune's for this service. The first two count
+/// only for names the release's `schema` has (they are shared, and a service takes what it
+/// declares); the last is taken whole, so a typo there is reported.
+pub fn layered(
+    schema: &[ParameterSpec],
     land: &BTreeMap<String, ParamValue>,
+    kommune: &BTreeMap<String, ParamValue>,
+    service: &BTreeMap<String, ParamValue>,
 ) -> BTreeMap<String, ParamValue> {
-    let mut out = land.clone();
-    out.extend(kommune.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let declared = |name: &String| schema.iter().any(|s| &s.name == name);
+    let mut out: BTreeMap<String, ParamValue> = BTreeMap::new();
+    for layer in [land, kommune] {
+        out.extend(layer.iter().filter(|(k, _)| declared(k)).map(|(k, v)| (k.clone(), v.clone())));
+    }
+    out.extend(service.iter().map(|(k, v)| (k.clone(), v.clone())));
     out
 }
 
@@ -456,6 +477,38 @@ pub fn preflight(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn layers_fill_in_only_what_the_schema_declares_and_the_nearest_wins() {
+        let schema = vec![
+            spec("fee_cents", ParameterKind::AmountCents, true, 0),
+            spec("datenschutz_url", ParameterKind::Url, true, 0),
+        ];
+        let land = BTreeMap::from([
+            ("fee_cents".to_string(), ParamValue::Integer(0)),
+            ("epaybl_mandant".to_string(), text("NRW")),
+        ]);
+        let kommune = BTreeMap::from([
+            ("datenschutz_url".to_string(), text("https://stadt.example/datenschutz")),
+            ("logo_url".to_string(), text("https://stadt.example/logo.svg")),
+        ]);
+        let service = BTreeMap::from([("fee_cents".to_string(), ParamValue::Integer(500))]);
+        let got = layered(&schema, &land, &kommune, &service);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got["fee_cents"], ParamValue::Integer(500), "the service's own value wins");
+        assert!(validate_values(&schema, &got).is_ok());
+        let without = layered(&schema, &land, &kommune, &BTreeMap::new());
+        assert_eq!(without["fee_cents"], ParamValue::Integer(0), "the Land's value fills the gap");
+        let typo = BTreeMap::from([("fee_cent".to_string(), ParamValue::Integer(1))]);
+        assert!(validate_values(&schema, &layered(&schema, &land, &kommune, &typo)).is_err(), "a typo is reported");
+    }
+
+    #[test]
+    fn a_well_known_name_keeps_its_kind() {
+        let err = validate_schema(&[spec("datenschutz_url", ParameterKind::Text, true, 0)]).unwrap_err().to_string();
+        assert!(err.contains("well-known") && err.contains("url"), "{err}");
+        assert!(validate_schema(&[spec("datenschutz_url", ParameterKind::Url, true, 0)]).is_ok());
+    }
+
     use super::*;
 
     fn spec(name: &str, kind: ParameterKind, required: bool, max: u32) -> ParameterSpec {

@@ -25,6 +25,9 @@
 //! channel = "stable"
 //! policy = "auto"                        # auto | patch_only | manual
 //!
+//! [parameters]                           # for every service that declares them
+//! datenschutz_url = "https://www.dortmund.example/datenschutz"
+//!
 //! [services.wohngeld-nrw]
 //! health_command = "test -f index.html"
 //! [services.wohngeld-nrw.parameters]
@@ -87,6 +90,11 @@ pub struct NodeConfig {
     /// Local settings per service; a service without an entry gets the defaults.
     #[serde(default)]
     pub services: BTreeMap<ServiceId, ServiceConfig>,
+    /// Values for every service that declares the name (the well-known ones such as
+    /// `datenschutz_url`, `impressum_url`, `kontakt_email`): set once, used by each service;
+    /// a service's own `[services.<id>.parameters]` wins.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, ParamValue>,
 }
 
 fn default_keep() -> usize {
@@ -173,6 +181,7 @@ impl NodeConfig {
             trust: BTreeMap::new(),
             subscriptions: Vec::new(),
             services: BTreeMap::new(),
+            parameters: BTreeMap::new(),
         }
     }
 

@@ -165,3 +165,39 @@ async fn preflight_reports_and_results_are_checked() {
     assert_eq!(ask(&land("09")).await.unwrap_err().code(), Code::PermissionDenied);
     assert_eq!(ask(&kommune(ESSEN)).await.unwrap_err().code(), Code::PermissionDenied);
 }
+
+/// A Kommune sets its well-known values (here its privacy statement) once for all services;
+/// a Land cannot declare a well-known name with another kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kommune_wide_values_fill_every_service_that_declares_them() {
+    let w = World::new().await;
+    let mut schema = standard_parameters();
+    schema.push(pb::ParameterSpec {
+        name: "datenschutz_url".into(),
+        kind: pb::ParameterKind::Text as i32,
+        required: true,
+        ..Default::default()
+    });
+    let err = w.register_with(NRW, "wohngeld-nrw", "10092", schema.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("well-known EfA parameter of kind url"), "{}", err.message());
+    schema.last_mut().unwrap().kind = pb::ParameterKind::Url as i32;
+    for id in ["wohngeld-nrw", "hundehaltung-nrw"] {
+        w.register_with(NRW, id, if id == "wohngeld-nrw" { "10092" } else { "10160" }, schema.clone()).await.unwrap();
+        w.publish(NRW, id, "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    }
+    let mut config = w.node_config(
+        DORTMUND,
+        &[
+            Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto },
+            Sub { service: "hundehaltung-nrw", policy: UpdatePolicy::Auto },
+        ],
+    );
+    config
+        .parameters
+        .insert("datenschutz_url".into(), ParamValue::Text("https://www.dortmund.example/datenschutz".into()));
+    // A value no service declares is not an error for the shared table.
+    config.parameters.insert("logo_url".into(), ParamValue::Text("https://www.dortmund.example/logo.svg".into()));
+    let handled = efa_node::Agent::new(config).unwrap().sync().await.unwrap();
+    assert_eq!(handled.iter().filter(|h| matches!(h, Handled::Deployed { .. })).count(), 2, "{handled:?}");
+}

@@ -16,9 +16,7 @@ use efa_domain::model::offer::{verify_offer, Offer};
 use efa_domain::model::preflight::{self, NewPreflight};
 use efa_domain::model::release::{ReleaseSummary, UpdateDecision};
 use efa_domain::model::routing::{Destination, RoutingDeclaration};
-use efa_domain::params::{
-    preflight, validate_values, with_land_values, ParamValue, ParameterKind, ParameterSpec, Preflight,
-};
+use efa_domain::params::{layered, preflight, validate_values, ParamValue, ParameterKind, ParameterSpec, Preflight};
 use efa_domain::trust::{check_pinned_land, verify_release};
 use std::collections::BTreeMap;
 
@@ -141,22 +139,25 @@ impl Agent {
             .map_err(|e| NodeError::Offer { service: service.to_string(), reason: e.to_string() })
     }
 
-    /// The Kommune's parameters for a service over the values its Land sets in a valid
-    /// offer (none for a service its own Land built, or without an offer).
-    async fn parameters(&self, service: &Service) -> Result<BTreeMap<String, ParamValue>> {
-        let local = self.config.service(&service.id).parameters;
-        if service.land == self.config.ags.land() {
-            return Ok(local);
-        }
-        match self.land_offer(&service.id).await {
-            Ok(Some(offer)) if offer.is_active() => Ok(with_land_values(&local, &offer.land_parameters)),
-            Ok(_) => Ok(local),
-            Err(e) if e.is_transient() => Err(e),
-            Err(e) => {
-                tracing::warn!(service = %service.id, error = %e, "the Land's parameters are not used");
-                Ok(local)
+    /// The values a release of `service` with `schema` is deployed with: the Kommune's for
+    /// this service, over its values for all services, over what its Land sets in a valid
+    /// offer (none for a service its own Land built, or without an offer); see [`layered`].
+    async fn parameters(&self, service: &Service, schema: &[ParameterSpec]) -> Result<BTreeMap<String, ParamValue>> {
+        let own = self.config.service(&service.id).parameters;
+        let land = if service.land == self.config.ags.land() {
+            BTreeMap::new()
+        } else {
+            match self.land_offer(&service.id).await {
+                Ok(Some(offer)) if offer.is_active() => offer.land_parameters,
+                Ok(_) => BTreeMap::new(),
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(service = %service.id, error = %e, "the Land's parameters are not used");
+                    BTreeMap::new()
+                }
             }
-        }
+        };
+        Ok(layered(schema, &land, &self.config.parameters, &own))
     }
 
     pub(super) fn running_version(&self, service: &ServiceId) -> Result<Option<semver::Version>> {
@@ -244,7 +245,7 @@ impl Agent {
     ) -> Result<(Vec<ParameterSpec>, Preflight, BTreeMap<String, ParamValue>)> {
         let schema = manifest.parameters.clone().unwrap_or_else(|| entry.service.parameters.clone());
         let running = self.running_schema(&manifest.service_id).await;
-        let values = self.parameters(&entry.service).await?;
+        let values = self.parameters(&entry.service, &schema).await?;
         let result = preflight(&schema, running.as_deref(), &values);
         let report = NewPreflight {
             service_id: manifest.service_id.clone(),

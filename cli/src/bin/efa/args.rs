@@ -151,8 +151,12 @@ pub(crate) enum Command {
         #[arg(long, default_value = "")]
         description: String,
         /// NAME:KIND[:required][:MAXLEN], KIND one of text, url, email, amount_cents,
-        /// postcodes, boolean, integer, fit_connect_destination (a UUID), phone. Repeat per
-        /// parameter.
+        /// postcodes, boolean, integer, fit_connect_destination (a UUID), phone; or
+        /// NAME[:required] for a well-known one (fit_connect_destination, epaybl_mandant,
+        /// epaybl_bewirtschafter, epaybl_haushaltsstelle, epaybl_objektnummer, fee_cents,
+        /// zustaendige_stelle, stelle_anschrift, stelle_organisationseinheit, kontakt_email,
+        /// kontakt_telefon, postleitzahlen, impressum_url, datenschutz_url,
+        /// barrierefreiheit_url, logo_url). Repeat per parameter.
         #[arg(long = "param")]
         params: Vec<String>,
         /// Let every Kommune see who adopted this service.
@@ -348,11 +352,29 @@ pub(crate) enum ReportCommand {
 
 pub(crate) fn parse_param(s: &str) -> Result<pb::ParameterSpec> {
     let parts: Vec<&str> = s.split(':').collect();
-    let [name, kind, rest @ ..] = parts.as_slice() else {
-        bail!("--param {s:?}: expected NAME:KIND[:required][:MAXLEN]")
+    let (name, rest) = parts.split_first().filter(|(n, _)| !n.is_empty()).with_context(|| {
+        format!("--param {s:?}: expected NAME:KIND[:required][:MAXLEN], or NAME[:required] for a well-known one")
+    })?;
+    // A well-known parameter (datenschutz_url, fit_connect_destination, ...) brings its
+    // kind, description and length limit; naming the kind again is allowed.
+    let well_known = efa_domain::vocabulary::lookup(name);
+    let (kind, rest) = match (rest.split_first(), well_known) {
+        (Some((k, more)), _) if k.parse::<ParameterKind>().is_ok() => (k.parse::<ParameterKind>()?, more),
+        (_, Some(w)) => (w.kind, rest),
+        (Some((k, _)), None) => {
+            let err = k.parse::<ParameterKind>().unwrap_err();
+            return Err(anyhow::Error::from(err).context(format!("--param {s:?}")));
+        }
+        (None, None) => bail!(
+            "--param {s:?}: name a kind (NAME:KIND), or use a well-known name ({})",
+            efa_domain::vocabulary::WELL_KNOWN.iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
+        ),
     };
-    let kind: ParameterKind = kind.parse().with_context(|| format!("--param {s:?}"))?;
     let mut spec = pb::ParameterSpec { name: name.to_string(), kind: kind.to_wire(), ..Default::default() };
+    if let Some(w) = well_known.filter(|w| w.kind == kind) {
+        spec.description = w.description.to_string();
+        spec.max_length = w.max_length;
+    }
     for r in rest {
         if *r == "required" {
             spec.required = true;
@@ -394,4 +416,24 @@ impl Conn {
 /// The `[trust]` lines a Kommune pastes into its node config for `land`.
 pub(crate) fn trust_snippet(land: &str, public: &str) -> String {
     format!("[trust]\n\"{land}\" = [\"{public}\"]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parameter_is_named_with_its_kind_or_by_its_well_known_name() {
+        let p = parse_param("payment_purpose:text:required:27").unwrap();
+        assert_eq!((p.kind, p.required, p.max_length), (pb::ParameterKind::Text as i32, true, 27));
+        let p = parse_param("datenschutz_url:required").unwrap();
+        assert_eq!((p.kind, p.required), (pb::ParameterKind::Url as i32, true));
+        assert_eq!(p.description, "Datenschutzerklärung");
+        let p = parse_param("epaybl_mandant").unwrap();
+        assert_eq!((p.kind, p.max_length), (pb::ParameterKind::Text as i32, 64));
+        let err = parse_param("gebuehr").unwrap_err().to_string();
+        assert!(err.contains("name a kind"), "{err}");
+        assert!(parse_param("x:texte").is_err());
+        assert!(parse_param(":text").is_err());
+    }
 }
