@@ -269,6 +269,9 @@ fn table(who: &Identity, action: Action<'_>) -> Result<()> {
         (Action::ActFor { ags, .. }, other) => {
             deny(format!("only Kommune {ags} or a provider it granted may act for it; caller is {other}"))
         }
+        (Action::OfferService { .. }, Identity::Land(land)) if land.is_bund() => {
+            deny("the Bund has no Kommunen to offer services to; the Länder offer its services to theirs".into())
+        }
         (Action::OfferService { builder }, Identity::Land(land)) if builder == land => deny(format!(
             "Land {land} builds this service; its own Kommunen see it without an offer (offers are for Nachnutzung by other Länder)"
         )),
@@ -394,6 +397,8 @@ mod tests {
         assert!(own.contains("without an offer"), "{own}");
         assert!(authorize(&kommune("05913000"), Action::OfferService { builder: &hb }).is_err());
         assert!(authorize(&operator(), Action::OfferService { builder: &hb }).is_err());
+        let err = authorize(&land("00"), Action::OfferService { builder: &hb }).unwrap_err().to_string();
+        assert!(err.contains("Bund has no Kommunen"), "{err}");
     }
 
     #[test]

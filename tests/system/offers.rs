@@ -297,3 +297,44 @@ async fn a_node_refuses_an_offer_its_land_did_not_sign() {
         std::fs::read_to_string(essen.config().deploy_dir.join(SERVICE).join("current/config/payment.toml")).unwrap();
     assert!(rendered.contains("fee_cents = 1250"), "{rendered}");
 }
+
+/// The Bund builds and publishes as `efa://land/00`; a Land offers its service to its
+/// Kommunen like any other; the Bund itself offers nothing (it has no Kommunen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bund_builds_and_a_land_offers_its_service() {
+    const BUND: &str = "00";
+    let w = World::new().await;
+    let me = CatalogServiceClient::new(w.channel(&land(BUND)).await)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((me.role.as_str(), me.key.as_str(), me.display_name.as_str()), ("land", BUND, "Bund"));
+    w.register(BUND, "hundehaltung-bund", "10160").await.unwrap();
+    w.publish(BUND, "hundehaltung-bund", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+
+    let bund_key = w.fed.signing_key(&BUND.parse().unwrap()).unwrap();
+    let mut own = offer(BUND, &[], &[]);
+    own.service_id = "hundehaltung-bund".parse().unwrap();
+    let err = publish_as(&w, BUND, signed(&bund_key, &own)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+
+    let nrw_key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
+    let mut nrw = offer(NRW, &[], &[("fee_cents", ParamValue::Integer(0))]);
+    nrw.service_id = "hundehaltung-bund".parse().unwrap();
+    publish_as(&w, NRW, signed(&nrw_key, &nrw)).await.unwrap();
+
+    let mut config: NodeConfig = w.node_config(DORTMUND, &[]);
+    config.subscriptions.push(SubscriptionConfig {
+        service: None,
+        themenfeld: Some(THEMENFELD.into()),
+        channel: "stable".parse().unwrap(),
+        policy: UpdatePolicy::Auto,
+    });
+    let bund: LandCode = BUND.parse().unwrap();
+    let config = config
+        .trust(bund.clone(), w.fed.trusted_key(&bund).unwrap())
+        .parameters("hundehaltung-bund".parse().unwrap(), purpose_only(DORTMUND));
+    let node = Agent::new(config).unwrap();
+    assert_eq!(deployed(&node.sync().await.unwrap()), vec!["hundehaltung-bund 1.0.0".to_string()]);
+}

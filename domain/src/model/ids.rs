@@ -122,6 +122,20 @@ impl Ags {
     }
 }
 
+impl LandCode {
+    /// `00`: the Bund, which builds and publishes services too (BAföG Digital, the eWA with
+    /// Hamburg) under its own identity, `efa://land/00`. It has no Kommunen, so it offers
+    /// nothing; Länder offer its services to theirs.
+    pub fn bund() -> Self {
+        LandCode("00".to_string())
+    }
+
+    /// True for the Bund's code.
+    pub fn is_bund(&self) -> bool {
+        self.0 == "00"
+    }
+}
+
 impl KreisCode {
     /// The Land this Kreis lies in: the first two digits.
     pub fn land(&self) -> LandCode {

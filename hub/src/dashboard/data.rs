@@ -29,7 +29,10 @@ impl Names {
     }
 
     pub fn land(&self, code: &str) -> String {
-        self.laender.get(code).cloned().unwrap_or_else(|| format!("Land {code}"))
+        match code {
+            "00" => "Bund".to_string(),
+            _ => self.laender.get(code).cloned().unwrap_or_else(|| format!("Land {code}")),
+        }
     }
 
     pub fn kreis(&self, code: &str) -> String {

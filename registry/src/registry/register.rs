@@ -175,7 +175,7 @@ impl Registry {
                 }
             }
             Identity::Land(code) => {
-                if register.laender.iter().any(|l| &l.code == code) {
+                if code.is_bund() || register.laender.iter().any(|l| &l.code == code) {
                     Ok(())
                 } else {
                     refuse(format!("the certificate names Land {code}, which is not a Land of the register"))
@@ -217,8 +217,12 @@ impl Registry {
         Ok(self.register()?.kommunen.get(ags).map(|k| k.name.clone()).unwrap_or_default())
     }
 
-    /// A Land of the register.
+    /// A Land of the register, or the Bund (code `00`, see [`LandCode::bund`]), which
+    /// publishes like a Land but is not in the Gemeindeverzeichnis.
     pub fn land(&self, code: &LandCode) -> Result<Land> {
+        if code.is_bund() {
+            return Ok(Land { code: code.clone(), name: "Bund".into() });
+        }
         self.register()?
             .laender
             .iter()
