@@ -41,8 +41,11 @@ async fn a_new_required_parameter_blocks_the_update_and_the_land_sees_who_and_wh
     // Under manual, the check runs and is reported before anyone approves.
     let essen = w.node(ESSEN, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Manual }]);
     assert!(matches!(essen.sync().await.unwrap()[..], [Handled::AwaitingApproval { .. }]));
+    // Under patch_only the first install waits for approval; checked all the same.
+    let bielefeld = w.node(BIELEFELD, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::PatchOnly }]);
+    assert!(matches!(bielefeld.sync().await.unwrap()[..], [Handled::AwaitingApproval { .. }]));
     let first = preflight(&w, "1.0.0").await;
-    assert_eq!((first.ready, first.blocked), (2, 0), "{first:?}");
+    assert_eq!((first.ready, first.blocked), (3, 0), "{first:?}");
 
     // 1.1.0 needs the office's e-mail address, which neither Kommune has set.
     w.register_with(NRW, "wohngeld-nrw", "10092", with_office_email()).await.unwrap();
@@ -54,13 +57,14 @@ async fn a_new_required_parameter_blocks_the_update_and_the_land_sees_who_and_wh
     assert_eq!(current.as_deref(), Some("1.0.0"), "a blocked update leaves the running version alone");
     let handled = essen.sync().await.unwrap();
     assert!(handled.iter().any(|h| matches!(h, Handled::AwaitingApproval { version, .. } if version == "1.1.0")));
+    bielefeld.sync().await.unwrap();
     let st = essen.status().unwrap();
     let last_error = st.services[0].last_error.clone().unwrap_or_default();
     assert!(last_error.contains("pre-flight of 1.1.0") && last_error.contains("office_email"), "{last_error}");
 
     // The Land sees both blocked, why, and what changed for the one that runs 1.0.0.
     let report = preflight(&w, "1.1.0").await;
-    assert_eq!((report.ready, report.blocked), (0, 2), "{report:?}");
+    assert_eq!((report.ready, report.blocked), (0, 3), "{report:?} (auto, manual and patch_only alike)");
     let row = report.kommunen.iter().find(|k| k.ags == DORTMUND).unwrap();
     assert!(!row.ready);
     assert_eq!(row.kommune_name, "Dortmund, Stadt");
@@ -78,8 +82,8 @@ async fn a_new_required_parameter_blocks_the_update_and_the_land_sees_who_and_wh
         "{handled:?}"
     );
     let report = preflight(&w, "1.1.0").await;
-    assert_eq!((report.ready, report.blocked), (1, 1), "{report:?}");
-    assert_eq!(report.kommunen[0].ags, ESSEN, "blocked Kommunen come first");
+    assert_eq!((report.ready, report.blocked), (1, 2), "{report:?}");
+    assert_eq!(report.kommunen[0].ags, ESSEN, "blocked Kommunen come first, by AGS");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
