@@ -25,6 +25,9 @@ pub struct HubFile {
     pub listen: SocketAddr,
     /// sled store (`db/`) and blob store (`blobs/`).
     pub data_dir: PathBuf,
+    /// `sled` (default: under `data_dir/db`) or a `postgres://` URL several replicas share.
+    /// A URL with a password belongs here or in `EFA_STORE`, not on the command line.
+    pub store: String,
     /// The `[tls]` table; required unless `insecure_dev`.
     pub tls: Option<TlsFile>,
     /// Plaintext with identities from a header. Development only.
@@ -94,6 +97,7 @@ impl Default for HubFile {
         HubFile {
             listen: defaults.listen,
             data_dir: defaults.data_dir,
+            store: String::new(),
             tls: None,
             insecure_dev: false,
             max_bundle_bytes: defaults.limits.max_total_size,
@@ -135,6 +139,7 @@ impl HubFile {
         if file.tls.is_none() && !file.insecure_dev {
             return Err(err("[tls] with cert, key and client_ca is required (or insecure_dev = true)".into()));
         }
+        file.store.parse::<crate::server::StoreLocation>().map_err(err)?;
         Ok(file)
     }
 
@@ -143,6 +148,8 @@ impl HubFile {
         let tls = self.tls.map(|t| ServerTls { cert: t.cert, key: t.key, client_ca: t.client_ca, crl: t.crl });
         let mut c = HubConfig::new(self.listen, self.data_dir, tls);
         c.insecure_dev = self.insecure_dev;
+        // Checked by `load`; a file built in code with a bad value falls back to sled.
+        c.store = self.store.parse().unwrap_or(crate::server::StoreLocation::Sled);
         c.limits.max_total_size = self.max_bundle_bytes;
         c.event_retention = self.event_retention;
         c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);

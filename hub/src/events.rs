@@ -105,6 +105,9 @@ pub struct Feed {
     pub shutdown: CancellationToken,
     /// How long a subscriber may leave its stream unread before it is dropped.
     pub slow_subscriber_timeout: Duration,
+    /// With a store shared by several replicas, events committed by another replica wake no
+    /// stream here: an idle stream re-reads the log this often. `None` with an embedded store.
+    pub poll_interval: Option<Duration>,
 }
 
 impl Feed {
@@ -159,6 +162,7 @@ pub async fn watch(state: Arc<Feed>, ags: Ags, mut cursor: u64, out: mpsc::Sende
                         return Ok(());
                     }
                     _ = out.closed() => return Ok(()),
+                    _ = idle(state.poll_interval) => break,
                     msg = live.recv() => match msg {
                         Ok(event) if event.seq <= cursor => continue,
                         Ok(event) if Some(event.seq) == cursor.checked_add(1) => {
@@ -177,6 +181,14 @@ pub async fn watch(state: Arc<Feed>, ags: Ags, mut cursor: u64, out: mpsc::Sende
     .await;
     if let Err(status) = result {
         let _ = out.send(Err(status)).await;
+    }
+}
+
+/// Resolves after `every`, or never.
+async fn idle(every: Option<Duration>) {
+    match every {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

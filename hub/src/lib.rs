@@ -25,4 +25,4 @@ pub(crate) mod services;
 pub(crate) mod state;
 pub mod transport;
 
-pub use server::{start, HubConfig, RunningHub, ServerTls};
+pub use server::{start, HubConfig, RunningHub, ServerTls, StoreLocation};

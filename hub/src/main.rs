@@ -98,6 +98,10 @@ struct ServeArgs {
     /// Store and blob directory [default: efa-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// `sled` (embedded, under the data dir) or a `postgres://user@host:port/db` URL that
+    /// several replicas share. Put a password in EFA_STORE or the config file, not here.
+    #[arg(long, env = "EFA_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Server certificate (PEM).
     #[arg(long)]
     cert: Option<PathBuf>,
@@ -250,6 +254,10 @@ async fn run() -> Result<()> {
             };
             file.listen = a.listen.unwrap_or(file.listen);
             file.data_dir = a.data_dir.unwrap_or(file.data_dir);
+            if let Some(store) = a.store {
+                store.parse::<efa_hub::StoreLocation>().map_err(anyhow::Error::msg)?;
+                file.store = store;
+            }
             file.insecure_dev |= a.insecure_dev;
             file.max_bundle_bytes = a.max_bundle_bytes.unwrap_or(file.max_bundle_bytes);
             file.event_retention = a.event_retention.or(file.event_retention);

@@ -93,6 +93,9 @@ pub struct HubConfig {
     pub listen: SocketAddr,
     /// Holds the store (`db/`), the blobs (`blobs/`) and the dashboard's token hashes.
     pub data_dir: PathBuf,
+    /// Where records and events live: the embedded sled store under `data_dir/db` (the
+    /// default), or a PostgreSQL database that several replicas share.
+    pub store: StoreLocation,
     /// Required unless `insecure_dev`.
     pub tls: Option<ServerTls>,
     /// Plaintext gRPC with identities taken from a request header. Development only.
@@ -123,6 +126,7 @@ impl HubConfig {
         HubConfig {
             listen,
             data_dir,
+            store: StoreLocation::Sled,
             tls,
             insecure_dev: false,
             limits: BundleLimits::default(),
@@ -186,13 +190,53 @@ impl RunningHub {
     }
 }
 
-/// Opens the store under `data_dir/db` and imports the register on first start.
+/// How often an idle event stream re-reads a store that other replicas write too.
+const SHARED_STORE_POLL: Duration = Duration::from_millis(500);
+
+/// Where a hub keeps its records and events.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// sled under `data_dir/db`.
+    Sled,
+    /// A PostgreSQL URL (`postgres://user@host:port/db`); it may hold a password, so it is
+    /// never logged or shown (see its `Debug`).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sled => f.write_str("sled"),
+            StoreLocation::Postgres(_) => f.write_str("postgres://…"),
+        }
+    }
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" | "sled" => Ok(StoreLocation::Sled),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres(url.to_string()))
+            }
+            _ => Err("store must be `sled` or a postgres:// URL".into()),
+        }
+    }
+}
+
+/// Opens the store (sled under `data_dir/db`, or PostgreSQL) and imports the register on
+/// first start.
 pub async fn open_registry(config: &HubConfig) -> Result<Arc<Registry>, HubError> {
     let db = config.data_dir.join("db");
     let limits = config.limits.clone();
+    let location = config.store.clone();
     let registry = tokio::task::spawn_blocking(move || -> Result<Registry, efa_registry::Error> {
-        let store = SledStore::open(&db)?;
-        let registry = Registry::with_limits(Arc::new(store), limits);
+        let store: Arc<dyn efa_registry::store::Store> = match location {
+            StoreLocation::Sled => Arc::new(SledStore::open(&db)?),
+            StoreLocation::Postgres(url) => Arc::new(efa_registry::store::PostgresStore::open(&url)?),
+        };
+        let registry = Registry::with_limits(store, limits);
         registry.seed_if_empty()?;
         Ok(registry)
     })
@@ -265,6 +309,8 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         slow_subscriber_timeout: config.slow_subscriber_timeout,
+        // Other replicas commit to a shared database without waking this one's streams.
+        poll_interval: matches!(config.store, StoreLocation::Postgres(_)).then_some(SHARED_STORE_POLL),
     });
     let state = Arc::new(HubState {
         registry: registry.clone(),

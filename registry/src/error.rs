@@ -18,6 +18,9 @@ pub enum Error {
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The database is away for now (restarting, unreachable); trying again may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// A stored record does not decode.
     #[error("corrupt record in {tree}: {reason}")]
     Corrupt {
@@ -66,6 +69,7 @@ impl Classify for Error {
             Error::Domain(e) => e.kind(),
             Error::Import(_) => ErrorKind::Invalid,
             Error::Storage(_) | Error::Corrupt { .. } | Error::Io { .. } => ErrorKind::Internal,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
         }
     }
 }

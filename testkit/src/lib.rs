@@ -13,6 +13,7 @@
 pub mod bins;
 pub mod bundle;
 pub mod fuzz;
+pub mod postgres;
 pub mod reports;
 pub mod rng;
 pub mod tools;

@@ -6,6 +6,7 @@
 //! return from [`Store::flush`]; the registry calls it before acknowledging.
 
 pub mod codec;
+pub mod postgres;
 pub mod sled;
 #[cfg(test)]
 mod suite;
@@ -23,6 +24,7 @@ use efa_domain::model::release::{Release, Yank};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 
+pub use self::postgres::PostgresStore;
 pub use self::sled::SledStore;
 
 /// Counts of what an import wrote, for reporting.
