@@ -55,6 +55,18 @@ enum Command {
         #[arg(long)]
         successors: Option<PathBuf>,
     },
+    /// Copy a whole hub's store into PostgreSQL (records, events with their seqs, register),
+    /// then check counts and the event log's digest on both sides. Stop the hub first; run
+    /// it again after an interruption (every write is an idempotent upsert). Blobs and
+    /// dashboard tokens stay in the data dir.
+    Migrate {
+        /// The source: `sled:DIR` (a hub's `DATA_DIR/db`).
+        #[arg(long)]
+        from: String,
+        /// The target: a `postgres://` URL (a password in EFA_STORE instead).
+        #[arg(long, env = "EFA_STORE", hide_env_values = true)]
+        to: String,
+    },
     /// Development PKI (rcgen): a CA, a hub certificate and role certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -288,6 +300,34 @@ async fn run() -> Result<()> {
             let mut config = HubConfig::new(listen, data_dir, Some(tls));
             config.dashboard = Some(DashboardConfig { listen: dashboard_listen });
             serve(config).await
+        }
+        Command::Migrate { from, to } => {
+            let Some(dir) = from.strip_prefix("sled:") else {
+                bail!("--from must be sled:DIR (the db/ directory of a hub's data dir)");
+            };
+            if !matches!(to.parse::<efa_hub::StoreLocation>(), Ok(efa_hub::StoreLocation::Postgres(_))) {
+                bail!("--to must be a postgres:// URL");
+            }
+            let dir = PathBuf::from(dir);
+            if !dir.is_dir() {
+                bail!("{} is not a directory (give the hub's DATA_DIR/db)", dir.display());
+            }
+            let report = tokio::task::spawn_blocking(move || -> Result<efa_registry::store::postgres::CopyReport> {
+                let src =
+                    efa_registry::store::SledStore::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+                let dst = std::sync::Arc::new(efa_registry::store::PostgresStore::open(&to)?);
+                let progress = |kind: &str, n: usize| eprintln!("  {kind}: {n}");
+                let report = dst.copy_from(&src, &progress)?;
+                // The OZG catalogue and LeiKa come from the data this build ships.
+                efa_registry::Registry::new(dst).import_catalogue()?;
+                Ok(report)
+            })
+            .await??;
+            println!(
+                "copied {} events (log digest sha256:{}) and every record; counts and digest match on both sides",
+                report.events, report.events_digest
+            );
+            Ok(())
         }
         Command::Import { data_dir, file, successors } => {
             let db = data_dir.join("db");

@@ -60,3 +60,64 @@ async fn two_replicas_on_one_database_serve_one_federation() {
     let (ra, rb) = (w.fed.registry().unwrap(), b.registry().unwrap());
     assert_eq!(ra.head_seq().unwrap(), rb.head_seq().unwrap());
 }
+
+/// `efa-hub migrate`: a hub's sled store copied into PostgreSQL, the copy run again after
+/// an interruption, and a hub on the copy serves the same federation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
+    if !efa_testkit::tools::check(
+        "migrate to postgres",
+        efa_testkit::postgres::available(),
+        "apt-get install postgresql",
+    ) {
+        return;
+    }
+    let mut w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    node.sync().await.unwrap();
+    rate(&node, "wohngeld-nrw", "1.0.0", 4, vec![], "läuft").await.unwrap();
+    let before = (w.adopters("wohngeld-nrw").await, w.history(DORTMUND).await);
+    let head = w.fed.registry().unwrap().head_seq().unwrap();
+    w.fed.stop_hub().await.unwrap();
+
+    let url = efa_testkit::postgres::database().expect("a fresh database");
+    let (db, u) = (w.fed.hub_data_dir().join("db"), url.clone());
+    tokio::task::spawn_blocking(move || {
+        let src = efa_registry::store::SledStore::open(&db).unwrap();
+        let dst = efa_registry::store::PostgresStore::open(&u).unwrap();
+        let report = dst.copy_from(&src, &|_, _| {}).unwrap();
+        assert_eq!(report.events, head);
+        // As if the first run was killed after the events: gone rows come back, the rest stays.
+        let server = efa_testkit::postgres::server().unwrap();
+        let name = u.rsplit('/').next().unwrap();
+        server.psql(name, "DELETE FROM history; DELETE FROM adoption; DELETE FROM events WHERE seq > 2").unwrap();
+        let again = dst.copy_from(&src, &|_, _| {}).unwrap();
+        assert_eq!(again.events_digest, report.events_digest);
+        efa_registry::Registry::new(std::sync::Arc::new(dst)).import_catalogue().unwrap();
+    })
+    .await
+    .unwrap();
+
+    // A hub on the copy (same certificates and blobs) answers as the old one did.
+    let pg = DevFederation::start_tuned(w.dir.path(), "127.0.0.1:0".parse().unwrap(), move |c| {
+        c.store = StoreLocation::Postgres(url.clone())
+    })
+    .await
+    .unwrap();
+    assert_eq!(pg.registry().unwrap().head_seq().unwrap(), head);
+    let op = pg.channel(&operator()).await.unwrap();
+    let after = (
+        efa_testkit::reports::adopters(op.clone(), "wohngeld-nrw").await,
+        efa_testkit::reports::history(op, DORTMUND).await,
+    );
+    assert_eq!(after, before);
+    // The node carries on against it: nothing to do, nothing reported twice.
+    let mut config = w.node_config(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    config.hub = pg.url();
+    let again = efa_node::Agent::new(config).unwrap().sync().await.unwrap();
+    assert!(again.iter().all(|h| !matches!(h, Handled::Deployed { .. })), "{again:?}");
+    let op = pg.channel(&operator()).await.unwrap();
+    assert_eq!(efa_testkit::reports::history(op, DORTMUND).await, before.1, "nothing reported twice");
+}

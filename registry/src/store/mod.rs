@@ -56,6 +56,8 @@ pub trait Store: Send + Sync + 'static {
     fn meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets a small setting of the store.
     fn put_meta(&self, key: &str, value: &str) -> Result<()>;
+    /// Every setting, for copying a store.
+    fn settings(&self) -> Result<Vec<(String, String)>>;
     /// The Gemeinde with this AGS.
     fn kommune(&self, ags: &Ags) -> Result<Option<Kommune>>;
     /// Every Gemeinde.
@@ -141,6 +143,8 @@ pub trait Store: Send + Sync + 'static {
     fn put_grant(&self, provider: &str, grant: &ProviderGrant) -> Result<()>;
     /// A provider's grant (empty if none).
     fn grant(&self, provider: &str) -> Result<ProviderGrant>;
+    /// Every provider's grant, by name.
+    fn grants(&self) -> Result<Vec<(String, ProviderGrant)>>;
 
     // --- FIT-Connect routing ---
     /// Writes (or, with no destinations, removes) a Kommune's declared destinations for a

@@ -16,7 +16,10 @@
 //! store's own small tokio runtime, and the calling thread waits for the answer (inside a
 //! tokio worker it says so with `block_in_place`).
 
+mod copy;
 mod schema;
+
+pub use copy::CopyReport;
 
 use super::codec::{decode, encode, Record, StoredSnapshot};
 use super::{ImportCounts, Store};
@@ -310,6 +313,16 @@ impl Store for PostgresStore {
             .await
             .map_err(storage)?;
             Ok(())
+        })
+    }
+
+    fn settings(&self) -> Result<Vec<(String, String)>> {
+        self.run(|pool| async move {
+            let rows =
+                sqlx::query("SELECT key, value FROM meta ORDER BY key").fetch_all(&pool).await.map_err(storage)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("key").map_err(storage)?, r.try_get("value").map_err(storage)?)))
+                .collect()
         })
     }
 
@@ -678,6 +691,16 @@ impl Store for PostgresStore {
         Ok(self
             .get("grants", "SELECT rec FROM grants WHERE provider = $1", vec![provider.to_string()])?
             .unwrap_or_default())
+    }
+
+    fn grants(&self) -> Result<Vec<(String, ProviderGrant)>> {
+        self.run(|pool| async move {
+            let rows = sqlx::query("SELECT provider, rec FROM grants ORDER BY provider")
+                .fetch_all(&pool)
+                .await
+                .map_err(storage)?;
+            rows.iter().map(|r| Ok((r.try_get("provider").map_err(storage)?, rec("grants", r)?))).collect()
+        })
     }
 
     fn put_routing(&self, record: &RoutingRecord) -> Result<()> {

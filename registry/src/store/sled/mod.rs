@@ -199,6 +199,17 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn settings(&self) -> Result<Vec<(String, String)>> {
+        self.meta
+            .scan_prefix("setting/")
+            .map(|kv| {
+                let (k, v) = kv?;
+                let key = String::from_utf8_lossy(&k["setting/".len()..]).into_owned();
+                Ok((key, String::from_utf8_lossy(&v).into_owned()))
+            })
+            .collect()
+    }
+
     fn counts(&self) -> Result<ImportCounts> {
         Ok(ImportCounts {
             laender: self.laender.len(),
@@ -501,6 +512,16 @@ impl Store for SledStore {
 
     fn grant(&self, provider: &str) -> Result<ProviderGrant> {
         Ok(Self::get(&self.grants, "grants", provider.as_bytes())?.unwrap_or_default())
+    }
+
+    fn grants(&self) -> Result<Vec<(String, ProviderGrant)>> {
+        self.grants
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), decode("grants", &v)?))
+            })
+            .collect()
     }
 
     fn put_routing(&self, record: &RoutingRecord) -> Result<()> {
