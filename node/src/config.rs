@@ -4,6 +4,7 @@
 //! ```toml
 //! ags = "05913000"                       # this Kommune (Dortmund)
 //! hub = "https://hub.example:50051"
+//! hubs = ["https://hub2.example:50051"]  # optional: further replicas of the same hub
 //! state_dir = "/var/lib/efa-node"        # cursor, pending approvals, blob cache
 //! deploy_dir = "/srv/efa"                # <service>/<version>/ and <service>/current
 //! keep_versions = 3
@@ -63,6 +64,11 @@ pub struct NodeConfig {
     pub covers: Vec<Ags>,
     /// The hub's URL, `https://host:port`.
     pub hub: String,
+    /// Further replicas of the same hub (one database behind them all): the node spreads
+    /// its calls over every address that answers and carries on with the others when one
+    /// is away; a broken event stream resumes from its cursor on another.
+    #[serde(default)]
+    pub hubs: Vec<String>,
     /// Holds `state.json` and the blob cache.
     pub state_dir: PathBuf,
     /// Deployed services: `<service>/<version>/` and `<service>/current`.
@@ -171,6 +177,7 @@ impl NodeConfig {
             ags,
             covers: Vec::new(),
             hub: hub.into(),
+            hubs: Vec::new(),
             state_dir: state_dir.into(),
             deploy_dir: deploy_dir.into(),
             keep_versions: default_keep(),

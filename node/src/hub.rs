@@ -117,14 +117,43 @@ type Svc = InterceptedService<GrpcChannel, ActFor>;
 /// A connection to the hub (connects lazily and reconnects after failures).
 #[derive(Clone)]
 pub struct HubClient {
-    channel: GrpcChannel,
+    /// One lazily connecting channel per hub address (replicas of one hub), and which one
+    /// is in use: calls stay on one replica until [`fail_over`](Self::fail_over) moves on.
+    channels: std::sync::Arc<[(String, GrpcChannel)]>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     act_for: ActFor,
 }
 
 impl HubClient {
     /// A client on `channel`.
     pub fn new(channel: GrpcChannel) -> Self {
-        HubClient { channel, act_for: ActFor::default() }
+        Self::replicas(vec![(String::new(), channel)])
+    }
+
+    /// A client over several replicas of one hub, `(address, channel)` in order of
+    /// preference; it uses the first until it fails over.
+    pub fn replicas(channels: Vec<(String, GrpcChannel)>) -> Self {
+        HubClient { channels: channels.into(), current: Default::default(), act_for: ActFor::default() }
+    }
+
+    /// Moves on to the next replica after the current one failed (nothing with one
+    /// address). Returns the address now in use.
+    pub fn fail_over(&self) -> Option<&str> {
+        if self.channels.len() < 2 {
+            return None;
+        }
+        let next = (self.current.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1) % self.channels.len();
+        Some(self.channels[next].0.as_str())
+    }
+
+    /// How many replica addresses it knows.
+    pub fn replica_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    fn channel(&self) -> GrpcChannel {
+        let i = self.current.load(std::sync::atomic::Ordering::SeqCst) % self.channels.len();
+        self.channels[i].1.clone()
     }
 
     /// Names `ags` on every call as the Kommune this node acts for.
@@ -134,20 +163,20 @@ impl HubClient {
     }
 
     fn catalog(&self) -> CatalogServiceClient<Svc> {
-        CatalogServiceClient::with_interceptor(self.channel.clone(), self.act_for.clone())
+        CatalogServiceClient::with_interceptor(self.channel(), self.act_for.clone())
     }
 
     fn releases(&self) -> ReleaseServiceClient<Svc> {
-        ReleaseServiceClient::with_interceptor(self.channel.clone(), self.act_for.clone())
+        ReleaseServiceClient::with_interceptor(self.channel(), self.act_for.clone())
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
     fn subscriptions(&self) -> SubscriptionServiceClient<Svc> {
-        SubscriptionServiceClient::with_interceptor(self.channel.clone(), self.act_for.clone())
+        SubscriptionServiceClient::with_interceptor(self.channel(), self.act_for.clone())
     }
 
     fn adoption(&self) -> AdoptionServiceClient<Svc> {
-        AdoptionServiceClient::with_interceptor(self.channel.clone(), self.act_for.clone())
+        AdoptionServiceClient::with_interceptor(self.channel(), self.act_for.clone())
     }
 
     /// Registers a subscription (idempotent).

@@ -121,3 +121,59 @@ async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
     let op = pg.channel(&operator()).await.unwrap();
     assert_eq!(efa_testkit::reports::history(op, DORTMUND).await, before.1, "nothing reported twice");
 }
+
+/// A node that knows two replicas carries on with the other when one stops: its stream
+/// resumes there from its cursor, and a release published on the survivor is deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_two_replica_addresses_carries_on_when_one_stops() {
+    let Some((mut w, b)) = two_replicas().await else { return };
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let mut config = w.node_config(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    config.hubs = vec![b.url()];
+    let node = efa_node::Agent::new(config).unwrap();
+    let stop = CancellationToken::new();
+    let run = {
+        let stop = stop.clone();
+        tokio::spawn(async move { node.run(stop).await })
+    };
+    let op = b.channel(&operator()).await.unwrap();
+    let running = |version: &'static str| {
+        let op = op.clone();
+        move || {
+            let op = op.clone();
+            async move {
+                efa_testkit::reports::adopters(op, "wohngeld-nrw")
+                    .await
+                    .first()
+                    .is_some_and(|a| a.running_version == version)
+            }
+        }
+    };
+    eventually(20, "1.0.0 deployed", running("1.0.0")).await;
+
+    w.fed.stop_hub().await.unwrap();
+    let key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
+    let bundle = w.standard_bundle("1.0.1");
+    let spec = efa_cli::publish::PublishSpec {
+        dir: &bundle,
+        service_id: "wohngeld-nrw".parse().unwrap(),
+        version: "1.0.1".into(),
+        channel: "stable".parse().unwrap(),
+        land: NRW.parse().unwrap(),
+        release_notes: "auf Replik B".into(),
+        signing_key: &key,
+    };
+    efa_cli::publish::publish_dir(b.channel(&land(NRW)).await.unwrap(), spec, |_, _| {}).await.unwrap();
+    let started = std::time::Instant::now();
+    eventually(30, "1.0.1 deployed through the surviving replica", running("1.0.1")).await;
+    eprintln!("failover: 1.0.1 deployed {:.1?} after it was published on the survivor", started.elapsed());
+    stop.cancel();
+    run.await.unwrap().unwrap();
+
+    // A one-shot `efa-node sync` whose first address is away goes on to the next.
+    let mut config = w.node_config(ESSEN, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    config.hubs = vec![b.url()];
+    let handled = efa_node::Agent::new(config).unwrap().sync().await.unwrap();
+    assert_eq!(handled, vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.1".into() }]);
+}

@@ -187,7 +187,11 @@ impl Agent {
         for dir in [&config.state_dir, &config.deploy_dir] {
             std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
         }
-        let channel = efa_proto::tls::connect_lazy(&config.hub, config.tls_files().as_ref())?;
+        let tls = config.tls_files();
+        let channels = std::iter::once(&config.hub)
+            .chain(config.hubs.iter())
+            .map(|url| Ok((url.clone(), efa_proto::tls::connect_lazy(url, tls.as_ref())?)))
+            .collect::<Result<Vec<_>>>()?;
         let deployer = Deployer::new(&config.deploy_dir, config.keep_versions)
             .with_health_timeout(Duration::from_secs(config.health_timeout_secs));
         let report = deployer.recover()?;
@@ -202,7 +206,7 @@ impl Agent {
             cache: BlobCache::new(&config.state_dir)?,
             state: StateFile::new(&config.state_dir),
             deployer: Arc::new(deployer),
-            hub: HubClient::new(channel).acting_for(&config.ags),
+            hub: HubClient::replicas(channels).acting_for(&config.ags),
             config,
             busy: tokio::sync::Mutex::new(()),
             counters: Default::default(),
@@ -367,7 +371,24 @@ impl Agent {
     /// the event stream until it has caught up.
     /// What happened to each service, once: the reconcile pass and the event stream see
     /// the same releases, and an event for an older release has nothing to say.
+    /// With several hub replicas configured, a pass that finds one away is run again on
+    /// the next (what was done already is not done twice: reports are queued, releases
+    /// are decided against what runs).
     pub async fn sync(&self) -> Result<Vec<Handled>> {
+        let mut tries = 1;
+        loop {
+            match self.sync_pass().await {
+                Err(e) if e.is_transient() && tries < self.hub.replica_count() => {
+                    let next = self.hub.fail_over().unwrap_or_default();
+                    tracing::warn!(error = %e, hub = next, "hub replica away; syncing with the next");
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn sync_pass(&self) -> Result<Vec<Handled>> {
         self.register_subscriptions().await?;
         self.flush_outbox().await?;
         let mut handled = self.reconcile().await?;
@@ -391,6 +412,9 @@ impl Agent {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         let mut backoff = Duration::from_millis(200);
         let mut registered = false;
+        // Replicas tried since the last good connection: each gets a quick try, then the
+        // backoff grows again (all of them away is one outage, not many).
+        let mut tried = 0;
         while !shutdown.is_cancelled() {
             let attempt = async {
                 if !registered {
@@ -406,11 +430,22 @@ impl Agent {
             // no reason to wait longer each time.
             if self.caught_up.swap(false, Ordering::SeqCst) {
                 backoff = Duration::from_millis(200);
+                tried = 0;
             }
             match result {
-                Ok(_) => backoff = Duration::from_millis(200),
+                Ok(_) => {
+                    backoff = Duration::from_millis(200);
+                    tried = 0;
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "hub unreachable; will resume from the cursor");
+                    if let Some(next) = self.hub.fail_over() {
+                        tracing::warn!(hub = next, "trying the next hub replica");
+                        tried += 1;
+                        if tried < self.hub.replica_count() {
+                            backoff = Duration::from_millis(200);
+                        }
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, retry_in = ?backoff, "sync failed"),
             }
