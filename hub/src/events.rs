@@ -108,6 +108,9 @@ pub struct Feed {
     /// With a store shared by several replicas, events committed by another replica wake no
     /// stream here: an idle stream re-reads the log this often. `None` with an embedded store.
     pub poll_interval: Option<Duration>,
+    /// Woken when another replica committed events streams must see (PostgreSQL NOTIFY);
+    /// streams then read the log again.
+    pub foreign_commit: tokio::sync::Notify,
 }
 
 impl Feed {
@@ -163,6 +166,7 @@ pub async fn watch(state: Arc<Feed>, ags: Ags, mut cursor: u64, out: mpsc::Sende
                     }
                     _ = out.closed() => return Ok(()),
                     _ = idle(state.poll_interval) => break,
+                    _ = state.foreign_commit.notified() => break,
                     msg = live.recv() => match msg {
                         Ok(event) if event.seq <= cursor => continue,
                         Ok(event) if Some(event.seq) == cursor.checked_add(1) => {

@@ -190,8 +190,9 @@ impl RunningHub {
     }
 }
 
-/// How often an idle event stream re-reads a store that other replicas write too.
-const SHARED_STORE_POLL: Duration = Duration::from_millis(500);
+/// How often an idle event stream re-reads a store that other replicas write too, in case
+/// a notification was lost (they wake streams at once otherwise).
+const SHARED_STORE_POLL: Duration = Duration::from_secs(5);
 
 /// Where a hub keeps its records and events.
 #[derive(Clone, PartialEq, Eq)]
@@ -253,7 +254,13 @@ fn committed(registry: &Registry, release: &str) -> bool {
 }
 
 /// Collects blob garbage every `interval` (see [`BlobStore::collect_garbage`]).
-fn spawn_blob_gc(registry: Arc<Registry>, blobs: BlobStore, config: &HubConfig, shutdown: CancellationToken) {
+fn spawn_blob_gc(
+    registry: Arc<Registry>,
+    blobs: BlobStore,
+    config: &HubConfig,
+    replica: String,
+    shutdown: CancellationToken,
+) {
     let (interval, grace) = (config.blob_gc_interval, config.blob_gc_grace);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -262,6 +269,9 @@ fn spawn_blob_gc(registry: Arc<Registry>, blobs: BlobStore, config: &HubConfig, 
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            if !holds_lease(&registry, "blob-gc", &replica, interval * 3).await {
+                continue;
             }
             let (r, b) = (registry.clone(), blobs.clone());
             let run = tokio::task::spawn_blocking(move || {
@@ -278,13 +288,34 @@ fn spawn_blob_gc(registry: Arc<Registry>, blobs: BlobStore, config: &HubConfig, 
     });
 }
 
-fn spawn_retention(registry: Arc<Registry>, keep: u64, shutdown: CancellationToken) {
+/// Whether this replica holds (or now takes) the lease on `job`: replicas sharing a store
+/// run such jobs one at a time, and another takes over when the holder dies.
+async fn holds_lease(registry: &Arc<Registry>, job: &'static str, replica: &str, ttl: Duration) -> bool {
+    let (r, holder) = (registry.clone(), replica.to_string());
+    match tokio::task::spawn_blocking(move || r.take_lease(job, &holder, ttl)).await {
+        Ok(Ok(held)) => held,
+        Ok(Err(e)) => {
+            tracing::warn!(job, error = %e, "cannot take the job's lease; skipping this round");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(job, error = %e, "lease task failed; skipping this round");
+            false
+        }
+    }
+}
+
+fn spawn_retention(registry: Arc<Registry>, keep: u64, replica: String, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let every = Duration::from_secs(60);
+        let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            if !holds_lease(&registry, "event-retention", &replica, every * 3).await {
+                continue;
             }
             let r = registry.clone();
             match tokio::task::spawn_blocking(move || r.trim_events_keep(keep)).await {
@@ -309,9 +340,25 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         slow_subscriber_timeout: config.slow_subscriber_timeout,
-        // Other replicas commit to a shared database without waking this one's streams.
+        // Other replicas commit to a shared database: their notifications wake this one's
+        // streams, and a slow timer covers a lost one.
         poll_interval: matches!(config.store, StoreLocation::Postgres(_)).then_some(SHARED_STORE_POLL),
+        foreign_commit: tokio::sync::Notify::new(),
     });
+    {
+        let feed = Arc::downgrade(&feed);
+        let wake = Box::new(move || {
+            if let Some(feed) = feed.upgrade() {
+                feed.foreign_commit.notify_waiters();
+            }
+        });
+        let r = registry.clone();
+        tokio::task::spawn_blocking(move || r.store().on_foreign_commit(wake))
+            .await
+            .map_err(|e| HubError::Task(e.to_string()))??;
+    }
+    // Names this process among the replicas that take turns on once-only jobs.
+    let replica = format!("{}-{}", std::process::id(), efa_domain::now_ms());
     let state = Arc::new(HubState {
         registry: registry.clone(),
         blobs,
@@ -322,7 +369,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         metrics,
     });
     if let Some(keep) = config.event_retention {
-        spawn_retention(registry.clone(), keep, shutdown.clone());
+        spawn_retention(registry.clone(), keep, replica.clone(), shutdown.clone());
     }
     // Uploads of a hub that died mid-publish: promoted if their release was committed.
     let recovered = {
@@ -335,7 +382,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     if recovered != Default::default() {
         tracing::warn!(?recovered, "recovered uploads of an interrupted publish");
     }
-    spawn_blob_gc(registry.clone(), state.blobs.clone(), &config, shutdown.clone());
+    spawn_blob_gc(registry.clone(), state.blobs.clone(), &config, replica, shutdown.clone());
 
     let tls = match (&config.tls, config.insecure_dev) {
         (Some(files), _) => Some(TlsServer::new(files.clone())?),

@@ -49,10 +49,15 @@ async fn two_replicas_on_one_database_serve_one_federation() {
     };
     eventually(20, "the node's stream is attached to B", || async { b.hub.as_ref().unwrap().watchers() >= 1 }).await;
     w.publish(NRW, "wohngeld-nrw", "1.0.1", &w.standard_bundle("1.0.1")).await.unwrap();
+    let published = std::time::Instant::now();
     eventually(20, "the node deployed 1.0.1 published on the other replica", || async {
         w.adopters("wohngeld-nrw").await.first().is_some_and(|a| a.running_version == "1.0.1")
     })
     .await;
+    // Woken by PostgreSQL's NOTIFY, not the 5 s fallback poll.
+    let took = published.elapsed();
+    eprintln!("publish on A -> deployed through B: {took:.1?}");
+    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
     stop.cancel();
     run.await.unwrap().unwrap();
 

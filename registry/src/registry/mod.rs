@@ -70,6 +70,13 @@ impl Registry {
         &self.limits
     }
 
+    /// Takes or renews the lease on a job that one hub replica at a time runs (see
+    /// [`Store::take_lease`](crate::store::Store::take_lease)).
+    pub fn take_lease(&self, job: &'static str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        let (holder, ttl) = (holder.to_string(), ttl.as_millis() as i64);
+        self.commits.write(move |s| s.take_lease(job, &holder, ttl))
+    }
+
     /// Makes every write so far durable (the commit thread already did for acknowledged ones).
     pub fn flush(&self) -> Result<()> {
         self.store.flush()

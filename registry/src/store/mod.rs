@@ -186,6 +186,20 @@ pub trait Store: Send + Sync + 'static {
     /// The Land's stored snapshot bytes and signature, as received.
     fn snapshot(&self, land: &LandCode) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
 
+    // --- coordination of hub replicas ---
+    /// Takes or renews the lease on a job that must run on one replica at a time (blob
+    /// garbage collection, event trimming): true if `holder` holds it for the next
+    /// `ttl_ms`. A holder that dies loses it when the lease runs out. A store only one hub
+    /// uses answers true.
+    fn take_lease(&self, _job: &str, _holder: &str, _ttl_ms: i64) -> Result<bool> {
+        Ok(true)
+    }
+    /// Calls `wake` whenever another process may have appended events that streams must
+    /// see (a shared store); a store only one hub uses never calls it.
+    fn on_foreign_commit(&self, _wake: Box<dyn Fn() + Send + Sync>) -> Result<()> {
+        Ok(())
+    }
+
     // --- event log ---
     /// Up to `limit` stored events with seq > `seq`, in seq order.
     fn events_after(&self, seq: u64, limit: usize) -> Result<Vec<Event>>;

@@ -41,6 +41,8 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The LISTEN/NOTIFY channel on which commits that streams care about are announced.
+const NOTIFY_CHANNEL: &str = "efa_events";
 /// Connections per hub replica; PostgreSQL's default allows 100 in all.
 const POOL_SIZE: u32 = 16;
 /// Rows written per statement in bulk loads.
@@ -181,7 +183,25 @@ impl PostgresStore {
         self.run(move |pool| async move {
             let mut tx = pool.begin().await.map_err(storage)?;
             let (kind, out) = f(&mut tx).await?;
+            let wakes = matches!(
+                kind,
+                EventKind::ReleasePublished { .. }
+                    | EventKind::ReleaseYanked { .. }
+                    | EventKind::Offered { .. }
+                    | EventKind::Subscribed(_)
+                    | EventKind::Unsubscribed { .. }
+            );
             let event = append_event(&mut tx, at_ms, kind).await?;
+            if wakes {
+                // Delivered at commit: other replicas' streams read the log again. Adoption
+                // reports wake nobody (streams do not carry them, and they are most writes).
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(NOTIFY_CHANNEL)
+                    .bind(event.seq.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(storage)?;
+            }
             tx.commit().await.map_err(storage)?;
             Ok((out, event))
         })
@@ -875,6 +895,52 @@ impl Store for PostgresStore {
 
     fn flush(&self) -> Result<()> {
         // Every write is committed (and so durable) before it returns.
+        Ok(())
+    }
+
+    fn take_lease(&self, job: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let (job, holder) = (job.to_string(), holder.to_string());
+        let now = efa_domain::now_ms();
+        self.run(move |pool| async move {
+            let held: Option<String> = sqlx::query_scalar(
+                "INSERT INTO leases (job, holder, until_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms \
+                 WHERE leases.until_ms < $4 OR leases.holder = EXCLUDED.holder RETURNING holder",
+            )
+            .bind(job)
+            .bind(holder)
+            .bind(now.saturating_add(ttl_ms))
+            .bind(now)
+            .fetch_optional(&pool)
+            .await
+            .map_err(storage)?;
+            Ok(held.is_some())
+        })
+    }
+
+    fn on_foreign_commit(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<()> {
+        let rt = self.rt.as_ref().ok_or_else(|| Error::Storage("the PostgreSQL store is closed".into()))?;
+        let pool = self.pool.clone();
+        rt.spawn(async move {
+            // NOTIFY has no replay: after every (re)connect the streams read the log again.
+            loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if listener.listen(NOTIFY_CHANNEL).await.is_ok() {
+                            wake();
+                            while listener.recv().await.is_ok() {
+                                wake();
+                            }
+                        }
+                        tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %storage(e), "cannot listen for PostgreSQL notifications; retrying")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
         Ok(())
     }
 }

@@ -52,6 +52,8 @@ const STEPS: &[&str] = &[
     CREATE TABLE offers (service TEXT NOT NULL, land TEXT NOT NULL, rec BYTEA NOT NULL,
                          PRIMARY KEY (service, land));
     CREATE TABLE snapshots (land TEXT PRIMARY KEY, rec BYTEA NOT NULL);
+    -- Jobs that run on one replica at a time, and who runs each until when.
+    CREATE TABLE leases (job TEXT PRIMARY KEY, holder TEXT NOT NULL, until_ms BIGINT NOT NULL);
     "#,
 ];
 

@@ -87,3 +87,16 @@ fn concurrent_writers_on_several_connections_never_make_a_reader_skip() {
     assert_eq!(seen.len() as u64, total, "the reader saw every event once");
     assert_eq!(replicas[2].head_seq().unwrap(), total);
 }
+
+/// A job's lease goes to one replica at a time and passes on only when it runs out.
+#[test]
+fn a_lease_is_held_by_one_replica_until_it_runs_out() {
+    use crate::store::Store;
+    let Some(a) = store() else { return };
+    assert!(a.take_lease("blob-gc", "a", 60_000).unwrap());
+    assert!(!a.take_lease("blob-gc", "b", 60_000).unwrap(), "b waits while a holds it");
+    assert!(a.take_lease("blob-gc", "a", 60_000).unwrap(), "a renews");
+    assert!(a.take_lease("event-retention", "b", 60_000).unwrap(), "leases are per job");
+    assert!(a.take_lease("other", "a", -1).unwrap());
+    assert!(a.take_lease("other", "b", 60_000).unwrap(), "an expired lease passes on");
+}
