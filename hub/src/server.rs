@@ -353,7 +353,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             }
         });
         let r = registry.clone();
-        tokio::task::spawn_blocking(move || r.store().on_foreign_commit(wake))
+        tokio::task::spawn_blocking(move || r.on_foreign_commit(wake))
             .await
             .map_err(|e| HubError::Task(e.to_string()))??;
     }

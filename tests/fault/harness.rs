@@ -201,6 +201,8 @@ pub struct HubProc {
     pub child: Option<ChildGuard>,
     pub starts: usize,
     pub kills: usize,
+    /// Further `efa-hub serve` arguments (e.g. `--store postgres://…`).
+    pub extra_args: Vec<String>,
 }
 
 impl HubProc {
@@ -216,6 +218,23 @@ impl HubProc {
             child: None,
             starts: 0,
             kills: 0,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Another replica of this hub: same certificates and data dir, its own port.
+    pub fn replica(&self) -> HubProc {
+        let root = self.root.join(format!("replica-{}", free_port()));
+        std::fs::create_dir_all(root.join("logs")).unwrap();
+        HubProc {
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            pki: Pki { dir: self.pki.dir.clone() },
+            child: None,
+            starts: 0,
+            kills: 0,
+            root,
+            data_dir: self.data_dir.clone(),
+            extra_args: self.extra_args.clone(),
         }
     }
 
@@ -238,7 +257,8 @@ impl HubProc {
             .arg("--key")
             .arg(self.pki.dir.join("hub.key"))
             .arg("--client-ca")
-            .arg(self.pki.dir.join("ca.pem"));
+            .arg(self.pki.dir.join("ca.pem"))
+            .args(&self.extra_args);
         self.starts += 1;
         let log = self.root.join("logs").join(format!("hub-{}.log", self.starts));
         self.child = Some(ChildGuard::spawn("efa-hub", cmd, log));

@@ -10,6 +10,9 @@
 //!   loses or mixes up no record.
 //! - `resume`: nodes resume the event stream across hub crashes and act on each release
 //!   exactly once, in order.
+//! - `replicas`: with two hub replicas on one PostgreSQL database, SIGKILL of one under
+//!   write load loses and duplicates no acknowledged report, and a node that knows both
+//!   carries on with the survivor.
 //!
 //! `cargo test -p efa-tests --test fault -- --nocapture` prints one summary line per test.
 //! `EFA_SOAK=1` runs the long variant; `EFA_TEST_SEED` replays a run's random choices and
@@ -19,4 +22,5 @@ mod deploy_crash;
 mod durability;
 mod harness;
 mod migration;
+mod replicas;
 mod resume;

@@ -70,6 +70,12 @@ impl Registry {
         &self.limits
     }
 
+    /// Calls `wake` when another hub replica appended events streams must see (a shared
+    /// store; see [`Store::on_foreign_commit`](crate::store::Store::on_foreign_commit)).
+    pub fn on_foreign_commit(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<()> {
+        self.store.on_foreign_commit(wake)
+    }
+
     /// Takes or renews the lease on a job that one hub replica at a time runs (see
     /// [`Store::take_lease`](crate::store::Store::take_lease)).
     pub fn take_lease(&self, job: &'static str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
