@@ -40,6 +40,10 @@ enum Command {
         /// Serve the operator web dashboard (HTTPS, hub certificate) on this address.
         #[arg(long, default_value = "127.0.0.1:50443")]
         dashboard_listen: SocketAddr,
+        /// `sled` (default) or a `postgres://` URL, e.g. for several dev replicas on one
+        /// database (`scripts/replicas`).
+        #[arg(long, env = "EFA_STORE", hide_env_values = true, default_value = "sled")]
+        store: String,
     },
     /// Import the Destatis register, the OZG catalogue and LeiKa into the store (idempotent).
     /// Imports a register (Destatis GV100AD; without FILE the one shipped, status
@@ -289,7 +293,8 @@ async fn run() -> Result<()> {
             }
             serve(file.into_hub_config()).await
         }
-        Command::Dev { listen, data_dir, dashboard_listen } => {
+        Command::Dev { listen, data_dir, dashboard_listen, store } => {
+            let store: efa_hub::StoreLocation = store.parse().map_err(anyhow::Error::msg)?;
             let tls = ensure_dev_pki(&data_dir.join("pki"))?;
             println!("EfA Hub (dev) on https://{listen}, data in {}", data_dir.display());
             println!(
@@ -299,6 +304,7 @@ async fn run() -> Result<()> {
             println!("operator dashboard: https://{dashboard_listen}/ (token: efa-hub token issue --data-dir {} --operator NAME)", data_dir.display());
             let mut config = HubConfig::new(listen, data_dir, Some(tls));
             config.dashboard = Some(DashboardConfig { listen: dashboard_listen });
+            config.store = store;
             serve(config).await
         }
         Command::Migrate { from, to } => {
