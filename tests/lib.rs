@@ -215,6 +215,20 @@ pub fn standard_parameters() -> Vec<pb::ParameterSpec> {
     ]
 }
 
+/// A rejection of `service` reported as `who` itself, acting for no Kommune: what a
+/// provider's, Kreis's or Land's certificate must not be able to do.
+pub async fn report_as_itself(w: &World, who: &Identity, service: &str) -> Result<pb::AdoptionRecord, tonic::Status> {
+    AdoptionServiceClient::new(w.channel(who).await)
+        .report_adoption(pb::AdoptionReport {
+            service_id: service.into(),
+            version: String::new(),
+            state: pb::AdoptionState::Rejected as i32,
+            reason: "x".into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
 /// Rates as a Kommune's operator does with `efa-node rate`.
 pub async fn rate(
     agent: &Agent,

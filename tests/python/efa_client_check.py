@@ -39,20 +39,22 @@ def log(msg):
     print(msg, flush=True)
 
 
-def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def connection_args(doc, whose):
+    """An argument parser with what every script here needs to reach the hub as `whose`."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--addr", required=True, help="hub address: https://HOST:PORT or HOST:PORT")
     p.add_argument("--ca", required=True, help="federation CA certificate (PEM)")
-    p.add_argument("--cert", required=True, help="Kommune client certificate (PEM)")
-    p.add_argument("--key", required=True, help="Kommune client key (PEM)")
+    p.add_argument("--cert", required=True, help=f"{whose} client certificate (PEM)")
+    p.add_argument("--key", required=True, help=f"{whose} client key (PEM)")
+    p.add_argument("--server-name", default="localhost", help="name checked against the hub certificate")
+    p.add_argument("--proto-dir", default=os.path.join(REPO_ROOT, "proto"), help="root of the .proto files")
+    return p
+
+
+def parse_args():
+    p = connection_args(__doc__, "Kommune")
     p.add_argument("--service", required=True, help="service id expected in the catalog, e.g. wohngeld-nrw")
     p.add_argument("--version", default="", help="if set, the release_published event must be this version")
-    p.add_argument(
-        "--server-name",
-        default="localhost",
-        help="name checked against the hub certificate (default: localhost)",
-    )
-    p.add_argument("--proto-dir", default=os.path.join(REPO_ROOT, "proto"), help="root of the .proto files")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the event")
     return p.parse_args()
 

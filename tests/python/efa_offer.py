@@ -15,7 +15,6 @@ Nothing here uses EfA Hub's Rust code. Following docs/wire-formats.md ("Offers")
         --signing-key land-09.sign --land 09 --service wohngeld-nrw --set fee_cents=0
 """
 
-import argparse
 import importlib
 import json
 import os
@@ -24,24 +23,26 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from efa_client_check import CheckFailed, generate_stubs, log, read, run_main, target_of  # noqa: E402
+from efa_client_check import (  # noqa: E402
+    CheckFailed,
+    connection_args,
+    generate_stubs,
+    log,
+    read,
+    run_main,
+    target_of,
+)
 from efa_publish import load_signing_key, validate  # noqa: E402
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--addr", required=True, help="hub address: https://HOST:PORT or HOST:PORT")
-    p.add_argument("--ca", required=True, help="federation CA certificate (PEM)")
-    p.add_argument("--cert", required=True, help="the offering Land's client certificate (PEM)")
-    p.add_argument("--key", required=True, help="the offering Land's client key (PEM)")
+    p = connection_args(__doc__, "the offering Land's")
     p.add_argument("--signing-key", required=True, help="the Land's release key file (efa-ed25519-secret:...)")
     p.add_argument("--land", required=True, help="2-digit code of the offering Land, e.g. 09")
     p.add_argument("--service", required=True, help="service id, built by another Land")
     p.add_argument("--channel", default="stable")
     p.add_argument("--from-version", default="0.0.0")
     p.add_argument("--set", action="append", default=[], help="NAME=JSON value of a Land parameter, e.g. fee_cents=0")
-    p.add_argument("--server-name", default="localhost", help="name checked against the hub certificate")
-    p.add_argument("--proto-dir", default=None, help="root of the .proto files (default: the repo's proto/)")
     return p.parse_args()
 
 
@@ -81,7 +82,7 @@ def run(args):
     import grpc
 
     repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proto_dir = args.proto_dir or os.path.join(repo_root, "proto")
+    proto_dir = args.proto_dir
     signing_key, _ = load_signing_key(args.signing_key)
     offer = offer_bytes(args)
     validate("offer", offer, repo_root)

@@ -21,7 +21,6 @@ Exit code 0 on success; non-zero with a message on stderr otherwise.
         --service wohngeld-nrw --version 1.0.0 --bundle ./wohngeld
 """
 
-import argparse
 import base64
 import hashlib
 import importlib
@@ -32,7 +31,15 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from efa_client_check import CheckFailed, generate_stubs, log, read, run_main, target_of  # noqa: E402
+from efa_client_check import (  # noqa: E402
+    CheckFailed,
+    connection_args,
+    generate_stubs,
+    log,
+    read,
+    run_main,
+    target_of,
+)
 
 SECRET_PREFIX = "efa-ed25519-secret:"
 PUBLIC_PREFIX = "efa-ed25519-public:"
@@ -42,11 +49,7 @@ DATA_CHUNK = 256 * 1024
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--addr", required=True, help="hub address: https://HOST:PORT or HOST:PORT")
-    p.add_argument("--ca", required=True, help="federation CA certificate (PEM)")
-    p.add_argument("--cert", required=True, help="the Land's client certificate (PEM)")
-    p.add_argument("--key", required=True, help="the Land's client key (PEM)")
+    p = connection_args(__doc__, "the Land's")
     p.add_argument("--signing-key", required=True, help="the Land's release key file (efa-ed25519-secret:...)")
     p.add_argument("--land", required=True, help="2-digit Land code, e.g. 05")
     p.add_argument("--service", required=True, help="service id, e.g. wohngeld-nrw")
@@ -55,8 +58,6 @@ def parse_args():
     p.add_argument("--notes", default="", help="release notes")
     p.add_argument("--bundle", required=True, help="directory whose files make the release")
     p.add_argument("--no-register-key", action="store_true", help="do not call SetSigningKeys")
-    p.add_argument("--server-name", default="localhost", help="name checked against the hub certificate")
-    p.add_argument("--proto-dir", default=None, help="root of the .proto files (default: the repo's proto/)")
     return p.parse_args()
 
 
@@ -129,7 +130,7 @@ def run(args):
     import grpc
 
     repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proto_dir = args.proto_dir or os.path.join(repo_root, "proto")
+    proto_dir = args.proto_dir
     signing_key, public_text = load_signing_key(args.signing_key)
     manifest, contents = build_manifest(args)
     validate("manifest", manifest, repo_root)

@@ -57,15 +57,7 @@ async fn a_provider_runs_the_nodes_of_the_kommunen_it_was_granted_and_no_others(
     let err = efa_node::Agent::new(config).unwrap().sync().await.unwrap_err().to_string();
     assert!(err.contains("not granted to act for Kommune 05913000"), "{err}");
     // As itself, a provider is no Kommune.
-    let err = AdoptionServiceClient::new(w.channel(&provider()).await)
-        .report_adoption(pb::AdoptionReport {
-            service_id: "wohngeld-nrw".into(),
-            version: String::new(),
-            state: pb::AdoptionState::Rejected as i32,
-            reason: "x".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = report_as_itself(&w, &provider(), "wohngeld-nrw").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // A provider reads its own grant.
     let mine = CatalogServiceClient::new(w.channel(&provider()).await)

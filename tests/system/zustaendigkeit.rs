@@ -83,15 +83,7 @@ async fn a_kreis_or_amt_acts_for_its_own_gemeinden_only() {
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("lies in Kreis 05913"), "{}", err.message());
     // As itself a Kreis reports nothing.
-    let err = AdoptionServiceClient::new(w.channel(&kreis(UNNA)).await)
-        .report_adoption(pb::AdoptionReport {
-            service_id: "bafoeg-nrw".into(),
-            version: String::new(),
-            state: pb::AdoptionState::Rejected as i32,
-            reason: "x".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = report_as_itself(&w, &kreis(UNNA), "bafoeg-nrw").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // A Kreis code the register does not know.
     let err =

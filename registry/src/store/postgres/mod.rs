@@ -17,11 +17,16 @@
 //! tokio worker it says so with `block_in_place`).
 
 mod copy;
+mod ledger;
+mod runtime;
 mod schema;
+mod sql;
 
 pub use copy::CopyReport;
 
-use super::codec::{decode, encode, Record, StoredSnapshot};
+use sql::{count, exec, rec, storage, tx_get, upsert_all};
+
+use super::codec::{encode, StoredSnapshot};
 use super::{ImportCounts, Store};
 use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
@@ -35,11 +40,8 @@ use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Row};
-use std::future::Future;
-use std::str::FromStr;
-use std::time::Duration;
+use sqlx::postgres::PgPool;
+use sqlx::Row;
 
 /// The LISTEN/NOTIFY channel on which commits that streams care about are announced.
 const NOTIFY_CHANNEL: &str = "efa_events";
@@ -61,220 +63,6 @@ impl Drop for PostgresStore {
             rt.shutdown_background();
         }
     }
-}
-
-fn storage(e: sqlx::Error) -> Error {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => Error::Unavailable(format!("PostgreSQL is unreachable: {e}")),
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
-            // admin shutdown, crash shutdown, cannot connect now; connection exceptions
-            Error::Unavailable(format!("PostgreSQL is not available: {}", db.message()))
-        }
-        other => Error::Storage(format!("PostgreSQL: {other}")),
-    }
-}
-
-fn rec<T: Record>(table: &'static str, row: &sqlx::postgres::PgRow) -> Result<T> {
-    let bytes: Vec<u8> = row.try_get("rec").map_err(storage)?;
-    decode(table, &bytes)
-}
-
-impl PostgresStore {
-    /// Connects to `url` (`postgres://user@host:port/db`; password and TLS options as
-    /// libpq takes them) and brings the schema up to date.
-    pub fn open(url: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| Error::Storage(format!("not a PostgreSQL URL: {}", redact(&e.to_string()))))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("efa-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Storage(format!("cannot start the PostgreSQL runtime: {e}")))?;
-        let pool = rt.block_on(async {
-            PgPoolOptions::new()
-                .max_connections(POOL_SIZE)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
-                .await
-        });
-        let pool = match pool {
-            Ok(p) => p,
-            Err(e) => {
-                rt.shutdown_background();
-                return Err(storage(e));
-            }
-        };
-        let store = PostgresStore { pool, rt: Some(rt) };
-        store.run(schema::migrate)?;
-        Ok(store)
-    }
-
-    /// Runs `f` on the store's runtime and waits for it.
-    fn run<T, F, Fut>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(PgPool) -> Fut,
-        Fut: Future<Output = Result<T>> + Send + 'static,
-    {
-        let rt = self.rt.as_ref().ok_or_else(|| Error::Storage("the PostgreSQL store is closed".into()))?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let fut = f(self.pool.clone());
-        rt.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        let wait = || rx.recv().unwrap_or_else(|_| Err(Error::Storage("a PostgreSQL task ended early".into())));
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
-        }
-    }
-
-    fn get<T: Record + Send + 'static>(
-        &self,
-        table: &'static str,
-        sql: &'static str,
-        keys: Vec<String>,
-    ) -> Result<Option<T>> {
-        self.run(move |pool| async move {
-            let mut q = sqlx::query(sql);
-            for k in keys {
-                q = q.bind(k);
-            }
-            match q.fetch_optional(&pool).await.map_err(storage)? {
-                Some(row) => Ok(Some(rec(table, &row)?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn all<T: Record + Send + 'static>(
-        &self,
-        table: &'static str,
-        sql: &'static str,
-        keys: Vec<String>,
-    ) -> Result<Vec<T>> {
-        self.run(move |pool| async move {
-            let mut q = sqlx::query(sql);
-            for k in keys {
-                q = q.bind(k);
-            }
-            q.fetch_all(&pool).await.map_err(storage)?.iter().map(|row| rec(table, row)).collect()
-        })
-    }
-
-    /// Runs `f` in one transaction with the event it names appended; commits only if `f`
-    /// succeeds, and returns what `f` returned with the event.
-    fn mutate<T, F>(&self, at_ms: i64, f: F) -> Result<(T, Event)>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(
-                &'c mut PgConnection,
-            ) -> std::pin::Pin<Box<dyn Future<Output = Result<(EventKind, T)>> + Send + 'c>>
-            + Send
-            + 'static,
-    {
-        self.run(move |pool| async move {
-            let mut tx = pool.begin().await.map_err(storage)?;
-            let (kind, out) = f(&mut tx).await?;
-            let wakes = matches!(
-                kind,
-                EventKind::ReleasePublished { .. }
-                    | EventKind::ReleaseYanked { .. }
-                    | EventKind::Offered { .. }
-                    | EventKind::Subscribed(_)
-                    | EventKind::Unsubscribed { .. }
-            );
-            let event = append_event(&mut tx, at_ms, kind).await?;
-            if wakes {
-                // Delivered at commit: other replicas' streams read the log again. Adoption
-                // reports wake nobody (streams do not carry them, and they are most writes).
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(NOTIFY_CHANNEL)
-                    .bind(event.seq.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(storage)?;
-            }
-            tx.commit().await.map_err(storage)?;
-            Ok((out, event))
-        })
-    }
-}
-
-/// Takes the next seq from the counter row (held until commit) and stores the event.
-async fn append_event(conn: &mut PgConnection, at_ms: i64, kind: EventKind) -> Result<Event> {
-    let seq: i64 = sqlx::query_scalar("UPDATE seq SET last = last + 1 RETURNING last")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(storage)?;
-    let event = Event { seq: seq as u64, at_ms, kind };
-    sqlx::query("INSERT INTO events (seq, rec) VALUES ($1, $2)")
-        .bind(seq)
-        .bind(encode(&event))
-        .execute(&mut *conn)
-        .await
-        .map_err(storage)?;
-    Ok(event)
-}
-
-/// Removes a password from a message that might quote a URL.
-fn redact(message: &str) -> String {
-    match (message.find("://"), message.find('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &message[..s], &message[at + 1..]),
-        _ => message.to_string(),
-    }
-}
-
-async fn upsert_all<T: Record>(
-    pool: &PgPool,
-    table: &'static str,
-    key: &'static str,
-    items: Vec<(String, T)>,
-) -> Result<()> {
-    let sql = format!("INSERT INTO {table} ({key}, rec) SELECT * FROM UNNEST($1::text[], $2::bytea[]) ON CONFLICT ({key}) DO UPDATE SET rec = EXCLUDED.rec");
-    for chunk in items.chunks(BULK_ROWS) {
-        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
-        let recs: Vec<Vec<u8>> = chunk.iter().map(|(_, v)| encode(v)).collect();
-        sqlx::query(&sql).bind(&keys).bind(&recs).execute(pool).await.map_err(storage)?;
-    }
-    Ok(())
-}
-
-async fn count(pool: &PgPool, table: &str) -> Result<usize> {
-    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(pool).await.map_err(storage)?;
-    Ok(n as usize)
-}
-
-async fn tx_get<T: Record>(
-    conn: &mut PgConnection,
-    table: &'static str,
-    sql: &str,
-    keys: &[&str],
-) -> Result<Option<T>> {
-    let mut q = sqlx::query(sql);
-    for k in keys {
-        q = q.bind(*k);
-    }
-    match q.fetch_optional(&mut *conn).await.map_err(storage)? {
-        Some(row) => Ok(Some(rec(table, &row)?)),
-        None => Ok(None),
-    }
-}
-
-async fn exec(conn: &mut PgConnection, sql: &str, keys: &[&str], value: Vec<u8>) -> Result<()> {
-    let mut q = sqlx::query(sql);
-    for k in keys {
-        q = q.bind(*k);
-    }
-    q.bind(value).execute(&mut *conn).await.map_err(storage)?;
-    Ok(())
 }
 
 impl Store for PostgresStore {
@@ -559,34 +347,7 @@ impl Store for PostgresStore {
     }
 
     fn append_adoption(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)> {
-        let (sid, ags) = (entry.service_id.to_string(), entry.ags.to_string());
-        let entry = entry.clone();
-        let at = entry.at_ms;
-        self.mutate(at, move |c| {
-            Box::pin(async move {
-                let previous = tx_get::<AdoptionRecord>(
-                    c,
-                    "adoption",
-                    "SELECT rec FROM adoption WHERE service = $1 AND ags = $2 FOR UPDATE",
-                    &[&sid, &ags],
-                )
-                .await?;
-                let mut totals = tx_get::<ServiceTotals>(c, "totals", "SELECT rec FROM totals WHERE service = $1 FOR UPDATE", &[&sid])
-                    .await?
-                    .unwrap_or_default();
-                let record = AdoptionRecord::apply(previous.clone(), entry.clone());
-                totals.replace_record(previous.as_ref(), &record);
-                exec(c, "INSERT INTO totals (service, rec) VALUES ($1, $2) ON CONFLICT (service) DO UPDATE SET rec = EXCLUDED.rec", &[&sid], encode(&totals)).await?;
-                exec(c, "INSERT INTO adoption (service, ags, rec) VALUES ($1, $2, $3) ON CONFLICT (service, ags) DO UPDATE SET rec = EXCLUDED.rec", &[&sid, &ags], encode(&record)).await?;
-                exec(c, "INSERT INTO history (ags, rec) VALUES ($1, $2)", &[&ags], encode(&entry)).await?;
-                sqlx::query("INSERT INTO adoption_kommunen (ags) VALUES ($1) ON CONFLICT DO NOTHING")
-                    .bind(&ags)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(storage)?;
-                Ok((EventKind::AdoptionReported(entry), record))
-            })
-        })
+        self.append_adoption_entry(entry)
     }
 
     fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>> {
@@ -610,36 +371,7 @@ impl Store for PostgresStore {
     }
 
     fn bulk_load_adoptions(&self, entries: &[AdoptionEntry]) -> Result<()> {
-        let entries = entries.to_vec();
-        self.run(move |pool| async move {
-            for chunk in entries.chunks(BULK_ROWS) {
-                let mut tx = pool.begin().await.map_err(storage)?;
-                for entry in chunk {
-                    let (sid, ags) = (entry.service_id.to_string(), entry.ags.to_string());
-                    let previous = tx_get::<AdoptionRecord>(&mut tx, "adoption", "SELECT rec FROM adoption WHERE service = $1 AND ags = $2", &[&sid, &ags]).await?;
-                    let mut totals = tx_get::<ServiceTotals>(&mut tx, "totals", "SELECT rec FROM totals WHERE service = $1", &[&sid]).await?.unwrap_or_default();
-                    let record = AdoptionRecord::apply(previous.clone(), entry.clone());
-                    totals.replace_record(previous.as_ref(), &record);
-                    exec(&mut tx, "INSERT INTO totals (service, rec) VALUES ($1, $2) ON CONFLICT (service) DO UPDATE SET rec = EXCLUDED.rec", &[&sid], encode(&totals)).await?;
-                    exec(&mut tx, "INSERT INTO adoption (service, ags, rec) VALUES ($1, $2, $3) ON CONFLICT (service, ags) DO UPDATE SET rec = EXCLUDED.rec", &[&sid, &ags], encode(&record)).await?;
-                    // Bulk-loaded history is older than anything logged: it sorts first.
-                    exec(
-                        &mut tx,
-                        "INSERT INTO history (pos, ags, rec) VALUES (nextval('history_bulk') - 4611686018427387904, $1, $2)",
-                        &[&ags],
-                        encode(entry),
-                    )
-                    .await?;
-                    sqlx::query("INSERT INTO adoption_kommunen (ags) VALUES ($1) ON CONFLICT DO NOTHING")
-                        .bind(&ags)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(storage)?;
-                }
-                tx.commit().await.map_err(storage)?;
-            }
-            Ok(())
-        })
+        self.bulk_load(entries)
     }
 
     fn service_totals(&self, service: &ServiceId) -> Result<ServiceTotals> {
@@ -899,49 +631,11 @@ impl Store for PostgresStore {
     }
 
     fn take_lease(&self, job: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
-        let (job, holder) = (job.to_string(), holder.to_string());
-        let now = efa_domain::now_ms();
-        self.run(move |pool| async move {
-            let held: Option<String> = sqlx::query_scalar(
-                "INSERT INTO leases (job, holder, until_ms) VALUES ($1, $2, $3) \
-                 ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms \
-                 WHERE leases.until_ms < $4 OR leases.holder = EXCLUDED.holder RETURNING holder",
-            )
-            .bind(job)
-            .bind(holder)
-            .bind(now.saturating_add(ttl_ms))
-            .bind(now)
-            .fetch_optional(&pool)
-            .await
-            .map_err(storage)?;
-            Ok(held.is_some())
-        })
+        self.lease(job, holder, ttl_ms)
     }
 
     fn on_foreign_commit(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<()> {
-        let rt = self.rt.as_ref().ok_or_else(|| Error::Storage("the PostgreSQL store is closed".into()))?;
-        let pool = self.pool.clone();
-        rt.spawn(async move {
-            // NOTIFY has no replay: after every (re)connect the streams read the log again.
-            loop {
-                match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(mut listener) => {
-                        if listener.listen(NOTIFY_CHANNEL).await.is_ok() {
-                            wake();
-                            while listener.recv().await.is_ok() {
-                                wake();
-                            }
-                        }
-                        tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %storage(e), "cannot listen for PostgreSQL notifications; retrying")
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Ok(())
+        self.listen_for_commits(wake)
     }
 }
 
