@@ -31,8 +31,14 @@ pub struct Hub {
 
 impl Hub {
     pub async fn start(work_dir: &Path, chunk_size: Option<usize>) -> Result<Self> {
+        Self::start_on(work_dir, chunk_size, efa_hub::StoreLocation::Sled).await
+    }
+
+    /// A hub on `store` (sled under its dir, or a PostgreSQL database).
+    pub async fn start_on(work_dir: &Path, chunk_size: Option<usize>, store: efa_hub::StoreLocation) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("efa-bench-hub-").tempdir_in(work_dir)?;
         let fed = DevFederation::start_tuned(dir.path(), "127.0.0.1:0".parse()?, move |c| {
+            c.store = store.clone();
             c.dashboard = None;
             // The load of thousands of nodes comes through a few certificates here; per-caller
             // limits would measure the admission policy, not the hub.
@@ -193,33 +199,7 @@ pub async fn writes(work_dir: &Path, scale: &WriteScale) -> Result<Vec<Row>> {
     hub.publish(hub.land_channel().await?, &bundle, &sid, "100.0.0").await?;
     let kommunen = hub.kommunen(max_c)?;
     for &c in &scale.concurrency {
-        let mut clients = Vec::new();
-        for ags in kommunen.iter().take(c) {
-            clients.push(AdoptionServiceClient::new(hub.fed.channel(&Identity::Kommune(ags.clone())).await?));
-        }
-        let start = Instant::now();
-        let tasks = clients.into_iter().map(|mut client| {
-            let sid = sid.to_string();
-            async move {
-                let mut n = 0u64;
-                while start.elapsed() < dur {
-                    let state =
-                        if n.is_multiple_of(2) { pb::AdoptionState::Evaluating } else { pb::AdoptionState::Deployed };
-                    client
-                        .report_adoption(pb::AdoptionReport {
-                            service_id: sid.clone(),
-                            version: "100.0.0".into(),
-                            state: state as i32,
-                            reason: String::new(),
-                        })
-                        .await?;
-                    n += 1;
-                }
-                Ok::<u64, anyhow::Error>(n)
-            }
-        });
-        let total: u64 = futures_join_all(tasks).await?.iter().sum();
-        let rate = total as f64 / start.elapsed().as_secs_f64();
+        let rate = report_rate(&hub, &sid, &kommunen[..c.min(kommunen.len())], dur).await?;
         measured.push((
             format!("adoption reports/s, {c} in flight"),
             rate,
@@ -250,6 +230,38 @@ pub async fn writes(work_dir: &Path, scale: &WriteScale) -> Result<Vec<Row>> {
         );
     }
     Ok(rows)
+}
+
+/// Adoption reports/s with one Kommune per entry of `kommunen` in flight (each with its own
+/// certificate and connection), reporting on `sid` at version 100.0.0 for `dur`.
+pub async fn report_rate(hub: &Hub, sid: &ServiceId, kommunen: &[Ags], dur: Duration) -> Result<f64> {
+    let mut clients = Vec::new();
+    for ags in kommunen {
+        clients.push(AdoptionServiceClient::new(hub.fed.channel(&Identity::Kommune(ags.clone())).await?));
+    }
+    let start = Instant::now();
+    let tasks = clients.into_iter().map(|mut client| {
+        let sid = sid.to_string();
+        async move {
+            let mut n = 0u64;
+            while start.elapsed() < dur {
+                let state =
+                    if n.is_multiple_of(2) { pb::AdoptionState::Evaluating } else { pb::AdoptionState::Deployed };
+                client
+                    .report_adoption(pb::AdoptionReport {
+                        service_id: sid.clone(),
+                        version: "100.0.0".into(),
+                        state: state as i32,
+                        reason: String::new(),
+                    })
+                    .await?;
+                n += 1;
+            }
+            Ok::<u64, anyhow::Error>(n)
+        }
+    });
+    let total: u64 = futures_join_all(tasks).await?.iter().sum();
+    Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Runs futures concurrently on this task (no Send bound needed) and collects their results.

@@ -7,6 +7,7 @@ mod etcd;
 mod fanout;
 mod hub;
 mod nginx;
+mod postgres;
 mod queries;
 mod report;
 mod sys;
@@ -47,6 +48,8 @@ enum Cmd {
     Fanout,
     /// (E) bytes moved by an update that changes 1 % of a large bundle.
     Incremental,
+    /// (F) the hub on PostgreSQL: durable reports vs pgbench, queries vs (A) on sled.
+    Postgres,
     /// Internal: the hub of (D) in its own process, so its memory is measured alone.
     #[command(hide = true)]
     HubChild {
@@ -201,6 +204,20 @@ async fn main() -> Result<()> {
         eprintln!("== (E) incremental updates");
         let r = hub::incremental(&work_dir, if smoke { 4 } else { 100 }, 1.0).await;
         step("E incremental", r, &mut report);
+    }
+
+    if run(Cmd::Postgres) {
+        eprintln!("== (F) PostgreSQL");
+        let scale = queries::QueryScale {
+            kommunen: pick(o.kommunen, 500, 50),
+            services: pick(o.services, 200, 10),
+            runs: pick(o.query_runs, 50, 10),
+            rating_every: 8,
+        };
+        let secs = o.write_secs.unwrap_or(if smoke { 0.5 } else { 5.0 });
+        let conc = o.write_concurrency.clone().unwrap_or(if smoke { vec![1, 4] } else { vec![1, 8, 32] });
+        let r = postgres::run(&work_dir, secs, &conc, &scale).await;
+        step("F PostgreSQL", r, &mut report);
     }
 
     println!("{}", report.table());

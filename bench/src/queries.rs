@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+#[derive(Clone)]
 pub struct QueryScale {
     /// Gemeinden taken from the GV100AD (all 10,773 at most).
     pub kommunen: usize,
@@ -87,10 +88,19 @@ fn time_runs(runs: usize, mut f: impl FnMut(usize) -> Result<usize>) -> Result<(
 }
 
 pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
+    run_on(work_dir, scale, None)
+}
+
+/// The queries on sled (`postgres: None`, the scenario A) or on the PostgreSQL database at
+/// that URL (reported under "F PostgreSQL", disk measured as the database's size).
+pub fn run_on(work_dir: &Path, scale: &QueryScale, postgres: Option<&str>) -> Result<Vec<Row>> {
     let dir = tempfile::Builder::new().prefix("efa-bench-queries-").tempdir_in(work_dir)?;
     let db_dir = dir.path().join("db");
     let rss_start = sys::rss_mib();
-    let store = Arc::new(SledStore::open(&db_dir)?);
+    let store: Arc<dyn Store> = match postgres {
+        None => Arc::new(SledStore::open(&db_dir)?),
+        Some(url) => Arc::new(efa_registry::store::PostgresStore::open(url)?),
+    };
     let registry = Registry::new(store.clone());
     registry.seed_bundled()?;
 
@@ -187,7 +197,10 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
     store.flush()?;
     let ratings_s = t.elapsed().as_secs_f64();
     let rss_loaded = sys::rss_mib();
-    let disk = sys::disk_bytes(&db_dir) as f64;
+    let disk = match postgres {
+        None => sys::disk_bytes(&db_dir) as f64,
+        Some(url) => crate::postgres::database_bytes(url)? as f64,
+    };
 
     let svc = |i: usize| &services[mix(i as u64 + 77) as usize % services.len()];
     let kom = |i: usize| &kommunen[mix(i as u64 + 991) as usize % kommunen.len()];
@@ -209,7 +222,8 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
     })?;
     let rss_after = sys::rss_mib();
 
-    let scen = "A queries";
+    let scen = if postgres.is_some() { "F PostgreSQL queries" } else { "A queries" };
+    let engine = if postgres.is_some() { "PostgreSQL" } else { "sled" };
     let mut rows = vec![
         Row::new(scen, "records (Kommune × service)", records, "records").note(format!(
             "{} Gemeinden × {} services; {ledger_entries} ledger entries, {} ratings",
@@ -218,15 +232,15 @@ pub fn run(work_dir: &Path, scale: &QueryScale) -> Result<Vec<Row>> {
             ratings.len()
         )),
         Row::new(scen, "load adoption records+history (bulk)", load_s, "s").note(format!(
-            "{:.0} records/s; blocks of {KOMMUNEN_PER_LOAD} Kommunen × all services, one sled batch per tree each",
+            "{:.0} records/s; blocks of {KOMMUNEN_PER_LOAD} Kommunen × all services ({engine})",
             records / load_s
         )),
         Row::new(scen, "load ratings (put_rating, logged)", ratings_s, "s")
-            .note(format!("{:.0} ratings/s, one sled transaction + event each", ratings.len() as f64 / ratings_s)),
+            .note(format!("{:.0} ratings/s, one {engine} transaction + event each", ratings.len() as f64 / ratings_s)),
         Row::new(scen, "disk bytes per record", disk / records, "B")
-            .note(format!("{:.2} GiB sled dir incl. history, ratings, register", disk / (1u64 << 30) as f64)),
+            .note(format!("{:.2} GiB {engine} incl. history, ratings, register", disk / (1u64 << 30) as f64)),
         Row::new(scen, "RSS after load", rss_loaded, "MiB").note(format!(
-            "VmRSS; {:.0} MiB at start; sled page cache default 1 GiB; peak VmHWM {:.0} MiB",
+            "VmRSS of this process ({engine}: the PostgreSQL server's memory is not in it); {:.0} MiB at start; peak VmHWM {:.0} MiB",
             rss_start,
             sys::proc_status_kib("VmHWM") as f64 / 1024.0
         )),

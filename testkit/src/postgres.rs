@@ -47,6 +47,11 @@ impl Server {
         format!("postgres://efa@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// The path of a PostgreSQL program (`psql`, `pgbench`, …) of this installation.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     /// Runs one SQL command with `psql` (e.g. to restart or inspect in a test).
     pub fn psql(&self, database: &str, sql: &str) -> Result<(), String> {
         let out = Command::new(self.bin.join("psql"))
