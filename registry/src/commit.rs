@@ -116,6 +116,7 @@ fn commit_loop(store: &dyn Store, jobs: mpsc::Receiver<Job>) {
     };
     let mut replies: Vec<Reply> = Vec::new();
     while let Ok(first) = jobs.recv() {
+        store.begin_batch();
         replies.extend(run(first));
         while replies.len() < MAX_BATCH {
             match jobs.try_recv() {

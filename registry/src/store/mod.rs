@@ -186,6 +186,10 @@ pub trait Store: Send + Sync + 'static {
     /// The Land's stored snapshot bytes and signature, as received.
     fn snapshot(&self, land: &LandCode) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
 
+    /// The commit thread starts a batch of writes; [`flush`](Self::flush) ends it. A store
+    /// may run the batch's writes in one transaction (PostgreSQL does: group commit).
+    fn begin_batch(&self) {}
+
     // --- coordination of hub replicas ---
     /// Takes or renews the lease on a job that must run on one replica at a time (blob
     /// garbage collection, event trimming): true if `holder` holds it for the next

@@ -54,6 +54,11 @@ const BULK_ROWS: usize = 2_000;
 pub struct PostgresStore {
     pool: PgPool,
     rt: Option<tokio::runtime::Runtime>,
+    /// The open transaction of the commit thread's current batch (group commit).
+    batch: std::sync::Arc<tokio::sync::Mutex<runtime::Batch>>,
+    /// The thread whose calls belong to the batch (the commit thread, between
+    /// `begin_batch` and `flush`); calls from other threads never see the batch.
+    batch_thread: std::sync::Mutex<Option<std::thread::ThreadId>>,
 }
 
 impl Drop for PostgresStore {
@@ -625,9 +630,14 @@ impl Store for PostgresStore {
         })
     }
 
+    fn begin_batch(&self) {
+        *self.batch_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current().id());
+    }
+
     fn flush(&self) -> Result<()> {
-        // Every write is committed (and so durable) before it returns.
-        Ok(())
+        // Outside a batch every write was committed (and so durable) when it returned; a
+        // batch commits here, all its writes at once.
+        self.end_batch()
     }
 
     fn take_lease(&self, job: &str, holder: &str, ttl_ms: i64) -> Result<bool> {

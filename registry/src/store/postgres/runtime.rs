@@ -1,10 +1,10 @@
 //! The PostgreSQL store's own side: connecting and migrating, and the bridge from the
 //! synchronous `Store` trait to async sqlx on the store's runtime.
 
-use super::sql::{append_event, rec, redact, storage};
+use super::sql::{append_event, redact, storage};
 use super::{schema, PostgresStore, NOTIFY_CHANNEL, POOL_SIZE};
 use crate::error::{Error, Result};
-use crate::store::codec::Record;
+use crate::store::codec::{decode, Record};
 use efa_domain::model::event::{Event, EventKind};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::PgConnection;
@@ -38,7 +38,7 @@ impl PostgresStore {
                 return Err(storage(e));
             }
         };
-        let store = PostgresStore { pool, rt: Some(rt) };
+        let store = PostgresStore { pool, rt: Some(rt), batch: Default::default(), batch_thread: Default::default() };
         store.run(schema::migrate)?;
         Ok(store)
     }
@@ -65,41 +65,55 @@ impl PostgresStore {
         }
     }
 
+    /// One record by key; within the commit thread's batch it sees the batch's writes.
     pub(super) fn get<T: Record + Send + 'static>(
         &self,
         table: &'static str,
         sql: &'static str,
         keys: Vec<String>,
     ) -> Result<Option<T>> {
-        self.run(move |pool| async move {
-            let mut q = sqlx::query(sql);
-            for k in keys {
-                q = q.bind(k);
-            }
-            match q.fetch_optional(&pool).await.map_err(storage)? {
-                Some(row) => Ok(Some(rec(table, &row)?)),
-                None => Ok(None),
-            }
-        })
+        self.rows(sql, keys)?.first().map(|b| decode(table, b)).transpose()
     }
 
+    /// Every record a query returns; within the commit thread's batch it sees the batch's writes.
     pub(super) fn all<T: Record + Send + 'static>(
         &self,
         table: &'static str,
         sql: &'static str,
         keys: Vec<String>,
     ) -> Result<Vec<T>> {
+        self.rows(sql, keys)?.iter().map(|b| decode(table, b)).collect()
+    }
+
+    /// The `rec` column of every row of `sql`, read in the batch's transaction when this
+    /// call belongs to it.
+    fn rows(&self, sql: &'static str, keys: Vec<String>) -> Result<Vec<Vec<u8>>> {
+        let batch = self.in_batch().then(|| self.batch.clone());
         self.run(move |pool| async move {
-            let mut q = sqlx::query(sql);
+            let mut q = sqlx::query_scalar::<_, Vec<u8>>(sql);
             for k in keys {
                 q = q.bind(k);
             }
-            q.fetch_all(&pool).await.map_err(storage)?.iter().map(|row| rec(table, row)).collect()
+            let mut guard = match &batch {
+                Some(b) => Some(b.lock().await),
+                None => None,
+            };
+            match guard.as_mut().and_then(|b| b.tx.as_mut()) {
+                Some(tx) => q.fetch_all(&mut **tx).await,
+                None => q.fetch_all(&pool).await,
+            }
+            .map_err(storage)
         })
     }
 
-    /// Runs `f` in one transaction with the event it names appended; commits only if `f`
-    /// succeeds, and returns what `f` returned with the event.
+    /// Whether this call belongs to the commit thread's open batch.
+    fn in_batch(&self) -> bool {
+        *self.batch_thread.lock().unwrap_or_else(|p| p.into_inner()) == Some(std::thread::current().id())
+    }
+
+    /// Runs `f` with the event it names appended, in a transaction of its own, or, within
+    /// the commit thread's batch, in the batch's transaction behind a savepoint (a refused
+    /// write is rolled back alone; the batch commits in [`end_batch`](Self::end_batch)).
     pub(super) fn mutate<T, F>(&self, at_ms: i64, f: F) -> Result<(T, Event)>
     where
         T: Send + 'static,
@@ -109,32 +123,114 @@ impl PostgresStore {
             + Send
             + 'static,
     {
+        if !self.in_batch() {
+            return self.run(move |pool| async move {
+                let mut tx = pool.begin().await.map_err(storage)?;
+                let out = write(&mut tx, at_ms, f).await?;
+                tx.commit().await.map_err(storage)?;
+                Ok(out)
+            });
+        }
+        let batch = self.batch.clone();
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await.map_err(storage)?;
-            let (kind, out) = f(&mut tx).await?;
-            let wakes = matches!(
-                kind,
-                EventKind::ReleasePublished { .. }
-                    | EventKind::ReleaseYanked { .. }
-                    | EventKind::Offered { .. }
-                    | EventKind::Subscribed(_)
-                    | EventKind::Unsubscribed { .. }
-            );
-            let event = append_event(&mut tx, at_ms, kind).await?;
-            if wakes {
-                // Delivered at commit: other replicas' streams read the log again. Adoption
-                // reports wake nobody (streams do not carry them, and they are most writes).
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(NOTIFY_CHANNEL)
-                    .bind(event.seq.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(storage)?;
+            let mut b = batch.lock().await;
+            if let Some(why) = &b.failed {
+                return Err(Error::Unavailable(format!("the batch's transaction failed: {why}")));
             }
-            tx.commit().await.map_err(storage)?;
-            Ok((out, event))
+            if b.tx.is_none() {
+                b.tx = Some(pool.begin().await.map_err(storage)?);
+            }
+            let tx = b.tx.as_mut().expect("begun above");
+            savepoint(tx, "SAVEPOINT efa_write").await?;
+            match write(tx, at_ms, f).await {
+                Ok(out) => {
+                    savepoint(tx, "RELEASE SAVEPOINT efa_write").await?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    if let Err(broken) = savepoint(tx, "ROLLBACK TO SAVEPOINT efa_write").await {
+                        // The batch cannot go on: its other writes must not be acknowledged.
+                        b.failed = Some(broken.to_string());
+                    }
+                    Err(e)
+                }
+            }
         })
     }
+
+    /// Commits the commit thread's batch (nothing outside one); an error reaches every
+    /// write of the batch, none of which is then acknowledged.
+    pub(super) fn end_batch(&self) -> Result<()> {
+        if !self.in_batch() {
+            return Ok(());
+        }
+        *self.batch_thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let batch = self.batch.clone();
+        self.run(move |_| async move {
+            let mut b = batch.lock().await;
+            let (tx, failed) = (b.tx.take(), b.failed.take());
+            match (tx, failed) {
+                (None, None) => Ok(()),
+                (Some(tx), None) => tx.commit().await.map_err(storage),
+                (tx, Some(why)) => {
+                    if let Some(tx) = tx {
+                        let _ = tx.rollback().await;
+                    }
+                    Err(Error::Unavailable(format!("the batch was rolled back: {why}")))
+                }
+            }
+        })
+    }
+}
+
+/// A boxed future borrowing a connection for `'a` (boxing proves `Send` for every
+/// lifetime, which the store's runtime needs).
+pub(super) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The commit thread's open batch.
+#[derive(Default)]
+pub(super) struct Batch {
+    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    /// Why the batch can no longer commit, if it cannot.
+    failed: Option<String>,
+}
+
+fn savepoint<'c>(conn: &'c mut PgConnection, sql: &'static str) -> BoxFuture<'c, Result<()>> {
+    Box::pin(async move {
+        sqlx::query(sql).execute(conn).await.map_err(storage)?;
+        Ok(())
+    })
+}
+
+/// `f` and its event (with the NOTIFY streams need) on `conn`.
+fn write<'c, T, F>(conn: &'c mut PgConnection, at_ms: i64, f: F) -> BoxFuture<'c, Result<(T, Event)>>
+where
+    T: Send + 'static,
+    F: for<'x> FnOnce(&'x mut PgConnection) -> BoxFuture<'x, Result<(EventKind, T)>> + Send + 'static,
+{
+    Box::pin(async move {
+        let (kind, out) = f(&mut *conn).await?;
+        let wakes = matches!(
+            kind,
+            EventKind::ReleasePublished { .. }
+                | EventKind::ReleaseYanked { .. }
+                | EventKind::Offered { .. }
+                | EventKind::Subscribed(_)
+                | EventKind::Unsubscribed { .. }
+        );
+        let event = append_event(&mut *conn, at_ms, kind).await?;
+        if wakes {
+            // Delivered at commit: other replicas' streams read the log again. Adoption
+            // reports wake nobody (streams do not carry them, and they are most writes).
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(event.seq.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(storage)?;
+        }
+        Ok((out, event))
+    })
 }
 
 impl PostgresStore {

@@ -100,3 +100,60 @@ fn a_lease_is_held_by_one_replica_until_it_runs_out() {
     assert!(a.take_lease("other", "a", -1).unwrap());
     assert!(a.take_lease("other", "b", 60_000).unwrap(), "an expired lease passes on");
 }
+
+/// Group commit: the commit thread's writes between `begin_batch` and `flush` share one
+/// transaction; a refused write rolls back alone; other threads see the batch only once
+/// it is committed; the batch's own reads see its writes.
+#[test]
+fn a_batch_commits_at_flush_and_a_refused_write_rolls_back_alone() {
+    use crate::store::Store;
+    use efa_domain::model::catalog::Service;
+    use efa_domain::model::event::EventKind;
+    let Some(store) = store() else { return };
+    let store = std::sync::Arc::new(store);
+    let service = Service {
+        id: "wohngeld-nrw".parse().unwrap(),
+        ozg_id: "10092".parse().unwrap(),
+        leistungsschluessel: None,
+        title: "Wohngeld".into(),
+        description: String::new(),
+        land: "05".parse().unwrap(),
+        themenfeld: "Arbeit & Ruhestand".into(),
+        lebenslage: String::new(),
+        parameters: vec![],
+        registered_at_ms: 1,
+        adoption_public: false,
+        more_leistungsschluessel: vec![],
+    };
+    let registered = || EventKind::ServiceRegistered { service_id: service.id.clone(), land: service.land.clone() };
+    store.begin_batch();
+    store.put_service(&service, registered()).unwrap();
+    assert!(store.service(&service.id).unwrap().is_some(), "the batch reads its own writes");
+    let other = {
+        let (s, id) = (store.clone(), service.id.clone());
+        std::thread::spawn(move || s.service(&id).unwrap()).join().unwrap()
+    };
+    assert!(other.is_none(), "nothing is visible to others before the batch commits");
+    let release = efa_domain::model::release::Release {
+        service_id: service.id.clone(),
+        version: "1.0.0".parse().unwrap(),
+        channel: Default::default(),
+        land: service.land.clone(),
+        content_digest: efa_domain::bundle::Digest::of(b"x"),
+        total_size: 1,
+        file_count: 1,
+        release_notes: String::new(),
+        published_at_ms: 2,
+        manifest: vec![],
+        signature: vec![],
+        yank: None,
+    };
+    store.insert_release(&release).unwrap();
+    assert!(store.insert_release(&release).is_err(), "a second 1.0.0 is refused");
+    store.put_service(&service, registered()).unwrap();
+    store.flush().unwrap();
+    let events = store.events_after(0, 10).unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3], "the refused write left no event and no gap");
+    assert_eq!(store.releases(&service.id).unwrap().len(), 1);
+}
