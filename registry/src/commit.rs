@@ -81,6 +81,10 @@ impl Committer {
             Box::new(move |flushed: &Result<()>| {
                 answer(match flushed {
                     Ok(()) => out,
+                    // A database that is away (restarting) is worth retrying; say so.
+                    Err(Error::Unavailable(why)) => {
+                        out.and(Err(Error::Unavailable(format!("the write was not made durable: {why}"))))
+                    }
                     Err(e) => out.and(Err(Error::Storage(format!("the write was not made durable: {e}")))),
                 })
             })

@@ -17,7 +17,8 @@ pub struct Server {
     /// TCP port on 127.0.0.1.
     pub port: u16,
     bin: PathBuf,
-    _dir: PathBuf,
+    dir: PathBuf,
+    as_user: Option<&'static str>,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -31,6 +32,12 @@ pub fn available() -> Result<(), String> {
 /// The shared server, started on first use.
 pub fn server() -> Result<&'static Server, String> {
     SERVER.get_or_init(start).as_ref().map_err(Clone::clone)
+}
+
+/// A server of the caller's own, for a test that restarts it (the shared one serves every
+/// other test of the process). Stopped when the test process ends.
+pub fn private() -> Result<Server, String> {
+    start()
 }
 
 /// A URL of a new, empty database on the shared server.
@@ -50,6 +57,34 @@ impl Server {
     /// The path of a PostgreSQL program (`psql`, `pgbench`, …) of this installation.
     pub fn program(&self, name: &str) -> PathBuf {
         self.bin.join(name)
+    }
+
+    /// A URL of a new, empty database on this server.
+    pub fn database(&self) -> Result<String, String> {
+        let name = format!("efa_t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        self.psql("postgres", &format!("CREATE DATABASE {name}"))?;
+        Ok(self.url(&name))
+    }
+
+    /// Restarts the server (`pg_ctl restart -m fast`): every connection is cut, and it comes
+    /// back on the same port with the same data. Returns once it accepts connections again.
+    pub fn restart(&self) -> Result<(), String> {
+        let out = command(&self.bin, self.as_user, "pg_ctl")
+            .args(["restart", "-m", "fast", "-w", "-t", "30", "-D"])
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("postgres-restarted.log"))
+            .output()
+            .map_err(|e| format!("pg_ctl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl restart: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// Runs one SQL command with `psql` (e.g. to restart or inspect in a test).
@@ -146,11 +181,21 @@ fn start() -> Result<Server, String> {
         );
         parts.iter().map(|p| format!("'{}'", p.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
     };
-    // A watchdog shell: the server stops when this test process is gone, however it ends.
+    let pg_ctl = {
+        let c = command(&bin, as_user, "pg_ctl");
+        std::iter::once(c.get_program().to_string_lossy().into_owned())
+            .chain(c.get_args().map(|a| a.to_string_lossy().into_owned()))
+            .map(|p| format!("'{}'", p.replace('\'', "'\\''")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // A watchdog shell: the server (or the one a test restarted) stops when this test
+    // process is gone, however it ends.
     let script = format!(
-        "{postgres} >'{log}' 2>&1 & pg=$!\nwhile kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.5; done\nkill -INT $pg 2>/dev/null; wait $pg\nrm -rf '{dir}'",
+        "{postgres} >'{log}' 2>&1 &\nwhile kill -0 {parent} 2>/dev/null; do sleep 0.5; done\n{pg_ctl} stop -m immediate -D '{data}' >/dev/null 2>&1\nrm -rf '{dir}'",
         log = log.display(),
         parent = std::process::id(),
+        data = data.display(),
         dir = dir.display(),
     );
     Command::new("sh")
@@ -161,7 +206,7 @@ fn start() -> Result<Server, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting postgres: {e}"))?;
-    let server = Server { port, bin, _dir: dir };
+    let server = Server { port, bin, dir, as_user };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if std::fs::read_to_string(&log).unwrap_or_default().contains("ready to accept connections")

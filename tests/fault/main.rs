@@ -10,6 +10,8 @@
 //!   loses or mixes up no record.
 //! - `resume`: nodes resume the event stream across hub crashes and act on each release
 //!   exactly once, in order.
+//! - `pg_restart`: PostgreSQL restarted under write load loses and duplicates no
+//!   acknowledged report; a refusal meanwhile is UNAVAILABLE, and writes resume.
 //! - `replicas`: with two hub replicas on one PostgreSQL database, SIGKILL of one under
 //!   write load loses and duplicates no acknowledged report, and a node that knows both
 //!   carries on with the survivor.
@@ -22,5 +24,6 @@ mod deploy_crash;
 mod durability;
 mod harness;
 mod migration;
+mod pg_restart;
 mod replicas;
 mod resume;
