@@ -64,6 +64,23 @@ async fn two_replicas_on_one_database_serve_one_federation() {
     // One log: both replicas see the same head.
     let (ra, rb) = (w.fed.registry().unwrap(), b.registry().unwrap());
     assert_eq!(ra.head_seq().unwrap(), rb.head_seq().unwrap());
+
+    // The dashboard of either replica shows the federation (dev tokens live in the shared
+    // data dir, so one token serves both).
+    let token = w.dashboard_token("bund");
+    let ca = std::fs::read(w.fed.pki_dir().join("ca.pem")).unwrap();
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    for url in [w.dashboard_url(), b.dashboard_url().unwrap()] {
+        let page = http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(page.status(), reqwest::StatusCode::OK, "{url}");
+        let body = page.text().await.unwrap();
+        assert!(body.contains("wohngeld-nrw") && body.contains("id=\"services\""), "{url}:\n{body}");
+    }
 }
 
 /// `efa-hub migrate`: a hub's sled store copied into PostgreSQL, the copy run again after
