@@ -176,6 +176,20 @@ impl World {
         Agent::new(self.node_config(ags, subs)).expect("node starts")
     }
 
+    /// An HTTPS client for the dashboard port that trusts only the federation's dev CA and
+    /// follows no redirects (tests look at them).
+    pub fn dashboard_client(&self) -> reqwest::Client {
+        let ca = std::fs::read(self.fed.pki_dir().join("ca.pem")).expect("dev CA");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+            .expect("HTTPS client")
+    }
+
     /// The adoption records of a service, as an operator sees them.
     pub async fn adopters(&self, service: &str) -> Vec<pb::AdoptionRecord> {
         efa_testkit::reports::adopters(self.channel(&operator()).await, service).await

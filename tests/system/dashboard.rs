@@ -144,15 +144,7 @@ async fn keep_connected(w: &World, agent: Agent) -> (CancellationToken, tokio::t
 }
 
 fn client(w: &World) -> reqwest::Client {
-    let ca = std::fs::read(w.fed.pki_dir().join("ca.pem")).unwrap();
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    w.dashboard_client()
 }
 
 async fn page(http: &reqwest::Client, url: &str, token: &str) -> String {

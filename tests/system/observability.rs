@@ -32,13 +32,7 @@ async fn hub_and_node_expose_prometheus_metrics() {
     }
 
     // Prometheus scrapes the hub on the dashboard port with an operator token.
-    let ca = std::fs::read(w.fed.pki_dir().join("ca.pem")).unwrap();
-    let http = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
+    let http = w.dashboard_client();
     let url = format!("{}/metrics", w.dashboard_url().trim_end_matches('/'));
     assert_eq!(http.get(&url).send().await.unwrap().status(), reqwest::StatusCode::UNAUTHORIZED);
     let scraped = http.get(&url).bearer_auth(w.dashboard_token("prometheus")).send().await.unwrap();

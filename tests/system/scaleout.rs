@@ -68,13 +68,7 @@ async fn two_replicas_on_one_database_serve_one_federation() {
     // The dashboard of either replica shows the federation (dev tokens live in the shared
     // data dir, so one token serves both).
     let token = w.dashboard_token("bund");
-    let ca = std::fs::read(w.fed.pki_dir().join("ca.pem")).unwrap();
-    let http = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
+    let http = w.dashboard_client();
     for url in [w.dashboard_url(), b.dashboard_url().unwrap()] {
         let page = http.get(&url).bearer_auth(&token).send().await.unwrap();
         assert_eq!(page.status(), reqwest::StatusCode::OK, "{url}");
