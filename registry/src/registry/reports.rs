@@ -233,21 +233,24 @@ impl Registry {
         if let Some(land) = land {
             self.land(land)?;
         }
-        let candidates: Vec<Service> = match (service, land, who) {
-            (Some(id), _, _) => vec![self.service(id)?],
-            (None, Some(l), _) => self.services(Some(l), None)?,
-            (None, None, Identity::Land(me)) => {
-                let mut v = Vec::new();
-                for s in self.services(None, None)? {
-                    if &s.land == me || self.offered_by(&s.id)?.contains(me) {
-                        v.push(s);
-                    }
-                }
-                v
-            }
-            (None, None, _) => self.services(None, None)?,
+        // Each service with the Länder offering it, read once.
+        let with_offers = |list: Vec<Service>| -> Result<Vec<(Service, Vec<LandCode>)>> {
+            list.into_iter()
+                .map(|s| {
+                    let offered_by = self.offered_by(&s.id)?;
+                    Ok((s, offered_by))
+                })
+                .collect()
         };
-        let mut services: Vec<(Service, Scope)> = Vec::new();
+        let candidates = match (service, land, who) {
+            (Some(id), _, _) => with_offers(vec![self.service(id)?])?,
+            (None, Some(l), _) => with_offers(self.services(Some(l), None)?)?,
+            (None, None, Identity::Land(me)) => with_offers(self.services(None, None)?)?
+                .into_iter()
+                .filter(|(s, offered_by)| &s.land == me || offered_by.contains(me))
+                .collect(),
+            (None, None, _) => with_offers(self.services(None, None)?)?,
+        };
         if service.is_none() && candidates.is_empty() {
             // Nothing to read, but the caller must still be allowed to ask.
             let owner = land.cloned().or(match who {
@@ -256,8 +259,8 @@ impl Registry {
             });
             scope(who, Action::ReadFeedback { owner: owner.as_ref(), offered_by: &[] })?;
         }
-        for s in candidates {
-            let offered_by = self.offered_by(&s.id)?;
+        let mut services: Vec<(Service, Scope)> = Vec::new();
+        for (s, offered_by) in candidates {
             let owner = if service.is_none() && land.is_none() && !matches!(who, Identity::Land(_)) {
                 None
             } else {
