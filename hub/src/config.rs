@@ -28,6 +28,12 @@ pub struct HubFile {
     /// `sled` (default: under `data_dir/db`) or a `postgres://` URL several replicas share.
     /// A URL with a password belongs here or in `EFA_STORE`, not on the command line.
     pub store: String,
+    /// Bundle content: unset for `data_dir/blobs`, another directory, or
+    /// `s3://bucket/prefix` (reached as the `[s3]` table says).
+    pub blobs: String,
+    /// The `[s3]` table: endpoint and credentials for `blobs = "s3://…"`. Unset keys fall
+    /// back to `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`.
+    pub s3: S3File,
     /// The `[tls]` table; required unless `insecure_dev`.
     pub tls: Option<TlsFile>,
     /// Plaintext with identities from a header. Development only.
@@ -76,6 +82,44 @@ impl Default for LimitsFile {
     }
 }
 
+/// `[s3]`: how to reach the bucket of `blobs = "s3://…"`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3File {
+    /// Endpoint URL of an S3-compatible server, e.g. `https://s3.example.org`.
+    pub endpoint: Option<String>,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Access key.
+    pub access_key_id: Option<String>,
+    /// Secret key (better: `AWS_SECRET_ACCESS_KEY`, or a file only the hub can read).
+    pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for S3File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3File")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubFile {
+    /// Where bundle content lives, with the `[s3]` settings applied.
+    pub fn blob_location(&self) -> Result<crate::blobs::BlobLocation, String> {
+        let mut at: crate::blobs::BlobLocation = self.blobs.parse()?;
+        if let crate::blobs::BlobLocation::S3(s3) = &mut at {
+            s3.endpoint = self.s3.endpoint.clone();
+            s3.region = self.s3.region.clone();
+            s3.access_key_id = self.s3.access_key_id.clone();
+            s3.secret_access_key = self.s3.secret_access_key.clone();
+        }
+        Ok(at)
+    }
+}
+
 /// The `[tls]` table: the hub's certificate and the CA its clients' certificates chain to.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +142,8 @@ impl Default for HubFile {
             listen: defaults.listen,
             data_dir: defaults.data_dir,
             store: String::new(),
+            blobs: String::new(),
+            s3: S3File::default(),
             tls: None,
             insecure_dev: false,
             max_bundle_bytes: defaults.limits.max_total_size,
@@ -140,16 +186,24 @@ impl HubFile {
             return Err(err("[tls] with cert, key and client_ca is required (or insecure_dev = true)".into()));
         }
         file.store.parse::<crate::server::StoreLocation>().map_err(err)?;
+        let blobs = file.blob_location().map_err(err)?;
+        if let crate::blobs::BlobLocation::Dir(d) = blobs {
+            if d.is_relative() {
+                file.blobs = base.join(d).to_string_lossy().into_owned();
+            }
+        }
         Ok(file)
     }
 
     /// The hub config it describes; settings the file has no key for keep [`HubConfig::new`]'s defaults.
     pub fn into_hub_config(self) -> HubConfig {
+        let blobs = self.blob_location().unwrap_or_default();
         let tls = self.tls.map(|t| ServerTls { cert: t.cert, key: t.key, client_ca: t.client_ca, crl: t.crl });
         let mut c = HubConfig::new(self.listen, self.data_dir, tls);
         c.insecure_dev = self.insecure_dev;
         // Checked by `load`; a file built in code with a bad value falls back to sled.
         c.store = self.store.parse().unwrap_or(crate::server::StoreLocation::Sled);
+        c.blobs = blobs;
         c.limits.max_total_size = self.max_bundle_bytes;
         c.event_retention = self.event_retention;
         c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);

@@ -13,7 +13,11 @@ impl From<crate::blobs::BlobError> for Status {
     fn from(e: crate::blobs::BlobError) -> Self {
         match e {
             crate::blobs::BlobError::DigestMismatch { .. } => Status::invalid_argument(e.to_string()),
-            crate::blobs::BlobError::Io { .. } => {
+            crate::blobs::BlobError::Remote { .. } => {
+                tracing::error!(error = %e, "object storage failure");
+                Status::unavailable("the hub's object storage is unreachable; nothing was stored; retry later")
+            }
+            crate::blobs::BlobError::Io { .. } | crate::blobs::BlobError::Config(_) => {
                 tracing::error!(error = %e, "blob store failure");
                 Status::internal("the hub could not store the bundle; the operator has the details in the hub log")
             }

@@ -44,6 +44,10 @@ enum Command {
         /// database (`scripts/replicas`).
         #[arg(long, env = "EFA_STORE", hide_env_values = true, default_value = "sled")]
         store: String,
+        /// Bundle content: DATA_DIR/blobs (default), a directory, or `s3://bucket/prefix`
+        /// (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+        #[arg(long, env = "EFA_BLOBS", default_value = "")]
+        blobs: String,
     },
     /// Import the Destatis register, the OZG catalogue and LeiKa into the store (idempotent).
     /// Imports a register (Destatis GV100AD; without FILE the one shipped, status
@@ -118,6 +122,11 @@ struct ServeArgs {
     /// several replicas share. Put a password in EFA_STORE or the config file, not here.
     #[arg(long, env = "EFA_STORE", hide_env_values = true)]
     store: Option<String>,
+    /// Bundle content: a directory [default: DATA_DIR/blobs] or `s3://bucket/prefix` that
+    /// several replicas share (endpoint and keys from [s3] in --config or AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "EFA_BLOBS")]
+    blobs: Option<String>,
     /// Server certificate (PEM).
     #[arg(long)]
     cert: Option<PathBuf>,
@@ -274,6 +283,10 @@ async fn run() -> Result<()> {
                 store.parse::<efa_hub::StoreLocation>().map_err(anyhow::Error::msg)?;
                 file.store = store;
             }
+            if let Some(blobs) = a.blobs {
+                blobs.parse::<efa_hub::BlobLocation>().map_err(anyhow::Error::msg)?;
+                file.blobs = blobs;
+            }
             file.insecure_dev |= a.insecure_dev;
             file.max_bundle_bytes = a.max_bundle_bytes.unwrap_or(file.max_bundle_bytes);
             file.event_retention = a.event_retention.or(file.event_retention);
@@ -293,8 +306,9 @@ async fn run() -> Result<()> {
             }
             serve(file.into_hub_config()).await
         }
-        Command::Dev { listen, data_dir, dashboard_listen, store } => {
+        Command::Dev { listen, data_dir, dashboard_listen, store, blobs } => {
             let store: efa_hub::StoreLocation = store.parse().map_err(anyhow::Error::msg)?;
+            let blobs: efa_hub::BlobLocation = blobs.parse().map_err(anyhow::Error::msg)?;
             let tls = ensure_dev_pki(&data_dir.join("pki"))?;
             println!("EfA Hub (dev) on https://{listen}, data in {}", data_dir.display());
             println!(
@@ -305,6 +319,7 @@ async fn run() -> Result<()> {
             let mut config = HubConfig::new(listen, data_dir, Some(tls));
             config.dashboard = Some(DashboardConfig { listen: dashboard_listen });
             config.store = store;
+            config.blobs = blobs;
             serve(config).await
         }
         Command::Migrate { from, to } => {

@@ -96,6 +96,9 @@ pub struct HubConfig {
     /// Where records and events live: the embedded sled store under `data_dir/db` (the
     /// default), or a PostgreSQL database that several replicas share.
     pub store: StoreLocation,
+    /// Where bundle content lives: `data_dir/blobs` (the default), another directory, or
+    /// an S3-compatible bucket that several replicas share.
+    pub blobs: crate::blobs::BlobLocation,
     /// Required unless `insecure_dev`.
     pub tls: Option<ServerTls>,
     /// Plaintext gRPC with identities taken from a request header. Development only.
@@ -127,6 +130,7 @@ impl HubConfig {
             listen,
             data_dir,
             store: StoreLocation::Sled,
+            blobs: Default::default(),
             tls,
             insecure_dev: false,
             limits: BundleLimits::default(),
@@ -331,7 +335,12 @@ fn spawn_retention(registry: Arc<Registry>, keep: u64, replica: String, shutdown
 /// configured) and returns once the hub listens; serving continues in a background task.
 pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     let registry = open_registry(&config).await?;
-    let blobs = BlobStore::open(config.data_dir.join("blobs"))?;
+    let blobs = {
+        let (at, dir) = (config.blobs.clone(), config.data_dir.clone());
+        tokio::task::spawn_blocking(move || BlobStore::open(&at, &dir))
+            .await
+            .map_err(|e| HubError::Task(e.to_string()))??
+    };
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(crate::metrics::HubMetrics::default());
     let feed = Arc::new(Feed {

@@ -16,6 +16,7 @@ pub mod fuzz;
 pub mod postgres;
 pub mod reports;
 pub mod rng;
+pub mod s3;
 pub mod tools;
 pub mod wait;
 

@@ -13,6 +13,7 @@ mod provider;
 mod publish;
 mod python_client;
 mod routing;
+mod s3_blobs;
 mod scaleout;
 mod tls;
 mod verification;

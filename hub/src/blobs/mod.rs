@@ -1,23 +1,25 @@
-//! Content-addressed blob store on the local filesystem: `root/<2 hex>/<64 hex>`.
+//! Bundle content, addressed by SHA-256, behind one interface with two backends: a local
+//! directory (the default, [`local`]) and S3-compatible object storage ([`s3`]) that several
+//! replicas share.
 //!
-//! A publish writes into an [`Upload`]: each blob goes to `tmp/`, is hashed while written,
-//! and is moved into the upload's own directory `staged/<id>/` only if its digest matches
-//! the manifest. Nothing staged is served. Once the release is committed, the upload is
-//! promoted: its blobs move under their digests. A publish that fails leaves nothing behind
-//! (the upload's directory is removed); one whose hub died is finished or removed on the
-//! next start ([`BlobStore::recover`]). Identical content across releases is stored once.
-//! [`BlobStore::collect_garbage`] removes what no published release names, after a grace
-//! period.
+//! Both keep the same promises: a blob is stored only after its bytes hashed to the digest
+//! the manifest names; nothing is served before its release is committed (downloads also
+//! ask the registry whether a published release names the digest); a publish that fails
+//! leaves nothing that is ever served; content no release names is removed only after a
+//! grace period, so a publish in progress never loses what it reuses.
+//!
+//! A large file travels as content-defined chunks; its *recipe* (`<file digest>.chunks`)
+//! lists the chunks with their sizes, so it is served as one stream from any offset.
 
-mod gc;
-mod upload;
+mod local;
+mod s3;
 
-pub use gc::GcReport;
-pub(crate) use upload::{BlobWriter, Upload};
+pub use s3::S3Location;
 
+use bytes::Bytes;
 use efa_domain::bundle::Digest;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Why a blob could not be stored or read.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,20 @@ pub enum BlobError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The object store failed or could not be reached (after its retries). Its message
+    /// names the operation and the key, never credentials.
+    #[error("object storage, {op} {key}: {message}")]
+    Remote {
+        /// What was tried (`put`, `get`, …).
+        op: &'static str,
+        /// The object's key below the bucket.
+        key: String,
+        /// The object store client's error.
+        message: String,
+    },
+    /// The blob location is not usable (bad URL, missing credentials).
+    #[error("blob location: {0}")]
+    Config(String),
     /// An upload does not hash to the digest its manifest names; nothing was stored.
     #[error("file {path} has digest {actual}, but the manifest says {expected}")]
     DigestMismatch {
@@ -42,108 +58,242 @@ pub enum BlobError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
-    move |source| BlobError::Io { path: path.to_path_buf(), source }
+/// What a garbage collection removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs and recipes no published release names, older than the grace period.
+    pub blobs_removed: u64,
+    /// Their bytes.
+    pub bytes_removed: u64,
+    /// Staged uploads of publishes that never committed.
+    pub uploads_removed: u64,
+    /// Staged uploads of committed releases, moved under their digests.
+    pub uploads_promoted: u64,
 }
 
-/// Sequential reader over a blob's bytes.
-pub(crate) type BlobReader = Box<dyn Read + Send>;
+/// Where a hub keeps bundle content.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BlobLocation {
+    /// `data_dir/blobs` (the default).
+    #[default]
+    DataDir,
+    /// A directory of its own (e.g. a shared file system several replicas mount).
+    Dir(PathBuf),
+    /// A bucket (and key prefix) of S3-compatible storage.
+    S3(S3Location),
+}
 
-/// The blob directory, `data_dir/blobs`.
+impl std::str::FromStr for BlobLocation {
+    type Err = String;
+
+    /// `""` or `data-dir` (the default), `s3://bucket/prefix`, or a directory.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s == "data-dir" {
+            Ok(BlobLocation::DataDir)
+        } else if s.starts_with("s3://") {
+            s.parse().map(BlobLocation::S3)
+        } else if s.contains("://") {
+            Err(format!("blobs: {} is neither a directory nor an s3:// URL", efa_domain::error::echo(s)))
+        } else {
+            Ok(BlobLocation::Dir(PathBuf::from(s)))
+        }
+    }
+}
+
+/// Sequential reader over a local blob's bytes.
+pub(crate) type BlobReader = Box<dyn std::io::Read + Send>;
+
+/// Pieces of an object as the object store sends them; an error ends them.
+pub(crate) type RemotePieces = tokio::sync::mpsc::Receiver<Result<Bytes, BlobError>>;
+
+/// A blob's bytes from some offset on.
+pub(crate) enum BlobBody {
+    /// A file (or chunk files) read with blocking reads.
+    File(BlobReader),
+    /// Pieces of the object as the object store sends them; an error ends it.
+    Remote(RemotePieces),
+}
+
+/// The hub's blob store.
 #[derive(Clone, Debug)]
-pub(crate) struct BlobStore {
-    root: PathBuf,
+pub(crate) enum BlobStore {
+    Local(local::LocalBlobs),
+    S3(s3::S3Blobs),
 }
 
 impl BlobStore {
-    pub fn open(root: PathBuf) -> Result<Self, BlobError> {
-        let tmp = root.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        let staged = root.join(upload::STAGED);
-        std::fs::create_dir_all(&staged).map_err(io(&staged))?;
-        // Leftovers of interrupted uploads are never referenced; drop them.
-        if let Ok(entries) = std::fs::read_dir(&tmp) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        Ok(BlobStore { root })
+    /// Opens the store at `location` (`data_dir` for [`BlobLocation::DataDir`]); for S3,
+    /// checks that the bucket answers.
+    pub fn open(location: &BlobLocation, data_dir: &Path) -> Result<Self, BlobError> {
+        Ok(match location {
+            BlobLocation::DataDir => BlobStore::Local(local::LocalBlobs::open(data_dir.join("blobs"))?),
+            BlobLocation::Dir(dir) => BlobStore::Local(local::LocalBlobs::open(dir.clone())?),
+            BlobLocation::S3(s3) => BlobStore::S3(s3::S3Blobs::open(s3)?),
+        })
     }
 
-    pub fn path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root.join(&hex[..2]).join(hex)
+    /// Starts the upload of one release's content.
+    pub fn upload(&self) -> Result<Upload, BlobError> {
+        Ok(match self {
+            BlobStore::Local(s) => Upload::Local(s.upload()?),
+            BlobStore::S3(s) => Upload::S3(s.upload()),
+        })
     }
 
-    pub fn contains(&self, digest: &Digest) -> bool {
-        self.path(digest).is_file()
+    /// Opens a blob (or a chunked file) for reading from `offset`. Returns the body and the
+    /// blob's total length; `None` if it is not stored.
+    pub fn reader(&self, digest: &Digest, offset: u64) -> Result<Option<(BlobBody, u64)>, BlobError> {
+        match self {
+            BlobStore::Local(s) => Ok(s.reader(digest, offset)?.map(|(r, len)| (BlobBody::File(r), len))),
+            BlobStore::S3(s) => Ok(s.reader(digest, offset)?.map(|(r, len)| (BlobBody::Remote(r), len))),
+        }
     }
 
-    pub(crate) fn recipe_path(&self, file: &Digest) -> PathBuf {
-        let hex = file.hex();
-        self.root.join(&hex[..2]).join(format!("{hex}.chunks"))
+    /// Finishes or removes what publishes of a hub that died left behind.
+    pub fn recover(&self, grace: Duration, committed: impl Fn(&str) -> bool) -> Result<GcReport, BlobError> {
+        match self {
+            BlobStore::Local(s) => s.recover(grace, committed),
+            // Nothing is staged on S3: blobs go to their keys once verified, and are served
+            // only when a committed release names them. Orphans are garbage below.
+            BlobStore::S3(_) => Ok(GcReport::default()),
+        }
     }
 
-    /// Opens a blob for reading from `offset`: a stored blob, or a chunked file joined from
-    /// its chunks. Returns the reader and the blob's total length; `None` if unknown.
-    pub fn reader(&self, digest: &Digest, offset: u64) -> Result<Option<(BlobReader, u64)>, BlobError> {
-        let path = self.path(digest);
-        if let Ok(mut f) = std::fs::File::open(&path) {
-            let len = f.metadata().map_err(io(&path))?.len();
-            f.seek(SeekFrom::Start(offset.min(len))).map_err(io(&path))?;
-            return Ok(Some((Box::new(f), len)));
+    /// Removes content no published release names (`referenced`) that is older than `grace`.
+    pub fn collect_garbage(
+        &self,
+        grace: Duration,
+        referenced: impl Fn(&Digest) -> bool,
+        committed: impl Fn(&str) -> bool,
+    ) -> Result<GcReport, BlobError> {
+        match self {
+            BlobStore::Local(s) => s.collect_garbage(grace, referenced, committed),
+            BlobStore::S3(s) => s.collect_garbage(grace, referenced),
         }
-        let recipe = self.recipe_path(digest);
-        let Ok(text) = std::fs::read_to_string(&recipe) else { return Ok(None) };
-        let mut parts = Vec::new();
-        let mut len = 0u64;
-        for line in text.lines() {
-            let Ok(chunk) = line.parse::<Digest>() else { return Ok(None) };
-            let p = self.path(&chunk);
-            let size = std::fs::metadata(&p).map_err(io(&p))?.len();
-            len += size;
-            parts.push((p, size));
-        }
-        // Chunks are opened one at a time: a large file has hundreds of them, and many
-        // concurrent downloads must not hold a file descriptor for each.
-        let mut skip = offset.min(len);
-        let mut pending = std::collections::VecDeque::new();
-        for (p, size) in parts {
-            if skip >= size {
-                skip -= size;
-                continue;
-            }
-            pending.push_back((p, skip));
-            skip = 0;
-        }
-        let reader: BlobReader = Box::new(ChunkChain { pending, current: None });
-        Ok(Some((reader, len)))
     }
 }
 
-/// Reads chunk files one after another, opening each only when it is reached.
-struct ChunkChain {
-    pending: std::collections::VecDeque<(PathBuf, u64)>,
-    current: Option<std::fs::File>,
+/// The blobs of one publish; dropped before [`promote`](Self::promote), nothing of it is served.
+pub(crate) enum Upload {
+    Local(local::Upload),
+    S3(s3::Upload),
 }
 
-impl Read for ChunkChain {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if let Some(f) = &mut self.current {
-                let n = f.read(buf)?;
-                if n > 0 || buf.is_empty() {
-                    return Ok(n);
-                }
-                self.current = None;
-            }
-            let Some((path, skip)) = self.pending.pop_front() else { return Ok(0) };
-            let mut f = std::fs::File::open(&path)?;
-            f.seek(SeekFrom::Start(skip))?;
-            self.current = Some(f);
+impl Upload {
+    /// Starts writing a blob expected to hash to `expected`. Content already stored is
+    /// hashed (so a lie is still caught) but not written again.
+    pub fn writer(&self, expected: Digest, label: String) -> Result<BlobWriter, BlobError> {
+        Ok(match self {
+            Upload::Local(u) => BlobWriter::Local(u.writer(expected, label)?),
+            Upload::S3(u) => BlobWriter::S3(u.writer(expected, label)?),
+        })
+    }
+
+    /// Records that `file` is the concatenation of `chunks` (digest, size).
+    pub fn write_recipe(&self, file: Digest, chunks: &[(Digest, u64)]) -> Result<(), BlobError> {
+        match self {
+            Upload::Local(u) => u.write_recipe(file, chunks),
+            Upload::S3(u) => u.write_recipe(file, chunks),
         }
     }
+
+    /// Marks the content complete for `release` (`"service version"`) before the commit.
+    pub fn seal(&self, release: &str) -> Result<(), BlobError> {
+        match self {
+            Upload::Local(u) => u.seal(release),
+            Upload::S3(_) => Ok(()),
+        }
+    }
+
+    /// Makes the content servable once its release is committed.
+    pub fn promote(self) -> Result<(), BlobError> {
+        match self {
+            Upload::Local(u) => u.promote(),
+            Upload::S3(_) => Ok(()),
+        }
+    }
+}
+
+/// One blob of an upload; nothing is stored before [`finish`](Self::finish) checked it.
+pub(crate) enum BlobWriter {
+    Local(local::BlobWriter),
+    S3(s3::BlobWriter),
+}
+
+impl BlobWriter {
+    /// Hashes and (unless already stored) writes the next bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
+        match self {
+            BlobWriter::Local(w) => w.write(bytes),
+            BlobWriter::S3(w) => w.write(bytes),
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn written(&self) -> u64 {
+        match self {
+            BlobWriter::Local(w) => w.written(),
+            BlobWriter::S3(w) => w.written(),
+        }
+    }
+
+    /// Verifies the digest and stores the blob durably.
+    pub fn finish(self) -> Result<(), BlobError> {
+        match self {
+            BlobWriter::Local(w) => w.finish(),
+            BlobWriter::S3(w) => w.finish(),
+        }
+    }
+}
+
+/// A recipe's text: one `sha256:<hex> <size>` line per chunk.
+pub(crate) fn recipe_text(chunks: &[(Digest, u64)]) -> String {
+    chunks.iter().map(|(c, size)| format!("{c} {size}\n")).collect()
+}
+
+/// The chunks of a recipe with their sizes (`None` in recipes written before sizes were
+/// recorded); `None` if it is not a recipe.
+pub(crate) fn parse_recipe(text: &str) -> Option<Vec<(Digest, Option<u64>)>> {
+    text.lines()
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let digest = words.next()?.parse().ok()?;
+            let size = match words.next() {
+                Some(s) => Some(s.parse().ok()?),
+                None => None,
+            };
+            Some((digest, size))
+        })
+        .collect()
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipes_carry_sizes_and_older_ones_without_still_read() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"bb"));
+        let text = recipe_text(&[(a, 1), (b, 2)]);
+        assert_eq!(parse_recipe(&text), Some(vec![(a, Some(1)), (b, Some(2))]));
+        assert_eq!(parse_recipe(&format!("{a}\n{b}\n")), Some(vec![(a, None), (b, None)]));
+        assert_eq!(parse_recipe("not a digest\n"), None);
+        assert_eq!(parse_recipe(&format!("{a} -1\n")), None);
+    }
+
+    #[test]
+    fn blob_locations_parse_and_keep_secrets_out_of_debug() {
+        assert_eq!("".parse::<BlobLocation>(), Ok(BlobLocation::DataDir));
+        assert_eq!("/srv/efa/blobs".parse::<BlobLocation>(), Ok(BlobLocation::Dir("/srv/efa/blobs".into())));
+        let BlobLocation::S3(mut s3) = "s3://efa-bundles/hub/prod/".parse::<BlobLocation>().unwrap() else {
+            panic!("an s3:// location")
+        };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("efa-bundles", "hub/prod"));
+        s3.secret_access_key = Some("very-secret".into());
+        assert!(!format!("{s3:?}").contains("very-secret"));
+        for bad in ["s3://", "s3://A_B", "s3://ok-bucket/../x", "s3://ok-bucket/a//b", "ftp://x/y"] {
+            assert!(bad.parse::<BlobLocation>().is_err(), "{bad}");
+        }
+    }
+}

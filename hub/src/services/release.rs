@@ -1,6 +1,6 @@
 //! `ReleaseService`: publish (header, then content), yank, releases, snapshots, downloads.
 
-use crate::blobs::{BlobWriter, Upload};
+use crate::blobs::{BlobBody, BlobWriter, Upload};
 use crate::error::status;
 use crate::state::HubState;
 use efa_domain::authz::{authorize, Action};
@@ -115,7 +115,7 @@ impl<'a> ContentReceiver<'a> {
                         entry.digest
                     )));
                 }
-                let chunks: Vec<Digest> = entry.chunks.iter().map(|c| c.digest).collect();
+                let chunks: Vec<(Digest, u64)> = entry.chunks.iter().map(|c| (c.digest, c.size)).collect();
                 self.upload.write_recipe(entry.digest, &chunks)?;
             }
             self.index += 1;
@@ -134,6 +134,101 @@ impl<'a> ContentReceiver<'a> {
             )));
         }
         Ok(())
+    }
+}
+
+type ChunkSender = tokio::sync::mpsc::Sender<Result<pb::BlobChunk, Status>>;
+
+/// Streams a local blob in `chunk_size` messages until it ends, the client leaves or the hub stops.
+fn send_file(
+    mut file: crate::blobs::BlobReader,
+    mut offset: u64,
+    chunk_size: usize,
+    tx: &ChunkSender,
+    shutdown: &tokio_util::sync::CancellationToken,
+    metrics: &crate::metrics::HubMetrics,
+) {
+    while !shutdown.is_cancelled() {
+        // Read into spare capacity: a zero-filled buffer would cost a memset per chunk,
+        // which with jemalloc's recycled extents was a third of a download's time.
+        let mut buf = Vec::with_capacity(chunk_size);
+        let n = match (&mut file).take(chunk_size as u64).read_to_end(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a blob failed");
+                let _ = tx.blocking_send(Err(Status::internal(
+                    "reading the blob failed on the hub; retry from the offset received",
+                )));
+                return;
+            }
+        };
+        if tx.blocking_send(Ok(pb::BlobChunk { offset, data: buf })).is_err() {
+            return; // the client left
+        }
+        metrics.bytes_served.inc_by(n as u64);
+        offset += n as u64;
+    }
+}
+
+/// Streams an object store blob: its pieces regrouped into `chunk_size` messages.
+async fn send_remote(
+    mut pieces: crate::blobs::RemotePieces,
+    mut offset: u64,
+    chunk_size: usize,
+    tx: ChunkSender,
+    shutdown: tokio_util::sync::CancellationToken,
+    metrics: Arc<crate::metrics::HubMetrics>,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk_size);
+    loop {
+        let piece = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = pieces.recv() => p,
+        };
+        let last = match piece {
+            None => true,
+            Some(Ok(mut bytes)) => {
+                while !bytes.is_empty() {
+                    let take = (chunk_size - buf.len()).min(bytes.len());
+                    buf.extend_from_slice(&bytes.split_to(take));
+                    if buf.len() == chunk_size {
+                        let n = buf.len() as u64;
+                        let data = std::mem::replace(&mut buf, Vec::with_capacity(chunk_size));
+                        if tx.send(Ok(pb::BlobChunk { offset, data })).await.is_err() {
+                            return;
+                        }
+                        metrics.bytes_served.inc_by(n);
+                        offset += n;
+                    }
+                }
+                false
+            }
+            Some(Err(e)) => {
+                // Bytes before the failure are sent, so the node resumes right after them.
+                if !buf.is_empty() {
+                    let n = buf.len() as u64;
+                    let _ = tx.send(Ok(pb::BlobChunk { offset, data: std::mem::take(&mut buf) })).await;
+                    metrics.bytes_served.inc_by(n);
+                }
+                tracing::warn!(error = %e, "reading a blob from object storage failed");
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "the hub's object storage is unreachable; retry from the offset received",
+                    )))
+                    .await;
+                return;
+            }
+        };
+        if last {
+            if !buf.is_empty() {
+                let n = buf.len() as u64;
+                if tx.send(Ok(pb::BlobChunk { offset, data: std::mem::take(&mut buf) })).await.is_ok() {
+                    metrics.bytes_served.inc_by(n);
+                }
+            }
+            return;
+        }
     }
 }
 
@@ -259,7 +354,9 @@ impl ReleaseService for Releases {
         if !self.0.registry(move |reg| reg.blob_referenced(&d)).await? {
             return Err(Status::not_found(format!("blob {digest} is not part of a published release")));
         }
-        let Some((mut file, len)) = self.0.blobs.reader(&digest, r.offset)? else {
+        let blobs = self.0.blobs.clone();
+        let offset = r.offset;
+        let Some((body, len)) = off_the_runtime(|| blobs.reader(&digest, offset))? else {
             return Err(Status::not_found(format!("blob {digest} is not stored on this hub")));
         };
         if r.offset > len {
@@ -273,29 +370,16 @@ impl ReleaseService for Releases {
         metrics.downloads.inc();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let shutdown = self.0.shutdown.clone();
-        // One blocking reader per download: plain reads into the channel, instead of a
-        // blocking-pool hop for every chunk as async file reads would take.
-        tokio::task::spawn_blocking(move || {
-            let mut offset = r.offset;
-            while !shutdown.is_cancelled() {
-                // Read into spare capacity: a zero-filled buffer would cost a memset per chunk,
-                // which with jemalloc's recycled extents was a third of a download's time.
-                let mut buf = Vec::with_capacity(chunk_size);
-                let n = match (&mut file).take(chunk_size as u64).read_to_end(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!("reading blob failed: {e}"))));
-                        return;
-                    }
-                };
-                if tx.blocking_send(Ok(pb::BlobChunk { offset, data: buf })).is_err() {
-                    return; // the client left
-                }
-                metrics.bytes_served.inc_by(n as u64);
-                offset += n as u64;
+        match body {
+            BlobBody::File(file) => {
+                // One blocking reader per download: plain reads into the channel, instead of a
+                // blocking-pool hop for every chunk as async file reads would take.
+                tokio::task::spawn_blocking(move || send_file(file, r.offset, chunk_size, &tx, &shutdown, &metrics));
             }
-        });
+            BlobBody::Remote(pieces) => {
+                tokio::spawn(send_remote(pieces, r.offset, chunk_size, tx, shutdown, metrics));
+            }
+        }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

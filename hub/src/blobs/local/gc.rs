@@ -1,23 +1,11 @@
 //! Cleaning up after crashed publishes, and removing content no release names.
 
 use super::upload::{promote_dir, RECIPE, SEALED, STAGED};
-use super::{io, BlobError, BlobStore};
+use super::{io, LocalBlobs};
+use crate::blobs::{BlobError, GcReport};
 use efa_domain::bundle::Digest;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-
-/// What a garbage collection removed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GcReport {
-    /// Blobs and recipes no published release names, older than the grace period.
-    pub blobs_removed: u64,
-    /// Their bytes.
-    pub bytes_removed: u64,
-    /// Staged uploads of publishes that never committed.
-    pub uploads_removed: u64,
-    /// Staged uploads of committed releases, moved under their digests.
-    pub uploads_promoted: u64,
-}
 
 fn age(path: &Path) -> Duration {
     std::fs::metadata(path)
@@ -27,7 +15,7 @@ fn age(path: &Path) -> Duration {
         .unwrap_or_default()
 }
 
-impl BlobStore {
+impl LocalBlobs {
     /// Finishes or removes staged uploads: one sealed for a release that `committed`
     /// (`"service version"`) is promoted; any other older than `grace` is removed (younger
     /// ones may belong to a publish in progress).

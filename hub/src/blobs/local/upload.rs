@@ -1,7 +1,8 @@
 //! One publish's blobs: staged where nothing serves them, promoted once the release is
 //! committed, removed if it never is.
 
-use super::{io, BlobError, BlobStore};
+use super::{io, LocalBlobs};
+use crate::blobs::{recipe_text, BlobError};
 use efa_domain::bundle::{Digest, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,12 +28,12 @@ fn sync_dir(dir: &Path) -> Result<(), BlobError> {
 
 /// The blobs of one publish. Dropped without [`promote`](Self::promote), it removes them.
 pub(crate) struct Upload {
-    store: BlobStore,
+    store: LocalBlobs,
     dir: PathBuf,
     promoted: bool,
 }
 
-impl BlobStore {
+impl LocalBlobs {
     /// Starts the upload of one release's content.
     pub(crate) fn upload(&self) -> Result<Upload, BlobError> {
         let dir = self.root.join(STAGED).join(unique());
@@ -70,15 +71,15 @@ impl Upload {
 
     /// Records that the content of `file` is the concatenation of `chunks`, so the file can
     /// be downloaded in one stream although only its chunks are kept.
-    pub(crate) fn write_recipe(&self, file: Digest, chunks: &[Digest]) -> Result<(), BlobError> {
+    pub(crate) fn write_recipe(&self, file: Digest, chunks: &[(Digest, u64)]) -> Result<(), BlobError> {
         let dest = self.dir.join(format!("{}{RECIPE}", file.hex()));
-        let text: String = chunks.iter().map(|c| format!("{c}\n")).collect();
+        let text = recipe_text(chunks);
         let mut f = std::fs::File::create(&dest).map_err(io(&dest))?;
         f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&dest))
     }
 
     /// Marks the content complete for `release` (`service version`), durably, before the
-    /// release is committed: after a crash, [`BlobStore::recover`] promotes a sealed upload
+    /// release is committed: after a crash, [`LocalBlobs::recover`] promotes a sealed upload
     /// whose release was committed and removes any other.
     pub(crate) fn seal(&self, release: &str) -> Result<(), BlobError> {
         let marker = self.dir.join(SEALED);
@@ -103,7 +104,7 @@ impl Drop for Upload {
 }
 
 /// Moves every blob and recipe of a staged upload under its digest, then removes the upload.
-pub(super) fn promote_dir(store: &BlobStore, dir: &Path) -> Result<(), BlobError> {
+pub(super) fn promote_dir(store: &LocalBlobs, dir: &Path) -> Result<(), BlobError> {
     let mut touched = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;

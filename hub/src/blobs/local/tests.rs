@@ -1,9 +1,9 @@
 use super::*;
 use std::time::Duration;
 
-fn store() -> (tempfile::TempDir, BlobStore) {
+fn store() -> (tempfile::TempDir, LocalBlobs) {
     let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path().to_path_buf()).unwrap();
+    let store = LocalBlobs::open(dir.path().to_path_buf()).unwrap();
     (dir, store)
 }
 
