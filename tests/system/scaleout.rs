@@ -23,53 +23,119 @@ async fn two_replicas() -> Option<(World, DevFederation)> {
     Some((w, b))
 }
 
+/// The world's hub and two more replicas on one fresh PostgreSQL database and one S3
+/// prefix (the test kit's SeaweedFS): the production shape, no shared directory for content.
+async fn three_replicas_on_postgres_and_s3() -> Option<(World, DevFederation, DevFederation)> {
+    if !efa_testkit::tools::check("hub on postgres", efa_testkit::postgres::available(), "apt-get install postgresql") {
+        return None;
+    }
+    let at = s3_location("hub on S3")?;
+    let url = efa_testkit::postgres::database().expect("a fresh database");
+    let tune = move |c: &mut efa_hub::HubConfig| {
+        c.store = StoreLocation::Postgres(url.clone());
+        c.blobs = efa_hub::BlobLocation::S3(at.clone());
+    };
+    let w = World::tuned(tune.clone()).await;
+    let any = "127.0.0.1:0".parse().unwrap();
+    // Data dirs of their own: only certificates are copied, content lives on S3.
+    let replica = |name: &str| {
+        let root = w.dir.path().join(name);
+        copy_dir(&w.dir.path().join("pki"), &root.join("pki"));
+        root
+    };
+    let (rb, rc) = (replica("replica-b"), replica("replica-c"));
+    let b = DevFederation::start_tuned(&rb, any, tune.clone()).await.expect("replica B");
+    let c = DevFederation::start_tuned(&rc, any, tune).await.expect("replica C");
+    Some((w, b, c))
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_on_one_database_serve_one_federation() {
-    let Some((w, b)) = two_replicas().await else { return };
+async fn three_replicas_on_postgres_and_s3_serve_one_federation() {
+    let Some((w, b, c)) = three_replicas_on_postgres_and_s3().await else { return };
     w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
     w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
 
-    // A node of Dortmund talks to replica B only: catalog, release, blobs, reports.
-    let mut config = w.node_config(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
-    config.hub = b.url();
-    let node = efa_node::Agent::new(config).unwrap();
-    assert_eq!(
-        node.sync().await.unwrap(),
-        vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.0".into() }]
-    );
-    // Replica A reads what it reported through B.
-    let adopters = w.adopters("wohngeld-nrw").await;
-    assert_eq!((adopters.len(), adopters[0].running_version.as_str()), (1, "1.0.0"));
-
-    // A live stream on B hears a release published on A.
-    let stop = CancellationToken::new();
-    let run = {
-        let stop = stop.clone();
-        tokio::spawn(async move { node.run(stop).await })
+    // Dortmund talks to replica B only, Essen to C only: catalog, release, blobs, reports.
+    let node_on = |ags: &str, replica: &DevFederation| {
+        let mut config = w.node_config(ags, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+        config.hub = replica.url();
+        efa_node::Agent::new(config).unwrap()
     };
-    eventually(20, "the node's stream is attached to B", || async { b.hub.as_ref().unwrap().watchers() >= 1 }).await;
-    w.publish(NRW, "wohngeld-nrw", "1.0.1", &w.standard_bundle("1.0.1")).await.unwrap();
+    let (dortmund, essen) = (node_on(DORTMUND, &b), node_on(ESSEN, &c));
+    for node in [&dortmund, &essen] {
+        assert_eq!(
+            node.sync().await.unwrap(),
+            vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.0".into() }]
+        );
+    }
+    // Replica A reads what was reported through B and C.
+    let adopters = w.adopters("wohngeld-nrw").await;
+    assert_eq!(adopters.len(), 2);
+    assert!(adopters.iter().all(|a| a.running_version == "1.0.0"));
+
+    // Live streams on B and C hear a release published on C.
+    let stop = CancellationToken::new();
+    let runs: Vec<_> = [dortmund, essen]
+        .into_iter()
+        .map(|node| {
+            let stop = stop.clone();
+            tokio::spawn(async move { node.run(stop).await })
+        })
+        .collect();
+    eventually(20, "the nodes' streams are attached to B and C", || async {
+        b.hub.as_ref().unwrap().watchers() >= 1 && c.hub.as_ref().unwrap().watchers() >= 1
+    })
+    .await;
+    let key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
+    let bundle = w.standard_bundle("1.0.1");
+    let spec = efa_cli::publish::PublishSpec {
+        dir: &bundle,
+        service_id: "wohngeld-nrw".parse().unwrap(),
+        version: "1.0.1".into(),
+        channel: "stable".parse().unwrap(),
+        land: NRW.parse().unwrap(),
+        release_notes: "auf Replik C".into(),
+        signing_key: &key,
+    };
+    efa_cli::publish::publish_dir(c.channel(&land(NRW)).await.unwrap(), spec, |_, _| {}).await.unwrap();
     let published = std::time::Instant::now();
-    eventually(20, "the node deployed 1.0.1 published on the other replica", || async {
-        w.adopters("wohngeld-nrw").await.first().is_some_and(|a| a.running_version == "1.0.1")
+    eventually(20, "both nodes deployed 1.0.1 published on replica C", || async {
+        let a = w.adopters("wohngeld-nrw").await;
+        a.len() == 2 && a.iter().all(|a| a.running_version == "1.0.1")
     })
     .await;
     // Woken by PostgreSQL's NOTIFY, not the 5 s fallback poll.
     let took = published.elapsed();
-    eprintln!("publish on A -> deployed through B: {took:.1?}");
+    eprintln!("publish on C -> deployed through B and C: {took:.1?}");
     assert!(took < std::time::Duration::from_secs(4), "{took:?}");
     stop.cancel();
-    run.await.unwrap().unwrap();
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
 
-    // One log: both replicas see the same head.
-    let (ra, rb) = (w.fed.registry().unwrap(), b.registry().unwrap());
-    assert_eq!(ra.head_seq().unwrap(), rb.head_seq().unwrap());
+    // One log: every replica sees the same head.
+    let heads: Vec<u64> =
+        [w.fed.registry(), b.registry(), c.registry()].into_iter().map(|r| r.unwrap().head_seq().unwrap()).collect();
+    assert!(heads.windows(2).all(|p| p[0] == p[1]), "{heads:?}");
 
-    // The dashboard of either replica shows the federation (dev tokens live in the shared
-    // data dir, so one token serves both).
-    let token = w.dashboard_token("bund");
+    // The dashboard of every replica shows the federation.
     let http = w.dashboard_client();
-    for url in [w.dashboard_url(), b.dashboard_url().unwrap()] {
+    for (replica, url) in
+        [(&w.fed, w.dashboard_url()), (&b, b.dashboard_url().unwrap()), (&c, c.dashboard_url().unwrap())]
+    {
+        let token = efa_hub::dashboard::tokens::issue(&replica.hub_data_dir(), "bund").unwrap();
         let page = http.get(&url).bearer_auth(&token).send().await.unwrap();
         assert_eq!(page.status(), reqwest::StatusCode::OK, "{url}");
         let body = page.text().await.unwrap();

@@ -255,11 +255,7 @@ impl S3Blobs {
         Upload { blobs: self.clone() }
     }
 
-    pub fn reader(
-        &self,
-        digest: &Digest,
-        offset: u64,
-    ) -> Result<Option<(RemotePieces, u64)>, BlobError> {
+    pub fn reader(&self, digest: &Digest, offset: u64) -> Result<Option<(RemotePieces, u64)>, BlobError> {
         let key = self.blob_key(digest);
         let parts: Vec<(Key, u64)> = match self.size(key.clone())? {
             Some(size) => vec![(key, size)],
