@@ -141,9 +141,12 @@ impl S3Blobs {
                 ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(60)),
             );
         if let Some(endpoint) = &at.endpoint {
-            b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
-            // Self-hosted servers address buckets by path, not by host name.
-            b = b.with_virtual_hosted_style_request(false);
+            b = b.with_endpoint(endpoint);
+        }
+        if let Some(endpoint) = b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint) {
+            // A self-hosted server (from the config or AWS_ENDPOINT_URL): buckets by path, and
+            // plain HTTP only where the operator wrote http://.
+            b = b.with_allow_http(endpoint.starts_with("http://")).with_virtual_hosted_style_request(false);
         }
         if let Some(region) = &at.region {
             b = b.with_region(region);
