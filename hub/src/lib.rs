@@ -25,5 +25,5 @@ pub(crate) mod services;
 pub(crate) mod state;
 pub mod transport;
 
-pub use blobs::{BlobLocation, S3Location};
+pub use blobs::{BlobCopyReport, BlobLocation, S3Location};
 pub use server::{start, HubConfig, RunningHub, ServerTls, StoreLocation};

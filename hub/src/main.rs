@@ -64,9 +64,10 @@ enum Command {
         successors: Option<PathBuf>,
     },
     /// Copy a whole hub's store into PostgreSQL (records, events with their seqs, register),
-    /// then check counts and the event log's digest on both sides. Stop the hub first; run
-    /// it again after an interruption (every write is an idempotent upsert). Blobs and
-    /// dashboard tokens stay in the data dir.
+    /// then check counts and the event log's digest on both sides; with --blobs-to, copy its
+    /// blobs to S3 too (each hashed against its name, then looked up on the target). Stop the
+    /// hub first; run it again after an interruption (every write is an idempotent upsert or
+    /// a create-only put). Dashboard tokens stay in the data dir.
     Migrate {
         /// The source: `sled:DIR` (a hub's `DATA_DIR/db`).
         #[arg(long)]
@@ -74,6 +75,13 @@ enum Command {
         /// The target: a `postgres://` URL (a password in EFA_STORE instead).
         #[arg(long, env = "EFA_STORE", hide_env_values = true)]
         to: String,
+        /// Also copy the blobs to `s3://bucket/prefix` (endpoint and keys from AWS_ENDPOINT_URL,
+        /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+        #[arg(long)]
+        blobs_to: Option<String>,
+        /// The blob directory to copy [default: the blobs/ next to the --from db/].
+        #[arg(long)]
+        blobs_from: Option<PathBuf>,
     },
     /// Development PKI (rcgen): a CA, a hub certificate and role certificates.
     #[command(subcommand)]
@@ -322,7 +330,7 @@ async fn run() -> Result<()> {
             config.blobs = blobs;
             serve(config).await
         }
-        Command::Migrate { from, to } => {
+        Command::Migrate { from, to, blobs_to, blobs_from } => {
             let Some(dir) = from.strip_prefix("sled:") else {
                 bail!("--from must be sled:DIR (the db/ directory of a hub's data dir)");
             };
@@ -333,6 +341,23 @@ async fn run() -> Result<()> {
             if !dir.is_dir() {
                 bail!("{} is not a directory (give the hub's DATA_DIR/db)", dir.display());
             }
+            let blobs = match &blobs_to {
+                None => None,
+                Some(to) => {
+                    let at: efa_hub::BlobLocation = to.parse().map_err(anyhow::Error::msg)?;
+                    if !matches!(at, efa_hub::BlobLocation::S3(_)) {
+                        bail!("--blobs-to must be an s3:// location");
+                    }
+                    let from = blobs_from.clone().unwrap_or_else(|| dir.join("..").join("blobs"));
+                    if !from.is_dir() {
+                        bail!(
+                            "{} is not a directory (give the hub's DATA_DIR/blobs with --blobs-from)",
+                            from.display()
+                        );
+                    }
+                    Some((from, at))
+                }
+            };
             let report = tokio::task::spawn_blocking(move || -> Result<efa_registry::store::postgres::CopyReport> {
                 let src =
                     efa_registry::store::SledStore::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
@@ -348,6 +373,21 @@ async fn run() -> Result<()> {
                 "copied {} events (log digest sha256:{}) and every record; counts and digest match on both sides",
                 report.events, report.events_digest
             );
+            if let Some((from, at)) = blobs {
+                let report = tokio::task::spawn_blocking(move || {
+                    let progress = |n: u64, bytes: u64| {
+                        if n % 1000 == 0 {
+                            eprintln!("  blobs: {n} ({bytes} bytes)");
+                        }
+                    };
+                    efa_hub::blobs::copy_dir(&from, &at, &progress)
+                })
+                .await??;
+                println!(
+                    "copied {} blobs and recipes ({} bytes, {} written now); each matched its digest and is on the target",
+                    report.objects, report.bytes, report.copied
+                );
+            }
             Ok(())
         }
         Command::Import { data_dir, file, successors } => {

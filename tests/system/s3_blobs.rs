@@ -250,3 +250,25 @@ async fn while_s3_is_away_a_publish_fails_cleanly_and_downloads_resume_after() {
     node.sync().await.unwrap();
     assert_eq!(w.adopters("wohngeld-nrw").await[0].running_version, "1.1.0");
 }
+
+/// `efa-hub migrate --blobs-to`: a source file that does not hash to its name is refused,
+/// named, and not copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copying_blobs_to_s3_refuses_a_corrupt_source_file() {
+    let Some(at) = s3_location("migrate blobs to S3") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (good, claimed) = (Digest::of(b"gut"), Digest::of(b"original"));
+    for (d, content) in [(good, &b"gut"[..]), (claimed, &b"verdorben"[..])] {
+        let shard = dir.path().join(&d.hex()[..2]);
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::write(shard.join(d.hex()), content).unwrap();
+    }
+    let (from, to) = (dir.path().to_path_buf(), BlobLocation::S3(at.clone()));
+    let err = tokio::task::spawn_blocking(move || efa_hub::blobs::copy_dir(&from, &to, &|_, _| {}))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&claimed.hex()) && err.contains("digest"), "{err}");
+    assert!(!s3_objects(&at).await.contains_key(&blob_key(&claimed)));
+}

@@ -143,8 +143,8 @@ async fn three_replicas_on_postgres_and_s3_serve_one_federation() {
     }
 }
 
-/// `efa-hub migrate`: a hub's sled store copied into PostgreSQL, the copy run again after
-/// an interruption, and a hub on the copy serves the same federation.
+/// `efa-hub migrate`: a hub's sled store copied into PostgreSQL and its blobs to S3, both
+/// copies run again after an interruption, and a hub on the copies serves the same federation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
     if !efa_testkit::tools::check(
@@ -154,9 +154,15 @@ async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
     ) {
         return;
     }
+    let Some(at) = s3_location("migrate blobs to S3") else { return };
     let mut w = World::new().await;
     w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
-    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    // A large file too: its chunks and recipe move with it.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let dir = w.dir.path().join("bundle-1.0.0");
+    efa_testkit::bundle::standard("1.0.0").write(&dir);
+    std::fs::write(dir.join("formulare.bin"), &big).unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &dir).await.unwrap();
     let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
     node.sync().await.unwrap();
     rate(&node, "wohngeld-nrw", "1.0.0", 4, vec![], "läuft").await.unwrap();
@@ -182,9 +188,24 @@ async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
     .await
     .unwrap();
 
-    // A hub on the copy (same certificates and blobs) answers as the old one did.
+    // The blobs to S3: every one hashed against its name on the way. A second run (as
+    // after a kill) writes nothing again.
+    let blobs_dir = w.fed.hub_data_dir().join("blobs");
+    let (from, to) = (blobs_dir.clone(), efa_hub::BlobLocation::S3(at.clone()));
+    let first = tokio::task::spawn_blocking(move || efa_hub::blobs::copy_dir(&from, &to, &|_, _| {}).unwrap());
+    let first = first.await.unwrap();
+    assert!(first.objects > 5 && first.copied + 1 == first.objects, "{first:?}");
+    let (from, to) = (blobs_dir.clone(), efa_hub::BlobLocation::S3(at.clone()));
+    let again = tokio::task::spawn_blocking(move || efa_hub::blobs::copy_dir(&from, &to, &|_, _| {}).unwrap());
+    let again = again.await.unwrap();
+    assert_eq!((again.objects, again.copied, again.bytes), (first.objects, 0, first.bytes));
+
+    // A hub on the copies (same certificates; the local blob directory gone) answers as
+    // the old one did.
+    std::fs::rename(&blobs_dir, w.dir.path().join("blobs-before-migration")).unwrap();
     let pg = DevFederation::start_tuned(w.dir.path(), "127.0.0.1:0".parse().unwrap(), move |c| {
-        c.store = StoreLocation::Postgres(url.clone())
+        c.store = StoreLocation::Postgres(url.clone());
+        c.blobs = efa_hub::BlobLocation::S3(at.clone());
     })
     .await
     .unwrap();
@@ -202,6 +223,13 @@ async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
     assert!(again.iter().all(|h| !matches!(h, Handled::Deployed { .. })), "{again:?}");
     let op = pg.channel(&operator()).await.unwrap();
     assert_eq!(efa_testkit::reports::history(op, DORTMUND).await, before.1, "nothing reported twice");
+    // A new node gets the whole release from S3.
+    let mut config = w.node_config(ESSEN, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    config.hub = pg.url();
+    let handled = efa_node::Agent::new(config).unwrap().sync().await.unwrap();
+    assert_eq!(handled, vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.0".into() }]);
+    let deployed = w.dir.path().join("nodes").join(ESSEN).join("deploy/wohngeld-nrw/current/formulare.bin");
+    assert_eq!(std::fs::read(deployed).unwrap(), big);
 }
 
 /// A node that knows two replicas carries on with the other when one stops: its stream

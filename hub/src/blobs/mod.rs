@@ -150,6 +150,14 @@ impl BlobStore {
         }
     }
 
+    /// Whether the blob is stored whole (`size` bytes).
+    fn has(&self, digest: &Digest, size: u64) -> Result<bool, BlobError> {
+        match self {
+            BlobStore::Local(s) => Ok(std::fs::metadata(s.path(digest)).is_ok_and(|m| m.len() == size)),
+            BlobStore::S3(s) => s.has(digest, size),
+        }
+    }
+
     /// Finishes or removes what publishes of a hub that died left behind.
     pub fn recover(&self, grace: Duration, committed: impl Fn(&str) -> bool) -> Result<GcReport, BlobError> {
         match self {
@@ -230,6 +238,14 @@ impl BlobWriter {
         }
     }
 
+    /// Whether the content is stored already (and is only hashed, not written).
+    pub fn reuses_stored(&self) -> bool {
+        match self {
+            BlobWriter::Local(w) => w.reuses_stored(),
+            BlobWriter::S3(w) => w.existing,
+        }
+    }
+
     /// Bytes received so far.
     pub fn written(&self) -> u64 {
         match self {
@@ -245,6 +261,92 @@ impl BlobWriter {
             BlobWriter::S3(w) => w.finish(),
         }
     }
+}
+
+/// What [`copy_dir`] copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlobCopyReport {
+    /// Blobs and recipes in the source directory.
+    pub objects: u64,
+    /// Blobs written to the target now (the others were there from an earlier run; recipes
+    /// are small and written again each run).
+    pub copied: u64,
+    /// Bytes of all of them.
+    pub bytes: u64,
+}
+
+/// Copies a hub's blob directory (`DATA_DIR/blobs`) to another location, e.g. S3, for
+/// `efa-hub migrate`. Every blob is hashed on the way and must match its name; it is
+/// written through the target's normal upload path (create-only, verified again), so a run
+/// killed halfway leaves no partial object and the next run copies only what is missing.
+/// Afterwards every source object is looked up on the target with its size.
+/// Staged uploads (publishes in progress) are not copied: stop the hub first.
+pub fn copy_dir(from: &Path, to: &BlobLocation, progress: &dyn Fn(u64, u64)) -> Result<BlobCopyReport, BlobError> {
+    let target = BlobStore::open(to, from)?;
+    let mut report = BlobCopyReport::default();
+    let mut copied = Vec::new();
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(from)
+        .map_err(local::io(from))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 2))
+        .collect();
+    shards.sort();
+    for shard in shards {
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(&shard).map_err(local::io(&shard))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for path in files {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let (hex, recipe) = match name.strip_suffix(".chunks") {
+                Some(hex) => (hex, true),
+                None => (name.as_str(), false),
+            };
+            let Ok(digest) = format!("sha256:{hex}").parse::<Digest>() else { continue };
+            let bytes = std::fs::read(&path).map_err(local::io(&path))?;
+            let upload = target.upload()?;
+            let written = if recipe {
+                let text = String::from_utf8_lossy(&bytes);
+                let Some(chunks) = parse_recipe(&text) else {
+                    return Err(BlobError::Config(format!("{} is not a chunk recipe", path.display())));
+                };
+                let mut sized = Vec::with_capacity(chunks.len());
+                for (chunk, size) in chunks {
+                    let size = match size {
+                        Some(s) => s,
+                        None => {
+                            let p = shard.parent().unwrap_or(from).join(&chunk.hex()[..2]).join(chunk.hex());
+                            std::fs::metadata(&p).map_err(local::io(&p))?.len()
+                        }
+                    };
+                    sized.push((chunk, size));
+                }
+                upload.write_recipe(digest, &sized)?;
+                true
+            } else {
+                // The writer hashes every byte: a corrupt source file fails here, named.
+                let mut w = upload.writer(digest, path.display().to_string())?;
+                let fresh = !w.reuses_stored();
+                w.write(&bytes)?;
+                w.finish()?;
+                fresh
+            };
+            upload.promote()?;
+            report.objects += 1;
+            report.bytes += bytes.len() as u64;
+            if written && !recipe {
+                report.copied += 1;
+            }
+            copied.push((digest, recipe, bytes.len() as u64));
+            progress(report.objects, report.bytes);
+        }
+    }
+    // Every source object is now on the target, whole.
+    for (digest, recipe, size) in copied {
+        if !recipe && !target.has(&digest, size)? {
+            return Err(BlobError::Config(format!("{digest} is missing on the target after the copy")));
+        }
+    }
+    Ok(report)
 }
 
 /// A recipe's text: one `sha256:<hex> <size>` line per chunk.

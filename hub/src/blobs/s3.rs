@@ -233,6 +233,11 @@ impl S3Blobs {
         })
     }
 
+    /// Whether the blob is stored with `size` bytes.
+    pub fn has(&self, digest: &Digest, size: u64) -> Result<bool, BlobError> {
+        Ok(self.size(self.blob_key(digest))? == Some(size))
+    }
+
     /// Writes `bytes` to `key` unless an object is there already; true if it was written.
     fn put_new(&self, key: Key, bytes: Bytes) -> Result<bool, BlobError> {
         let store = self.store.clone();
@@ -433,7 +438,7 @@ pub(crate) struct BlobWriter {
     expected: Digest,
     label: String,
     /// Stored already: bytes are only hashed.
-    existing: bool,
+    pub(super) existing: bool,
     buffer: Vec<u8>,
     multipart: Option<Box<dyn MultipartUpload>>,
     hasher: Hasher,

@@ -19,7 +19,7 @@ use efa_domain::bundle::Digest;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
     move |source| BlobError::Io { path: path.to_path_buf(), source }
 }
 

@@ -151,6 +151,11 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Whether the content is stored already (and is only hashed).
+    pub(crate) fn reuses_stored(&self) -> bool {
+        self.file.is_none()
+    }
+
     /// Bytes received so far.
     pub(crate) fn written(&self) -> u64 {
         self.written
