@@ -376,7 +376,7 @@ async fn run() -> Result<()> {
             if let Some((from, at)) = blobs {
                 let report = tokio::task::spawn_blocking(move || {
                     let progress = |n: u64, bytes: u64| {
-                        if n % 1000 == 0 {
+                        if n.is_multiple_of(1000) {
                             eprintln!("  blobs: {n} ({bytes} bytes)");
                         }
                     };
