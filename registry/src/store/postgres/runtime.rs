@@ -1,6 +1,7 @@
 //! The PostgreSQL store's own side: connecting and migrating, and the bridge from the
 //! synchronous `Store` trait to async sqlx on the store's runtime.
 
+use super::ledger::{write_pending, PendingAdoptions};
 use super::sql::{append_event, redact, storage};
 use super::{schema, PostgresStore, NOTIFY_CHANNEL, POOL_SIZE};
 use crate::error::{Error, Result};
@@ -98,6 +99,9 @@ impl PostgresStore {
                 Some(b) => Some(b.lock().await),
                 None => None,
             };
+            if let Some(b) = guard.as_mut() {
+                b.settle().await?;
+            }
             match guard.as_mut().and_then(|b| b.tx.as_mut()) {
                 Some(tx) => q.fetch_all(&mut **tx).await,
                 None => q.fetch_all(&pool).await,
@@ -107,7 +111,7 @@ impl PostgresStore {
     }
 
     /// Whether this call belongs to the commit thread's open batch.
-    fn in_batch(&self) -> bool {
+    pub(super) fn in_batch(&self) -> bool {
         *self.batch_thread.lock().unwrap_or_else(|p| p.into_inner()) == Some(std::thread::current().id())
     }
 
@@ -134,9 +138,7 @@ impl PostgresStore {
         let batch = self.batch.clone();
         self.run(move |pool| async move {
             let mut b = batch.lock().await;
-            if let Some(why) = &b.failed {
-                return Err(Error::Unavailable(format!("the batch's transaction failed: {why}")));
-            }
+            b.settle().await?;
             if b.tx.is_none() {
                 b.tx = Some(pool.begin().await.map_err(storage)?);
             }
@@ -168,6 +170,8 @@ impl PostgresStore {
         let batch = self.batch.clone();
         self.run(move |_| async move {
             let mut b = batch.lock().await;
+            // The batch's reports go in with its commit.
+            let _ = b.settle().await;
             let (tx, failed) = (b.tx.take(), b.failed.take());
             match (tx, failed) {
                 (None, None) => Ok(()),
@@ -190,9 +194,27 @@ pub(super) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Se
 /// The commit thread's open batch.
 #[derive(Default)]
 pub(super) struct Batch {
-    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    pub(super) tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
     /// Why the batch can no longer commit, if it cannot.
-    failed: Option<String>,
+    pub(super) failed: Option<String>,
+    /// Adoption reports not yet written to `tx` (see `ledger.rs`).
+    pub(super) pending: Option<PendingAdoptions>,
+}
+
+impl Batch {
+    /// Writes pending reports to the transaction, so what follows sees them (and takes the
+    /// seqs after theirs). A failure fails the batch.
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(Error::Unavailable(format!("the batch's transaction failed: {why}")));
+        }
+        let (Some(pending), Some(tx)) = (self.pending.take(), self.tx.as_mut()) else { return Ok(()) };
+        if let Err(e) = write_pending(tx, pending).await {
+            self.failed = Some(e.to_string());
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
 fn savepoint<'c>(conn: &'c mut PgConnection, sql: &'static str) -> BoxFuture<'c, Result<()>> {

@@ -157,3 +157,93 @@ fn a_batch_commits_at_flush_and_a_refused_write_rolls_back_alone() {
     assert_eq!(seqs, vec![1, 2, 3], "the refused write left no event and no gap");
     assert_eq!(store.releases(&service.id).unwrap().len(), 1);
 }
+
+/// Reports in batches, as the commit threads of three replicas send them, mixed with other
+/// writes and with reads inside the batch: every seq is seen once and in order by a reader
+/// following the log, each batch's reads see its own reports, the totals match a recount,
+/// and every Kommune's history is in the order its reports were made.
+#[test]
+fn batched_reports_on_three_replicas_keep_seqs_totals_and_history() {
+    use crate::store::Store;
+    use efa_domain::model::adoption::{AdoptionEntry, AdoptionState};
+    use efa_domain::model::catalog::SigningKeys;
+    use std::sync::Arc;
+
+    if !efa_testkit::tools::check("postgres batches", efa_testkit::postgres::available(), "apt-get install postgresql")
+    {
+        return;
+    }
+    let url = efa_testkit::postgres::database().expect("a fresh database");
+    let replicas: Vec<Arc<super::PostgresStore>> =
+        (0..3).map(|_| Arc::new(super::PostgresStore::open(&url).expect("the store opens"))).collect();
+    const BATCHES: usize = 20;
+    const PER_BATCH: usize = 25;
+    let services = ["wohngeld-nrw", "elfe-hb"];
+    let kommunen = ["05913000", "05113000", "05711000", "05515000", "05315000"];
+    let writers: Vec<_> = replicas
+        .iter()
+        .enumerate()
+        .map(|(r, store)| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for b in 0..BATCHES {
+                    store.begin_batch();
+                    for i in 0..PER_BATCH {
+                        let n = (r * BATCHES + b) * PER_BATCH + i;
+                        let entry = AdoptionEntry {
+                            ags: kommunen[n % kommunen.len()].parse().unwrap(),
+                            service_id: services[n % services.len()].parse().unwrap(),
+                            version: Some("1.0.0".parse().unwrap()),
+                            state: if n % 3 == 0 { AdoptionState::Rejected } else { AdoptionState::Deployed },
+                            reason: format!("r{r} b{b} i{i}"),
+                            at_ms: n as i64,
+                        };
+                        let (record, event) = store.append_adoption(&entry).expect("report");
+                        assert_eq!(record.latest.reason, entry.reason);
+                        if i == 7 {
+                            // A read in the batch sees the batch's reports.
+                            let seen = store.adoption(&entry.service_id, &entry.ags).unwrap().unwrap();
+                            assert_eq!(seen.latest.reason, entry.reason);
+                        }
+                        if i == 13 {
+                            // Another kind of write in between takes the next seq.
+                            let keys = SigningKeys { keys: vec![format!("k{r}{b}")], updated_at_ms: 1 };
+                            let e = store.put_signing_keys(&"05".parse().unwrap(), &keys).expect("keys");
+                            assert_eq!(e.seq, event.seq + 1);
+                        }
+                    }
+                    store.flush().expect("flush");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let store = &replicas[0];
+    let total = (replicas.len() * BATCHES * (PER_BATCH + 1)) as u64;
+    let events = store.events_after(0, total as usize + 10).unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>());
+    for s in services {
+        let sid = s.parse().unwrap();
+        let records = store.adopters(&sid).unwrap();
+        let totals = store.service_totals(&sid).unwrap();
+        assert_eq!(totals.records as usize, records.len());
+        assert_eq!(totals.running as usize, records.iter().filter(|r| r.running.is_some()).count());
+        let rejected = records.iter().filter(|r| r.latest.state == AdoptionState::Rejected).count();
+        assert_eq!(totals.rejected as usize, rejected);
+    }
+    // Each Kommune's history follows the log's order of its reports.
+    for k in kommunen {
+        let ags = k.parse().unwrap();
+        let logged: Vec<String> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                efa_domain::model::event::EventKind::AdoptionReported(a) if a.ags == ags => Some(a.reason.clone()),
+                _ => None,
+            })
+            .collect();
+        let history: Vec<String> = store.history_of(&ags).unwrap().into_iter().map(|h| h.reason).collect();
+        assert_eq!(history, logged, "history of {k}");
+    }
+}
