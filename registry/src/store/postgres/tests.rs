@@ -194,7 +194,7 @@ fn batched_reports_on_three_replicas_keep_seqs_totals_and_history() {
                             ags: kommunen[n % kommunen.len()].parse().unwrap(),
                             service_id: services[n % services.len()].parse().unwrap(),
                             version: Some("1.0.0".parse().unwrap()),
-                            state: if n % 3 == 0 { AdoptionState::Rejected } else { AdoptionState::Deployed },
+                            state: if n.is_multiple_of(3) { AdoptionState::Rejected } else { AdoptionState::Deployed },
                             reason: format!("r{r} b{b} i{i}"),
                             at_ms: n as i64,
                         };
