@@ -31,6 +31,9 @@ use tokio_stream::StreamExt;
 /// of this size (S3 needs parts of at least 5 MiB).
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
+/// Chunks of a chunked file fetched ahead of the one being sent (each at most 1 MiB).
+const READ_AHEAD: usize = 4;
+
 /// A bucket (and key prefix) of S3-compatible storage, with how to reach it.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct S3Location {
@@ -295,7 +298,7 @@ impl S3Blobs {
         };
         let len: u64 = parts.iter().map(|(_, s)| s).sum();
         let mut skip = offset.min(len);
-        let mut ranges = Vec::new();
+        let mut ranges: Vec<(Key, u64, u64)> = Vec::new();
         for (key, size) in parts {
             if skip >= size {
                 skip -= size;
@@ -309,9 +312,12 @@ impl S3Blobs {
         let Some(rt) = self.rt.0.as_ref() else {
             return Err(BlobError::Config("the object storage client is closed".into()));
         };
-        // One ranged GET per chunk, streamed; the download stops when the client leaves.
+        // One ranged GET per chunk, up to READ_AHEAD of them in flight, so a chunked file
+        // streams at the store's throughput rather than one round trip per chunk; a single
+        // blob streams as it arrives. The download stops when the client leaves.
         rt.spawn(async move {
-            for (key, from, to) in ranges {
+            if ranges.len() == 1 {
+                let (key, from, to) = ranges.remove(0);
                 let opts = GetOptions { range: Some(GetRange::Bounded(from..to)), ..Default::default() };
                 let mut body = match store.get_opts(&key, opts).await {
                     Ok(r) => r.into_stream(),
@@ -326,6 +332,34 @@ impl S3Blobs {
                     if tx.send(piece).await.is_err() || failed {
                         return;
                     }
+                }
+                return;
+            }
+            let mut ranges = ranges.into_iter();
+            let mut in_flight = std::collections::VecDeque::new();
+            loop {
+                while in_flight.len() < READ_AHEAD {
+                    let Some((key, from, to)) = ranges.next() else { break };
+                    let store = store.clone();
+                    in_flight.push_back(tokio::spawn(async move {
+                        let opts = GetOptions { range: Some(GetRange::Bounded(from..to)), ..Default::default() };
+                        match store.get_opts(&key, opts).await {
+                            Ok(r) => r.bytes().await.map_err(remote("get", &key)),
+                            Err(e) => Err(remote("get", &key)(e)),
+                        }
+                    }));
+                }
+                let Some(next) = in_flight.pop_front() else { return };
+                let piece = match next.await {
+                    Ok(p) => p,
+                    Err(e) => Err(BlobError::Config(format!("a download task failed: {e}"))),
+                };
+                let failed = piece.is_err();
+                if tx.send(piece).await.is_err() || failed {
+                    for t in in_flight {
+                        t.abort();
+                    }
+                    return;
                 }
             }
         });

@@ -59,20 +59,44 @@ impl Registry {
         report: AdoptionReport,
     ) -> impl Future<Output = Result<(AdoptionRecord, Event)>> + Send + 'static {
         let commit =
-            self.check_adoption(ags, report).map(|entry| self.commits.write_async(move |s| s.append_adoption(&entry)));
-        async move { commit?.await }
+            self.check_adoption(ags, report).map(|entry| self.commits.write_async(move |s| s.queue_adoption(&entry)));
+        // Resolves after the batch's flush, when a queued report's outcome is known.
+        async move { commit?.await?.take() }
+    }
+
+    fn release_known(&self, service: &efa_domain::model::ids::ServiceId, version: &semver::Version) -> bool {
+        self.known_releases.read().unwrap_or_else(|p| p.into_inner()).contains(&format!("{service} {version}"))
+    }
+
+    fn remember_release(&self, service: &efa_domain::model::ids::ServiceId, version: &semver::Version) {
+        let mut known = self.known_releases.write().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a federation has a few thousand releases; start over if it ever grows odd.
+        if known.len() >= 100_000 {
+            known.clear();
+        }
+        known.insert(format!("{service} {version}"));
     }
 
     fn check_adoption(&self, ags: &Ags, report: AdoptionReport) -> Result<AdoptionEntry> {
         self.kommune(ags)?;
         let AdoptionReport { service_id, version, state, reason } = report;
-        self.service(&service_id)?;
         let version = match version {
-            Some(v) => Some(self.release(&service_id, &v.to_string())?.version),
-            None if state.needs_version() => {
-                return Err(Error::invalid("version", format!("state {state} must name the version it refers to")))
+            // Releases are immutable and never removed: one seen is known for good, which
+            // spares the store two reads on the hot path (round trips on PostgreSQL).
+            Some(v) if self.release_known(&service_id, &v) => Some(v),
+            Some(v) => {
+                self.service(&service_id)?;
+                let release = self.release(&service_id, &v.to_string())?;
+                self.remember_release(&service_id, &release.version);
+                Some(release.version)
             }
-            None => None,
+            None => {
+                self.service(&service_id)?;
+                if state.needs_version() {
+                    return Err(Error::invalid("version", format!("state {state} must name the version it refers to")));
+                }
+                None
+            }
         };
         if state.needs_reason() && reason.trim().is_empty() {
             return Err(Error::invalid("reason", format!("state {state} must say why")));

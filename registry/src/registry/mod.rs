@@ -39,6 +39,8 @@ pub struct Registry {
     /// Applies every mutation and makes it durable; see [`crate::commit`].
     commits: Committer,
     themenfelder: OnceLock<BTreeSet<String>>,
+    /// Releases known to exist (`"service version"`); see `check_adoption`.
+    known_releases: RwLock<std::collections::HashSet<String>>,
 }
 
 impl Registry {
@@ -55,6 +57,7 @@ impl Registry {
             limits,
             register: RwLock::new(None),
             themenfelder: Default::default(),
+            known_releases: Default::default(),
         }
     }
 

@@ -109,6 +109,13 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a ledger entry: folds it into the (service, Kommune) record, the service's
     /// totals and the Kommune's history, and appends its event.
     fn append_adoption(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)>;
+    /// Like [`append_adoption`](Self::append_adoption), for the commit thread: a store may
+    /// queue the entry in the open batch and apply it with the batch's other reports when the
+    /// batch is flushed (PostgreSQL does: a few round trips per batch instead of one or more
+    /// per report). The outcome is known once [`flush`](Self::flush) returned.
+    fn queue_adoption(&self, entry: &AdoptionEntry) -> Result<Queued<(AdoptionRecord, Event)>> {
+        self.append_adoption(entry).map(Queued::ready)
+    }
     /// The current record of one (service, Kommune) pair.
     fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>>;
     /// The records of every Kommune with a ledger entry for the service.
@@ -216,4 +223,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every write so far durable.
     fn flush(&self) -> Result<()>;
+}
+
+/// The outcome of a write queued in the open batch; see [`Store::queue_adoption`].
+pub struct Queued<T>(std::sync::Arc<std::sync::Mutex<Option<Result<T>>>>);
+
+impl<T> Queued<T> {
+    /// An outcome known already.
+    pub fn ready(value: T) -> Self {
+        Queued(std::sync::Arc::new(std::sync::Mutex::new(Some(Ok(value)))))
+    }
+
+    /// An outcome the batch fills in: the handle to return, and the store's copy.
+    pub(crate) fn pending() -> (Self, Self) {
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+        (Queued(slot.clone()), Queued(slot))
+    }
+
+    /// Fills in the outcome.
+    pub(crate) fn set(&self, outcome: Result<T>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+    }
+
+    /// The outcome; an error if the batch ended without applying the write.
+    pub fn take(self) -> Result<T> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| {
+            Err(crate::error::Error::Storage("the batch ended before this write was applied".into()))
+        })
+    }
 }

@@ -1,51 +1,91 @@
 //! The adoption ledger on PostgreSQL: a report and a bulk load.
 //!
-//! Reports are most of a hub's writes. Within the commit thread's batch, a report costs one
-//! round trip: the Kommune's previous record is read (and locked); the new record, the
-//! service's totals, the history entry and the event are computed here and kept in
-//! [`PendingAdoptions`], and all of the batch's rows go to the database in one statement
-//! before anything else in the batch reads or writes, and before its commit. The event
-//! seqs are counted here too: the batch holds the seq row's lock from its first report to
-//! its commit, so no other writer can take a seq in between.
+//! Reports are most of a hub's writes. The commit thread queues the reports of its batch
+//! ([`Store::queue_adoption`](crate::store::Store::queue_adoption)); before anything else in
+//! the batch reads or writes, and before its commit, [`apply_queued`] applies them all at
+//! once: it locks the seq row, reads (and locks) every previous record and the services'
+//! totals in two statements, folds the reports in order here, and writes every row and
+//! event in one statement. A batch of reports thus costs four round trips however large it
+//! is, where one report alone used to cost ten.
 
 use super::sql::{exec, storage, tx_get};
 use super::{PostgresStore, BULK_ROWS};
 use crate::error::{Error, Result};
 use crate::store::codec::{decode, encode};
+use crate::store::Queued;
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::event::{Event, EventKind};
 use sqlx::PgConnection;
 use std::collections::{BTreeSet, HashMap};
 
-/// Reports of the open batch not yet written to its transaction.
-pub(super) struct PendingAdoptions {
-    /// The seq the next report's event takes.
-    next_seq: i64,
-    /// Records written in this batch, by (service, ags); they shadow the table.
-    records: HashMap<(String, String), AdoptionRecord>,
-    /// Totals of the services reported on in this batch (read once, locked).
-    totals: HashMap<String, ServiceTotals>,
-    history: Vec<(String, Vec<u8>)>,
-    events: Vec<(i64, Vec<u8>)>,
-    kommunen: BTreeSet<String>,
-}
+/// A report queued in the open batch, and where its outcome goes.
+pub(super) type QueuedReport = (AdoptionEntry, Queued<(AdoptionRecord, Event)>);
 
-/// Writes the pending rows in one statement and moves the seq row to the last seq taken.
-pub(super) async fn write_pending(conn: &mut PgConnection, p: PendingAdoptions) -> Result<()> {
-    let (ad_service, ad_ags, ad_rec): (Vec<String>, Vec<String>, Vec<Vec<u8>>) = p
-        .records
-        .into_iter()
-        .map(|((s, a), r)| (s, a, encode(&r)))
-        .fold((Vec::new(), Vec::new(), Vec::new()), |(mut s, mut a, mut r), (s1, a1, r1)| {
-            s.push(s1);
-            a.push(a1);
-            r.push(r1);
-            (s, a, r)
-        });
-    let (t_service, t_rec): (Vec<String>, Vec<Vec<u8>>) = p.totals.into_iter().map(|(s, t)| (s, encode(&t))).unzip();
-    let (h_ags, h_rec): (Vec<String>, Vec<Vec<u8>>) = p.history.into_iter().unzip();
-    let (e_seq, e_rec): (Vec<i64>, Vec<Vec<u8>>) = p.events.into_iter().unzip();
-    let kommunen: Vec<String> = p.kommunen.into_iter().collect();
+/// Applies the batch's queued reports on `conn` (see the module docs) and fills in their
+/// outcomes. On a database error nothing is filled in; the caller fails the batch.
+pub(super) async fn apply_queued(conn: &mut PgConnection, queued: Vec<QueuedReport>) -> Result<()> {
+    // The seq row first, as every writer takes it first: replicas never wait on each
+    // other's record locks in opposite orders.
+    let last: i64 =
+        sqlx::query_scalar("SELECT last FROM seq FOR UPDATE").fetch_one(&mut *conn).await.map_err(storage)?;
+    let pairs: BTreeSet<(String, String)> =
+        queued.iter().map(|(e, _)| (e.service_id.to_string(), e.ags.to_string())).collect();
+    let (services, kommunen): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
+    let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT service, ags, rec FROM adoption \
+         WHERE (service, ags) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) \
+         ORDER BY service, ags FOR UPDATE",
+    )
+    .bind(&services)
+    .bind(&kommunen)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(storage)?;
+    let distinct: Vec<String> = services.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let totals_rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT service, rec FROM totals WHERE service = ANY($1) ORDER BY service FOR UPDATE")
+            .bind(&distinct)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(storage)?;
+    let mut records: HashMap<(String, String), Option<AdoptionRecord>> = HashMap::new();
+    for (service, ags, rec) in rows {
+        records.insert((service, ags), Some(decode("adoption", &rec)?));
+    }
+    let mut totals: HashMap<String, ServiceTotals> = HashMap::new();
+    for (service, rec) in totals_rows {
+        totals.insert(service, decode("totals", &rec)?);
+    }
+
+    let mut next_seq = last + 1;
+    let mut history = Vec::with_capacity(queued.len());
+    let mut events = Vec::with_capacity(queued.len());
+    let mut outcomes = Vec::with_capacity(queued.len());
+    for (entry, outcome) in queued {
+        let (sid, ags) = (entry.service_id.to_string(), entry.ags.to_string());
+        let previous = records.remove(&(sid.clone(), ags.clone())).flatten();
+        let record = AdoptionRecord::apply(previous.clone(), entry.clone());
+        totals.entry(sid.clone()).or_default().replace_record(previous.as_ref(), &record);
+        records.insert((sid, ags.clone()), Some(record.clone()));
+        history.push((ags, encode(&entry)));
+        let event = Event { seq: next_seq as u64, at_ms: entry.at_ms, kind: EventKind::AdoptionReported(entry) };
+        events.push((next_seq, encode(&event)));
+        next_seq += 1;
+        outcomes.push((outcome, record, event));
+    }
+
+    let (mut ad_service, mut ad_ags, mut ad_rec) = (Vec::new(), Vec::new(), Vec::new());
+    for ((service, ags), record) in records {
+        if let Some(r) = record {
+            ad_service.push(service);
+            ad_ags.push(ags);
+            ad_rec.push(encode(&r));
+        }
+    }
+    let (t_service, t_rec): (Vec<String>, Vec<Vec<u8>>) = totals.into_iter().map(|(s, t)| (s, encode(&t))).unzip();
+    let (h_ags, h_rec): (Vec<String>, Vec<Vec<u8>>) = history.into_iter().unzip();
+    let (e_seq, e_rec): (Vec<i64>, Vec<Vec<u8>>) = events.into_iter().unzip();
+    let touched: Vec<String> = h_ags.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
     sqlx::query(
         "WITH s AS (UPDATE seq SET last = $1), \
          a AS (INSERT INTO adoption (service, ags, rec) SELECT * FROM UNNEST($2::text[], $3::text[], $4::bytea[]) \
@@ -57,7 +97,7 @@ pub(super) async fn write_pending(conn: &mut PgConnection, p: PendingAdoptions) 
          k AS (INSERT INTO adoption_kommunen (ags) SELECT UNNEST($9::text[]) ON CONFLICT DO NOTHING) \
          INSERT INTO events (seq, rec) SELECT * FROM UNNEST($10::int8[], $11::bytea[])",
     )
-    .bind(p.next_seq - 1)
+    .bind(next_seq - 1)
     .bind(ad_service)
     .bind(ad_ags)
     .bind(ad_rec)
@@ -65,21 +105,27 @@ pub(super) async fn write_pending(conn: &mut PgConnection, p: PendingAdoptions) 
     .bind(t_rec)
     .bind(h_ags)
     .bind(h_rec)
-    .bind(kommunen)
+    .bind(touched)
     .bind(e_seq)
     .bind(e_rec)
     .execute(&mut *conn)
     .await
     .map_err(storage)?;
+    for (outcome, record, event) in outcomes {
+        outcome.set(Ok((record, event)));
+    }
     Ok(())
 }
 
 impl PostgresStore {
     /// The ledger entry, the Kommune's record and the service's totals with the event: in
-    /// the batch (see the module docs), or in a transaction of its own.
+    /// the batch (queued and applied at once, so the caller sees its outcome), or in a
+    /// transaction of its own.
     pub(super) fn append_adoption_entry(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)> {
         if self.in_batch() {
-            return self.append_adoption_in_batch(entry.clone());
+            let queued = self.queue_adoption_entry(entry)?;
+            self.settle_batch()?;
+            return queued.take();
         }
         let (sid, ags) = (entry.service_id.to_string(), entry.ags.to_string());
         let entry = entry.clone();
@@ -111,86 +157,32 @@ impl PostgresStore {
         })
     }
 
-    fn append_adoption_in_batch(&self, entry: AdoptionEntry) -> Result<(AdoptionRecord, Event)> {
-        let batch = self.batch.clone();
-        self.run(move |pool| async move {
-            let mut b = batch.lock().await;
-            let b = &mut *b;
+    /// Queues a report in the commit thread's batch (applied before the batch's next read
+    /// or write, and at its flush); outside a batch it is applied at once.
+    pub(super) fn queue_adoption_entry(&self, entry: &AdoptionEntry) -> Result<Queued<(AdoptionRecord, Event)>> {
+        if !self.in_batch() {
+            return self.append_adoption_entry(entry).map(Queued::ready);
+        }
+        let (mine, theirs) = Queued::pending();
+        if tokio::runtime::Handle::try_current().is_err() {
+            // The commit thread is a plain thread: no hop to the store's runtime needed.
+            let mut b = self.batch.blocking_lock();
             if let Some(why) = &b.failed {
                 return Err(Error::Unavailable(format!("the batch's transaction failed: {why}")));
             }
-            if b.tx.is_none() {
-                b.tx = Some(pool.begin().await.map_err(storage)?);
+            b.queued.push((entry.clone(), theirs));
+            return Ok(mine);
+        }
+        let (batch, entry) = (self.batch.clone(), entry.clone());
+        self.run(move |_| async move {
+            let mut b = batch.lock().await;
+            if let Some(why) = &b.failed {
+                return Err(Error::Unavailable(format!("the batch's transaction failed: {why}")));
             }
-            let tx = b.tx.as_mut().expect("begun above");
-            // A database error aborts the transaction: no later write of the batch may be
-            // acknowledged, so the batch is marked failed.
-            let fail = |e: Error, failed: &mut Option<String>| {
-                *failed = Some(e.to_string());
-                e
-            };
-            if b.pending.is_none() {
-                let last: i64 =
-                    match sqlx::query_scalar("UPDATE seq SET last = last RETURNING last").fetch_one(&mut **tx).await {
-                        Ok(last) => last,
-                        Err(e) => return Err(fail(storage(e), &mut b.failed)),
-                    };
-                b.pending = Some(PendingAdoptions {
-                    next_seq: last + 1,
-                    records: HashMap::new(),
-                    totals: HashMap::new(),
-                    history: Vec::new(),
-                    events: Vec::new(),
-                    kommunen: BTreeSet::new(),
-                });
-            }
-            let p = b.pending.as_mut().expect("set above");
-            let (sid, ags) = (entry.service_id.to_string(), entry.ags.to_string());
-            let key = (sid.clone(), ags.clone());
-            let previous = match p.records.get(&key) {
-                Some(r) => Some(r.clone()),
-                None if p.totals.contains_key(&sid) => {
-                    let row: Option<Vec<u8>> =
-                        match sqlx::query_scalar("SELECT rec FROM adoption WHERE service = $1 AND ags = $2 FOR UPDATE")
-                            .bind(&sid)
-                            .bind(&ags)
-                            .fetch_optional(&mut **tx)
-                            .await
-                        {
-                            Ok(r) => r,
-                            Err(e) => return Err(fail(storage(e), &mut b.failed)),
-                        };
-                    row.map(|r| decode("adoption", &r)).transpose()?
-                }
-                None => {
-                    // First report on this service in the batch: its totals come along.
-                    let row: (Option<Vec<u8>>, Option<Vec<u8>>) = match sqlx::query_as(
-                        "SELECT (SELECT rec FROM adoption WHERE service = $1 AND ags = $2 FOR UPDATE), \
-                                (SELECT rec FROM totals WHERE service = $1 FOR UPDATE)",
-                    )
-                    .bind(&sid)
-                    .bind(&ags)
-                    .fetch_one(&mut **tx)
-                    .await
-                    {
-                        Ok(r) => r,
-                        Err(e) => return Err(fail(storage(e), &mut b.failed)),
-                    };
-                    let totals: ServiceTotals = row.1.map(|t| decode("totals", &t)).transpose()?.unwrap_or_default();
-                    p.totals.insert(sid.clone(), totals);
-                    row.0.map(|r| decode("adoption", &r)).transpose()?
-                }
-            };
-            let record = AdoptionRecord::apply(previous.clone(), entry.clone());
-            p.totals.get_mut(&sid).expect("read above").replace_record(previous.as_ref(), &record);
-            p.records.insert(key, record.clone());
-            p.history.push((ags.clone(), encode(&entry)));
-            p.kommunen.insert(ags);
-            let event = Event { seq: p.next_seq as u64, at_ms: entry.at_ms, kind: EventKind::AdoptionReported(entry) };
-            p.events.push((p.next_seq, encode(&event)));
-            p.next_seq += 1;
-            Ok((record, event))
-        })
+            b.queued.push((entry, theirs));
+            Ok(())
+        })?;
+        Ok(mine)
     }
 
     /// Loads entries without events, in transactions of [`BULK_ROWS`].

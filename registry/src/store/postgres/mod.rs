@@ -355,6 +355,10 @@ impl Store for PostgresStore {
         self.append_adoption_entry(entry)
     }
 
+    fn queue_adoption(&self, entry: &AdoptionEntry) -> Result<crate::store::Queued<(AdoptionRecord, Event)>> {
+        self.queue_adoption_entry(entry)
+    }
+
     fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>> {
         self.get(
             "adoption",

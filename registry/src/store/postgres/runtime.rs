@@ -1,7 +1,7 @@
 //! The PostgreSQL store's own side: connecting and migrating, and the bridge from the
 //! synchronous `Store` trait to async sqlx on the store's runtime.
 
-use super::ledger::{write_pending, PendingAdoptions};
+use super::ledger::{apply_queued, QueuedReport};
 use super::sql::{append_event, redact, storage};
 use super::{schema, PostgresStore, NOTIFY_CHANNEL, POOL_SIZE};
 use crate::error::{Error, Result};
@@ -100,7 +100,7 @@ impl PostgresStore {
                 None => None,
             };
             if let Some(b) = guard.as_mut() {
-                b.settle().await?;
+                b.settle(&pool).await?;
             }
             match guard.as_mut().and_then(|b| b.tx.as_mut()) {
                 Some(tx) => q.fetch_all(&mut **tx).await,
@@ -138,7 +138,7 @@ impl PostgresStore {
         let batch = self.batch.clone();
         self.run(move |pool| async move {
             let mut b = batch.lock().await;
-            b.settle().await?;
+            b.settle(&pool).await?;
             if b.tx.is_none() {
                 b.tx = Some(pool.begin().await.map_err(storage)?);
             }
@@ -160,6 +160,12 @@ impl PostgresStore {
         })
     }
 
+    /// Applies the batch's queued reports now (see `ledger.rs`).
+    pub(super) fn settle_batch(&self) -> Result<()> {
+        let batch = self.batch.clone();
+        self.run(move |pool| async move { batch.lock().await.settle(&pool).await })
+    }
+
     /// Commits the commit thread's batch (nothing outside one); an error reaches every
     /// write of the batch, none of which is then acknowledged.
     pub(super) fn end_batch(&self) -> Result<()> {
@@ -168,10 +174,10 @@ impl PostgresStore {
         }
         *self.batch_thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let batch = self.batch.clone();
-        self.run(move |_| async move {
+        self.run(move |pool| async move {
             let mut b = batch.lock().await;
             // The batch's reports go in with its commit.
-            let _ = b.settle().await;
+            let _ = b.settle(&pool).await;
             let (tx, failed) = (b.tx.take(), b.failed.take());
             match (tx, failed) {
                 (None, None) => Ok(()),
@@ -197,19 +203,32 @@ pub(super) struct Batch {
     pub(super) tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
     /// Why the batch can no longer commit, if it cannot.
     pub(super) failed: Option<String>,
-    /// Adoption reports not yet written to `tx` (see `ledger.rs`).
-    pub(super) pending: Option<PendingAdoptions>,
+    /// Adoption reports not yet applied (see `ledger.rs`).
+    pub(super) queued: Vec<QueuedReport>,
 }
 
 impl Batch {
-    /// Writes pending reports to the transaction, so what follows sees them (and takes the
+    /// Applies queued reports in the transaction, so what follows sees them (and takes the
     /// seqs after theirs). A failure fails the batch.
-    async fn settle(&mut self) -> Result<()> {
+    async fn settle(&mut self, pool: &PgPool) -> Result<()> {
         if let Some(why) = &self.failed {
             return Err(Error::Unavailable(format!("the batch's transaction failed: {why}")));
         }
-        let (Some(pending), Some(tx)) = (self.pending.take(), self.tx.as_mut()) else { return Ok(()) };
-        if let Err(e) = write_pending(tx, pending).await {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let queued = std::mem::take(&mut self.queued);
+        if self.tx.is_none() {
+            match pool.begin().await {
+                Ok(tx) => self.tx = Some(tx),
+                Err(e) => {
+                    self.failed = Some(storage(e).to_string());
+                    return Err(Error::Unavailable(format!("the batch's transaction failed: {:?}", self.failed)));
+                }
+            }
+        }
+        let tx = self.tx.as_mut().expect("begun above");
+        if let Err(e) = apply_queued(tx, queued).await {
             self.failed = Some(e.to_string());
             return Err(e);
         }

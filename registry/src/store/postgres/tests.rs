@@ -188,6 +188,8 @@ fn batched_reports_on_three_replicas_keep_seqs_totals_and_history() {
             std::thread::spawn(move || {
                 for b in 0..BATCHES {
                     store.begin_batch();
+                    let mut queued = Vec::new();
+                    let mut keys_seq = 0;
                     for i in 0..PER_BATCH {
                         let n = (r * BATCHES + b) * PER_BATCH + i;
                         let entry = AdoptionEntry {
@@ -198,21 +200,33 @@ fn batched_reports_on_three_replicas_keep_seqs_totals_and_history() {
                             reason: format!("r{r} b{b} i{i}"),
                             at_ms: n as i64,
                         };
-                        let (record, event) = store.append_adoption(&entry).expect("report");
-                        assert_eq!(record.latest.reason, entry.reason);
+                        if i % 2 == 0 {
+                            // As the commit thread does: queued, applied with the batch.
+                            queued.push((entry.reason.clone(), store.queue_adoption(&entry).expect("queue")));
+                        } else {
+                            let (record, _) = store.append_adoption(&entry).expect("report");
+                            assert_eq!(record.latest.reason, entry.reason);
+                        }
                         if i == 7 {
-                            // A read in the batch sees the batch's reports.
+                            // A read in the batch sees the batch's reports, queued ones too.
                             let seen = store.adoption(&entry.service_id, &entry.ags).unwrap().unwrap();
                             assert_eq!(seen.latest.reason, entry.reason);
                         }
-                        if i == 13 {
-                            // Another kind of write in between takes the next seq.
+                        if i == 12 {
+                            // Another kind of write in between takes the seq after the reports.
                             let keys = SigningKeys { keys: vec![format!("k{r}{b}")], updated_at_ms: 1 };
-                            let e = store.put_signing_keys(&"05".parse().unwrap(), &keys).expect("keys");
-                            assert_eq!(e.seq, event.seq + 1);
+                            keys_seq = store.put_signing_keys(&"05".parse().unwrap(), &keys).expect("keys").seq;
                         }
                     }
                     store.flush().expect("flush");
+                    let mut seqs = Vec::new();
+                    for (reason, q) in queued {
+                        let (record, event) = q.take().expect("applied at the flush");
+                        assert_eq!(record.latest.reason, reason);
+                        seqs.push(event.seq);
+                    }
+                    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "queued reports keep their order: {seqs:?}");
+                    assert!(seqs[6] < keys_seq && keys_seq < seqs[7], "{seqs:?} {keys_seq}");
                 }
             })
         })
