@@ -4,9 +4,9 @@
 //! ([`Store::queue_adoption`](crate::store::Store::queue_adoption)); before anything else in
 //! the batch reads or writes, and before its commit, [`apply_queued`] applies them all at
 //! once: it locks the seq row, reads (and locks) every previous record and the services'
-//! totals in two statements, folds the reports in order here, and writes every row and
-//! event in one statement. A batch of reports thus costs four round trips however large it
-//! is, where one report alone used to cost ten.
+//! totals in one statement, folds the reports in order here, and writes every row and
+//! event in one statement. A batch of reports thus costs three round trips (and the
+//! commit) however large it is, where one report alone used to cost ten.
 
 use super::sql::{exec, storage, tx_get};
 use super::{PostgresStore, BULK_ROWS};
@@ -24,37 +24,43 @@ pub(super) type QueuedReport = (AdoptionEntry, Queued<(AdoptionRecord, Event)>);
 /// Applies the batch's queued reports on `conn` (see the module docs) and fills in their
 /// outcomes. On a database error nothing is filled in; the caller fails the batch.
 pub(super) async fn apply_queued(conn: &mut PgConnection, queued: Vec<QueuedReport>) -> Result<()> {
-    // The seq row first, as every writer takes it first: replicas never wait on each
-    // other's record locks in opposite orders.
-    let last: i64 =
-        sqlx::query_scalar("SELECT last FROM seq FOR UPDATE").fetch_one(&mut *conn).await.map_err(storage)?;
     let pairs: BTreeSet<(String, String)> =
         queued.iter().map(|(e, _)| (e.service_id.to_string(), e.ags.to_string())).collect();
     let (services, kommunen): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
-    let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT service, ags, rec FROM adoption \
-         WHERE (service, ags) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) \
-         ORDER BY service, ags FOR UPDATE",
+    let distinct: Vec<String> = services.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    // The seq row first, as every writer takes it first (so replicas never wait on each
+    // other's record locks in opposite orders). Its own statement: the next one's snapshot
+    // is taken after the lock is granted, so it sees rows another replica inserted in the
+    // batch it just committed (a statement that waits for a lock keeps its older snapshot,
+    // and FOR UPDATE re-reads changed rows, not new ones).
+    let last: i64 =
+        sqlx::query_scalar("SELECT last FROM seq FOR UPDATE").fetch_one(&mut *conn).await.map_err(storage)?;
+    // Then the previous records and the services' totals, locked, in one round trip.
+    let rows: Vec<(String, String, Option<String>, Vec<u8>)> = sqlx::query_as(
+        "WITH a AS (SELECT service, ags, rec FROM adoption \
+                    WHERE (service, ags) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) \
+                    ORDER BY service, ags FOR UPDATE), \
+              t AS (SELECT service, rec FROM totals WHERE service = ANY($3) ORDER BY service FOR UPDATE) \
+         SELECT 'a', service, ags, rec FROM a UNION ALL SELECT 't', service, NULL, rec FROM t",
     )
     .bind(&services)
     .bind(&kommunen)
+    .bind(&distinct)
     .fetch_all(&mut *conn)
     .await
     .map_err(storage)?;
-    let distinct: Vec<String> = services.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
-    let totals_rows: Vec<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT service, rec FROM totals WHERE service = ANY($1) ORDER BY service FOR UPDATE")
-            .bind(&distinct)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(storage)?;
     let mut records: HashMap<(String, String), Option<AdoptionRecord>> = HashMap::new();
-    for (service, ags, rec) in rows {
-        records.insert((service, ags), Some(decode("adoption", &rec)?));
-    }
     let mut totals: HashMap<String, ServiceTotals> = HashMap::new();
-    for (service, rec) in totals_rows {
-        totals.insert(service, decode("totals", &rec)?);
+    for (kind, service, ags, rec) in rows {
+        match (kind.as_str(), ags) {
+            ("a", Some(ags)) => {
+                records.insert((service, ags), Some(decode("adoption", &rec)?));
+            }
+            ("t", None) => {
+                totals.insert(service, decode("totals", &rec)?);
+            }
+            _ => return Err(Error::Storage("PostgreSQL: an unexpected row reading the batch's records".into())),
+        }
     }
 
     let mut next_seq = last + 1;
