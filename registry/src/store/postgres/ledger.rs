@@ -18,6 +18,9 @@ use efa_domain::model::event::{Event, EventKind};
 use sqlx::PgConnection;
 use std::collections::{BTreeSet, HashMap};
 
+/// Entries per statement (and transaction) of a bulk load.
+const BULK_LOAD_ROWS: usize = 20_000;
+
 /// A report queued in the open batch, and where its outcome goes.
 pub(super) type QueuedReport = (AdoptionEntry, Queued<(AdoptionRecord, Event)>);
 
@@ -191,34 +194,83 @@ impl PostgresStore {
         Ok(mine)
     }
 
-    /// Loads entries without events, in transactions of [`BULK_ROWS`].
+    /// Loads entries without events, set-based: per chunk of [`BULK_LOAD_ROWS`] entries, one
+    /// read of the previous records and totals, the fold here, and one write of every row.
     pub(super) fn bulk_load(&self, entries: &[AdoptionEntry]) -> Result<()> {
         let entries = entries.to_vec();
         self.run(move |pool| async move {
-            for chunk in entries.chunks(BULK_ROWS) {
+            for chunk in entries.chunks(BULK_LOAD_ROWS) {
                 let mut tx = pool.begin().await.map_err(storage)?;
-                for entry in chunk {
-                    let (sid, ags) = (entry.service_id.to_string(), entry.ags.to_string());
-                    let previous = tx_get::<AdoptionRecord>(&mut tx, "adoption", "SELECT rec FROM adoption WHERE service = $1 AND ags = $2", &[&sid, &ags]).await?;
-                    let mut totals = tx_get::<ServiceTotals>(&mut tx, "totals", "SELECT rec FROM totals WHERE service = $1", &[&sid]).await?.unwrap_or_default();
-                    let record = AdoptionRecord::apply(previous.clone(), entry.clone());
-                    totals.replace_record(previous.as_ref(), &record);
-                    exec(&mut tx, "INSERT INTO totals (service, rec) VALUES ($1, $2) ON CONFLICT (service) DO UPDATE SET rec = EXCLUDED.rec", &[&sid], encode(&totals)).await?;
-                    exec(&mut tx, "INSERT INTO adoption (service, ags, rec) VALUES ($1, $2, $3) ON CONFLICT (service, ags) DO UPDATE SET rec = EXCLUDED.rec", &[&sid, &ags], encode(&record)).await?;
-                    // Bulk-loaded history is older than anything logged: it sorts first.
-                    exec(
-                        &mut tx,
-                        "INSERT INTO history (pos, ags, rec) VALUES (nextval('history_bulk') - 4611686018427387904, $1, $2)",
-                        &[&ags],
-                        encode(entry),
-                    )
-                    .await?;
-                    sqlx::query("INSERT INTO adoption_kommunen (ags) VALUES ($1) ON CONFLICT DO NOTHING")
-                        .bind(&ags)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(storage)?;
+                let pairs: BTreeSet<(String, String)> =
+                    chunk.iter().map(|e| (e.service_id.to_string(), e.ags.to_string())).collect();
+                let (services, kommunen): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+                let distinct: Vec<String> = services.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+                let rows: Vec<(String, String, Option<String>, Vec<u8>)> = sqlx::query_as(
+                    "SELECT 'a', service, ags, rec FROM adoption \
+                     WHERE (service, ags) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) \
+                     UNION ALL SELECT 't', service, NULL, rec FROM totals WHERE service = ANY($3)",
+                )
+                .bind(&services)
+                .bind(&kommunen)
+                .bind(&distinct)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(storage)?;
+                let mut records: HashMap<(String, String), AdoptionRecord> = HashMap::new();
+                let mut totals: HashMap<String, ServiceTotals> = HashMap::new();
+                for (kind, service, ags, rec) in rows {
+                    match (kind.as_str(), ags) {
+                        ("a", Some(ags)) => {
+                            records.insert((service, ags), decode("adoption", &rec)?);
+                        }
+                        _ => {
+                            totals.insert(service, decode("totals", &rec)?);
+                        }
+                    }
                 }
+                let mut history = Vec::with_capacity(chunk.len());
+                for entry in chunk {
+                    let key = (entry.service_id.to_string(), entry.ags.to_string());
+                    let previous = records.remove(&key);
+                    let record = AdoptionRecord::apply(previous.clone(), entry.clone());
+                    totals.entry(key.0.clone()).or_default().replace_record(previous.as_ref(), &record);
+                    history.push((key.1.clone(), encode(entry)));
+                    records.insert(key, record);
+                }
+                let (mut ad_service, mut ad_ags, mut ad_rec) = (Vec::new(), Vec::new(), Vec::new());
+                for ((service, ags), r) in records {
+                    ad_service.push(service);
+                    ad_ags.push(ags);
+                    ad_rec.push(encode(&r));
+                }
+                let (t_service, t_rec): (Vec<String>, Vec<Vec<u8>>) =
+                    totals.into_iter().map(|(s, t)| (s, encode(&t))).unzip();
+                let (h_ags, h_rec): (Vec<String>, Vec<Vec<u8>>) = history.into_iter().unzip();
+                let touched: Vec<String> = h_ags.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+                // Bulk-loaded history is older than anything logged: it sorts first.
+                sqlx::query(
+                    "WITH a AS (INSERT INTO adoption (service, ags, rec) \
+                                SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[]) \
+                                ON CONFLICT (service, ags) DO UPDATE SET rec = EXCLUDED.rec), \
+                          t AS (INSERT INTO totals (service, rec) SELECT * FROM UNNEST($4::text[], $5::bytea[]) \
+                                ON CONFLICT (service) DO UPDATE SET rec = EXCLUDED.rec), \
+                          k AS (INSERT INTO adoption_kommunen (ags) SELECT UNNEST($8::text[]) ON CONFLICT DO NOTHING) \
+                     INSERT INTO history (pos, ags, rec) \
+                     SELECT nextval('history_bulk') - 4611686018427387904, ags, rec \
+                     FROM (SELECT ags, rec FROM UNNEST($6::text[], $7::bytea[]) WITH ORDINALITY AS x(ags, rec, n) \
+                           ORDER BY n) ordered",
+                )
+                .bind(ad_service)
+                .bind(ad_ags)
+                .bind(ad_rec)
+                .bind(t_service)
+                .bind(t_rec)
+                .bind(h_ags)
+                .bind(h_rec)
+                .bind(touched)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
                 tx.commit().await.map_err(storage)?;
             }
             Ok(())
