@@ -9,7 +9,7 @@
 //! commit) however large it is, where one report alone used to cost ten.
 
 use super::sql::{exec, storage, tx_get};
-use super::{PostgresStore, BULK_ROWS};
+use super::PostgresStore;
 use crate::error::{Error, Result};
 use crate::store::codec::{decode, encode};
 use crate::store::Queued;
