@@ -36,9 +36,20 @@ impl Hub {
 
     /// A hub on `store` (sled under its dir, or a PostgreSQL database).
     pub async fn start_on(work_dir: &Path, chunk_size: Option<usize>, store: efa_hub::StoreLocation) -> Result<Self> {
+        Self::start_with(work_dir, chunk_size, store, efa_hub::BlobLocation::DataDir).await
+    }
+
+    /// A hub on `store` with its blobs at `blobs` (its data dir, or an S3 bucket).
+    pub async fn start_with(
+        work_dir: &Path,
+        chunk_size: Option<usize>,
+        store: efa_hub::StoreLocation,
+        blobs: efa_hub::BlobLocation,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("efa-bench-hub-").tempdir_in(work_dir)?;
         let fed = DevFederation::start_tuned(dir.path(), "127.0.0.1:0".parse()?, move |c| {
             c.store = store.clone();
+            c.blobs = blobs.clone();
             c.dashboard = None;
             // The load of thousands of nodes comes through a few certificates here; per-caller
             // limits would measure the admission policy, not the hub.
@@ -376,6 +387,7 @@ pub async fn downloads(work_dir: &Path, scale: &DownloadScale, notes: &mut Vec<S
     let ca = hub.fed.pki_dir().join("ca.pem");
     let scen = "C download";
     let mut rows = Vec::new();
+    let mut nginx_results = Vec::new();
     for mb in &scale.sizes_mb {
         let name = format!("blob-{mb}mb.bin");
         let entry = manifest.files.iter().find(|f| f.path.as_str() == name).ok_or_else(|| anyhow!("{name}"))?;
@@ -391,6 +403,7 @@ pub async fn downloads(work_dir: &Path, scale: &DownloadScale, notes: &mut Vec<S
             None => None,
         };
         let ratio = peer.map(|p| single / p.0);
+        nginx_results.push(peer);
         rows.push(
             Row::new(scen, format!("{mb} MB, 1 stream"), single, "MB/s")
                 .peer("nginx", peer.map(|p| p.0))
@@ -402,6 +415,12 @@ pub async fn downloads(work_dir: &Path, scale: &DownloadScale, notes: &mut Vec<S
                 .peer("nginx", peer.map(|p| p.1))
                 .note("aggregate; one connection per downloader"),
         );
+    }
+    drop(nginx);
+    // The same files from a hub whose blobs are on S3 (SeaweedFS from the test kit).
+    match efa_testkit::s3::server() {
+        Ok(server) => rows.extend(s3_downloads(work_dir, server, &bundle, &nginx_results, scale).await?),
+        Err(e) => notes.push(format!("C: downloads from S3 not measured: {e}")),
     }
     hub_shutdown(hub).await;
 
@@ -427,6 +446,54 @@ pub async fn downloads(work_dir: &Path, scale: &DownloadScale, notes: &mut Vec<S
             rows.extend(window_sweep(work_dir, mb, scale).await?);
         }
     }
+    Ok(rows)
+}
+
+/// Downloads from a hub whose blobs are on S3-compatible storage, beside nginx serving the
+/// same files from a local directory.
+async fn s3_downloads(
+    work_dir: &Path,
+    server: &efa_testkit::s3::Server,
+    bundle: &Path,
+    nginx: &[Option<(f64, f64)>],
+    scale: &DownloadScale,
+) -> Result<Vec<Row>> {
+    let at = efa_hub::S3Location {
+        bucket: efa_testkit::s3::BUCKET.into(),
+        prefix: server.fresh_prefix(),
+        endpoint: Some(server.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(efa_testkit::s3::ACCESS_KEY.into()),
+        secret_access_key: Some(efa_testkit::s3::SECRET_KEY.into()),
+    };
+    let hub = Hub::start_with(work_dir, None, efa_hub::StoreLocation::Sled, efa_hub::BlobLocation::S3(at)).await?;
+    let sid = hub.register_services(1)?.remove(0);
+    let t = Instant::now();
+    let manifest = hub.publish(hub.land_channel().await?, bundle, &sid, "1.0.0").await?;
+    let publish_s = t.elapsed().as_secs_f64();
+    let total: u64 = manifest.files.iter().map(|f| f.size).sum();
+    let kommune = hub.kommunen(1)?.remove(0);
+    let scen = "C download (S3)";
+    let mut rows = vec![Row::new(scen, "publish to S3", total as f64 / MB / publish_s, "MB/s")
+        .note(format!("{} files, {:.0} MB, SeaweedFS `weed mini` on loopback", manifest.files.len(), total as f64 / MB))];
+    for (mb, peer) in scale.sizes_mb.iter().zip(nginx) {
+        let name = format!("blob-{mb}mb.bin");
+        let entry = manifest.files.iter().find(|f| f.path.as_str() == name).ok_or_else(|| anyhow!("{name}"))?;
+        let (single, many) = hub_download(&hub, &kommune, &entry.digest.to_string(), entry.size, scale).await?;
+        let ratio = peer.map(|p| single / p.0);
+        rows.push(
+            Row::new(scen, format!("{mb} MB, 1 stream"), single, "MB/s")
+                .peer("nginx", peer.map(|p| p.0))
+                .goal("≥ 0.8× nginx", ratio.map(|r| r >= 0.8))
+                .note(format!("FetchBlob over mTLS, chunks read ahead from S3, best of {}", scale.repeats)),
+        );
+        rows.push(
+            Row::new(scen, format!("{mb} MB, {} concurrent", scale.concurrent), many, "MB/s")
+                .peer("nginx", peer.map(|p| p.1))
+                .note("aggregate; one connection per downloader"),
+        );
+    }
+    hub_shutdown(hub).await;
     Ok(rows)
 }
 
