@@ -50,24 +50,37 @@ struct ChildReady {
     kommune: String,
 }
 
-/// `efa-bench hub-child --dir D`: a dev federation in `dir` with one NRW service, the Land's
-/// and one Kommune's certificates and the Land's signing key; runs until stdin closes.
-pub async fn hub_child(dir: &Path) -> Result<()> {
+/// `efa-bench hub-child --dir D [--store URL] [--replica]`: a dev federation in `dir` with
+/// one NRW service, the Land's and one Kommune's certificates and the Land's signing key;
+/// runs until stdin closes. With `--replica`, another hub on the store a first child set up
+/// (same directory: certificates, keys and blobs).
+pub async fn hub_child(dir: &Path, store: Option<&str>, replica: bool) -> Result<()> {
+    let store = match store {
+        Some(url) => efa_hub::StoreLocation::Postgres(url.to_string()),
+        None => efa_hub::StoreLocation::Sled,
+    };
     // Every stream comes through one Kommune certificate here (see the notes); per-caller
     // limits would cap it at a node's share.
-    let mut fed = DevFederation::start_tuned(dir, "127.0.0.1:0".parse()?, |c| {
+    let mut fed = DevFederation::start_tuned(dir, "127.0.0.1:0".parse()?, move |c| {
+        c.store = store.clone();
         c.dashboard = None;
         c.caller_limits = efa_hub::limits::Limits::unlimited();
     })
     .await?;
     let reg = fed.registry().ok_or_else(|| anyhow!("hub not running"))?;
-    let service = register_services(reg, 1)?.remove(0);
+    let service = if replica {
+        reg.services(None, None)?.into_iter().next().ok_or_else(|| anyhow!("the first replica set up no service"))?.id
+    } else {
+        register_services(reg, 1)?.remove(0)
+    };
     let gv = efa_registry::import::bundled_gv100ad()?;
     let kommune = gv.kommunen.first().ok_or_else(|| anyhow!("no Gemeinden bundled"))?.ags.clone();
-    // Issued here, so the parent only reads files and never races the child on the CA.
-    fed.client_tls(&Identity::Land(Hub::land()))?;
-    fed.client_tls(&Identity::Kommune(kommune.clone()))?;
-    fed.signing_key(&Hub::land())?;
+    if !replica {
+        // Issued here, so the parent only reads files and never races the child on the CA.
+        fed.client_tls(&Identity::Land(Hub::land()))?;
+        fed.client_tls(&Identity::Kommune(kommune.clone()))?;
+        fed.signing_key(&Hub::land())?;
+    }
     let ready = ChildReady { addr: fed.addr, service: service.to_string(), kommune: kommune.to_string() };
     println!("{}", serde_json::to_string(&ready)?);
     // The parent holds our stdin open for as long as it wants the hub; EOF (or its death) ends it.
@@ -81,7 +94,9 @@ pub async fn hub_child(dir: &Path) -> Result<()> {
 struct HubProcess {
     child: tokio::process::Child,
     pid: u32,
-    dir: tempfile::TempDir,
+    root: PathBuf,
+    /// Removes the directory when the process is done with (the first of several replicas).
+    _dir: Option<tempfile::TempDir>,
     addr: SocketAddr,
     service: ServiceId,
     kommune: Ags,
@@ -90,10 +105,25 @@ struct HubProcess {
 impl HubProcess {
     async fn spawn(work_dir: &Path) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("efa-bench-hub-").tempdir_in(work_dir)?;
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .arg("hub-child")
-            .arg("--dir")
-            .arg(dir.path())
+        Self::spawn_in(dir.path().to_path_buf(), Some(dir), None, false).await
+    }
+
+    /// A hub child on `root` (removed with `dir`, if given), storing in `store` (sled if none).
+    async fn spawn_in(
+        root: PathBuf,
+        dir: Option<tempfile::TempDir>,
+        store: Option<&str>,
+        replica: bool,
+    ) -> Result<Self> {
+        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        cmd.arg("hub-child").arg("--dir").arg(&root);
+        if let Some(url) = store {
+            cmd.arg("--store").arg(url);
+        }
+        if replica {
+            cmd.arg("--replica");
+        }
+        let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -110,7 +140,8 @@ impl HubProcess {
         Ok(HubProcess {
             child,
             pid,
-            dir,
+            root,
+            _dir: dir,
             addr: ready.addr,
             service: ready.service.parse()?,
             kommune: ready.kommune.parse()?,
@@ -118,7 +149,7 @@ impl HubProcess {
     }
 
     fn root(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     /// An endpoint acting as `id`, with the same settings every EfA client uses.
@@ -158,6 +189,13 @@ async fn hub_variant(work_dir: &Path, streams: usize, conns: usize, rounds: usiz
 }
 
 async fn hub_measure(hub: &HubProcess, streams: usize, conns: usize, rounds: usize) -> Result<Figures> {
+    hub_measure_over(&[hub], streams, conns, rounds).await
+}
+
+/// Streams spread round-robin over the connections to `replicas` (connections spread the
+/// same way); releases are published on the first. RSS and CPU are the first's.
+async fn hub_measure_over(replicas: &[&HubProcess], streams: usize, conns: usize, rounds: usize) -> Result<Figures> {
+    let hub = replicas[0];
     let who = Identity::Kommune(hub.kommune.clone());
     let ep = hub.endpoint(&who)?;
     let control = ep.connect().await?;
@@ -178,7 +216,11 @@ async fn hub_measure(hub: &HubProcess, streams: usize, conns: usize, rounds: usi
     let rss_before = hub.rss_kib();
 
     let setup = Instant::now();
-    let chans = connect_many(&ep, conns).await?;
+    let mut chans = Vec::with_capacity(conns);
+    for (i, r) in replicas.iter().enumerate() {
+        let share = conns / replicas.len() + usize::from(i < conns % replicas.len());
+        chans.extend(connect_many(&r.endpoint(&who)?, share).await?);
+    }
     settle().await;
     let rss_connected = hub.rss_kib();
     let mut subs = Subscribers::new();
@@ -198,6 +240,27 @@ async fn hub_measure(hub: &HubProcess, streams: usize, conns: usize, rounds: usi
         subs.round(publish, hub.pid, &mut lat).await.with_context(|| format!("round {r}"))?;
     }
     Ok(Figures { subscribers: streams, connections: conns, setup_s, lat, rss_before, rss_connected, rss_idle })
+}
+
+/// Three hub replicas on one PostgreSQL database (the test kit's server) in child
+/// processes sharing a directory; streams spread over all three, releases published on the
+/// first: the others learn of them through PostgreSQL NOTIFY.
+async fn replicas_variant(work_dir: &Path, streams: usize, conns: usize, rounds: usize) -> Result<Figures> {
+    let url = efa_testkit::postgres::database().map_err(anyhow::Error::msg)?;
+    let dir = tempfile::Builder::new().prefix("efa-bench-replicas-").tempdir_in(work_dir)?;
+    let shared = dir.path().to_path_buf();
+    let first = HubProcess::spawn_in(shared.clone(), Some(dir), Some(&url), false).await?;
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        others.push(HubProcess::spawn_in(shared.clone(), None, Some(&url), true).await?);
+    }
+    let all: Vec<&HubProcess> = std::iter::once(&first).chain(others.iter()).collect();
+    let result = hub_measure_over(&all, streams, conns, rounds).await;
+    for p in others {
+        p.stop().await;
+    }
+    first.stop().await;
+    result
 }
 
 /// The hub's event log head, from a short-lived stream's CaughtUp.
@@ -275,6 +338,24 @@ pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String
         }
     };
 
+    // Three replicas on one PostgreSQL database, the streams spread over them.
+    let replicas = match efa_testkit::postgres::available() {
+        Ok(()) => {
+            eprintln!("   3 hub replicas on PostgreSQL, {} streams over {conns} connections", scale.streams);
+            match replicas_variant(work_dir, scale.streams, conns, scale.rounds).await {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    notes.push(format!("D: three-replica run failed: {e:#}"));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            notes.push(format!("D: three replicas not measured: {e}"));
+            None
+        }
+    };
+
     let mut rows = hub_rows(scen, "multiplexed", &mux, peer.as_ref(), true);
     rows[0] = rows[0].clone().note(format!(
         "{} mTLS connections × ≤{} streams; set up in {:.1} s; etcd: {}",
@@ -286,6 +367,15 @@ pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String
             None => "not measured".into(),
         }
     ));
+    if let Some(r) = &replicas {
+        let mut more = hub_rows(scen, "3 replicas", r, None, false);
+        more[0] = more[0].clone().note(format!(
+            "3 hub processes on one PostgreSQL database; {} mTLS connections spread over them, ≤{} streams each; \
+             published on the first, the others woken by NOTIFY; RSS is the first's; set up in {:.1} s",
+            r.connections, scale.per_connection, r.setup_s
+        ));
+        rows.extend(more);
+    }
     if let Some(s) = &single {
         let mut more = hub_rows(scen, "1 conn/node", s, None, false);
         more[0] = more[0].clone().note(format!(

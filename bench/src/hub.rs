@@ -474,8 +474,11 @@ async fn s3_downloads(
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     let kommune = hub.kommunen(1)?.remove(0);
     let scen = "C download (S3)";
-    let mut rows = vec![Row::new(scen, "publish to S3", total as f64 / MB / publish_s, "MB/s")
-        .note(format!("{} files, {:.0} MB, SeaweedFS `weed mini` on loopback", manifest.files.len(), total as f64 / MB))];
+    let mut rows = vec![Row::new(scen, "publish to S3", total as f64 / MB / publish_s, "MB/s").note(format!(
+        "{} files, {:.0} MB, SeaweedFS `weed mini` on loopback",
+        manifest.files.len(),
+        total as f64 / MB
+    ))];
     for (mb, peer) in scale.sizes_mb.iter().zip(nginx) {
         let name = format!("blob-{mb}mb.bin");
         let entry = manifest.files.iter().find(|f| f.path.as_str() == name).ok_or_else(|| anyhow!("{name}"))?;

@@ -56,6 +56,12 @@ enum Cmd {
         /// Federation directory (PKI, keys, hub data).
         #[arg(long)]
         dir: PathBuf,
+        /// A PostgreSQL URL the hub stores in (default: sled in the directory).
+        #[arg(long)]
+        store: Option<String>,
+        /// Another replica of a federation a first child set up: no setup of its own.
+        #[arg(long)]
+        replica: bool,
     },
 }
 
@@ -113,9 +119,9 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Cmd::HubChild { dir } = &cli.cmd {
+    if let Cmd::HubChild { dir, store, replica } = &cli.cmd {
         sys::raise_nofile_limit();
-        return fanout::hub_child(dir).await;
+        return fanout::hub_child(dir, store.as_deref(), *replica).await;
     }
     let o = &cli.opts;
     let smoke = cli.cmd == Cmd::Smoke;

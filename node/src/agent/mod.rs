@@ -380,7 +380,7 @@ impl Agent {
             match self.sync_pass().await {
                 Err(e) if e.is_transient() && tries < self.hub.replica_count() => {
                     let next = self.hub.fail_over().unwrap_or_default();
-                    tracing::warn!(error = %e, hub = next, "hub replica away; syncing with the next");
+                    tracing::warn!(error = %e, next = next, "hub replica away; syncing with the next");
                     tries += 1;
                 }
                 other => return other,
