@@ -136,8 +136,8 @@ pub struct Matrix {
 }
 
 /// Builds the matrix from the Kommunen first: at most [`MATRIX_MAX_KOMMUNEN`] of those with
-/// records under the Land/Kreis filter, then one point read per (service, Kommune), so the
-/// page costs the same with 6.2M records as with a hundred.
+/// records under the Land/Kreis filter, then their records in one read (one query on
+/// PostgreSQL), so the page costs the same with 6.2M records as with a hundred.
 pub fn matrix(reg: &Registry, f: &MatrixFilter) -> Result<Matrix> {
     let names = Names::load(reg)?;
     let mut options = FilterOptions { laender: vec![], kreise: vec![], themenfelder: vec![], channels: vec![] };
@@ -150,6 +150,11 @@ pub fn matrix(reg: &Registry, f: &MatrixFilter) -> Result<Matrix> {
     let prefix = if f.kreis.is_empty() { f.land.as_str() } else { f.kreis.as_str() };
     let candidates = if f.kreis.starts_with(&f.land) { reg.kommunen_with_records_under(prefix)? } else { Vec::new() };
     let shown = &candidates[..candidates.len().min(MATRIX_MAX_KOMMUNEN)];
+    let mut records: BTreeMap<(String, String), AdoptionRecord> = reg
+        .adoptions_of_many(shown)?
+        .into_iter()
+        .map(|r| ((r.latest.service_id.to_string(), r.latest.ags.to_string()), r))
+        .collect();
     let mut services = Vec::new();
     let mut cells = BTreeMap::new();
     let mut agss = BTreeSet::new();
@@ -167,7 +172,7 @@ pub fn matrix(reg: &Registry, f: &MatrixFilter) -> Result<Matrix> {
             continue;
         }
         for ags in shown {
-            let Some(r) = reg.adoption(&service.id, ags)? else { continue };
+            let Some(r) = records.remove(&(service.id.to_string(), ags.to_string())) else { continue };
             let version = r.latest.version.as_ref().or(r.running.as_ref());
             let channel_ok = f.channel.is_empty() || version.and_then(|v| channel_of.get(v)) == Some(&f.channel);
             if channel_ok {

@@ -50,6 +50,11 @@ impl Registry {
         self.store.adoption(service, ags)
     }
 
+    /// The records of several Kommunen at once (one query on PostgreSQL).
+    pub fn adoptions_of_many(&self, agss: &[Ags]) -> Result<Vec<AdoptionRecord>> {
+        self.store.adoptions_of_many(agss)
+    }
+
     /// Number of Kommunen with at least one adoption record.
     pub fn kommunen_with_records(&self) -> Result<usize> {
         self.store.kommunen_with_records()

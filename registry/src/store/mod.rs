@@ -122,6 +122,15 @@ pub trait Store: Send + Sync + 'static {
     fn adopters(&self, service: &ServiceId) -> Result<Vec<AdoptionRecord>>;
     /// The records of one Kommune, one per service it reported on.
     fn adoptions_of(&self, ags: &Ags) -> Result<Vec<AdoptionRecord>>;
+    /// The records of several Kommunen (the dashboard's matrix page), in one query where
+    /// the store answers queries over the network.
+    fn adoptions_of_many(&self, agss: &[Ags]) -> Result<Vec<AdoptionRecord>> {
+        let mut out = Vec::new();
+        for ags in agss {
+            out.extend(self.adoptions_of(ags)?);
+        }
+        Ok(out)
+    }
     /// Every ledger entry of one Kommune, oldest first.
     fn history_of(&self, ags: &Ags) -> Result<Vec<AdoptionEntry>>;
     /// Loads many ledger entries at once, for migrations and benchmarks only: entries are

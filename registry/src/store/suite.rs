@@ -139,6 +139,31 @@ macro_rules! store_test_suite {
             assert_eq!(rec.latest.state, AdoptionState::Failed);
             assert_eq!(store.adopters(&sid).unwrap().len(), 1);
             assert_eq!(store.adoptions_of(&ags).unwrap().len(), 1);
+            // Several Kommunen at once: each one's records, none of others.
+            let essen: efa_domain::model::ids::Ags = "05113000".parse().unwrap();
+            let other: efa_domain::model::ids::ServiceId = "elfe-hb".parse().unwrap();
+            for service in [&sid, &other] {
+                let entry = AdoptionEntry {
+                    ags: essen.clone(),
+                    service_id: service.clone(),
+                    version: None,
+                    state: AdoptionState::Rejected,
+                    reason: "r".into(),
+                    at_ms: 6,
+                };
+                store.append_adoption(&entry).unwrap();
+            }
+            let many = store.adoptions_of_many(&[ags.clone(), essen.clone()]).unwrap();
+            let mut pairs: Vec<(String, String)> =
+                many.iter().map(|r| (r.latest.ags.to_string(), r.latest.service_id.to_string())).collect();
+            pairs.sort();
+            assert_eq!(
+                pairs,
+                [("05113000", "elfe-hb"), ("05113000", "wohngeld-nrw"), ("05913000", "wohngeld-nrw")]
+                    .map(|(a, s)| (a.to_string(), s.to_string()))
+            );
+            assert_eq!(store.adoptions_of_many(&[essen]).unwrap().len(), 2);
+            assert!(store.adoptions_of_many(&[]).unwrap().is_empty());
         }
 
         #[test]

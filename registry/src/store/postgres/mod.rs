@@ -375,6 +375,18 @@ impl Store for PostgresStore {
         self.all("adoption", "SELECT rec FROM adoption WHERE ags = $1 ORDER BY service", vec![ags.to_string()])
     }
 
+    fn adoptions_of_many(&self, agss: &[Ags]) -> Result<Vec<AdoptionRecord>> {
+        let keys: Vec<String> = agss.iter().map(|a| a.to_string()).collect();
+        let rows = self.run(move |pool| async move {
+            sqlx::query_scalar::<_, Vec<u8>>("SELECT rec FROM adoption WHERE ags = ANY($1) ORDER BY ags, service")
+                .bind(keys)
+                .fetch_all(&pool)
+                .await
+                .map_err(storage)
+        })?;
+        rows.iter().map(|r| crate::store::codec::decode("adoption", r)).collect()
+    }
+
     fn history_of(&self, ags: &Ags) -> Result<Vec<AdoptionEntry>> {
         self.all("history", "SELECT rec FROM history WHERE ags = $1 ORDER BY pos", vec![ags.to_string()])
     }
