@@ -273,6 +273,9 @@ impl PostgresStore {
                 .map_err(storage)?;
                 tx.commit().await.map_err(storage)?;
             }
+            // Marks the new pages all-visible, so queries read the records from the covering
+            // index alone (autovacuum would, later), and refreshes the planner's statistics.
+            sqlx::query("VACUUM (ANALYZE) adoption").execute(&pool).await.map_err(storage)?;
             Ok(())
         })
     }

@@ -55,6 +55,14 @@ const STEPS: &[&str] = &[
     -- Jobs that run on one replica at a time, and who runs each until when.
     CREATE TABLE leases (job TEXT PRIMARY KEY, holder TEXT NOT NULL, until_ms BIGINT NOT NULL);
     "#,
+    // 2: the records of one service from one index range (index-only scans) instead of a
+    // heap page per Kommune: "who adopted service X" at 6.2M records took 57 ms (p50), cold
+    // 244 ms, as each of its 10,773 rows sat on a page of its own.
+    r#"
+    CREATE UNIQUE INDEX adoption_covering ON adoption (service, ags) INCLUDE (rec);
+    ALTER TABLE adoption DROP CONSTRAINT adoption_pkey,
+        ADD CONSTRAINT adoption_pkey PRIMARY KEY USING INDEX adoption_covering;
+    "#,
 ];
 
 /// Any 64-bit key of our own, so replicas that migrate at once take turns.
