@@ -137,6 +137,18 @@ impl World {
         version: &str,
         dir: &std::path::Path,
     ) -> Result<pb::ReleaseInfo, PublishError> {
+        self.publish_through(self.channel(&land(land_code)).await, land_code, service, version, dir).await
+    }
+
+    /// Publishes as [`publish`](Self::publish) does, over `channel` (e.g. to another replica).
+    pub async fn publish_through(
+        &self,
+        channel: Channel,
+        land_code: &str,
+        service: &str,
+        version: &str,
+        dir: &std::path::Path,
+    ) -> Result<pb::ReleaseInfo, PublishError> {
         let key = self.fed.signing_key(&land_code.parse().unwrap()).unwrap();
         let spec = PublishSpec {
             dir,
@@ -147,7 +159,17 @@ impl World {
             release_notes: format!("release {version}"),
             signing_key: &key,
         };
-        publish_dir(self.channel(&land(land_code)).await, spec, |_, _| {}).await
+        publish_dir(channel, spec, |_, _| {}).await
+    }
+
+    /// The signed manifest of a published release, as the hub serves it.
+    pub async fn manifest(&self, service: &str, version: &str) -> efa_domain::bundle::Manifest {
+        let detail = ReleaseServiceClient::new(self.channel(&operator()).await)
+            .get_release(pb::GetReleaseRequest { service_id: service.into(), version: version.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        efa_domain::bundle::Manifest::from_bytes(&detail.manifest, &Default::default()).unwrap()
     }
 
     /// A node config for Kommune `ags` that trusts NRW's key and fills the standard parameters.

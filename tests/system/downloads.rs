@@ -1,19 +1,9 @@
 //! Downloads resume where they stopped and reuse what the node already has.
 
-use efa_domain::bundle::Manifest;
 use efa_node::fetch::{fetch_release, BlobCache};
 use efa_node::hub::HubClient;
 use efa_proto::v1 as pb;
 use efa_tests::*;
-
-async fn manifest(w: &World, version: &str) -> Manifest {
-    let detail = ReleaseServiceClient::new(w.channel(&operator()).await)
-        .get_release(pb::GetReleaseRequest { service_id: "wohngeld-nrw".into(), version: version.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    Manifest::from_bytes(&detail.manifest, &Default::default()).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_download_resumes_and_unchanged_files_are_reused() {
@@ -27,7 +17,7 @@ async fn an_interrupted_download_resumes_and_unchanged_files_are_reused() {
 
     let state_dir = w.dir.path().join("cache-test");
     let cache = BlobCache::new(&state_dir).unwrap();
-    let m1 = manifest(&w, "1.0.0").await;
+    let m1 = w.manifest("wohngeld-nrw", "1.0.0").await;
     let pdf = m1.files.iter().find(|f| f.path.as_str() == "formular.pdf").unwrap();
 
     // A previous attempt got 150,000 bytes of the PDF before the connection dropped.
@@ -41,7 +31,7 @@ async fn an_interrupted_download_resumes_and_unchanged_files_are_reused() {
     assert!(!partial.exists());
 
     // 1.1.0 shares the PDF: only its new index.html moves.
-    let m2 = manifest(&w, "1.1.0").await;
+    let m2 = w.manifest("wohngeld-nrw", "1.1.0").await;
     let stats = fetch_release(&HubClient::new(ch.clone()), &cache, &m2, &|_, _| {}).await.unwrap();
     assert_eq!((stats.files, stats.files_reused), (2, 1));
     assert_eq!(stats.bytes_downloaded, m2.files.iter().find(|f| f.path.as_str() == "index.html").unwrap().size);
@@ -85,13 +75,13 @@ async fn a_small_change_to_a_large_file_moves_only_the_changed_chunks() {
     w.publish(NRW, "wohngeld-nrw", "1.0.0", &dir1).await.unwrap();
     w.publish(NRW, "wohngeld-nrw", "1.1.0", &dir2).await.unwrap();
 
-    let m1 = manifest(&w, "1.0.0").await;
+    let m1 = w.manifest("wohngeld-nrw", "1.0.0").await;
     assert!(m1.files[0].chunks.len() > 10, "large files are content-defined chunks");
     let cache = BlobCache::new(&w.dir.path().join("chunk-cache")).unwrap();
     let ch = w.channel(&kommune(DORTMUND)).await;
     let first = fetch_release(&HubClient::new(ch.clone()), &cache, &m1, &|_, _| {}).await.unwrap();
     assert_eq!(first.bytes_downloaded, 8_000_000);
-    let m2 = manifest(&w, "1.1.0").await;
+    let m2 = w.manifest("wohngeld-nrw", "1.1.0").await;
     let update = fetch_release(&HubClient::new(ch), &cache, &m2, &|_, _| {}).await.unwrap();
     eprintln!("8 MB file, 40 KB changed: {} bytes moved", update.bytes_downloaded);
     assert!(update.bytes_downloaded <= 2 * 1024 * 1024 + 40_000, "{} bytes moved", update.bytes_downloaded);

@@ -37,15 +37,6 @@ fn blob_key(d: &Digest) -> String {
     format!("blobs/{}/{}", &d.hex()[..2], d.hex())
 }
 
-async fn manifest(w: &World, version: &str) -> Manifest {
-    let detail = ReleaseServiceClient::new(w.channel(&operator()).await)
-        .get_release(pb::GetReleaseRequest { service_id: "wohngeld-nrw".into(), version: version.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    Manifest::from_bytes(&detail.manifest, &Default::default()).unwrap()
-}
-
 async fn fetch(w: &World, digest: &Digest, offset: u64) -> (Vec<u8>, Option<tonic::Status>) {
     let mut stream = match ReleaseServiceClient::new(w.channel(&kommune(DORTMUND)).await)
         .fetch_blob(pb::FetchBlobRequest { digest: digest.to_string(), offset })
@@ -107,7 +98,7 @@ async fn a_hub_on_s3_stores_verified_content_once_serves_any_offset_and_collects
     let big = random_bytes(3_000_000, 7);
     let v1 = write_dir(&w.dir.path().join("v1"), &[("formulare.bin", &big), ("index.html", b"<h1>1.0.0</h1>")]);
     w.publish(NRW, "wohngeld-nrw", "1.0.0", &v1).await.unwrap();
-    let m1 = manifest(&w, "1.0.0").await;
+    let m1 = w.manifest("wohngeld-nrw", "1.0.0").await;
     let file = m1.files.iter().find(|f| f.path.as_str() == "formulare.bin").unwrap().clone();
     assert!(file.chunks.len() > 3);
     let objects = s3_objects(&at).await;
@@ -134,7 +125,7 @@ async fn a_hub_on_s3_stores_verified_content_once_serves_any_offset_and_collects
     let huge = random_bytes(20 * 1024 * 1024 + 17, 11);
     let v3 = write_dir(&w.dir.path().join("v3"), &[("archiv.bin", &huge)]);
     publish_unchunked(&w, &info.parameters, "1.2.0", &v3).await;
-    let m3 = manifest(&w, "1.2.0").await;
+    let m3 = w.manifest("wohngeld-nrw", "1.2.0").await;
     let d = m3.files[0].digest;
     assert_eq!(s3_objects(&at).await.get(&blob_key(&d)), Some(&(huge.len() as u64)));
     let (tail, err) = fetch(&w, &d, 9 * 1024 * 1024 + 3).await;
@@ -195,7 +186,7 @@ async fn while_s3_is_away_a_publish_fails_cleanly_and_downloads_resume_after() {
     let big = random_bytes(24_000_000, 3);
     let v1 = write_dir(&w.dir.path().join("v1"), &[("formulare.bin", &big)]);
     w.publish(NRW, "wohngeld-nrw", "1.0.0", &v1).await.unwrap();
-    let digest = manifest(&w, "1.0.0").await.files[0].digest;
+    let digest = w.manifest("wohngeld-nrw", "1.0.0").await.files[0].digest;
 
     // A download is under way when the server goes away: what arrived is good, the rest
     // fails with UNAVAILABLE, and the download resumes from its offset once it is back.

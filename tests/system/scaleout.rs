@@ -98,18 +98,8 @@ async fn three_replicas_on_postgres_and_s3_serve_one_federation() {
         b.hub.as_ref().unwrap().watchers() >= 1 && c.hub.as_ref().unwrap().watchers() >= 1
     })
     .await;
-    let key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
     let bundle = w.standard_bundle("1.0.1");
-    let spec = efa_cli::publish::PublishSpec {
-        dir: &bundle,
-        service_id: "wohngeld-nrw".parse().unwrap(),
-        version: "1.0.1".into(),
-        channel: "stable".parse().unwrap(),
-        land: NRW.parse().unwrap(),
-        release_notes: "auf Replik C".into(),
-        signing_key: &key,
-    };
-    efa_cli::publish::publish_dir(c.channel(&land(NRW)).await.unwrap(), spec, |_, _| {}).await.unwrap();
+    w.publish_through(c.channel(&land(NRW)).await.unwrap(), NRW, "wohngeld-nrw", "1.0.1", &bundle).await.unwrap();
     let published = std::time::Instant::now();
     eventually(20, "both nodes deployed 1.0.1 published on replica C", || async {
         let a = w.adopters("wohngeld-nrw").await;
@@ -263,18 +253,8 @@ async fn a_node_with_two_replica_addresses_carries_on_when_one_stops() {
     eventually(20, "1.0.0 deployed", running("1.0.0")).await;
 
     w.fed.stop_hub().await.unwrap();
-    let key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
     let bundle = w.standard_bundle("1.0.1");
-    let spec = efa_cli::publish::PublishSpec {
-        dir: &bundle,
-        service_id: "wohngeld-nrw".parse().unwrap(),
-        version: "1.0.1".into(),
-        channel: "stable".parse().unwrap(),
-        land: NRW.parse().unwrap(),
-        release_notes: "auf Replik B".into(),
-        signing_key: &key,
-    };
-    efa_cli::publish::publish_dir(b.channel(&land(NRW)).await.unwrap(), spec, |_, _| {}).await.unwrap();
+    w.publish_through(b.channel(&land(NRW)).await.unwrap(), NRW, "wohngeld-nrw", "1.0.1", &bundle).await.unwrap();
     let started = std::time::Instant::now();
     eventually(30, "1.0.1 deployed through the surviving replica", running("1.0.1")).await;
     eprintln!("failover: 1.0.1 deployed {:.1?} after it was published on the survivor", started.elapsed());

@@ -349,6 +349,19 @@ pub fn copy_dir(from: &Path, to: &BlobLocation, progress: &dyn Fn(u64, u64)) -> 
     Ok(report)
 }
 
+/// Whether the bytes hashed into `hasher` are the `expected` ones; `label` names the file.
+pub(crate) fn check_digest(
+    hasher: efa_domain::bundle::Hasher,
+    expected: Digest,
+    label: String,
+) -> Result<(), BlobError> {
+    let actual = hasher.finish();
+    if actual != expected {
+        return Err(BlobError::DigestMismatch { path: label, expected, actual });
+    }
+    Ok(())
+}
+
 /// A recipe's text: one `sha256:<hex> <size>` line per chunk.
 pub(crate) fn recipe_text(chunks: &[(Digest, u64)]) -> String {
     chunks.iter().map(|(c, size)| format!("{c} {size}\n")).collect()

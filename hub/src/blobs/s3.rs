@@ -13,7 +13,7 @@
 //! - Credentials come from the config file or the environment and are never logged;
 //!   errors name the operation and key only.
 
-use super::{parse_recipe, recipe_text, BlobError, GcReport, RemotePieces};
+use super::{check_digest, parse_recipe, recipe_text, BlobError, GcReport, RemotePieces};
 use bytes::Bytes;
 use efa_domain::bundle::{Digest, Hasher};
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
@@ -525,15 +525,8 @@ impl BlobWriter {
     }
 
     pub fn finish(mut self) -> Result<(), BlobError> {
-        let actual = std::mem::take(&mut self.hasher).finish();
-        if actual != self.expected {
-            // Dropping the writer aborts a multipart upload: no object appears.
-            return Err(BlobError::DigestMismatch {
-                path: std::mem::take(&mut self.label),
-                expected: self.expected,
-                actual,
-            });
-        }
+        // On a mismatch, dropping the writer aborts a multipart upload: no object appears.
+        check_digest(std::mem::take(&mut self.hasher), self.expected, std::mem::take(&mut self.label))?;
         if self.existing {
             return Ok(());
         }

@@ -2,7 +2,7 @@
 //! committed, removed if it never is.
 
 use super::{io, LocalBlobs};
-use crate::blobs::{recipe_text, BlobError};
+use crate::blobs::{check_digest, recipe_text, BlobError};
 use efa_domain::bundle::{Digest, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -163,14 +163,7 @@ impl BlobWriter {
 
     /// Verifies the digest, makes the blob durable and stages it in its upload.
     pub(crate) fn finish(mut self) -> Result<(), BlobError> {
-        let actual = std::mem::take(&mut self.hasher).finish();
-        if actual != self.expected {
-            return Err(BlobError::DigestMismatch {
-                path: std::mem::take(&mut self.label),
-                expected: self.expected,
-                actual,
-            });
-        }
+        check_digest(std::mem::take(&mut self.hasher), self.expected, std::mem::take(&mut self.label))?;
         if let Some(f) = self.file.take() {
             f.sync_all().map_err(io(&self.tmp_path))?;
             drop(f);
