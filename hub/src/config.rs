@@ -238,6 +238,30 @@ mod tests {
     }
 
     #[test]
+    fn blobs_on_s3_take_the_s3_table_and_relative_directories_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "insecure_dev = true\nblobs = \"s3://efa-bundles/hub\"\n[s3]\nendpoint = \"https://s3.example.org\"\n\
+             access_key_id = \"efa-hub\"\nsecret_access_key = \"geheim\"\n",
+        )
+        .unwrap();
+        let f = HubFile::load(&path).unwrap();
+        assert!(!format!("{f:?}").contains("geheim"), "the secret stays out of Debug");
+        let crate::blobs::BlobLocation::S3(s3) = f.into_hub_config().blobs else { panic!("S3 expected") };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("efa-bundles", "hub"));
+        assert_eq!(s3.endpoint.as_deref(), Some("https://s3.example.org"));
+        assert_eq!(s3.secret_access_key.as_deref(), Some("geheim"));
+
+        std::fs::write(&path, "insecure_dev = true\nblobs = \"bundles\"\n").unwrap();
+        let c = HubFile::load(&path).unwrap().into_hub_config();
+        assert_eq!(c.blobs, crate::blobs::BlobLocation::Dir(dir.path().join("bundles")));
+        std::fs::write(&path, "insecure_dev = true\nblobs = \"s3://Not_A_Bucket\"\n").unwrap();
+        assert!(HubFile::load(&path).unwrap_err().to_string().contains("bucket"));
+    }
+
+    #[test]
     fn errors_name_the_file_and_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub.toml");
