@@ -105,18 +105,65 @@ pub struct Feed {
     pub shutdown: CancellationToken,
     /// How long a subscriber may leave its stream unread before it is dropped.
     pub slow_subscriber_timeout: Duration,
-    /// With a store shared by several replicas, events committed by another replica wake no
-    /// stream here: an idle stream re-reads the log this often. `None` with an embedded store.
+    /// With a store shared by several replicas, `None` with an embedded store: how often
+    /// [`follow_log`](Self::follow_log) reads the log even without a wake-up.
     pub poll_interval: Option<Duration>,
-    /// Woken when another replica committed events streams must see (PostgreSQL NOTIFY);
-    /// streams then read the log again.
-    pub foreign_commit: tokio::sync::Notify,
+    /// Wakes [`follow_log`](Self::follow_log): this replica committed an event, or another
+    /// one did (PostgreSQL NOTIFY). A wake-up while it reads is kept for its next round.
+    pub wake: tokio::sync::Notify,
 }
 
 impl Feed {
-    /// Announces a committed event to every stream.
+    /// Announces a committed event to every stream. With a shared store, events reach the
+    /// bus only through [`follow_log`](Self::follow_log), in seq order with those of the
+    /// other replicas; this one is committed, so it just wakes it.
     pub fn publish(&self, event: Event) {
-        self.bus.publish(event)
+        if self.poll_interval.is_some() {
+            self.wake.notify_one();
+        } else {
+            self.bus.publish(event)
+        }
+    }
+
+    /// With a store several replicas share: the one reader of the log for this replica's
+    /// streams. Woken by a commit here or a notification from another replica (and every
+    /// `poll_interval` in case one was lost), it reads what was committed after the last
+    /// event it saw and puts it on the bus in seq order. So a release reaches thousands of
+    /// streams with one read of the database, not one per stream.
+    pub async fn follow_log(self: Arc<Self>) {
+        let every = self.poll_interval.unwrap_or(Duration::from_secs(5));
+        let mut head = match self.registry(|r| r.head_seq()).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "cannot read the log's head; following from the start");
+                0
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+            loop {
+                let after = head;
+                match self.registry(move |r| r.events_after(after, CATCH_UP_BATCH)).await {
+                    Ok(batch) if batch.is_empty() => break,
+                    Ok(batch) => {
+                        for event in batch {
+                            head = event.seq;
+                            self.bus.publish(event);
+                        }
+                    }
+                    Err(e) => {
+                        // The database is away: streams keep their cursors; try again later.
+                        tracing::warn!(error = %e.message(), "cannot read the event log; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     async fn registry<T, F>(&self, f: F) -> Result<T, Status>
@@ -165,8 +212,6 @@ pub async fn watch(state: Arc<Feed>, ags: Ags, mut cursor: u64, out: mpsc::Sende
                         return Ok(());
                     }
                     _ = out.closed() => return Ok(()),
-                    _ = idle(state.poll_interval) => break,
-                    _ = state.foreign_commit.notified() => break,
                     msg = live.recv() => match msg {
                         Ok(event) if event.seq <= cursor => continue,
                         Ok(event) if Some(event.seq) == cursor.checked_add(1) => {
@@ -185,14 +230,6 @@ pub async fn watch(state: Arc<Feed>, ags: Ags, mut cursor: u64, out: mpsc::Sende
     .await;
     if let Err(status) = result {
         let _ = out.send(Err(status)).await;
-    }
-}
-
-/// Resolves after `every`, or never.
-async fn idle(every: Option<Duration>) {
-    match every {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
     }
 }
 

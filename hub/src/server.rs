@@ -120,6 +120,9 @@ pub struct HubConfig {
     /// How old an unreferenced blob or an abandoned upload must be before it is removed
     /// (so a publish in progress never loses content).
     pub blob_gc_grace: Duration,
+    /// With a store several replicas share: how often this replica reads the event log
+    /// without having been notified (default 1 s; notifications wake it at once).
+    pub shared_log_poll: Duration,
 }
 
 impl HubConfig {
@@ -141,6 +144,7 @@ impl HubConfig {
             caller_limits: crate::limits::Limits::default(),
             blob_gc_interval: Duration::from_secs(3600),
             blob_gc_grace: Duration::from_secs(24 * 3600),
+            shared_log_poll: SHARED_STORE_POLL,
         }
     }
 }
@@ -194,9 +198,10 @@ impl RunningHub {
     }
 }
 
-/// How often an idle event stream re-reads a store that other replicas write too, in case
-/// a notification was lost (they wake streams at once otherwise).
-const SHARED_STORE_POLL: Duration = Duration::from_secs(5);
+/// How often a replica's log follower reads a store that other replicas write too, in case
+/// a notification was lost (they wake it at once otherwise): one query per replica, however
+/// many streams it serves.
+const SHARED_STORE_POLL: Duration = Duration::from_secs(1);
 
 /// Where a hub keeps its records and events.
 #[derive(Clone, PartialEq, Eq)]
@@ -349,16 +354,19 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         slow_subscriber_timeout: config.slow_subscriber_timeout,
-        // Other replicas commit to a shared database: their notifications wake this one's
-        // streams, and a slow timer covers a lost one.
-        poll_interval: matches!(config.store, StoreLocation::Postgres(_)).then_some(SHARED_STORE_POLL),
-        foreign_commit: tokio::sync::Notify::new(),
+        // Other replicas commit to a shared database: one reader per replica follows its
+        // log, woken by their notifications, and a slow timer covers a lost one.
+        poll_interval: matches!(config.store, StoreLocation::Postgres(_)).then_some(config.shared_log_poll),
+        wake: tokio::sync::Notify::new(),
     });
+    if feed.poll_interval.is_some() {
+        tokio::spawn(feed.clone().follow_log());
+    }
     {
         let feed = Arc::downgrade(&feed);
         let wake = Box::new(move || {
             if let Some(feed) = feed.upgrade() {
-                feed.foreign_commit.notify_waiters();
+                feed.wake.notify_one();
             }
         });
         let r = registry.clone();
