@@ -30,9 +30,13 @@ pub const SLOW_SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
     /// Release events resolved to what streams send, by seq: with thousands of streams,
-    /// one store read per event instead of one per stream and event.
-    resolved: Arc<std::sync::Mutex<std::collections::HashMap<u64, Arc<Resolved>>>>,
+    /// one store read per event instead of one per stream and event. A cell per seq, so
+    /// the streams that receive an event together wait for one read instead of each
+    /// missing the cache and reading (on PostgreSQL, thousands of round trips at once).
+    resolved: Arc<std::sync::Mutex<std::collections::HashMap<u64, ResolvedCell>>>,
 }
+
+type ResolvedCell = Arc<tokio::sync::OnceCell<Arc<Resolved>>>;
 
 /// A release event as streams need it: the service's Themenfeld (for matching) and the
 /// release as sent on the wire.
@@ -58,17 +62,13 @@ impl EventBus {
         EventBus { tx: broadcast::channel(capacity).0, resolved: Default::default() }
     }
 
-    pub fn resolved(&self, seq: u64) -> Option<Arc<Resolved>> {
-        self.resolved.lock().ok()?.get(&seq).cloned()
-    }
-
-    pub fn remember(&self, seq: u64, resolved: Arc<Resolved>) {
-        if let Ok(mut cache) = self.resolved.lock() {
-            if cache.len() >= RESOLVED_CACHE {
-                cache.clear();
-            }
-            cache.insert(seq, resolved);
+    /// The cell holding event `seq` resolved, shared by every stream that needs it.
+    fn resolved_cell(&self, seq: u64) -> ResolvedCell {
+        let Ok(mut cache) = self.resolved.lock() else { return Default::default() };
+        if cache.len() >= RESOLVED_CACHE && !cache.contains_key(&seq) {
+            cache.clear();
         }
+        cache.entry(seq).or_default().clone()
     }
 
     /// Announces a committed event.
@@ -279,23 +279,22 @@ async fn deliver(
             if subs.is_empty() {
                 return Ok(true);
             }
-            let resolved = match state.bus.resolved(event.seq) {
-                Some(r) => r,
-                None => {
+            let cell = state.bus.resolved_cell(event.seq);
+            let resolved = cell
+                .get_or_try_init(|| async {
                     let (sid, v) = (service_id.clone(), version.to_string());
                     let (service, release, offers) =
                         state.registry(move |r| Ok((r.service(&sid)?, r.release(&sid, &v)?, r.offers(&sid)?))).await?;
-                    let r = Arc::new(Resolved {
+                    Ok::<_, Status>(Arc::new(Resolved {
                         themenfeld: service.themenfeld,
                         builder: service.land,
                         offers: offers.into_iter().filter(|o| o.is_active()).collect(),
                         channel: release.channel.clone(),
                         info: (&release.summary()).into(),
-                    });
-                    state.bus.remember(event.seq, r.clone());
-                    r
-                }
-            };
+                    }))
+                })
+                .await?
+                .clone();
             let reach = in_reach(ags, &resolved.builder, &resolved.offers);
             if subs.iter().any(|s| s.matches(service_id, &resolved.themenfeld, &resolved.channel, reach)) {
                 let info = resolved.info.clone();
