@@ -246,6 +246,12 @@ pub fn run_on(work_dir: &Path, scale: &QueryScale, postgres: Option<&str>) -> Re
         )),
         Row::new(scen, "RSS after queries", rss_after, "MiB"),
     ];
+    if postgres.is_some() {
+        rows.push(
+            Row::new(scen, "PostgreSQL server memory after queries", sys::postgres_pss_mib(), "MiB")
+                .note("sum of the postgres processes' PSS (shared buffers counted once; default settings, 128 MiB)"),
+        );
+    }
     // The four queries carry its goal; the dashboard pages are reported beside them.
     for (name, timed, what, judged) in [
         ("who adopted service X", &adopters, format!("{n_adopters} adopters"), true),

@@ -14,6 +14,20 @@ pub fn pid_status_kib(pid: u32, field: &str) -> u64 {
     status_kib(&format!("/proc/{pid}/status"), field)
 }
 
+/// The memory of every `postgres` process on the machine (the bench's server), as the sum
+/// of their proportional set sizes: shared buffers count once, not once per backend.
+pub fn postgres_pss_mib() -> f64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return 0.0 };
+    let mut kib = 0u64;
+    for p in procs.flatten() {
+        let dir = p.path();
+        if std::fs::read_to_string(dir.join("comm")).map(|c| c.trim() == "postgres").unwrap_or(false) {
+            kib += status_kib(&dir.join("smaps_rollup").to_string_lossy(), "Pss");
+        }
+    }
+    kib as f64 / 1024.0
+}
+
 fn status_kib(path: &str, field: &str) -> u64 {
     let Ok(text) = std::fs::read_to_string(path) else { return 0 };
     text.lines()
