@@ -10,6 +10,7 @@ mod nginx;
 mod postgres;
 mod queries;
 mod report;
+mod s3;
 mod sys;
 mod watchers;
 
