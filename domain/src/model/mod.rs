@@ -11,5 +11,6 @@ pub mod preflight;
 pub mod rating;
 pub mod release;
 pub mod report;
+pub mod rollout;
 pub mod routing;
 pub mod subscription;
