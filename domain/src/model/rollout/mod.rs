@@ -4,6 +4,10 @@
 //! which ring a Kommune is in, and what a ring's counters say about its gates. Storing a
 //! plan, counting and acting on a verdict belong to the registry and the hub.
 
+mod state;
+
+pub use state::{Rollout, Status, Transition};
+
 use super::ids::{Ags, KreisCode, ServiceId};
 use super::rating::Criterion;
 use crate::error::{Error, Result};
