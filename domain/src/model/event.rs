@@ -76,6 +76,15 @@ pub enum EventKind {
         /// The Land withdrew the offer.
         withdrawn: bool,
     },
+    /// A release's rollout started or moved: a ring opened, it paused, resumed or halted.
+    RolloutChanged {
+        /// The service.
+        service_id: ServiceId,
+        /// The release.
+        version: semver::Version,
+        /// What happened.
+        transition: super::rollout::Transition,
+    },
 }
 
 impl EventKind {

@@ -16,6 +16,7 @@ use efa_domain::model::offer::SignedOffer;
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::Release;
+use efa_domain::model::rollout::Rollout;
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 use serde::de::DeserializeOwned;
@@ -65,6 +66,7 @@ record!(PreflightRecord, "pre-flight result", 1);
 record!(RoutingRecord, "routing declaration", 1);
 record!(ProviderGrant, "provider grant", 1);
 record!(SignedOffer, "offer", 1);
+record!(Rollout, "rollout", 1);
 
 /// Formats of earlier versions, kept to read stores that hold them.
 mod previous {
@@ -217,12 +219,13 @@ impl Record for Event {
     const KIND: &'static str = "event";
     /// 2 added `SigningKeysSet` (version 1 is the same encoding with fewer kinds); 3 added
     /// met/not met to the rating in `Rated`; 4 added `Offered` (version 3 is the same
-    /// encoding with fewer kinds, so an older hub refuses an offer event by its version).
-    const VERSION: u8 = 4;
+    /// encoding with fewer kinds, so an older hub refuses an offer event by its version);
+    /// 5 added `RolloutChanged` (the same again).
+    const VERSION: u8 = 5;
     fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
         match version {
             1 | 2 => Some(postcard::from_bytes::<previous::EventV2>(bytes).map(Into::into)),
-            3 => Some(postcard::from_bytes::<Event>(bytes)),
+            3 | 4 => Some(postcard::from_bytes::<Event>(bytes)),
             _ => None,
         }
     }

@@ -21,6 +21,7 @@ use efa_domain::model::offer::SignedOffer;
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
+use efa_domain::model::rollout::{Rollout, Transition};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 
@@ -195,6 +196,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Event>;
     /// The offers (active or withdrawn) of a service, by offering Land in code order.
     fn offers(&self, service: &ServiceId) -> Result<Vec<(LandCode, SignedOffer)>>;
+
+    // --- rollouts ---
+    /// Stores a release's rollout with the event of its `transition`.
+    fn put_rollout(
+        &self,
+        service: &ServiceId,
+        version: &semver::Version,
+        rollout: &Rollout,
+        transition: Transition,
+        at_ms: i64,
+    ) -> Result<Event>;
+    /// A release's rollout, if it has a plan.
+    fn rollout(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Rollout>>;
+    /// Every rollout, by service and version.
+    fn rollouts(&self) -> Result<Vec<(ServiceId, semver::Version, Rollout)>>;
 
     // --- Land snapshots (freeze protection) ---
     /// Stores the Land's signed snapshot, replacing the previous one.

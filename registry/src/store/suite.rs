@@ -47,6 +47,44 @@ macro_rules! store_test_suite {
         }
 
         #[test]
+        fn a_rollout_is_stored_with_each_transition_as_an_event() {
+            use efa_domain::model::rollout::{Gates, Members, Ring, Rollout, RolloutPlan, Status, Transition};
+            let store = $make;
+            let sid: efa_domain::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
+            let v: semver::Version = "1.1.0".parse().unwrap();
+            assert!(store.rollout(&sid, &v).unwrap().is_none());
+            let plan = RolloutPlan {
+                rings: vec![Ring {
+                    name: "Pilot".into(),
+                    members: Members::Kommunen(["05913000".parse().unwrap()].into()),
+                }],
+                gates: Gates { min_healthy: 1, ..Default::default() },
+                decide_within_secs: None,
+            };
+            let mut r = Rollout::start(plan, 10).unwrap();
+            let started = store.put_rollout(&sid, &v, &r, Transition::Started, 10).unwrap();
+            let t = r.promote(20).unwrap();
+            let opened = store.put_rollout(&sid, &v, &r, t.clone(), 20).unwrap();
+            assert_eq!(opened.seq, started.seq + 1);
+            assert_eq!(store.rollout(&sid, &v).unwrap(), Some(r.clone()));
+            assert_eq!(r.status, Status::Complete);
+            let all = store.rollouts().unwrap();
+            assert_eq!(all, vec![(sid.clone(), v.clone(), r)]);
+            let kinds: Vec<_> = store.events_after(0, 10).unwrap().into_iter().map(|e| e.kind).collect();
+            assert_eq!(
+                kinds,
+                vec![
+                    EventKind::RolloutChanged {
+                        service_id: sid.clone(),
+                        version: v.clone(),
+                        transition: Transition::Started
+                    },
+                    EventKind::RolloutChanged { service_id: sid, version: v, transition: t },
+                ]
+            );
+        }
+
+        #[test]
         fn releases_are_immutable_and_sorted_by_semver() {
             let store = $make;
             let s = service();

@@ -41,6 +41,8 @@ pub struct Rollout {
 /// A move of a rollout, as logged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transition {
+    /// The Land set the plan; its first ring is open.
+    Started,
     /// Ring `ring` opened (by its predecessor's gates, or by hand).
     Opened {
         /// The ring now open.

@@ -124,6 +124,11 @@ impl PostgresStore {
         add("preflight", &["service", "version", "ags"], preflight);
         add("routing", &["service", "ags"], routing);
         add("offers", &["service", "land"], offers);
+        add(
+            "rollouts",
+            &["service", "version"],
+            src.rollouts()?.into_iter().map(|(s, v, r)| (vec![s.to_string(), v.to_string()], encode(&r))).collect(),
+        );
         let subs = src.all_subscriptions()?;
         add(
             "subscriptions",

@@ -38,6 +38,7 @@ use efa_domain::model::offer::SignedOffer;
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
+use efa_domain::model::rollout::{Rollout, Transition};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 use sqlx::postgres::PgPool;
@@ -562,6 +563,54 @@ impl Store for PostgresStore {
             })
         })
         .map(|((), event)| event)
+    }
+
+    fn put_rollout(
+        &self,
+        service: &ServiceId,
+        version: &semver::Version,
+        rollout: &Rollout,
+        transition: Transition,
+        at_ms: i64,
+    ) -> Result<Event> {
+        let (s, v, value) = (service.to_string(), version.to_string(), encode(rollout));
+        let kind = EventKind::RolloutChanged { service_id: service.clone(), version: version.clone(), transition };
+        self.mutate(at_ms, move |c| {
+            Box::pin(async move {
+                exec(c, "INSERT INTO rollouts (service, version, rec) VALUES ($1, $2, $3) ON CONFLICT (service, version) DO UPDATE SET rec = EXCLUDED.rec", &[&s, &v], value).await?;
+                Ok((kind, ()))
+            })
+        })
+        .map(|((), event)| event)
+    }
+
+    fn rollout(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Rollout>> {
+        self.get(
+            "rollouts",
+            "SELECT rec FROM rollouts WHERE service = $1 AND version = $2",
+            vec![service.to_string(), version.to_string()],
+        )
+    }
+
+    fn rollouts(&self) -> Result<Vec<(ServiceId, semver::Version, Rollout)>> {
+        let rows = self.run(|pool| async move {
+            sqlx::query_as::<_, (String, String, Vec<u8>)>(
+                "SELECT service, version, rec FROM rollouts ORDER BY service, version",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(storage)
+        })?;
+        rows.into_iter()
+            .map(|(s, v, rec)| {
+                let bad = || Error::Storage(format!("rollout row names no release: {s} {v}"));
+                Ok((
+                    s.parse().map_err(|_| bad())?,
+                    v.parse().map_err(|_| bad())?,
+                    crate::store::codec::decode("rollouts", &rec)?,
+                ))
+            })
+            .collect()
     }
 
     fn offers(&self, service: &ServiceId) -> Result<Vec<(LandCode, SignedOffer)>> {

@@ -63,6 +63,11 @@ const STEPS: &[&str] = &[
     ALTER TABLE adoption DROP CONSTRAINT adoption_pkey,
         ADD CONSTRAINT adoption_pkey PRIMARY KEY USING INDEX adoption_covering;
     "#,
+    // 3: rollout rings, one plan and state per release.
+    r#"
+    CREATE TABLE rollouts (service TEXT NOT NULL, version TEXT NOT NULL, rec BYTEA NOT NULL,
+                           PRIMARY KEY (service, version));
+    "#,
 ];
 
 /// Any 64-bit key of our own, so replicas that migrate at once take turns.

@@ -16,6 +16,7 @@
 //! - `events` seq; `meta` "seq" -> last seq
 //! - `snapshots` Land code -> (signed snapshot bytes, signature); `signing_keys` Land code -> keys
 //! - `offers` service `\0` Land code -> signed offer (bytes, signature)
+//! - `rollouts` service `\0` version -> the release's [`Rollout`]
 //!
 //! Every mutation runs in one sled transaction that also bumps `meta/seq` and writes the
 //! event, so the event log is gapless and matches the data. Values are versioned records
@@ -37,6 +38,7 @@ use efa_domain::model::offer::SignedOffer;
 use efa_domain::model::preflight::PreflightRecord;
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::{Release, Yank};
+use efa_domain::model::rollout::{Rollout, Transition};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 use sled::Transactional;
@@ -82,6 +84,7 @@ pub struct SledStore {
     /// Land code -> [`SigningKeys`] it registered.
     signing_keys: sled::Tree,
     offers: sled::Tree,
+    rollouts: sled::Tree,
 }
 
 impl SledStore {
@@ -145,6 +148,7 @@ impl SledStore {
             snapshots: t("snapshots")?,
             signing_keys: t("signing_keys")?,
             offers: t("offers")?,
+            rollouts: t("rollouts")?,
             db,
             found_format,
         })
@@ -572,6 +576,50 @@ impl Store for SledStore {
                 append_event(meta, events, at_ms, kind)
             })
             .map_err(from_tx)
+    }
+
+    fn put_rollout(
+        &self,
+        service: &ServiceId,
+        version: &semver::Version,
+        rollout: &Rollout,
+        transition: Transition,
+        at_ms: i64,
+    ) -> Result<Event> {
+        let k = key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]);
+        (&self.rollouts, &self.meta, &self.events)
+            .transaction(|(tree, meta, events)| {
+                tree.insert(k.as_slice(), encode(rollout))?;
+                let kind = EventKind::RolloutChanged {
+                    service_id: service.clone(),
+                    version: version.clone(),
+                    transition: transition.clone(),
+                };
+                append_event(meta, events, at_ms, kind)
+            })
+            .map_err(from_tx)
+    }
+
+    fn rollout(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Rollout>> {
+        let k = key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]);
+        self.rollouts.get(k)?.map(|v| decode::<Rollout>("rollouts", &v)).transpose()
+    }
+
+    fn rollouts(&self) -> Result<Vec<(ServiceId, semver::Version, Rollout)>> {
+        let mut out = Vec::new();
+        for item in self.rollouts.iter() {
+            let (k, v) = item?;
+            let bad =
+                || Error::Storage(format!("rollout key is not service and version: {:?}", String::from_utf8_lossy(&k)));
+            let mut parts = k.split(|b| *b == 0).map(std::str::from_utf8);
+            let (Some(Ok(s)), Some(Ok(ver))) = (parts.next(), parts.next()) else { return Err(bad()) };
+            out.push((
+                s.parse().map_err(|_| bad())?,
+                ver.parse().map_err(|_| bad())?,
+                decode::<Rollout>("rollouts", &v)?,
+            ));
+        }
+        Ok(out)
     }
 
     fn offers(&self, service: &ServiceId) -> Result<Vec<(LandCode, SignedOffer)>> {
