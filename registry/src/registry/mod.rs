@@ -14,6 +14,9 @@ mod ledger;
 mod offers;
 mod register;
 mod reports;
+mod rollouts;
+
+pub use rollouts::RolloutAction;
 
 pub use catalog::CheckedRelease;
 
