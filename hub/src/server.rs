@@ -314,6 +314,52 @@ async fn holds_lease(registry: &Arc<Registry>, job: &'static str, replica: &str,
     }
 }
 
+/// How often the rollout controller looks at every running rollout.
+const ROLLOUT_ROUND: Duration = Duration::from_secs(5);
+
+/// The rollout controller: on one replica at a time, every [`ROLLOUT_ROUND`], the open ring
+/// of every running rollout is judged by its gates; a ring that passes opens the next one,
+/// a broken gate halts the rollout, an overdue ring pauses it. Each move is an event.
+fn spawn_rollout_controller(feed: Arc<Feed>, replica: String, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ROLLOUT_ROUND);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !holds_lease(&feed.registry, "rollout-controller", &replica, ROLLOUT_ROUND * 3).await {
+                continue;
+            }
+            let r = feed.registry.clone();
+            let round = tokio::task::spawn_blocking(move || -> efa_registry::Result<Vec<_>> {
+                let mut moved = Vec::new();
+                for (service, version, rollout) in r.rollouts()? {
+                    if rollout.status != efa_domain::model::rollout::Status::Running {
+                        continue;
+                    }
+                    match r.step_rollout(&service, &version, efa_domain::now_ms()) {
+                        Ok((_, Some(event))) => moved.push(event),
+                        Ok((_, None)) => {}
+                        Err(e) => tracing::warn!(%service, %version, error = %e, "judging a rollout failed"),
+                    }
+                }
+                Ok(moved)
+            });
+            match round.await {
+                Ok(Ok(events)) => {
+                    for event in events {
+                        tracing::info!(seq = event.seq, kind = ?event.kind, "rollout moved");
+                        feed.publish(event);
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "the rollout controller could not read the rollouts"),
+                Err(e) => tracing::error!(error = %e, "the rollout controller's round failed"),
+            }
+        }
+    });
+}
+
 fn spawn_retention(registry: Arc<Registry>, keep: u64, replica: String, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let every = Duration::from_secs(60);
@@ -399,6 +445,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     if recovered != Default::default() {
         tracing::warn!(?recovered, "recovered uploads of an interrupted publish");
     }
+    spawn_rollout_controller(state.feed.clone(), replica.clone(), shutdown.clone());
     spawn_blob_gc(registry.clone(), state.blobs.clone(), &config, replica, shutdown.clone());
 
     let tls = match (&config.tls, config.insecure_dev) {

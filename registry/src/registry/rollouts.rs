@@ -4,9 +4,10 @@
 use super::Registry;
 use crate::error::{Error, Result};
 use efa_domain::authz::{authorize, Action, Identity};
+use efa_domain::model::adoption::AdoptionState;
 use efa_domain::model::event::Event;
 use efa_domain::model::ids::{Ags, ServiceId};
-use efa_domain::model::rollout::{Rollout, RolloutPlan, Transition};
+use efa_domain::model::rollout::{RingCounts, Rollout, RolloutPlan, Status, Transition, Verdict};
 
 /// What the Land does to a running rollout by hand.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,5 +109,86 @@ impl Registry {
                 (r.admits(ring), Some(ring))
             }
         })
+    }
+
+    /// What ring `ring` of a release's rollout has shown: its Kommunen's reports on the
+    /// release, their ratings of it and their pre-flight results. (Read from the records for
+    /// now; issue 15 asks for counters kept with each write.)
+    pub fn ring_counts(
+        &self,
+        service: &ServiceId,
+        version: &semver::Version,
+        rollout: &Rollout,
+        ring: usize,
+    ) -> Result<RingCounts> {
+        let in_ring = |ags: &Ags| rollout.plan.ring_of(ags, service, version) == ring;
+        let mut c = RingCounts { opened_at_ms: rollout.opened_at_ms, ..Default::default() };
+        for record in self.store.adopters(service)? {
+            if !in_ring(&record.latest.ags) {
+                continue;
+            }
+            if record.running.as_ref() == Some(version) {
+                c.healthy += 1;
+            }
+            if record.latest.version.as_ref() == Some(version) {
+                match record.latest.state {
+                    AdoptionState::Failed => c.failed += 1,
+                    AdoptionState::RolledBack => c.rolled_back += 1,
+                    _ => {}
+                }
+            }
+        }
+        for r in self.store.ratings(service)? {
+            if &r.version != version || !in_ring(&r.ags) {
+                continue;
+            }
+            c.ratings += 1;
+            c.stars_sum += u64::from(r.stars);
+            for (criterion, score) in &r.criteria {
+                let e = c.criteria.entry(*criterion).or_default();
+                e.0 += 1;
+                e.1 += u64::from(*score);
+            }
+        }
+        for p in self.store.preflights(service, version)? {
+            if in_ring(&p.ags) {
+                c.preflights += 1;
+                if !p.is_ready() {
+                    c.blocked += 1;
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// One controller step for a release: the open ring's verdict, applied and stored on
+    /// the commit thread (against the rollout as stored then, so a Land's move in between
+    /// wins). Returns the verdict and the event if the rollout moved.
+    pub fn step_rollout(
+        &self,
+        service: &ServiceId,
+        version: &semver::Version,
+        now_ms: i64,
+    ) -> Result<(Verdict, Option<Event>)> {
+        let Some(rollout) = self.store.rollout(service, version)? else {
+            return Err(Error::not_found(format!("rollout of {service} {version}")));
+        };
+        if rollout.status != Status::Running {
+            return Ok((Verdict::Wait(format!("the rollout is {:?}", rollout.status)), None));
+        }
+        let counts = self.ring_counts(service, version, &rollout, rollout.open)?;
+        let verdict = rollout.plan.gates.verdict(&counts, now_ms, rollout.deadline_at_ms());
+        let (sid, v, seen, decided) = (service.clone(), version.clone(), rollout, verdict.clone());
+        let event = self.commits.write(move |st| {
+            let Some(mut current) = st.rollout(&sid, &v)? else { return Ok(None) };
+            if current != seen {
+                return Ok(None); // moved meanwhile; the next round decides again
+            }
+            match current.on_verdict(&decided, now_ms) {
+                Some(t) => st.put_rollout(&sid, &v, &current, t, now_ms).map(Some),
+                None => Ok(None),
+            }
+        })?;
+        Ok((verdict, event))
     }
 }
