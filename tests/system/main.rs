@@ -12,6 +12,7 @@ mod preflight;
 mod provider;
 mod publish;
 mod python_client;
+mod rollouts;
 mod routing;
 mod s3_blobs;
 mod scaleout;
