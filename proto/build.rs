@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "efa/v1/subscription.proto",
         "efa/v1/adoption.proto",
         "efa/v1/report.proto",
+        "efa/v1/rollout.proto",
     ];
     println!("cargo:rerun-if-changed=efa");
     let fds = protox::compile(files, ["."])?;

@@ -6,7 +6,8 @@ use crate::blobs::{BlobError, BlobStore};
 use crate::dashboard::{DashboardConfig, DashboardError, DashboardInputs, DashboardTls};
 use crate::events::{EventBus, Feed};
 use crate::services::{
-    adoption::Adoption, catalog::Catalog, release::Releases, report::Reports, subscription::Subscriptions,
+    adoption::Adoption, catalog::Catalog, release::Releases, report::Reports, rollout::Rollouts,
+    subscription::Subscriptions,
 };
 use crate::state::HubState;
 use crate::transport::TlsServer;
@@ -14,7 +15,7 @@ use efa_domain::bundle::BundleLimits;
 use efa_proto::v1::{
     adoption_service_server::AdoptionServiceServer, catalog_service_server::CatalogServiceServer,
     release_service_server::ReleaseServiceServer, report_service_server::ReportServiceServer,
-    subscription_service_server::SubscriptionServiceServer,
+    rollout_service_server::RolloutServiceServer, subscription_service_server::SubscriptionServiceServer,
 };
 use efa_registry::store::SledStore;
 use efa_registry::Registry;
@@ -498,7 +499,8 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         .add_service(ReleaseServiceServer::new(Releases(state.clone())))
         .add_service(SubscriptionServiceServer::new(Subscriptions(state.clone())))
         .add_service(AdoptionServiceServer::new(Adoption(state.clone())))
-        .add_service(ReportServiceServer::new(Reports(state.clone())));
+        .add_service(ReportServiceServer::new(Reports(state.clone())))
+        .add_service(RolloutServiceServer::new(Rollouts(state.clone())));
     let state = state.clone();
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -104,3 +104,73 @@ async fn the_land_pauses_promotes_and_aborts_by_hand() {
         reg.act_on_rollout(&land(NRW), &sid, "1.1.0", RolloutAction::Abort("Fehler im Bescheid".into())).unwrap();
     assert!(matches!(r.status, Status::Halted { ref reason } if reason == "Fehler im Bescheid"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_grpc_the_land_sets_and_moves_a_plan_and_everyone_reads_its_status() {
+    use efa_proto::v1::rollout_service_client::RolloutServiceClient;
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.1.0", &w.standard_bundle("1.1.0")).await.unwrap();
+    let plan = pb::RolloutPlan {
+        rings: vec![pb::RolloutRing {
+            name: "Pilot".into(),
+            kommunen: vec![DORTMUND.into(), BIELEFELD.into()],
+            ..Default::default()
+        }],
+        gates: Some(pb::RolloutGates { min_healthy: 2, min_bake_secs: 3600, ..Default::default() }),
+        decide_within_secs: 0,
+    };
+    let set = |plan: pb::RolloutPlan| pb::SetRolloutPlanRequest {
+        service_id: "wohngeld-nrw".into(),
+        version: "1.1.0".into(),
+        plan: Some(plan),
+    };
+    // A Kommune may not set one; a plan that makes no sense is refused and named.
+    let denied =
+        RolloutServiceClient::new(w.channel(&kommune(DORTMUND)).await).set_rollout_plan(set(plan.clone())).await;
+    assert_eq!(denied.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let mut as_land = RolloutServiceClient::new(w.channel(&land(NRW)).await);
+    let bad = pb::RolloutPlan {
+        rings: vec![pb::RolloutRing { name: "X".into(), share_percent: 101, ..Default::default() }],
+        ..plan.clone()
+    };
+    let refused = as_land.set_rollout_plan(set(bad)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    let status = as_land.set_rollout_plan(set(plan.clone())).await.unwrap().into_inner();
+    assert_eq!((status.state.as_str(), status.open_ring), ("running", 0));
+    assert_eq!(status.rings.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["Pilot", "alle übrigen"]);
+    assert!(status.verdict.starts_with("wait:"), "{}", status.verdict);
+    assert!(status.gates.iter().any(|g| g.gate == "healthy deployments" && g.state == "waiting"));
+    assert_eq!(as_land.set_rollout_plan(set(plan)).await.unwrap_err().code(), tonic::Code::AlreadyExists);
+
+    // The pilots report; the status counts them per ring; an operator reads it.
+    report(&w, DORTMUND, "1.1.0", pb::AdoptionState::Deployed).await;
+    let read = pb::GetRolloutStatusRequest { service_id: "wohngeld-nrw".into(), version: "1.1.0".into() };
+    let status = RolloutServiceClient::new(w.channel(&operator()).await)
+        .get_rollout_status(read.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.rings[0].healthy, 1);
+
+    // Pause needs a reason; promote opens the last ring by hand.
+    let act = |action: pb::RolloutAction, reason: &str| pb::RolloutActionRequest {
+        service_id: "wohngeld-nrw".into(),
+        version: "1.1.0".into(),
+        action: action as i32,
+        reason: reason.into(),
+    };
+    assert_eq!(
+        as_land.act_on_rollout(act(pb::RolloutAction::Pause, " ")).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        as_land.act_on_rollout(act(pb::RolloutAction::Unspecified, "")).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    let status = as_land.act_on_rollout(act(pb::RolloutAction::Promote, "")).await.unwrap().into_inner();
+    assert_eq!((status.state.as_str(), status.open_ring), ("complete", 1));
+    let missing = pb::GetRolloutStatusRequest { version: "9.9.9".into(), ..read };
+    assert_eq!(as_land.get_rollout_status(missing).await.unwrap_err().code(), tonic::Code::NotFound);
+}

@@ -6,4 +6,5 @@ pub mod adoption;
 pub mod catalog;
 pub mod release;
 pub mod report;
+pub mod rollout;
 pub mod subscription;

@@ -11,11 +11,13 @@ mod catalog;
 mod enums;
 mod ledger;
 mod reports;
+mod rollout;
 
 pub use catalog::{grant, kommune, offer_info};
 pub use enums::WireEnum;
 pub use ledger::{entry, rating, record, stream_event, target};
 pub use reports::{aggregate, rating_summary};
+pub use rollout::{rollout_state, rollout_status};
 
 use efa_domain::error::Result;
 

@@ -111,22 +111,20 @@ impl Registry {
         })
     }
 
-    /// What ring `ring` of a release's rollout has shown: its Kommunen's reports on the
-    /// release, their ratings of it and their pre-flight results. (Read from the records for
-    /// now; issue 15 asks for counters kept with each write.)
+    /// What each ring of a release's rollout has shown: its Kommunen's reports on the
+    /// release, their ratings of it and their pre-flight results, in one pass over each.
+    /// (Read from the records for now; issue 15 asks for counters kept with each write.)
     pub fn ring_counts(
         &self,
         service: &ServiceId,
         version: &semver::Version,
         rollout: &Rollout,
-        ring: usize,
-    ) -> Result<RingCounts> {
-        let in_ring = |ags: &Ags| rollout.plan.ring_of(ags, service, version) == ring;
-        let mut c = RingCounts { opened_at_ms: rollout.opened_at_ms, ..Default::default() };
+    ) -> Result<Vec<RingCounts>> {
+        let mut counts = vec![RingCounts::default(); rollout.plan.ring_count()];
+        counts[rollout.open].opened_at_ms = rollout.opened_at_ms;
+        let ring = |ags: &Ags| rollout.plan.ring_of(ags, service, version);
         for record in self.store.adopters(service)? {
-            if !in_ring(&record.latest.ags) {
-                continue;
-            }
+            let c = &mut counts[ring(&record.latest.ags)];
             if record.running.as_ref() == Some(version) {
                 c.healthy += 1;
             }
@@ -139,9 +137,10 @@ impl Registry {
             }
         }
         for r in self.store.ratings(service)? {
-            if &r.version != version || !in_ring(&r.ags) {
+            if &r.version != version {
                 continue;
             }
+            let c = &mut counts[ring(&r.ags)];
             c.ratings += 1;
             c.stars_sum += u64::from(r.stars);
             for (criterion, score) in &r.criteria {
@@ -151,14 +150,24 @@ impl Registry {
             }
         }
         for p in self.store.preflights(service, version)? {
-            if in_ring(&p.ags) {
-                c.preflights += 1;
-                if !p.is_ready() {
-                    c.blocked += 1;
-                }
+            let c = &mut counts[ring(&p.ags)];
+            c.preflights += 1;
+            if !p.is_ready() {
+                c.blocked += 1;
             }
         }
-        Ok(c)
+        Ok(counts)
+    }
+
+    /// A release's rollout with each ring's counts, for its status page; NOT_FOUND without a plan.
+    pub fn rollout_with_counts(&self, service: &ServiceId, version: &str) -> Result<(Rollout, Vec<RingCounts>)> {
+        let v = self.release(service, version)?.version;
+        let r = self
+            .store
+            .rollout(service, &v)?
+            .ok_or_else(|| Error::not_found(format!("rollout of {service} {v} (the release has no plan)")))?;
+        let counts = self.ring_counts(service, &v, &r)?;
+        Ok((r, counts))
     }
 
     /// One controller step for a release: the open ring's verdict, applied and stored on
@@ -176,8 +185,8 @@ impl Registry {
         if rollout.status != Status::Running {
             return Ok((Verdict::Wait(format!("the rollout is {:?}", rollout.status)), None));
         }
-        let counts = self.ring_counts(service, version, &rollout, rollout.open)?;
-        let verdict = rollout.plan.gates.verdict(&counts, now_ms, rollout.deadline_at_ms());
+        let counts = self.ring_counts(service, version, &rollout)?;
+        let verdict = rollout.plan.gates.verdict(&counts[rollout.open], now_ms, rollout.deadline_at_ms());
         let (sid, v, seen, decided) = (service.clone(), version.clone(), rollout, verdict.clone());
         let event = self.commits.write(move |st| {
             let Some(mut current) = st.rollout(&sid, &v)? else { return Ok(None) };
