@@ -121,6 +121,7 @@ mod tests {
                 release_notes: String::new(),
                 published_at_ms: 0,
                 yank: None,
+                rollout: None,
             },
             signature: key.sign(&bytes),
             manifest: bytes,

@@ -10,6 +10,7 @@ use crate::metrics::HubMetrics;
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{Ags, Channel, LandCode};
 use efa_domain::model::offer::Offer;
+use efa_domain::model::rollout::Transition;
 use efa_domain::model::subscription::{in_reach, Subscription};
 use efa_proto::v1 as pb;
 use efa_registry::Registry;
@@ -52,6 +53,8 @@ pub struct Resolved {
     pub channel: Channel,
     /// The release as streams send it.
     pub info: pb::ReleaseInfo,
+    /// Its rollout, if it has a plan: each Kommune is told where it stands.
+    pub rollout: Option<efa_domain::model::rollout::Rollout>,
 }
 
 /// Resolved events kept; older ones are read from the store again when a stream needs them.
@@ -75,7 +78,10 @@ impl EventBus {
     pub fn publish(&self, event: Event) {
         // A yank changes how earlier release events resolve (their `yanked` flag), an offer
         // whom they reach.
-        if matches!(event.kind, EventKind::ReleaseYanked { .. } | EventKind::Offered { .. }) {
+        if matches!(
+            event.kind,
+            EventKind::ReleaseYanked { .. } | EventKind::Offered { .. } | EventKind::RolloutChanged { .. }
+        ) {
             if let Ok(mut cache) = self.resolved.lock() {
                 cache.clear();
             }
@@ -275,7 +281,9 @@ async fn deliver(
     match &event.kind {
         EventKind::Subscribed(s) if &s.ags == ags => *subs = load_subs(state, ags).await?,
         EventKind::Unsubscribed { ags: who, .. } if who == ags => *subs = load_subs(state, ags).await?,
-        EventKind::ReleasePublished { service_id, version } | EventKind::ReleaseYanked { service_id, version, .. } => {
+        EventKind::ReleasePublished { service_id, version }
+        | EventKind::ReleaseYanked { service_id, version, .. }
+        | EventKind::RolloutChanged { service_id, version, .. } => {
             if subs.is_empty() {
                 return Ok(true);
             }
@@ -283,25 +291,51 @@ async fn deliver(
             let resolved = cell
                 .get_or_try_init(|| async {
                     let (sid, v) = (service_id.clone(), version.to_string());
-                    let (service, release, offers) =
-                        state.registry(move |r| Ok((r.service(&sid)?, r.release(&sid, &v)?, r.offers(&sid)?))).await?;
+                    let (service, release, offers, rollout) = state
+                        .registry(move |r| {
+                            let release = r.release(&sid, &v)?;
+                            let rollout = r.rollout(&sid, &release.version)?;
+                            Ok((r.service(&sid)?, release, r.offers(&sid)?, rollout))
+                        })
+                        .await?;
                     Ok::<_, Status>(Arc::new(Resolved {
                         themenfeld: service.themenfeld,
                         builder: service.land,
                         offers: offers.into_iter().filter(|o| o.is_active()).collect(),
                         channel: release.channel.clone(),
                         info: (&release.summary()).into(),
+                        rollout,
                     }))
                 })
                 .await?
                 .clone();
+            let position = resolved.rollout.as_ref().map(|r| r.position(ags, service_id, version));
+            // A rollout's move concerns the Kommunen of the ring that opened (they may now
+            // deploy) and, when it pauses, halts or resumes, every Kommune of an open ring.
+            if let EventKind::RolloutChanged { transition, .. } = &event.kind {
+                let concerned = match (transition, &position) {
+                    (Transition::Opened { ring, .. }, Some(p)) => p.ring == *ring,
+                    (Transition::Started, _) => false,
+                    (_, Some(p)) => resolved.rollout.as_ref().is_some_and(|r| p.ring <= r.open),
+                    _ => false,
+                };
+                if !concerned {
+                    return Ok(true);
+                }
+            }
             let reach = in_reach(ags, &resolved.builder, &resolved.offers);
             if subs.iter().any(|s| s.matches(service_id, &resolved.themenfeld, &resolved.channel, reach)) {
-                let info = resolved.info.clone();
-                let kind = if matches!(event.kind, EventKind::ReleasePublished { .. }) {
-                    pb::event::Kind::ReleasePublished(info)
-                } else {
+                let mut info = resolved.info.clone();
+                info.rollout = position.map(|p| pb::RolloutPosition {
+                    ring: p.ring as u32,
+                    ring_name: p.ring_name,
+                    admitted: p.admitted,
+                    note: p.note,
+                });
+                let kind = if matches!(event.kind, EventKind::ReleaseYanked { .. }) {
                     pb::event::Kind::ReleaseYanked(info)
+                } else {
+                    pb::event::Kind::ReleasePublished(info)
                 };
                 let event = pb::Event { seq: event.seq, at_ms: event.at_ms, kind: Some(kind) };
                 return Ok(send(state, out, event).await);

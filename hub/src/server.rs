@@ -124,6 +124,8 @@ pub struct HubConfig {
     /// With a store several replicas share: how often this replica reads the event log
     /// without having been notified (default 1 s; notifications wake it at once).
     pub shared_log_poll: Duration,
+    /// How often the rollout controller judges every running rollout (default 5 s).
+    pub rollout_round: Duration,
 }
 
 impl HubConfig {
@@ -146,6 +148,7 @@ impl HubConfig {
             blob_gc_interval: Duration::from_secs(3600),
             blob_gc_grace: Duration::from_secs(24 * 3600),
             shared_log_poll: SHARED_STORE_POLL,
+            rollout_round: ROLLOUT_ROUND,
         }
     }
 }
@@ -318,18 +321,18 @@ async fn holds_lease(registry: &Arc<Registry>, job: &'static str, replica: &str,
 /// How often the rollout controller looks at every running rollout.
 const ROLLOUT_ROUND: Duration = Duration::from_secs(5);
 
-/// The rollout controller: on one replica at a time, every [`ROLLOUT_ROUND`], the open ring
+/// The rollout controller: on one replica at a time, every `every`, the open ring
 /// of every running rollout is judged by its gates; a ring that passes opens the next one,
 /// a broken gate halts the rollout, an overdue ring pauses it. Each move is an event.
-fn spawn_rollout_controller(feed: Arc<Feed>, replica: String, shutdown: CancellationToken) {
+fn spawn_rollout_controller(feed: Arc<Feed>, every: Duration, replica: String, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(ROLLOUT_ROUND);
+        let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if !holds_lease(&feed.registry, "rollout-controller", &replica, ROLLOUT_ROUND * 3).await {
+            if !holds_lease(&feed.registry, "rollout-controller", &replica, every * 3).await {
                 continue;
             }
             let r = feed.registry.clone();
@@ -446,7 +449,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     if recovered != Default::default() {
         tracing::warn!(?recovered, "recovered uploads of an interrupted publish");
     }
-    spawn_rollout_controller(state.feed.clone(), replica.clone(), shutdown.clone());
+    spawn_rollout_controller(state.feed.clone(), config.rollout_round, replica.clone(), shutdown.clone());
     spawn_blob_gc(registry.clone(), state.blobs.clone(), &config, replica, shutdown.clone());
 
     let tls = match (&config.tls, config.insecure_dev) {

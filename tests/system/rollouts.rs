@@ -174,3 +174,54 @@ async fn over_grpc_the_land_sets_and_moves_a_plan_and_everyone_reads_its_status(
     let missing = pb::GetRolloutStatusRequest { version: "9.9.9".into(), ..read };
     assert_eq!(as_land.get_rollout_status(missing).await.unwrap_err().code(), tonic::Code::NotFound);
 }
+
+/// Nodes deploy only in open rings: Essen waits while the pilots deploy, and its running
+/// node deploys as soon as the controller opens its ring (the stream tells it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_open_rings_waits_and_deploys_when_its_ring_opens() {
+    use efa_domain::model::release::UpdatePolicy;
+    use efa_node::Handled;
+    // The controller judges every 200 ms here (5 s by default).
+    let w = World::tuned(|c| c.rollout_round = std::time::Duration::from_millis(200)).await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.1.0", &w.standard_bundle("1.1.0")).await.unwrap();
+    let reg = w.fed.registry().unwrap();
+    let sid = "wohngeld-nrw".parse().unwrap();
+    let v: semver::Version = "1.1.0".parse().unwrap();
+    let mut plan = pilot_plan();
+    // Until Essen's node listens, the pilots' gates cannot pass.
+    plan.gates.min_ratings = 1;
+    reg.set_rollout_plan(&land(NRW), &sid, "1.1.0", plan).unwrap();
+    let subs = [Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }];
+
+    let essen = w.node(ESSEN, &subs);
+    let handled = essen.sync().await.unwrap();
+    assert!(
+        matches!(&handled[..], [Handled::Ignored { why, .. }] if why.contains("scheduled for ring 2 (alle übrigen)")),
+        "{handled:?}"
+    );
+    assert!(essen.approve("wohngeld-nrw", "1.1.0").await.is_err(), "not even by hand");
+    let mut pilots = Vec::new();
+    for pilot in [DORTMUND, BIELEFELD] {
+        let node = w.node(pilot, &subs);
+        let handled = node.sync().await.unwrap();
+        assert_eq!(handled, vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.1.0".into() }]);
+        pilots.push(node);
+    }
+
+    // Essen's node follows its stream; the pilots' gates pass and the controller opens the rest.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = {
+        let stop = stop.clone();
+        tokio::spawn(async move { essen.run(stop).await })
+    };
+    eventually(20, "Essen's stream is attached", || async { w.fed.hub.as_ref().unwrap().watchers() >= 1 }).await;
+    assert_eq!(reg.rollout(&sid, &v).unwrap().unwrap().open, 0, "waiting for a rating");
+    rate(&pilots[0], "wohngeld-nrw", "1.1.0", 4, vec![], "läuft").await.unwrap();
+    eventually(20, "Essen deployed 1.1.0 once its ring opened", || async {
+        w.adopters("wohngeld-nrw").await.iter().any(|a| a.ags == ESSEN && a.running_version == "1.1.0")
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+}

@@ -57,6 +57,9 @@ pub struct ReleaseSummary {
     pub published_at_ms: i64,
     /// Set once the Land yanked it.
     pub yank: Option<Yank>,
+    /// With a rollout plan: where the Kommune that asks stands in it (set per Kommune by
+    /// the hub; `None` without a plan, or for callers that are no Kommune).
+    pub rollout: Option<super::rollout::Position>,
 }
 
 impl Release {
@@ -73,6 +76,7 @@ impl Release {
             release_notes: self.release_notes.clone(),
             published_at_ms: self.published_at_ms,
             yank: self.yank.clone(),
+            rollout: None,
         }
     }
 }

@@ -303,8 +303,17 @@ impl ReleaseService for Releases {
         authorize(&who, Action::ReadCatalog).map_err(status)?;
         let r = req.into_inner();
         let id: ServiceId = parse(&r.service_id).map_err(status)?;
-        let release = self.0.registry(move |reg| reg.release(&id, &r.version)).await?;
-        Ok(Response::new((&release).into()))
+        let (release, summary) = self
+            .0
+            .registry(move |reg| {
+                let release = reg.release(&id, &r.version)?;
+                let summary = reg.summary_for(&who, &release)?;
+                Ok((release, summary))
+            })
+            .await?;
+        let mut detail: pb::ReleaseDetail = (&release).into();
+        detail.info = Some((&summary).into());
+        Ok(Response::new(detail))
     }
 
     async fn list_releases(
@@ -316,10 +325,16 @@ impl ReleaseService for Releases {
         let r = req.into_inner();
         let id: ServiceId = parse(&r.service_id).map_err(status)?;
         let channel: Option<Channel> = parse_opt(&r.channel).map_err(status)?;
-        let releases = self.0.registry(move |reg| reg.releases(&id, channel.as_ref())).await?;
-        Ok(Response::new(pb::ListReleasesResponse {
-            releases: releases.iter().map(|r| (&r.summary()).into()).collect(),
-        }))
+        let summaries = self
+            .0
+            .registry(move |reg| {
+                reg.releases(&id, channel.as_ref())?
+                    .iter()
+                    .map(|r| reg.summary_for(&who, r))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        Ok(Response::new(pb::ListReleasesResponse { releases: summaries.iter().map(Into::into).collect() }))
     }
 
     async fn publish_snapshot(&self, req: Request<pb::SignedSnapshot>) -> Result<Response<pb::SnapshotInfo>, Status> {

@@ -18,6 +18,9 @@ impl Agent {
         if let Some(y) = &info.yank {
             return Err(NodeError::Usage(format!("{id} {version} is yanked by its Land: {}", y.reason)));
         }
+        if let Some(p) = info.rollout.as_ref().filter(|p| !p.admitted) {
+            return Err(NodeError::Usage(format!("{id} {version} is not yet for this Kommune: {}", p.note)));
+        }
         if let Some(running) = self.running_version(&id)? {
             if version <= running {
                 return Err(NodeError::Usage(format!(

@@ -62,6 +62,12 @@ impl Agent {
         if let Some(why) = self.out_of_reach(&entry, &info).await? {
             return Ok(ignored(&why));
         }
+        // A rollout in rings: outside the open rings (or in a halted rollout) no policy
+        // deploys; the hub tells this Kommune again when its ring opens.
+        if let Some(p) = info.rollout.as_ref().filter(|p| !p.admitted) {
+            tracing::info!(service = %info.service_id, version = %info.version, ring = p.ring + 1, note = %p.note, "release not yet for this Kommune");
+            return Ok(ignored(&p.note));
+        }
         let st = self.state.load()?;
         let known = st.services.get(info.service_id.as_str());
         let version = info.version.to_string();

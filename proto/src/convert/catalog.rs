@@ -130,6 +130,12 @@ impl From<&ReleaseSummary> for pb::ReleaseInfo {
             yanked: r.yank.is_some(),
             yank_reason: r.yank.as_ref().map(|y| y.reason.clone()).unwrap_or_default(),
             land_code: r.land.to_string(),
+            rollout: r.rollout.as_ref().map(|p| pb::RolloutPosition {
+                ring: p.ring as u32,
+                ring_name: p.ring_name.clone(),
+                admitted: p.admitted,
+                note: p.note.clone(),
+            }),
         }
     }
 }
@@ -149,6 +155,12 @@ impl TryFrom<pb::ReleaseInfo> for ReleaseSummary {
             published_at_ms: r.published_at_ms,
             // The wire carries no yank time; the node only needs the reason.
             yank: r.yanked.then_some(Yank { reason: r.yank_reason, at_ms: 0 }),
+            rollout: r.rollout.map(|p| efa_domain::model::rollout::Position {
+                ring: p.ring as usize,
+                ring_name: p.ring_name,
+                admitted: p.admitted,
+                note: p.note,
+            }),
         })
     }
 }

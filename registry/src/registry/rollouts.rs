@@ -200,4 +200,20 @@ impl Registry {
         })?;
         Ok((verdict, event))
     }
+
+    /// The release as a caller sees it: for a Kommune (or one acting for it), with where it
+    /// stands in the release's rollout.
+    pub fn summary_for(
+        &self,
+        who: &Identity,
+        release: &efa_domain::model::release::Release,
+    ) -> Result<efa_domain::model::release::ReleaseSummary> {
+        let mut s = release.summary();
+        if let Ok(ags) = efa_domain::authz::acting_kommune(who) {
+            if let Some(r) = self.store.rollout(&s.service_id, &s.version)? {
+                s.rollout = Some(r.position(&ags, &s.service_id, &s.version));
+            }
+        }
+        Ok(s)
+    }
 }

@@ -182,6 +182,34 @@ impl RolloutPlan {
     }
 }
 
+/// Where one Kommune stands in a release's rollout: what nodes are told with the release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Its ring, 0-based.
+    pub ring: usize,
+    /// The ring's name.
+    pub ring_name: String,
+    /// Whether it may deploy the release now: its ring is open and the rollout not halted.
+    pub admitted: bool,
+    /// Why not, or why the rollout is paused or halted; empty otherwise.
+    pub note: String,
+}
+
+impl Rollout {
+    /// Where Kommune `ags` stands in this rollout of `service` `version`.
+    pub fn position(&self, ags: &Ags, service: &ServiceId, version: &semver::Version) -> Position {
+        let ring = self.plan.ring_of(ags, service, version);
+        let ring_name = self.plan.ring_name(ring).to_string();
+        let note = match &self.status {
+            Status::Halted { reason } => format!("rollout halted: {reason}"),
+            Status::Paused { reason } if ring > self.open => format!("rollout paused: {reason}"),
+            _ if ring > self.open => format!("scheduled for ring {} ({ring_name})", ring + 1),
+            _ => String::new(),
+        };
+        Position { ring, ring_name, admitted: self.admits(ring), note }
+    }
+}
+
 /// Name of the implicit last ring.
 pub const LAST_RING: &str = "alle übrigen";
 
