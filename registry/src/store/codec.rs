@@ -333,26 +333,28 @@ mod tests {
     }
 
     #[test]
-    fn a_version_3_event_reads_and_an_offer_event_is_version_4() {
+    fn version_3_and_4_events_read_and_a_rollout_event_is_version_5() {
         use efa_domain::model::event::EventKind;
         let e = Event {
             seq: 3,
             at_ms: 9,
             kind: EventKind::SigningKeysSet { land: "05".parse().unwrap(), keys: vec!["k".into()] },
         };
-        let mut v3 = encode(&e);
-        assert_eq!(v3[0], 4);
-        v3[0] = 3;
-        assert_eq!(decode::<Event>("events", &v3).unwrap(), e);
-        let offered = Event {
+        let mut older = encode(&e);
+        assert_eq!(older[0], 5);
+        for version in [3, 4] {
+            older[0] = version;
+            assert_eq!(decode::<Event>("events", &older).unwrap(), e);
+        }
+        let moved = Event {
             seq: 4,
             at_ms: 9,
-            kind: EventKind::Offered {
+            kind: EventKind::RolloutChanged {
                 service_id: "elfe".parse().unwrap(),
-                land: "05".parse().unwrap(),
-                withdrawn: false,
+                version: "1.1.0".parse().unwrap(),
+                transition: efa_domain::model::rollout::Transition::Opened { ring: 1, by_hand: false },
             },
         };
-        assert_eq!(decode::<Event>("events", &encode(&offered)).unwrap(), offered);
+        assert_eq!(decode::<Event>("events", &encode(&moved)).unwrap(), moved);
     }
 }
