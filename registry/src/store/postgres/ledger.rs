@@ -8,7 +8,7 @@
 //! event in one statement. A batch of reports thus costs three round trips (and the
 //! commit) however large it is, where one report alone used to cost ten.
 
-use super::sql::{exec, storage, tx_get};
+use super::sql::storage;
 use super::PostgresStore;
 use crate::error::{Error, Result};
 use crate::store::codec::{decode, encode};
@@ -170,43 +170,24 @@ pub(super) async fn apply_queued(conn: &mut PgConnection, queued: Vec<QueuedRepo
 }
 
 impl PostgresStore {
-    /// The ledger entry, the Kommune's record and the service's totals with the event: in
-    /// the batch (queued and applied at once, so the caller sees its outcome), or in a
-    /// transaction of its own.
+    /// The ledger entry, the Kommune's record and the service's totals with the event, applied
+    /// as a batch's reports are: in the batch (queued and applied at once, so the caller sees
+    /// its outcome), or alone in a transaction of its own.
     pub(super) fn append_adoption_entry(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)> {
         if self.in_batch() {
             let queued = self.queue_adoption_entry(entry)?;
             self.settle_batch()?;
             return queued.take();
         }
-        let (sid, ags) = (entry.service_id.to_string(), entry.ags.to_string());
+        // Outside a batch: the same application, in a transaction of its own.
+        let (mine, theirs) = Queued::pending();
         let entry = entry.clone();
-        let at = entry.at_ms;
-        self.mutate(at, move |c| {
-            Box::pin(async move {
-                let previous = tx_get::<AdoptionRecord>(
-                    c,
-                    "adoption",
-                    "SELECT rec FROM adoption WHERE service = $1 AND ags = $2 FOR UPDATE",
-                    &[&sid, &ags],
-                )
-                .await?;
-                let mut totals = tx_get::<ServiceTotals>(c, "totals", "SELECT rec FROM totals WHERE service = $1 FOR UPDATE", &[&sid])
-                    .await?
-                    .unwrap_or_default();
-                let record = AdoptionRecord::apply(previous.clone(), entry.clone());
-                totals.replace_record(previous.as_ref(), &record);
-                exec(c, "INSERT INTO totals (service, rec) VALUES ($1, $2) ON CONFLICT (service) DO UPDATE SET rec = EXCLUDED.rec", &[&sid], encode(&totals)).await?;
-                exec(c, "INSERT INTO adoption (service, ags, rec) VALUES ($1, $2, $3) ON CONFLICT (service, ags) DO UPDATE SET rec = EXCLUDED.rec", &[&sid, &ags], encode(&record)).await?;
-                exec(c, "INSERT INTO history (ags, rec) VALUES ($1, $2)", &[&ags], encode(&entry)).await?;
-                sqlx::query("INSERT INTO adoption_kommunen (ags) VALUES ($1) ON CONFLICT DO NOTHING")
-                    .bind(&ags)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(storage)?;
-                Ok((EventKind::AdoptionReported(entry), record))
-            })
-        })
+        self.run(move |pool| async move {
+            let mut tx = pool.begin().await.map_err(storage)?;
+            apply_queued(&mut tx, vec![(entry, theirs)]).await?;
+            tx.commit().await.map_err(storage)
+        })?;
+        mine.take()
     }
 
     /// Queues a report in the commit thread's batch (applied before the batch's next read
