@@ -326,12 +326,7 @@ async fn deliver(
             let reach = in_reach(ags, &resolved.builder, &resolved.offers);
             if subs.iter().any(|s| s.matches(service_id, &resolved.themenfeld, &resolved.channel, reach)) {
                 let mut info = resolved.info.clone();
-                info.rollout = position.map(|p| pb::RolloutPosition {
-                    ring: p.ring as u32,
-                    ring_name: p.ring_name,
-                    admitted: p.admitted,
-                    note: p.note,
-                });
+                info.rollout = position.as_ref().map(Into::into);
                 let kind = if matches!(event.kind, EventKind::ReleaseYanked { .. }) {
                     pb::event::Kind::ReleaseYanked(info)
                 } else {

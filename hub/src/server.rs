@@ -342,7 +342,7 @@ fn spawn_rollout_controller(feed: Arc<Feed>, every: Duration, replica: String, s
                     if rollout.status != efa_domain::model::rollout::Status::Running {
                         continue;
                     }
-                    match r.step_rollout(&service, &version, efa_domain::now_ms()) {
+                    match r.step_rollout(&service, &version, rollout, efa_domain::now_ms()) {
                         Ok((_, Some(event))) => moved.push(event),
                         Ok((_, None)) => {}
                         Err(e) => tracing::warn!(%service, %version, error = %e, "judging a rollout failed"),

@@ -19,6 +19,16 @@ async fn report(w: &World, ags: &str, version: &str, state: pb::AdoptionState) {
         .unwrap();
 }
 
+/// One controller step on the rollout as stored now, as the hub's controller takes it.
+fn step(
+    reg: &efa_registry::Registry,
+    sid: &efa_domain::model::ids::ServiceId,
+    v: &semver::Version,
+) -> efa_registry::Result<(Verdict, Option<efa_domain::model::event::Event>)> {
+    let rollout = reg.rollout(sid, v)?.expect("the release has a plan");
+    reg.step_rollout(sid, v, rollout, efa_domain::now_ms())
+}
+
 fn pilot_plan() -> RolloutPlan {
     RolloutPlan {
         rings: vec![Ring {
@@ -48,11 +58,11 @@ async fn a_pilot_ring_that_passes_opens_the_rest_and_a_rollback_halts_the_next_r
 
     // One pilot deployed: too little to judge. Both: the rest of NRW opens.
     report(&w, DORTMUND, "1.1.0", pb::AdoptionState::Deployed).await;
-    let (verdict, moved) = reg.step_rollout(&sid, &v110, efa_domain::now_ms()).unwrap();
+    let (verdict, moved) = step(reg, &sid, &v110).unwrap();
     assert!(matches!(verdict, Verdict::Wait(ref why) if why.contains("healthy deployments 1")), "{verdict:?}");
     assert!(moved.is_none());
     report(&w, BIELEFELD, "1.1.0", pb::AdoptionState::Deployed).await;
-    let (verdict, moved) = reg.step_rollout(&sid, &v110, efa_domain::now_ms()).unwrap();
+    let (verdict, moved) = step(reg, &sid, &v110).unwrap();
     assert_eq!(verdict, Verdict::Pass);
     let event = moved.expect("the next ring opened");
     assert!(matches!(
@@ -71,7 +81,7 @@ async fn a_pilot_ring_that_passes_opens_the_rest_and_a_rollback_halts_the_next_r
     reg.set_rollout_plan(&land(NRW), &sid, "1.1.1", pilot_plan()).unwrap();
     report(&w, DORTMUND, "1.1.1", pb::AdoptionState::Deployed).await;
     report(&w, BIELEFELD, "1.1.1", pb::AdoptionState::RolledBack).await;
-    let (verdict, moved) = reg.step_rollout(&sid, &v111, efa_domain::now_ms()).unwrap();
+    let (verdict, moved) = step(reg, &sid, &v111).unwrap();
     assert!(matches!(verdict, Verdict::Fail(ref why) if why.contains("rolled back")), "{verdict:?}");
     assert!(moved.is_some());
     let r = reg.rollout(&sid, &v111).unwrap().unwrap();
@@ -97,7 +107,7 @@ async fn the_land_pauses_promotes_and_aborts_by_hand() {
     // Paused: the controller leaves it alone even when the gates pass.
     report(&w, DORTMUND, "1.1.0", pb::AdoptionState::Deployed).await;
     report(&w, BIELEFELD, "1.1.0", pb::AdoptionState::Deployed).await;
-    assert!(reg.step_rollout(&sid, &v, efa_domain::now_ms()).unwrap().1.is_none());
+    assert!(step(reg, &sid, &v).unwrap().1.is_none());
     let (r, _) = reg.act_on_rollout(&land(NRW), &sid, "1.1.0", RolloutAction::Promote).unwrap();
     assert_eq!((r.open, r.status), (1, Status::Complete));
     let (r, _) =

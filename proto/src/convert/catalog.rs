@@ -130,12 +130,7 @@ impl From<&ReleaseSummary> for pb::ReleaseInfo {
             yanked: r.yank.is_some(),
             yank_reason: r.yank.as_ref().map(|y| y.reason.clone()).unwrap_or_default(),
             land_code: r.land.to_string(),
-            rollout: r.rollout.as_ref().map(|p| pb::RolloutPosition {
-                ring: p.ring as u32,
-                ring_name: p.ring_name.clone(),
-                admitted: p.admitted,
-                note: p.note.clone(),
-            }),
+            rollout: r.rollout.as_ref().map(Into::into),
         }
     }
 }

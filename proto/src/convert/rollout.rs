@@ -4,7 +4,7 @@ use crate::v1 as pb;
 use efa_domain::error::{Error, Result};
 use efa_domain::model::rating::Criterion;
 use efa_domain::model::rollout::{
-    GateCheck, GateState, Gates, Members, Ring, RingCounts, Rollout, RolloutPlan, Status, Verdict,
+    GateCheck, GateState, Gates, Members, Position, Ring, RingCounts, Rollout, RolloutPlan, Status, Verdict,
 };
 
 fn small(field: &'static str, v: u32) -> Result<u8> {
@@ -112,6 +112,17 @@ impl From<&RolloutPlan> for pb::RolloutPlan {
             rings: p.rings.iter().map(Into::into).collect(),
             gates: Some((&p.gates).into()),
             decide_within_secs: p.decide_within_secs.unwrap_or(0),
+        }
+    }
+}
+
+impl From<&Position> for pb::RolloutPosition {
+    fn from(p: &Position) -> Self {
+        pb::RolloutPosition {
+            ring: p.ring as u32,
+            ring_name: p.ring_name.clone(),
+            admitted: p.admitted,
+            note: p.note.clone(),
         }
     }
 }

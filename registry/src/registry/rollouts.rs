@@ -170,18 +170,17 @@ impl Registry {
         Ok((r, counts))
     }
 
-    /// One controller step for a release: the open ring's verdict, applied and stored on
-    /// the commit thread (against the rollout as stored then, so a Land's move in between
-    /// wins). Returns the verdict and the event if the rollout moved.
+    /// One controller step for a release whose rollout is `rollout` (as the caller read it):
+    /// the open ring's verdict, applied and stored on the commit thread against the rollout
+    /// as stored then, so a Land's move in between wins. Returns the verdict and the event
+    /// if the rollout moved.
     pub fn step_rollout(
         &self,
         service: &ServiceId,
         version: &semver::Version,
+        rollout: Rollout,
         now_ms: i64,
     ) -> Result<(Verdict, Option<Event>)> {
-        let Some(rollout) = self.store.rollout(service, version)? else {
-            return Err(Error::not_found(format!("rollout of {service} {version}")));
-        };
         if rollout.status != Status::Running {
             return Ok((Verdict::Wait(format!("the rollout is {:?}", rollout.status)), None));
         }
