@@ -197,24 +197,14 @@ impl PostgresStore {
             return self.append_adoption_entry(entry).map(Queued::ready);
         }
         let (mine, theirs) = Queued::pending();
+        let report = (entry.clone(), theirs);
         if tokio::runtime::Handle::try_current().is_err() {
             // The commit thread is a plain thread: no hop to the store's runtime needed.
-            let mut b = self.batch.blocking_lock();
-            if let Some(why) = &b.failed {
-                return Err(Error::Unavailable(format!("the batch's transaction failed: {why}")));
-            }
-            b.queued.push((entry.clone(), theirs));
-            return Ok(mine);
+            self.batch.blocking_lock().enqueue(report)?;
+        } else {
+            let batch = self.batch.clone();
+            self.run(move |_| async move { batch.lock().await.enqueue(report) })?;
         }
-        let (batch, entry) = (self.batch.clone(), entry.clone());
-        self.run(move |_| async move {
-            let mut b = batch.lock().await;
-            if let Some(why) = &b.failed {
-                return Err(Error::Unavailable(format!("the batch's transaction failed: {why}")));
-            }
-            b.queued.push((entry, theirs));
-            Ok(())
-        })?;
         Ok(mine)
     }
 

@@ -208,6 +208,15 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// Queues a report, unless the batch can no longer commit.
+    pub(super) fn enqueue(&mut self, report: QueuedReport) -> Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(Error::Unavailable(format!("the batch's transaction failed: {why}")));
+        }
+        self.queued.push(report);
+        Ok(())
+    }
+
     /// Applies queued reports in the transaction, so what follows sees them (and takes the
     /// seqs after theirs). A failure fails the batch.
     async fn settle(&mut self, pool: &PgPool) -> Result<()> {
