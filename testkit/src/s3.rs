@@ -26,6 +26,8 @@ pub const SECRET_KEY: &str = "efa-test-secret-key";
 pub struct Server {
     /// The S3 endpoint, `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// The master's HTTP address, asked whether a write would find a volume.
+    master: String,
     args: Vec<String>,
     dir: PathBuf,
 }
@@ -98,33 +100,53 @@ impl Server {
 
     fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut assign = String::new();
         loop {
             // The banner comes once every component runs; an unsigned request answered 403
-            // means the gateway checks signatures.
+            // means the gateway checks signatures; a file id from the master means a write
+            // finds a volume (reads alone work on a full disk, writes then fail with 500).
             let log = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
-            if log.contains("are running and ready") && http_status(&self.endpoint, BUCKET) == Some(403) {
-                return Ok(());
+            if log.contains("are running and ready") && http_get(&self.endpoint, &format!("/{BUCKET}/")).0 == Some(403)
+            {
+                assign = http_get(&self.master, "/dir/assign").1;
+                if assign.contains("\"fid\"") {
+                    return Ok(());
+                }
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
-                let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
-                return Err(format!("weed mini did not start within 60 s: {tail}"));
+                // glog error lines (`E1204 …`) say why; the rest is chatter of its workers.
+                let errors: Vec<&str> = log.lines().filter(|l| l.starts_with('E')).collect();
+                let tail = errors[errors.len().saturating_sub(8)..].join("\n");
+                let free = log.lines().find(|l| l.contains("Free Space:")).unwrap_or("").trim().to_owned();
+                return Err(format!(
+                    "weed mini in {} did not accept writes within 60 s ({free}; the master said {assign:?}); \
+                     its last errors:\n{tail}",
+                    self.dir.display()
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
 
-/// The status code of a plain `GET /bucket/` (no client library: a few lines of HTTP/1.0).
-fn http_status(endpoint: &str, bucket: &str) -> Option<u16> {
+/// Status and body of a plain `GET` (no client library: a few lines of HTTP/1.0).
+fn http_get(endpoint: &str, path: &str) -> (Option<u16>, String) {
     use std::io::{Read, Write};
     let addr = endpoint.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /{bucket}/ HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut head = [0u8; 16];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    let Ok(sock) = addr.parse() else { return (None, String::new()) };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(500)) else {
+        return (None, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return (None, String::new());
+    }
+    let mut buf = Vec::new();
+    let _ = s.take(64 * 1024).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok());
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }
 
 fn free_port() -> Result<u16, String> {
@@ -174,6 +196,7 @@ fn start() -> Result<Server, String> {
     );
     std::fs::write(dir.join("s3.json"), identities).map_err(|e| e.to_string())?;
     let s3_port = free_port()?;
+    let master_port = free_port()?;
     let mut args = vec![
         weed.to_string_lossy().into_owned(),
         "mini".into(),
@@ -186,9 +209,13 @@ fn start() -> Result<Server, String> {
         format!("-s3.config={}", dir.join("s3.json").display()),
         format!("-bucket={BUCKET}"),
         format!("-s3.port={s3_port}"),
+        // Left to itself, mini sizes its volume count by the free disk space and allows no
+        // write at all below ~64 MiB free; volumes are not preallocated, so a fixed count
+        // costs nothing.
+        "-volume.max=16".into(),
+        format!("-master.port={master_port}"),
     ];
     for flag in [
-        "master.port",
         "master.port.grpc",
         "volume.port",
         "volume.port.grpc",
@@ -219,7 +246,12 @@ fn start() -> Result<Server, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting the weed watchdog: {e}"))?;
-    let server = Server { endpoint: format!("http://127.0.0.1:{s3_port}"), args, dir };
+    let server = Server {
+        endpoint: format!("http://127.0.0.1:{s3_port}"),
+        master: format!("127.0.0.1:{master_port}"),
+        args,
+        dir,
+    };
     server.wait_ready()?;
     Ok(server)
 }
