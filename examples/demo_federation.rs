@@ -409,6 +409,7 @@ async fn publish(
         land: land.clone(),
         release_notes: notes.into(),
         signing_key: &key,
+        rollout: None,
     };
     Ok(publish_dir(fed.channel(&Identity::Land(land)).await?, spec, |_, _| {}).await?)
 }

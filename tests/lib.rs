@@ -149,6 +149,30 @@ impl World {
         version: &str,
         dir: &std::path::Path,
     ) -> Result<pb::ReleaseInfo, PublishError> {
+        self.publish_spec(channel, land_code, service, version, dir, None).await
+    }
+
+    /// Publishes as [`publish`](Self::publish) does, with a rollout plan stored with the release.
+    pub async fn publish_rolled_out(
+        &self,
+        land_code: &str,
+        service: &str,
+        version: &str,
+        dir: &std::path::Path,
+        plan: efa_domain::model::rollout::RolloutPlan,
+    ) -> Result<pb::ReleaseInfo, PublishError> {
+        self.publish_spec(self.channel(&land(land_code)).await, land_code, service, version, dir, Some(plan)).await
+    }
+
+    async fn publish_spec(
+        &self,
+        channel: Channel,
+        land_code: &str,
+        service: &str,
+        version: &str,
+        dir: &std::path::Path,
+        rollout: Option<efa_domain::model::rollout::RolloutPlan>,
+    ) -> Result<pb::ReleaseInfo, PublishError> {
         let key = self.fed.signing_key(&land_code.parse().unwrap()).unwrap();
         let spec = PublishSpec {
             dir,
@@ -158,6 +182,7 @@ impl World {
             land: land_code.parse()?,
             release_notes: format!("release {version}"),
             signing_key: &key,
+            rollout,
         };
         publish_dir(channel, spec, |_, _| {}).await
     }

@@ -133,6 +133,7 @@ pub async fn publish_signed(
         land: Hub::land(),
         release_notes: String::new(),
         signing_key: key,
+        rollout: None,
     };
     let signed = build_signed_manifest(&spec)?;
     let manifest = Manifest::from_bytes(&signed.manifest, &Default::default())?;

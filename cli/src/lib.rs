@@ -3,7 +3,8 @@
 //! The `efa` command for Land publishers and operators, and what every EfA binary shares at
 //! its process edge ([`edge`]: runtime, logging, stop signals, error output). Its library
 //! parts serve the demo and the tests too: [`publish`] (sign and upload a bundle),
-//! [`reports`] and [`table`] (reports as tables, CSV or JSON), [`keys`] (signing key files).
+//! [`reports`] and [`table`] (reports as tables, CSV or JSON), [`keys`] (signing key files),
+//! [`rollout`] (plan files and rollout status).
 //!
 //! **Architecture invariant:** no server code; `cargo install --path cli` builds no sled,
 //! axum, maud or rcgen.
@@ -15,4 +16,5 @@ pub mod edge;
 pub mod keys;
 pub mod publish;
 pub mod reports;
+pub mod rollout;
 pub mod table;

@@ -147,6 +147,8 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
             .map(|s| {
                 let yanked: serde_json::Map<String, serde_json::Value> =
                     s.yanked.iter().map(|(v, r)| (v.clone(), r.clone().into())).collect();
+                let scheduled: serde_json::Map<String, serde_json::Value> =
+                    s.scheduled.iter().map(|(v, r)| (v.clone(), r.clone().into())).collect();
                 let hold = s
                     .hold
                     .as_ref()
@@ -154,6 +156,7 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
                 serde_json::json!({
                     "service": s.service, "running": s.running, "installed": s.installed,
                     "pending": s.pending, "rejected": s.rejected, "yanked": yanked, "held": hold,
+                    "rollout": scheduled,
                     "last_error": s.last_error,
                 })
             })
@@ -176,7 +179,17 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
     );
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(["service", "running", "held", "installed", "awaiting approval", "rejected", "yanked", "last error"]);
+    t.set_header([
+        "service",
+        "running",
+        "held",
+        "installed",
+        "awaiting approval",
+        "rejected",
+        "yanked",
+        "rollout",
+        "last error",
+    ]);
     for s in st.services {
         t.add_row([
             s.service,
@@ -186,6 +199,7 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
             s.pending.join(", "),
             s.rejected.join(", "),
             s.yanked.iter().map(|(v, r)| format!("{v} ({r})")).collect::<Vec<_>>().join(", "),
+            s.scheduled.iter().map(|(v, r)| format!("{v}: {r}")).collect::<Vec<_>>().join(", "),
             s.last_error.unwrap_or_default(),
         ]);
     }

@@ -73,6 +73,10 @@ pub struct ServiceState {
     /// Yanked versions the node knows of, with the Land's reason.
     #[serde(default)]
     pub yanked: BTreeMap<String, String>,
+    /// Releases a rollout keeps from this Kommune for now (version -> why: "scheduled for
+    /// ring 2 (alle übrigen)", "rollout halted: ..."); gone once its ring opens.
+    #[serde(default)]
+    pub scheduled: BTreeMap<String, String>,
     /// The last failure, to show in `status`.
     pub last_error: Option<String>,
     /// Land code of the publisher, pinned when the first release was verified.

@@ -21,6 +21,8 @@ pub struct ServiceStatus {
     pub rejected: Vec<String>,
     /// Yanked versions with the Land's reason.
     pub yanked: Vec<(String, String)>,
+    /// Releases its rollout keeps from this Kommune for now, and why.
+    pub scheduled: Vec<(String, String)>,
     /// The last failure.
     pub last_error: Option<String>,
     /// Held at a version by the operator, and why: newer releases wait for approval.
@@ -108,6 +110,7 @@ pub fn collect(
                     .map(|v| if v.is_empty() { "(service)".into() } else { v.clone() })
                     .collect(),
                 yanked: s.yanked.into_iter().collect(),
+                scheduled: s.scheduled.into_iter().collect(),
                 last_error: s.last_error,
                 hold: s.hold,
                 service: name.clone(),

@@ -423,6 +423,7 @@ pub async fn publish(
         land: NRW.parse().unwrap(),
         release_notes: format!("Wohngeld {version}"),
         signing_key: key,
+        rollout: None,
     };
     let signed = build_signed_manifest(&spec)?;
     publish_raw(channel, signed.manifest, signed.signature, spec.release_notes, signed.files, |_, _| {}).await
@@ -444,6 +445,7 @@ pub async fn publish_dir(
         land: NRW.parse().unwrap(),
         release_notes: format!("Wohngeld {version}"),
         signing_key: key,
+        rollout: None,
     };
     efa_cli::publish::publish_dir(hub.channel(&land()).await, spec, |_, _| {}).await
 }

@@ -110,6 +110,7 @@ async fn the_node_checks_the_signed_schema_not_the_hubs_word() {
         land: NRW.parse().unwrap(),
         release_notes: String::new(),
         signing_key: &key,
+        rollout: None,
     };
     let stale: Vec<efa_domain::params::ParameterSpec> =
         with_office_email().into_iter().map(|p| p.try_into().unwrap()).collect();

@@ -163,6 +163,7 @@ async fn a_land_cannot_publish_for_another_lands_service() {
         land: "09".parse().unwrap(),
         release_notes: String::new(),
         signing_key: &bayern_key,
+        rollout: None,
     };
     let signed = build_signed_manifest(&spec).unwrap();
     let err = publish_raw(
@@ -325,6 +326,7 @@ async fn a_release_signed_with_an_unregistered_key_is_refused_at_once() {
         land: NRW.parse().unwrap(),
         release_notes: String::new(),
         signing_key: &wrong,
+        rollout: None,
     };
     let signed = build_signed_manifest(&spec).unwrap();
     let err = publish_raw(

@@ -1,6 +1,6 @@
 //! Rollout rings on a real hub and store: the controller opens the next ring when the
 //! pilot ring's gates pass, halts on a rollback, and the Land's moves are checked by the
-//! one authorization table. (Nodes and the wire come next; here Kommunen report directly.)
+//! one authorization table; nodes outside the open rings wait, over gRPC and on the stream.
 
 use efa_domain::model::rollout::{Gates, Members, Ring, RolloutPlan, Status, Transition, Verdict};
 use efa_proto::v1 as pb;
@@ -234,4 +234,66 @@ async fn a_node_outside_the_open_rings_waits_and_deploys_when_its_ring_opens() {
     .await;
     stop.cancel();
     run.await.unwrap().unwrap();
+}
+
+/// A plan given at publish time is stored with the release: an auto node outside the pilot
+/// ring that follows its stream never takes the release up, not even for a moment, and a
+/// halted rollout leaves the pilots running it, told so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_published_with_its_plan_never_reaches_a_node_outside_the_open_ring() {
+    use efa_domain::model::release::UpdatePolicy;
+    use efa_node::Handled;
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let subs = [Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }];
+    let essen = std::sync::Arc::new(w.node(ESSEN, &subs));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = {
+        let (stop, essen) = (stop.clone(), essen.clone());
+        tokio::spawn(async move { essen.run(stop).await })
+    };
+    eventually(20, "Essen's stream is attached", || async { w.fed.hub.as_ref().unwrap().watchers() >= 1 }).await;
+
+    let info =
+        w.publish_rolled_out(NRW, "wohngeld-nrw", "1.1.0", &w.standard_bundle("1.1.0"), pilot_plan()).await.unwrap();
+    assert_eq!(info.version, "1.1.0");
+    let dortmund = w.node(DORTMUND, &subs);
+    assert_eq!(
+        dortmund.sync().await.unwrap(),
+        vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.1.0".into() }]
+    );
+    // Essen's node received the release on its stream and keeps it waiting.
+    eventually(20, "Essen's node shows the release as scheduled", || async {
+        essen
+            .status()
+            .unwrap()
+            .services
+            .iter()
+            .any(|s| s.scheduled.iter().any(|(v, why)| v == "1.1.0" && why == "scheduled for ring 2 (alle übrigen)"))
+    })
+    .await;
+    assert!(!w.adopters("wohngeld-nrw").await.iter().any(|a| a.ags == ESSEN && a.running_version == "1.1.0"));
+
+    // The Land halts it: Dortmund keeps running 1.1.0 and is told; Essen never deploys it.
+    efa_proto::v1::rollout_service_client::RolloutServiceClient::new(w.channel(&land(NRW)).await)
+        .act_on_rollout(pb::RolloutActionRequest {
+            service_id: "wohngeld-nrw".into(),
+            version: "1.1.0".into(),
+            action: pb::RolloutAction::Abort as i32,
+            reason: "Bescheid falsch".into(),
+        })
+        .await
+        .unwrap();
+    let handled = dortmund.sync().await.unwrap();
+    assert!(
+        matches!(&handled[..], [Handled::Ignored { why, .. }] if why == "rollout halted: Bescheid falsch"),
+        "{handled:?}"
+    );
+    let st = dortmund.status().unwrap();
+    let s = st.services.iter().find(|s| s.service == "wohngeld-nrw").unwrap();
+    assert_eq!(s.running.as_deref(), Some("1.1.0"));
+    assert_eq!(s.scheduled, vec![("1.1.0".to_string(), "running; rollout halted: Bescheid falsch".to_string())]);
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    assert!(!w.adopters("wohngeld-nrw").await.iter().any(|a| a.ags == ESSEN && a.running_version == "1.1.0"));
 }

@@ -70,6 +70,7 @@ async fn publish_unchunked(w: &World, params: &[pb::ParameterSpec], version: &st
         land: NRW.parse().unwrap(),
         release_notes: String::new(),
         signing_key: &key,
+        rollout: None,
     };
     let params: Vec<ParameterSpec> = params.iter().cloned().map(|p| p.try_into().unwrap()).collect();
     let signed = build_signed_manifest_with(&spec, Some(params)).unwrap();
@@ -152,6 +153,7 @@ async fn a_hub_on_s3_stores_verified_content_once_serves_any_offset_and_collects
         land: NRW.parse().unwrap(),
         release_notes: String::new(),
         signing_key: &key,
+        rollout: None,
     };
     let params = info.parameters.iter().cloned().map(|p| p.try_into().unwrap()).collect();
     let signed = build_signed_manifest_with(&spec, Some(params)).unwrap();

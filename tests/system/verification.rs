@@ -102,6 +102,7 @@ async fn a_manifest_signed_by_another_lands_key_is_refused() {
         land: NRW.parse().unwrap(),
         release_notes: String::new(),
         signing_key: &bayern_key,
+        rollout: None,
     };
     let signed = build_signed_manifest(&spec).unwrap();
     publish_raw(w.channel(&land(NRW)).await, signed.manifest, signed.signature, String::new(), signed.files, |_, _| {})
@@ -176,6 +177,7 @@ async fn a_release_signed_by_another_trusted_land_is_refused_for_this_service() 
         land: "09".parse().unwrap(),
         release_notes: String::new(),
         signing_key: &key,
+        rollout: None,
     };
     let signed = build_signed_manifest(&spec).unwrap();
     let release = efa_domain::model::release::Release {

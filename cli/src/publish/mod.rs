@@ -10,6 +10,7 @@ pub use scan::{digest_file, scan_dir};
 
 use efa_domain::bundle::{BundleLimits, Manifest, MANIFEST_FORMAT, MANIFEST_FORMAT_WITH_SCHEMA};
 use efa_domain::model::ids::{parse_version, Channel, LandCode, ServiceId};
+use efa_domain::model::rollout::RolloutPlan;
 use efa_domain::params::ParameterSpec;
 use efa_domain::signing::SigningKey;
 use efa_domain::snapshot::{Snapshot, SNAPSHOT_FORMAT};
@@ -65,6 +66,8 @@ pub struct PublishSpec<'a> {
     pub release_notes: String,
     /// The Land's release signing key.
     pub signing_key: &'a SigningKey,
+    /// Ring by ring instead of to every subscriber at once; stored with the release.
+    pub rollout: Option<RolloutPlan>,
 }
 
 /// A release ready to upload.
@@ -123,9 +126,13 @@ pub async fn publish_dir(
     let parameters =
         service.parameters.into_iter().map(ParameterSpec::try_from).collect::<Result<Vec<_>, efa_domain::Error>>()?;
     let signed = build_signed_manifest_with(&spec, Some(parameters))?;
-    let info =
-        publish_raw(channel.clone(), signed.manifest, signed.signature, spec.release_notes, signed.files, progress)
-            .await?;
+    let header = pb::PublishHeader {
+        manifest: signed.manifest,
+        signature: signed.signature,
+        release_notes: spec.release_notes,
+        rollout_plan: spec.rollout.as_ref().map(pb::RolloutPlan::from),
+    };
+    let info = publish_header(channel.clone(), header, signed.files, progress).await?;
     // The release is committed now; a failed snapshot refresh must not look like a failed
     // publish (a retry would only get "already exists").
     if let Err(e) = publish_snapshot(channel, &spec.land, spec.signing_key, DEFAULT_SNAPSHOT_VALIDITY).await {
@@ -191,10 +198,19 @@ pub async fn publish_raw(
     files: Vec<PathBuf>,
     progress: impl Fn(u64, u64) + Send + 'static,
 ) -> Result<pb::ReleaseInfo, PublishError> {
+    let header = pb::PublishHeader { manifest, signature, release_notes, rollout_plan: None };
+    publish_header(channel, header, files, progress).await
+}
+
+/// Streams `header`, then the given files' contents, as they are on disk.
+pub async fn publish_header(
+    channel: GrpcChannel,
+    header: pb::PublishHeader,
+    files: Vec<PathBuf>,
+    progress: impl Fn(u64, u64) + Send + 'static,
+) -> Result<pb::ReleaseInfo, PublishError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::PublishChunk>(8);
-    let header = pb::PublishChunk {
-        part: Some(pb::publish_chunk::Part::Header(pb::PublishHeader { manifest, signature, release_notes })),
-    };
+    let header = pb::PublishChunk { part: Some(pb::publish_chunk::Part::Header(header)) };
     let total: u64 = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let reader = tokio::spawn(async move {
         if tx.send(header).await.is_err() {

@@ -6,6 +6,7 @@ use crate::state::HubState;
 use efa_domain::authz::{authorize, Action};
 use efa_domain::bundle::{Digest, Hasher, Manifest};
 use efa_domain::model::ids::{Channel, LandCode, ServiceId};
+use efa_domain::model::rollout::RolloutPlan;
 use efa_proto::convert::{parse, parse_opt};
 use efa_proto::v1 as pb;
 use efa_proto::v1::release_service_server::ReleaseService;
@@ -256,7 +257,8 @@ impl ReleaseService for Releases {
             Some(Err(e)) => return Err(e),
             _ => return Err(Status::invalid_argument("the first message of a publish stream must be the header")),
         };
-        let pb::PublishHeader { manifest, signature, release_notes } = header;
+        let pb::PublishHeader { manifest, signature, release_notes, rollout_plan } = header;
+        let plan = rollout_plan.map(RolloutPlan::try_from).transpose().map_err(status)?;
         // The one parse of the manifest: ownership, version and limits are checked on it,
         // and the checked release carries it to the commit.
         let checked = self.0.registry(move |r| r.check_publish(&who, manifest, signature)).await?;
@@ -276,7 +278,7 @@ impl ReleaseService for Releases {
         let m = checked.manifest();
         off_the_runtime(|| upload.seal(&format!("{} {}", m.service_id, m.version)))?;
 
-        let (release, event) = self.0.registry(move |r| r.commit_release(checked, release_notes)).await?;
+        let (release, events) = self.0.registry(move |r| r.commit_release(checked, release_notes, plan)).await?;
         if let Err(e) = off_the_runtime(|| upload.promote()) {
             // The release is committed; the next garbage collection (or start) promotes it.
             tracing::error!(service = %release.service_id, version = %release.version, error = %e, "promoting the release's content failed; it is retried");
@@ -284,7 +286,9 @@ impl ReleaseService for Releases {
         tracing::info!(service = %release.service_id, version = %release.version, channel = %release.channel, bytes = release.total_size, "release published");
         self.0.metrics.publishes.inc();
         self.0.metrics.publish_bytes.inc_by(release.total_size);
-        self.0.feed.publish(event);
+        for event in events {
+            self.0.feed.publish(event);
+        }
         Ok(Response::new((&release.summary()).into()))
     }
 

@@ -64,9 +64,25 @@ impl Agent {
         }
         // A rollout in rings: outside the open rings (or in a halted rollout) no policy
         // deploys; the hub tells this Kommune again when its ring opens.
+        let (id, version) = (info.service_id.to_string(), info.version.to_string());
         if let Some(p) = info.rollout.as_ref().filter(|p| !p.admitted) {
-            tracing::info!(service = %info.service_id, version = %info.version, ring = p.ring + 1, note = %p.note, "release not yet for this Kommune");
+            let runs_it = self.running_version(&info.service_id)?.as_ref() == Some(&info.version);
+            if runs_it {
+                // Already running (its ring was open): it keeps running, as after a yank,
+                // and the operator is told.
+                tracing::warn!(service = %info.service_id, version = %info.version, note = %p.note,
+                    "the rollout of the running release stopped; it keeps running until a newer release or a local rollback");
+            } else {
+                tracing::info!(service = %info.service_id, version = %info.version, ring = p.ring + 1, note = %p.note, "release not yet for this Kommune");
+            }
+            let note = if runs_it { format!("running; {}", p.note) } else { p.note.clone() };
+            let (i, v) = (id.clone(), version.clone());
+            self.update(move |s| s.services.entry(i).or_default().scheduled.insert(v, note))?;
             return Ok(ignored(&p.note));
+        }
+        if self.state.load()?.services.get(&id).is_some_and(|s| s.scheduled.contains_key(&version)) {
+            let v = version.clone();
+            self.update(move |s| s.services.entry(id).or_default().scheduled.remove(&v))?;
         }
         let st = self.state.load()?;
         let known = st.services.get(info.service_id.as_str());

@@ -9,6 +9,7 @@ use efa_domain::model::catalog::{CatalogEntry, NewService, Service, SigningKeys}
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{parse_version, Channel, LandCode, ServiceId};
 use efa_domain::model::release::{Release, Yank};
+use efa_domain::model::rollout::{Rollout, RolloutPlan};
 use efa_domain::params::validate_schema;
 use efa_domain::signing::{verify_any, VerifyingKey};
 use efa_domain::snapshot::Snapshot;
@@ -203,8 +204,15 @@ impl Registry {
         Ok(CheckedRelease { land, manifest, version, manifest_bytes, signature })
     }
 
-    /// Records a checked release whose content the caller has stored and verified.
-    pub fn commit_release(&self, checked: CheckedRelease, release_notes: String) -> Result<(Release, Event)> {
+    /// Records a checked release whose content the caller has stored and verified; with a
+    /// rollout plan, the release and its rollout (first ring open) are stored together.
+    /// Returns the release and its events (`ReleasePublished`, then `RolloutChanged`).
+    pub fn commit_release(
+        &self,
+        checked: CheckedRelease,
+        release_notes: String,
+        plan: Option<RolloutPlan>,
+    ) -> Result<(Release, Vec<Event>)> {
         text::check("release notes", &release_notes, MAX_DESCRIPTION_CHARS, Lines::Multi)?;
         let CheckedRelease { land, manifest, version, manifest_bytes, signature } = checked;
         let release = Release {
@@ -221,7 +229,17 @@ impl Registry {
             signature,
             yank: None,
         };
-        self.commits.write(move |s| Ok((s.insert_release(&release)?, release))).map(|(event, release)| (release, event))
+        let rollout = plan.map(|p| Rollout::start(p, release.published_at_ms)).transpose()?;
+        self.commits.write(move |s| {
+            let events = match &rollout {
+                None => vec![s.insert_release(&release)?],
+                Some(r) => {
+                    let (published, started) = s.insert_release_with_rollout(&release, r)?;
+                    vec![published, started]
+                }
+            };
+            Ok((release, events))
+        })
     }
 
     /// True if a published release names the blob; the hub serves only such content.

@@ -86,6 +86,10 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a release; `AlreadyExists` if that version exists (releases are immutable).
     /// Also records every blob of the release (see [`blob_referenced`](Self::blob_referenced)).
     fn insert_release(&self, release: &Release) -> Result<Event>;
+    /// Inserts a release and its rollout in one transaction, so no reader ever sees the
+    /// release without its plan (an auto-updating node would take it everywhere at once).
+    /// Returns the `ReleasePublished` event and the `RolloutChanged` (`Started`) after it.
+    fn insert_release_with_rollout(&self, release: &Release, rollout: &Rollout) -> Result<(Event, Event)>;
     /// True if a published release names the blob: only such content is served.
     fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool>;
     /// One release of a service.

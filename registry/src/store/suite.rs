@@ -83,6 +83,47 @@ macro_rules! store_test_suite {
                 ]
             );
         }
+        #[test]
+        fn a_release_and_its_rollout_are_stored_together_or_not_at_all() {
+            use efa_domain::model::rollout::{Gates, Members, Ring, Rollout, RolloutPlan, Transition};
+            let store = $make;
+            let s = service();
+            store
+                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
+                .unwrap();
+            let plan = RolloutPlan {
+                rings: vec![Ring { name: "Pilot".into(), members: Members::Share { percent: 10 } }],
+                gates: Gates { min_healthy: 1, ..Default::default() },
+                decide_within_secs: None,
+            };
+            let r = Rollout::start(plan, 2).unwrap();
+            let rel = release("1.1.0");
+            let (published, started) = store.insert_release_with_rollout(&rel, &r).unwrap();
+            assert_eq!(started.seq, published.seq + 1);
+            assert_eq!(
+                published.kind,
+                EventKind::ReleasePublished { service_id: rel.service_id.clone(), version: rel.version.clone() }
+            );
+            assert_eq!(
+                started.kind,
+                EventKind::RolloutChanged {
+                    service_id: rel.service_id.clone(),
+                    version: rel.version.clone(),
+                    transition: Transition::Started
+                }
+            );
+            assert_eq!(store.rollout(&rel.service_id, &rel.version).unwrap(), Some(r.clone()));
+            assert!(store.release(&rel.service_id, &rel.version).unwrap().is_some());
+
+            // The version exists: refused, and neither the rollout nor the log changes.
+            let mut other = r.clone();
+            other.pause("a second plan").unwrap();
+            let head = store.head_seq().unwrap();
+            let err = store.insert_release_with_rollout(&rel, &other).unwrap_err();
+            assert_eq!(err.kind(), efa_domain::error::ErrorKind::AlreadyExists, "{err}");
+            assert_eq!(store.rollout(&rel.service_id, &rel.version).unwrap(), Some(r));
+            assert_eq!(store.head_seq().unwrap(), head);
+        }
 
         #[test]
         fn releases_are_immutable_and_sorted_by_semver() {

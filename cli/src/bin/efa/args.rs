@@ -232,6 +232,20 @@ pub(crate) enum Command {
         /// Release signing key (from `efa keygen`).
         #[arg(long)]
         signing_key: PathBuf,
+        /// Roll the release out ring by ring by this plan (TOML; `efa rollout --help` shows
+        /// one). Stored with the release, so no node takes it up before its ring opens.
+        #[arg(long, value_name = "PLAN.toml")]
+        rollout: Option<PathBuf>,
+    },
+    /// A release's rollout ring by ring: status, plan, and moves by hand.
+    #[command(after_help = ROLLOUT_HELP)]
+    Rollout {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        out: Out,
+        #[command(subcommand)]
+        command: RolloutCommand,
     },
     /// Yank a release: no new deployments; running ones are left alone.
     Yank {
@@ -261,6 +275,62 @@ pub(crate) enum Command {
         out: Out,
         #[command(subcommand)]
         command: ReportCommand,
+    },
+}
+
+pub(crate) const ROLLOUT_HELP: &str = r#"A plan file (TOML):
+
+  decide_within = "14d"         # no verdict by then: pause and tell the Land
+  [[ring]]
+  name = "Pilot"
+  kommunen = ["05913000", "05711000"]
+  [[ring]]
+  name = "Kreis Unna"
+  kreise = ["05978"]
+  [[ring]]
+  name = "Zehn Prozent"
+  share_percent = 10            # by a hash of AGS and release: never reshuffled
+  [gates]                       # what the open ring must show before the next opens
+  min_healthy = 2
+  max_failed_percent = 0        # failed or rolled back
+  min_bake = "1h"
+  min_ratings = 1
+  min_stars = 3.5
+  min_criteria = { payment = 3.0 }
+  max_blocked_percent = 20      # pre-flight blocked
+
+Gemeinden no ring names form a last ring, "alle übrigen". A failed gate halts the
+rollout: no further ring opens, and no node deploys the release any more."#;
+
+#[derive(Subcommand)]
+pub(crate) enum RolloutCommand {
+    /// Ring by ring: who reported what, ratings, the open ring's gates and why it waits.
+    Status { service: String, version: String },
+    /// Set the plan of a release published without one (before nodes took it up, prefer
+    /// `efa publish --rollout`).
+    Plan {
+        service: String,
+        version: String,
+        /// The plan file (TOML).
+        plan: PathBuf,
+    },
+    /// Open the next ring now, without waiting for the gates.
+    Promote { service: String, version: String },
+    /// Open no further ring until resumed.
+    Pause {
+        service: String,
+        version: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Go on after a pause (or a pause for want of a verdict).
+    Resume { service: String, version: String },
+    /// Stop for good: no further ring opens and no node deploys the release any more.
+    Abort {
+        service: String,
+        version: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 

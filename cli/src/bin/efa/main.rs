@@ -13,6 +13,7 @@ use efa_proto::tls::ClientTlsFiles;
 use efa_proto::v1 as pb;
 use efa_proto::v1::catalog_service_client::CatalogServiceClient;
 use efa_proto::v1::release_service_client::ReleaseServiceClient;
+use efa_proto::v1::rollout_service_client::RolloutServiceClient;
 use std::process::ExitCode;
 
 mod args;
@@ -186,7 +187,7 @@ async fn run() -> Result<ExitCode> {
                 .into_inner();
             println!("registered {} ({}, {} / {})", s.id, s.title, s.themenfeld, s.lebenslage);
         }
-        Command::Publish { conn, dir, service, version, channel, notes, signing_key } => {
+        Command::Publish { conn, dir, service, version, channel, notes, signing_key, rollout } => {
             let key = read_signing_key(signing_key)?;
             let me =
                 CatalogServiceClient::new(conn.channel().await?).who_am_i(pb::WhoAmIRequest {}).await?.into_inner();
@@ -201,7 +202,9 @@ async fn run() -> Result<ExitCode> {
                 land: me.key.parse()?,
                 release_notes: notes.clone(),
                 signing_key: &key,
+                rollout: rollout.as_deref().map(efa_cli::rollout::read_plan).transpose()?,
             };
+            let first_ring = spec.rollout.as_ref().map(|p| p.ring_name(0).to_string());
             let bar = indicatif::ProgressBar::new(0).with_style(
                 indicatif::ProgressStyle::with_template(
                     "uploading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -227,6 +230,12 @@ async fn run() -> Result<ExitCode> {
                 r.content_digest,
                 indicatif::HumanDuration(started.elapsed())
             );
+            if let Some(ring) = first_ring {
+                println!(
+                    "rolls out ring by ring; ring 1 ({ring}) is open (efa rollout status {} {})",
+                    r.service_id, r.version
+                );
+            }
         }
         Command::Snapshot { conn, signing_key, valid_days } => {
             let key = read_signing_key(signing_key)?;
@@ -310,6 +319,51 @@ async fn run() -> Result<ExitCode> {
                 ]);
             }
             out.print(&[&t])?;
+        }
+        Command::Rollout { conn, out, command } => {
+            let mut client = RolloutServiceClient::new(conn.channel().await?);
+            let act =
+                |service: &str, version: &str, action: pb::RolloutAction, reason: &str| pb::RolloutActionRequest {
+                    service_id: service.into(),
+                    version: version.into(),
+                    action: action as i32,
+                    reason: reason.into(),
+                };
+            let status = match command {
+                RolloutCommand::Status { service, version } => {
+                    client
+                        .get_rollout_status(pb::GetRolloutStatusRequest {
+                            service_id: service.clone(),
+                            version: version.clone(),
+                        })
+                        .await?
+                }
+                RolloutCommand::Plan { service, version, plan } => {
+                    let plan = efa_cli::rollout::read_plan(plan)?;
+                    client
+                        .set_rollout_plan(pb::SetRolloutPlanRequest {
+                            service_id: service.clone(),
+                            version: version.clone(),
+                            plan: Some((&plan).into()),
+                        })
+                        .await?
+                }
+                RolloutCommand::Promote { service, version } => {
+                    client.act_on_rollout(act(service, version, pb::RolloutAction::Promote, "")).await?
+                }
+                RolloutCommand::Pause { service, version, reason } => {
+                    client.act_on_rollout(act(service, version, pb::RolloutAction::Pause, reason)).await?
+                }
+                RolloutCommand::Resume { service, version } => {
+                    client.act_on_rollout(act(service, version, pb::RolloutAction::Resume, "")).await?
+                }
+                RolloutCommand::Abort { service, version, reason } => {
+                    client.act_on_rollout(act(service, version, pb::RolloutAction::Abort, reason)).await?
+                }
+            }
+            .into_inner();
+            let [head, rings, gates] = efa_cli::rollout::status_tables(&status);
+            out.print(&[&head, &rings, &gates])?;
         }
         Command::Yank { conn, service, version, reason } => {
             let r = ReleaseServiceClient::new(conn.channel().await?)

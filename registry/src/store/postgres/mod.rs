@@ -41,7 +41,7 @@ use efa_domain::model::release::{Release, Yank};
 use efa_domain::model::rollout::{Rollout, Transition};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::Row;
 
 /// The LISTEN/NOTIFY channel on which commits that streams care about are announced.
@@ -198,43 +198,43 @@ impl Store for PostgresStore {
     }
 
     fn insert_release(&self, release: &Release) -> Result<Event> {
-        let (service, version) = (release.service_id.to_string(), release.version.to_string());
-        let value = encode(release);
-        let digests: Vec<Vec<u8>> =
-            efa_domain::bundle::Manifest::blob_digests(&release.manifest).into_iter().map(|d| d.0.to_vec()).collect();
         let kind =
             EventKind::ReleasePublished { service_id: release.service_id.clone(), version: release.version.clone() };
-        let (what_service, what_version) = (release.service_id.clone(), release.version.clone());
+        let release = release.clone();
         self.mutate(release.published_at_ms, move |c| {
             Box::pin(async move {
-                let inserted = sqlx::query(
-                    "INSERT INTO releases (service, version, rec) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(&service)
-                .bind(&version)
-                .bind(value)
-                .execute(&mut *c)
-                .await
-                .map_err(storage)?
-                .rows_affected();
-                if inserted == 0 {
-                    return Err(Error::already_exists(format!(
-                        "release {what_service} {what_version} already exists; published versions are immutable, publish a new version"
-                    )));
-                }
-                sqlx::query(
-                    "INSERT INTO blob_refs (digest, service, version) SELECT d, $2, $3 FROM UNNEST($1::bytea[]) AS d ON CONFLICT DO NOTHING",
-                )
-                .bind(&digests)
-                .bind(&service)
-                .bind(&version)
-                .execute(&mut *c)
-                .await
-                .map_err(storage)?;
+                insert_release_rows(c, &release).await?;
                 Ok((kind, ()))
             })
         })
         .map(|((), event)| event)
+    }
+
+    fn insert_release_with_rollout(&self, release: &Release, rollout: &Rollout) -> Result<(Event, Event)> {
+        let (s, v, value) = (release.service_id.to_string(), release.version.to_string(), encode(rollout));
+        let kind = EventKind::RolloutChanged {
+            service_id: release.service_id.clone(),
+            version: release.version.clone(),
+            transition: Transition::Started,
+        };
+        let release = release.clone();
+        // One mutation: the release's event is appended inside it, the rollout's after it.
+        self.mutate(release.published_at_ms, move |c| {
+            Box::pin(async move {
+                insert_release_rows(c, &release).await?;
+                let published = sql::append_event(
+                    &mut *c,
+                    release.published_at_ms,
+                    EventKind::ReleasePublished {
+                        service_id: release.service_id.clone(),
+                        version: release.version.clone(),
+                    },
+                )
+                .await?;
+                exec(c, "INSERT INTO rollouts (service, version, rec) VALUES ($1, $2, $3)", &[&s, &v], value).await?;
+                Ok((kind, published))
+            })
+        })
     }
 
     fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool> {
@@ -716,6 +716,37 @@ impl Store for PostgresStore {
 
 /// Marks a removal that found nothing, to roll its transaction back without an event.
 const NOTHING_REMOVED: &str = "nothing to remove";
+
+/// The rows of a new release: the release (refused if the version exists) and its blob index.
+async fn insert_release_rows(c: &mut PgConnection, release: &Release) -> Result<()> {
+    let (service, version) = (release.service_id.to_string(), release.version.to_string());
+    let digests: Vec<Vec<u8>> =
+        efa_domain::bundle::Manifest::blob_digests(&release.manifest).into_iter().map(|d| d.0.to_vec()).collect();
+    let inserted =
+        sqlx::query("INSERT INTO releases (service, version, rec) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(&service)
+            .bind(&version)
+            .bind(encode(release))
+            .execute(&mut *c)
+            .await
+            .map_err(storage)?
+            .rows_affected();
+    if inserted == 0 {
+        return Err(Error::already_exists(format!(
+            "release {service} {version} already exists; published versions are immutable, publish a new version"
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO blob_refs (digest, service, version) SELECT d, $2, $3 FROM UNNEST($1::bytea[]) AS d ON CONFLICT DO NOTHING",
+    )
+    .bind(&digests)
+    .bind(&service)
+    .bind(&version)
+    .execute(&mut *c)
+    .await
+    .map_err(storage)?;
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests;

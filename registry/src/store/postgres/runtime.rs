@@ -267,6 +267,7 @@ where
                 | EventKind::Offered { .. }
                 | EventKind::Subscribed(_)
                 | EventKind::Unsubscribed { .. }
+                | EventKind::RolloutChanged { .. }
         );
         let event = append_event(&mut *conn, at_ms, kind).await?;
         if wakes {

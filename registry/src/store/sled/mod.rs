@@ -43,7 +43,7 @@ use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 use sled::Transactional;
 use std::path::Path;
-use tx::{abort, append_event, blob_ref_keys, from_tx, key, prefix, tx_get};
+use tx::{abort, append_event, blob_ref_keys, from_tx, insert_release_tx, key, prefix, published, tx_get};
 
 const SEQ_KEY: &[u8] = b"seq";
 /// Counter of bulk-loaded history entries (not an event seq; see `bulk_load_adoptions`).
@@ -278,25 +278,26 @@ impl Store for SledStore {
         let refs = blob_ref_keys(release);
         (&self.releases, &self.blob_refs, &self.meta, &self.events)
             .transaction(|(releases, blob_refs, meta, events)| {
-                if releases.get(&k)?.is_some() {
-                    return abort(Error::already_exists(format!(
-                        "release {} {} already exists; published versions are immutable, publish a new version",
-                        release.service_id, release.version
-                    )));
-                }
-                releases.insert(k.as_slice(), encode(release))?;
-                for r in &refs {
-                    blob_refs.insert(r.as_slice(), &[])?;
-                }
-                append_event(
-                    meta,
-                    events,
-                    release.published_at_ms,
-                    EventKind::ReleasePublished {
-                        service_id: release.service_id.clone(),
-                        version: release.version.clone(),
-                    },
-                )
+                insert_release_tx(releases, blob_refs, &k, &refs, release)?;
+                append_event(meta, events, release.published_at_ms, published(release))
+            })
+            .map_err(from_tx)
+    }
+
+    fn insert_release_with_rollout(&self, release: &Release, rollout: &Rollout) -> Result<(Event, Event)> {
+        let k = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
+        let refs = blob_ref_keys(release);
+        (&self.releases, &self.blob_refs, &self.rollouts, &self.meta, &self.events)
+            .transaction(|(releases, blob_refs, rollouts, meta, events)| {
+                insert_release_tx(releases, blob_refs, &k, &refs, release)?;
+                let first = append_event(meta, events, release.published_at_ms, published(release))?;
+                rollouts.insert(k.as_slice(), encode(rollout))?;
+                let kind = EventKind::RolloutChanged {
+                    service_id: release.service_id.clone(),
+                    version: release.version.clone(),
+                    transition: Transition::Started,
+                };
+                Ok((first, append_event(meta, events, release.published_at_ms, kind)?))
             })
             .map_err(from_tx)
     }

@@ -71,3 +71,29 @@ pub(super) fn append_event(
     events.insert(&event.seq.to_be_bytes(), encode(&event))?;
     Ok(event)
 }
+
+/// Writes a new release and its blob index inside a transaction; an existing version aborts it.
+pub(super) fn insert_release_tx(
+    releases: &TransactionalTree,
+    blob_refs: &TransactionalTree,
+    k: &[u8],
+    refs: &[Vec<u8>],
+    release: &Release,
+) -> TxResult<()> {
+    if releases.get(k)?.is_some() {
+        return abort(Error::already_exists(format!(
+            "release {} {} already exists; published versions are immutable, publish a new version",
+            release.service_id, release.version
+        )));
+    }
+    releases.insert(k, encode(release))?;
+    for r in refs {
+        blob_refs.insert(r.as_slice(), &[])?;
+    }
+    Ok(())
+}
+
+/// The event of a release's publication.
+pub(super) fn published(release: &Release) -> EventKind {
+    EventKind::ReleasePublished { service_id: release.service_id.clone(), version: release.version.clone() }
+}
