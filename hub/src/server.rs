@@ -12,6 +12,7 @@ use crate::services::{
 use crate::state::HubState;
 use crate::transport::TlsServer;
 use efa_domain::bundle::BundleLimits;
+use efa_domain::model::event::EventKind;
 use efa_proto::v1::{
     adoption_service_server::AdoptionServiceServer, catalog_service_server::CatalogServiceServer,
     release_service_server::ReleaseServiceServer, report_service_server::ReportServiceServer,
@@ -327,38 +328,51 @@ const ROLLOUT_ROUND: Duration = Duration::from_secs(5);
 fn spawn_rollout_controller(feed: Arc<Feed>, every: Duration, replica: String, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        // Reports and ratings wake it early (a report on this replica; others' reach it at
+        // the next tick), so a pilot ring's verdict follows its last report closely.
+        let mut bus = feed.bus.subscribe();
+        let mut ctl = Some(efa_registry::RolloutController::default());
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                got = bus.recv() => match got {
+                    Ok(e) if matches!(e.kind, EventKind::AdoptionReported(_) | EventKind::Rated(_)) => {
+                        // Let a burst of reports settle into one round.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        while bus.try_recv().is_ok() {}
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
             }
             if !holds_lease(&feed.registry, "rollout-controller", &replica, every * 3).await {
+                // Another replica judges; counts kept here would go stale.
+                ctl = Some(Default::default());
                 continue;
             }
             let r = feed.registry.clone();
-            let round = tokio::task::spawn_blocking(move || -> efa_registry::Result<Vec<_>> {
-                let mut moved = Vec::new();
-                for (service, version, rollout) in r.rollouts()? {
-                    if rollout.status != efa_domain::model::rollout::Status::Running {
-                        continue;
-                    }
-                    match r.step_rollout(&service, &version, rollout, efa_domain::now_ms()) {
-                        Ok((_, Some(event))) => moved.push(event),
-                        Ok((_, None)) => {}
-                        Err(e) => tracing::warn!(%service, %version, error = %e, "judging a rollout failed"),
-                    }
-                }
-                Ok(moved)
+            let Some(mut c) = ctl.take() else { continue };
+            let round = tokio::task::spawn_blocking(move || {
+                let moved = r.controller_round(&mut c, efa_domain::now_ms());
+                (c, moved)
             });
             match round.await {
-                Ok(Ok(events)) => {
+                Ok((c, Ok(events))) => {
+                    ctl = Some(c);
                     for event in events {
                         tracing::info!(seq = event.seq, kind = ?event.kind, "rollout moved");
                         feed.publish(event);
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "the rollout controller could not read the rollouts"),
-                Err(e) => tracing::error!(error = %e, "the rollout controller's round failed"),
+                Ok((_, Err(e))) => {
+                    ctl = Some(Default::default());
+                    tracing::warn!(error = %e, "the rollout controller could not read the rollouts");
+                }
+                Err(e) => {
+                    ctl = Some(Default::default());
+                    tracing::error!(error = %e, "the rollout controller's round failed");
+                }
             }
         }
     });

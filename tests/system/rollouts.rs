@@ -297,3 +297,80 @@ async fn a_release_published_with_its_plan_never_reaches_a_node_outside_the_open
     run.await.unwrap().unwrap();
     assert!(!w.adopters("wohngeld-nrw").await.iter().any(|a| a.ags == ESSEN && a.running_version == "1.1.0"));
 }
+
+/// The controller's counters, kept current from the event log, always equal a fresh count
+/// from the records, whatever order reports, rollbacks and re-ratings come in; and a
+/// restarted controller (seeded from the records) agrees too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_counters_match_a_count_from_the_records() {
+    use efa_domain::model::adoption::{AdoptionReport, AdoptionState};
+    use efa_domain::model::rating::NewRating;
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let reg = w.fed.registry().unwrap();
+    let sid: efa_domain::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
+    let nrw: Vec<efa_domain::model::ids::Ags> = reg
+        .store()
+        .kommunen()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.ags)
+        .filter(|a| a.to_string().starts_with("05"))
+        .take(80)
+        .collect();
+    let plan = RolloutPlan {
+        rings: vec![
+            Ring { name: "Pilot".into(), members: Members::Kommunen(nrw.iter().take(5).cloned().collect()) },
+            Ring { name: "Hälfte".into(), members: Members::Share { percent: 50 } },
+        ],
+        // Never passes: the rollout stays running, so the controller keeps counting.
+        gates: Gates { min_healthy: 1_000, ..Default::default() },
+        decide_within_secs: None,
+    };
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    w.publish_rolled_out(NRW, "wohngeld-nrw", "1.1.0", &w.standard_bundle("1.1.0"), plan).await.unwrap();
+    let (v100, v110): (semver::Version, semver::Version) = ("1.0.0".parse().unwrap(), "1.1.0".parse().unwrap());
+    let mut ctl = efa_registry::RolloutController::default();
+    assert!(reg.controller_round(&mut ctl, efa_domain::now_ms()).unwrap().is_empty());
+
+    let mut rng = efa_testkit::rng::Rng::from_env("controller counters");
+    for round in 0..6 {
+        for _ in 0..60 {
+            let ags = &nrw[rng.range(0, nrw.len() as u64) as usize];
+            let (version, state) = match rng.range(0, 6) {
+                0 => (v100.clone(), AdoptionState::Deployed),
+                1 | 2 => (v110.clone(), AdoptionState::Deployed),
+                3 => (v110.clone(), AdoptionState::Failed),
+                4 => (v110.clone(), AdoptionState::RolledBack),
+                _ => (v110.clone(), AdoptionState::Evaluating),
+            };
+            let reason = if matches!(state, AdoptionState::Failed | AdoptionState::RolledBack) { "Test" } else { "" };
+            let report =
+                AdoptionReport { service_id: sid.clone(), version: Some(version), state, reason: reason.into() };
+            reg.report_adoption(ags, report).await.unwrap();
+            if rng.range(0, 3) == 0 {
+                let stars = rng.range(1, 6) as u32;
+                let rating = NewRating {
+                    service_id: sid.clone(),
+                    version: v110.clone(),
+                    stars,
+                    criteria: vec![(efa_domain::model::rating::Criterion::Payment, stars)],
+                    comment: String::new(),
+                    met: vec![],
+                };
+                // Only a Kommune that evaluated or deployed 1.1.0 may rate it.
+                let _ = reg.rate(ags, rating).await;
+            }
+        }
+        reg.controller_round(&mut ctl, efa_domain::now_ms()).unwrap();
+        let rollout = reg.rollout(&sid, &v110).unwrap().unwrap();
+        let mut fresh = reg.ring_counts(&sid, &v110, &rollout).unwrap();
+        fresh[0].opened_at_ms = 0;
+        assert_eq!(ctl.counts(&sid, &v110).unwrap(), &fresh[..], "round {round}");
+        let mut restarted = efa_registry::RolloutController::default();
+        reg.controller_round(&mut restarted, efa_domain::now_ms()).unwrap();
+        assert_eq!(restarted.counts(&sid, &v110).unwrap(), &fresh[..], "restarted, round {round}");
+    }
+    let total: u32 = ctl.counts(&sid, &v110).unwrap().iter().map(|c| c.healthy + c.failed + c.rolled_back).sum();
+    assert!(total > 0, "the test exercised something");
+}

@@ -16,7 +16,7 @@ mod register;
 mod reports;
 mod rollouts;
 
-pub use rollouts::RolloutAction;
+pub use rollouts::{RolloutAction, RolloutController};
 
 pub use catalog::CheckedRelease;
 

@@ -4,10 +4,25 @@
 use super::Registry;
 use crate::error::{Error, Result};
 use efa_domain::authz::{authorize, Action, Identity};
-use efa_domain::model::adoption::AdoptionState;
-use efa_domain::model::event::Event;
+use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{Ags, ServiceId};
-use efa_domain::model::rollout::{RingCounts, Rollout, RolloutPlan, Status, Transition, Verdict};
+use efa_domain::model::rollout::{RingCounts, Rollout, RolloutPlan, Status, Tally, Transition, Verdict};
+use std::collections::HashMap;
+
+/// What the rollout controller remembers between rounds: where it is in the event log, and
+/// each running rollout's ring counts as of there.
+#[derive(Default)]
+pub struct RolloutController {
+    cursor: u64,
+    tallies: HashMap<(ServiceId, semver::Version), Tally>,
+}
+
+impl RolloutController {
+    /// The ring counts it holds for a running rollout, as of its last round.
+    pub fn counts(&self, service: &ServiceId, version: &semver::Version) -> Option<&[RingCounts]> {
+        self.tallies.get(&(service.clone(), version.clone())).map(|t| t.counts())
+    }
+}
 
 /// What the Land does to a running rollout by hand.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,50 +128,124 @@ impl Registry {
 
     /// What each ring of a release's rollout has shown: its Kommunen's reports on the
     /// release, their ratings of it and their pre-flight results, in one pass over each.
-    /// (Read from the records for now; issue 15 asks for counters kept with each write.)
     pub fn ring_counts(
         &self,
         service: &ServiceId,
         version: &semver::Version,
         rollout: &Rollout,
     ) -> Result<Vec<RingCounts>> {
-        let mut counts = vec![RingCounts::default(); rollout.plan.ring_count()];
+        let mut counts = self.tally(service, version, rollout)?.counts().to_vec();
         counts[rollout.open].opened_at_ms = rollout.opened_at_ms;
+        Ok(counts)
+    }
+
+    /// A release's ring counts, read from the records once; the controller then keeps them
+    /// current with [`RolloutController`].
+    pub fn tally(&self, service: &ServiceId, version: &semver::Version, rollout: &Rollout) -> Result<Tally> {
+        let mut tally = Tally::new(rollout.plan.ring_count());
         let ring = |ags: &Ags| rollout.plan.ring_of(ags, service, version);
         for record in self.store.adopters(service)? {
-            let c = &mut counts[ring(&record.latest.ags)];
-            if record.running.as_ref() == Some(version) {
-                c.healthy += 1;
-            }
-            if record.latest.version.as_ref() == Some(version) {
-                match record.latest.state {
-                    AdoptionState::Failed => c.failed += 1,
-                    AdoptionState::RolledBack => c.rolled_back += 1,
-                    _ => {}
-                }
+            let ags = &record.latest.ags;
+            let touches = record.running.as_ref() == Some(version) || record.latest.version.as_ref() == Some(version);
+            if touches {
+                tally.set_adoption(ring(ags), version, ags, Some(&record));
             }
         }
         for r in self.store.ratings(service)? {
-            if &r.version != version {
-                continue;
-            }
-            let c = &mut counts[ring(&r.ags)];
-            c.ratings += 1;
-            c.stars_sum += u64::from(r.stars);
-            for (criterion, score) in &r.criteria {
-                let e = c.criteria.entry(*criterion).or_default();
-                e.0 += 1;
-                e.1 += u64::from(*score);
+            if &r.version == version {
+                tally.set_rating(ring(&r.ags), &r);
             }
         }
+        self.tally_preflights(&mut tally, service, version, rollout)?;
+        Ok(tally)
+    }
+
+    fn tally_preflights(
+        &self,
+        tally: &mut Tally,
+        service: &ServiceId,
+        version: &semver::Version,
+        rollout: &Rollout,
+    ) -> Result<()> {
         for p in self.store.preflights(service, version)? {
-            let c = &mut counts[ring(&p.ags)];
-            c.preflights += 1;
-            if !p.is_ready() {
-                c.blocked += 1;
+            tally.set_preflight(rollout.plan.ring_of(&p.ags, service, version), &p.ags, !p.is_ready());
+        }
+        Ok(())
+    }
+
+    /// One controller round: brings each running rollout's tally up to date from the
+    /// event log (seeding new ones from the records), judges the open ring by its counters
+    /// and applies the verdicts. Returns the events of the rollouts that moved.
+    pub fn controller_round(&self, ctl: &mut RolloutController, now_ms: i64) -> Result<Vec<Event>> {
+        let running: Vec<_> = self.rollouts()?.into_iter().filter(|(_, _, r)| r.status == Status::Running).collect();
+        ctl.tallies.retain(|k, _| running.iter().any(|(s, v, _)| (s, v) == (&k.0, &k.1)));
+        if ctl.tallies.is_empty() {
+            ctl.cursor = self.head_seq()?;
+        }
+        // Catch up with the log; a gap (trimmed events) means starting afresh from records.
+        loop {
+            let events = self.events_after(ctl.cursor, 5_000)?;
+            let Some(last) = events.last().map(|e| e.seq) else { break };
+            if events[0].seq != ctl.cursor + 1 {
+                ctl.tallies.clear();
+                ctl.cursor = self.head_seq()?;
+                break;
+            }
+            for e in &events {
+                self.follow(ctl, e, &running)?;
+            }
+            ctl.cursor = last;
+        }
+        let mut moved = Vec::new();
+        for (service, version, rollout) in running {
+            let key = (service.clone(), version.clone());
+            if !ctl.tallies.contains_key(&key) {
+                let t = self.tally(&service, &version, &rollout)?;
+                ctl.tallies.insert(key.clone(), t);
+            }
+            let Some(tally) = ctl.tallies.get_mut(&key) else { continue };
+            if rollout.plan.gates.max_blocked_percent.is_some() {
+                // Pre-flight results are not in the log; read the release's anew.
+                self.tally_preflights(tally, &service, &version, &rollout)?;
+            }
+            let mut counts = tally.counts().to_vec();
+            counts[rollout.open].opened_at_ms = rollout.opened_at_ms;
+            match self.apply_verdict(&service, &version, rollout, &counts, now_ms) {
+                Ok((_, Some(event))) => moved.push(event),
+                Ok((_, None)) => {}
+                Err(e) => tracing::warn!(%service, %version, error = %e, "judging a rollout failed"),
             }
         }
-        Ok(counts)
+        Ok(moved)
+    }
+
+    /// Applies one logged event to the tallies it concerns.
+    fn follow(
+        &self,
+        ctl: &mut RolloutController,
+        e: &Event,
+        running: &[(ServiceId, semver::Version, Rollout)],
+    ) -> Result<()> {
+        for (service, version, rollout) in running {
+            let Some(tally) = ctl.tallies.get_mut(&(service.clone(), version.clone())) else { continue };
+            match &e.kind {
+                EventKind::AdoptionReported(entry) if &entry.service_id == service => {
+                    // The record after the report says what it runs now (a rollback keeps the old).
+                    let record = self.store.adoption(service, &entry.ags)?;
+                    tally.set_adoption(
+                        rollout.plan.ring_of(&entry.ags, service, version),
+                        version,
+                        &entry.ags,
+                        record.as_ref(),
+                    );
+                }
+                EventKind::Rated(r) if &r.service_id == service && &r.version == version => {
+                    tally.set_rating(rollout.plan.ring_of(&r.ags, service, version), r);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// A release's rollout with each ring's counts, for its status page; NOT_FOUND without a plan.
@@ -170,10 +259,11 @@ impl Registry {
         Ok((r, counts))
     }
 
-    /// One controller step for a release whose rollout is `rollout` (as the caller read it):
-    /// the open ring's verdict, applied and stored on the commit thread against the rollout
-    /// as stored then, so a Land's move in between wins. Returns the verdict and the event
-    /// if the rollout moved.
+    /// One controller step for a release whose rollout is `rollout` (as the caller read it),
+    /// counting from the records: the open ring's verdict, applied as [`controller_round`]
+    /// applies it. Returns the verdict and the event if the rollout moved.
+    ///
+    /// [`controller_round`]: Self::controller_round
     pub fn step_rollout(
         &self,
         service: &ServiceId,
@@ -185,7 +275,23 @@ impl Registry {
             return Ok((Verdict::Wait(format!("the rollout is {:?}", rollout.status)), None));
         }
         let counts = self.ring_counts(service, version, &rollout)?;
+        self.apply_verdict(service, version, rollout, &counts, now_ms)
+    }
+
+    /// The open ring's verdict on `counts`, applied and stored on the commit thread against
+    /// the rollout as stored then, so a Land's move in between wins.
+    fn apply_verdict(
+        &self,
+        service: &ServiceId,
+        version: &semver::Version,
+        rollout: Rollout,
+        counts: &[RingCounts],
+        now_ms: i64,
+    ) -> Result<(Verdict, Option<Event>)> {
         let verdict = rollout.plan.gates.verdict(&counts[rollout.open], now_ms, rollout.deadline_at_ms());
+        if rollout.clone().on_verdict(&verdict, now_ms).is_none() {
+            return Ok((verdict, None)); // nothing moves: no write, no flush
+        }
         let (sid, v, seen, decided) = (service.clone(), version.clone(), rollout, verdict.clone());
         let event = self.commits.write(move |st| {
             let Some(mut current) = st.rollout(&sid, &v)? else { return Ok(None) };

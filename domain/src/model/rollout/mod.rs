@@ -5,8 +5,10 @@
 //! plan, counting and acting on a verdict belong to the registry and the hub.
 
 mod state;
+mod tally;
 
 pub use state::{Rollout, Status, Transition};
+pub use tally::Tally;
 
 use super::ids::{Ags, KreisCode, ServiceId};
 use super::rating::Criterion;
