@@ -315,6 +315,113 @@ async fn dashboard_needs_an_operator_token_and_shows_adoption_ratings_and_reject
     runner.await.unwrap();
 }
 
+/// Pilot ring: Dortmund and Bielefeld; the rest of the Gemeinden after two healthy
+/// deployments and no failure (as in `rollouts.rs`).
+fn pilot_plan() -> efa_domain::model::rollout::RolloutPlan {
+    use efa_domain::model::rollout::{Gates, Members, Ring, RolloutPlan};
+    RolloutPlan {
+        rings: vec![Ring {
+            name: "Pilot".into(),
+            members: Members::Kommunen([DORTMUND.parse().unwrap(), BIELEFELD.parse().unwrap()].into()),
+        }],
+        gates: Gates { min_healthy: 2, max_failed_percent: Some(0), ..Default::default() },
+        decide_within_secs: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_a_rollout_ring_by_ring_with_its_gates() {
+    let w = World::with_dashboard().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.1.0", &w.standard_bundle("1.1.0")).await.unwrap();
+    let sid = "wohngeld-nrw".parse().unwrap();
+    w.fed.registry().unwrap().set_rollout_plan(&land(NRW), &sid, "1.1.0", pilot_plan()).unwrap();
+    // One pilot runs it: the pilot ring waits for the second.
+    AdoptionServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .report_adoption(pb::AdoptionReport {
+            service_id: "wohngeld-nrw".into(),
+            version: "1.1.0".into(),
+            state: pb::AdoptionState::Deployed as i32,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let base = w.dashboard_url();
+    let http = client(&w);
+    let token = w.dashboard_token("bund");
+
+    // Like every page, the rollout pages need a token.
+    for path in ["rollouts", "services/wohngeld-nrw/rollout/1.1.0"] {
+        let resp = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+
+    // The list: the release, its state in German, the open ring, the verdict in words.
+    let body = page(&http, &format!("{base}rollouts"), &token).await;
+    assert_contains(
+        &body,
+        &[
+            "href=\"/rollouts\" class=\"active\">Rollouts</a>",
+            "id=\"rollout-wohngeld-nrw-1.1.0\"",
+            "<a href=\"/services/wohngeld-nrw\">Test service wohngeld-nrw</a>",
+            "href=\"/services/wohngeld-nrw/rollout/1.1.0\"",
+            "<span class=\"st evaluating\">läuft</span>",
+            "1 von 2 (Pilot)",
+            "wartet: healthy deployments 1 (needs ≥ 2)",
+        ],
+        "rollouts",
+    );
+    assert!(!body.contains("rollout-wohngeld-nrw-1.0.0"), "1.0.0 has no plan: {body}");
+
+    // One rollout: rings with their counts and members, the open ring's gates, the verdict.
+    let body = page(&http, &format!("{base}services/wohngeld-nrw/rollout/1.1.0"), &token).await;
+    assert_contains(
+        &body,
+        &[
+            "Rollout: Test service wohngeld-nrw 1.1.0",
+            "<span class=\"st evaluating\">läuft</span>",
+            "<td>Pilot</td>",
+            "<td>alle übrigen</td>",
+            "2 Gemeinden: Bielefeld, Stadt",
+            "Dortmund, Stadt <span class=\"mono muted\">(05913000)</span>",
+            "alle übrigen Gemeinden",
+            "Schwellen des offenen Rings (Pilot)",
+            "id=\"verdict\">wartet: healthy deployments 1 (needs ≥ 2)",
+        ],
+        "rollout",
+    );
+    let ring = |n: usize| -> &str {
+        let rest = body.split_once(&format!("id=\"ring-{n}\"")).unwrap_or_else(|| panic!("no ring {n}: {body}")).1;
+        &rest[..rest.find("</tr>").unwrap()]
+    };
+    assert!(ring(1).contains("<td>ja</td><td class=\"num healthy\">1</td>"), "{}", ring(1));
+    assert!(ring(2).contains("nein</span></td><td class=\"num healthy\">0</td>"), "{}", ring(2));
+    let gate = body.split_once("(healthy deployments)").unwrap_or_else(|| panic!("no gate: {body}")).1;
+    let gate = &gate[..gate.find("</tr>").unwrap()];
+    assert!(gate.contains("<td class=\"nowrap\">1</td><td class=\"nowrap\">≥ 2</td>"), "{gate}");
+    assert!(gate.contains("<span class=\"st evaluating\">wartet</span>"), "{gate}");
+    assert!(body.contains("<tr class=\"gate met\"><td>fehlgeschlagen oder zurückgerollt"), "{body}");
+
+    // The service page links the version that has a rollout, and only that one.
+    let body = page(&http, &format!("{base}services/wohngeld-nrw"), &token).await;
+    assert!(body.contains("href=\"/services/wohngeld-nrw/rollout/1.1.0\">Rollout (läuft)</a>"), "{body}");
+    assert!(!body.contains("/rollout/1.0.0"), "{body}");
+
+    // A release without a plan, an unknown one, an unknown service: 404; a malformed version: 400.
+    for (path, status, says) in [
+        ("services/wohngeld-nrw/rollout/1.0.0", StatusCode::NOT_FOUND, "keinen Rollout-Plan"),
+        ("services/wohngeld-nrw/rollout/9.9.9", StatusCode::NOT_FOUND, "9.9.9"),
+        ("services/gibt-es-nicht/rollout/1.1.0", StatusCode::NOT_FOUND, "gibt-es-nicht"),
+        ("services/Nicht%20g%C3%BCltig/rollout/1.1.0", StatusCode::NOT_FOUND, "Kein EfA-Onlinedienst"),
+        ("services/wohngeld-nrw/rollout/eins", StatusCode::BAD_REQUEST, "semantic version"),
+    ] {
+        let resp = http.get(format!("{base}{path}")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        assert_contains(&resp.text().await.unwrap(), &[says, "Zur Übersicht"], path);
+    }
+}
+
 // ------------------------------------------------------------------ headless Chromium
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -378,6 +485,14 @@ async fn chromium_shows_the_dashboard_as_an_operator_sees_it() {
     }
     let w = World::with_dashboard().await;
     let essen = populate(&w).await;
+    // Bielefeld rolled 1.1.0 back in the story: without a failure gate the pilot ring
+    // waits instead of halting, so the rollouts page reads the same on every run.
+    let plan = efa_domain::model::rollout::RolloutPlan {
+        gates: efa_domain::model::rollout::Gates { min_healthy: 3, ..Default::default() },
+        ..pilot_plan()
+    };
+    let sid = "wohngeld-nrw".parse().unwrap();
+    w.fed.registry().unwrap().set_rollout_plan(&land(NRW), &sid, "1.1.0", plan).unwrap();
     let (stop, runner) = keep_connected(&w, essen).await;
     let base = w.dashboard_url();
     let token = w.dashboard_token("ci");
@@ -385,7 +500,7 @@ async fn chromium_shows_the_dashboard_as_an_operator_sees_it() {
     std::fs::create_dir_all(&shots).unwrap();
 
     // Each load starts with a fresh profile: `?token=` logs in, sets the cookie, redirects.
-    let pages: [(&str, &str, &[&str]); 5] = [
+    let pages: [(&str, &str, &[&str]); 6] = [
         (
             "overview",
             "",
@@ -413,6 +528,11 @@ async fn chromium_shows_the_dashboard_as_an_operator_sees_it() {
             &[YANK_REASON, "Noch in Betrieb bei", "Bielefeld, Stadt", "Seit 1.1.0 mit ePayBL – weniger Rückfragen"],
         ),
         ("rejections", "rejections", &[BAFOEG_REASON, BAU_REASON, GEWERBE_REASON]),
+        (
+            "rollouts",
+            "rollouts",
+            &["Rollouts", "Wohngeld", "1.1.0", "läuft", "1 von 2 (Pilot)", "wartet: healthy deployments 1"],
+        ),
     ];
     let mut saved: Vec<PathBuf> = Vec::new();
     for (i, (name, path, expected)) in pages.iter().enumerate() {

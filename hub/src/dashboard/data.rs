@@ -8,6 +8,8 @@ use efa_domain::model::ids::{LandCode, ServiceId};
 use efa_domain::model::rating::Rating;
 use efa_domain::model::release::Release;
 use efa_domain::model::report::{CoverageLevel, CoverageRow, RatingSummary};
+use efa_domain::model::rollout::{Members, Rollout, Status};
+use efa_proto::v1 as pb;
 use efa_registry::{Registry, Result};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -238,6 +240,8 @@ pub(crate) struct VersionRow {
     pub release: Release,
     /// Kommunen (names) whose running version this is.
     pub running: Vec<String>,
+    /// The state of the release's rollout, if it has a plan.
+    pub rollout: Option<Status>,
 }
 
 pub(crate) struct AdopterRow {
@@ -273,15 +277,18 @@ pub(crate) fn service(reg: &Registry, who: &Identity, id: &ServiceId) -> Result<
     let versions = reg
         .releases(id, None)?
         .into_iter()
-        .map(|release| VersionRow {
-            running: adopters
-                .iter()
-                .filter(|a| a.record.running.as_ref() == Some(&release.version))
-                .map(|a| a.kommune.clone())
-                .collect(),
-            release,
+        .map(|release| {
+            Ok(VersionRow {
+                running: adopters
+                    .iter()
+                    .filter(|a| a.record.running.as_ref() == Some(&release.version))
+                    .map(|a| a.kommune.clone())
+                    .collect(),
+                rollout: reg.rollout(id, &release.version)?.map(|r| r.status),
+                release,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let feedback = reg.feedback(who, None, Some(id))?;
     let named = |name: String, ags: &efa_domain::model::ids::Ags| if name.is_empty() { ags.to_string() } else { name };
     let ratings = feedback.ratings.into_iter().map(|(r, n)| (named(n, &r.ags), r)).collect();
@@ -331,5 +338,99 @@ pub(crate) fn rejections(reg: &Registry, who: &Identity, land: Option<&LandCode>
         });
     }
     out.sort_by(|a, b| b.rejections.len().cmp(&a.rejections.len()).then(a.service.title.cmp(&b.service.title)));
+    Ok(out)
+}
+
+// ------------------------------------------------------------------ rollouts
+
+/// One rollout on `/rollouts`.
+pub(crate) struct RolloutRow {
+    pub service: Service,
+    pub version: semver::Version,
+    /// As gRPC and the CLI show it; rings counted only while the rollout can still move.
+    pub status: pb::RolloutStatus,
+}
+
+/// Every rollout, by service title, newest version first. Counting a ring reads the
+/// service's adoption records, ratings and pre-flight results, so only running and paused
+/// rollouts are counted: a halted or complete one opens no further ring, and its state
+/// and reason say all the list needs.
+pub(crate) fn rollouts(reg: &Registry, now_ms: i64) -> Result<Vec<RolloutRow>> {
+    let services: BTreeMap<String, Service> =
+        reg.services(None, None)?.into_iter().map(|s| (s.id.to_string(), s)).collect();
+    let mut rows = Vec::new();
+    for (id, version, rollout) in reg.rollouts()? {
+        // Services are not deleted; were one missing, the list still shows the others.
+        let Some(service) = services.get(id.as_str()) else { continue };
+        let counts = match rollout.status {
+            Status::Running | Status::Paused { .. } => reg.ring_counts(&id, &version, &rollout)?,
+            Status::Halted { .. } | Status::Complete => Vec::new(),
+        };
+        let status = efa_proto::convert::rollout_status(id.as_str(), &version.to_string(), &rollout, &counts, now_ms);
+        rows.push(RolloutRow { service: service.clone(), version, status });
+    }
+    rows.sort_by(|a, b| a.service.title.cmp(&b.service.title).then_with(|| b.version.cmp(&a.version)));
+    Ok(rows)
+}
+
+/// Who is in a ring, with names from the Gemeindeverzeichnis (empty where it has none).
+pub(crate) enum RingMembers {
+    /// (AGS, name) of the named Gemeinden.
+    Kommunen(Vec<(String, String)>),
+    /// (code, name) of the named Kreise.
+    Kreise(Vec<(String, String)>),
+    /// A share of the Gemeinden no named ring holds, in percent.
+    Share(u8),
+    /// The last ring: every Gemeinde no other ring holds.
+    Rest,
+}
+
+/// One release's rollout on `/services/{id}/rollout/{version}`.
+pub(crate) struct RolloutDetail {
+    pub service: Service,
+    pub version: semver::Version,
+    /// As gRPC and the CLI show it, rings counted.
+    pub status: pb::RolloutStatus,
+    /// Per ring, the last one included.
+    pub members: Vec<RingMembers>,
+    /// When the open ring is overdue, if the plan sets a deadline.
+    pub deadline_at_ms: Option<i64>,
+}
+
+/// A release's rollout; `None` if the release has no plan (a missing service or release is
+/// NOT_FOUND, a malformed version INVALID, as everywhere).
+pub(crate) fn rollout(reg: &Registry, id: &ServiceId, version: &str, now_ms: i64) -> Result<Option<RolloutDetail>> {
+    let service = reg.service(id)?;
+    let version = reg.release(id, version)?.version;
+    let Some(rollout) = reg.rollout(id, &version)? else { return Ok(None) };
+    let counts = reg.ring_counts(id, &version, &rollout)?;
+    let status = efa_proto::convert::rollout_status(id.as_str(), &version.to_string(), &rollout, &counts, now_ms);
+    Ok(Some(RolloutDetail {
+        members: ring_members(reg, &rollout)?,
+        deadline_at_ms: rollout.deadline_at_ms(),
+        service,
+        version,
+        status,
+    }))
+}
+
+fn ring_members(reg: &Registry, rollout: &Rollout) -> Result<Vec<RingMembers>> {
+    let names = Names::load(reg)?;
+    let mut out = Vec::with_capacity(rollout.plan.ring_count());
+    for ring in &rollout.plan.rings {
+        out.push(match &ring.members {
+            // Names come from the register held in memory: no store read per Gemeinde.
+            Members::Kommunen(set) => RingMembers::Kommunen(
+                set.iter().map(|a| Ok((a.to_string(), reg.kommune_name(a)?))).collect::<Result<_>>()?,
+            ),
+            Members::Kreise(set) => RingMembers::Kreise(
+                set.iter()
+                    .map(|k| (k.to_string(), names.kreise.get(k.as_str()).cloned().unwrap_or_default()))
+                    .collect(),
+            ),
+            Members::Share { percent } => RingMembers::Share(*percent),
+        });
+    }
+    out.push(RingMembers::Rest);
     Ok(out)
 }

@@ -31,6 +31,7 @@ pub enum Nav {
     Matrix,
     Coverage,
     Rejections,
+    Rollouts,
     Routing,
     None,
 }
@@ -63,6 +64,7 @@ pub fn page(who: &Identity, active: Nav, title: &str, body: Markup) -> Response 
                         (item(Nav::Matrix, "/matrix", "Nachnutzungsmatrix"))
                         (item(Nav::Coverage, "/coverage", "Abdeckung"))
                         (item(Nav::Rejections, "/rejections", "Ablehnungen"))
+                        (item(Nav::Rollouts, "/rollouts", "Rollouts"))
                         (item(Nav::Routing, "/routing", "Routing"))
                     }
                     span.who { "Angemeldet als " strong { (who.key()) } " (Betreiber)" }

@@ -9,7 +9,12 @@
 //!   `themenfeld`, `channel`;
 //! - `/coverage?service=ID[&land=05]` coverage per Land and Kreis;
 //! - `/services/{id}` versions and who runs them, yanks, ratings, comments, rejections;
+//! - `/services/{id}/preflight/{version}` which Kommunen could run a release, and why not;
+//! - `/services/{id}/rollout/{version}` a release's rollout ring by ring, the open ring's
+//!   gates and verdict;
 //! - `/rejections[?land=05]` every rejection with its reason, grouped by service;
+//! - `/rollouts` every release with a rollout plan, its state and verdict;
+//! - `/routing?leistungsschluessel=…` who routes a Leistung where;
 //! - `/assets/dashboard.css`.
 //!
 //! Tokens are issued with `efa-hub token issue` ([`tokens`]). `router` builds the axum
@@ -26,6 +31,7 @@ mod matrix;
 mod overview;
 mod preflight;
 mod rejections;
+mod rollouts;
 mod routing;
 mod service;
 
@@ -211,7 +217,9 @@ pub(crate) fn router(dash: Arc<Dashboard>) -> Router {
         .route("/coverage", get(coverage_page))
         .route("/services/{id}", get(service_page))
         .route("/services/{id}/preflight/{version}", get(preflight_page))
+        .route("/services/{id}/rollout/{version}", get(rollout_page))
         .route("/rejections", get(rejections_page))
+        .route("/rollouts", get(rollouts_page))
         .route("/routing", get(routing_page))
         // Prometheus scrapes with the same operator token (`bearer_token` in its config).
         .route("/metrics", get(metrics))
@@ -309,6 +317,31 @@ async fn preflight_page(
     let v = version.clone();
     let (service, rows) = d.read(move |r| Ok((r.service(&id)?, r.preflight_report(&who_, &id, &v)?))).await?;
     Ok(preflight::render(&who, &service, &version, &rows))
+}
+
+async fn rollouts_page(State(d): State<Arc<Dashboard>>, Extension(who): Who) -> Page {
+    let rows = d.read(|r| data::rollouts(r, efa_domain::now_ms())).await?;
+    Ok(rollouts::render_list(&who, &rows))
+}
+
+async fn rollout_page(
+    State(d): State<Arc<Dashboard>>,
+    Extension(who): Who,
+    Path((id, version)): Path<(String, String)>,
+) -> Page {
+    let id = service_id(&id)?;
+    let v = version.clone();
+    let detail = d.read(move |r| data::rollout(r, &id, &v, efa_domain::now_ms())).await?;
+    let detail = detail.ok_or_else(|| {
+        PageError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "Version {} hat keinen Rollout-Plan: sie steht allen Kommunen offen.",
+                efa_domain::error::echo(&version)
+            ),
+        )
+    })?;
+    Ok(rollouts::render(&who, &detail))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -116,7 +116,12 @@ pub fn render(who: &Identity, s: &ServiceDetail) -> Response {
                         tr class=[v.release.yank.is_some().then_some("yanked")] {
                             td { span.version { (v.release.version) }
                                  @if v.release.yank.is_some() { " " span.st.yanked { "zurückgezogen" } }
-                                 " " a.small href={ "/services/" (s.service.id.as_str()) "/preflight/" (v.release.version) } { "Vorabprüfung" } }
+                                 " " a.small href={ "/services/" (s.service.id.as_str()) "/preflight/" (v.release.version) } { "Vorabprüfung" }
+                                 @if let Some(state) = &v.rollout {
+                                     " " a.small href={ "/services/" (s.service.id.as_str()) "/rollout/" (v.release.version) } {
+                                         "Rollout (" (super::rollouts::status_label(state)) ")"
+                                     }
+                                 } }
                             td { span.channel { (v.release.channel) } }
                             td.nowrap { (html::timestamp(v.release.published_at_ms)) }
                             td.nowrap { (v.release.file_count) " Dateien, " (size(v.release.total_size)) }
