@@ -32,7 +32,8 @@ pub struct Rollout {
     pub plan: RolloutPlan,
     /// Rings `0..=open` are open.
     pub open: usize,
-    /// When ring `open` opened (ms since the epoch); its bake time counts from here.
+    /// When ring `open` opened, or the rollout last resumed (ms since the epoch); bake time
+    /// and deadline count from here.
     pub opened_at_ms: i64,
     /// Running, paused, halted or complete.
     pub status: Status,
@@ -138,12 +139,14 @@ impl Rollout {
         }
     }
 
-    /// The Land resumes a paused rollout; the open ring's deadline counts anew.
+    /// The Land resumes a paused rollout: the open ring's bake time and deadline count anew
+    /// from now (counting on from before the pause would pause an overdue ring again at
+    /// the controller's next round, before anyone could report).
     pub fn resume(&mut self, now_ms: i64) -> Result<Transition> {
         match self.status {
             Status::Paused { .. } => {
                 self.status = Status::Running;
-                self.opened_at_ms = self.opened_at_ms.max(now_ms - self.deadline_ms().unwrap_or(0));
+                self.opened_at_ms = now_ms;
                 Ok(Transition::Resumed)
             }
             _ => Err(Error::FailedPrecondition("only a paused rollout can be resumed".into())),
@@ -228,7 +231,7 @@ mod tests {
         assert!(r.admits(0), "open rings stay open while paused");
         assert_eq!(r.on_verdict(&Verdict::Pass, 3_600_001), None, "paused: the controller waits for the Land");
         assert_eq!(r.resume(4_000_000).unwrap(), Transition::Resumed);
-        assert!(r.deadline_at_ms().unwrap() >= 4_000_000, "the deadline counts anew");
+        assert_eq!(r.deadline_at_ms(), Some(4_000_000 + 3_600_000), "the deadline counts anew");
         assert_eq!(r.promote(4_100_000).unwrap(), Transition::Opened { ring: 1, by_hand: true });
     }
 
