@@ -54,6 +54,9 @@ pub struct HubFile {
     pub blob_gc_interval_secs: u64,
     /// Seconds an unreferenced blob or abandoned upload is kept before it is removed.
     pub blob_gc_grace_secs: u64,
+    /// Milliseconds between the rollout controller's rounds (default 5000); reports and
+    /// ratings wake it earlier.
+    pub rollout_round_ms: u64,
 }
 
 /// `[limits]`: what one caller may use at once.
@@ -153,6 +156,7 @@ impl Default for HubFile {
             limits: LimitsFile::default(),
             blob_gc_interval_secs: defaults.blob_gc_interval.as_secs(),
             blob_gc_grace_secs: defaults.blob_gc_grace.as_secs(),
+            rollout_round_ms: defaults.rollout_round.as_millis() as u64,
             dashboard_listen: None,
         }
     }
@@ -208,6 +212,7 @@ impl HubFile {
         c.event_retention = self.event_retention;
         c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);
         c.download_chunk_size = self.download_chunk_bytes;
+        c.rollout_round = Duration::from_millis(self.rollout_round_ms.max(10));
         c.caller_limits = crate::limits::Limits {
             calls: self.limits.calls_per_caller.max(1),
             streams: self.limits.streams_per_caller.max(1),
