@@ -17,12 +17,14 @@ use efa_cli::table::{render, Cell, Output, Table};
 use efa_domain::authz::Identity;
 use efa_domain::model::rating::{Criterion, NewRating};
 use efa_domain::model::release::UpdatePolicy;
+use efa_domain::model::rollout::{Gates, Members, Ring, RolloutPlan};
 use efa_domain::params::ParamValue;
 use efa_hub::dev::DevFederation;
 use efa_node::{Agent, Handled, NodeConfig};
 use efa_proto::v1 as pb;
 use efa_proto::v1::catalog_service_client::CatalogServiceClient;
 use efa_proto::v1::report_service_client::ReportServiceClient;
+use efa_proto::v1::rollout_service_client::RolloutServiceClient;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -269,10 +271,17 @@ fn write_bundle(root: &Path, service: &str, title: &str, version: &str) -> Resul
         config.push_str("epaybl_mandant = \"{{ epaybl_mandant }}\"\n");
     }
     let mut smoke = "test -s config/service.toml && test -s forms/antrag.json\n".to_string();
-    if version != "1.0.0" {
+    if version == "1.1.0" {
         // 1.1.0 pays through the Kommune's own ePayBL endpoint, which must be HTTPS.
         config.push_str("epaybl_endpoint = \"{{ epaybl_endpoint }}\"\n");
         smoke.push_str("grep -q '^epaybl_endpoint = \"https://' config/service.toml || { echo 'ePayBL endpoint must use HTTPS' >&2; exit 1; }\n");
+    } else if version != "1.0.0" {
+        // The fix in 1.1.1: a Kommune whose own endpoint is not HTTPS pays through the
+        // Land's central one (an illustrative address).
+        config.push_str(
+            "epaybl_endpoint = \"{{ epaybl_endpoint }}\"\nepaybl_fallback = \"https://epaybl-zentral.example/api\"\n",
+        );
+        smoke.push_str("grep -q '^epaybl_endpoint = \"https://' config/service.toml || grep -q '^epaybl_fallback = \"https://' config/service.toml || { echo 'no HTTPS ePayBL endpoint' >&2; exit 1; }\n");
     }
     write("config/service.toml.tmpl", config)?;
     write("checks/smoke.sh", smoke)?;
@@ -397,6 +406,7 @@ async fn publish(
     title: &str,
     version: &str,
     notes: &str,
+    rollout: Option<RolloutPlan>,
 ) -> Result<pb::ReleaseInfo> {
     let dir = write_bundle(root, service, title, version)?;
     let land: efa_domain::model::ids::LandCode = builder(service).parse()?;
@@ -409,9 +419,93 @@ async fn publish(
         land: land.clone(),
         release_notes: notes.into(),
         signing_key: &key,
-        rollout: None,
+        rollout,
     };
     Ok(publish_dir(fed.channel(&Identity::Land(land)).await?, spec, |_, _| {}).await?)
+}
+
+/// Wohngeld's rollout plan: Dortmund and Bielefeld first; the rest once two of them run
+/// it, none failed or rolled back, and at least one rated it three stars or more.
+fn pilot_plan() -> Result<RolloutPlan> {
+    Ok(RolloutPlan {
+        rings: vec![Ring {
+            name: "Pilotkommunen".into(),
+            members: Members::Kommunen(["05913000".parse()?, "05711000".parse()?].into()),
+        }],
+        gates: Gates {
+            min_healthy: 2,
+            max_failed_percent: Some(0),
+            min_ratings: 1,
+            min_stars_tenths: Some(30),
+            ..Default::default()
+        },
+        decide_within_secs: Some(14 * 24 * 3600),
+    })
+}
+
+fn wohngeld_rating(version: &str, stars: u32, area: Criterion, comment: &str) -> NewRating {
+    NewRating {
+        service_id: "wohngeld".parse().expect("a valid id"),
+        version: version.parse().expect("a valid version"),
+        stars,
+        criteria: vec![(area, stars)],
+        comment: comment.into(),
+        met: vec![],
+    }
+}
+
+async fn rollout_status(operator: &tonic::transport::Channel, version: &str) -> Result<pb::RolloutStatus> {
+    Ok(RolloutServiceClient::new(operator.clone())
+        .get_rollout_status(pb::GetRolloutStatusRequest { service_id: "wohngeld".into(), version: version.into() })
+        .await?
+        .into_inner())
+}
+
+/// Waits (up to 30 s) until the hub's controller has moved Wohngeld's rollout to `state`.
+async fn wait_for_rollout(
+    operator: &tonic::transport::Channel,
+    version: &str,
+    state: &str,
+) -> Result<pb::RolloutStatus> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = rollout_status(operator, version).await?;
+        if status.state == state {
+            return Ok(status);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the rollout of {version} is {} ({}), not {state}",
+            status.state,
+            status.verdict
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (up to 30 s) until Kommune `ags` reports Wohngeld `version` running.
+async fn wait_for_adoption(operator: &tonic::transport::Channel, ags: &str, version: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let adopters = ReportServiceClient::new(operator.clone())
+            .service_adopters(pb::ServiceAdoptersRequest { service_id: "wohngeld".into() })
+            .await?
+            .into_inner()
+            .adopters;
+        if adopters.iter().any(|a| a.ags == ags && a.running_version == version) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "{ags} did not deploy Wohngeld {version} within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Prints a rollout as `efa rollout status` does.
+async fn print_rollout(operator: &tonic::transport::Channel, version: &str) -> Result<()> {
+    let status = rollout_status(operator, version).await?;
+    let [head, rings, gates] = efa_cli::rollout::status_tables(&status);
+    print!("{}", render(&[&head, &rings, &gates], &Output::default()).unwrap_or_default());
+    Ok(())
 }
 
 fn section(title: &str) {
@@ -449,7 +543,7 @@ async fn run() -> Result<()> {
         let (id, _, _, title, known) = service;
         let s = register(&fed, service, parameter_schema(id, false)).await?;
         themenfelder.insert(id.to_string(), s.themenfeld.clone());
-        let r = publish(&fed, &root, id, title, "1.0.0", "Erstveröffentlichung").await?;
+        let r = publish(&fed, &root, id, title, "1.0.0", "Erstveröffentlichung", None).await?;
         let offered = if known.is_some() {
             // NRW's offer, signed with NRW's key: every NRW Kommune, with NRW's ePayBL tenant.
             let spec = efa_cli::publish::OfferSpec {
@@ -553,7 +647,9 @@ async fn run() -> Result<()> {
         }
     }
 
-    section("Schleswig-Holstein publishes Wohngeld 1.1.0; the nodes follow live");
+    section("Schleswig-Holstein rolls Wohngeld 1.1.0 out to a pilot ring: Dortmund and Bielefeld");
+    // The Kommunen that build it with the Land try it first (the seed's complaint was that
+    // they were left out); everyone else waits until the pilots' gates pass.
     let stop = CancellationToken::new();
     let mut runners = Vec::new();
     for (_, agent) in &agents {
@@ -561,56 +657,96 @@ async fn run() -> Result<()> {
         runners.push(tokio::spawn(async move { agent.run(stop).await }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await; // let the streams attach
-    let started = Instant::now();
-    publish(&fed, &root, "wohngeld", "Wohngeld", "1.1.0", "ePayBL-Anbindung über den Endpunkt der Kommune").await?;
-    // Auto nodes settle (deployed or rolled back); Dortmund (manual) and Münster
-    // (patch-only, minor update) wait for approval.
-    let auto_nodes = ["05113000", "05711000", "05911000", "05978024", "05978008", "05978016"];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut settled_after = None;
-    while Instant::now() < deadline {
-        let adopters = ReportServiceClient::new(operator.clone())
-            .service_adopters(pb::ServiceAdoptersRequest { service_id: "wohngeld".into() })
-            .await?
-            .into_inner()
-            .adopters;
-        let done = auto_nodes.iter().all(|ags| {
-            adopters.iter().any(|a| {
-                &a.ags == ags
-                    && a.version == "1.1.0"
-                    && [pb::AdoptionState::Deployed as i32, pb::AdoptionState::RolledBack as i32].contains(&a.state)
-            })
-        });
-        if done {
-            settled_after = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let settled = settled_after.context("the update did not settle on every auto node within 30 s")?;
+    let plan = pilot_plan()?;
     println!(
-        "  publish → all six auto-updating nodes downloaded, verified, deployed and health-checked in {settled:.2?}"
+        "  plan: ring 1 \"{}\" (Dortmund, Bielefeld), then ring 2 \"{}\"; gates: 2 Kommunen in Betrieb, 0 % failed or rolled back, ≥ 1 rating, ≥ 3.0 ★",
+        plan.ring_name(0),
+        plan.ring_name(1)
+    );
+    publish(
+        &fed,
+        &root,
+        "wohngeld",
+        "Wohngeld",
+        "1.1.0",
+        "ePayBL-Anbindung über den Endpunkt der Kommune",
+        Some(plan.clone()),
+    )
+    .await?;
+    // Bielefeld updates on its own: its ePayBL endpoint is plain HTTP, the smoke check
+    // refuses it and the node rolls back. That halts the rollout before Dortmund (manual)
+    // has approved it, and before any Kommune outside the pilot ring takes it up.
+    let status = wait_for_rollout(&operator, "1.1.0", "halted").await?;
+    println!("  Bielefeld: deployed 1.1.0, smoke check failed, rolled back to 1.0.0 → rollout {}", status.state);
+    agents[2]
+        .1
+        .rate(&wohngeld_rating("1.1.0", 2, Criterion::Payment, "Smoke-Check verlangt HTTPS-ePayBL; intern nur HTTP"))
+        .await?;
+    println!("  Bielefeld rates 1.1.0: ★★ \"Smoke-Check verlangt HTTPS-ePayBL; intern nur HTTP\"");
+    print_rollout(&operator, "1.1.0").await?;
+    let essen = agents[1].1.status()?;
+    let waiting =
+        essen.services.iter().find(|s| s.service == "wohngeld").map(|s| s.scheduled.clone()).unwrap_or_default();
+    println!(
+        "  Essen's node (auto) shows: {}",
+        waiting.iter().map(|(v, why)| format!("{v}: {why}")).collect::<Vec<_>>().join(", ")
+    );
+    ensure!(!waiting.is_empty(), "Essen's node should show 1.1.0 held back by its rollout");
+    let outside = ["05113000", "05911000", "05978024", "05978008", "05978016", "05515000"];
+    let adopters = ReportServiceClient::new(operator.clone())
+        .service_adopters(pb::ServiceAdoptersRequest { service_id: "wohngeld".into() })
+        .await?
+        .into_inner()
+        .adopters;
+    ensure!(
+        !adopters.iter().any(|a| outside.contains(&a.ags.as_str()) && a.version == "1.1.0"),
+        "no Kommune outside the pilot ring may have taken 1.1.0 up"
+    );
+    println!("  nobody outside the pilot ring deployed 1.1.0");
+
+    section("Wohngeld 1.1.1 fixes it: the pilots pass, and the rest of NRW follows");
+    publish(
+        &fed,
+        &root,
+        "wohngeld",
+        "Wohngeld",
+        "1.1.1",
+        "Zentraler ePayBL-Endpunkt des Landes, wenn der eigene kein HTTPS hat",
+        Some(plan),
+    )
+    .await?;
+    let dortmund = agents[0].1.clone();
+    wait_for_adoption(&operator, "05711000", "1.1.1").await?;
+    println!("  Bielefeld: deployed 1.1.1 (falls back to the central ePayBL endpoint)");
+    println!("  Dortmund approves: {}", describe(&dortmund.approve("wohngeld", "1.1.1").await?));
+    let started = Instant::now();
+    dortmund
+        .rate(&wohngeld_rating("1.1.1", 4, Criterion::Payment, "Seit 1.1.1 mit ePayBL – deutlich weniger Rückfragen"))
+        .await?;
+    println!("  Dortmund rates 1.1.1: ★★★★ → the gates pass");
+    let status = wait_for_rollout(&operator, "1.1.1", "complete").await?;
+    print_rollout(&operator, "1.1.1").await?;
+    ensure!(status.open_ring == 1, "ring 2 should be open: {status:?}");
+    // The auto-updating nodes of ring 2 deploy as soon as it opens; Münster (patch-only)
+    // waits for approval of a minor update.
+    let auto_nodes = ["05113000", "05911000", "05978024", "05978008", "05978016"];
+    for ags in auto_nodes {
+        wait_for_adoption(&operator, ags, "1.1.1").await?;
+    }
+    println!(
+        "  last rating → ring 2 opened → Essen, Bochum, Lünen, Bönen and Holzwickede deployed 1.1.1 in {:.2?}",
+        started.elapsed()
     );
     stop.cancel();
     for r in runners {
         r.await??;
     }
     let muenster = agents[3].1.clone();
-    println!("  Dortmund approves: {}", describe(&dortmund.approve("wohngeld", "1.1.0").await?));
-    println!("  Münster approves:  {}", describe(&muenster.approve("wohngeld", "1.1.0").await?));
+    println!("  Münster approves:  {}", describe(&muenster.approve("wohngeld", "1.1.1").await?));
 
     section("Ratings come in");
-    let ratings: [DemoRating; 6] = [
-        (
-            0,
-            "wohngeld",
-            "1.1.0",
-            4,
-            &[(Criterion::Payment, 4), (Criterion::Design, 4)],
-            "Seit 1.1.0 mit ePayBL – deutlich weniger Rückfragen",
-        ),
-        (1, "wohngeld", "1.1.0", 5, &[(Criterion::Fachlogik, 5)], "Läuft stabil"),
-        (2, "wohngeld", "1.1.0", 2, &[(Criterion::Payment, 1)], "Smoke-Check verlangt HTTPS-ePayBL; intern nur HTTP"),
+    let ratings: [DemoRating; 4] = [
+        (1, "wohngeld", "1.1.1", 5, &[(Criterion::Fachlogik, 5)], "Läuft stabil"),
         (0, "baugenehmigung", "1.0.0", 2, &[(Criterion::RoutingTransport, 1)], "Ohne XBau-Anbindung nicht nutzbar"),
         (
             0,
@@ -649,7 +785,7 @@ async fn run() -> Result<()> {
     // Essen sets it; each node checks 1.2.0 against the signed schema when it arrives and
     // reports ready or blocked to the building Land and to NRW, before it deploys anything.
     register(&fed, SERVICES[0], parameter_schema("wohngeld", true)).await?;
-    publish(&fed, &root, "wohngeld", "Wohngeld", "1.2.0", "Telefon der zuständigen Stelle im Antrag").await?;
+    publish(&fed, &root, "wohngeld", "Wohngeld", "1.2.0", "Telefon der zuständigen Stelle im Antrag", None).await?;
     for (i, k) in kommunen().iter().enumerate() {
         if !k.subscriptions.iter().any(|(s, _)| *s == "wohngeld") {
             continue;
@@ -762,13 +898,25 @@ async fn run() -> Result<()> {
         "Essen's pre-flight should name the missing parameter: {:?}",
         preflight.rows[0]
     );
-    let wohngeld = reports::adopters(operator.clone(), "wohngeld").await?;
-    // Columns: ags, kommune, running, last report, for version, since, reason.
-    let bielefeld =
-        wohngeld.rows.iter().find(|r| r[0].as_text() == "05711000").context("Bielefeld adopted Wohngeld")?;
+    // The rollout: 1.1.0 halted in the pilot ring, 1.1.1 reached everyone; no Kommune
+    // outside the pilot ring ever reported 1.1.0.
+    let (v110, v111) = (rollout_status(&operator, "1.1.0").await?, rollout_status(&operator, "1.1.1").await?);
+    ensure!(v110.state == "halted" && v111.state == "complete", "rollouts: 1.1.0 {}, 1.1.1 {}", v110.state, v111.state);
+    for ags in ["05113000", "05911000", "05978024", "05978008", "05978016", "05515000"] {
+        let (_, history) = reports::kommune(operator.clone(), ags).await?;
+        // Columns: at, service, state, version, reason.
+        ensure!(
+            !history.rows.iter().any(|r| r[1].as_text() == "wohngeld" && r[3].as_text() == "1.1.0"),
+            "{ags} is outside the pilot ring and must never have taken up Wohngeld 1.1.0"
+        );
+    }
+    let (_, bielefeld) = reports::kommune(operator.clone(), "05711000").await?;
     ensure!(
-        bielefeld[3].as_text() == "rolled back" && bielefeld[2].as_text() == "1.0.0",
-        "Bielefeld rolled back to 1.0.0: {bielefeld:?}"
+        bielefeld
+            .rows
+            .iter()
+            .any(|r| r[1].as_text() == "wohngeld" && r[2].as_text() == "rolled back" && r[3].as_text() == "1.1.0"),
+        "Bielefeld rolled 1.1.0 back"
     );
     // Columns: level, code, name, adopted, gemeinden, ...: Kreis Unna covers all ten.
     let unna_row = bafoeg.rows.iter().find(|r| r[1].as_text() == "05978").context("a coverage row for Kreis Unna")?;
@@ -782,7 +930,7 @@ async fn run() -> Result<()> {
         rendered.contains(&format!("epaybl_mandant = \"{NRW_EPAYBL_MANDANT}\"")),
         "Dortmund's Wohngeld should carry NRW's ePayBL tenant from the offer:\n{rendered}"
     );
-    println!("\n✔ The report matches the scenario: Dortmund runs 4 and rejected 4 services, {} deployments in total, Bielefeld rolled back to 1.0.0.", totals.0);
+    println!("\n✔ The report matches the scenario: Dortmund runs 4 and rejected 4 services, {} deployments in total; Wohngeld 1.1.0 halted in the pilot ring after Bielefeld's rollback, 1.1.1 passed and reached the rest.", totals.0);
 
     if args.serve {
         let pki = fed.pki_dir();

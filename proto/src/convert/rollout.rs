@@ -161,7 +161,8 @@ pub fn rollout_status(
     now_ms: i64,
 ) -> pb::RolloutStatus {
     let (state, reason) = rollout_state(&r.status);
-    let open = counts.get(r.open);
+    // Once every ring is open there is nothing left to judge.
+    let open = counts.get(r.open).filter(|_| r.status != Status::Complete);
     let (gates, verdict) = match open {
         Some(c) => {
             let verdict = match r.plan.gates.verdict(c, now_ms, r.deadline_at_ms()) {
