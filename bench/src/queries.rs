@@ -148,6 +148,7 @@ pub fn run_on(work_dir: &Path, scale: &QueryScale, postgres: Option<&str>) -> Re
             registered_at_ms: 1_700_000_000_000,
             adoption_public: false,
             more_leistungsschluessel: vec![],
+            deprecated: None,
         };
         store.put_service(&service, EventKind::ServiceRegistered { service_id: sid.clone(), land: land.clone() })?;
         for ver in ["1.0.0", "1.1.0"] {

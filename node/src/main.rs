@@ -149,6 +149,8 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
                     s.yanked.iter().map(|(v, r)| (v.clone(), r.clone().into())).collect();
                 let scheduled: serde_json::Map<String, serde_json::Value> =
                     s.scheduled.iter().map(|(v, r)| (v.clone(), r.clone().into())).collect();
+                let recalled: serde_json::Map<String, serde_json::Value> =
+                    s.recalled.iter().map(|(v, r)| (v.clone(), r.clone().into())).collect();
                 let hold = s
                     .hold
                     .as_ref()
@@ -156,7 +158,7 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
                 serde_json::json!({
                     "service": s.service, "running": s.running, "installed": s.installed,
                     "pending": s.pending, "rejected": s.rejected, "yanked": yanked, "held": hold,
-                    "rollout": scheduled,
+                    "rollout": scheduled, "recalled": recalled, "deprecated": s.deprecated,
                     "last_error": s.last_error,
                 })
             })
@@ -190,20 +192,39 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
         "rollout",
         "last error",
     ]);
-    for s in st.services {
+    for s in &st.services {
         t.add_row([
-            s.service,
-            s.running.unwrap_or_else(|| "-".into()),
-            s.hold.map(|h| format!("{} ({})", h.version, h.reason)).unwrap_or_default(),
+            s.service.clone(),
+            s.running.clone().unwrap_or_else(|| "-".into()),
+            s.hold.as_ref().map(|h| format!("{} ({})", h.version, h.reason)).unwrap_or_default(),
             s.installed.join(", "),
             s.pending.join(", "),
             s.rejected.join(", "),
-            s.yanked.iter().map(|(v, r)| format!("{v} ({r})")).collect::<Vec<_>>().join(", "),
+            s.yanked
+                .iter()
+                .map(|(v, r)| {
+                    let recalled = s.recalled.iter().any(|(rv, _)| rv == v);
+                    if recalled {
+                        format!("{v} (recalled: {r})")
+                    } else {
+                        format!("{v} ({r})")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             s.scheduled.iter().map(|(v, r)| format!("{v}: {r}")).collect::<Vec<_>>().join(", "),
-            s.last_error.unwrap_or_default(),
+            s.last_error.clone().unwrap_or_default(),
         ]);
     }
     println!("{t}");
+    for s in st.services.iter().filter(|s| s.deprecated.is_some()) {
+        println!("NOTICE: {}: {}", s.service, s.deprecated.as_deref().unwrap_or_default());
+    }
+    for (service, version) in st.services.iter().flat_map(|s| {
+        s.recalled.iter().filter(|(v, _)| s.running.as_deref() == Some(v.as_str())).map(|(v, _)| (&s.service, v))
+    }) {
+        println!("RECALLED: {service} {version} is recalled by its Land; stop serving it: efa-node retire {service}");
+    }
     for w in &st.warnings {
         println!("WARNING: {w}");
     }

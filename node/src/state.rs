@@ -77,6 +77,13 @@ pub struct ServiceState {
     /// ring 2 (alle übrigen)", "rollout halted: ..."); gone once its ring opens.
     #[serde(default)]
     pub scheduled: BTreeMap<String, String>,
+    /// Yanked versions whose Land asks Kommunen to stop serving them (version -> reason);
+    /// the operator confirms with `efa-node retire`.
+    #[serde(default)]
+    pub recalled: BTreeMap<String, String>,
+    /// The building Land's deprecation notice, as last read from the hub.
+    #[serde(default)]
+    pub deprecated: Option<String>,
     /// The last failure, to show in `status`.
     pub last_error: Option<String>,
     /// Land code of the publisher, pinned when the first release was verified.

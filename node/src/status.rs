@@ -23,6 +23,10 @@ pub struct ServiceStatus {
     pub yanked: Vec<(String, String)>,
     /// Releases its rollout keeps from this Kommune for now, and why.
     pub scheduled: Vec<(String, String)>,
+    /// Recalled versions (the Land asks to stop serving them), with the reason.
+    pub recalled: Vec<(String, String)>,
+    /// The building Land's deprecation notice.
+    pub deprecated: Option<String>,
     /// The last failure.
     pub last_error: Option<String>,
     /// Held at a version by the operator, and why: newer releases wait for approval.
@@ -111,6 +115,8 @@ pub fn collect(
                     .collect(),
                 yanked: s.yanked.into_iter().collect(),
                 scheduled: s.scheduled.into_iter().collect(),
+                recalled: s.recalled.into_iter().collect(),
+                deprecated: s.deprecated,
                 last_error: s.last_error,
                 hold: s.hold,
                 service: name.clone(),

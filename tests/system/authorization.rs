@@ -46,7 +46,12 @@ async fn no_rpc_works_without_a_client_certificate_except_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_owning_land_manages_a_service() {
     let w = setup().await;
-    let yank = |id: &str| pb::YankReleaseRequest { service_id: id.into(), version: "1.0.0".into(), reason: "x".into() };
+    let yank = |id: &str| pb::YankReleaseRequest {
+        service_id: id.into(),
+        version: "1.0.0".into(),
+        reason: "x".into(),
+        recall: false,
+    };
     denied(
         ReleaseServiceClient::new(w.channel(&land("09")).await).yank_release(yank("wohngeld-nrw")).await,
         "Bayern yanks NRW's release",

@@ -100,6 +100,7 @@ async fn populate(w: &World) -> Agent {
             service_id: "wohngeld-nrw".into(),
             version: "1.0.0".into(),
             reason: YANK_REASON.into(),
+            recall: false,
         })
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 
 mod authorization;
 mod dashboard;
+mod deprecation;
 mod downloads;
 mod events;
 mod flow;

@@ -148,6 +148,7 @@ async fn yanked_releases_are_not_deployed_and_nodes_learn_about_them() {
             service_id: SERVICE.into(),
             version: "1.1.0".into(),
             reason: "Gebührenberechnung falsch".into(),
+            recall: false,
         })
         .await
         .unwrap();
@@ -256,6 +257,7 @@ async fn a_node_running_a_yanked_release_keeps_it_and_says_so() {
             service_id: SERVICE.into(),
             version: "1.0.0".into(),
             reason: "Sicherheitslücke im Formular".into(),
+            recall: false,
         })
         .await
         .unwrap();

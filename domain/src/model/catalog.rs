@@ -132,6 +132,21 @@ pub struct Service {
     /// each from LeiKa, possibly of other OZG-Leistungen; routing answers for each.
     #[serde(default)]
     pub more_leistungsschluessel: Vec<Leistungsschluessel>,
+    /// Set when the building Land deprecates the service: Kommunen keep what they run,
+    /// nodes show it, and a successor may be named.
+    #[serde(default)]
+    pub deprecated: Option<Deprecation>,
+}
+
+/// A building Land's notice that a service is on its way out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deprecation {
+    /// Why, in the Land's words.
+    pub reason: String,
+    /// The service Kommunen should move to, if there is one.
+    pub successor: Option<ServiceId>,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
 }
 
 impl Service {

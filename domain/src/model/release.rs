@@ -99,6 +99,10 @@ pub struct Yank {
     pub reason: String,
     /// When it was yanked, ms since the Unix epoch.
     pub at_ms: i64,
+    /// A recall: the Land asks Kommunen that run it to stop serving it. Nodes say so and
+    /// report the release retired once their operator confirms (`efa-node retire`);
+    /// nothing stops on its own.
+    pub recall: bool,
 }
 
 /// How a node reacts to a new release of a subscribed service.

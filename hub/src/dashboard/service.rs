@@ -80,6 +80,14 @@ pub fn render(who: &Identity, s: &ServiceDetail) -> Response {
     let yanked: Vec<_> = s.versions.iter().filter(|v| v.release.yank.is_some()).collect();
     let body = html! {
         h1 { (svc.title) " " span.muted.small { (svc.id.as_str()) } }
+        @if let Some(d) = &svc.deprecated {
+            p.notice #deprecated {
+                strong { "Abgekündigt" } " am " (html::timestamp(d.at_ms)) ": " (d.reason)
+                @if let Some(next) = &d.successor {
+                    " – Nachfolger: " a href={ "/services/" (next.as_str()) } { (next.as_str()) }
+                }
+            }
+        }
         dl.meta {
             dt { "Umsetzungsland" } dd { (s.land_name) " (" (svc.land) ")" }
             dt { "OZG-Leistung" } dd { (svc.ozg_id.as_str()) }
@@ -143,7 +151,7 @@ pub fn render(who: &Identity, s: &ServiceDetail) -> Response {
                         @if let Some(y) = &v.release.yank {
                             tr {
                                 td { span.version { (v.release.version) } }
-                                td.reason { (y.reason) }
+                                td.reason { (y.reason) @if y.recall { " " span.st.yanked { "Rückruf" } } }
                                 td.nowrap { (html::timestamp(y.at_ms)) }
                                 td { @if v.running.is_empty() { span.muted { "keiner Kommune mehr" } }
                                      @else { strong { (names(&v.running)) } } }

@@ -40,6 +40,23 @@ impl CatalogService for Catalog {
         Ok(Response::new((&entry).into()))
     }
 
+    async fn deprecate_service(
+        &self,
+        req: Request<pb::DeprecateServiceRequest>,
+    ) -> Result<Response<pb::ServiceInfo>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        authorize(&who, Action::ManageService { owner: None }).map_err(status)?;
+        let r = req.into_inner();
+        let id: ServiceId = parse(&r.service_id).map_err(status)?;
+        let successor: Option<ServiceId> = parse_opt(&r.successor_id).map_err(status)?;
+        let sid = id.clone();
+        let (_, event) = self.0.registry(move |reg| reg.deprecate(&who, &sid, &r.reason, successor)).await?;
+        tracing::info!(service = %id, "service deprecated");
+        self.0.feed.publish(event);
+        let entry = self.0.registry(move |reg| reg.catalog_entry(&id)).await?;
+        Ok(Response::new((&entry).into()))
+    }
+
     async fn list_services(
         &self,
         req: Request<pb::ListServicesRequest>,

@@ -296,7 +296,7 @@ impl ReleaseService for Releases {
         let who = self.0.auth.identify(&req)?;
         let r = req.into_inner();
         let id: ServiceId = parse(&r.service_id).map_err(status)?;
-        let (release, event) = self.0.registry(move |reg| reg.yank(&who, &id, &r.version, &r.reason)).await?;
+        let (release, event) = self.0.registry(move |reg| reg.yank(&who, &id, &r.version, &r.reason, r.recall)).await?;
         tracing::info!(service = %release.service_id, version = %release.version, "release yanked");
         self.0.feed.publish(event);
         Ok(Response::new((&release.summary()).into()))

@@ -332,6 +332,7 @@ impl Agent {
         let mut out = Vec::new();
         let services = self.subscribed_services().await?;
         for entry in &services {
+            self.note_deprecation(entry)?;
             let Some((_, channel)) = self.config.policy_for(&entry.service) else { continue };
             let list = self.hub.release_list(&entry.service.id, &channel).await?;
             if let Some(newest) = list.into_iter().find(|r| r.yank.is_none()) {
@@ -340,6 +341,24 @@ impl Agent {
         }
         self.check_freshness_of(&services).await?;
         Ok(out)
+    }
+
+    /// Keeps the building Land's deprecation notice of a service in the node's state, for
+    /// `status`; logged once when it first appears or changes.
+    pub(crate) fn note_deprecation(&self, entry: &CatalogEntry) -> Result<()> {
+        let notice = entry.service.deprecated.as_ref().map(|d| match &d.successor {
+            Some(next) => format!("deprecated by Land {}: {} (successor: {next})", entry.service.land, d.reason),
+            None => format!("deprecated by Land {}: {}", entry.service.land, d.reason),
+        });
+        let id = entry.service.id.to_string();
+        let known = self.state.load()?.services.get(&id).and_then(|s| s.deprecated.clone());
+        if known == notice {
+            return Ok(());
+        }
+        if let Some(n) = &notice {
+            tracing::warn!(service = %id, notice = %n, "the building Land deprecated a service this Kommune follows");
+        }
+        self.update(move |s| s.services.entry(id).or_default().deprecated = notice)
     }
 
     /// The services the node's subscriptions cover, as the hub's catalog describes them.

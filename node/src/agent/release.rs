@@ -53,6 +53,7 @@ impl Agent {
             why: why.into(),
         };
         let entry = self.hub.service(&info.service_id).await?;
+        self.note_deprecation(&entry)?;
         let Some((policy, channel)) = self.config.policy_for(&entry.service) else {
             return Ok(ignored("not subscribed"));
         };
@@ -192,18 +193,33 @@ impl Agent {
         let running = self.deployer.current_version(&info.service_id)?;
         let (id, version) = (info.service_id.to_string(), info.version.to_string());
         let reason = info.yank.as_ref().map(|y| y.reason.clone()).unwrap_or_default();
+        let recall = info.yank.as_ref().is_some_and(|y| y.recall);
         let (v, r) = (version.clone(), reason.clone());
         let change = move |s: &mut NodeState| {
             let e = s.services.entry(id).or_default();
             e.pending.remove(&v);
+            if recall {
+                e.recalled.insert(v.clone(), r.clone());
+            }
             e.yanked.insert(v, r);
         };
         if running.as_deref() == Some(version.as_str()) {
-            tracing::warn!(service = %info.service_id, %version, %reason,
-                "the running version was yanked by its Land; it keeps running until a newer release is deployed");
-            let note = format!(
-                "still running yanked release (Land's reason: {reason}); waiting for a fixed release or a local rollback"
-            );
+            let note = if recall {
+                // Stopping a public service is the Kommune's decision: the node says so,
+                // loudly, and the operator confirms with `efa-node retire`.
+                tracing::error!(service = %info.service_id, %version, %reason,
+                    "the Land recalled the running version: stop serving it (efa-node retire); it keeps running until then");
+                format!(
+                    "still serving recalled release (Land's reason: {reason}); the operator is asked to stop it (efa-node retire {})",
+                    info.service_id
+                )
+            } else {
+                tracing::warn!(service = %info.service_id, %version, %reason,
+                    "the running version was yanked by its Land; it keeps running until a newer release is deployed");
+                format!(
+                    "still running yanked release (Land's reason: {reason}); waiting for a fixed release or a local rollback"
+                )
+            };
             self.outbox().send(report(&info, AdoptionState::Deployed, &note), change).await?;
         } else {
             self.update(change)?;

@@ -88,6 +88,11 @@ impl From<&CatalogEntry> for pb::ServiceInfo {
             adoption_public: s.adoption_public,
             offered_by: e.offered_by.iter().map(|l| l.to_string()).collect(),
             more_leistungsschluessel: s.more_leistungsschluessel.iter().map(|k| k.to_string()).collect(),
+            deprecated: s.deprecated.as_ref().map(|d| pb::Deprecation {
+                reason: d.reason.clone(),
+                successor_id: d.successor.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                at_ms: d.at_ms,
+            }),
         }
     }
 }
@@ -111,6 +116,16 @@ impl TryFrom<pb::ServiceInfo> for CatalogEntry {
                 registered_at_ms: s.registered_at_ms,
                 adoption_public: s.adoption_public,
                 more_leistungsschluessel: s.more_leistungsschluessel.iter().map(|k| parse(k)).collect::<Result<_>>()?,
+                deprecated: s
+                    .deprecated
+                    .map(|d| {
+                        Ok::<_, Error>(efa_domain::model::catalog::Deprecation {
+                            reason: d.reason,
+                            successor: parse_opt(&d.successor_id)?,
+                            at_ms: d.at_ms,
+                        })
+                    })
+                    .transpose()?,
             },
         })
     }
@@ -129,6 +144,7 @@ impl From<&ReleaseSummary> for pb::ReleaseInfo {
             published_at_ms: r.published_at_ms,
             yanked: r.yank.is_some(),
             yank_reason: r.yank.as_ref().map(|y| y.reason.clone()).unwrap_or_default(),
+            recalled: r.yank.as_ref().is_some_and(|y| y.recall),
             land_code: r.land.to_string(),
             rollout: r.rollout.as_ref().map(Into::into),
         }
@@ -149,7 +165,7 @@ impl TryFrom<pb::ReleaseInfo> for ReleaseSummary {
             release_notes: r.release_notes,
             published_at_ms: r.published_at_ms,
             // The wire carries no yank time; the node only needs the reason.
-            yank: r.yanked.then_some(Yank { reason: r.yank_reason, at_ms: 0 }),
+            yank: r.yanked.then_some(Yank { reason: r.yank_reason, at_ms: 0, recall: r.recalled }),
             rollout: r.rollout.map(|p| efa_domain::model::rollout::Position {
                 ring: p.ring as usize,
                 ring_name: p.ring_name,

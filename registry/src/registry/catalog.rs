@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use efa_domain::authz::{acting_land, Identity};
 use efa_domain::bundle::Manifest;
 use efa_domain::error::echo;
-use efa_domain::model::catalog::{CatalogEntry, NewService, Service, SigningKeys};
+use efa_domain::model::catalog::{CatalogEntry, Deprecation, NewService, Service, SigningKeys};
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{parse_version, Channel, LandCode, ServiceId};
 use efa_domain::model::release::{Release, Yank};
@@ -106,6 +106,8 @@ impl Registry {
             parameters: new.parameters,
             adoption_public: new.adoption_public,
             more_leistungsschluessel: new.more_leistungsschluessel,
+            // A new registration keeps a deprecation; only `deprecate` changes it.
+            deprecated: existing.as_ref().and_then(|e| e.deprecated.clone()),
         };
         let who = who.clone();
         let kind = EventKind::ServiceRegistered { service_id: service.id.clone(), land };
@@ -259,8 +261,42 @@ impl Registry {
         Ok(self.store.releases(service)?.into_iter().filter(|r| channel.is_none_or(|c| &r.channel == c)).collect())
     }
 
-    /// Yanks a release of a service of the calling Land: no new deployments.
-    pub fn yank(&self, who: &Identity, service: &ServiceId, version: &str, reason: &str) -> Result<(Release, Event)> {
+    /// The building Land deprecates its service (again: a new notice), naming a successor
+    /// if there is one. Kommunen keep what they run; nodes show the notice.
+    pub fn deprecate(
+        &self,
+        who: &Identity,
+        service: &ServiceId,
+        reason: &str,
+        successor: Option<ServiceId>,
+    ) -> Result<(Service, Event)> {
+        let mut s = self.service(service)?;
+        let land = acting_land(who, Some(&s.land))?;
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("reason", "say why the service is deprecated; Kommunen read it"));
+        }
+        text::check("reason", reason, MAX_REASON_CHARS, Lines::Multi)?;
+        if let Some(next) = &successor {
+            if next == service {
+                return Err(Error::invalid("successor", "a service cannot succeed itself"));
+            }
+            self.service(next)?;
+        }
+        s.deprecated = Some(Deprecation { reason: reason.to_string(), successor, at_ms: efa_domain::now_ms() });
+        let kind = EventKind::ServiceRegistered { service_id: s.id.clone(), land };
+        self.commits.write(move |st| Ok((st.put_service(&s, kind)?, s))).map(|(e, s)| (s, e))
+    }
+
+    /// Yanks a release of a service of the calling Land: no new deployments; with `recall`,
+    /// Kommunen that run it are asked to stop serving it.
+    pub fn yank(
+        &self,
+        who: &Identity,
+        service: &ServiceId,
+        version: &str,
+        reason: &str,
+        recall: bool,
+    ) -> Result<(Release, Event)> {
         let s = self.service(service)?;
         acting_land(who, Some(&s.land))?;
         if reason.trim().is_empty() {
@@ -268,7 +304,8 @@ impl Registry {
         }
         text::check("reason", reason, MAX_REASON_CHARS, Lines::Multi)?;
         let v = parse_version(version)?;
-        let (service, yank) = (service.clone(), Yank { reason: reason.to_string(), at_ms: efa_domain::now_ms() });
+        let (service, yank) =
+            (service.clone(), Yank { reason: reason.to_string(), at_ms: efa_domain::now_ms(), recall });
         self.commits.write(move |s| s.yank_release(&service, &v, yank))
     }
 

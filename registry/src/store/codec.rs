@@ -55,7 +55,6 @@ record!(Land, "land", 1);
 record!(Kreis, "kreis", 1);
 record!(OzgLeistung, "OZG-Leistung", 1);
 record!(LeikaEntry, "LeiKa entry", 1);
-record!(Release, "release", 1);
 record!(Subscription, "subscription", 1);
 record!(AdoptionRecord, "adoption record", 1);
 record!(AdoptionEntry, "adoption history entry", 1);
@@ -180,6 +179,91 @@ mod previous {
                 registered_at_ms: s.registered_at_ms,
                 adoption_public: s.adoption_public,
                 more_leistungsschluessel: Vec::new(),
+                deprecated: None,
+            }
+        }
+    }
+
+    /// `Service` version 2: no deprecation.
+    #[derive(Deserialize)]
+    pub struct ServiceV2 {
+        pub id: ServiceId,
+        pub ozg_id: efa_domain::model::ids::OzgId,
+        pub leistungsschluessel: Option<efa_domain::model::ids::Leistungsschluessel>,
+        pub title: String,
+        pub description: String,
+        pub land: LandCode,
+        pub themenfeld: String,
+        pub lebenslage: String,
+        pub parameters: Vec<efa_domain::params::ParameterSpec>,
+        pub registered_at_ms: i64,
+        pub adoption_public: bool,
+        pub more_leistungsschluessel: Vec<efa_domain::model::ids::Leistungsschluessel>,
+    }
+
+    impl From<ServiceV2> for efa_domain::model::catalog::Service {
+        fn from(s: ServiceV2) -> Self {
+            efa_domain::model::catalog::Service {
+                id: s.id,
+                ozg_id: s.ozg_id,
+                leistungsschluessel: s.leistungsschluessel,
+                title: s.title,
+                description: s.description,
+                land: s.land,
+                themenfeld: s.themenfeld,
+                lebenslage: s.lebenslage,
+                parameters: s.parameters,
+                registered_at_ms: s.registered_at_ms,
+                adoption_public: s.adoption_public,
+                more_leistungsschluessel: s.more_leistungsschluessel,
+                deprecated: None,
+            }
+        }
+    }
+
+    /// `Yank` version 1 (inside `Release` version 1): no recall.
+    #[derive(Deserialize)]
+    pub struct YankV1 {
+        pub reason: String,
+        pub at_ms: i64,
+    }
+
+    /// `Release` version 1: a yank could not recall.
+    #[derive(Deserialize)]
+    pub struct ReleaseV1 {
+        pub service_id: ServiceId,
+        pub version: semver::Version,
+        pub channel: efa_domain::model::ids::Channel,
+        pub land: LandCode,
+        pub content_digest: efa_domain::bundle::Digest,
+        pub total_size: u64,
+        pub file_count: u32,
+        pub release_notes: String,
+        pub published_at_ms: i64,
+        pub manifest: Vec<u8>,
+        pub signature: Vec<u8>,
+        pub yank: Option<YankV1>,
+    }
+
+    impl From<ReleaseV1> for efa_domain::model::release::Release {
+        fn from(r: ReleaseV1) -> Self {
+            efa_domain::model::release::Release {
+                service_id: r.service_id,
+                version: r.version,
+                channel: r.channel,
+                land: r.land,
+                content_digest: r.content_digest,
+                total_size: r.total_size,
+                file_count: r.file_count,
+                release_notes: r.release_notes,
+                published_at_ms: r.published_at_ms,
+                manifest: r.manifest,
+                signature: r.signature,
+                yank: r.yank.map(|y| efa_domain::model::release::Yank {
+                    reason: y.reason,
+                    at_ms: y.at_ms,
+                    recall: false,
+                }),
             }
         }
     }
@@ -233,10 +317,23 @@ impl Record for Event {
 
 impl Record for Service {
     const KIND: &'static str = "service";
-    /// 2 added further Leistungsschlüssel.
+    /// 2 added further Leistungsschlüssel; 3 added deprecation.
+    const VERSION: u8 = 3;
+    fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        match version {
+            1 => Some(postcard::from_bytes::<previous::ServiceV1>(bytes).map(Into::into)),
+            2 => Some(postcard::from_bytes::<previous::ServiceV2>(bytes).map(Into::into)),
+            _ => None,
+        }
+    }
+}
+
+impl Record for Release {
+    const KIND: &'static str = "release";
+    /// 2 added recall to the yank.
     const VERSION: u8 = 2;
     fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
-        (version == 1).then(|| postcard::from_bytes::<previous::ServiceV1>(bytes).map(Into::into))
+        (version == 1).then(|| postcard::from_bytes::<previous::ReleaseV1>(bytes).map(Into::into))
     }
 }
 
@@ -356,5 +453,49 @@ mod tests {
             },
         };
         assert_eq!(decode::<Event>("events", &encode(&moved)).unwrap(), moved);
+    }
+
+    #[test]
+    fn a_version_2_service_and_a_version_1_release_read_as_before() {
+        // The field each version added comes last, so the older encoding is the newer one
+        // without it (a `None` or a `false` is one byte).
+        let service = Service {
+            id: "wohngeld-nrw".parse().unwrap(),
+            ozg_id: "10092".parse().unwrap(),
+            leistungsschluessel: None,
+            title: "Wohngeld".into(),
+            description: String::new(),
+            land: "05".parse().unwrap(),
+            themenfeld: "Arbeit & Ruhestand".into(),
+            lebenslage: "x".into(),
+            parameters: vec![],
+            registered_at_ms: 7,
+            adoption_public: false,
+            more_leistungsschluessel: vec!["99107023000000".parse().unwrap()],
+            deprecated: None,
+        };
+        let mut v2 = encode(&service);
+        assert_eq!((v2[0], v2.pop()), (3, Some(0)));
+        v2[0] = 2;
+        assert_eq!(decode::<Service>("services", &v2).unwrap(), service);
+
+        let release = Release {
+            service_id: "wohngeld-nrw".parse().unwrap(),
+            version: "1.0.0".parse().unwrap(),
+            channel: Default::default(),
+            land: "05".parse().unwrap(),
+            content_digest: efa_domain::bundle::Digest::of(b"x"),
+            total_size: 1,
+            file_count: 1,
+            release_notes: String::new(),
+            published_at_ms: 2,
+            manifest: vec![1, 2],
+            signature: vec![3],
+            yank: Some(efa_domain::model::release::Yank { reason: "Fehler".into(), at_ms: 5, recall: false }),
+        };
+        let mut v1 = encode(&release);
+        assert_eq!((v1[0], v1.pop()), (2, Some(0)));
+        v1[0] = 1;
+        assert_eq!(decode::<Release>("releases", &v1).unwrap(), release);
     }
 }

@@ -26,6 +26,7 @@ macro_rules! store_test_suite {
                 registered_at_ms: 1,
                 adoption_public: false,
                 more_leistungsschluessel: vec![],
+                deprecated: None,
             }
         }
 
@@ -176,13 +177,15 @@ macro_rules! store_test_suite {
                 .unwrap();
             store.insert_release(&release("1.0.0")).unwrap();
             let _ = store.insert_release(&release("1.0.0"));
-            store.yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "bug".into(), at_ms: 3 }).unwrap();
+            store
+                .yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "bug".into(), at_ms: 3, recall: false })
+                .unwrap();
             let seqs: Vec<u64> = store.events_after(0, 100).unwrap().iter().map(|e| e.seq).collect();
             assert_eq!(seqs, [1, 2, 3]);
             assert_eq!(store.head_seq().unwrap(), 3);
             assert_eq!(store.events_after(2, 100).unwrap().len(), 1);
             assert!(store
-                .yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "x".into(), at_ms: 4 })
+                .yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "x".into(), at_ms: 4, recall: false })
                 .is_err());
             assert_eq!(store.oldest_seq().unwrap(), Some(1));
             assert_eq!(store.trim_events(3).unwrap(), 2);

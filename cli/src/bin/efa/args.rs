@@ -258,6 +258,23 @@ pub(crate) enum Command {
         /// Why; Kommunen read it.
         #[arg(long)]
         reason: String,
+        /// Recall: ask Kommunen that run it to stop serving it (their nodes say so and report
+        /// it retired once their operator confirms).
+        #[arg(long)]
+        recall: bool,
+    },
+    /// Deprecate a service of your Land: Kommunen keep what they run, their nodes show the
+    /// notice and the successor. Again to change the notice.
+    Deprecate {
+        #[command(flatten)]
+        conn: Conn,
+        service: String,
+        /// Why; Kommunen read it.
+        #[arg(long)]
+        reason: String,
+        /// The service Kommunen should move to.
+        #[arg(long)]
+        successor: Option<String>,
     },
     /// List the releases of a service.
     Releases {

@@ -365,16 +365,33 @@ async fn run() -> Result<ExitCode> {
             let [head, rings, gates] = efa_cli::rollout::status_tables(&status);
             out.print(&[&head, &rings, &gates])?;
         }
-        Command::Yank { conn, service, version, reason } => {
+        Command::Yank { conn, service, version, reason, recall } => {
             let r = ReleaseServiceClient::new(conn.channel().await?)
                 .yank_release(pb::YankReleaseRequest {
                     service_id: service.clone(),
                     version: version.clone(),
                     reason: reason.clone(),
+                    recall: *recall,
                 })
                 .await?
                 .into_inner();
-            println!("yanked {} {}: {}", r.service_id, r.version, r.yank_reason);
+            let what = if r.recalled { "yanked and recalled" } else { "yanked" };
+            println!("{what} {} {}: {}", r.service_id, r.version, r.yank_reason);
+        }
+        Command::Deprecate { conn, service, reason, successor } => {
+            let s = CatalogServiceClient::new(conn.channel().await?)
+                .deprecate_service(pb::DeprecateServiceRequest {
+                    service_id: service.clone(),
+                    reason: reason.clone(),
+                    successor_id: successor.clone().unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            let d = s.deprecated.unwrap_or_default();
+            match d.successor_id.as_str() {
+                "" => println!("deprecated {}: {}", s.id, d.reason),
+                next => println!("deprecated {} (successor: {next}): {}", s.id, d.reason),
+            }
         }
         Command::Releases { conn, out, service } => {
             let resp = ReleaseServiceClient::new(conn.channel().await?)

@@ -124,6 +124,7 @@ fn a_batch_commits_at_flush_and_a_refused_write_rolls_back_alone() {
         registered_at_ms: 1,
         adoption_public: false,
         more_leistungsschluessel: vec![],
+        deprecated: None,
     };
     let registered = || EventKind::ServiceRegistered { service_id: service.id.clone(), land: service.land.clone() };
     store.begin_batch();
