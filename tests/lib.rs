@@ -359,3 +359,17 @@ pub async fn s3_objects(at: &efa_hub::S3Location) -> BTreeMap<String, u64> {
     }
     out
 }
+
+/// The pilot ring the rollout tests use: Dortmund and Bielefeld first; the rest of the
+/// Gemeinden once both run the release and none failed or rolled back.
+pub fn pilot_plan() -> efa_domain::model::rollout::RolloutPlan {
+    use efa_domain::model::rollout::{Gates, Members, Ring, RolloutPlan};
+    RolloutPlan {
+        rings: vec![Ring {
+            name: "Pilot".into(),
+            members: Members::Kommunen([DORTMUND.parse().unwrap(), BIELEFELD.parse().unwrap()].into()),
+        }],
+        gates: Gates { min_healthy: 2, max_failed_percent: Some(0), ..Default::default() },
+        decide_within_secs: None,
+    }
+}

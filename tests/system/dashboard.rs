@@ -316,20 +316,6 @@ async fn dashboard_needs_an_operator_token_and_shows_adoption_ratings_and_reject
     runner.await.unwrap();
 }
 
-/// Pilot ring: Dortmund and Bielefeld; the rest of the Gemeinden after two healthy
-/// deployments and no failure (as in `rollouts.rs`).
-fn pilot_plan() -> efa_domain::model::rollout::RolloutPlan {
-    use efa_domain::model::rollout::{Gates, Members, Ring, RolloutPlan};
-    RolloutPlan {
-        rings: vec![Ring {
-            name: "Pilot".into(),
-            members: Members::Kommunen([DORTMUND.parse().unwrap(), BIELEFELD.parse().unwrap()].into()),
-        }],
-        gates: Gates { min_healthy: 2, max_failed_percent: Some(0), ..Default::default() },
-        decide_within_secs: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_a_rollout_ring_by_ring_with_its_gates() {
     let w = World::with_dashboard().await;

@@ -29,17 +29,6 @@ fn step(
     reg.step_rollout(sid, v, rollout, efa_domain::now_ms())
 }
 
-fn pilot_plan() -> RolloutPlan {
-    RolloutPlan {
-        rings: vec![Ring {
-            name: "Pilot".into(),
-            members: Members::Kommunen([DORTMUND.parse().unwrap(), BIELEFELD.parse().unwrap()].into()),
-        }],
-        gates: Gates { min_healthy: 2, max_failed_percent: Some(0), ..Default::default() },
-        decide_within_secs: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pilot_ring_that_passes_opens_the_rest_and_a_rollback_halts_the_next_release() {
     let w = World::new().await;
