@@ -114,6 +114,18 @@ def build_manifest(args):
     return json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"), contents
 
 
+def publish_chunks(release_pb2, manifest, signature, contents, notes="", rollout_plan=None):
+    """The PublishRelease stream: the header (with `rollout_plan`, a RolloutPlan, if given),
+    then every file's bytes in manifest order, in data chunks."""
+    header = release_pb2.PublishHeader(manifest=manifest, signature=signature, release_notes=notes)
+    if rollout_plan is not None:
+        header.rollout_plan.CopyFrom(rollout_plan)
+    yield release_pb2.PublishChunk(header=header)
+    for data in contents:
+        for i in range(0, len(data), DATA_CHUNK):
+            yield release_pb2.PublishChunk(data=data[i : i + DATA_CHUNK])
+
+
 def validate(kind, data, repo_root):
     """Checks JSON bytes against docs/schemas/<kind>.schema.json before they are signed."""
     import jsonschema
@@ -155,16 +167,10 @@ def run(args):
                 )
                 log(f"SetSigningKeys: Land {keys.land_code} registered {list(keys.keys)}")
 
-            def chunks():
-                yield release_pb2.PublishChunk(
-                    header=release_pb2.PublishHeader(manifest=manifest, signature=signature, release_notes=args.notes)
-                )
-                for data in contents:
-                    for i in range(0, len(data), DATA_CHUNK):
-                        yield release_pb2.PublishChunk(data=data[i : i + DATA_CHUNK])
-
             releases = release_grpc.ReleaseServiceStub(channel)
-            info = releases.PublishRelease(chunks(), timeout=60)
+            info = releases.PublishRelease(
+                publish_chunks(release_pb2, manifest, signature, contents, args.notes), timeout=60
+            )
             log(
                 f"PublishRelease: {info.service_id} {info.version} channel={info.channel} land={info.land_code} "
                 f"files={info.file_count} size={info.total_size} digest={info.content_digest}"

@@ -177,6 +177,69 @@ async fn an_offer_written_and_signed_in_python_brings_the_service_to_that_lands_
     assert!(rendered.contains("fee_cents = 0"), "{rendered}");
 }
 
+/// A Land's tooling, in Python only, rolls a release out ring by ring: it publishes it with
+/// a pilot ring in the header, reads the rollout as operator and Kommunen, gets every
+/// hostile plan and move refused with the right code (a bad plan in the header before any
+/// content, leaving no release), promotes it, deprecates the service and recalls the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_deprecation_and_recall_driven_from_python_reach_every_reader() {
+    let install = format!("python3 -m pip install -r {REQUIREMENTS}");
+    let ready = match python_ready().await {
+        Ok(()) => python_has("cryptography").await,
+        e => e,
+    };
+    if !efa_testkit::tools::check("python_rollout", ready, &install) {
+        return;
+    }
+    const BAYERN: &str = "09";
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.register(NRW, "wohngeld-plus", "10092").await.unwrap();
+    let bundle = w.standard_bundle("1.1.0");
+
+    let mut args: Vec<std::ffi::OsString> = vec!["--addr".into(), w.fed.url().into()];
+    args.extend(tls_args(&w.fed.client_tls(&land(NRW)).unwrap()));
+    args.extend(["--signing-key".into(), w.fed.signing_key_file(&NRW.parse().unwrap()).unwrap().into_os_string()]);
+    args.extend(
+        ["--land", NRW, "--service", "wohngeld-nrw", "--version", "1.1.0", "--plain-version", "1.2.0"].map(Into::into),
+    );
+    args.extend(["--bundle".into(), bundle.into_os_string(), "--successor".into(), "wohngeld-plus".into()]);
+    for (who, id) in [
+        ("pilot", kommune(DORTMUND)),
+        ("outside", kommune(ESSEN)),
+        ("operator", operator()),
+        ("other-land", land(BAYERN)),
+    ] {
+        let tls = w.fed.client_tls(&id).unwrap();
+        args.extend([format!("--{who}-cert").into(), tls.cert.into_os_string()]);
+        args.extend([format!("--{who}-key").into(), tls.key.into_os_string()]);
+    }
+    let stdout = run_python("tests/python/efa_rollout.py", &args).await;
+    assert!(stdout.contains("OK: rollout, deprecation and recall from Python"), "{stdout}");
+
+    // The hub's own records agree with what the Python client read.
+    let reg = w.fed.registry().unwrap();
+    let sid: efa_domain::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
+    let rollout = reg.rollout(&sid, &"1.1.0".parse().unwrap()).unwrap().expect("the plan stored with 1.1.0");
+    assert_eq!((rollout.open, rollout.status), (1, efa_domain::model::rollout::Status::Complete));
+    assert_eq!(rollout.plan.rings.len(), 1);
+    assert!(reg.rollout(&sid, &"1.2.0".parse().unwrap()).unwrap().is_none(), "no refused plan was stored");
+    let releases = ReleaseServiceClient::new(w.channel(&kommune(DORTMUND)).await)
+        .list_releases(pb::ListReleasesRequest { service_id: "wohngeld-nrw".into(), channel: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .releases;
+    let seen: Vec<_> = releases.iter().map(|r| (r.version.as_str(), r.yanked, r.recalled)).collect();
+    assert_eq!(seen, [("1.2.0", false, false), ("1.1.0", true, true)]);
+    let service = CatalogServiceClient::new(w.channel(&kommune(ESSEN)).await)
+        .get_service(pb::GetServiceRequest { id: "wohngeld-nrw".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(service.deprecated.map(|d| d.successor_id), Some("wohngeld-plus".to_string()));
+}
+
 /// `--ca/--cert/--key` for a client certificate.
 fn tls_args(tls: &efa_proto::tls::ClientTlsFiles) -> Vec<std::ffi::OsString> {
     vec![

@@ -135,6 +135,16 @@ async fn over_grpc_the_land_sets_and_moves_a_plan_and_everyone_reads_its_status(
     };
     let refused = as_land.set_rollout_plan(set(bad)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    // Well-formed keys that name no Gemeinde or Kreis of the register: a ring nobody is in.
+    for (kommunen, kreise) in [(vec!["05999999".to_string()], vec![]), (vec![], vec!["05999".to_string()])] {
+        let ghost = pb::RolloutPlan {
+            rings: vec![pb::RolloutRing { name: "Geister".into(), kommunen, kreise, share_percent: 0 }],
+            ..plan.clone()
+        };
+        let refused = as_land.set_rollout_plan(set(ghost)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("of the register"), "{}", refused.message());
+    }
 
     let status = as_land.set_rollout_plan(set(plan.clone())).await.unwrap().into_inner();
     assert_eq!((status.state.as_str(), status.open_ring), ("running", 0));

@@ -259,6 +259,10 @@ impl ReleaseService for Releases {
         };
         let pb::PublishHeader { manifest, signature, release_notes, rollout_plan } = header;
         let plan = rollout_plan.map(RolloutPlan::try_from).transpose().map_err(status)?;
+        let plan = match plan {
+            Some(p) => Some(self.0.registry(move |r| r.check_rollout_plan(&p).map(|()| p)).await?),
+            None => None,
+        };
         // The one parse of the manifest: ownership, version and limits are checked on it,
         // and the checked release carries it to the commit.
         let checked = self.0.registry(move |r| r.check_publish(&who, manifest, signature)).await?;

@@ -21,7 +21,7 @@ impl TryFrom<pb::RolloutRing> for Ring {
             return Err(Error::invalid(
                 "rings",
                 format!(
-                    "ring {:?} must name exactly one of kommunen, kreise or share_percent",
+                    "ring {} must name exactly one of kommunen, kreise or share_percent",
                     efa_domain::error::echo(&r.name)
                 ),
             ));

@@ -4,9 +4,10 @@
 use super::Registry;
 use crate::error::{Error, Result};
 use efa_domain::authz::{authorize, Action, Identity};
+use efa_domain::error::echo;
 use efa_domain::model::event::{Event, EventKind};
 use efa_domain::model::ids::{Ags, ServiceId};
-use efa_domain::model::rollout::{RingCounts, Rollout, RolloutPlan, Status, Tally, Transition, Verdict};
+use efa_domain::model::rollout::{Members, RingCounts, Rollout, RolloutPlan, Status, Tally, Transition, Verdict};
 use std::collections::HashMap;
 
 /// What the rollout controller remembers between rounds: where it is in the event log, and
@@ -51,6 +52,7 @@ impl Registry {
         let s = self.service(service)?;
         authorize(who, Action::ManageService { owner: Some(&s.land) })?;
         let release = self.release(service, version)?;
+        self.check_rollout_plan(&plan)?;
         if let Some(y) = &release.yank {
             return Err(Error::failed_precondition(format!(
                 "{service} {} is yanked ({}); it has no rollout",
@@ -68,6 +70,37 @@ impl Registry {
             let event = st.put_rollout(&sid, &v, &rollout, Transition::Started, efa_domain::now_ms())?;
             Ok((rollout, event))
         })
+    }
+
+    /// Checks that a plan's rings name Gemeinden and Kreise of the register (a typo would
+    /// otherwise make a ring that nobody is in, and the rollout would wait for ever).
+    pub fn check_rollout_plan(&self, plan: &RolloutPlan) -> Result<()> {
+        for ring in &plan.rings {
+            match &ring.members {
+                Members::Kommunen(set) => {
+                    for ags in set {
+                        if self.store.kommune(ags)?.is_none() {
+                            return Err(Error::invalid(
+                                "rings",
+                                format!("ring {}: {ags} is no Gemeinde of the register", echo(&ring.name)),
+                            ));
+                        }
+                    }
+                }
+                Members::Kreise(set) => {
+                    for k in set {
+                        if self.store.kreis(k)?.is_none() {
+                            return Err(Error::invalid(
+                                "rings",
+                                format!("ring {}: {k} is no Kreis of the register", echo(&ring.name)),
+                            ));
+                        }
+                    }
+                }
+                Members::Share { .. } => {}
+            }
+        }
+        Ok(())
     }
 
     /// The rollout of a release, if it has a plan.
