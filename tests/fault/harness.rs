@@ -6,6 +6,7 @@
 use efa_cli::publish::{build_signed_manifest, publish_raw, PublishError, PublishSpec};
 use efa_domain::authz::Identity;
 use efa_domain::bundle::Digest;
+use efa_domain::model::rollout::RolloutPlan;
 use efa_domain::signing::SigningKey;
 use efa_proto::tls::ClientTlsFiles;
 use efa_proto::v1 as pb;
@@ -242,6 +243,22 @@ impl HubProc {
         format!("https://{}", self.addr)
     }
 
+    /// Makes the hub start with `--config root/hub.toml` holding `keys` (top-level keys as in
+    /// `hub/hub.example.toml`, e.g. `rollout_round_ms = 50`) and this test's `[tls]`; the
+    /// command-line flags still set the address, data dir and certificates.
+    pub fn with_config(&mut self, keys: &str) {
+        let path = self.root.join("hub.toml");
+        let pem = |name: &str| toml_str(&self.pki.dir.join(name).to_string_lossy());
+        let text = format!(
+            "{keys}\n[tls]\ncert = {}\nkey = {}\nclient_ca = {}\n",
+            pem("hub.pem"),
+            pem("hub.key"),
+            pem("ca.pem")
+        );
+        std::fs::write(&path, text).unwrap();
+        self.extra_args.extend(["--config".to_string(), path.to_string_lossy().into_owned()]);
+    }
+
     /// Starts the hub process without waiting for it to serve.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "hub already running");
@@ -437,6 +454,18 @@ pub async fn publish_dir(
     version: &str,
     dir: &Path,
 ) -> Result<pb::ReleaseInfo, PublishError> {
+    publish_dir_with_plan(hub, key, version, dir, None).await
+}
+
+/// [`publish_dir`] with a rollout plan in the publish header: the release and its rollout
+/// (first ring open) are stored in one transaction.
+pub async fn publish_dir_with_plan(
+    hub: &HubProc,
+    key: &SigningKey,
+    version: &str,
+    dir: &Path,
+    rollout: Option<RolloutPlan>,
+) -> Result<pb::ReleaseInfo, PublishError> {
     let spec = PublishSpec {
         dir,
         service_id: SERVICE.parse().unwrap(),
@@ -445,7 +474,7 @@ pub async fn publish_dir(
         land: NRW.parse().unwrap(),
         release_notes: format!("Wohngeld {version}"),
         signing_key: key,
-        rollout: None,
+        rollout,
     };
     efa_cli::publish::publish_dir(hub.channel(&land()).await, spec, |_, _| {}).await
 }

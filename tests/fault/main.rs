@@ -15,6 +15,8 @@
 //! - `replicas`: with two hub replicas on one PostgreSQL database, SIGKILL of one under
 //!   write load loses and duplicates no acknowledged report, and a node that knows both
 //!   carries on with the survivor.
+//! - `rollout`: with the hub SIGKILLed while its controller opens rollout rings, every ring
+//!   of a release opens exactly once, in order, and only once its predecessor passed.
 //!
 //! `cargo test -p efa-tests --test fault -- --nocapture` prints one summary line per test.
 //! `EFA_SOAK=1` runs the long variant; `EFA_TEST_SEED` replays a run's random choices and
@@ -27,3 +29,4 @@ mod migration;
 mod pg_restart;
 mod replicas;
 mod resume;
+mod rollout;
