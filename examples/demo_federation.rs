@@ -456,7 +456,11 @@ fn wohngeld_rating(version: &str, stars: u32, area: Criterion, comment: &str) ->
 
 async fn rollout_status(operator: &tonic::transport::Channel, version: &str) -> Result<pb::RolloutStatus> {
     Ok(RolloutServiceClient::new(operator.clone())
-        .get_rollout_status(pb::GetRolloutStatusRequest { service_id: "wohngeld".into(), version: version.into() })
+        .get_rollout_status(pb::GetRolloutStatusRequest {
+            service_id: "wohngeld".into(),
+            version: version.into(),
+            land_code: String::new(),
+        })
         .await?
         .into_inner())
 }

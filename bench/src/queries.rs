@@ -245,11 +245,11 @@ pub fn run_on(work_dir: &Path, scale: &QueryScale, postgres: Option<&str>) -> Re
     let (seed, n_gate_rings) = time_runs(scale.runs, |i| {
         let (sid, ver) = (svc(i), v("1.1.0"));
         let rollout = efa_domain::model::rollout::Rollout::start(plan.clone(), 1_700_000_000_000)?;
-        Ok(registry.ring_counts(sid, &ver, &rollout)?.len())
+        Ok(registry.ring_counts(sid, &ver, None, &rollout)?.len())
     })?;
     let gated = svc(0).clone();
     let rollout = efa_domain::model::rollout::Rollout::start(plan.clone(), efa_domain::now_ms())?;
-    store.put_rollout(&gated, &v("1.1.0"), &rollout, efa_domain::model::rollout::Transition::Started, 1)?;
+    store.put_rollout(&gated, &v("1.1.0"), None, &rollout, efa_domain::model::rollout::Transition::Started, 1)?;
     store.flush()?;
     let mut controller = efa_registry::RolloutController::default();
     registry.controller_round(&mut controller, efa_domain::now_ms())?;

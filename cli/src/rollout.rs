@@ -168,12 +168,16 @@ pub fn state_label(state: &str) -> &'static str {
 
 /// The status as three tables: the rollout, its rings, the open ring's gates.
 pub fn status_tables(s: &pb::RolloutStatus) -> [Table; 3] {
-    let mut head =
-        Table::new("rollout", "Rollout", &["Service", "Version", "State", "Reason", "Open ring", "Since", "Verdict"]);
+    let mut head = Table::new(
+        "rollout",
+        "Rollout",
+        &["Service", "Version", "Plan", "State", "Reason", "Open ring", "Since", "Verdict"],
+    );
     let open_name = s.rings.get(s.open_ring as usize).map(|r| r.name.clone()).unwrap_or_default();
     head.push(vec![
         Cell::text(&s.service_id),
         Cell::text(&s.version),
+        Cell::text(if s.land_code.is_empty() { "building Land".to_string() } else { format!("Land {}", s.land_code) }),
         Cell::text(&s.state),
         Cell::opt(&s.reason),
         Cell::text(format!("{} {}", s.open_ring + 1, open_name)),

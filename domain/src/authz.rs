@@ -138,6 +138,14 @@ pub enum Action<'a> {
         /// The building Land (Umsetzungsland).
         builder: &'a LandCode,
     },
+    /// Set or move a release's rollout: the building Land its plan (for every Kommune
+    /// without a plan of its own Land), an offering Land its own plan for its Kommunen.
+    SteerRollout {
+        /// The building Land (Umsetzungsland).
+        builder: &'a LandCode,
+        /// The caller is a Land with an active offer of the service.
+        caller_offers: bool,
+    },
     /// Read the subscriptions of a Kommune.
     ReadSubscriptions {
         /// Whose subscriptions.
@@ -279,6 +287,14 @@ fn table(who: &Identity, action: Action<'_>) -> Result<()> {
         (Action::OfferService { .. }, other) => {
             deny(format!("only a Land offers services to its Kommunen; caller is {other}"))
         }
+        (Action::SteerRollout { builder, .. }, Identity::Land(land)) if builder == land => Ok(()),
+        (Action::SteerRollout { caller_offers: true, .. }, Identity::Land(_)) => Ok(()),
+        (Action::SteerRollout { builder, .. }, Identity::Land(land)) => deny(format!(
+            "Land {land} neither builds this service (Land {builder} does) nor offers it to its Kommunen"
+        )),
+        (Action::SteerRollout { .. }, other) => {
+            deny(format!("only the building Land or an offering Land steers a rollout; caller is {other}"))
+        }
     }
 }
 
@@ -393,6 +409,13 @@ mod tests {
     fn a_land_offers_what_others_built() {
         let hb: LandCode = "04".parse().unwrap();
         assert!(authorize(&land("05"), Action::OfferService { builder: &hb }).is_ok());
+        // Rollouts: the builder, and a Land that offers the service (its own plan).
+        let steer = |offers| Action::SteerRollout { builder: &hb, caller_offers: offers };
+        assert!(authorize(&land("04"), steer(false)).is_ok());
+        assert!(authorize(&land("05"), steer(true)).is_ok());
+        assert!(authorize(&land("05"), steer(false)).unwrap_err().to_string().contains("nor offers it"));
+        assert!(authorize(&kommune("05913000"), steer(true)).is_err());
+        assert!(authorize(&operator(), steer(true)).is_err());
         let own = authorize(&land("04"), Action::OfferService { builder: &hb }).unwrap_err().to_string();
         assert!(own.contains("without an offer"), "{own}");
         assert!(authorize(&kommune("05913000"), Action::OfferService { builder: &hb }).is_err());

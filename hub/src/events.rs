@@ -53,8 +53,22 @@ pub struct Resolved {
     pub channel: Channel,
     /// The release as streams send it.
     pub info: pb::ReleaseInfo,
-    /// Its rollout, if it has a plan: each Kommune is told where it stands.
-    pub rollout: Option<efa_domain::model::rollout::Rollout>,
+    /// Its rollouts (the building Land's, `None`, and offering Länder's own): each Kommune
+    /// is told where it stands in the one it follows.
+    pub rollouts: Vec<(Option<LandCode>, efa_domain::model::rollout::Rollout)>,
+}
+
+impl Resolved {
+    /// The rollout Kommune `ags` follows: its own Land's plan, else the building Land's;
+    /// with whose plan it is.
+    fn rollout_for(&self, ags: &Ags) -> Option<(Option<&LandCode>, &efa_domain::model::rollout::Rollout)> {
+        let own = ags.land();
+        self.rollouts
+            .iter()
+            .find(|(l, _)| l.as_ref() == Some(&own))
+            .or_else(|| self.rollouts.iter().find(|(l, _)| l.is_none()))
+            .map(|(l, r)| (l.as_ref(), r))
+    }
 }
 
 /// Resolved events kept; older ones are read from the store again when a stream needs them.
@@ -80,7 +94,10 @@ impl EventBus {
         // whom they reach.
         if matches!(
             event.kind,
-            EventKind::ReleaseYanked { .. } | EventKind::Offered { .. } | EventKind::RolloutChanged { .. }
+            EventKind::ReleaseYanked { .. }
+                | EventKind::Offered { .. }
+                | EventKind::RolloutChanged { .. }
+                | EventKind::LandRolloutChanged { .. }
         ) {
             if let Ok(mut cache) = self.resolved.lock() {
                 cache.clear();
@@ -283,7 +300,8 @@ async fn deliver(
         EventKind::Unsubscribed { ags: who, .. } if who == ags => *subs = load_subs(state, ags).await?,
         EventKind::ReleasePublished { service_id, version }
         | EventKind::ReleaseYanked { service_id, version, .. }
-        | EventKind::RolloutChanged { service_id, version, .. } => {
+        | EventKind::RolloutChanged { service_id, version, .. }
+        | EventKind::LandRolloutChanged { service_id, version, .. } => {
             if subs.is_empty() {
                 return Ok(true);
             }
@@ -291,11 +309,11 @@ async fn deliver(
             let resolved = cell
                 .get_or_try_init(|| async {
                     let (sid, v) = (service_id.clone(), version.to_string());
-                    let (service, release, offers, rollout) = state
+                    let (service, release, offers, rollouts) = state
                         .registry(move |r| {
                             let release = r.release(&sid, &v)?;
-                            let rollout = r.rollout(&sid, &release.version)?;
-                            Ok((r.service(&sid)?, release, r.offers(&sid)?, rollout))
+                            let rollouts = r.release_rollouts(&sid, &release.version)?;
+                            Ok((r.service(&sid)?, release, r.offers(&sid)?, rollouts))
                         })
                         .await?;
                     Ok::<_, Status>(Arc::new(Resolved {
@@ -304,19 +322,28 @@ async fn deliver(
                         offers: offers.into_iter().filter(|o| o.is_active()).collect(),
                         channel: release.channel.clone(),
                         info: (&release.summary()).into(),
-                        rollout,
+                        rollouts,
                     }))
                 })
                 .await?
                 .clone();
-            let position = resolved.rollout.as_ref().map(|r| r.position(ags, service_id, version));
-            // A rollout's move concerns the Kommunen of the ring that opened (they may now
-            // deploy) and, when it pauses, halts or resumes, every Kommune of an open ring.
-            if let EventKind::RolloutChanged { transition, .. } = &event.kind {
-                let concerned = match (transition, &position) {
-                    (Transition::Opened { ring, .. }, Some(p)) => p.ring == *ring,
-                    (Transition::Started, _) => false,
-                    (_, Some(p)) => resolved.rollout.as_ref().is_some_and(|r| p.ring <= r.open),
+            let followed = resolved.rollout_for(ags);
+            let position = followed.map(|(_, r)| r.position(ags, service_id, version));
+            // A rollout's move concerns the Kommunen that follow that plan: those of the ring
+            // that opened (they may now deploy) and, when it pauses, halts or resumes, every
+            // Kommune of an open ring.
+            let moved = match &event.kind {
+                EventKind::RolloutChanged { transition, .. } => Some((None, transition)),
+                EventKind::LandRolloutChanged { land, transition, .. } => Some((Some(land), transition)),
+                _ => None,
+            };
+            if let Some((whose, transition)) = moved {
+                let concerned = match (followed, &position) {
+                    (Some((plan, r)), Some(p)) if plan == whose => match transition {
+                        Transition::Opened { ring, .. } => p.ring == *ring,
+                        Transition::Started => false,
+                        _ => p.ring <= r.open,
+                    },
                     _ => false,
                 };
                 if !concerned {

@@ -166,7 +166,8 @@ async fn rollout_status(
     client: &mut RolloutServiceClient<tonic::transport::Channel>,
     version: &str,
 ) -> pb::RolloutStatus {
-    let req = pb::GetRolloutStatusRequest { service_id: SERVICE.into(), version: version.into() };
+    let req =
+        pb::GetRolloutStatusRequest { service_id: SERVICE.into(), version: version.into(), land_code: String::new() };
     match tokio::time::timeout(CALL_TIMEOUT, client.get_rollout_status(req)).await {
         Ok(Ok(s)) => s.into_inner(),
         other => panic!("GetRolloutStatus {version}: {other:?}"),
@@ -294,7 +295,10 @@ fn check_store(
     assert_eq!(published, acked, "releases in the log differ from the acknowledged publishes");
     for v in &t.releases {
         let version: semver::Version = v.parse().unwrap();
-        let r = store.rollout(&service, &version).unwrap().unwrap_or_else(|| panic!("{v} stored without its rollout"));
+        let r = store
+            .rollout(&service, &version, None)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{v} stored without its rollout"));
         let logged = *open.get(v).unwrap_or_else(|| panic!("{v}: no Started event"));
         assert_eq!(&r.plan, plan, "{v}: stored plan");
         assert_eq!(r.open, logged, "{v}: stored open ring differs from the last Opened event");

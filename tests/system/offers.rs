@@ -338,3 +338,115 @@ async fn the_bund_builds_and_a_land_offers_its_service() {
     let node = Agent::new(config).unwrap();
     assert_eq!(deployed(&node.sync().await.unwrap()), vec!["hundehaltung-bund 1.0.0".to_string()]);
 }
+
+/// An offering Land sets its own rollout plan for its Kommunen: they follow it instead of
+/// the building Land's, each plan counts only its own Kommunen, and a Land that neither
+/// builds nor offers the service, or names another Land's Kommunen, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offering_land_rolls_a_release_out_to_its_kommunen_by_its_own_plan() {
+    use efa_domain::model::rollout::{Gates, Members, Ring, RolloutPlan};
+    use efa_proto::v1::rollout_service_client::RolloutServiceClient;
+    let w = World::new().await;
+    w.register(BREMEN, SERVICE, "10160").await.unwrap();
+    w.publish(BREMEN, SERVICE, "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let nrw_key = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
+    publish_offer(w.channel(&land(NRW)).await, &NRW.parse().unwrap(), &nrw_key, spec(&[("fee_cents", "0")], None))
+        .await
+        .unwrap();
+    // Bremen's plan: Bremen first. NRW's own: Dortmund first, then the rest of NRW.
+    let ring =
+        |name: &str, ags: &str| Ring { name: name.into(), members: Members::Kommunen([ags.parse().unwrap()].into()) };
+    let plan = |r: Ring| RolloutPlan {
+        rings: vec![r],
+        gates: Gates { min_healthy: 1, ..Default::default() },
+        decide_within_secs: None,
+    };
+    w.publish_rolled_out(BREMEN, SERVICE, "1.1.0", &w.standard_bundle("1.1.0"), plan(ring("Bremen", BREMEN_STADT)))
+        .await
+        .unwrap();
+    let set = |p: &RolloutPlan| pb::SetRolloutPlanRequest {
+        service_id: SERVICE.into(),
+        version: "1.1.0".into(),
+        plan: Some(p.into()),
+    };
+    // NRW's pilot also has to rate it, so nothing moves before the test says so.
+    let nrw_plan = RolloutPlan {
+        gates: Gates { min_healthy: 1, min_ratings: 1, ..Default::default() },
+        ..plan(ring("Pilot NRW", DORTMUND))
+    };
+    // Bayern offers nothing; NRW may not name Bremen's Kommunen.
+    let refused = RolloutServiceClient::new(w.channel(&land("09")).await).set_rollout_plan(set(&nrw_plan)).await;
+    assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+    let mut as_nrw = RolloutServiceClient::new(w.channel(&land(NRW)).await);
+    let foreign = as_nrw.set_rollout_plan(set(&plan(ring("Fremd", BREMEN_STADT)))).await.unwrap_err();
+    assert_eq!(foreign.code(), Code::InvalidArgument, "{foreign:?}");
+    assert!(foreign.message().contains("not of Land 05"), "{}", foreign.message());
+    let status = as_nrw.set_rollout_plan(set(&nrw_plan)).await.unwrap().into_inner();
+    assert_eq!((status.land_code.as_str(), status.rings[0].name.as_str()), ("05", "Pilot NRW"));
+    assert_eq!(as_nrw.set_rollout_plan(set(&nrw_plan)).await.unwrap_err().code(), Code::AlreadyExists);
+
+    // Where each Kommune stands: Dortmund by NRW's pilot ring (though Bremen's ring is the
+    // only one open there), Essen in NRW's last ring, Bremen by Bremen's plan.
+    let position = |ags: &'static str| {
+        let w = &w;
+        async move {
+            ReleaseServiceClient::new(w.channel(&kommune(ags)).await)
+                .get_release(pb::GetReleaseRequest { service_id: SERVICE.into(), version: "1.1.0".into() })
+                .await
+                .unwrap()
+                .into_inner()
+                .info
+                .unwrap()
+                .rollout
+                .unwrap()
+        }
+    };
+    let p = position(DORTMUND).await;
+    assert_eq!((p.ring_name.as_str(), p.admitted), ("Pilot NRW", true));
+    let p = position(ESSEN).await;
+    assert_eq!((p.ring_name.as_str(), p.admitted), ("alle übrigen", false));
+    let p = position(BREMEN_STADT).await;
+    assert_eq!((p.ring_name.as_str(), p.admitted), ("Bremen", true));
+
+    // Dortmund runs it: NRW's plan counts it, Bremen's does not.
+    let dortmund = themenfeld_node(&w, DORTMUND);
+    assert_eq!(deployed(&dortmund.sync().await.unwrap()), vec![format!("{SERVICE} 1.1.0")]);
+    let read = |land_code: &str| pb::GetRolloutStatusRequest {
+        service_id: SERVICE.into(),
+        version: "1.1.0".into(),
+        land_code: land_code.into(),
+    };
+    let mut as_operator = RolloutServiceClient::new(w.channel(&operator()).await);
+    let nrw_status = as_operator.get_rollout_status(read(NRW)).await.unwrap().into_inner();
+    let bremen_status = as_operator.get_rollout_status(read("")).await.unwrap().into_inner();
+    assert_eq!(nrw_status.rings[0].healthy, 1);
+    assert_eq!(bremen_status.rings.iter().map(|r| r.healthy).sum::<u32>(), 0, "Dortmund follows NRW's plan");
+    assert_eq!(as_operator.get_rollout_status(read("09")).await.unwrap_err().code(), Code::NotFound);
+
+    // NRW moves its own plan by hand; Bremen may not move NRW's (its moves are its own plan's).
+    let act = |action: pb::RolloutAction, reason: &str| pb::RolloutActionRequest {
+        service_id: SERVICE.into(),
+        version: "1.1.0".into(),
+        action: action as i32,
+        reason: reason.into(),
+    };
+    let paused = as_nrw.act_on_rollout(act(pb::RolloutAction::Pause, "Rückmeldung abwarten")).await.unwrap();
+    assert_eq!((paused.get_ref().land_code.as_str(), paused.get_ref().state.as_str()), ("05", "paused"));
+    let bremen_status = as_operator.get_rollout_status(read("")).await.unwrap().into_inner();
+    assert_eq!(bremen_status.state, "running", "Bremen's plan is not NRW's");
+    as_nrw.act_on_rollout(act(pb::RolloutAction::Resume, "")).await.unwrap();
+
+    // The pilot's rating passes NRW's gates: the controller opens NRW's last ring, Essen may
+    // deploy; Bremen's plan waits for Bremen.
+    rate(&dortmund, SERVICE, "1.1.0", 4, vec![], "läuft").await.unwrap();
+    eventually(20, "the controller opens NRW's last ring", || async {
+        RolloutServiceClient::new(w.channel(&operator()).await)
+            .get_rollout_status(read(NRW))
+            .await
+            .is_ok_and(|s| s.get_ref().state == "complete")
+    })
+    .await;
+    assert!(position(ESSEN).await.admitted);
+    let bremen_status = as_operator.get_rollout_status(read("")).await.unwrap().into_inner();
+    assert_eq!((bremen_status.state.as_str(), bremen_status.open_ring), ("running", 0));
+}

@@ -155,7 +155,11 @@ async fn over_grpc_the_land_sets_and_moves_a_plan_and_everyone_reads_its_status(
 
     // The pilots report; the status counts them per ring; an operator reads it.
     report(&w, DORTMUND, "1.1.0", pb::AdoptionState::Deployed).await;
-    let read = pb::GetRolloutStatusRequest { service_id: "wohngeld-nrw".into(), version: "1.1.0".into() };
+    let read = pb::GetRolloutStatusRequest {
+        service_id: "wohngeld-nrw".into(),
+        version: "1.1.0".into(),
+        land_code: String::new(),
+    };
     let status = RolloutServiceClient::new(w.channel(&operator()).await)
         .get_rollout_status(read.clone())
         .await
@@ -363,13 +367,13 @@ async fn the_controllers_counters_match_a_count_from_the_records() {
         }
         reg.controller_round(&mut ctl, efa_domain::now_ms()).unwrap();
         let rollout = reg.rollout(&sid, &v110).unwrap().unwrap();
-        let mut fresh = reg.ring_counts(&sid, &v110, &rollout).unwrap();
+        let mut fresh = reg.ring_counts(&sid, &v110, None, &rollout).unwrap();
         fresh[0].opened_at_ms = 0;
-        assert_eq!(ctl.counts(&sid, &v110).unwrap(), &fresh[..], "round {round}");
+        assert_eq!(ctl.counts(&sid, &v110, None).unwrap(), &fresh[..], "round {round}");
         let mut restarted = efa_registry::RolloutController::default();
         reg.controller_round(&mut restarted, efa_domain::now_ms()).unwrap();
-        assert_eq!(restarted.counts(&sid, &v110).unwrap(), &fresh[..], "restarted, round {round}");
+        assert_eq!(restarted.counts(&sid, &v110, None).unwrap(), &fresh[..], "restarted, round {round}");
     }
-    let total: u32 = ctl.counts(&sid, &v110).unwrap().iter().map(|c| c.healthy + c.failed + c.rolled_back).sum();
+    let total: u32 = ctl.counts(&sid, &v110, None).unwrap().iter().map(|c| c.healthy + c.failed + c.rolled_back).sum();
     assert!(total > 0, "the test exercised something");
 }

@@ -85,9 +85,39 @@ pub enum EventKind {
         /// What happened.
         transition: super::rollout::Transition,
     },
+    /// An offering Land's own rollout of a release, for its Kommunen, started or moved.
+    LandRolloutChanged {
+        /// The service.
+        service_id: ServiceId,
+        /// The release.
+        version: semver::Version,
+        /// The offering Land whose plan it is.
+        land: LandCode,
+        /// What happened.
+        transition: super::rollout::Transition,
+    },
 }
 
 impl EventKind {
+    /// The event of a rollout's move: the building Land's (`land` `None`) or an offering
+    /// Land's own.
+    pub fn rollout_moved(
+        service: &ServiceId,
+        version: &semver::Version,
+        land: Option<&LandCode>,
+        transition: super::rollout::Transition,
+    ) -> EventKind {
+        match land {
+            None => EventKind::RolloutChanged { service_id: service.clone(), version: version.clone(), transition },
+            Some(l) => EventKind::LandRolloutChanged {
+                service_id: service.clone(),
+                version: version.clone(),
+                land: l.clone(),
+                transition,
+            },
+        }
+    }
+
     /// The service a release event concerns, if it is one nodes must hear about.
     pub fn release_service(&self) -> Option<&ServiceId> {
         match self {

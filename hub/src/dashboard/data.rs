@@ -347,6 +347,8 @@ pub(crate) fn rejections(reg: &Registry, who: &Identity, land: Option<&LandCode>
 pub(crate) struct RolloutRow {
     pub service: Service,
     pub version: semver::Version,
+    /// Whose plan: `None` the building Land's, else an offering Land's own.
+    pub land: Option<LandCode>,
     /// As gRPC and the CLI show it; rings counted only while the rollout can still move.
     pub status: pb::RolloutStatus,
 }
@@ -359,17 +361,26 @@ pub(crate) fn rollouts(reg: &Registry, now_ms: i64) -> Result<Vec<RolloutRow>> {
     let services: BTreeMap<String, Service> =
         reg.services(None, None)?.into_iter().map(|s| (s.id.to_string(), s)).collect();
     let mut rows = Vec::new();
-    for (id, version, rollout) in reg.rollouts()? {
+    for (id, version, land, rollout) in reg.rollouts()? {
         // Services are not deleted; were one missing, the list still shows the others.
         let Some(service) = services.get(id.as_str()) else { continue };
         let counts = match rollout.status {
-            Status::Running | Status::Paused { .. } => reg.ring_counts(&id, &version, &rollout)?,
+            Status::Running | Status::Paused { .. } => reg.ring_counts(&id, &version, land.as_ref(), &rollout)?,
             Status::Halted { .. } | Status::Complete => Vec::new(),
         };
-        let status = efa_proto::convert::rollout_status(id.as_str(), &version.to_string(), &rollout, &counts, now_ms);
-        rows.push(RolloutRow { service: service.clone(), version, status });
+        let status = efa_proto::convert::rollout_status(
+            id.as_str(),
+            &version.to_string(),
+            land.as_ref(),
+            &rollout,
+            &counts,
+            now_ms,
+        );
+        rows.push(RolloutRow { service: service.clone(), version, land, status });
     }
-    rows.sort_by(|a, b| a.service.title.cmp(&b.service.title).then_with(|| b.version.cmp(&a.version)));
+    rows.sort_by(|a, b| {
+        a.service.title.cmp(&b.service.title).then_with(|| b.version.cmp(&a.version)).then_with(|| a.land.cmp(&b.land))
+    });
     Ok(rows)
 }
 
@@ -399,12 +410,18 @@ pub(crate) struct RolloutDetail {
 
 /// A release's rollout; `None` if the release has no plan (a missing service or release is
 /// NOT_FOUND, a malformed version INVALID, as everywhere).
-pub(crate) fn rollout(reg: &Registry, id: &ServiceId, version: &str, now_ms: i64) -> Result<Option<RolloutDetail>> {
+pub(crate) fn rollout(
+    reg: &Registry,
+    id: &ServiceId,
+    version: &str,
+    land: Option<&LandCode>,
+    now_ms: i64,
+) -> Result<Option<RolloutDetail>> {
     let service = reg.service(id)?;
     let version = reg.release(id, version)?.version;
-    let Some(rollout) = reg.rollout(id, &version)? else { return Ok(None) };
-    let counts = reg.ring_counts(id, &version, &rollout)?;
-    let status = efa_proto::convert::rollout_status(id.as_str(), &version.to_string(), &rollout, &counts, now_ms);
+    let Some(rollout) = reg.rollout_of(id, &version, land)? else { return Ok(None) };
+    let counts = reg.ring_counts(id, &version, land, &rollout)?;
+    let status = efa_proto::convert::rollout_status(id.as_str(), &version.to_string(), land, &rollout, &counts, now_ms);
     Ok(Some(RolloutDetail {
         members: ring_members(reg, &rollout)?,
         deadline_at_ms: rollout.deadline_at_ms(),

@@ -324,14 +324,17 @@ async fn rollouts_page(State(d): State<Arc<Dashboard>>, Extension(who): Who) -> 
     Ok(rollouts::render_list(&who, &rows))
 }
 
+/// `?land=09`: an offering Land's own plan instead of the building Land's.
 async fn rollout_page(
     State(d): State<Arc<Dashboard>>,
     Extension(who): Who,
     Path((id, version)): Path<(String, String)>,
+    Query(q): Query<LandQuery>,
 ) -> Page {
     let id = service_id(&id)?;
+    let land = land_code(&q.land)?;
     let v = version.clone();
-    let detail = d.read(move |r| data::rollout(r, &id, &v, efa_domain::now_ms())).await?;
+    let detail = d.read(move |r| data::rollout(r, &id, &v, land.as_ref(), efa_domain::now_ms())).await?;
     let detail = detail.ok_or_else(|| {
         PageError::new(
             StatusCode::NOT_FOUND,

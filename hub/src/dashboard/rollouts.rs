@@ -94,8 +94,19 @@ fn open_ring(s: &pb::RolloutStatus) -> String {
     format!("{} von {} ({name})", s.open_ring + 1, s.rings.len())
 }
 
-fn rollout_href(service: &str, version: &str) -> String {
-    format!("/services/{service}/rollout/{version}")
+fn rollout_href(service: &str, version: &str, land: &str) -> String {
+    if land.is_empty() {
+        format!("/services/{service}/rollout/{version}")
+    } else {
+        format!("/services/{service}/rollout/{version}?land={land}")
+    }
+}
+
+/// Whose plan, in words: the building Land's, or an offering Land's own for its Kommunen.
+fn whose(land_code: &str) -> Markup {
+    html! {
+        @if land_code.is_empty() { "Umsetzungsland" } @else { "Land " (land_code) " für seine Kommunen" }
+    }
 }
 
 pub fn render_list(who: &Identity, rows: &[RolloutRow]) -> Response {
@@ -110,15 +121,16 @@ pub fn render_list(who: &Identity, rows: &[RolloutRow]) -> Response {
         } @else {
             table.data #rollouts {
                 thead { tr {
-                    th { "Onlinedienst" } th { "Version" } th { "Stand" } th { "Offener Ring" } th { "seit" } th { "Urteil" }
+                    th { "Onlinedienst" } th { "Version" } th { "Plan" } th { "Stand" } th { "Offener Ring" } th { "seit" } th { "Urteil" }
                 } }
                 tbody {
                     @for r in rows {
                         @let id = r.service.id.as_str();
                         @let version = r.version.to_string();
-                        tr id={ "rollout-" (id) "-" (version) } {
+                        tr id={ "rollout-" (id) "-" (version) @if !r.status.land_code.is_empty() { "-" (r.status.land_code) } } {
                             td { a href={ "/services/" (id) } { (r.service.title) } br; span.muted.small { (id) } }
-                            td { a.version href=(rollout_href(id, &version)) { (version) } }
+                            td { a.version href=(rollout_href(id, &version, &r.status.land_code)) { (version) } }
+                            td { (whose(&r.status.land_code)) }
                             td { (state_badge(&r.status.state)) }
                             td { (open_ring(&r.status)) }
                             td.nowrap { (html::timestamp(r.status.opened_at_ms)) }
@@ -174,6 +186,7 @@ pub fn render(who: &Identity, d: &RolloutDetail) -> Response {
             p.notice #reason { strong { (state_label(&s.state)) ": " } (s.reason) }
         }
         dl.meta {
+            dt { "Plan" } dd #plan { (whose(&s.land_code)) }
             dt { "Stand" } dd #state { (state_badge(&s.state)) }
             dt { "Offener Ring" } dd #open-ring { (open_ring(s)) }
             dt { "seit" } dd { (html::timestamp(s.opened_at_ms)) }

@@ -2,10 +2,10 @@
 
 use crate::error::status;
 use crate::state::HubState;
-use efa_domain::authz::{authorize, Action};
-use efa_domain::model::ids::ServiceId;
+use efa_domain::authz::{authorize, Action, Identity};
+use efa_domain::model::ids::{LandCode, ServiceId};
 use efa_domain::model::rollout::RolloutPlan;
-use efa_proto::convert::{parse, rollout_status};
+use efa_proto::convert::{parse, parse_opt, rollout_status};
 use efa_proto::v1 as pb;
 use efa_proto::v1::rollout_service_server::RolloutService;
 use efa_registry::RolloutAction;
@@ -16,10 +16,27 @@ use tonic::{Request, Response, Status};
 pub struct Rollouts(pub Arc<HubState>);
 
 impl Rollouts {
-    async fn status_of(&self, service: ServiceId, version: String) -> Result<pb::RolloutStatus, Status> {
-        let (sid, v) = (service.to_string(), version.clone());
-        let (rollout, counts) = self.0.registry(move |reg| reg.rollout_with_counts(&service, &version)).await?;
-        Ok(rollout_status(&sid, &v, &rollout, &counts, efa_domain::now_ms()))
+    async fn status_of(
+        &self,
+        service: ServiceId,
+        version: String,
+        land: Option<LandCode>,
+    ) -> Result<pb::RolloutStatus, Status> {
+        let (sid, v, l) = (service.to_string(), version.clone(), land.clone());
+        let (rollout, counts) =
+            self.0.registry(move |reg| reg.rollout_with_counts(&service, &version, l.as_ref())).await?;
+        Ok(rollout_status(&sid, &v, land.as_ref(), &rollout, &counts, efa_domain::now_ms()))
+    }
+
+    /// Whose plan the caller steers: its own Land's when it is a Land that does not build
+    /// the service (the registry checks that it offers it).
+    async fn own_plan(&self, who: &Identity, service: &ServiceId) -> Result<Option<LandCode>, Status> {
+        let sid = service.clone();
+        let builder = self.0.registry(move |reg| reg.service(&sid)).await?.land;
+        Ok(match who {
+            Identity::Land(l) if *l != builder => Some(l.clone()),
+            _ => None,
+        })
     }
 }
 
@@ -34,11 +51,12 @@ impl RolloutService for Rollouts {
         let r = req.into_inner();
         let service: ServiceId = parse(&r.service_id).map_err(status)?;
         let plan = RolloutPlan::try_from(r.plan.unwrap_or_default()).map_err(status)?;
+        let land = self.own_plan(&who, &service).await?;
         let (sid, version) = (service.clone(), r.version.clone());
         let (_, event) = self.0.registry(move |reg| reg.set_rollout_plan(&who, &sid, &version, plan)).await?;
-        tracing::info!(%service, version = %r.version, "rollout plan set");
+        tracing::info!(%service, version = %r.version, land = ?land, "rollout plan set");
         self.0.feed.publish(event);
-        Ok(Response::new(self.status_of(service, r.version).await?))
+        Ok(Response::new(self.status_of(service, r.version, land).await?))
     }
 
     async fn act_on_rollout(
@@ -60,11 +78,12 @@ impl RolloutService for Rollouts {
         if matches!(action, RolloutAction::Pause(ref why) if why.trim().is_empty()) {
             return Err(Status::invalid_argument("say why the rollout pauses (reason)"));
         }
+        let land = self.own_plan(&who, &service).await?;
         let (sid, version) = (service.clone(), r.version.clone());
         let (_, event) = self.0.registry(move |reg| reg.act_on_rollout(&who, &sid, &version, action)).await?;
-        tracing::info!(%service, version = %r.version, action = r.action, "rollout moved by hand");
+        tracing::info!(%service, version = %r.version, action = r.action, land = ?land, "rollout moved by hand");
         self.0.feed.publish(event);
-        Ok(Response::new(self.status_of(service, r.version).await?))
+        Ok(Response::new(self.status_of(service, r.version, land).await?))
     }
 
     async fn get_rollout_status(
@@ -74,6 +93,7 @@ impl RolloutService for Rollouts {
         authorize(&self.0.auth.identify(&req)?, Action::ReadCatalog).map_err(status)?;
         let r = req.into_inner();
         let service: ServiceId = parse(&r.service_id).map_err(status)?;
-        Ok(Response::new(self.status_of(service, r.version).await?))
+        let land: Option<LandCode> = parse_opt(&r.land_code).map_err(status)?;
+        Ok(Response::new(self.status_of(service, r.version, land).await?))
     }
 }

@@ -156,6 +156,7 @@ fn gate(c: &GateCheck) -> pb::RolloutGateCheck {
 pub fn rollout_status(
     service: &str,
     version: &str,
+    land: Option<&efa_domain::model::ids::LandCode>,
     r: &Rollout,
     counts: &[RingCounts],
     now_ms: i64,
@@ -203,6 +204,7 @@ pub fn rollout_status(
         rings,
         gates,
         verdict,
+        land_code: land.map(|l| l.to_string()).unwrap_or_default(),
     }
 }
 

@@ -304,12 +304,12 @@ impl Record for Event {
     /// 2 added `SigningKeysSet` (version 1 is the same encoding with fewer kinds); 3 added
     /// met/not met to the rating in `Rated`; 4 added `Offered` (version 3 is the same
     /// encoding with fewer kinds, so an older hub refuses an offer event by its version);
-    /// 5 added `RolloutChanged` (the same again).
-    const VERSION: u8 = 5;
+    /// 5 added `RolloutChanged` (the same again); 6 `LandRolloutChanged` (and again).
+    const VERSION: u8 = 6;
     fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
         match version {
             1 | 2 => Some(postcard::from_bytes::<previous::EventV2>(bytes).map(Into::into)),
-            3 | 4 => Some(postcard::from_bytes::<Event>(bytes)),
+            3..=5 => Some(postcard::from_bytes::<Event>(bytes)),
             _ => None,
         }
     }
@@ -430,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn version_3_and_4_events_read_and_a_rollout_event_is_version_5() {
+    fn version_3_to_5_events_read_and_a_rollout_event_is_version_6() {
         use efa_domain::model::event::EventKind;
         let e = Event {
             seq: 3,
@@ -438,8 +438,8 @@ mod tests {
             kind: EventKind::SigningKeysSet { land: "05".parse().unwrap(), keys: vec!["k".into()] },
         };
         let mut older = encode(&e);
-        assert_eq!(older[0], 5);
-        for version in [3, 4] {
+        assert_eq!(older[0], 6);
+        for version in [3, 4, 5] {
             older[0] = version;
             assert_eq!(decode::<Event>("events", &older).unwrap(), e);
         }

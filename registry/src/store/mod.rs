@@ -43,6 +43,9 @@ pub struct ImportCounts {
     pub leika: usize,
 }
 
+/// A stored rollout: service, release, whose plan (`None`: the building Land's), and its state.
+pub type StoredRollout = (ServiceId, semver::Version, Option<LandCode>, Rollout);
+
 /// The storage the registry runs on. Reads return `Ok(None)` (or an empty list) for what is
 /// not stored; `Err` means the store itself failed.
 pub trait Store: Send + Sync + 'static {
@@ -202,19 +205,27 @@ pub trait Store: Send + Sync + 'static {
     fn offers(&self, service: &ServiceId) -> Result<Vec<(LandCode, SignedOffer)>>;
 
     // --- rollouts ---
-    /// Stores a release's rollout with the event of its `transition`.
+    /// Stores a release's rollout with the event of its `transition`: the building Land's
+    /// (`land` `None`, event `RolloutChanged`) or an offering Land's own for its Kommunen
+    /// (event `LandRolloutChanged`).
     fn put_rollout(
         &self,
         service: &ServiceId,
         version: &semver::Version,
+        land: Option<&LandCode>,
         rollout: &Rollout,
         transition: Transition,
         at_ms: i64,
     ) -> Result<Event>;
-    /// A release's rollout, if it has a plan.
-    fn rollout(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Rollout>>;
-    /// Every rollout, by service and version.
-    fn rollouts(&self) -> Result<Vec<(ServiceId, semver::Version, Rollout)>>;
+    /// A release's rollout (the building Land's, or an offering Land's), if it has a plan.
+    fn rollout(
+        &self,
+        service: &ServiceId,
+        version: &semver::Version,
+        land: Option<&LandCode>,
+    ) -> Result<Option<Rollout>>;
+    /// Every rollout, by service, version and whose plan it is (`None`: the building Land's).
+    fn rollouts(&self) -> Result<Vec<StoredRollout>>;
 
     // --- Land snapshots (freeze protection) ---
     /// Stores the Land's signed snapshot, replacing the previous one.

@@ -53,7 +53,7 @@ macro_rules! store_test_suite {
             let store = $make;
             let sid: efa_domain::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
             let v: semver::Version = "1.1.0".parse().unwrap();
-            assert!(store.rollout(&sid, &v).unwrap().is_none());
+            assert!(store.rollout(&sid, &v, None).unwrap().is_none());
             let plan = RolloutPlan {
                 rings: vec![Ring {
                     name: "Pilot".into(),
@@ -63,14 +63,32 @@ macro_rules! store_test_suite {
                 decide_within_secs: None,
             };
             let mut r = Rollout::start(plan, 10).unwrap();
-            let started = store.put_rollout(&sid, &v, &r, Transition::Started, 10).unwrap();
+            let started = store.put_rollout(&sid, &v, None, &r, Transition::Started, 10).unwrap();
             let t = r.promote(20).unwrap();
-            let opened = store.put_rollout(&sid, &v, &r, t.clone(), 20).unwrap();
+            let opened = store.put_rollout(&sid, &v, None, &r, t.clone(), 20).unwrap();
             assert_eq!(opened.seq, started.seq + 1);
-            assert_eq!(store.rollout(&sid, &v).unwrap(), Some(r.clone()));
+            assert_eq!(store.rollout(&sid, &v, None).unwrap(), Some(r.clone()));
             assert_eq!(r.status, Status::Complete);
+            // An offering Land's own plan for the same release sits beside it.
+            let bayern: efa_domain::model::ids::LandCode = "09".parse().unwrap();
+            let own = Rollout::start(r.plan.clone(), 30).unwrap();
+            let land_started = store.put_rollout(&sid, &v, Some(&bayern), &own, Transition::Started, 30).unwrap();
+            assert_eq!(store.rollout(&sid, &v, Some(&bayern)).unwrap(), Some(own.clone()));
+            assert_eq!(store.rollout(&sid, &v, None).unwrap(), Some(r.clone()));
             let all = store.rollouts().unwrap();
-            assert_eq!(all, vec![(sid.clone(), v.clone(), r)]);
+            assert_eq!(
+                all,
+                vec![(sid.clone(), v.clone(), None, r), (sid.clone(), v.clone(), Some(bayern.clone()), own)]
+            );
+            assert_eq!(
+                land_started.kind,
+                EventKind::LandRolloutChanged {
+                    service_id: sid.clone(),
+                    version: v.clone(),
+                    land: bayern,
+                    transition: Transition::Started
+                }
+            );
             let kinds: Vec<_> = store.events_after(0, 10).unwrap().into_iter().map(|e| e.kind).collect();
             assert_eq!(
                 kinds,
@@ -80,7 +98,8 @@ macro_rules! store_test_suite {
                         version: v.clone(),
                         transition: Transition::Started
                     },
-                    EventKind::RolloutChanged { service_id: sid, version: v, transition: t },
+                    EventKind::RolloutChanged { service_id: sid.clone(), version: v.clone(), transition: t },
+                    land_started.kind.clone(),
                 ]
             );
         }
@@ -113,7 +132,7 @@ macro_rules! store_test_suite {
                     transition: Transition::Started
                 }
             );
-            assert_eq!(store.rollout(&rel.service_id, &rel.version).unwrap(), Some(r.clone()));
+            assert_eq!(store.rollout(&rel.service_id, &rel.version, None).unwrap(), Some(r.clone()));
             assert!(store.release(&rel.service_id, &rel.version).unwrap().is_some());
 
             // The version exists: refused, and neither the rollout nor the log changes.
@@ -122,7 +141,7 @@ macro_rules! store_test_suite {
             let head = store.head_seq().unwrap();
             let err = store.insert_release_with_rollout(&rel, &other).unwrap_err();
             assert_eq!(err.kind(), efa_domain::error::ErrorKind::AlreadyExists, "{err}");
-            assert_eq!(store.rollout(&rel.service_id, &rel.version).unwrap(), Some(r));
+            assert_eq!(store.rollout(&rel.service_id, &rel.version, None).unwrap(), Some(r));
             assert_eq!(store.head_seq().unwrap(), head);
         }
 

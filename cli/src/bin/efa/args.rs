@@ -317,12 +317,21 @@ pub(crate) const ROLLOUT_HELP: &str = r#"A plan file (TOML):
   max_blocked_percent = 20      # pre-flight blocked
 
 Gemeinden no ring names form a last ring, "alle übrigen". A failed gate halts the
-rollout: no further ring opens, and no node deploys the release any more."#;
+rollout: no further ring opens, and no node deploys the release any more.
+
+A Land that offers the service (Nachnutzung) may set and move its own plan for its
+Kommunen with the same commands; they then follow it instead of the building Land's."#;
 
 #[derive(Subcommand)]
 pub(crate) enum RolloutCommand {
     /// Ring by ring: who reported what, ratings, the open ring's gates and why it waits.
-    Status { service: String, version: String },
+    Status {
+        service: String,
+        version: String,
+        /// An offering Land's own plan for its Kommunen (default: the building Land's).
+        #[arg(long, default_value = "")]
+        land: String,
+    },
     /// Set the plan of a release published without one (before nodes took it up, prefer
     /// `efa publish --rollout`).
     Plan {

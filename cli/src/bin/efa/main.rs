@@ -330,11 +330,12 @@ async fn run() -> Result<ExitCode> {
                     reason: reason.into(),
                 };
             let status = match command {
-                RolloutCommand::Status { service, version } => {
+                RolloutCommand::Status { service, version, land } => {
                     client
                         .get_rollout_status(pb::GetRolloutStatusRequest {
                             service_id: service.clone(),
                             version: version.clone(),
+                            land_code: land.clone(),
                         })
                         .await?
                 }

@@ -126,8 +126,13 @@ impl PostgresStore {
         add("offers", &["service", "land"], offers);
         add(
             "rollouts",
-            &["service", "version"],
-            src.rollouts()?.into_iter().map(|(s, v, r)| (vec![s.to_string(), v.to_string()], encode(&r))).collect(),
+            &["service", "version", "land"],
+            src.rollouts()?
+                .into_iter()
+                .map(|(s, v, l, r)| {
+                    (vec![s.to_string(), v.to_string(), l.map(|l| l.to_string()).unwrap_or_default()], encode(&r))
+                })
+                .collect(),
         );
         let subs = src.all_subscriptions()?;
         add(

@@ -231,7 +231,8 @@ impl Store for PostgresStore {
                     },
                 )
                 .await?;
-                exec(c, "INSERT INTO rollouts (service, version, rec) VALUES ($1, $2, $3)", &[&s, &v], value).await?;
+                exec(c, "INSERT INTO rollouts (service, version, land, rec) VALUES ($1, $2, '', $3)", &[&s, &v], value)
+                    .await?;
                 Ok((kind, published))
             })
         })
@@ -569,44 +570,56 @@ impl Store for PostgresStore {
         &self,
         service: &ServiceId,
         version: &semver::Version,
+        land: Option<&LandCode>,
         rollout: &Rollout,
         transition: Transition,
         at_ms: i64,
     ) -> Result<Event> {
-        let (s, v, value) = (service.to_string(), version.to_string(), encode(rollout));
-        let kind = EventKind::RolloutChanged { service_id: service.clone(), version: version.clone(), transition };
+        let (s, v, l, value) = (
+            service.to_string(),
+            version.to_string(),
+            land.map(|l| l.to_string()).unwrap_or_default(),
+            encode(rollout),
+        );
+        let kind = EventKind::rollout_moved(service, version, land, transition);
         self.mutate(at_ms, move |c| {
             Box::pin(async move {
-                exec(c, "INSERT INTO rollouts (service, version, rec) VALUES ($1, $2, $3) ON CONFLICT (service, version) DO UPDATE SET rec = EXCLUDED.rec", &[&s, &v], value).await?;
+                exec(c, "INSERT INTO rollouts (service, version, land, rec) VALUES ($1, $2, $3, $4) ON CONFLICT (service, version, land) DO UPDATE SET rec = EXCLUDED.rec", &[&s, &v, &l], value).await?;
                 Ok((kind, ()))
             })
         })
         .map(|((), event)| event)
     }
 
-    fn rollout(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Rollout>> {
+    fn rollout(
+        &self,
+        service: &ServiceId,
+        version: &semver::Version,
+        land: Option<&LandCode>,
+    ) -> Result<Option<Rollout>> {
         self.get(
             "rollouts",
-            "SELECT rec FROM rollouts WHERE service = $1 AND version = $2",
-            vec![service.to_string(), version.to_string()],
+            "SELECT rec FROM rollouts WHERE service = $1 AND version = $2 AND land = $3",
+            vec![service.to_string(), version.to_string(), land.map(|l| l.to_string()).unwrap_or_default()],
         )
     }
 
-    fn rollouts(&self) -> Result<Vec<(ServiceId, semver::Version, Rollout)>> {
+    fn rollouts(&self) -> Result<Vec<crate::store::StoredRollout>> {
         let rows = self.run(|pool| async move {
-            sqlx::query_as::<_, (String, String, Vec<u8>)>(
-                "SELECT service, version, rec FROM rollouts ORDER BY service, version",
+            sqlx::query_as::<_, (String, String, String, Vec<u8>)>(
+                "SELECT service, version, land, rec FROM rollouts ORDER BY service, version, land",
             )
             .fetch_all(&pool)
             .await
             .map_err(storage)
         })?;
         rows.into_iter()
-            .map(|(s, v, rec)| {
-                let bad = || Error::Storage(format!("rollout row names no release: {s} {v}"));
+            .map(|(s, v, l, rec)| {
+                let bad = || Error::Storage(format!("rollout row names no release: {s} {v} {l}"));
                 Ok((
                     s.parse().map_err(|_| bad())?,
                     v.parse().map_err(|_| bad())?,
+                    if l.is_empty() { None } else { Some(l.parse().map_err(|_| bad())?) },
                     crate::store::codec::decode("rollouts", &rec)?,
                 ))
             })

@@ -268,6 +268,7 @@ where
                 | EventKind::Subscribed(_)
                 | EventKind::Unsubscribed { .. }
                 | EventKind::RolloutChanged { .. }
+                | EventKind::LandRolloutChanged { .. }
         );
         let event = append_event(&mut *conn, at_ms, kind).await?;
         if wakes {

@@ -68,6 +68,12 @@ const STEPS: &[&str] = &[
     CREATE TABLE rollouts (service TEXT NOT NULL, version TEXT NOT NULL, rec BYTEA NOT NULL,
                            PRIMARY KEY (service, version));
     "#,
+    // 4: an offering Land's own rollout of a release for its Kommunen, beside the building
+    // Land's ('' as land).
+    r#"
+    ALTER TABLE rollouts ADD COLUMN land TEXT NOT NULL DEFAULT '';
+    ALTER TABLE rollouts DROP CONSTRAINT rollouts_pkey, ADD PRIMARY KEY (service, version, land);
+    "#,
 ];
 
 /// Any 64-bit key of our own, so replicas that migrate at once take turns.

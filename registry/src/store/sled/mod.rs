@@ -43,7 +43,7 @@ use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 use sled::Transactional;
 use std::path::Path;
-use tx::{abort, append_event, blob_ref_keys, from_tx, insert_release_tx, key, prefix, published, tx_get};
+use tx::{abort, append_event, blob_ref_keys, from_tx, insert_release_tx, key, prefix, published, rollout_key, tx_get};
 
 const SEQ_KEY: &[u8] = b"seq";
 /// Counter of bulk-loaded history entries (not an event seq; see `bulk_load_adoptions`).
@@ -583,40 +583,50 @@ impl Store for SledStore {
         &self,
         service: &ServiceId,
         version: &semver::Version,
+        land: Option<&LandCode>,
         rollout: &Rollout,
         transition: Transition,
         at_ms: i64,
     ) -> Result<Event> {
-        let k = key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]);
+        let k = rollout_key(service, version, land);
         (&self.rollouts, &self.meta, &self.events)
             .transaction(|(tree, meta, events)| {
                 tree.insert(k.as_slice(), encode(rollout))?;
-                let kind = EventKind::RolloutChanged {
-                    service_id: service.clone(),
-                    version: version.clone(),
-                    transition: transition.clone(),
-                };
-                append_event(meta, events, at_ms, kind)
+                append_event(meta, events, at_ms, EventKind::rollout_moved(service, version, land, transition.clone()))
             })
             .map_err(from_tx)
     }
 
-    fn rollout(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Rollout>> {
-        let k = key(&[service.as_str().as_bytes(), version.to_string().as_bytes()]);
-        self.rollouts.get(k)?.map(|v| decode::<Rollout>("rollouts", &v)).transpose()
+    fn rollout(
+        &self,
+        service: &ServiceId,
+        version: &semver::Version,
+        land: Option<&LandCode>,
+    ) -> Result<Option<Rollout>> {
+        self.rollouts.get(rollout_key(service, version, land))?.map(|v| decode::<Rollout>("rollouts", &v)).transpose()
     }
 
-    fn rollouts(&self) -> Result<Vec<(ServiceId, semver::Version, Rollout)>> {
+    fn rollouts(&self) -> Result<Vec<crate::store::StoredRollout>> {
         let mut out = Vec::new();
         for item in self.rollouts.iter() {
             let (k, v) = item?;
-            let bad =
-                || Error::Storage(format!("rollout key is not service and version: {:?}", String::from_utf8_lossy(&k)));
+            let bad = || {
+                Error::Storage(format!(
+                    "rollout key is not service, version [, Land]: {:?}",
+                    String::from_utf8_lossy(&k)
+                ))
+            };
             let mut parts = k.split(|b| *b == 0).map(std::str::from_utf8);
             let (Some(Ok(s)), Some(Ok(ver))) = (parts.next(), parts.next()) else { return Err(bad()) };
+            let land = match parts.next() {
+                None => None,
+                Some(Ok(l)) => Some(l.parse().map_err(|_| bad())?),
+                Some(Err(_)) => return Err(bad()),
+            };
             out.push((
                 s.parse().map_err(|_| bad())?,
                 ver.parse().map_err(|_| bad())?,
+                land,
                 decode::<Rollout>("rollouts", &v)?,
             ));
         }

@@ -97,3 +97,17 @@ pub(super) fn insert_release_tx(
 pub(super) fn published(release: &Release) -> EventKind {
     EventKind::ReleasePublished { service_id: release.service_id.clone(), version: release.version.clone() }
 }
+
+/// Key of a rollout: service\0version for the building Land's (as before offering Länder
+/// had plans of their own), service\0version\0land for an offering Land's.
+pub(super) fn rollout_key(
+    service: &efa_domain::model::ids::ServiceId,
+    version: &semver::Version,
+    land: Option<&efa_domain::model::ids::LandCode>,
+) -> Vec<u8> {
+    let v = version.to_string();
+    match land {
+        None => key(&[service.as_str().as_bytes(), v.as_bytes()]),
+        Some(l) => key(&[service.as_str().as_bytes(), v.as_bytes(), l.as_str().as_bytes()]),
+    }
+}
