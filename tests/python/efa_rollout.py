@@ -309,7 +309,7 @@ def check_plan_refusals(args, land, other_land, pilot, release_pb2, rollout_pb2)
         f"SetRolloutPlan as {other_land.name}",
         set_plan(other_land, plain, good),
         code.PERMISSION_DENIED,
-        "cannot manage",
+        "nor offers it",
     )
     for what, ring, needle in [
         ("a share of 101 percent", rb.RolloutRing(name="Alle", share_percent=101), "percent"),
@@ -402,7 +402,7 @@ def check_plan_refusals(args, land, other_land, pilot, release_pb2, rollout_pb2)
         f"ActOnRollout PROMOTE as {other_land.name}",
         act(other_land, rb.ROLLOUT_ACTION_PROMOTE),
         code.PERMISSION_DENIED,
-        "cannot manage",
+        "nor offers it",
     )
     expect_refusal(
         f"ActOnRollout PROMOTE as {pilot.name}",
