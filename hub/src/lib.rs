@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod dev;
 pub mod error;
 pub(crate) mod events;
+mod jobs;
 mod layers;
 pub mod limits;
 pub(crate) mod metrics;
