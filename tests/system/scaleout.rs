@@ -6,6 +6,7 @@ use efa_domain::model::release::UpdatePolicy;
 use efa_hub::dev::DevFederation;
 use efa_hub::StoreLocation;
 use efa_node::Handled;
+use efa_proto::v1 as pb;
 use efa_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -268,4 +269,62 @@ async fn a_node_with_two_replica_addresses_carries_on_when_one_stops() {
     config.hubs = vec![b.url()];
     let handled = efa_node::Agent::new(config).unwrap().sync().await.unwrap();
     assert_eq!(handled, vec![Handled::Deployed { service: "wohngeld-nrw".into(), version: "1.0.1".into() }]);
+}
+
+/// Rollout rings on two replicas of one PostgreSQL database: a release published with its
+/// plan on one, reports on the other, and whichever replica holds the controller's lease
+/// opens the next ring; both replicas then tell the Kommune it may deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_moves_on_postgres_whichever_replica_hears_the_reports() {
+    if !efa_testkit::tools::check("hub on postgres", efa_testkit::postgres::available(), "apt-get install postgresql") {
+        return;
+    }
+    let url = efa_testkit::postgres::database().expect("a fresh database");
+    let tune = move |c: &mut efa_hub::HubConfig| {
+        c.store = StoreLocation::Postgres(url.clone());
+        c.rollout_round = std::time::Duration::from_millis(200);
+    };
+    let w = World::tuned(tune.clone()).await;
+    let b = DevFederation::start_tuned(w.dir.path(), "127.0.0.1:0".parse().unwrap(), tune).await.expect("replica B");
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish_rolled_out(NRW, "wohngeld-nrw", "1.1.0", &w.standard_bundle("1.1.0"), pilot_plan()).await.unwrap();
+
+    let admitted = |channel: tonic::transport::Channel| async move {
+        ReleaseServiceClient::new(channel)
+            .get_release(pb::GetReleaseRequest { service_id: "wohngeld-nrw".into(), version: "1.1.0".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .info
+            .unwrap()
+            .rollout
+            .unwrap()
+            .admitted
+    };
+    assert!(!admitted(b.channel(&kommune(ESSEN)).await.unwrap()).await, "Essen waits, on either replica");
+    assert!(!admitted(w.channel(&kommune(ESSEN)).await).await);
+    for pilot in [DORTMUND, BIELEFELD] {
+        AdoptionServiceClient::new(b.channel(&kommune(pilot)).await.unwrap())
+            .report_adoption(pb::AdoptionReport {
+                service_id: "wohngeld-nrw".into(),
+                version: "1.1.0".into(),
+                state: pb::AdoptionState::Deployed as i32,
+                reason: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    eventually(20, "a replica's controller opens the last ring", || async {
+        efa_proto::v1::rollout_service_client::RolloutServiceClient::new(w.channel(&operator()).await)
+            .get_rollout_status(pb::GetRolloutStatusRequest {
+                service_id: "wohngeld-nrw".into(),
+                version: "1.1.0".into(),
+                land_code: String::new(),
+            })
+            .await
+            .is_ok_and(|s| s.get_ref().state == "complete")
+    })
+    .await;
+    assert!(admitted(b.channel(&kommune(ESSEN)).await.unwrap()).await);
+    assert!(admitted(w.channel(&kommune(ESSEN)).await).await);
 }
