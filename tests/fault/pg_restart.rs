@@ -20,7 +20,14 @@ async fn a_database_restart_under_load_loses_nothing_and_says_unavailable() {
     // A server of its own: restarting the shared one would cut other tests' connections.
     let server = efa_testkit::postgres::private().expect("a private PostgreSQL");
     let url = server.database().expect("a database");
-    let w = World::tuned(move |c| c.store = StoreLocation::Postgres(url.clone())).await;
+    let w = World::tuned(move |c| {
+        c.store = StoreLocation::Postgres(url.clone());
+        // The writers report as fast as the hub answers; on a quiet machine that is more
+        // than a caller may send (RESOURCE_EXHAUSTED), which is not what this test is about.
+        c.caller_limits.writes_per_second = 1e6;
+        c.caller_limits.write_burst = 1e6;
+    })
+    .await;
     w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
     for ags in [DORTMUND, ESSEN] {
         w.node(ags, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Manual }])
