@@ -106,6 +106,9 @@ impl Server {
             // means the gateway checks signatures; a file id from the master means a write
             // finds a volume (reads alone work on a full disk, writes then fail with 500).
             let log = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
+            if let Some(line) = log.lines().find(|l| l.contains(PORT_TAKEN)) {
+                return Err(line.to_string()); // it has exited; `start` tries other ports
+            }
             if log.contains("are running and ready") && http_get(&self.endpoint, &format!("/{BUCKET}/")).0 == Some(403)
             {
                 assign = http_get(&self.master, "/dir/assign").1;
@@ -150,8 +153,16 @@ fn http_get(endpoint: &str, path: &str) -> (Option<u16>, String) {
 }
 
 fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+    Ok(free_ports(1)?[0])
+}
+
+/// `n` distinct free ports: all listeners are held until every port is known (one at a time,
+/// the system may hand out the same port twice).
+fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())).collect()
 }
 
 fn weed() -> Result<PathBuf, String> {
@@ -187,7 +198,20 @@ fn spawn(args: &[String], dir: &Path) -> Result<(), String> {
     }
 }
 
+/// Marks a start that lost a port to another process between choosing and binding it.
+const PORT_TAKEN: &str = "Port allocation failed";
+
 fn start() -> Result<Server, String> {
+    let mut attempt = 0;
+    loop {
+        match start_once() {
+            Err(e) if e.contains(PORT_TAKEN) && attempt < 3 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn start_once() -> Result<Server, String> {
     let weed = weed()?;
     let dir = std::env::temp_dir().join(format!("efa-s3-{}-{}", std::process::id(), free_port()?));
     std::fs::create_dir_all(dir.join("data")).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -195,8 +219,8 @@ fn start() -> Result<Server, String> {
         r#"{{"identities":[{{"name":"efa","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
     );
     std::fs::write(dir.join("s3.json"), identities).map_err(|e| e.to_string())?;
-    let s3_port = free_port()?;
-    let master_port = free_port()?;
+    let ports = free_ports(13)?;
+    let (s3_port, master_port) = (ports[0], ports[1]);
     let mut args = vec![
         weed.to_string_lossy().into_owned(),
         "mini".into(),
@@ -215,7 +239,7 @@ fn start() -> Result<Server, String> {
         "-volume.max=16".into(),
         format!("-master.port={master_port}"),
     ];
-    for flag in [
+    for (flag, port) in [
         "master.port.grpc",
         "volume.port",
         "volume.port.grpc",
@@ -227,8 +251,11 @@ fn start() -> Result<Server, String> {
         "admin.port",
         "admin.port.grpc",
         "webdav.port",
-    ] {
-        args.push(format!("-{flag}={}", free_port()?));
+    ]
+    .iter()
+    .zip(&ports[2..])
+    {
+        args.push(format!("-{flag}={port}"));
     }
     spawn(&args, &dir)?;
     // Watchdog: stops the server when this test process is gone, however it ends.
