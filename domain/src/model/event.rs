@@ -118,6 +118,15 @@ impl EventKind {
         }
     }
 
+    /// Whose plan a rollout event moved: an offering Land's, or `None` for the building
+    /// Land's (and for any other event).
+    pub fn rollout_land(&self) -> Option<&LandCode> {
+        match self {
+            EventKind::LandRolloutChanged { land, .. } => Some(land),
+            _ => None,
+        }
+    }
+
     /// The service a release event concerns, if it is one nodes must hear about.
     pub fn release_service(&self) -> Option<&ServiceId> {
         match self {

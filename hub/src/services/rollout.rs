@@ -2,7 +2,7 @@
 
 use crate::error::status;
 use crate::state::HubState;
-use efa_domain::authz::{authorize, Action, Identity};
+use efa_domain::authz::{authorize, Action};
 use efa_domain::model::ids::{LandCode, ServiceId};
 use efa_domain::model::rollout::RolloutPlan;
 use efa_proto::convert::{parse, parse_opt, rollout_status};
@@ -27,17 +27,6 @@ impl Rollouts {
             self.0.registry(move |reg| reg.rollout_with_counts(&service, &version, l.as_ref())).await?;
         Ok(rollout_status(&sid, &v, land.as_ref(), &rollout, &counts, efa_domain::now_ms()))
     }
-
-    /// Whose plan the caller steers: its own Land's when it is a Land that does not build
-    /// the service (the registry checks that it offers it).
-    async fn own_plan(&self, who: &Identity, service: &ServiceId) -> Result<Option<LandCode>, Status> {
-        let sid = service.clone();
-        let builder = self.0.registry(move |reg| reg.service(&sid)).await?.land;
-        Ok(match who {
-            Identity::Land(l) if *l != builder => Some(l.clone()),
-            _ => None,
-        })
-    }
 }
 
 #[tonic::async_trait]
@@ -51,9 +40,10 @@ impl RolloutService for Rollouts {
         let r = req.into_inner();
         let service: ServiceId = parse(&r.service_id).map_err(status)?;
         let plan = RolloutPlan::try_from(r.plan.unwrap_or_default()).map_err(status)?;
-        let land = self.own_plan(&who, &service).await?;
         let (sid, version) = (service.clone(), r.version.clone());
         let (_, event) = self.0.registry(move |reg| reg.set_rollout_plan(&who, &sid, &version, plan)).await?;
+        // The registry decided whose plan the caller steers; its event says which.
+        let land = event.kind.rollout_land().cloned();
         tracing::info!(%service, version = %r.version, land = ?land, "rollout plan set");
         self.0.feed.publish(event);
         Ok(Response::new(self.status_of(service, r.version, land).await?))
@@ -78,9 +68,9 @@ impl RolloutService for Rollouts {
         if matches!(action, RolloutAction::Pause(ref why) if why.trim().is_empty()) {
             return Err(Status::invalid_argument("say why the rollout pauses (reason)"));
         }
-        let land = self.own_plan(&who, &service).await?;
         let (sid, version) = (service.clone(), r.version.clone());
         let (_, event) = self.0.registry(move |reg| reg.act_on_rollout(&who, &sid, &version, action)).await?;
+        let land = event.kind.rollout_land().cloned();
         tracing::info!(%service, version = %r.version, action = r.action, land = ?land, "rollout moved by hand");
         self.0.feed.publish(event);
         Ok(Response::new(self.status_of(service, r.version, land).await?))
