@@ -290,6 +290,20 @@ pub async fn report_as_itself(w: &World, who: &Identity, service: &str) -> Resul
         .map(|r| r.into_inner())
 }
 
+/// A Kommune's adoption report over `channel` (its certificate), as its node sends it; a
+/// failure or rollback carries a reason.
+pub async fn report_on(channel: Channel, service: &str, version: &str, state: pb::AdoptionState) {
+    AdoptionServiceClient::new(channel)
+        .report_adoption(pb::AdoptionReport {
+            service_id: service.into(),
+            version: version.into(),
+            state: state as i32,
+            reason: if state == pb::AdoptionState::Deployed { String::new() } else { "Gesundheitsprüfung".into() },
+        })
+        .await
+        .unwrap();
+}
+
 /// Rates as a Kommune's operator does with `efa-node rate`.
 pub async fn rate(
     agent: &Agent,

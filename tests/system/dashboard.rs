@@ -325,15 +325,7 @@ async fn dashboard_shows_a_rollout_ring_by_ring_with_its_gates() {
     let sid = "wohngeld-nrw".parse().unwrap();
     w.fed.registry().unwrap().set_rollout_plan(&land(NRW), &sid, "1.1.0", pilot_plan()).unwrap();
     // One pilot runs it: the pilot ring waits for the second.
-    AdoptionServiceClient::new(w.channel(&kommune(DORTMUND)).await)
-        .report_adoption(pb::AdoptionReport {
-            service_id: "wohngeld-nrw".into(),
-            version: "1.1.0".into(),
-            state: pb::AdoptionState::Deployed as i32,
-            reason: String::new(),
-        })
-        .await
-        .unwrap();
+    report_on(w.channel(&kommune(DORTMUND)).await, "wohngeld-nrw", "1.1.0", pb::AdoptionState::Deployed).await;
     let base = w.dashboard_url();
     let http = client(&w);
     let token = w.dashboard_token("bund");

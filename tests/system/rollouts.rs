@@ -8,15 +8,7 @@ use efa_registry::RolloutAction;
 use efa_tests::*;
 
 async fn report(w: &World, ags: &str, version: &str, state: pb::AdoptionState) {
-    AdoptionServiceClient::new(w.channel(&kommune(ags)).await)
-        .report_adoption(pb::AdoptionReport {
-            service_id: "wohngeld-nrw".into(),
-            version: version.into(),
-            state: state as i32,
-            reason: if state == pb::AdoptionState::Deployed { String::new() } else { "Gesundheitsprüfung".into() },
-        })
-        .await
-        .unwrap();
+    report_on(w.channel(&kommune(ags)).await, "wohngeld-nrw", version, state).await;
 }
 
 /// One controller step on the rollout as stored now, as the hub's controller takes it.

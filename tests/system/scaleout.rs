@@ -304,15 +304,8 @@ async fn a_rollout_moves_on_postgres_whichever_replica_hears_the_reports() {
     assert!(!admitted(b.channel(&kommune(ESSEN)).await.unwrap()).await, "Essen waits, on either replica");
     assert!(!admitted(w.channel(&kommune(ESSEN)).await).await);
     for pilot in [DORTMUND, BIELEFELD] {
-        AdoptionServiceClient::new(b.channel(&kommune(pilot)).await.unwrap())
-            .report_adoption(pb::AdoptionReport {
-                service_id: "wohngeld-nrw".into(),
-                version: "1.1.0".into(),
-                state: pb::AdoptionState::Deployed as i32,
-                reason: String::new(),
-            })
-            .await
-            .unwrap();
+        report_on(b.channel(&kommune(pilot)).await.unwrap(), "wohngeld-nrw", "1.1.0", pb::AdoptionState::Deployed)
+            .await;
     }
     eventually(20, "a replica's controller opens the last ring", || async {
         efa_proto::v1::rollout_service_client::RolloutServiceClient::new(w.channel(&operator()).await)
