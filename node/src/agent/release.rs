@@ -81,13 +81,13 @@ impl Agent {
             self.update(move |s| s.services.entry(i).or_default().scheduled.insert(v, note))?;
             return Ok(ignored(&p.note));
         }
-        if self.state.load()?.services.get(&id).is_some_and(|s| s.scheduled.contains_key(&version)) {
+        let st = self.state.load()?;
+        let known = st.services.get(&id);
+        if known.is_some_and(|s| s.scheduled.contains_key(&version)) {
+            // Its ring is open now: no longer held back.
             let v = version.clone();
             self.update(move |s| s.services.entry(id).or_default().scheduled.remove(&v))?;
         }
-        let st = self.state.load()?;
-        let known = st.services.get(info.service_id.as_str());
-        let version = info.version.to_string();
         if known.is_some_and(|s| s.rejected.contains_key(&version)) {
             return Ok(ignored("rejected by this Kommune"));
         }
