@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "efa/v1/adoption.proto",
         "efa/v1/report.proto",
         "efa/v1/rollout.proto",
+        "efa/v1/log.proto",
     ];
     println!("cargo:rerun-if-changed=efa");
     let fds = protox::compile(files, ["."])?;

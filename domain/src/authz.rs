@@ -153,6 +153,13 @@ pub enum Action<'a> {
     },
     /// Read the operator dashboard: every service's adoption, ratings and rejections.
     ReadDashboard,
+    /// Read the transparency log (checkpoints, proofs, tiles): every authenticated party,
+    /// since the point of the log is that anyone can check it. Its leaves carry adoption
+    /// states but reasons and comments only as salted hashes.
+    ReadLog,
+    /// Cosign a checkpoint of the log as a witness: a Land or an operator, parties other
+    /// than the hub's own.
+    Cosign,
     /// Grant an IT service provider the right to act for Kommunen.
     ManageGrants,
     /// Read which Kommunen a provider may act for.
@@ -217,6 +224,9 @@ pub fn scope(who: &Identity, action: Action<'_>) -> Result<Scope> {
 fn table(who: &Identity, action: Action<'_>) -> Result<()> {
     match (action, who) {
         (Action::ReadCatalog, _) => Ok(()),
+        (Action::ReadLog, _) => Ok(()),
+        (Action::Cosign, Identity::Land(_) | Identity::Operator(_)) => Ok(()),
+        (Action::Cosign, other) => deny(format!("only a Land or an operator may witness the log; caller is {other}")),
         (Action::ManageService { owner }, Identity::Land(land)) => match owner {
             Some(owner) if owner != land => deny(format!("Land {land} cannot manage a service of Land {owner}")),
             _ => Ok(()),

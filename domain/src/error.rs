@@ -31,6 +31,10 @@ pub enum Error {
     /// The caller may not do this.
     #[error("not allowed: {0}")]
     PermissionDenied(String),
+    /// A position beyond what exists yet (e.g. a log size beyond the newest checkpoint);
+    /// asking again later may work.
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 /// Coarse classification of an error, for transports.
@@ -46,6 +50,8 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// Not this caller.
     PermissionDenied,
+    /// Beyond what exists yet.
+    OutOfRange,
     /// A caller exceeded a limit; trying later may work.
     ResourceExhausted,
     /// The server could not do its part (storage, I/O); details are in its log.
@@ -75,6 +81,7 @@ impl Classify for Error {
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::OutOfRange(_) => ErrorKind::OutOfRange,
         }
     }
 }

@@ -57,6 +57,14 @@ pub struct HubFile {
     /// Milliseconds between the rollout controller's rounds (default 5000); reports and
     /// ratings wake it earlier.
     pub rollout_round_ms: u64,
+    /// The transparency log's signing key file (default `<data_dir>/log.key`, created on
+    /// first start). Replicas sharing a store must name the same key.
+    pub log_key: Option<PathBuf>,
+    /// The log's name in its checkpoints (e.g. `efa-hub.nrw.example/log`), used when the
+    /// key is created; default `efa-hub.local/log`.
+    pub log_origin: String,
+    /// Milliseconds between checkpoints of the transparency log (default 1000).
+    pub checkpoint_ms: u64,
 }
 
 /// `[limits]`: what one caller may use at once.
@@ -157,6 +165,9 @@ impl Default for HubFile {
             blob_gc_interval_secs: defaults.blob_gc_interval.as_secs(),
             blob_gc_grace_secs: defaults.blob_gc_grace.as_secs(),
             rollout_round_ms: defaults.rollout_round.as_millis() as u64,
+            log_key: None,
+            log_origin: defaults.log_origin.clone(),
+            checkpoint_ms: defaults.checkpoint_interval.as_millis() as u64,
             dashboard_listen: None,
         }
     }
@@ -175,6 +186,12 @@ impl HubFile {
             }
         };
         resolve(&mut file.data_dir);
+        if let Some(k) = &mut file.log_key {
+            resolve(k);
+        }
+        if !efa_tlog::checkpoint::is_key_name(&file.log_origin) {
+            return Err(err(format!("log_origin {:?}: no spaces or '+', at most 200 characters", file.log_origin)));
+        }
         if let Some(tls) = &mut file.tls {
             resolve(&mut tls.cert);
             resolve(&mut tls.key);
@@ -213,6 +230,9 @@ impl HubFile {
         c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);
         c.download_chunk_size = self.download_chunk_bytes;
         c.rollout_round = Duration::from_millis(self.rollout_round_ms.max(10));
+        c.log_key = self.log_key;
+        c.log_origin = self.log_origin;
+        c.checkpoint_interval = Duration::from_millis(self.checkpoint_ms.max(10));
         c.caller_limits = crate::limits::Limits {
             calls: self.limits.calls_per_caller.max(1),
             streams: self.limits.streams_per_caller.max(1),

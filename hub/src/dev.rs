@@ -68,6 +68,16 @@ impl DevFederation {
         self.root.join("hub")
     }
 
+    /// The transparency log's verifier key (what nodes set as `log_key`).
+    pub fn log_key(&self) -> Result<String, DevError> {
+        let path = self.hub_data_dir().join("log.key");
+        let text = std::fs::read_to_string(&path).map_err(|e| DevError::Io { path: path.clone(), source: e })?;
+        crate::translog::verifier_key(&text).map_err(|e| DevError::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        })
+    }
+
     /// The hub's gRPC URL, `https://<addr>`.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)

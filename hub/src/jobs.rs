@@ -54,7 +54,7 @@ pub(crate) fn spawn_blob_gc(
 
 /// Whether this replica holds (or now takes) the lease on `job`: replicas sharing a store
 /// run such jobs one at a time, and another takes over when the holder dies.
-async fn holds_lease(registry: &Arc<Registry>, job: &'static str, replica: &str, ttl: Duration) -> bool {
+pub(crate) async fn holds_lease(registry: &Arc<Registry>, job: &'static str, replica: &str, ttl: Duration) -> bool {
     let (r, holder) = (registry.clone(), replica.to_string());
     match tokio::task::spawn_blocking(move || r.take_lease(job, &holder, ttl)).await {
         Ok(Ok(held)) => held,

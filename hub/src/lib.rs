@@ -24,6 +24,7 @@ pub mod pki;
 pub mod server;
 pub(crate) mod services;
 pub(crate) mod state;
+pub mod translog;
 pub mod transport;
 
 pub use blobs::{BlobCopyReport, BlobLocation, S3Location};

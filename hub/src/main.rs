@@ -89,6 +89,18 @@ enum Command {
     /// Operator tokens for the web dashboard (only their SHA-256 is stored in DATA_DIR).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Prints the transparency log's verifier key (for nodes' `log_key`, auditors' `efa log
+    /// verify --key` and witnesses), creating the signing key if the hub has none yet.
+    LogKey {
+        #[arg(long, default_value = "efa-data")]
+        data_dir: PathBuf,
+        /// The signing key file [default: DATA_DIR/log.key].
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The log's name, if the key is created now.
+        #[arg(long, default_value = efa_hub::translog::DEFAULT_ORIGIN)]
+        origin: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -417,6 +429,13 @@ async fn run() -> Result<()> {
                 c.leika,
                 db.display()
             );
+            Ok(())
+        }
+        Command::LogKey { data_dir, key, origin } => {
+            let path = key.unwrap_or_else(|| data_dir.join("log.key"));
+            efa_hub::translog::load_or_create_key(&path, &origin)?;
+            let text = std::fs::read_to_string(&path)?;
+            println!("{}", efa_hub::translog::verifier_key(&text)?);
             Ok(())
         }
         Command::Token(TokenCommand::Issue { data_dir, operator }) => {

@@ -37,6 +37,8 @@ pub struct HubMetrics {
     pub event_streams: Gauge,
     pub subscriptions: Gauge,
     pub event_head: Gauge,
+    /// Leaves in the newest signed checkpoint of the transparency log.
+    pub log_size: Gauge,
 }
 
 impl Default for HubMetrics {
@@ -55,6 +57,7 @@ impl Default for HubMetrics {
             event_streams: Gauge::default(),
             subscriptions: Gauge::default(),
             event_head: Gauge::default(),
+            log_size: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("publishes", "Releases published", m.publishes.clone());
@@ -77,6 +80,7 @@ impl Default for HubMetrics {
         registry.register("event_streams", "Connected node event streams", m.event_streams.clone());
         registry.register("subscriptions", "Active subscriptions of Kommunen", m.subscriptions.clone());
         registry.register("event_head_seq", "Sequence number of the newest event", m.event_head.clone());
+        registry.register("log_checkpoint_size", "Leaves in the newest signed checkpoint of the transparency log", m.log_size.clone());
         HubMetrics { registry, ..m }
     }
 }

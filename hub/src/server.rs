@@ -7,7 +7,7 @@ use crate::dashboard::{DashboardConfig, DashboardError, DashboardInputs, Dashboa
 use crate::events::{EventBus, Feed};
 use crate::jobs::{committed, spawn_blob_gc, spawn_retention, spawn_rollout_controller};
 use crate::services::{
-    adoption::Adoption, catalog::Catalog, release::Releases, report::Reports, rollout::Rollouts,
+    adoption::Adoption, catalog::Catalog, log::Log, release::Releases, report::Reports, rollout::Rollouts,
     subscription::Subscriptions,
 };
 use crate::state::HubState;
@@ -16,7 +16,7 @@ use efa_domain::bundle::BundleLimits;
 use efa_proto::v1::{
     adoption_service_server::AdoptionServiceServer, catalog_service_server::CatalogServiceServer,
     release_service_server::ReleaseServiceServer, report_service_server::ReportServiceServer,
-    rollout_service_server::RolloutServiceServer, subscription_service_server::SubscriptionServiceServer,
+    rollout_service_server::RolloutServiceServer, log_service_server::LogServiceServer, subscription_service_server::SubscriptionServiceServer,
 };
 use efa_registry::store::SledStore;
 use efa_registry::Registry;
@@ -131,6 +131,14 @@ pub struct HubConfig {
     pub shared_log_poll: Duration,
     /// How often the rollout controller judges every running rollout (default 5 s).
     pub rollout_round: Duration,
+    /// The transparency log's signing key file (default `data_dir/log.key`, created on
+    /// first start for `log_origin`). Replicas sharing a store must share it.
+    pub log_key: Option<PathBuf>,
+    /// The log's name in its checkpoints, used when the key is created.
+    pub log_origin: String,
+    /// How often new events are integrated into the log and a checkpoint is signed
+    /// (default 1 s; a burst of events is gathered into one checkpoint).
+    pub checkpoint_interval: Duration,
 }
 
 impl HubConfig {
@@ -154,6 +162,9 @@ impl HubConfig {
             blob_gc_grace: Duration::from_secs(24 * 3600),
             shared_log_poll: SHARED_STORE_POLL,
             rollout_round: ROLLOUT_ROUND,
+            log_key: None,
+            log_origin: crate::translog::DEFAULT_ORIGIN.to_string(),
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 }
@@ -328,6 +339,15 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         tracing::warn!(?recovered, "recovered uploads of an interrupted publish");
     }
     spawn_rollout_controller(state.feed.clone(), config.rollout_round, replica.clone(), shutdown.clone());
+    let log_key = config.log_key.clone().unwrap_or_else(|| config.data_dir.join("log.key"));
+    let signer = crate::translog::load_or_create_key(&log_key, &config.log_origin)?;
+    crate::translog::spawn_integrator(
+        state.feed.clone(),
+        signer,
+        config.checkpoint_interval,
+        replica.clone(),
+        shutdown.clone(),
+    );
     spawn_blob_gc(registry.clone(), state.blobs.clone(), &config, replica, shutdown.clone());
 
     let tls = match (&config.tls, config.insecure_dev) {
@@ -381,7 +401,8 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         .add_service(SubscriptionServiceServer::new(Subscriptions(state.clone())))
         .add_service(AdoptionServiceServer::new(Adoption(state.clone())))
         .add_service(ReportServiceServer::new(Reports(state.clone())))
-        .add_service(RolloutServiceServer::new(Rollouts(state.clone())));
+        .add_service(RolloutServiceServer::new(Rollouts(state.clone())))
+        .add_service(LogServiceServer::new(Log(state.clone())));
     let state = state.clone();
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -26,6 +26,7 @@ fn code_and_status(kind: ErrorKind) -> (Code, http::StatusCode) {
         ErrorKind::AlreadyExists => (Code::AlreadyExists, H::CONFLICT),
         ErrorKind::FailedPrecondition => (Code::FailedPrecondition, H::CONFLICT),
         ErrorKind::PermissionDenied => (Code::PermissionDenied, H::FORBIDDEN),
+        ErrorKind::OutOfRange => (Code::OutOfRange, H::RANGE_NOT_SATISFIABLE),
         ErrorKind::ResourceExhausted => (Code::ResourceExhausted, H::TOO_MANY_REQUESTS),
         ErrorKind::Internal => (Code::Internal, H::INTERNAL_SERVER_ERROR),
         ErrorKind::Unavailable => (Code::Unavailable, H::SERVICE_UNAVAILABLE),

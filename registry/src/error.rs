@@ -53,6 +53,10 @@ impl Error {
     pub fn already_exists(what: impl Into<String>) -> Self {
         efa_domain::Error::AlreadyExists(what.into()).into()
     }
+    /// A domain [`efa_domain::Error::OutOfRange`].
+    pub fn out_of_range(why: impl Into<String>) -> Self {
+        efa_domain::Error::OutOfRange(why.into()).into()
+    }
     /// A domain [`efa_domain::Error::FailedPrecondition`].
     pub fn failed_precondition(why: impl Into<String>) -> Self {
         efa_domain::Error::FailedPrecondition(why.into()).into()

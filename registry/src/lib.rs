@@ -18,4 +18,4 @@ pub mod registry;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use registry::{Registry, RolloutAction, RolloutController};
+pub use registry::{NewLeaf, Registry, RolloutAction, RolloutController, MAX_APPEND};

@@ -58,8 +58,13 @@ impl LogSigner {
     }
 }
 
+/// Whether `name` can name a log or a witness: non-empty, no spaces or '+', at most 200 characters.
+pub fn is_key_name(name: &str) -> bool {
+    signed_note::is_key_name_valid(name) && name.len() <= 200
+}
+
 fn check_name(name: &str) -> Result<()> {
-    if signed_note::is_key_name_valid(name) && name.len() <= 200 {
+    if is_key_name(name) {
         Ok(())
     } else {
         Err(Error::malformed("key name", "non-empty, at most 200 characters, no spaces or '+'"))
@@ -71,6 +76,17 @@ pub fn checkpoint_body(origin: &str, size: u64, root: Hash) -> Result<Vec<u8>> {
     tlog_tiles::Checkpoint::new(origin, size, root, "")
         .map(|c| c.to_bytes())
         .map_err(|e| Error::malformed("checkpoint", e.to_string()))
+}
+
+/// The verifier key (`<origin>+<id>+<base64>`) of a log signing key's text.
+pub fn verifier_key(skey: &str) -> Result<String> {
+    let bad = |why: &str| Error::malformed("log signing key", why.to_string());
+    let rest = skey.trim().strip_prefix("PRIVATE+KEY+").ok_or_else(|| bad("no PRIVATE+KEY+ prefix"))?;
+    let (name, _, key) = split_key(rest).ok_or_else(|| bad("not name+id+key"))?;
+    let [_, seed @ ..] = key.as_slice() else { return Err(bad("empty key")) };
+    let seed: [u8; 32] = seed.try_into().map_err(|_| bad("the key is not 32 bytes"))?;
+    LogSigner::from_text(skey)?;
+    Ok(signed_note::new_ed25519_verifier_key(&name, &SigningKey::from_bytes(&seed).verifying_key()))
 }
 
 /// Whom a node or an auditor trusts: the log's key and the witnesses it counts.
@@ -317,6 +333,46 @@ fn split_key(text: &str) -> Option<(String, u32, Vec<u8>)> {
     }
     let id = u32::from_str_radix(id, 16).ok()?;
     Some((name.to_string(), id, BASE64_STANDARD.decode(key).ok()?))
+}
+
+/// Adds `witness`'s cosignature from `submitted` (the stored checkpoint with the witness's
+/// line added) to `stored`: the texts must be equal and the cosignature valid for that
+/// witness key. Other lines of `submitted` are ignored; an earlier cosignature of the same
+/// key is replaced.
+pub fn merge_cosignature(stored: &[u8], submitted: &[u8], witness: &WitnessVerifier) -> Result<Vec<u8>> {
+    let mut ours = Note::from_bytes(stored).map_err(|e| Error::malformed("stored checkpoint", e.to_string()))?;
+    let theirs = Note::from_bytes(submitted).map_err(|e| Error::malformed("checkpoint", e.to_string()))?;
+    if ours.text() != theirs.text() {
+        return Err(Error::Signature("the cosigned text is not the checkpoint the hub signed".into()));
+    }
+    let (verified, _) = theirs
+        .verify(&VerifierList::new(vec![Box::new(witness.clone())]))
+        .map_err(|e| Error::Signature(format!("no valid cosignature by {}: {e}", witness.name)))?;
+    let line = verified.into_iter().next().ok_or_else(|| Error::Signature("no cosignature".into()))?;
+    let replay = ReplaySigner(line);
+    ours.add_sigs(&[&replay]).map_err(|e| Error::Signature(e.to_string()))?;
+    Ok(ours.to_bytes())
+}
+
+/// Signs by handing back a signature made elsewhere (to add a verified cosignature line).
+struct ReplaySigner(signed_note::Signature);
+
+impl Signer for ReplaySigner {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn key_id(&self) -> u32 {
+        self.0.id()
+    }
+    fn sign(&self, _: &[u8]) -> Result<Vec<u8>, ed25519_dalek::SignatureError> {
+        Ok(self.0.signature().to_vec())
+    }
+}
+
+/// How many signature lines a signed note has (0 if it does not parse).
+pub fn signature_count(note: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(note);
+    text.split_once("\n\n").map(|(_, sigs)| sigs.lines().count()).unwrap_or(0)
 }
 
 /// A checkpoint's size and root without checking any signature: for a witness or an

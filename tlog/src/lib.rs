@@ -25,6 +25,8 @@ pub mod tiles;
 pub mod tree;
 
 pub use tlog_tiles::{Hash, HashReader, EMPTY_HASH};
+/// The error a [`HashReader`] returns.
+pub use tlog_tiles::Error as HashReaderError;
 
 /// What went wrong with a proof, a checkpoint, a tile or the hashes behind them.
 #[derive(Debug, thiserror::Error)]
@@ -59,3 +61,16 @@ impl Error {
 
 /// Result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The commitment a leaf carries instead of free text that may hold personal data:
+/// SHA-256(salt ‖ UTF-8 text). Empty text commits to nothing (an empty hash).
+pub fn commit_text(salt: &[u8; 16], text: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(text.as_bytes());
+    h.finalize().to_vec()
+}

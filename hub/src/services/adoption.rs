@@ -28,8 +28,9 @@ impl AdoptionService for Adoption {
         let name = reg.kommune_name(&ags).map_err(status)?;
         tracing::info!(ags = %record.latest.ags, service = %record.latest.service_id, state = %record.latest.state, "adoption reported");
         self.0.metrics.adoption_reports.inc();
+        let seq = event.seq;
         self.0.feed.publish(event);
-        Ok(Response::new(efa_proto::convert::record(&record, &name)))
+        Ok(Response::new(pb::AdoptionRecord { event_seq: seq, ..efa_proto::convert::record(&record, &name) }))
     }
 
     async fn submit_rating(&self, req: Request<pb::RatingRequest>) -> Result<Response<pb::RatingInfo>, Status> {

@@ -4,6 +4,7 @@
 
 pub mod adoption;
 pub mod catalog;
+pub mod log;
 pub mod release;
 pub mod report;
 pub mod rollout;

@@ -110,6 +110,7 @@ pub fn entry(e: &AdoptionEntry, kommune_name: &str, running: Option<&semver::Ver
         reason: e.reason.clone(),
         at_ms: e.at_ms,
         running_version: running.map(|v| v.to_string()).unwrap_or_default(),
+        event_seq: 0,
     }
 }
 

@@ -10,11 +10,13 @@
 mod catalog;
 mod enums;
 mod ledger;
+mod log;
 mod reports;
 mod rollout;
 
 pub use catalog::{grant, kommune, offer_info};
 pub use enums::WireEnum;
+pub use log::{log_leaf, BesideText};
 pub use ledger::{entry, rating, record, stream_event, target};
 pub use reports::{aggregate, rating_summary};
 pub use rollout::{rollout_state, rollout_status};

@@ -11,11 +11,13 @@
 mod catalog;
 mod grants;
 mod ledger;
+mod log;
 mod offers;
 mod register;
 mod reports;
 mod rollouts;
 
+pub use log::{NewLeaf, MAX_APPEND};
 pub use rollouts::{RolloutAction, RolloutController};
 
 pub use catalog::CheckedRelease;
@@ -136,7 +138,8 @@ impl Registry {
     /// Nodes whose cursor falls behind get a "resync needed" answer instead of silent loss.
     pub fn trim_events_keep(&self, keep: u64) -> Result<usize> {
         let head = self.store.head_seq()?;
-        let before = head.saturating_sub(keep.max(1)) + 1;
+        // Events not yet in the transparency log stay: the integrator reads them from here.
+        let before = (head.saturating_sub(keep.max(1)) + 1).min(self.store.log_size()? + 1);
         let n = self.commits.write(move |s| s.trim_events(before))?;
         if n > 0 {
             tracing::info!(removed = n, oldest_kept = before, "event log trimmed");

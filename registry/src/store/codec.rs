@@ -346,6 +346,14 @@ impl Record for Rating {
     }
 }
 
+impl Record for super::log::Beside {
+    const KIND: &'static str = "text beside the log";
+    const VERSION: u8 = 1;
+    fn decode_older(_: u8, _: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        None
+    }
+}
+
 /// Encodes a record with its version byte.
 pub fn encode<T: Record>(v: &T) -> Vec<u8> {
     let mut out = vec![T::VERSION];

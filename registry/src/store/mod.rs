@@ -6,6 +6,7 @@
 //! return from [`Store::flush`]; the registry calls it before acknowledging.
 
 pub mod codec;
+pub mod log;
 pub mod postgres;
 pub mod sled;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use efa_domain::model::rollout::{Rollout, Transition};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 
+pub use self::log::{Beside, LogHash, LogStore};
 pub use self::postgres::PostgresStore;
 pub use self::sled::SledStore;
 
@@ -48,7 +50,7 @@ pub type StoredRollout = (ServiceId, semver::Version, Option<LandCode>, Rollout)
 
 /// The storage the registry runs on. Reads return `Ok(None)` (or an empty list) for what is
 /// not stored; `Err` means the store itself failed.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: LogStore + Send + Sync + 'static {
     // --- register (idempotent upserts) ---
     /// Upserts Länder, Kreise and Gemeinden by their keys; nothing is removed.
     fn import_register(&self, laender: &[Land], kreise: &[Kreis], kommunen: &[Kommune]) -> Result<()>;

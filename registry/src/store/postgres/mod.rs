@@ -18,6 +18,7 @@
 
 mod copy;
 mod ledger;
+mod log;
 mod runtime;
 mod schema;
 mod sql;

@@ -74,6 +74,14 @@ const STEPS: &[&str] = &[
     ALTER TABLE rollouts ADD COLUMN land TEXT NOT NULL DEFAULT '';
     ALTER TABLE rollouts DROP CONSTRAINT rollouts_pkey, ADD PRIMARY KEY (service, version, land);
     "#,
+    // 5: the transparency log: leaves, the tree's stored hashes, signed checkpoints, and the
+    // free text kept beside leaves (erasable).
+    r#"
+    CREATE TABLE log_leaves (idx BIGINT PRIMARY KEY, leaf BYTEA NOT NULL);
+    CREATE TABLE log_hashes (idx BIGINT PRIMARY KEY, hash BYTEA NOT NULL);
+    CREATE TABLE log_checkpoints (size BIGINT PRIMARY KEY, note BYTEA NOT NULL);
+    CREATE TABLE log_beside (idx BIGINT PRIMARY KEY, rec BYTEA NOT NULL);
+    "#,
 ];
 
 /// Any 64-bit key of our own, so replicas that migrate at once take turns.

@@ -23,6 +23,7 @@
 //! ([`crate::store::codec`]); `meta/format` names the store format ([`migrate`]).
 
 mod bulk;
+mod log;
 pub mod migrate;
 mod tx;
 
@@ -85,6 +86,8 @@ pub struct SledStore {
     signing_keys: sled::Tree,
     offers: sled::Tree,
     rollouts: sled::Tree,
+    /// The transparency log's trees (see [`log`]).
+    log: log::LogTrees,
 }
 
 impl SledStore {
@@ -149,6 +152,7 @@ impl SledStore {
             signing_keys: t("signing_keys")?,
             offers: t("offers")?,
             rollouts: t("rollouts")?,
+            log: log::LogTrees::open(&db)?,
             db,
             found_format,
         })

@@ -1,0 +1,150 @@
+//! The transparency log's integrator: on one replica at a time (under a lease), it turns
+//! the events the log does not hold yet into leaves (`efa_proto::convert::log_leaf`),
+//! appends them with their stored hashes, and signs a checkpoint of the new tree with the
+//! log's key. It runs every `checkpoint_interval` (default 1 s) and when a burst of events
+//! arrives, so a checkpoint follows an event within about a second; events are written and
+//! acknowledged without waiting for it, which keeps the log off the write path.
+
+use crate::events::Feed;
+use efa_registry::{NewLeaf, Registry, MAX_APPEND};
+use efa_tlog::checkpoint::LogSigner;
+use rand_core::{OsRng, RngCore};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The default origin of a hub's log, used when its key is created; operators name their
+/// own (`log_origin` in the hub's TOML) so checkpoints say which federation they belong to.
+pub const DEFAULT_ORIGIN: &str = "efa-hub.local/log";
+
+/// Reads the log's signing key from `path`, creating it (owner-only) for `origin` if the
+/// file does not exist. Replicas sharing a store must share this file.
+pub fn load_or_create_key(path: &Path, origin: &str) -> Result<LogSigner, crate::server::HubError> {
+    let bad = |why: String| crate::server::HubError::Config(format!("log key {}: {why}", path.display()));
+    match std::fs::read_to_string(path) {
+        Ok(text) => LogSigner::from_text(&text).map_err(|e| bad(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (skey, vkey) = LogSigner::generate(origin).map_err(|e| bad(e.to_string()))?;
+            write_secret(path, &skey).map_err(|e| bad(e.to_string()))?;
+            tracing::info!(path = %path.display(), verifier_key = %vkey, "created the transparency log's signing key; give the verifier key to nodes, auditors and witnesses");
+            LogSigner::from_text(&skey).map_err(|e| bad(e.to_string()))
+        }
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Writes a secret file readable by its owner only, durably.
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+/// The verifier key of the log whose signing key is `signer`, for `efa-hub log-key`.
+pub fn verifier_key(skey_text: &str) -> Result<String, efa_tlog::Error> {
+    efa_tlog::checkpoint::verifier_key(skey_text)
+}
+
+/// One round: integrates up to [`MAX_APPEND`] events after the log's size and signs a
+/// checkpoint of the new tree (also of an unchanged one that has none yet). Returns the
+/// signed size, or `None` when nothing changed.
+pub fn integrate(registry: &Registry, signer: &LogSigner) -> efa_registry::Result<Option<u64>> {
+    let size = registry.log_size()?;
+    let events = registry.events_after(size, MAX_APPEND)?;
+    let mut leaves = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        // Leaf index = seq - 1: a gap means events were trimmed before they were logged.
+        if event.seq != size + i as u64 + 1 {
+            return Err(efa_registry::Error::failed_precondition(format!(
+                "the transparency log needs event {} next, but the event log continues at {} (trimmed before it was logged)",
+                size + i as u64 + 1,
+                event.seq
+            )));
+        }
+        let release = match &event.kind {
+            efa_domain::model::event::EventKind::ReleasePublished { service_id, version } => {
+                Some(registry.release(service_id, &version.to_string())?)
+            }
+            _ => None,
+        };
+        let mut salt = [0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        let (leaf, beside) = efa_proto::convert::log_leaf(event, release.as_ref(), salt)?;
+        leaves.push(NewLeaf { leaf, beside: beside.map(|b| (b.salt, b.text)) });
+    }
+    let (new_size, root) =
+        if leaves.is_empty() { (size, registry.log_root(size)?) } else { registry.append_log(size, leaves)? };
+    let latest = registry.latest_checkpoint()?.map(|(s, _)| s);
+    if latest == Some(new_size) {
+        return Ok(None);
+    }
+    let note = signer.sign(new_size, root).map_err(|e| efa_registry::Error::Storage(e.to_string()))?;
+    registry.put_checkpoint(new_size, note)?;
+    Ok(Some(new_size))
+}
+
+/// Runs [`integrate`] every `every`, and soon after events arrive, on the replica holding
+/// the lease.
+pub(crate) fn spawn_integrator(
+    feed: Arc<Feed>,
+    signer: LogSigner,
+    every: Duration,
+    replica: String,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        let mut bus = feed.bus.subscribe();
+        let signer = Arc::new(signer);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                got = bus.recv() => match got {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Gather a burst into one append and one signature.
+                        tokio::time::sleep(every.min(Duration::from_millis(200))).await;
+                        while bus.try_recv().is_ok() {}
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+            if !crate::jobs::holds_lease(&feed.registry, "log-integrator", &replica, every * 5).await {
+                continue;
+            }
+            loop {
+                let (r, s) = (feed.registry.clone(), signer.clone());
+                match tokio::task::spawn_blocking(move || integrate(&r, &s)).await {
+                    Ok(Ok(Some(size))) => {
+                        feed.metrics.log_size.set(size as i64);
+                        tracing::debug!(size, "checkpoint signed");
+                        // A large backlog goes in steps of MAX_APPEND; go on until caught up.
+                        let behind = feed.registry.head_seq().map(|h| h > size).unwrap_or(false);
+                        if !behind {
+                            break;
+                        }
+                    }
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "the transparency log could not integrate new events");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the transparency log's integrator failed");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,104 @@
+//! The transparency log on sled: four trees keyed by big-endian u64 (leaf index, stored-hash
+//! index, checkpoint size, leaf index). An append is one transaction over the first three,
+//! and the log's size is the last leaf's index + 1, so it can never disagree with the leaves.
+
+use super::tx::{abort, from_tx};
+use super::SledStore;
+use crate::error::{Error, Result};
+use crate::store::codec::{decode, encode};
+use crate::store::log::{Beside, LogHash, LogStore};
+use sled::Transactional;
+
+pub(super) struct LogTrees {
+    leaves: sled::Tree,
+    hashes: sled::Tree,
+    checkpoints: sled::Tree,
+    beside: sled::Tree,
+}
+
+impl LogTrees {
+    pub(super) fn open(db: &sled::Db) -> Result<Self> {
+        Ok(LogTrees {
+            leaves: db.open_tree("log_leaves")?,
+            hashes: db.open_tree("log_hashes")?,
+            checkpoints: db.open_tree("log_checkpoints")?,
+            beside: db.open_tree("log_beside")?,
+        })
+    }
+}
+
+fn index_of(key: &[u8]) -> Result<u64> {
+    key.try_into().map(u64::from_be_bytes).map_err(|_| Error::Storage("a log key is not 8 bytes".into()))
+}
+
+impl LogStore for SledStore {
+    fn log_size(&self) -> Result<u64> {
+        Ok(match self.log.leaves.last()? {
+            Some((k, _)) => index_of(&k)? + 1,
+            None => 0,
+        })
+    }
+
+    fn append_log(&self, size: u64, leaves: &[Vec<u8>], hashes: &[LogHash], beside: &[Beside]) -> Result<()> {
+        let first_hash = efa_tlog::tree::stored_hash_index(0, size);
+        let t = &self.log;
+        (&t.leaves, &t.hashes, &t.beside)
+            .transaction(|(l, h, b)| {
+                // The integrator holds a lease, but a replica that lost it mid-round must not
+                // append twice: the leaf at `size` must be the first one missing.
+                let have = size.checked_sub(1).map(|i| l.get(i.to_be_bytes())).transpose()?.map(|v| v.is_some());
+                if have == Some(false) || l.get(size.to_be_bytes())?.is_some() {
+                    return abort(Error::failed_precondition(format!("the log is not at size {size}")));
+                }
+                for (i, leaf) in leaves.iter().enumerate() {
+                    l.insert(&(size + i as u64).to_be_bytes(), leaf.as_slice())?;
+                }
+                for (i, hash) in hashes.iter().enumerate() {
+                    h.insert(&(first_hash + i as u64).to_be_bytes(), &hash[..])?;
+                }
+                for text in beside {
+                    b.insert(&text.index.to_be_bytes(), encode(text))?;
+                }
+                Ok(())
+            })
+            .map_err(from_tx)
+    }
+
+    fn log_hashes(&self, indexes: &[u64]) -> Result<Vec<LogHash>> {
+        indexes
+            .iter()
+            .map(|i| {
+                let v = self.log.hashes.get(i.to_be_bytes())?.ok_or_else(|| Error::not_found(format!("log hash {i}")))?;
+                v.as_ref().try_into().map_err(|_| Error::Storage(format!("log hash {i} is not 32 bytes")))
+            })
+            .collect()
+    }
+
+    fn log_leaves(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.log.leaves.range(from.to_be_bytes()..to.to_be_bytes()).values().map(|v| Ok(v?.to_vec())).collect()
+    }
+
+    fn put_checkpoint(&self, size: u64, note: &[u8]) -> Result<()> {
+        self.log.checkpoints.insert(size.to_be_bytes(), note)?;
+        Ok(())
+    }
+
+    fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.log.checkpoints.get(size.to_be_bytes())?.map(|v| v.to_vec()))
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        self.log.checkpoints.last()?.map(|(k, v)| Ok((index_of(&k)?, v.to_vec()))).transpose()
+    }
+
+    fn beside_text(&self, index: u64) -> Result<Option<Beside>> {
+        self.log.beside.get(index.to_be_bytes())?.map(|v| decode("log_beside", &v)).transpose()
+    }
+
+    fn erase_beside_text(&self, index: u64) -> Result<bool> {
+        Ok(self.log.beside.remove(index.to_be_bytes())?.is_some())
+    }
+}
