@@ -133,7 +133,8 @@ impl DevFederation {
         config
     }
 
-    async fn start_hub(&mut self) -> Result<(), DevError> {
+    /// Starts the hub again after [`stop_hub`](Self::stop_hub) (on the same address and data).
+    pub async fn start_hub(&mut self) -> Result<(), DevError> {
         let hub = crate::start(self.hub_config()).await?;
         self.addr = hub.addr;
         // Restarts keep the address, so clients and node configs stay valid.

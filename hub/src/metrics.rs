@@ -80,7 +80,11 @@ impl Default for HubMetrics {
         registry.register("event_streams", "Connected node event streams", m.event_streams.clone());
         registry.register("subscriptions", "Active subscriptions of Kommunen", m.subscriptions.clone());
         registry.register("event_head_seq", "Sequence number of the newest event", m.event_head.clone());
-        registry.register("log_checkpoint_size", "Leaves in the newest signed checkpoint of the transparency log", m.log_size.clone());
+        registry.register(
+            "log_checkpoint_size",
+            "Leaves in the newest signed checkpoint of the transparency log",
+            m.log_size.clone(),
+        );
         HubMetrics { registry, ..m }
     }
 }

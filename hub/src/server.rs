@@ -15,8 +15,9 @@ use crate::transport::TlsServer;
 use efa_domain::bundle::BundleLimits;
 use efa_proto::v1::{
     adoption_service_server::AdoptionServiceServer, catalog_service_server::CatalogServiceServer,
-    release_service_server::ReleaseServiceServer, report_service_server::ReportServiceServer,
-    rollout_service_server::RolloutServiceServer, log_service_server::LogServiceServer, subscription_service_server::SubscriptionServiceServer,
+    log_service_server::LogServiceServer, release_service_server::ReleaseServiceServer,
+    report_service_server::ReportServiceServer, rollout_service_server::RolloutServiceServer,
+    subscription_service_server::SubscriptionServiceServer,
 };
 use efa_registry::store::SledStore;
 use efa_registry::Registry;

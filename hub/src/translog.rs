@@ -77,10 +77,11 @@ pub fn integrate(registry: &Registry, signer: &LogSigner) -> efa_registry::Resul
             }
             _ => None,
         };
+        let name = release.as_ref().map(|r| format!("{} {}", r.service_id, r.version));
         let mut salt = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
         let (leaf, beside) = efa_proto::convert::log_leaf(event, release.as_ref(), salt)?;
-        leaves.push(NewLeaf { leaf, beside: beside.map(|b| (b.salt, b.text)) });
+        leaves.push(NewLeaf { leaf, beside: beside.map(|b| (b.salt, b.text)), release: name });
     }
     let (new_size, root) =
         if leaves.is_empty() { (size, registry.log_root(size)?) } else { registry.append_log(size, leaves)? };

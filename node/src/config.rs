@@ -90,6 +90,10 @@ pub struct NodeConfig {
     /// Release signing keys per Land code; several keys per Land allow rotation.
     #[serde(default)]
     pub trust: BTreeMap<LandCode, Vec<String>>,
+    /// The hub's transparency log: its key and the witnesses the node counts. Unset: the
+    /// node does not check the log (and `status` says so).
+    #[serde(default)]
+    pub log: Option<LogConfig>,
     /// What the node follows; the agent registers these with the hub before it syncs.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
@@ -113,6 +117,34 @@ fn default_health_timeout() -> u64 {
 
 fn default_max_staleness() -> u64 {
     24 * 3600
+}
+
+/// The `[log]` table: what the node checks of the hub's transparency log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// The log's verifier key, as `efa-hub log-key` prints it (`<origin>+<id>+<key>`).
+    pub key: String,
+    /// Witness verifier keys (`efa log witness-key` prints them) whose cosignatures count.
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+    /// Cosignatures of distinct witnesses a checkpoint needs before the node trusts it.
+    #[serde(default)]
+    pub min_witnesses: usize,
+    /// Seconds within which each adoption report must show up in the log (default 600).
+    #[serde(default = "default_report_deadline")]
+    pub report_deadline_secs: u64,
+}
+
+fn default_report_deadline() -> u64 {
+    600
+}
+
+impl LogConfig {
+    /// Whom to trust, checked when the config is read.
+    pub fn trust(&self) -> std::result::Result<efa_tlog::checkpoint::Trust, efa_tlog::Error> {
+        efa_tlog::checkpoint::Trust::new(&self.key)?.with_witnesses(&self.witnesses, self.min_witnesses)
+    }
 }
 
 /// The `[tls]` table: PEM files for mTLS with the hub.
@@ -186,6 +218,7 @@ impl NodeConfig {
             metrics_listen: None,
             tls: None,
             trust: BTreeMap::new(),
+            log: None,
             subscriptions: Vec::new(),
             services: BTreeMap::new(),
             parameters: BTreeMap::new(),
@@ -195,6 +228,17 @@ impl NodeConfig {
     /// Connects with these mTLS files.
     pub fn with_tls(mut self, files: ClientTlsFiles) -> Self {
         self.tls = Some(TlsConfig { ca: files.ca, cert: files.cert, key: files.key });
+        self
+    }
+
+    /// Checks the hub's transparency log against `key` (the log's verifier key).
+    pub fn check_log(mut self, key: impl Into<String>) -> Self {
+        self.log = Some(LogConfig {
+            key: key.into(),
+            witnesses: Vec::new(),
+            min_witnesses: 0,
+            report_deadline_secs: default_report_deadline(),
+        });
         self
     }
 
@@ -244,6 +288,9 @@ impl NodeConfig {
 
     /// Checks what serde cannot: one target per subscription, parseable trusted keys.
     fn validate(&self) -> Result<(), String> {
+        if let Some(log) = &self.log {
+            log.trust().map_err(|e| format!("[log]: {e}"))?;
+        }
         if self.covers.contains(&self.ags) {
             return Err(format!("covers lists {} twice: it is the node's own ags", self.ags));
         }

@@ -42,6 +42,10 @@ pub enum NodeError {
     /// A value breaks a domain rule.
     #[error(transparent)]
     Domain(#[from] efa_domain::Error),
+    /// The hub's transparency log contradicts what the node verified before; deploys stop
+    /// until an operator has looked (`efa-node log-reset`).
+    #[error("transparency log alarm: {0}; deploys are stopped until an operator checks the hub and runs `efa-node log-reset`")]
+    LogAlarm(String),
     /// A release failed verification and is not deployed.
     #[error("release {service} {version} refused: {reason}")]
     Verification {

@@ -17,6 +17,7 @@ use efa_domain::model::subscription::NewSubscription;
 use efa_proto::v1 as pb;
 use efa_proto::v1::adoption_service_client::AdoptionServiceClient;
 use efa_proto::v1::catalog_service_client::CatalogServiceClient;
+use efa_proto::v1::log_service_client::LogServiceClient;
 use efa_proto::v1::release_service_client::ReleaseServiceClient;
 use efa_proto::v1::subscription_service_client::SubscriptionServiceClient;
 use std::pin::Pin;
@@ -26,6 +27,67 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::Channel as GrpcChannel;
 use tonic::{Code, Status};
+
+/// What a node checks in a leaf of the hub's transparency log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeafFacts {
+    /// A release was published.
+    Release {
+        /// The service.
+        service: String,
+        /// The version.
+        version: String,
+        /// SHA-256 of the signed manifest.
+        manifest_sha256: Vec<u8>,
+    },
+    /// An adoption report.
+    Adoption {
+        /// The Gemeinde.
+        ags: String,
+        /// The service.
+        service: String,
+        /// The version, or empty.
+        version: String,
+        /// The state reported.
+        state: efa_domain::model::adoption::AdoptionState,
+    },
+    /// Any other event.
+    Other,
+}
+
+/// The facts of a leaf, and its seq.
+pub fn leaf_facts(leaf: &[u8]) -> Result<(u64, LeafFacts)> {
+    use efa_proto::convert::WireEnum;
+    use prost::Message;
+    let leaf = pb::LogLeaf::decode(leaf)
+        .map_err(|e| HubError::InvalidAnswer(efa_domain::Error::invalid("log leaf", e.to_string())))?;
+    let facts = match leaf.kind {
+        Some(pb::log_leaf::Kind::ReleasePublished(r)) => {
+            LeafFacts::Release { service: r.service_id, version: r.version, manifest_sha256: r.manifest_sha256 }
+        }
+        Some(pb::log_leaf::Kind::AdoptionReported(a)) => LeafFacts::Adoption {
+            ags: a.ags,
+            service: a.service_id,
+            version: a.version,
+            state: efa_domain::model::adoption::AdoptionState::from_wire(a.state).map_err(HubError::InvalidAnswer)?,
+        },
+        _ => LeafFacts::Other,
+    };
+    Ok((leaf.seq, facts))
+}
+
+fn hashes(raw: Vec<Vec<u8>>) -> Result<Vec<efa_tlog::Hash>> {
+    if raw.len() > 64 {
+        return Err(HubError::InvalidAnswer(efa_domain::Error::invalid("proof", "more than 64 hashes")));
+    }
+    raw.into_iter()
+        .map(|h| {
+            h.try_into()
+                .map(efa_tlog::Hash)
+                .map_err(|_| HubError::InvalidAnswer(efa_domain::Error::invalid("proof", "a hash is not 32 bytes")))
+        })
+        .collect()
+}
 
 /// Largest message the node accepts (a blob chunk is 256 KiB by default).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -257,10 +319,43 @@ impl HubClient {
         Ok(Box::pin(stream.map(|c| c.map(|c| (c.offset, c.data)).map_err(HubError::from))))
     }
 
-    /// Sends one adoption report.
-    pub async fn report(&self, report: &AdoptionReport) -> Result<()> {
-        self.adoption().report_adoption(pb::AdoptionReport::from(report)).await?;
-        Ok(())
+    /// Sends one adoption report; returns the seq of the hub's event for it (0 from a hub
+    /// that does not say).
+    pub async fn report(&self, report: &AdoptionReport) -> Result<u64> {
+        let record = self.adoption().report_adoption(pb::AdoptionReport::from(report)).await?;
+        Ok(record.into_inner().event_seq)
+    }
+
+    fn log_client(&self) -> LogServiceClient<InterceptedService<GrpcChannel, ActFor>> {
+        LogServiceClient::with_interceptor(self.channel(), self.act_for.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    /// The newest signed checkpoint of the hub's transparency log, unverified.
+    pub async fn checkpoint(&self) -> Result<Vec<u8>> {
+        Ok(self.log_client().get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner().note)
+    }
+
+    /// The consistency proof between two tree sizes.
+    pub async fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<efa_tlog::Hash>> {
+        let proof = self.log_client().get_consistency_proof(pb::ConsistencyProofRequest { old_size, new_size }).await?;
+        hashes(proof.into_inner().hashes)
+    }
+
+    /// A leaf (by index, or the one that published a release) and its inclusion proof in the
+    /// tree of `tree_size` leaves: (index, leaf bytes, proof).
+    pub async fn inclusion_proof(
+        &self,
+        index: u64,
+        release: Option<(&ServiceId, &semver::Version)>,
+        tree_size: u64,
+    ) -> Result<(u64, Vec<u8>, Vec<efa_tlog::Hash>)> {
+        let (service_id, version) = release.map(|(s, v)| (s.to_string(), v.to_string())).unwrap_or_default();
+        let p = self
+            .log_client()
+            .get_inclusion_proof(pb::InclusionProofRequest { index, tree_size, service_id, version })
+            .await?
+            .into_inner();
+        Ok((p.index, p.leaf, hashes(p.hashes)?))
     }
 
     /// Submits a rating; returns it as the hub recorded it.

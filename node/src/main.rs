@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 /// `sync` finished, but a release it should have deployed failed or was rolled back.
 const EXIT_DEPLOY_FAILED: u8 = 3;
+/// `status` and `check-log` when the hub's transparency log contradicted itself: for
+/// monitoring, which must not depend on the hub's honesty.
+const EXIT_LOG_ALARM: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -91,6 +94,12 @@ enum Command {
     },
     /// Lift a hold: the next sync applies the subscription's policy again.
     Unhold { service: String },
+    /// Check the hub's transparency log now (newest checkpoint, consistency with the one
+    /// verified before, this node's reports in it). Exit code 4 on an alarm.
+    CheckLog,
+    /// Clear a transparency log alarm after an operator has looked into it; the node then
+    /// trusts the hub's next checkpoint as its new starting point.
+    LogReset,
     /// Stop serving a service and report it retired.
     Retire {
         service: String,
@@ -179,6 +188,16 @@ fn print_status(agent: &Agent, json: bool) -> Result<()> {
         st.cursor,
         st.queued_reports
     );
+    let state = agent.state()?;
+    match (&agent.config().log, &state.log) {
+        (None, _) => println!("transparency log: not checked (no [log] key in the config)"),
+        (Some(_), None) => println!("transparency log: no checkpoint verified yet"),
+        (Some(_), Some(l)) => println!(
+            "transparency log: checkpoint of {} leaves verified, {} report(s) awaiting their leaf",
+            l.size,
+            state.log_pending.len()
+        ),
+    }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header([
@@ -298,7 +317,30 @@ async fn dispatch(cli: Cli, agent: std::sync::Arc<Agent>) -> Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_DEPLOY_FAILED));
             }
         }
-        Command::Status => print_status(&agent, cli.json)?,
+        Command::Status => {
+            print_status(&agent, cli.json)?;
+            if agent.state()?.log_alarm.is_some() {
+                return Ok(ExitCode::from(EXIT_LOG_ALARM));
+            }
+        }
+        Command::CheckLog => match agent.check_log().await {
+            Ok(Some(cp)) => println!("transparency log consistent: checkpoint of {} leaves verified", cp.size),
+            Ok(None) => println!("transparency log not checked: no [log] key in the config, or no checkpoint yet"),
+            Err(efa_node::NodeError::LogAlarm(why)) => {
+                eprintln!("TRANSPARENCY LOG ALARM: {why}");
+                return Ok(ExitCode::from(EXIT_LOG_ALARM));
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Command::LogReset => {
+            let was = agent.reset_log()?;
+            match was {
+                Some(why) => {
+                    println!("log alarm cleared (it was: {why}); the next checkpoint is the new starting point")
+                }
+                None => println!("no log alarm; the next checkpoint is the new starting point"),
+            }
+        }
         Command::Doctor => {
             let Some(tls) = &agent.config().tls else {
                 println!(

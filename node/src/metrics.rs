@@ -55,6 +55,7 @@ pub fn render(counters: &NodeCounters, status: Option<&NodeStatus>) -> String {
     let running: Family<VersionLabels, Gauge> = Family::default();
     let pending: Family<ServiceLabels, Gauge> = Family::default();
     let (cursor, last_sync, queued, warnings): (Gauge, Gauge, Gauge, Gauge) = Default::default();
+    let (log_alarm, log_size): (Gauge, Gauge) = Default::default();
     if let Some(st) = status {
         for s in &st.services {
             if let Some(v) = &s.running {
@@ -66,6 +67,8 @@ pub fn render(counters: &NodeCounters, status: Option<&NodeStatus>) -> String {
         last_sync.set(st.last_sync_ms / 1000);
         queued.set(st.queued_reports as i64);
         warnings.set(st.warnings.len() as i64);
+        log_alarm.set(i64::from(st.log_alarm));
+        log_size.set(i64::try_from(st.log_size).unwrap_or(i64::MAX));
     }
     registry.register("running_version", "1 for the version each service serves now", running);
     registry.register("pending_approvals", "Verified releases waiting for approval", pending);
@@ -73,6 +76,12 @@ pub fn render(counters: &NodeCounters, status: Option<&NodeStatus>) -> String {
     registry.register("last_sync_timestamp_seconds", "Unix time of the last catch-up with the hub", last_sync);
     registry.register("queued_reports", "Adoption reports waiting for the hub", queued);
     registry.register("freshness_warnings", "Freeze-protection and staleness warnings", warnings);
+    registry.register(
+        "log_alarm",
+        "1 when the hub's transparency log contradicted what this node verified (deploys stopped)",
+        log_alarm,
+    );
+    registry.register("log_checkpoint_size", "Leaves of the newest log checkpoint this node verified", log_size);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
         tracing::error!("encoding metrics failed");

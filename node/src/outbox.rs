@@ -11,6 +11,7 @@ use efa_domain::model::ids::Ags;
 pub struct Outbox<'a> {
     state: &'a StateFile,
     hub: &'a HubClient,
+    own: &'a Ags,
     covers: &'a [Ags],
 }
 
@@ -26,10 +27,10 @@ pub enum Sent {
 }
 
 impl<'a> Outbox<'a> {
-    /// The outbox of `state`, sending through `hub`; each report also goes out for every
-    /// Gemeinde in `covers` (Zuständigkeit of a Kreis or Amt node).
-    pub fn new(state: &'a StateFile, hub: &'a HubClient, covers: &'a [Ags]) -> Self {
-        Outbox { state, hub, covers }
+    /// The outbox of `state`, sending through `hub` as Kommune `own`; each report also goes
+    /// out for every Gemeinde in `covers` (Zuständigkeit of a Kreis or Amt node).
+    pub fn new(state: &'a StateFile, hub: &'a HubClient, own: &'a Ags, covers: &'a [Ags]) -> Self {
+        Outbox { state, hub, own, covers }
     }
 
     /// Queues `report` in the same write as `change` (the state change it reports), then
@@ -91,17 +92,35 @@ impl<'a> Outbox<'a> {
                     Err(HubError::InvalidAnswer(efa_domain::Error::invalid("report", other.to_string())))
                 }
             };
-            match sent {
-                Ok(()) => {}
+            let acked = match sent {
+                Ok(seq) => Some(seq),
                 Err(e) if e.is_transient() => return Err(e.into()),
-                Err(e) if Some(&next) == mine => refused_mine = Some(e),
-                Err(e) => {
-                    tracing::error!(service = %next.service, state = %next.state, error = %e, "hub refused an adoption report; dropping it")
+                Err(e) if Some(&next) == mine => {
+                    refused_mine = Some(e);
+                    None
                 }
-            }
+                Err(e) => {
+                    tracing::error!(service = %next.service, state = %next.state, error = %e, "hub refused an adoption report; dropping it");
+                    None
+                }
+            };
+            let own = self.own.to_string();
             self.state.update(|s| {
                 if s.outbox.first() == Some(&next) {
                     s.outbox.remove(0);
+                    // The node looks for it in the hub's transparency log later.
+                    if let Some(seq) = acked.filter(|&seq| seq > 0) {
+                        if s.log_pending.len() < crate::state::MAX_LOG_PENDING {
+                            s.log_pending.push(crate::state::LoggedReport {
+                                seq,
+                                ags: next.ags.clone().unwrap_or(own),
+                                service: next.service.clone(),
+                                version: next.version.clone(),
+                                state: next.state,
+                                acked_ms: efa_domain::now_ms(),
+                            });
+                        }
+                    }
                 }
             })?;
         }

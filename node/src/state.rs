@@ -31,6 +31,48 @@ pub struct NodeState {
     /// Freeze-protection warnings from the last check; empty when all is fresh.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The newest checkpoint of the hub's transparency log this node verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogState>,
+    /// Set when the hub's log contradicted itself or lost a report: deploys stop until an
+    /// operator has looked and runs `efa-node log-reset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_alarm: Option<String>,
+    /// Reports the hub acknowledged, until the node saw them in the log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_pending: Vec<LoggedReport>,
+}
+
+/// Most acknowledged reports kept waiting for the log; beyond it the oldest checks are
+/// skipped (a node offline from its hub's log for that long has bigger alarms).
+pub const MAX_LOG_PENDING: usize = 10_000;
+
+/// A verified checkpoint, as `state.json` keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogState {
+    /// Leaves in the tree.
+    pub size: u64,
+    /// Root hash, hex.
+    pub root: String,
+    /// The signed note, as received.
+    pub note: String,
+}
+
+/// An acknowledged adoption report the node expects in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedReport {
+    /// Seq of the hub's event for it (its leaf is seq - 1).
+    pub seq: u64,
+    /// The Gemeinde it was for.
+    pub ags: String,
+    /// The service id.
+    pub service: String,
+    /// The version, or empty.
+    pub version: String,
+    /// The state reported.
+    pub state: AdoptionState,
+    /// When the hub acknowledged it, ms since the Unix epoch.
+    pub acked_ms: i64,
 }
 
 /// An adoption report waiting for the hub, as `state.json` keeps it.

@@ -43,6 +43,10 @@ pub struct NodeStatus {
     pub queued_reports: usize,
     /// Freeze-protection and staleness warnings.
     pub warnings: Vec<String>,
+    /// The hub's transparency log contradicted itself (see `efa-node check-log`).
+    pub log_alarm: bool,
+    /// Leaves of the newest checkpoint the node verified (0: none).
+    pub log_size: u64,
     /// Every service the node has state or files for.
     pub services: Vec<ServiceStatus>,
 }
@@ -90,6 +94,12 @@ pub fn collect(
     now_ms: i64,
 ) -> NodeStatus {
     let mut warnings = state.warnings.clone();
+    if let Some(alarm) = &state.log_alarm {
+        warnings.insert(
+            0,
+            format!("TRANSPARENCY LOG ALARM: {alarm} (deploys stopped; `efa-node log-reset` once resolved)"),
+        );
+    }
     let max_age_ms = i64::try_from(max_staleness_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let age_ms = now_ms.saturating_sub(state.last_sync_ms);
     if state.last_sync_ms == 0 {
@@ -128,6 +138,8 @@ pub fn collect(
         last_sync_ms: state.last_sync_ms,
         queued_reports: state.outbox.len(),
         warnings,
+        log_alarm: state.log_alarm.is_some(),
+        log_size: state.log.as_ref().map_or(0, |l| l.size),
         services,
     }
 }

@@ -7,6 +7,8 @@ mod downloads;
 mod events;
 mod flow;
 mod hostile;
+mod log_audit;
+mod log_node;
 mod observability;
 mod offers;
 mod preflight;

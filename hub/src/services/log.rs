@@ -46,8 +46,18 @@ impl LogService for Log {
     ) -> Result<Response<pb::InclusionProof>, Status> {
         authorize(&self.0.auth.identify(&req)?, Action::ReadLog).map_err(status)?;
         let r = req.into_inner();
-        let (index, tree_size) = (r.index, r.tree_size);
-        let (leaf, proof) = self.0.registry(move |reg| reg.inclusion_proof(index, tree_size)).await?;
+        let tree_size = r.tree_size;
+        let (index, leaf, proof) = if r.service_id.is_empty() && r.version.is_empty() {
+            let index = r.index;
+            let (leaf, proof) = self.0.registry(move |reg| reg.inclusion_proof(index, tree_size)).await?;
+            (index, leaf, proof)
+        } else {
+            let service: efa_domain::model::ids::ServiceId =
+                efa_proto::convert::parse(&r.service_id).map_err(status)?;
+            let version = efa_domain::model::ids::parse_version(&r.version).map_err(status)?;
+            let (s, v) = (service.to_string(), version.to_string());
+            self.0.registry(move |reg| reg.release_inclusion_proof(&s, &v, tree_size)).await?
+        };
         Ok(Response::new(pb::InclusionProof { index, tree_size, leaf, hashes: hashes(proof) }))
     }
 
@@ -68,10 +78,10 @@ impl LogService for Log {
         if r.note.len() > MAX_NOTE {
             return Err(Status::invalid_argument(format!("the checkpoint is larger than {MAX_NOTE} bytes")));
         }
-        let witness = WitnessVerifier::new(&r.witness_key)
-            .map_err(|e| Status::invalid_argument(format!("witness_key: {e}")))?;
-        let (_, size, _) = efa_tlog::checkpoint::peek(&r.note)
-            .map_err(|e| Status::invalid_argument(format!("note: {e}")))?;
+        let witness =
+            WitnessVerifier::new(&r.witness_key).map_err(|e| Status::invalid_argument(format!("witness_key: {e}")))?;
+        let (_, size, _) =
+            efa_tlog::checkpoint::peek(&r.note).map_err(|e| Status::invalid_argument(format!("note: {e}")))?;
         let stored = self
             .0
             .registry(move |reg| reg.checkpoint(size))

@@ -14,6 +14,7 @@
 mod commands;
 mod freshness;
 mod release;
+mod translog;
 
 use crate::config::NodeConfig;
 use crate::deploy::Deployer;
@@ -260,7 +261,7 @@ impl Agent {
     }
 
     fn outbox(&self) -> Outbox<'_> {
-        Outbox::new(&self.state, &self.hub, &self.config.covers)
+        Outbox::new(&self.state, &self.hub, &self.config.ags, &self.config.covers)
     }
 
     /// Changes the state in one write, carrying along a cursor that moved since the last one.
@@ -536,6 +537,7 @@ impl Agent {
                 self.caught_up.store(true, Ordering::SeqCst);
                 // Its write carries the cursor and the time of this sync.
                 self.check_freshness().await?;
+                self.watch_log().await;
                 if until_caught_up {
                     return Ok(handled);
                 }

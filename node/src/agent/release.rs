@@ -260,6 +260,8 @@ impl Agent {
         };
         let manifest = verify_release(&signed, &BundleLimits::default(), |land| self.config.trusted_keys(land))
             .map_err(|e| refuse(e.to_string()))?;
+        // The hub shows everyone the same release: the one its log holds.
+        self.check_release_logged(&signed).await?;
         let pinned: Option<LandCode> = self
             .state
             .load()?
@@ -363,6 +365,9 @@ impl Agent {
     }
 
     pub(super) async fn install(&self, entry: &CatalogEntry, info: &ReleaseSummary) -> Result<Handled> {
+        if let Err(e) = self.log_alarm_standing() {
+            return self.fail(info, e, Box::new(|_| ())).await;
+        }
         let version = info.version.to_string();
         // A release that waited for approval was reported as evaluating when it arrived.
         let waited =

@@ -16,8 +16,8 @@ mod rollout;
 
 pub use catalog::{grant, kommune, offer_info};
 pub use enums::WireEnum;
-pub use log::{log_leaf, BesideText};
 pub use ledger::{entry, rating, record, stream_event, target};
+pub use log::{log_leaf, BesideText};
 pub use reports::{aggregate, rating_summary};
 pub use rollout::{rollout_state, rollout_status};
 

@@ -37,6 +37,8 @@ pub struct NewLeaf {
     pub leaf: Vec<u8>,
     /// The salt and text the leaf commits to.
     pub beside: Option<([u8; 16], String)>,
+    /// The release it publishes (`"service version"`), so nodes can ask for its leaf.
+    pub release: Option<String>,
 }
 
 impl Registry {
@@ -54,8 +56,11 @@ impl Registry {
         }
         let reader = StoredHashes(self.store.as_ref());
         let leaf_hashes: Vec<Hash> = leaves.iter().map(|l| efa_tlog::tree::leaf_hash(&l.leaf)).collect();
-        let hashes: Vec<LogHash> =
-            efa_tlog::tree::hashes_for_append(size, &leaf_hashes, &reader).map_err(tlog)?.into_iter().map(|h| h.0).collect();
+        let hashes: Vec<LogHash> = efa_tlog::tree::hashes_for_append(size, &leaf_hashes, &reader)
+            .map_err(tlog)?
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
         let beside: Vec<Beside> = leaves
             .iter()
             .enumerate()
@@ -63,9 +68,11 @@ impl Registry {
                 l.beside.as_ref().map(|(salt, text)| Beside { index: size + i as u64, salt: *salt, text: text.clone() })
             })
             .collect();
+        let releases: Vec<(String, u64)> =
+            leaves.iter().enumerate().filter_map(|(i, l)| l.release.clone().map(|r| (r, size + i as u64))).collect();
         let bytes: Vec<Vec<u8>> = leaves.into_iter().map(|l| l.leaf).collect();
         let new_size = size + bytes.len() as u64;
-        self.commits.write(move |s| s.append_log(size, &bytes, &hashes, &beside))?;
+        self.commits.write(move |s| s.append_log(size, &bytes, &hashes, &beside, &releases))?;
         Ok((new_size, self.log_root(new_size)?))
     }
 
@@ -109,9 +116,26 @@ impl Registry {
         if index >= size {
             return Err(Error::out_of_range(format!("leaf {index} is not in a tree of {size} leaves")));
         }
-        let leaf = self.store.log_leaves(index, index + 1)?.pop().ok_or_else(|| Error::not_found(format!("leaf {index}")))?;
+        let leaf =
+            self.store.log_leaves(index, index + 1)?.pop().ok_or_else(|| Error::not_found(format!("leaf {index}")))?;
         let proof = efa_tlog::tree::inclusion_proof(size, index, &StoredHashes(self.store.as_ref())).map_err(tlog)?;
         Ok((leaf, proof))
+    }
+
+    /// The leaf that published `service` `version` and its inclusion proof in the tree of
+    /// `size` leaves; `OutOfRange` while the release is not yet in that tree.
+    pub fn release_inclusion_proof(
+        &self,
+        service: &str,
+        version: &str,
+        size: u64,
+    ) -> Result<(u64, Vec<u8>, Vec<Hash>)> {
+        let name = format!("{service} {version}");
+        let index = self.store.release_leaf(&name)?.ok_or_else(|| {
+            Error::out_of_range(format!("release {service} {version} is not in the log yet (or does not exist)"))
+        })?;
+        let (leaf, proof) = self.inclusion_proof(index, size)?;
+        Ok((index, leaf, proof))
     }
 
     /// The consistency proof from the tree of `old` leaves to the tree of `new` leaves.

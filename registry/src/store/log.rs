@@ -28,7 +28,18 @@ pub trait LogStore {
     /// Appends `leaves` at index `size` (which must be the log's size: `FailedPrecondition`
     /// otherwise), with the tree's stored `hashes` from stored-hash index
     /// `stored_hash_index(0, size)` on and the texts kept beside them, atomically.
-    fn append_log(&self, size: u64, leaves: &[Vec<u8>], hashes: &[LogHash], beside: &[Beside]) -> Result<()>;
+    /// `releases` names the leaves that publish a release (`"service version"`, index), so
+    /// a node can ask for a release's leaf by name.
+    fn append_log(
+        &self,
+        size: u64,
+        leaves: &[Vec<u8>],
+        hashes: &[LogHash],
+        beside: &[Beside],
+        releases: &[(String, u64)],
+    ) -> Result<()>;
+    /// The index of the leaf that published release `"service version"`, once logged.
+    fn release_leaf(&self, release: &str) -> Result<Option<u64>>;
     /// The stored hashes at `indexes` (`NotFound` if one is not stored).
     fn log_hashes(&self, indexes: &[u64]) -> Result<Vec<LogHash>>;
     /// Leaves `from..to` (fewer if the log is shorter).

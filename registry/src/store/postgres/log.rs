@@ -29,7 +29,16 @@ impl LogStore for PostgresStore {
         })
     }
 
-    fn append_log(&self, size: u64, leaves: &[Vec<u8>], hashes: &[LogHash], beside: &[Beside]) -> Result<()> {
+    fn append_log(
+        &self,
+        size: u64,
+        leaves: &[Vec<u8>],
+        hashes: &[LogHash],
+        beside: &[Beside],
+        releases: &[(String, u64)],
+    ) -> Result<()> {
+        let release_names: Vec<String> = releases.iter().map(|(r, _)| r.clone()).collect();
+        let release_idx: Vec<i64> = releases.iter().map(|(_, i)| big(*i)).collect::<Result<_>>()?;
         let start = big(size)?;
         let first_hash = big(efa_tlog::tree::stored_hash_index(0, size))?;
         let leaf_idx: Vec<i64> = (0..leaves.len() as i64).map(|i| start + i).collect();
@@ -40,7 +49,11 @@ impl LogStore for PostgresStore {
         let beside: Vec<Vec<u8>> = beside.iter().map(encode).collect();
         self.run(move |pool| async move {
             let mut tx = pool.begin().await.map_err(storage)?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(APPEND_LOCK).execute(&mut *tx).await.map_err(storage)?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(APPEND_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
             let have: i64 = sqlx::query_scalar("SELECT coalesce(max(idx) + 1, 0) FROM log_leaves")
                 .fetch_one(&mut *tx)
                 .await
@@ -68,8 +81,31 @@ impl LogStore for PostgresStore {
                     .await
                     .map_err(storage)?;
             }
+            if !release_names.is_empty() {
+                sqlx::query(
+                    "INSERT INTO log_releases (release, idx) SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+                     ON CONFLICT (release) DO NOTHING",
+                )
+                .bind(&release_names)
+                .bind(&release_idx)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
+            }
             tx.commit().await.map_err(storage)
         })
+    }
+
+    fn release_leaf(&self, release: &str) -> Result<Option<u64>> {
+        let release = release.to_string();
+        let idx: Option<i64> = self.run(move |pool| async move {
+            sqlx::query_scalar("SELECT idx FROM log_releases WHERE release = $1")
+                .bind(release)
+                .fetch_optional(&pool)
+                .await
+                .map_err(storage)
+        })?;
+        Ok(idx.map(|i| i as u64))
     }
 
     fn log_hashes(&self, indexes: &[u64]) -> Result<Vec<LogHash>> {

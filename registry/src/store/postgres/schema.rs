@@ -81,6 +81,7 @@ const STEPS: &[&str] = &[
     CREATE TABLE log_hashes (idx BIGINT PRIMARY KEY, hash BYTEA NOT NULL);
     CREATE TABLE log_checkpoints (size BIGINT PRIMARY KEY, note BYTEA NOT NULL);
     CREATE TABLE log_beside (idx BIGINT PRIMARY KEY, rec BYTEA NOT NULL);
+    CREATE TABLE log_releases (release TEXT PRIMARY KEY, idx BIGINT NOT NULL);
     "#,
 ];
 

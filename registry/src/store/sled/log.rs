@@ -14,6 +14,7 @@ pub(super) struct LogTrees {
     hashes: sled::Tree,
     checkpoints: sled::Tree,
     beside: sled::Tree,
+    releases: sled::Tree,
 }
 
 impl LogTrees {
@@ -23,6 +24,7 @@ impl LogTrees {
             hashes: db.open_tree("log_hashes")?,
             checkpoints: db.open_tree("log_checkpoints")?,
             beside: db.open_tree("log_beside")?,
+            releases: db.open_tree("log_releases")?,
         })
     }
 }
@@ -39,11 +41,18 @@ impl LogStore for SledStore {
         })
     }
 
-    fn append_log(&self, size: u64, leaves: &[Vec<u8>], hashes: &[LogHash], beside: &[Beside]) -> Result<()> {
+    fn append_log(
+        &self,
+        size: u64,
+        leaves: &[Vec<u8>],
+        hashes: &[LogHash],
+        beside: &[Beside],
+        releases: &[(String, u64)],
+    ) -> Result<()> {
         let first_hash = efa_tlog::tree::stored_hash_index(0, size);
         let t = &self.log;
-        (&t.leaves, &t.hashes, &t.beside)
-            .transaction(|(l, h, b)| {
+        (&t.leaves, &t.hashes, &t.beside, &t.releases)
+            .transaction(|(l, h, b, r)| {
                 // The integrator holds a lease, but a replica that lost it mid-round must not
                 // append twice: the leaf at `size` must be the first one missing.
                 let have = size.checked_sub(1).map(|i| l.get(i.to_be_bytes())).transpose()?.map(|v| v.is_some());
@@ -59,16 +68,24 @@ impl LogStore for SledStore {
                 for text in beside {
                     b.insert(&text.index.to_be_bytes(), encode(text))?;
                 }
+                for (release, index) in releases {
+                    r.insert(release.as_bytes(), &index.to_be_bytes())?;
+                }
                 Ok(())
             })
             .map_err(from_tx)
+    }
+
+    fn release_leaf(&self, release: &str) -> Result<Option<u64>> {
+        self.log.releases.get(release.as_bytes())?.map(|v| index_of(&v)).transpose()
     }
 
     fn log_hashes(&self, indexes: &[u64]) -> Result<Vec<LogHash>> {
         indexes
             .iter()
             .map(|i| {
-                let v = self.log.hashes.get(i.to_be_bytes())?.ok_or_else(|| Error::not_found(format!("log hash {i}")))?;
+                let v =
+                    self.log.hashes.get(i.to_be_bytes())?.ok_or_else(|| Error::not_found(format!("log hash {i}")))?;
                 v.as_ref().try_into().map_err(|_| Error::Storage(format!("log hash {i} is not 32 bytes")))
             })
             .collect()
