@@ -382,8 +382,8 @@ async fn run() -> Result<()> {
             })
             .await??;
             println!(
-                "copied {} events (log digest sha256:{}) and every record; counts and digest match on both sides",
-                report.events, report.events_digest
+                "copied {} events (log digest sha256:{}), every record and the transparency log ({} leaves, same root); counts and digest match on both sides",
+                report.events, report.events_digest, report.log_leaves
             );
             if let Some((from, at)) = blobs {
                 let report = tokio::task::spawn_blocking(move || {

@@ -156,11 +156,22 @@ async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
     efa_testkit::bundle::standard("1.0.0").write(&dir);
     std::fs::write(dir.join("formulare.bin"), &big).unwrap();
     w.publish(NRW, "wohngeld-nrw", "1.0.0", &dir).await.unwrap();
-    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    let log_key = w.fed.log_key().unwrap();
+    let checking = |w: &World, hub: String| {
+        let mut c = w.node_config(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+        c.hub = hub;
+        efa_node::Agent::new(c.check_log(log_key.clone())).unwrap()
+    };
+    let node = checking(&w, w.fed.url());
     node.sync().await.unwrap();
     rate(&node, "wohngeld-nrw", "1.0.0", 4, vec![], "läuft").await.unwrap();
     let before = (w.adopters("wohngeld-nrw").await, w.history(DORTMUND).await);
     let head = w.fed.registry().unwrap().head_seq().unwrap();
+    // The node has verified a checkpoint of the whole history before the move.
+    efa_testkit::wait::eventually(20, "a checkpoint of the whole history", || async {
+        node.check_log().await.unwrap().is_some_and(|cp| cp.size == head)
+    })
+    .await;
     w.fed.stop_hub().await.unwrap();
 
     let url = efa_testkit::postgres::database().expect("a fresh database");
@@ -169,11 +180,13 @@ async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
         let src = efa_registry::store::SledStore::open(&db).unwrap();
         let dst = efa_registry::store::PostgresStore::open(&u).unwrap();
         let report = dst.copy_from(&src, &|_, _| {}).unwrap();
-        assert_eq!(report.events, head);
+        assert_eq!((report.events, report.log_leaves), (head, head));
         // As if the first run was killed after the events: gone rows come back, the rest stays.
         let server = efa_testkit::postgres::server().unwrap();
         let name = u.rsplit('/').next().unwrap();
         server.psql(name, "DELETE FROM history; DELETE FROM adoption; DELETE FROM events WHERE seq > 2").unwrap();
+        // The log copy stopped after its first leaves (it copies in whole transactions).
+        server.psql(name, "DELETE FROM log_leaves WHERE idx > 2; DELETE FROM log_hashes WHERE idx >= 4; DELETE FROM log_beside WHERE idx > 2; DELETE FROM log_releases WHERE idx > 2").unwrap();
         let again = dst.copy_from(&src, &|_, _| {}).unwrap();
         assert_eq!(again.events_digest, report.events_digest);
         efa_registry::Registry::new(std::sync::Arc::new(dst)).import_catalogue().unwrap();
@@ -209,11 +222,13 @@ async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
         efa_testkit::reports::history(op, DORTMUND).await,
     );
     assert_eq!(after, before);
-    // The node carries on against it: nothing to do, nothing reported twice.
-    let mut config = w.node_config(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
-    config.hub = pg.url();
-    let again = efa_node::Agent::new(config).unwrap().sync().await.unwrap();
+    // The node carries on against it: nothing to do, nothing reported twice, and the log it
+    // verified before the move goes on (same key, same history).
+    let moved = checking(&w, pg.url());
+    let again = moved.sync().await.unwrap();
     assert!(again.iter().all(|h| !matches!(h, Handled::Deployed { .. })), "{again:?}");
+    let cp = moved.check_log().await.unwrap().expect("the copied log's checkpoint");
+    assert!(cp.size >= head && moved.state().unwrap().log_alarm.is_none());
     let op = pg.channel(&operator()).await.unwrap();
     assert_eq!(efa_testkit::reports::history(op, DORTMUND).await, before.1, "nothing reported twice");
     // A new node gets the whole release from S3.

@@ -13,7 +13,7 @@ use efa_tlog::{Hash, HashReader};
 pub const MAX_APPEND: usize = 4096;
 
 /// The store's stored hashes, as `efa_tlog` reads them.
-struct StoredHashes<'a>(&'a dyn Store);
+pub(crate) struct StoredHashes<'a>(pub(crate) &'a dyn Store);
 
 impl HashReader for StoredHashes<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, efa_tlog::HashReaderError> {

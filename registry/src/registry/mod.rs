@@ -17,6 +17,7 @@ mod register;
 mod reports;
 mod rollouts;
 
+pub(crate) use log::StoredHashes;
 pub use log::{NewLeaf, MAX_APPEND};
 pub use rollouts::{RolloutAction, RolloutController};
 

@@ -53,6 +53,10 @@ pub trait LogStore {
     fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>>;
     /// The text kept beside leaf `index`, unless there is none or it was erased.
     fn beside_text(&self, index: u64) -> Result<Option<Beside>>;
+    /// The texts kept beside leaves `from..to`, in index order (for copying a store).
+    fn beside_texts(&self, from: u64, to: u64) -> Result<Vec<Beside>>;
+    /// Every logged release and its leaf (for copying a store).
+    fn log_releases(&self) -> Result<Vec<(String, u64)>>;
     /// Erases the text kept beside leaf `index` (an erasure request); true if there was one.
     fn erase_beside_text(&self, index: u64) -> Result<bool>;
 }

@@ -375,5 +375,55 @@ macro_rules! store_test_suite {
             assert!(under("09").is_empty());
             assert_eq!(store.service_totals(&"other".parse().unwrap()).unwrap(), ServiceTotals::default());
         }
+
+        #[test]
+        fn the_transparency_log_appends_only_at_its_size_and_serves_what_it_stored() {
+            use efa_tlog::tree::{leaf_hash, root, MemoryHashes};
+            use $crate::store::{Beside, LogStore};
+            let store = $make;
+            assert_eq!(store.log_size().unwrap(), 0);
+            assert!(store.latest_checkpoint().unwrap().is_none());
+            let leaves: Vec<Vec<u8>> = (0..300u32).map(|i| format!("leaf {i}").into_bytes()).collect();
+            let mut mem = MemoryHashes::default();
+            // Two appends, the way the integrator catches up in steps.
+            for (from, to) in [(0usize, 257usize), (257, 300)] {
+                let before = mem.0.len();
+                mem.append(&leaves[from..to].iter().map(|l| leaf_hash(l)).collect::<Vec<_>>()).unwrap();
+                let hashes: Vec<[u8; 32]> = mem.0[before..].iter().map(|h| h.0).collect();
+                let beside = vec![Beside { index: from as u64 + 1, salt: [7; 16], text: "Begründung".into() }];
+                let releases = vec![(format!("wohngeld-nrw 1.{from}.0"), from as u64)];
+                store.append_log(from as u64, &leaves[from..to], &hashes, &beside, &releases).unwrap();
+            }
+            assert_eq!(store.log_size().unwrap(), 300);
+            // Not at its size: refused, nothing written.
+            let e = store.append_log(299, &leaves[..1], &[[0; 32]], &[], &[]).unwrap_err();
+            assert_eq!(e.kind(), efa_domain::error::ErrorKind::FailedPrecondition, "{e}");
+            assert!(store.append_log(301, &leaves[..1], &[[0; 32]], &[], &[]).is_err());
+            assert_eq!(store.log_size().unwrap(), 300);
+
+            assert_eq!(store.log_leaves(255, 258).unwrap(), leaves[255..258].to_vec());
+            assert_eq!(store.log_leaves(298, 1000).unwrap().len(), 2);
+            assert!(store.log_leaves(5, 5).unwrap().is_empty());
+            let indexes: Vec<u64> = (0..mem.0.len() as u64).collect();
+            let stored: Vec<[u8; 32]> = store.log_hashes(&indexes).unwrap();
+            assert_eq!(stored, mem.0.iter().map(|h| h.0).collect::<Vec<_>>());
+            assert!(store.log_hashes(&[mem.0.len() as u64]).is_err(), "a hash not stored");
+            let _ = root(300, &mem).unwrap();
+
+            assert_eq!(store.release_leaf("wohngeld-nrw 1.257.0").unwrap(), Some(257));
+            assert_eq!(store.release_leaf("wohngeld-nrw 9.9.9").unwrap(), None);
+            assert_eq!(store.beside_text(258).unwrap().unwrap().text, "Begründung");
+            assert!(store.erase_beside_text(258).unwrap());
+            assert!(store.beside_text(258).unwrap().is_none());
+            assert!(!store.erase_beside_text(258).unwrap());
+            assert!(store.beside_text(1).unwrap().is_some(), "only the one erased");
+
+            store.put_checkpoint(257, b"cp 257").unwrap();
+            store.put_checkpoint(300, b"cp 300").unwrap();
+            store.put_checkpoint(257, b"cp 257 cosigned").unwrap();
+            assert_eq!(store.latest_checkpoint().unwrap(), Some((300, b"cp 300".to_vec())));
+            assert_eq!(store.checkpoint(257).unwrap(), Some(b"cp 257 cosigned".to_vec()));
+            assert_eq!(store.checkpoint(1).unwrap(), None);
+        }
     };
 }

@@ -6,6 +6,7 @@
 use super::{encode, storage, PostgresStore};
 use crate::error::{Error, Result};
 use crate::store::codec::StoredSnapshot;
+use crate::store::log::LogStore;
 use crate::store::Store;
 use efa_domain::model::ids::LandCode;
 use sha2::{Digest as _, Sha256};
@@ -25,6 +26,9 @@ pub struct CopyReport {
     pub events: u64,
     /// SHA-256 over the event records in seq order, the same on both sides.
     pub events_digest: String,
+    /// Leaves of the transparency log copied (with their hashes, texts and checkpoint);
+    /// the target's root equals the source's.
+    pub log_leaves: u64,
 }
 
 /// One table's rows: key columns as text, and the record.
@@ -249,7 +253,38 @@ impl PostgresStore {
         }
         report.events = copied;
         report.events_digest = digest;
+        report.log_leaves = self.copy_log_from(src, progress)?;
         Ok(report)
+    }
+
+    /// Copies the transparency log as it is (re-deriving it from the events would salt the
+    /// texts anew and change every root nodes have verified), resuming at the target's size.
+    fn copy_log_from(&self, src: &dyn Store, progress: &dyn Fn(&str, usize)) -> Result<u64> {
+        use efa_tlog::tree::stored_hash_index;
+        let size = src.log_size()?;
+        let releases = src.log_releases()?;
+        let mut at = self.log_size()?;
+        while at < size {
+            let to = (at + CHUNK as u64).min(size);
+            let leaves = src.log_leaves(at, to)?;
+            let indexes: Vec<u64> = (stored_hash_index(0, at)..stored_hash_index(0, to)).collect();
+            let hashes = src.log_hashes(&indexes)?;
+            let beside = src.beside_texts(at, to)?;
+            let named: Vec<(String, u64)> = releases.iter().filter(|(_, i)| (at..to).contains(i)).cloned().collect();
+            self.append_log(at, &leaves, &hashes, &beside, &named)?;
+            at = to;
+        }
+        if let Some((n, note)) = src.latest_checkpoint()? {
+            self.put_checkpoint(n, &note)?;
+        }
+        progress("log leaves", size as usize);
+        let root = |s: &dyn Store| {
+            efa_tlog::tree::root(size, &crate::registry::StoredHashes(s)).map_err(|e| Error::Storage(e.to_string()))
+        };
+        if root(self)?.0 != root(src)?.0 {
+            return Err(Error::Storage("copy check failed: the transparency logs differ".into()));
+        }
+        Ok(size)
     }
 }
 

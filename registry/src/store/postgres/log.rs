@@ -193,6 +193,36 @@ impl LogStore for PostgresStore {
         rec.map(|r| decode("log_beside", &r)).transpose()
     }
 
+    fn beside_texts(&self, from: u64, to: u64) -> Result<Vec<Beside>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let (from, to) = (big(from)?, big(to).unwrap_or(i64::MAX));
+        let recs: Vec<Vec<u8>> = self.run(move |pool| async move {
+            sqlx::query_scalar("SELECT rec FROM log_beside WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+                .bind(from)
+                .bind(to)
+                .fetch_all(&pool)
+                .await
+                .map_err(storage)
+        })?;
+        recs.iter().map(|r| decode("log_beside", r)).collect()
+    }
+
+    fn log_releases(&self) -> Result<Vec<(String, u64)>> {
+        self.run(|pool| async move {
+            let rows = sqlx::query("SELECT release, idx FROM log_releases ORDER BY idx")
+                .fetch_all(&pool)
+                .await
+                .map_err(storage)?;
+            rows.iter()
+                .map(|r| {
+                    Ok((r.try_get::<String, _>(0).map_err(storage)?, r.try_get::<i64, _>(1).map_err(storage)? as u64))
+                })
+                .collect()
+        })
+    }
+
     fn erase_beside_text(&self, index: u64) -> Result<bool> {
         let idx = big(index)?;
         self.run(move |pool| async move {

@@ -115,6 +115,29 @@ impl LogStore for SledStore {
         self.log.beside.get(index.to_be_bytes())?.map(|v| decode("log_beside", &v)).transpose()
     }
 
+    fn beside_texts(&self, from: u64, to: u64) -> Result<Vec<Beside>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.log
+            .beside
+            .range(from.to_be_bytes()..to.to_be_bytes())
+            .values()
+            .map(|v| decode("log_beside", &v?))
+            .collect()
+    }
+
+    fn log_releases(&self) -> Result<Vec<(String, u64)>> {
+        self.log
+            .releases
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), index_of(&v)?))
+            })
+            .collect()
+    }
+
     fn erase_beside_text(&self, index: u64) -> Result<bool> {
         Ok(self.log.beside.remove(index.to_be_bytes())?.is_some())
     }
