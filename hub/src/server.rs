@@ -140,6 +140,9 @@ pub struct HubConfig {
     /// How often new events are integrated into the log and a checkpoint is signed
     /// (default 1 s; a burst of events is gathered into one checkpoint).
     pub checkpoint_interval: Duration,
+    /// Run the transparency log's integrator (default true). Off only for benchmarks that
+    /// measure what the log costs; a hub users run always logs (there is no file setting).
+    pub transparency_log: bool,
 }
 
 impl HubConfig {
@@ -166,6 +169,7 @@ impl HubConfig {
             log_key: None,
             log_origin: crate::translog::DEFAULT_ORIGIN.to_string(),
             checkpoint_interval: Duration::from_secs(1),
+            transparency_log: true,
         }
     }
 }
@@ -340,15 +344,17 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         tracing::warn!(?recovered, "recovered uploads of an interrupted publish");
     }
     spawn_rollout_controller(state.feed.clone(), config.rollout_round, replica.clone(), shutdown.clone());
-    let log_key = config.log_key.clone().unwrap_or_else(|| config.data_dir.join("log.key"));
-    let signer = crate::translog::load_or_create_key(&log_key, &config.log_origin)?;
-    crate::translog::spawn_integrator(
-        state.feed.clone(),
-        signer,
-        config.checkpoint_interval,
-        replica.clone(),
-        shutdown.clone(),
-    );
+    if config.transparency_log {
+        let log_key = config.log_key.clone().unwrap_or_else(|| config.data_dir.join("log.key"));
+        let signer = crate::translog::load_or_create_key(&log_key, &config.log_origin)?;
+        crate::translog::spawn_integrator(
+            state.feed.clone(),
+            signer,
+            config.checkpoint_interval,
+            replica.clone(),
+            shutdown.clone(),
+        );
+    }
     spawn_blob_gc(registry.clone(), state.blobs.clone(), &config, replica, shutdown.clone());
 
     let tls = match (&config.tls, config.insecure_dev) {
