@@ -157,6 +157,8 @@ pub enum Action<'a> {
     /// since the point of the log is that anyone can check it. Its leaves carry adoption
     /// states but reasons and comments only as salted hashes.
     ReadLog,
+    /// Erase free text kept beside the log (an erasure request): operators.
+    EraseLogText,
     /// Cosign a checkpoint of the log as a witness: a Land or an operator, parties other
     /// than the hub's own.
     Cosign,
@@ -225,6 +227,10 @@ fn table(who: &Identity, action: Action<'_>) -> Result<()> {
     match (action, who) {
         (Action::ReadCatalog, _) => Ok(()),
         (Action::ReadLog, _) => Ok(()),
+        (Action::EraseLogText, Identity::Operator(_)) => Ok(()),
+        (Action::EraseLogText, other) => {
+            deny(format!("only an operator erases text kept beside the log; caller is {other}"))
+        }
         (Action::Cosign, Identity::Land(_) | Identity::Operator(_)) => Ok(()),
         (Action::Cosign, other) => deny(format!("only a Land or an operator may witness the log; caller is {other}")),
         (Action::ManageService { owner }, Identity::Land(land)) => match owner {

@@ -286,3 +286,43 @@ async fn hostile_log_requests_get_bounded_refusals() {
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_is_a_salted_hash_in_the_log_and_an_erasure_request_deletes_its_text() {
+    use prost::Message;
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let node = checking_node(&w, DORTMUND);
+    node.sync().await.unwrap();
+    let comment = "Bitte Frau Beispiel (Tel. 0231 000000) zurückrufen";
+    rate(&node, "wohngeld-nrw", "1.0.0", 4, vec![], comment).await.unwrap();
+    let head = w.fed.registry().unwrap().head_seq().unwrap();
+    signed_at_least(&w, head).await;
+
+    // The leaf holds a commitment, never the text; the text beside it opens it.
+    let mut log = LogServiceClient::new(w.channel(&operator()).await);
+    let p = log
+        .get_inclusion_proof(pb::InclusionProofRequest { index: head - 1, tree_size: head, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!String::from_utf8_lossy(&p.leaf).contains("Beispiel"));
+    let leaf = pb::LogLeaf::decode(p.leaf.as_slice()).unwrap();
+    let Some(pb::log_leaf::Kind::Rated(rated)) = leaf.kind else { panic!("{leaf:?}") };
+    let beside = w.fed.registry().unwrap().beside_text(head - 1).unwrap().expect("the text beside the leaf");
+    assert_eq!(beside.text, comment);
+    assert_eq!(rated.comment.unwrap().salted_sha256, efa_tlog::commit_text(&beside.salt, comment));
+
+    // Only an operator erases; afterwards the text is gone and the log still verifies.
+    let erase = pb::EraseLeafTextRequest { index: head - 1 };
+    let e = LogServiceClient::new(w.channel(&land(NRW)).await).erase_leaf_text(erase).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(log.erase_leaf_text(erase).await.unwrap().into_inner().erased);
+    assert!(!log.erase_leaf_text(erase).await.unwrap().into_inner().erased);
+    let e = log.erase_leaf_text(pb::EraseLeafTextRequest { index: u64::MAX }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
+    assert!(w.fed.registry().unwrap().beside_text(head - 1).unwrap().is_none());
+    all_reports_logged(&node).await;
+    assert!(node.check_log().await.unwrap().is_some());
+}

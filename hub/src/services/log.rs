@@ -68,6 +68,18 @@ impl LogService for Log {
         Ok(Response::new(pb::Tile { path: tile.to_string(), data }))
     }
 
+    async fn erase_leaf_text(
+        &self,
+        req: Request<pb::EraseLeafTextRequest>,
+    ) -> Result<Response<pb::EraseLeafTextResponse>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        authorize(&who, Action::EraseLogText).map_err(status)?;
+        let index = req.into_inner().index;
+        let erased = self.0.registry(move |reg| reg.erase_beside_text(index)).await?;
+        tracing::info!(index, erased, caller = %who, "erasure request: text beside the log");
+        Ok(Response::new(pb::EraseLeafTextResponse { erased }))
+    }
+
     async fn add_cosignature(
         &self,
         req: Request<pb::AddCosignatureRequest>,

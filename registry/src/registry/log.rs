@@ -175,6 +175,10 @@ impl Registry {
     /// Erases the text kept beside leaf `index` (an erasure request); the leaf keeps its
     /// commitment, which nothing can open any more.
     pub fn erase_beside_text(&self, index: u64) -> Result<bool> {
+        let size = self.log_size()?;
+        if index >= size {
+            return Err(Error::out_of_range(format!("leaf {index} is beyond the log's {size} leaves")));
+        }
         self.commits.write(move |s| s.erase_beside_text(index))
     }
 }
