@@ -24,9 +24,9 @@ pub mod checkpoint;
 pub mod tiles;
 pub mod tree;
 
-pub use tlog_tiles::{Hash, HashReader, EMPTY_HASH};
 /// The error a [`HashReader`] returns.
 pub use tlog_tiles::Error as HashReaderError;
+pub use tlog_tiles::{Hash, HashReader, EMPTY_HASH};
 
 /// What went wrong with a proof, a checkpoint, a tile or the hashes behind them.
 #[derive(Debug, thiserror::Error)]
