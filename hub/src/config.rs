@@ -65,6 +65,8 @@ pub struct HubFile {
     pub log_origin: String,
     /// Milliseconds between checkpoints of the transparency log (default 1000).
     pub checkpoint_ms: u64,
+    /// Federation root keys (`efa-ed25519-public:…`) that may sign any Land's next key set.
+    pub federation_root: Vec<String>,
 }
 
 /// `[limits]`: what one caller may use at once.
@@ -168,6 +170,7 @@ impl Default for HubFile {
             log_key: None,
             log_origin: defaults.log_origin.clone(),
             checkpoint_ms: defaults.checkpoint_interval.as_millis() as u64,
+            federation_root: Vec::new(),
             dashboard_listen: None,
         }
     }
@@ -188,6 +191,9 @@ impl HubFile {
         resolve(&mut file.data_dir);
         if let Some(k) = &mut file.log_key {
             resolve(k);
+        }
+        for k in &file.federation_root {
+            efa_domain::signing::VerifyingKey::from_text(k).map_err(|e| err(format!("federation_root: {e}")))?;
         }
         if !efa_tlog::checkpoint::is_key_name(&file.log_origin) {
             return Err(err(format!("log_origin {:?}: no spaces or '+', at most 200 characters", file.log_origin)));
@@ -233,6 +239,7 @@ impl HubFile {
         c.log_key = self.log_key;
         c.log_origin = self.log_origin;
         c.checkpoint_interval = Duration::from_millis(self.checkpoint_ms.max(10));
+        c.federation_root = self.federation_root;
         c.caller_limits = crate::limits::Limits {
             calls: self.limits.calls_per_caller.max(1),
             streams: self.limits.streams_per_caller.max(1),

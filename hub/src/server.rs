@@ -140,6 +140,9 @@ pub struct HubConfig {
     /// How often new events are integrated into the log and a checkpoint is signed
     /// (default 1 s; a burst of events is gathered into one checkpoint).
     pub checkpoint_interval: Duration,
+    /// Federation root keys (`efa-ed25519-public:…`): each may sign any Land's next key
+    /// set, e.g. to recover a Land that lost its keys. Nodes pin the same keys.
+    pub federation_root: Vec<String>,
     /// Run the transparency log's integrator (default true). Off only for benchmarks that
     /// measure what the log costs; a hub users run always logs (there is no file setting).
     pub transparency_log: bool,
@@ -170,6 +173,7 @@ impl HubConfig {
             log_origin: crate::translog::DEFAULT_ORIGIN.to_string(),
             checkpoint_interval: Duration::from_secs(1),
             transparency_log: true,
+            federation_root: Vec::new(),
         }
     }
 }
@@ -328,6 +332,12 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         shutdown: shutdown.clone(),
         download_chunk_size: config.download_chunk_size,
         metrics,
+        federation_root: config
+            .federation_root
+            .iter()
+            .map(|k| efa_domain::signing::VerifyingKey::from_text(k))
+            .collect::<Result<_, _>>()
+            .map_err(|e| HubError::Config(format!("federation_root: {e}")))?,
     });
     if let Some(keep) = config.event_retention {
         spawn_retention(registry.clone(), keep, replica.clone(), shutdown.clone());

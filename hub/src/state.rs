@@ -25,6 +25,8 @@ pub struct HubState {
     pub download_chunk_size: usize,
     /// Counters and histograms.
     pub metrics: Arc<HubMetrics>,
+    /// Federation root keys: each may sign any Land's next key set.
+    pub federation_root: Vec<efa_domain::signing::VerifyingKey>,
 }
 
 impl HubState {

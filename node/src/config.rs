@@ -134,6 +134,11 @@ pub struct LogConfig {
     /// Seconds within which each adoption report must show up in the log (default 600).
     #[serde(default = "default_report_deadline")]
     pub report_deadline_secs: u64,
+    /// Federation root keys (`efa-ed25519-public:…`), pinned once: each may sign any Land's
+    /// key set. A Land's first set is accepted when signed by one of these or by the keys
+    /// `[trust]` pins for that Land.
+    #[serde(default)]
+    pub federation_root: Vec<String>,
 }
 
 fn default_report_deadline() -> u64 {
@@ -238,6 +243,7 @@ impl NodeConfig {
             witnesses: Vec::new(),
             min_witnesses: 0,
             report_deadline_secs: default_report_deadline(),
+            federation_root: Vec::new(),
         });
         self
     }
@@ -290,6 +296,9 @@ impl NodeConfig {
     fn validate(&self) -> Result<(), String> {
         if let Some(log) = &self.log {
             log.trust().map_err(|e| format!("[log]: {e}"))?;
+            for k in &log.federation_root {
+                efa_domain::signing::VerifyingKey::from_text(k).map_err(|e| format!("[log] federation_root: {e}"))?;
+            }
         }
         if self.covers.contains(&self.ags) {
             return Err(format!("covers lists {} twice: it is the node's own ags", self.ags));

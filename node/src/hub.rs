@@ -51,6 +51,13 @@ pub enum LeafFacts {
         /// The state reported.
         state: efa_domain::model::adoption::AdoptionState,
     },
+    /// A Land's signed key set.
+    KeySet {
+        /// The Land, as the leaf names it.
+        land: String,
+        /// The set as published.
+        signed: efa_domain::model::keyset::SignedKeySet,
+    },
     /// Any other event.
     Other,
 }
@@ -71,6 +78,9 @@ pub fn leaf_facts(leaf: &[u8]) -> Result<(u64, LeafFacts)> {
             version: a.version,
             state: efa_domain::model::adoption::AdoptionState::from_wire(a.state).map_err(HubError::InvalidAnswer)?,
         },
+        Some(pb::log_leaf::Kind::KeySetPublished(k)) => {
+            LeafFacts::KeySet { land: k.land_code, signed: k.key_set.unwrap_or_default().into() }
+        }
         _ => LeafFacts::Other,
     };
     Ok((leaf.seq, facts))
@@ -328,6 +338,13 @@ impl HubClient {
 
     fn log_client(&self) -> LogServiceClient<InterceptedService<GrpcChannel, ActFor>> {
         LogServiceClient::with_interceptor(self.channel(), self.act_for.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    /// The leaf indexes and versions of a Land's key sets, as the hub lists them (unverified:
+    /// the node reads each set from its leaf).
+    pub async fn key_sets(&self, land: &LandCode) -> Result<Vec<(u64, u64)>> {
+        let list = self.catalog().list_key_sets(pb::ListKeySetsRequest { land_code: land.to_string() }).await?;
+        Ok(list.into_inner().key_sets.iter().map(|k| (k.leaf_index, k.version)).collect())
     }
 
     /// The newest signed checkpoint of the hub's transparency log, unverified.

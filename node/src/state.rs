@@ -41,6 +41,10 @@ pub struct NodeState {
     /// Reports the hub acknowledged, until the node saw them in the log.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_pending: Vec<LoggedReport>,
+    /// Each Land's key sets the node verified from the log (leaf index and set), oldest
+    /// first: the keys a release counts against are those of the newest set before it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_sets: BTreeMap<String, Vec<(u64, efa_domain::model::keyset::KeySet)>>,
 }
 
 /// Most acknowledged reports kept waiting for the log; beyond it the oldest checks are

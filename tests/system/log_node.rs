@@ -326,3 +326,119 @@ async fn a_comment_is_a_salted_hash_in_the_log_and_an_erasure_request_deletes_it
     all_reports_logged(&node).await;
     assert!(node.check_log().await.unwrap().is_some());
 }
+
+/// A key set of NRW with `keys`, signed by `signers`.
+fn key_set(
+    version: u64,
+    keys: &[&efa_domain::signing::SigningKey],
+    revoked: &[&efa_domain::signing::SigningKey],
+    signers: &[&efa_domain::signing::SigningKey],
+) -> pb::SignedKeySet {
+    let set = efa_domain::model::keyset::KeySet {
+        land: NRW.parse().unwrap(),
+        version,
+        expires_ms: efa_domain::now_ms() + 365 * 86_400_000,
+        keys: keys.iter().map(|k| k.verifying_key().to_text()).collect(),
+        threshold: 1,
+        revoked: revoked.iter().map(|k| k.verifying_key().to_text()).collect(),
+    };
+    pb::SignedKeySet::from(&set.sign(signers).unwrap())
+}
+
+/// Publishes a release signed with `key` as NRW.
+async fn publish_signed_with(w: &World, version: &str, key: &efa_domain::signing::SigningKey) {
+    let dir = w.standard_bundle(version);
+    let spec = efa_cli::publish::PublishSpec {
+        dir: &dir,
+        service_id: "wohngeld-nrw".parse().unwrap(),
+        version: version.into(),
+        channel: "stable".parse().unwrap(),
+        land: NRW.parse().unwrap(),
+        release_notes: String::new(),
+        signing_key: key,
+        rollout: None,
+    };
+    efa_cli::publish::publish_dir(w.channel(&land(NRW)).await, spec, |_, _| {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_land_rotates_its_keys_through_the_log_and_a_revoked_keys_later_release_is_refused() {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let old = w.fed.signing_key(&NRW.parse().unwrap()).unwrap();
+    let new = efa_domain::signing::SigningKey::generate();
+    let mut catalog = CatalogServiceClient::new(w.channel(&land(NRW)).await);
+
+    // Set 1 (the key the node pins by hand), then a release under it.
+    let v1 = catalog.publish_key_set(key_set(1, &[&old], &[], &[&old])).await.unwrap().into_inner();
+    assert_eq!(v1.version, 1);
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let node = checking_node(&w, DORTMUND);
+    assert!(node.sync().await.unwrap().iter().all(|h| !h.is_failure()));
+
+    // Refused: a set not signed by set 1's key, a skipped version, another Land publishing.
+    let stranger = efa_domain::signing::SigningKey::generate();
+    let e = catalog.publish_key_set(key_set(2, &[&new], &[], &[&stranger])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = catalog.publish_key_set(key_set(3, &[&new], &[], &[&old])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = CatalogServiceClient::new(w.channel(&land("09")).await)
+        .publish_key_set(key_set(2, &[&new], &[], &[&old]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "another Land's set: {e:?}");
+    // Keys are no longer replaced by hand once a Land publishes sets.
+    let e = catalog
+        .set_signing_keys(pb::SetSigningKeysRequest { keys: vec![stranger.verifying_key().to_text()] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+
+    // Set 2 rotates to the new key and revokes the old one, signed by the old one.
+    let v2 = catalog.publish_key_set(key_set(2, &[&new], &[&old], &[&old])).await.unwrap().into_inner();
+    assert!(v2.leaf_index > v1.leaf_index);
+    // The hub now refuses the old key; the node follows the rotation without an edit of
+    // its [trust] (which still names only the old key).
+    publish_signed_with(&w, "1.1.0", &new).await;
+    let handled = node.sync().await.unwrap();
+    assert!(handled.iter().all(|h| !h.is_failure()), "{handled:?}");
+    assert_eq!(node.status().unwrap().services[0].running.as_deref(), Some("1.1.0"));
+    let followed = &node.state().unwrap().key_sets[NRW];
+    assert_eq!(followed.iter().map(|(_, s)| s.version).collect::<Vec<_>>(), [1, 2]);
+
+    // A hub that lets the revoked key sign again (written behind its own checks): the
+    // node refuses the release, since it is logged after the revocation.
+    let dir = w.standard_bundle("1.2.0");
+    let spec = efa_cli::publish::PublishSpec {
+        dir: &dir,
+        service_id: "wohngeld-nrw".parse().unwrap(),
+        version: "1.2.0".into(),
+        channel: "stable".parse().unwrap(),
+        land: NRW.parse().unwrap(),
+        release_notes: String::new(),
+        signing_key: &old,
+        rollout: None,
+    };
+    let signed = efa_cli::publish::build_signed_manifest(&spec).unwrap();
+    let release = efa_domain::model::release::Release {
+        service_id: "wohngeld-nrw".parse().unwrap(),
+        version: "1.2.0".parse().unwrap(),
+        channel: "stable".parse().unwrap(),
+        land: NRW.parse().unwrap(),
+        content_digest: efa_domain::bundle::Manifest::content_digest(&signed.manifest),
+        total_size: 1,
+        file_count: 3,
+        release_notes: String::new(),
+        published_at_ms: efa_domain::now_ms(),
+        manifest: signed.manifest,
+        signature: signed.signature,
+        yank: None,
+    };
+    w.fed.registry().unwrap().store().insert_release(&release).unwrap();
+    let handled = node.sync().await.unwrap();
+    assert!(
+        handled.iter().any(|h| h.is_failure() && h.to_string().contains("1.2.0")),
+        "the revoked key's release is refused: {handled:?}"
+    );
+    assert_eq!(node.status().unwrap().services[0].running.as_deref(), Some("1.1.0"));
+}

@@ -286,3 +286,107 @@ async fn python_has(module: &str) -> Result<(), String> {
         Err(format!("python3 lacks {module}"))
     }
 }
+
+/// An outside audit of the transparency log in Python, written from the specifications
+/// alone (C2SP signed-note, tlog-checkpoint, tlog-tiles, tlog-cosignature; RFC 6962/9162)
+/// with hashlib and `cryptography`: it checks the log's signature, recomputes the root from
+/// every entry bundle, checks the hash tiles, the leaves, inclusion and consistency proofs
+/// and the refusals, and witnesses the checkpoint as a Land. So the Rust hashing and formats
+/// are cross-checked by code that shares nothing with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_python_auditor_verifies_the_transparency_log() {
+    use efa_proto::v1::log_service_client::LogServiceClient;
+    let install = format!("python3 -m pip install -r {REQUIREMENTS}");
+    let ready = match python_ready().await {
+        Ok(()) => python_has("cryptography").await,
+        e => e,
+    };
+    if !efa_testkit::tools::check("python_log", ready, &install) {
+        return;
+    }
+    const BAYERN: &str = "09";
+    const LEAVES: u64 = 256 + 7;
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let node = w.node(DORTMUND, &[Sub { service: "wohngeld-nrw", policy: UpdatePolicy::Auto }]);
+    let handled = node.sync().await.unwrap();
+    assert!(handled.iter().all(|h| !h.is_failure()), "{handled:?}");
+    // More reports, so the tree passes 256 leaves: a full entry bundle and hash tile, a
+    // partial one after it, and a level-1 hash tile.
+    let reg = w.fed.registry().unwrap();
+    let dortmund = w.channel(&kommune(DORTMUND)).await;
+    for i in reg.head_seq().unwrap()..LEAVES {
+        let state = if i % 2 == 0 { pb::AdoptionState::Evaluating } else { pb::AdoptionState::Deployed };
+        report_on(dortmund.clone(), "wohngeld-nrw", "1.0.0", state).await;
+    }
+    // Every event so far, the node's reports among them, is in a signed checkpoint.
+    let head = reg.head_seq().unwrap();
+    assert_eq!(head, LEAVES);
+    let mut log = LogServiceClient::new(w.channel(&operator()).await);
+    let mut signed = 0;
+    for _ in 0..100 {
+        let note = log.get_checkpoint(pb::GetCheckpointRequest {}).await.map(|cp| cp.into_inner().note);
+        signed = note.map(|n| efa_tlog::checkpoint::peek(&n).unwrap().1).unwrap_or(0);
+        if signed >= head {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(signed, head, "the log holds one leaf per event, all of them signed");
+    let note = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().note;
+    let (size, root) = (signed, String::from_utf8(note).unwrap().lines().nth(2).unwrap().to_string());
+    let adoptions = reg
+        .events_after(0, 1000)
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.kind, efa_domain::model::event::EventKind::AdoptionReported(_)))
+        .count() as u64;
+    assert!(adoptions >= 2 + 250, "the node's evaluating and deployed, and the reports sent here");
+
+    let log_key = w.fed.log_key().unwrap();
+    let mut args: Vec<std::ffi::OsString> = vec!["--addr".into(), w.fed.url().into()];
+    args.extend(tls_args(&w.fed.client_tls(&kommune(DORTMUND)).unwrap()));
+    args.extend(["--log-key".into(), log_key.clone().into()]);
+    let bayern = w.fed.client_tls(&land(BAYERN)).unwrap();
+    args.extend(["--land-cert".into(), bayern.cert.into_os_string()]);
+    args.extend(["--land-key".into(), bayern.key.into_os_string()]);
+    let stdout = run_python("tests/python/efa_log.py", &args).await;
+
+    let summary = stdout.lines().find(|l| l.starts_with("log ok: ")).unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    assert!(summary.starts_with(&format!("log ok: size {size}, root {root}, ")), "{summary}");
+    let count = |what: &str| -> u64 {
+        let before = summary.split(&format!(" {what}")).next().unwrap_or("");
+        before.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no {what} in {summary}"))
+    };
+    assert_eq!(count("adoption leaves"), adoptions, "{summary}");
+    assert!(count("proofs checked") >= 10, "{summary}");
+
+    // The cosignature the Python witness made is one the Rust side verifies too.
+    let witness = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("witness key: "))
+        .unwrap_or_else(|| panic!("no witness key in:\n{stdout}"));
+    let note = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner().note;
+    let trust = efa_tlog::checkpoint::Trust::new(&log_key).unwrap().with_witnesses(&[witness.to_string()], 1).unwrap();
+    let cp = trust.open(&note).expect("the checkpoint with the Python witness's cosignature opens");
+    assert_eq!((cp.size, cp.witnesses.len()), (size, 1));
+
+    // And it is no rubber stamp: under another key of the same name it refuses the log.
+    let (_, other_key) = efa_tlog::checkpoint::LogSigner::generate(log_key.split('+').next().unwrap()).unwrap();
+    let position = args.iter().position(|a| a == "--log-key").unwrap() + 1;
+    args[position] = other_key.into();
+    let root_dir = repo_root();
+    let out = tokio::process::Command::new("python3")
+        .current_dir(&root_dir)
+        .arg(root_dir.join("tests/python/efa_log.py"))
+        .args(&args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no signature by the log key"), "{stderr}");
+}

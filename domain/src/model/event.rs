@@ -96,6 +96,13 @@ pub enum EventKind {
         /// What happened.
         transition: super::rollout::Transition,
     },
+    /// A Land published a signed set of its release keys (a rotation or revocation).
+    KeySetPublished {
+        /// The Land.
+        land: LandCode,
+        /// The set, as signed.
+        key_set: super::keyset::SignedKeySet,
+    },
 }
 
 impl EventKind {

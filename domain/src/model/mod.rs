@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod event;
 pub mod grant;
 pub mod ids;
+pub mod keyset;
 pub mod offer;
 pub mod preflight;
 pub mod rating;

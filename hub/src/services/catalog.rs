@@ -98,6 +98,43 @@ impl CatalogService for Catalog {
         Ok(Response::new(pb::SigningKeys { land_code: land, keys: set.keys, updated_at_ms: set.updated_at_ms }))
     }
 
+    async fn publish_key_set(&self, req: Request<pb::SignedKeySet>) -> Result<Response<pb::KeySetInfo>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        let signed = efa_domain::model::keyset::SignedKeySet::from(req.into_inner());
+        let wire = pb::SignedKeySet::from(&signed);
+        let roots = self.0.federation_root.clone();
+        let (set, event) = self.0.registry(move |reg| reg.publish_key_set(&who, signed, &roots)).await?;
+        tracing::info!(land = %set.land, version = set.version, keys = set.keys.len(), revoked = set.revoked.len(), "key set published");
+        let leaf_index = event.seq - 1;
+        self.0.feed.publish(event);
+        Ok(Response::new(pb::KeySetInfo {
+            land_code: set.land.to_string(),
+            version: set.version,
+            leaf_index,
+            key_set: Some(wire),
+        }))
+    }
+
+    async fn list_key_sets(&self, req: Request<pb::ListKeySetsRequest>) -> Result<Response<pb::KeySetList>, Status> {
+        let who = self.0.auth.identify(&req)?;
+        authorize(&who, Action::ReadCatalog).map_err(status)?;
+        let land: LandCode = parse(&req.into_inner().land_code).map_err(status)?;
+        let sets = self.0.registry(move |reg| reg.key_sets(&land)).await?;
+        let key_sets = sets
+            .into_iter()
+            .map(|(leaf_index, s)| {
+                let set = s.peek().ok();
+                pb::KeySetInfo {
+                    land_code: set.as_ref().map(|k| k.land.to_string()).unwrap_or_default(),
+                    version: set.map_or(0, |k| k.version),
+                    leaf_index,
+                    key_set: Some(pb::SignedKeySet::from(&s)),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::KeySetList { key_sets }))
+    }
+
     async fn get_signing_keys(
         &self,
         req: Request<pb::GetSigningKeysRequest>,

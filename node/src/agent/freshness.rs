@@ -48,7 +48,8 @@ impl Agent {
                 })
                 .collect();
             let last = seen.get(land.as_str()).copied().unwrap_or(0);
-            let keys = self.config.trusted_keys(&land);
+            // The Land's newest key set from the log, else the keys pinned by hand.
+            let keys = self.keys_for_release(&land, Some(u64::MAX));
             let checked = check_land(
                 &land,
                 signed.as_ref().map(|(b, s)| (b.as_slice(), s.as_slice())),

@@ -157,7 +157,7 @@ impl Agent {
     async fn land_offer(&self, service: &ServiceId) -> Result<Option<Offer>> {
         let own = self.config.ags.land();
         let Some(signed) = self.hub.offer(service, &own).await? else { return Ok(None) };
-        verify_offer(&signed, service, &own, &self.config.trusted_keys(&own))
+        verify_offer(&signed, service, &own, &self.keys_for_release(&own, Some(u64::MAX)))
             .map(Some)
             .map_err(|e| NodeError::Offer { service: service.to_string(), reason: e.to_string() })
     }
@@ -258,10 +258,11 @@ impl Agent {
             version: info.version.to_string(),
             reason,
         };
-        let manifest = verify_release(&signed, &BundleLimits::default(), |land| self.config.trusted_keys(land))
+        // The hub shows everyone the same release: the one its log holds. Its place in the
+        // log decides which of the Land's keys count (a key revoked before it does not).
+        let leaf = self.check_release_logged(&signed).await?;
+        let manifest = verify_release(&signed, &BundleLimits::default(), |land| self.keys_for_release(land, leaf))
             .map_err(|e| refuse(e.to_string()))?;
-        // The hub shows everyone the same release: the one its log holds.
-        self.check_release_logged(&signed).await?;
         let pinned: Option<LandCode> = self
             .state
             .load()?
@@ -343,7 +344,9 @@ impl Agent {
     async fn running_schema(&self, service: &ServiceId) -> Option<Vec<ParameterSpec>> {
         let running = self.running_version(service).ok()??;
         let signed = self.hub.release(service, &running).await.ok()?;
-        verify_release(&signed, &BundleLimits::default(), |land| self.config.trusted_keys(land)).ok()?.parameters
+        verify_release(&signed, &BundleLimits::default(), |land| self.keys_for_release(land, Some(u64::MAX)))
+            .ok()?
+            .parameters
     }
 
     /// Reports a failure that trying again will not fix; transient ones propagate.

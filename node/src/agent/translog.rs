@@ -107,6 +107,7 @@ impl Agent {
             }
         }
         self.check_reports_logged(&cp, log.report_deadline_secs).await?;
+        self.follow_key_sets(&cp).await?;
         let keep =
             LogState { size: cp.size, root: hex(&cp.root), note: String::from_utf8_lossy(&cp.note).into_owned() };
         self.update(move |s| {
@@ -115,6 +116,83 @@ impl Agent {
             }
         })?;
         Ok(Some(cp))
+    }
+
+    /// Reads the key sets of the Länder whose releases the node verifies from their leaves
+    /// in the verified checkpoint and accepts each as its predecessor's successor. A set
+    /// that does not follow from the one before is an alarm (the hub accepted it against
+    /// the same rule); a first set signed by none of the node's anchors (its `[trust]` keys
+    /// for the Land, the federation root) is ignored with an error, and `[trust]` stays.
+    async fn follow_key_sets(&self, cp: &Checkpoint) -> Result<()> {
+        let Some(log) = &self.config.log else { return Ok(()) };
+        let roots: Vec<efa_domain::signing::VerifyingKey> =
+            log.federation_root.iter().filter_map(|k| efa_domain::signing::VerifyingKey::from_text(k).ok()).collect();
+        let state = self.state.load()?;
+        let mut lands: std::collections::BTreeSet<efa_domain::model::ids::LandCode> =
+            self.config.trust.keys().cloned().collect();
+        lands.extend(state.services.values().filter_map(|s| s.land.as_deref()).filter_map(|l| l.parse().ok()));
+        let mut known = state.key_sets.clone();
+        let mut changed = false;
+        for land in lands {
+            let listed = self.hub.key_sets(&land).await?;
+            let sets = known.entry(land.to_string()).or_default();
+            for (index, version) in listed {
+                let last = sets.last().map_or(0, |(_, s)| s.version);
+                if version <= last || index >= cp.size {
+                    continue;
+                }
+                let (got, leaf, proof) = self.hub.inclusion_proof(index, None, cp.size).await?;
+                let lh = efa_tlog::tree::leaf_hash(&leaf);
+                let (seq, facts) = leaf_facts(&leaf)?;
+                let LeafFacts::KeySet { land: leaf_land, signed } = facts else {
+                    return Err(self.log_alarm(format!("leaf {index}, listed as a key set of Land {land}, is none")));
+                };
+                if got != index
+                    || seq != index + 1
+                    || leaf_land != land.as_str()
+                    || efa_tlog::tree::check_inclusion(&proof, cp.size, cp.root, index, lh).is_err()
+                {
+                    return Err(self
+                        .log_alarm(format!("the key set at leaf {index} of Land {land} is not in the log as listed")));
+                }
+                let previous = sets.last().map(|(_, s)| s);
+                match signed.accept(&land, previous, &roots, &self.config.trusted_keys(&land)) {
+                    Ok(set) => {
+                        tracing::info!(%land, version = set.version, keys = set.keys.len(), revoked = set.revoked.len(), leaf = index, "key set of the Land accepted from the log");
+                        sets.push((index, set));
+                        changed = true;
+                    }
+                    Err(e) if previous.is_none() => {
+                        tracing::error!(%land, error = %e, "the Land's first key set is signed by none of the keys this node pins for it; keeping [trust]");
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(self.log_alarm(format!(
+                            "key set at leaf {index} of Land {land} does not follow the one before: {e}"
+                        )));
+                    }
+                }
+            }
+        }
+        if changed {
+            self.update(move |s| s.key_sets = known)?;
+        }
+        Ok(())
+    }
+
+    /// The keys a release of `land` logged at leaf `index` counts against: those of the
+    /// Land's newest key set before it, or `[trust]` when the node follows no set of it.
+    pub(super) fn keys_for_release(
+        &self,
+        land: &efa_domain::model::ids::LandCode,
+        index: Option<u64>,
+    ) -> Vec<efa_domain::signing::VerifyingKey> {
+        let sets =
+            self.state.load().map(|s| s.key_sets.get(land.as_str()).cloned().unwrap_or_default()).unwrap_or_default();
+        match index.and_then(|i| efa_domain::model::keyset::keys_at(&sets, i)) {
+            Some(keys) => keys,
+            None => self.config.trusted_keys(land),
+        }
     }
 
     /// Every acknowledged report within the checkpoint must be its leaf; one still missing
@@ -167,9 +245,9 @@ impl Agent {
 
     /// Before a deploy: the release's leaf must be in a verified checkpoint and name the
     /// manifest the node verified. Waits a little for the hub's next checkpoint.
-    pub(super) async fn check_release_logged(&self, signed: &SignedRelease) -> Result<()> {
+    pub(super) async fn check_release_logged(&self, signed: &SignedRelease) -> Result<Option<u64>> {
         if self.config.log.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let s = &signed.summary;
         let give_up = tokio::time::Instant::now() + RELEASE_LOG_WAIT;
@@ -202,7 +280,7 @@ impl Agent {
                             s.service_id, s.version, facts.1
                         )));
                     }
-                    return Ok(());
+                    return Ok(Some(index));
                 }
                 Err(HubError::Refused(st)) if st.code() == tonic::Code::OutOfRange => {
                     if tokio::time::Instant::now() >= give_up {

@@ -264,3 +264,30 @@ mod tests {
         assert!(err.contains("parameter kind") && err.contains("must be set"), "{err}");
     }
 }
+
+impl From<&efa_domain::model::keyset::SignedKeySet> for pb::SignedKeySet {
+    fn from(s: &efa_domain::model::keyset::SignedKeySet) -> Self {
+        pb::SignedKeySet {
+            body: s.body.clone(),
+            signatures: s
+                .signatures
+                .iter()
+                .map(|x| pb::KeySetSignature { key: x.key.clone(), signature: x.signature.clone() })
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::SignedKeySet> for efa_domain::model::keyset::SignedKeySet {
+    /// Sizes are checked where the set is parsed ([`SignedKeySet::peek`](efa_domain::model::keyset::SignedKeySet::peek)).
+    fn from(s: pb::SignedKeySet) -> Self {
+        efa_domain::model::keyset::SignedKeySet {
+            body: s.body,
+            signatures: s
+                .signatures
+                .into_iter()
+                .map(|x| efa_domain::model::keyset::KeySetSignature { key: x.key, signature: x.signature })
+                .collect(),
+        }
+    }
+}

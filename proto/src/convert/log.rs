@@ -90,6 +90,10 @@ pub fn log_leaf(event: &Event, release: Option<&Release>, salt: [u8; 16]) -> Res
             land_code: land.to_string(),
             withdrawn: *withdrawn,
         }),
+        EventKind::KeySetPublished { land, key_set } => Kind::KeySetPublished(pb::LeafKeySet {
+            land_code: land.to_string(),
+            key_set: Some(pb::SignedKeySet::from(key_set)),
+        }),
         EventKind::RolloutChanged { service_id, version, transition } => rollout(service_id, version, None, transition),
         EventKind::LandRolloutChanged { service_id, version, land, transition } => {
             rollout(service_id, version, Some(land), transition)

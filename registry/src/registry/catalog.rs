@@ -349,6 +349,7 @@ impl Registry {
     /// 16, each a valid `efa-ed25519-public:` key; empty removes the check).
     pub fn set_signing_keys(&self, who: &Identity, keys: Vec<String>) -> Result<(SigningKeys, Event)> {
         let land = acting_land(who, None)?;
+        self.check_no_key_sets(&land)?;
         if keys.len() > MAX_SIGNING_KEYS {
             return Err(Error::invalid("keys", format!("{} keys, more than {MAX_SIGNING_KEYS}", keys.len())));
         }

@@ -10,6 +10,7 @@
 
 mod catalog;
 mod grants;
+mod keysets;
 mod ledger;
 mod log;
 mod offers;

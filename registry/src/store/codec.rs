@@ -304,12 +304,13 @@ impl Record for Event {
     /// 2 added `SigningKeysSet` (version 1 is the same encoding with fewer kinds); 3 added
     /// met/not met to the rating in `Rated`; 4 added `Offered` (version 3 is the same
     /// encoding with fewer kinds, so an older hub refuses an offer event by its version);
-    /// 5 added `RolloutChanged` (the same again); 6 `LandRolloutChanged` (and again).
-    const VERSION: u8 = 6;
+    /// 5 added `RolloutChanged` (the same again); 6 `LandRolloutChanged` (and again); 7
+    /// `KeySetPublished` (and again).
+    const VERSION: u8 = 7;
     fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
         match version {
             1 | 2 => Some(postcard::from_bytes::<previous::EventV2>(bytes).map(Into::into)),
-            3..=5 => Some(postcard::from_bytes::<Event>(bytes)),
+            3..=6 => Some(postcard::from_bytes::<Event>(bytes)),
             _ => None,
         }
     }
@@ -343,6 +344,14 @@ impl Record for Rating {
     const VERSION: u8 = 2;
     fn decode_older(version: u8, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
         (version == 1).then(|| postcard::from_bytes::<previous::RatingV1>(bytes).map(Into::into))
+    }
+}
+
+impl Record for efa_domain::model::keyset::SignedKeySet {
+    const KIND: &'static str = "key set";
+    const VERSION: u8 = 1;
+    fn decode_older(_: u8, _: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        None
     }
 }
 
@@ -438,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn version_3_to_5_events_read_and_a_rollout_event_is_version_6() {
+    fn version_3_to_6_events_read_and_new_events_are_version_7() {
         use efa_domain::model::event::EventKind;
         let e = Event {
             seq: 3,
@@ -446,8 +455,8 @@ mod tests {
             kind: EventKind::SigningKeysSet { land: "05".parse().unwrap(), keys: vec!["k".into()] },
         };
         let mut older = encode(&e);
-        assert_eq!(older[0], 6);
-        for version in [3, 4, 5] {
+        assert_eq!(older[0], 7);
+        for version in [3, 4, 5, 6] {
             older[0] = version;
             assert_eq!(decode::<Event>("events", &older).unwrap(), e);
         }

@@ -191,6 +191,16 @@ pub trait Store: LogStore + Send + Sync + 'static {
     fn put_signing_keys(&self, land: &LandCode, keys: &SigningKeys) -> Result<Event>;
     /// A Land's registered release signing keys (empty if none).
     fn signing_keys(&self, land: &LandCode) -> Result<SigningKeys>;
+    /// Stores a Land's signed key set and makes its keys the registered ones, with its
+    /// `KeySetPublished` event, in one transaction.
+    fn put_key_set(
+        &self,
+        land: &LandCode,
+        key_set: &efa_domain::model::keyset::SignedKeySet,
+        keys: &SigningKeys,
+    ) -> Result<Event>;
+    /// A Land's published key sets with the seq of each one's event, oldest first.
+    fn key_sets(&self, land: &LandCode) -> Result<Vec<(u64, efa_domain::model::keyset::SignedKeySet)>>;
 
     // --- offers (Nachnutzung) ---
     /// Stores a Land's signed offer of a service (or its withdrawal), replacing the Land's

@@ -148,7 +148,11 @@ impl PostgresStore {
         let lands: Vec<LandCode> = laender.iter().map(|l| l.code.clone()).chain([LandCode::bund()]).collect();
         let mut keys = Vec::new();
         let mut snapshots = Vec::new();
+        let mut key_sets: Vec<(String, i64, Vec<u8>)> = Vec::new();
         for land in &lands {
+            for (seq, set) in src.key_sets(land)? {
+                key_sets.push((land.to_string(), seq as i64, encode(&set)));
+            }
             let k = src.signing_keys(land)?;
             if !k.keys.is_empty() || k.updated_at_ms != 0 {
                 keys.push((vec![land.to_string()], encode(&k)));
@@ -253,6 +257,27 @@ impl PostgresStore {
         }
         report.events = copied;
         report.events_digest = digest;
+        let n_sets = key_sets.len();
+        self.run(move |pool| async move {
+            let (lands, seqs, recs): (Vec<String>, Vec<i64>, Vec<Vec<u8>>) =
+                key_sets.into_iter().fold(Default::default(), |(mut l, mut s, mut r), (a, b, c)| {
+                    l.push(a);
+                    s.push(b);
+                    r.push(c);
+                    (l, s, r)
+                });
+            sqlx::query(
+                "INSERT INTO key_sets (land, seq, rec) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(lands)
+            .bind(seqs)
+            .bind(recs)
+            .execute(&pool)
+            .await
+            .map_err(storage)?;
+            Ok(())
+        })?;
+        progress("key sets", n_sets);
         report.log_leaves = self.copy_log_from(src, progress)?;
         Ok(report)
     }

@@ -542,6 +542,44 @@ impl Store for PostgresStore {
         .map(|((), event)| event)
     }
 
+    fn put_key_set(
+        &self,
+        land: &LandCode,
+        key_set: &efa_domain::model::keyset::SignedKeySet,
+        keys: &SigningKeys,
+    ) -> Result<Event> {
+        let (l, value, set) = (land.to_string(), encode(keys), encode(key_set));
+        let kind = EventKind::KeySetPublished { land: land.clone(), key_set: key_set.clone() };
+        self.mutate(keys.updated_at_ms, move |c| {
+            Box::pin(async move {
+                exec(c, "INSERT INTO signing_keys (land, rec) VALUES ($1, $2) ON CONFLICT (land) DO UPDATE SET rec = EXCLUDED.rec", &[&l], value).await?;
+                // The event's seq is the one the seq row hands out next: lock the row now so no
+                // other replica's event comes in between.
+                sqlx::query("SELECT last FROM seq FOR UPDATE").execute(&mut *c).await.map_err(storage)?;
+                exec(c, "INSERT INTO key_sets (land, seq, rec) SELECT $1, last + 1, $2 FROM seq", &[&l], set).await?;
+                Ok((kind, ()))
+            })
+        })
+        .map(|((), event)| event)
+    }
+
+    fn key_sets(&self, land: &LandCode) -> Result<Vec<(u64, efa_domain::model::keyset::SignedKeySet)>> {
+        let l = land.to_string();
+        let rows = self.run(move |pool| async move {
+            let rows = sqlx::query("SELECT seq, rec FROM key_sets WHERE land = $1 ORDER BY seq")
+                .bind(l)
+                .fetch_all(&pool)
+                .await
+                .map_err(storage)?;
+            rows.iter()
+                .map(|r| {
+                    Ok((r.try_get::<i64, _>(0).map_err(storage)? as u64, r.try_get::<Vec<u8>, _>(1).map_err(storage)?))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        rows.into_iter().map(|(seq, rec)| Ok((seq, super::codec::decode("key_sets", &rec)?))).collect()
+    }
+
     fn signing_keys(&self, land: &LandCode) -> Result<SigningKeys> {
         Ok(self
             .get("signing_keys", "SELECT rec FROM signing_keys WHERE land = $1", vec![land.to_string()])?

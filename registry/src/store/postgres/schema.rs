@@ -82,6 +82,7 @@ const STEPS: &[&str] = &[
     CREATE TABLE log_checkpoints (size BIGINT PRIMARY KEY, note BYTEA NOT NULL);
     CREATE TABLE log_beside (idx BIGINT PRIMARY KEY, rec BYTEA NOT NULL);
     CREATE TABLE log_releases (release TEXT PRIMARY KEY, idx BIGINT NOT NULL);
+    CREATE TABLE key_sets (land TEXT NOT NULL, seq BIGINT NOT NULL, rec BYTEA NOT NULL, PRIMARY KEY (land, seq));
     "#,
 ];
 

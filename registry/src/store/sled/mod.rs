@@ -84,6 +84,8 @@ pub struct SledStore {
     snapshots: sled::Tree,
     /// Land code -> [`SigningKeys`] it registered.
     signing_keys: sled::Tree,
+    /// Land code \0 seq -> a signed key set the Land published.
+    key_sets: sled::Tree,
     offers: sled::Tree,
     rollouts: sled::Tree,
     /// The transparency log's trees (see [`log`]).
@@ -150,6 +152,7 @@ impl SledStore {
             meta,
             snapshots: t("snapshots")?,
             signing_keys: t("signing_keys")?,
+            key_sets: t("key_sets")?,
             offers: t("offers")?,
             rollouts: t("rollouts")?,
             log: log::LogTrees::open(&db)?,
@@ -563,6 +566,38 @@ impl Store for SledStore {
 
     fn signing_keys(&self, land: &LandCode) -> Result<SigningKeys> {
         Ok(Self::get(&self.signing_keys, "signing_keys", land.as_str().as_bytes())?.unwrap_or_default())
+    }
+
+    fn put_key_set(
+        &self,
+        land: &LandCode,
+        key_set: &efa_domain::model::keyset::SignedKeySet,
+        keys: &SigningKeys,
+    ) -> Result<Event> {
+        (&self.signing_keys, &self.key_sets, &self.meta, &self.events)
+            .transaction(|(tree, sets, meta, events)| {
+                tree.insert(land.as_str().as_bytes(), encode(keys))?;
+                let kind = EventKind::KeySetPublished { land: land.clone(), key_set: key_set.clone() };
+                let event = append_event(meta, events, keys.updated_at_ms, kind)?;
+                sets.insert([land.as_str().as_bytes(), b"\0", &event.seq.to_be_bytes()].concat(), encode(key_set))?;
+                Ok(event)
+            })
+            .map_err(from_tx)
+    }
+
+    fn key_sets(&self, land: &LandCode) -> Result<Vec<(u64, efa_domain::model::keyset::SignedKeySet)>> {
+        let prefix = [land.as_str().as_bytes(), b"\0"].concat();
+        self.key_sets
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let seq = k[prefix.len()..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| Error::Storage("a key set key is malformed".into()))?;
+                Ok((seq, decode("key_sets", &v)?))
+            })
+            .collect()
     }
 
     fn put_offer(
