@@ -318,6 +318,9 @@ fn node_config(
     for land in lands {
         config = config.trust(land.parse()?, fed.trusted_key(&land.parse()?)?);
     }
+    // Every node checks the hub's transparency log: each release it deploys and each
+    // report it sends must show up there, in one history the hub cannot rewrite unseen.
+    config = config.check_log(fed.log_key()?);
     config.health_timeout_secs = 10;
     config.max_staleness_secs = 3600;
     for (service, policy) in &k.subscriptions {

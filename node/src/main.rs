@@ -403,3 +403,13 @@ async fn dispatch(cli: Cli, agent: std::sync::Arc<Agent>) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod command_line {
+    /// clap checks option names only when a command is parsed: two options of one command
+    /// with the same long name would abort `efa`/`efa-node`/`efa-hub` at run time.
+    #[test]
+    fn every_command_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

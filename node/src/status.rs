@@ -94,6 +94,16 @@ pub fn collect(
     now_ms: i64,
 ) -> NodeStatus {
     let mut warnings = state.warnings.clone();
+    for (land, sets) in &state.key_sets {
+        if let Some((_, set)) = sets.last() {
+            if set.expires_ms < now_ms {
+                warnings.push(format!(
+                    "the key set of Land {land} (version {}) expired; the Land must publish the next one",
+                    set.version
+                ));
+            }
+        }
+    }
     if let Some(alarm) = &state.log_alarm {
         warnings.insert(
             0,

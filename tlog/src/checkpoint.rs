@@ -245,6 +245,12 @@ impl Cosigner {
         &self.name
     }
 
+    /// The verifier key nodes and auditors configure (`<name>+<id>+<base64>`).
+    pub fn verifier_key(&self) -> String {
+        let public = [&[ALG_COSIGNATURE_V1][..], self.key.verifying_key().as_bytes()].concat();
+        format!("{}+{:08x}+{}", self.name, self.id, BASE64_STANDARD.encode(public))
+    }
+
     /// Adds this witness's cosignature, as of `time` (Unix seconds), to a signed checkpoint.
     pub fn cosign(&self, note: &[u8], time: u64) -> Result<Vec<u8>> {
         let mut parsed = Note::from_bytes(note).map_err(|e| Error::malformed("checkpoint", e.to_string()))?;

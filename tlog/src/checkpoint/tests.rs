@@ -61,6 +61,7 @@ fn checkpoints_need_the_log_key_and_the_configured_witnesses() {
     assert!(err.contains("0 of the 2"), "{err}");
 
     let w1 = Cosigner::from_text(&w1s).unwrap();
+    assert_eq!(w1.verifier_key(), w1v);
     let once = w1.cosign(&note, 1_800_000_000).unwrap();
     let again = w1.cosign(&once, 1_800_000_001).unwrap();
     assert!(trust.open(&again).unwrap_err().to_string().contains("1 of the 2"), "one witness counts once");

@@ -15,7 +15,8 @@ use tonic::transport::Channel;
     name = "efa",
     version,
     about = "EfA Hub CLI for Land publishers and operators",
-    after_help = "Exit status: 0 done as printed; 1 failed (the message says why); 2 usage error."
+    after_help = "Exit status: 0 done as printed; 1 failed (the message says why); 2 usage error, or for \
+                  `efa log` an inconsistent log."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -284,6 +285,14 @@ pub(crate) enum Command {
         out: Out,
         service: String,
     },
+    /// The hub's transparency log: audit it, copy it, witness it.
+    #[command(after_help = LOG_HELP)]
+    Log {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Adoption and rating reports.
     Report {
         #[command(flatten)]
@@ -321,6 +330,76 @@ rollout: no further ring opens, and no node deploys the release any more.
 
 A Land that offers the service (Nachnutzung) may set and move its own plan for its
 Kommunen with the same commands; they then follow it instead of the building Land's."#;
+
+pub(crate) const LOG_HELP: &str = "Keys are given as text or as @FILE. The log's verifier key is what \
+`efa-hub log-key` prints.
+
+Exit status of verify, mirror and witness: 0 checked (and copied or cosigned); 1 the check could \
+not be completed (the message says why); 2 the log is inconsistent: it contradicts a checkpoint \
+it signed, or signed leaves that are no valid events. Keep the checkpoint files as evidence.";
+
+#[derive(Subcommand)]
+pub(crate) enum LogCommand {
+    /// Re-derive the log's roots from all its leaves, check them against the newest
+    /// checkpoint and the ones you kept, and recompute adoption from the leaves alone.
+    Verify {
+        /// The log's verifier key (<origin>+<id>+<key>), or @FILE.
+        #[arg(long, value_name = "VERIFIER_KEY")]
+        log_key: String,
+        /// Read a copy in the C2SP tlog-tiles layout (from `efa log mirror`, or any web
+        /// server's) instead of the hub.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A checkpoint you kept from before (a signed note, e.g. a mirror's `checkpoint`);
+        /// the log must still have its root at its size. Repeat.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+        /// A witness's verifier key (or @FILE) whose cosignature counts. Repeat.
+        #[arg(long = "witness", value_name = "WITNESS_KEY")]
+        witnesses: Vec<String>,
+        /// Cosignatures of distinct --witness keys the newest checkpoint needs (default: 1
+        /// if any --witness is given).
+        #[arg(long)]
+        min_witnesses: Option<usize>,
+        /// Print the result as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the log into DIR as static C2SP tlog-tiles files (checkpoint, tile/...), for
+    /// any web server or bucket to serve; again to bring the copy up to date.
+    Mirror {
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Witness the log: cosign each new checkpoint only if the hub proves it extends the
+    /// last one this witness cosigned (kept in --state).
+    Witness {
+        /// The witness's private key file (from `efa log witness-key`).
+        #[arg(long, value_name = "FILE")]
+        signing_key: PathBuf,
+        /// The log's verifier key (<origin>+<id>+<key>), or @FILE.
+        #[arg(long, value_name = "VERIFIER_KEY")]
+        log_key: String,
+        /// Where the last cosigned checkpoint is kept (created on the first round).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// One round, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between rounds.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        every: u64,
+    },
+    /// Create a witness key (mode 0600) and print its verifier key for nodes and auditors.
+    WitnessKey {
+        /// The witness's name, e.g. witness.nrw.example/efa.
+        #[arg(long)]
+        name: String,
+        /// File to create for the private key; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
 
 #[derive(Subcommand)]
 pub(crate) enum RolloutCommand {
@@ -394,11 +473,48 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         public: Option<String>,
     },
-    /// Stop accepting releases signed by a key (after rotating to a new one).
+    /// Stop accepting releases signed by a key (after rotating to a new one). Refused once
+    /// the Land publishes signed key sets (use new-set then).
     Remove {
         /// The public key, `efa-ed25519-public:...`.
         public: String,
     },
+    /// The key sets a Land published to the transparency log (default: yours).
+    Sets {
+        #[arg(long, default_value = "")]
+        land: String,
+    },
+    /// The next signed key set of your Land: its keys, threshold and revoked keys, signed
+    /// by keys of the current set (or a federation root key). Published at once, or, with
+    /// --out, written to a file for further signatures (sign-set) and publish-set.
+    NewSet {
+        /// A key of the new set: a signing key file or `efa-ed25519-public:...`; repeat.
+        #[arg(long = "set-key", required = true)]
+        keys: Vec<String>,
+        /// Signatures of this set's keys the set after it needs.
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
+        /// A key withdrawn as possibly compromised (`efa-ed25519-public:...`); repeat.
+        #[arg(long = "revoke")]
+        revoked: Vec<String>,
+        /// Days until nodes warn that the set is stale.
+        #[arg(long, default_value_t = 365)]
+        expires_days: u32,
+        /// A signing key file to sign with (of the current set); repeat.
+        #[arg(long = "sign-with", required = true)]
+        sign_with: Vec<PathBuf>,
+        /// Write the signed set here instead of publishing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Add your signature to a key-set file (for a threshold above 1).
+    SignSet {
+        file: PathBuf,
+        #[arg(long = "sign-with")]
+        sign_with: PathBuf,
+    },
+    /// Publish a signed key-set file.
+    PublishSet { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -531,5 +647,15 @@ mod tests {
         assert!(err.contains("name a kind"), "{err}");
         assert!(parse_param("x:texte").is_err());
         assert!(parse_param(":text").is_err());
+    }
+}
+
+#[cfg(test)]
+mod command_line {
+    /// clap checks option names only when a command is parsed: two options of one command
+    /// with the same long name would abort `efa`/`efa-node`/`efa-hub` at run time.
+    #[test]
+    fn every_command_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }
