@@ -89,8 +89,9 @@ enum Command {
     /// Operator tokens for the web dashboard (only their SHA-256 is stored in DATA_DIR).
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Prints the transparency log's verifier key (for nodes' `log_key`, auditors' `efa log
-    /// verify --key` and witnesses), creating the signing key if the hub has none yet.
+    /// Prints the transparency log's verifier key (for nodes' `[log] key`, auditors' `efa
+    /// log verify --log-key` and witnesses). With --create, creates the signing key first if
+    /// the hub has none yet (it does so on its first start, too).
     LogKey {
         #[arg(long, default_value = "efa-data")]
         data_dir: PathBuf,
@@ -100,6 +101,10 @@ enum Command {
         /// The log's name, if the key is created now.
         #[arg(long, default_value = efa_hub::translog::DEFAULT_ORIGIN)]
         origin: String,
+        /// Create the key if the file does not exist (without it, a missing file is an
+        /// error: a mistyped directory must not quietly mint a new log).
+        #[arg(long)]
+        create: bool,
     },
 }
 
@@ -431,8 +436,15 @@ async fn run() -> Result<()> {
             );
             Ok(())
         }
-        Command::LogKey { data_dir, key, origin } => {
+        Command::LogKey { data_dir, key, origin, create } => {
             let path = key.unwrap_or_else(|| data_dir.join("log.key"));
+            if !create && !path.exists() {
+                anyhow::bail!(
+                    "{} does not exist: is DATA_DIR the hub's data directory? \
+                     --create makes a new log key",
+                    path.display()
+                );
+            }
             efa_hub::translog::load_or_create_key(&path, &origin)?;
             let text = std::fs::read_to_string(&path)?;
             println!("{}", efa_hub::translog::verifier_key(&text)?);
