@@ -515,6 +515,52 @@ async fn print_rollout(operator: &tonic::transport::Channel, version: &str) -> R
     Ok(())
 }
 
+/// Every node has checked the hub's transparency log as it went (each release it deployed,
+/// each report it sent); here each checks the newest checkpoint once more, and an auditor
+/// re-derives the whole tree from the tiles and the adoption figures from the leaves alone.
+async fn audit_the_log(
+    fed: &DevFederation,
+    agents: &[(Kommune, Arc<Agent>)],
+    operator: &tonic::transport::Channel,
+    reported: &BTreeMap<String, (u64, u64)>,
+) -> Result<()> {
+    section("The transparency log: nodes and an auditor check the hub");
+    let registry = fed.registry().context("the hub runs")?;
+    let head = registry.head_seq()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while registry.latest_checkpoint()?.is_none_or(|(size, _)| size < head) {
+        ensure!(Instant::now() < deadline, "no checkpoint of the log's {head} events after 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (k, agent) in agents {
+        let cp = agent.check_log().await?.context("a verified checkpoint")?;
+        let pending = agent.state()?.log_pending.len();
+        ensure!(pending == 0, "{}: {pending} report(s) not found in the log", k.name);
+        println!(
+            "  {:<9} checkpoint of {} leaves verified, consistent with every one before; its reports are all in it",
+            k.name, cp.size
+        );
+    }
+    let trust = efa_tlog::checkpoint::Trust::new(&fed.log_key()?)?;
+    let source = efa_cli::translog::Source::hub(operator.clone());
+    let audit = efa_cli::translog::verify(&source, &trust, vec![], &|_, _| {}).await?;
+    println!("  auditor     {} leaves re-hashed from the tiles: the root matches the signed checkpoint", audit.size);
+    for (service, (running, rejected)) in reported {
+        let from_log = audit.services.iter().find(|s| &s.service == service);
+        let (r, j) = from_log.map_or((0, 0), |s| (s.running, s.rejected));
+        ensure!(
+            (r, j) == (*running, *rejected),
+            "{service}: the log gives {r} running and {j} rejected, the hub's report {running} and {rejected}"
+        );
+    }
+    println!(
+        "  auditor     adoption recomputed from the log's {} reports equals the hub's report for all {} services",
+        audit.adoption_reports,
+        reported.len()
+    );
+    Ok(())
+}
+
 fn section(title: &str) {
     println!("\n━━ {title} {}", "━".repeat(70usize.saturating_sub(title.chars().count())));
 }
@@ -825,6 +871,8 @@ async fn run() -> Result<()> {
         ],
     );
     let mut totals = (0, 0);
+    // What the hub's reports say per service (running, rejected), for the audit below.
+    let mut reported: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (id, _, _, _, known) in SERVICES {
         let info = CatalogServiceClient::new(operator.clone())
             .get_service(pb::GetServiceRequest { id: id.into() })
@@ -859,6 +907,7 @@ async fn run() -> Result<()> {
             .unwrap_or_default();
         totals.0 += deployed;
         totals.1 += rejected;
+        reported.insert(id.to_string(), (deployed as u64, rejected as u64));
         overview.push(vec![
             (*id).into(),
             built_by.into(),
@@ -937,6 +986,8 @@ async fn run() -> Result<()> {
         rendered.contains(&format!("epaybl_mandant = \"{NRW_EPAYBL_MANDANT}\"")),
         "Dortmund's Wohngeld should carry NRW's ePayBL tenant from the offer:\n{rendered}"
     );
+    audit_the_log(&fed, &agents, &operator, &reported).await?;
+
     println!("\n✔ The report matches the scenario: Dortmund runs 4 and rejected 4 services, {} deployments in total; Wohngeld 1.1.0 halted in the pilot ring after Bielefeld's rollback, 1.1.1 passed and reached the rest.", totals.0);
 
     if args.serve {
