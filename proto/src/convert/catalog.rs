@@ -253,18 +253,6 @@ pub fn offer_info(offer: &Offer, building_land: &LandCode, signed: &SignedOffer)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unset_parameter_kind_is_refused_not_defaulted() {
-        let spec = pb::ParameterSpec { name: "fee_cents".into(), kind: 0, ..Default::default() };
-        let err = ParameterSpec::try_from(spec).unwrap_err().to_string();
-        assert!(err.contains("parameter kind") && err.contains("must be set"), "{err}");
-    }
-}
-
 impl From<&efa_domain::model::keyset::SignedKeySet> for pb::SignedKeySet {
     fn from(s: &efa_domain::model::keyset::SignedKeySet) -> Self {
         pb::SignedKeySet {
@@ -289,5 +277,17 @@ impl From<pb::SignedKeySet> for efa_domain::model::keyset::SignedKeySet {
                 .map(|x| efa_domain::model::keyset::KeySetSignature { key: x.key, signature: x.signature })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_parameter_kind_is_refused_not_defaulted() {
+        let spec = pb::ParameterSpec { name: "fee_cents".into(), kind: 0, ..Default::default() };
+        let err = ParameterSpec::try_from(spec).unwrap_err().to_string();
+        assert!(err.contains("parameter kind") && err.contains("must be set"), "{err}");
     }
 }
