@@ -95,6 +95,11 @@ async fn a_node_behind_the_retention_resyncs_from_the_catalog() {
         w.publish(NRW, "wohngeld-nrw", v, &w.standard_bundle(v)).await.unwrap();
     }
     let registry = w.fed.registry().unwrap();
+    // Retention removes only events the transparency log has taken in.
+    efa_testkit::wait::eventually(20, "the log holds every event", || async {
+        registry.log_size().unwrap() == registry.head_seq().unwrap()
+    })
+    .await;
     assert!(registry.trim_events_keep(2).unwrap() > 0);
 
     // The raw answer is a clear "resync needed" with the head to resume from.
