@@ -445,9 +445,7 @@ async fn run() -> Result<()> {
                     path.display()
                 );
             }
-            efa_hub::translog::load_or_create_key(&path, &origin)?;
-            let text = std::fs::read_to_string(&path)?;
-            println!("{}", efa_hub::translog::verifier_key(&text)?);
+            println!("{}", efa_hub::translog::load_or_create_key(&path, &origin)?.verifier_key);
             Ok(())
         }
         Command::Token(TokenCommand::Issue { data_dir, operator }) => {

@@ -356,10 +356,10 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     spawn_rollout_controller(state.feed.clone(), config.rollout_round, replica.clone(), shutdown.clone());
     if config.transparency_log {
         let log_key = config.log_key.clone().unwrap_or_else(|| config.data_dir.join("log.key"));
-        let signer = crate::translog::load_or_create_key(&log_key, &config.log_origin)?;
+        let key = crate::translog::load_or_create_key(&log_key, &config.log_origin)?;
         crate::translog::spawn_integrator(
             state.feed.clone(),
-            signer,
+            key,
             config.checkpoint_interval,
             replica.clone(),
             shutdown.clone(),

@@ -18,36 +18,61 @@ use tokio_util::sync::CancellationToken;
 /// own (`log_origin` in the hub's TOML) so checkpoints say which federation they belong to.
 pub const DEFAULT_ORIGIN: &str = "efa-hub.local/log";
 
-/// Reads the log's signing key from `path`, creating it (owner-only) for `origin` if the
-/// file does not exist. Replicas sharing a store must share this file.
-pub fn load_or_create_key(path: &Path, origin: &str) -> Result<LogSigner, crate::server::HubError> {
-    let bad = |why: String| crate::server::HubError::Config(format!("log key {}: {why}", path.display()));
-    match std::fs::read_to_string(path) {
-        Ok(text) => LogSigner::from_text(&text).map_err(|e| bad(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let (skey, vkey) = LogSigner::generate(origin).map_err(|e| bad(e.to_string()))?;
-            write_secret(path, &skey).map_err(|e| bad(e.to_string()))?;
-            tracing::info!(path = %path.display(), verifier_key = %vkey, "created the transparency log's signing key; give the verifier key to nodes, auditors and witnesses");
-            LogSigner::from_text(&skey).map_err(|e| bad(e.to_string()))
-        }
-        Err(e) => Err(bad(e.to_string())),
-    }
+/// The log's signing key and the verifier key that names it.
+pub struct LogKey {
+    /// Signs checkpoints.
+    pub signer: LogSigner,
+    /// `<origin>+<id>+<key>`, what nodes, auditors and witnesses configure.
+    pub verifier_key: String,
 }
 
-/// Writes a secret file readable by its owner only, durably.
-fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+/// Reads the log's signing key from `path`, creating it (owner-only) for `origin` if the
+/// file does not exist. Replicas sharing a store must share this file; replicas starting
+/// together on one new directory end up with the one key that was created first.
+pub fn load_or_create_key(path: &Path, origin: &str) -> Result<LogKey, crate::server::HubError> {
+    let bad = |why: String| crate::server::HubError::Config(format!("log key {}: {why}", path.display()));
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (skey, vkey) = LogSigner::generate(origin).map_err(|e| bad(e.to_string()))?;
+            if write_secret(path, &skey).map_err(|e| bad(e.to_string()))? {
+                tracing::info!(path = %path.display(), verifier_key = %vkey, "created the transparency log's signing key; give the verifier key to nodes, auditors and witnesses");
+            }
+            std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let signer = LogSigner::from_text(&text).map_err(|e| bad(e.to_string()))?;
+    let verifier_key = efa_tlog::checkpoint::verifier_key(&text).map_err(|e| bad(e.to_string()))?;
+    Ok(LogKey { signer, verifier_key })
+}
+
+/// Writes a secret file readable by its owner only, durably, unless it exists: the content
+/// goes to a temporary file first and is linked to `path` whole, so a process reading
+/// `path` never sees it half-written. False if another process created `path` first.
+fn write_secret(path: &Path, text: &str) -> std::io::Result<bool> {
     use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".log.key.{}.tmp", std::process::id()));
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+    opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
+    let mut f = opts.open(&tmp)?;
     f.write_all(text.as_bytes())?;
     f.write_all(b"\n")?;
-    f.sync_all()
+    f.sync_all()?;
+    let linked = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp)?;
+    match linked {
+        Ok(()) => {
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The verifier key of the log whose signing key is `signer`, for `efa-hub log-key`.
@@ -58,7 +83,11 @@ pub fn verifier_key(skey_text: &str) -> Result<String, efa_tlog::Error> {
 /// One round: integrates up to [`MAX_APPEND`] events after the log's size and signs a
 /// checkpoint of the new tree (also of an unchanged one that has none yet). Returns the
 /// signed size, or `None` when nothing changed.
-pub fn integrate(registry: &Registry, signer: &LogSigner) -> efa_registry::Result<Option<u64>> {
+pub fn integrate(registry: &Registry, key: &LogKey) -> efa_registry::Result<Option<u64>> {
+    // One log, one key: a replica given another key file must not sign (nodes would see
+    // checkpoints of two keys and raise the alarm).
+    registry.claim_log_key(&key.verifier_key)?;
+    let signer = &key.signer;
     let size = registry.log_size()?;
     let events = registry.events_after(size, MAX_APPEND)?;
     let mut leaves = Vec::with_capacity(events.len());
@@ -98,7 +127,7 @@ pub fn integrate(registry: &Registry, signer: &LogSigner) -> efa_registry::Resul
 /// the lease.
 pub(crate) fn spawn_integrator(
     feed: Arc<Feed>,
-    signer: LogSigner,
+    key: LogKey,
     every: Duration,
     replica: String,
     shutdown: CancellationToken,
@@ -106,7 +135,7 @@ pub(crate) fn spawn_integrator(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         let mut bus = feed.bus.subscribe();
-        let signer = Arc::new(signer);
+        let key = Arc::new(key);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -124,7 +153,7 @@ pub(crate) fn spawn_integrator(
                 continue;
             }
             loop {
-                let (r, s) = (feed.registry.clone(), signer.clone());
+                let (r, s) = (feed.registry.clone(), key.clone());
                 match tokio::task::spawn_blocking(move || integrate(&r, &s)).await {
                     Ok(Ok(Some(size))) => {
                         feed.metrics.log_size.set(size as i64);

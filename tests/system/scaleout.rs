@@ -7,6 +7,7 @@ use efa_hub::dev::DevFederation;
 use efa_hub::StoreLocation;
 use efa_node::Handled;
 use efa_proto::v1 as pb;
+use efa_proto::v1::log_service_client::LogServiceClient;
 use efa_tests::*;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,9 @@ async fn three_replicas_on_postgres_and_s3() -> Option<(World, DevFederation, De
     let replica = |name: &str| {
         let root = w.dir.path().join(name);
         copy_dir(&w.dir.path().join("pki"), &root.join("pki"));
+        // One log, one key: every replica signs checkpoints with the same key file.
+        std::fs::create_dir_all(root.join("hub")).unwrap();
+        std::fs::copy(w.fed.hub_data_dir().join("log.key"), root.join("hub/log.key")).unwrap();
         root
     };
     let (rb, rc) = (replica("replica-b"), replica("replica-c"));
@@ -118,10 +122,22 @@ async fn three_replicas_on_postgres_and_s3_serve_one_federation() {
         run.await.unwrap().unwrap();
     }
 
-    // One log: every replica sees the same head.
+    // One log: every replica sees the same head, and serves the same signed checkpoint of
+    // it (whichever replica's integrator signed it, with the one key they share).
     let heads: Vec<u64> =
         [w.fed.registry(), b.registry(), c.registry()].into_iter().map(|r| r.unwrap().head_seq().unwrap()).collect();
     assert!(heads.windows(2).all(|p| p[0] == p[1]), "{heads:?}");
+    let trust = efa_tlog::checkpoint::Trust::new(&w.fed.log_key().unwrap()).unwrap();
+    eventually(20, "every replica serves one checkpoint of the whole log", || async {
+        let mut notes = Vec::new();
+        for replica in [&w.fed, &b, &c] {
+            let mut log = LogServiceClient::new(replica.channel(&operator()).await.unwrap());
+            notes.push(log.get_checkpoint(pb::GetCheckpointRequest {}).await.map(|r| r.into_inner().note).ok());
+        }
+        notes.windows(2).all(|p| p[0] == p[1])
+            && notes[0].as_ref().and_then(|n| trust.open(n).ok()).is_some_and(|cp| cp.size == heads[0])
+    })
+    .await;
 
     // The dashboard of every replica shows the federation.
     let http = w.dashboard_client();

@@ -41,7 +41,27 @@ pub struct NewLeaf {
     pub release: Option<String>,
 }
 
+/// The setting naming the verifier key of the log's checkpoints.
+const LOG_KEY_SETTING: &str = "log_verifier_key";
+
 impl Registry {
+    /// Claims the log for the key `verifier_key` on first use; afterwards refuses any other
+    /// key (`FailedPrecondition`): replicas of one hub must sign with one key.
+    pub fn claim_log_key(&self, verifier_key: &str) -> Result<()> {
+        if self.store.meta(LOG_KEY_SETTING)?.as_deref() == Some(verifier_key) {
+            return Ok(());
+        }
+        let mine = verifier_key.to_string();
+        self.commits.write(move |s| match s.meta(LOG_KEY_SETTING)? {
+            None => s.put_meta(LOG_KEY_SETTING, &mine),
+            Some(k) if k == mine => Ok(()),
+            Some(k) => Err(Error::failed_precondition(format!(
+                "this hub's log key ({mine}) is not the key of the log it stores ({k}); every replica must use the \
+                 same log_key file, and a hub's key must never be replaced (nodes would raise the alarm)"
+            ))),
+        })
+    }
+
     /// Leaves in the log.
     pub fn log_size(&self) -> Result<u64> {
         self.store.log_size()
@@ -180,5 +200,19 @@ impl Registry {
             return Err(Error::out_of_range(format!("leaf {index} is beyond the log's {size} leaves")));
         }
         self.commits.write(move |s| s.erase_beside_text(index))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_claimed_by_one_key_and_refuses_another() {
+        let reg = Registry::new(std::sync::Arc::new(crate::store::SledStore::temporary().unwrap()));
+        reg.claim_log_key("efa-hub.test/log+00000001+AQ").unwrap();
+        reg.claim_log_key("efa-hub.test/log+00000001+AQ").unwrap();
+        let e = reg.claim_log_key("efa-hub.test/log+00000002+AQ").unwrap_err();
+        assert!(e.to_string().contains("same log_key file"), "{e}");
     }
 }
