@@ -46,17 +46,30 @@ impl Hub {
         store: efa_hub::StoreLocation,
         blobs: efa_hub::BlobLocation,
     ) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("efa-bench-hub-").tempdir_in(work_dir)?;
-        let fed = DevFederation::start_tuned(dir.path(), "127.0.0.1:0".parse()?, move |c| {
+        Self::start_tuned(work_dir, move |c| {
             c.store = store.clone();
             c.blobs = blobs.clone();
+            if let Some(n) = chunk_size {
+                c.download_chunk_size = n;
+            }
+        })
+        .await
+    }
+
+    /// A hub on sled in its data dir with `tune` applied to its config after the bench's
+    /// defaults, on every (re)start: a tune that reads a flag can switch a setting between
+    /// restarts of the same federation (the transparency log in (L)).
+    pub async fn start_tuned(
+        work_dir: &Path,
+        tune: impl Fn(&mut efa_hub::HubConfig) + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("efa-bench-hub-").tempdir_in(work_dir)?;
+        let fed = DevFederation::start_tuned(dir.path(), "127.0.0.1:0".parse()?, move |c| {
             c.dashboard = None;
             // The load of thousands of nodes comes through a few certificates here; per-caller
             // limits would measure the admission policy, not the hub.
             c.caller_limits = efa_hub::limits::Limits::unlimited();
-            if let Some(n) = chunk_size {
-                c.download_chunk_size = n;
-            }
+            tune(c);
         })
         .await?;
         Ok(Hub { fed, dir })

@@ -12,6 +12,7 @@ mod queries;
 mod report;
 mod s3;
 mod sys;
+mod translog;
 mod watchers;
 
 use anyhow::Result;
@@ -51,6 +52,8 @@ enum Cmd {
     Incremental,
     /// (F) the hub on PostgreSQL: durable reports vs pgbench, queries vs (A) on sled.
     Postgres,
+    /// (L) the transparency log: durable reports with it on vs off, lag, catch-up, signing.
+    Log,
     /// Internal: the hub of (D) in its own process, so its memory is measured alone.
     #[command(hide = true)]
     HubChild {
@@ -108,6 +111,12 @@ struct Opts {
     /// (D) releases published per run.
     #[arg(long, global = true)]
     fanout_rounds: Option<usize>,
+    /// (L) alternating log on/off rounds per write figure (the median judges).
+    #[arg(long, global = true)]
+    log_rounds: Option<usize>,
+    /// (L) events the integrator catches up on.
+    #[arg(long, global = true)]
+    log_backlog: Option<usize>,
     /// Do not apt-get install peers (they are used only if already installed).
     #[arg(long, global = true)]
     no_install: bool,
@@ -225,6 +234,19 @@ async fn main() -> Result<()> {
         let conc = o.write_concurrency.clone().unwrap_or(if smoke { vec![1, 4] } else { vec![1, 8, 32] });
         let r = postgres::run(&work_dir, secs, &conc, &scale).await;
         step("F PostgreSQL", r, &mut report);
+    }
+
+    if run(Cmd::Log) {
+        eprintln!("== (L) transparency log");
+        let scale = translog::LogScale {
+            secs: o.write_secs.unwrap_or(if smoke { 0.3 } else { 5.0 }),
+            concurrency: o.write_concurrency.clone().unwrap_or(if smoke { vec![1, 4] } else { vec![1, 8, 32] }),
+            rounds: pick(o.log_rounds, 3, 1),
+            backlog: pick(o.log_backlog, 200_000, 2_000),
+            sign_iters: if smoke { 200 } else { 20_000 },
+        };
+        let r = translog::run(&work_dir, &scale).await;
+        step("L transparency log", r, &mut report);
     }
 
     println!("{}", report.table());

@@ -357,6 +357,12 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     if config.transparency_log {
         let log_key = config.log_key.clone().unwrap_or_else(|| config.data_dir.join("log.key"));
         let key = crate::translog::load_or_create_key(&log_key, &config.log_origin)?;
+        let key = {
+            let r = registry.clone();
+            tokio::task::spawn_blocking(move || crate::translog::sign_stored(&r, &key).map(|()| key))
+                .await
+                .map_err(|e| HubError::Task(e.to_string()))??
+        };
         crate::translog::spawn_integrator(
             state.feed.clone(),
             key,

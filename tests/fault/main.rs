@@ -17,6 +17,9 @@
 //!   carries on with the survivor.
 //! - `rollout`: with the hub SIGKILLed while its controller opens rollout rings, every ring
 //!   of a release opens exactly once, in order, and only once its predecessor passed.
+//! - `translog`: with the hub SIGKILLed while reports stream in and its integrator signs
+//!   checkpoints, every checkpoint ever served is consistent with every later one, the
+//!   store's leaves are its events, and every acknowledged report ends up in the log.
 //!
 //! `cargo test -p efa-tests --test fault -- --nocapture` prints one summary line per test.
 //! `EFA_SOAK=1` runs the long variant; `EFA_TEST_SEED` replays a run's random choices and
@@ -30,3 +33,4 @@ mod pg_restart;
 mod replicas;
 mod resume;
 mod rollout;
+mod translog;

@@ -1,13 +1,12 @@
-//! The transparency log on sled: four trees keyed by big-endian u64 (leaf index, stored-hash
-//! index, checkpoint size, leaf index). An append is one transaction over the first three,
-//! and the log's size is the last leaf's index + 1, so it can never disagree with the leaves.
+//! The transparency log on sled: trees keyed by big-endian u64 (leaf index, stored-hash
+//! index, checkpoint size, leaf index) and release names. An append writes one atomic batch
+//! per tree, the leaves last; the log's size is the last leaf's index + 1, so it can never
+//! disagree with the leaves.
 
-use super::tx::{abort, from_tx};
 use super::SledStore;
 use crate::error::{Error, Result};
 use crate::store::codec::{decode, encode};
 use crate::store::log::{Beside, LogHash, LogStore};
-use sled::Transactional;
 
 pub(super) struct LogTrees {
     leaves: sled::Tree,
@@ -49,31 +48,39 @@ impl LogStore for SledStore {
         beside: &[Beside],
         releases: &[(String, u64)],
     ) -> Result<()> {
-        let first_hash = efa_tlog::tree::stored_hash_index(0, size);
         let t = &self.log;
-        (&t.leaves, &t.hashes, &t.beside, &t.releases)
-            .transaction(|(l, h, b, r)| {
-                // The integrator holds a lease, but a replica that lost it mid-round must not
-                // append twice: the leaf at `size` must be the first one missing.
-                let have = size.checked_sub(1).map(|i| l.get(i.to_be_bytes())).transpose()?.map(|v| v.is_some());
-                if have == Some(false) || l.get(size.to_be_bytes())?.is_some() {
-                    return abort(Error::failed_precondition(format!("the log is not at size {size}")));
-                }
-                for (i, leaf) in leaves.iter().enumerate() {
-                    l.insert(&(size + i as u64).to_be_bytes(), leaf.as_slice())?;
-                }
-                for (i, hash) in hashes.iter().enumerate() {
-                    h.insert(&(first_hash + i as u64).to_be_bytes(), &hash[..])?;
-                }
-                for text in beside {
-                    b.insert(&text.index.to_be_bytes(), encode(text))?;
-                }
-                for (release, index) in releases {
-                    r.insert(release.as_bytes(), &index.to_be_bytes())?;
-                }
-                Ok(())
-            })
-            .map_err(from_tx)
+        // The leaf at `size` must be the first one missing (one integrator appends; this
+        // catches a caller that lost count).
+        let have = self.log_size()?;
+        if have != size {
+            return Err(Error::failed_precondition(format!("the log is at size {have}, not {size}")));
+        }
+        // No multi-tree transaction: each tree takes one atomic batch, the leaves last. The
+        // leaves are the commit point (the log's size is the last leaf + 1), so a crash
+        // before them leaves only hashes, texts and names beyond the log, which the next
+        // append at the same size overwrites.
+        let mut batch = sled::Batch::default();
+        for text in beside {
+            batch.insert(&text.index.to_be_bytes(), encode(text));
+        }
+        t.beside.apply_batch(batch)?;
+        let mut batch = sled::Batch::default();
+        for (release, index) in releases {
+            batch.insert(release.as_bytes(), &index.to_be_bytes());
+        }
+        t.releases.apply_batch(batch)?;
+        let first_hash = efa_tlog::tree::stored_hash_index(0, size);
+        let mut batch = sled::Batch::default();
+        for (i, hash) in hashes.iter().enumerate() {
+            batch.insert(&(first_hash + i as u64).to_be_bytes(), &hash[..]);
+        }
+        t.hashes.apply_batch(batch)?;
+        let mut batch = sled::Batch::default();
+        for (i, leaf) in leaves.iter().enumerate() {
+            batch.insert(&(size + i as u64).to_be_bytes(), leaf.as_slice());
+        }
+        t.leaves.apply_batch(batch)?;
+        Ok(())
     }
 
     fn release_leaf(&self, release: &str) -> Result<Option<u64>> {
