@@ -387,3 +387,28 @@ pub fn pilot_plan() -> efa_domain::model::rollout::RolloutPlan {
         decide_within_secs: None,
     }
 }
+
+/// Edits a stopped hub's sled store behind its back, as whoever runs the machine could:
+/// `edit` gets the store's database and its transparency log's (`db/tlog`). The
+/// hub's last background task may hold a lock a moment after it stopped.
+pub fn edit_stopped_store<T>(w: &World, edit: impl FnOnce(&sled::Db, &sled::Db) -> T) -> T {
+    let open = |path: std::path::PathBuf| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match sled::open(&path) {
+                Ok(db) => return db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("waiting for the stopped hub to release {}: {e}", path.display());
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => panic!("the stopped hub's store {}: {e}", path.display()),
+            }
+        }
+    };
+    let path = w.fed.hub_data_dir().join("db");
+    let (db, log) = (open(path.clone()), open(efa_registry::store::sled::log_path(&path)));
+    let out = edit(&db, &log);
+    db.flush().unwrap();
+    log.flush().unwrap();
+    out
+}

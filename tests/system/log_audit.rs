@@ -143,30 +143,11 @@ fn registry_figures(w: &World, service: &str) -> (u64, u64, BTreeMap<String, u64
     (u64::from(totals.running), u64::from(totals.rejected), per_land)
 }
 
-/// Opens the stopped hub's sled store directly, as someone with disk access would. The
-/// hub's last background task may hold the store's lock a moment after it stopped.
-fn with_db<T>(w: &World, f: impl FnOnce(&sled::Db) -> T) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let db = loop {
-        match sled::open(w.fed.hub_data_dir().join("db")) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("waiting for the stopped hub to release its store: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("the hub's sled store: {e}"),
-        }
-    };
-    let out = f(&db);
-    db.flush().unwrap();
-    out
-}
-
 /// Rewrites history in the stopped hub's store: Dortmund's deployment of `SERVICE` becomes
 /// a retirement, and the log is cleared so the hub rebuilds and re-signs it from the edited
 /// events (same size, other roots). Returns the edited event's seq.
 fn rewrite_dortmunds_deployment(w: &World) -> u64 {
-    with_db(w, |db| {
+    edit_stopped_store(w, |db, log| {
         let events = db.open_tree("events").unwrap();
         let (key, mut event) = events
             .iter()
@@ -180,8 +161,8 @@ fn rewrite_dortmunds_deployment(w: &World) -> u64 {
         let EventKind::AdoptionReported(entry) = &mut event.kind else { unreachable!() };
         entry.state = efa_domain::model::adoption::AdoptionState::Retired;
         events.insert(key, codec::encode(&event)).unwrap();
-        for tree in ["log_leaves", "log_hashes", "log_checkpoints", "log_beside"] {
-            db.open_tree(tree).unwrap().clear().unwrap();
+        for tree in ["log_leaves", "log_hashes", "log_checkpoints", "log_beside", "log_releases"] {
+            log.open_tree(tree).unwrap().clear().unwrap();
         }
         event.seq
     })
@@ -284,8 +265,8 @@ async fn a_leaf_changed_in_the_store_is_caught() {
     let key = w.fed.log_key().unwrap();
 
     w.fed.stop_hub().await.unwrap();
-    let index = with_db(&w, |db| {
-        let leaves = db.open_tree("log_leaves").unwrap();
+    let index = edit_stopped_store(&w, |_, log| {
+        let leaves = log.open_tree("log_leaves").unwrap();
         let (k, mut leaf) = leaves
             .iter()
             .map(|kv| kv.unwrap())

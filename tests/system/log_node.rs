@@ -57,24 +57,6 @@ async fn signed_at_least(w: &World, size: u64) {
     panic!("no checkpoint of {size} leaves");
 }
 
-/// Edits the stopped hub's sled store behind its back, as whoever runs the machine could.
-/// The hub's last background task may hold the store's lock a moment after it stopped.
-fn edit_store(w: &World, edit: impl FnOnce(&sled::Db)) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let db = loop {
-        match sled::open(w.fed.hub_data_dir().join("db")) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("waiting for the stopped hub to release its store: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("the stopped hub's store: {e}"),
-        }
-    };
-    edit(&db);
-    db.flush().unwrap();
-}
-
 fn clear_log(db: &sled::Db) {
     for tree in ["log_leaves", "log_hashes", "log_checkpoints", "log_beside", "log_releases"] {
         db.open_tree(tree).unwrap().clear().unwrap();
@@ -134,9 +116,9 @@ async fn a_history_rewritten_behind_the_hubs_back_raises_the_alarm_and_stops_dep
     // Whoever runs the hub turns Dortmund's deployment into a rejection and rebuilds the log
     // from the edited events; the hub signs the new history with its own key.
     w.fed.stop_hub().await.unwrap();
-    edit_store(&w, |db| {
+    edit_stopped_store(&w, |db, log| {
         rewrite_adoption(db, DORTMUND, AdoptionState::Rejected);
-        clear_log(db);
+        clear_log(log);
     });
     w.fed.start_hub().await.unwrap();
     signed_at_least(&w, before.size).await;
@@ -176,12 +158,12 @@ async fn a_truncated_log_and_a_report_that_never_appears_raise_the_alarm() {
 
     // The hub forgets its last events and everything logged after the registration.
     w.fed.stop_hub().await.unwrap();
-    edit_store(&w, |db| {
+    edit_stopped_store(&w, |db, log| {
         let events = db.open_tree("events").unwrap();
         for k in events.range(2u64.to_be_bytes()..).keys() {
             events.remove(k.unwrap()).unwrap();
         }
-        clear_log(db);
+        clear_log(log);
     });
     w.fed.start_hub().await.unwrap();
     signed_at_least(&w, 1).await;

@@ -96,7 +96,7 @@ impl Registry {
         // tables), so nothing conflicts, and writers' commits do not wait behind an append
         // of thousands of leaves. Durable before its checkpoint is signed.
         self.store.append_log(size, &bytes, &hashes, &beside, &releases)?;
-        self.store.flush()?;
+        self.store.flush_log()?;
         Ok((new_size, self.log_root(new_size)?))
     }
 
@@ -109,7 +109,7 @@ impl Registry {
     pub fn put_checkpoint(&self, size: u64, note: Vec<u8>) -> Result<()> {
         // As `append_log`: the integrator's own table, written off the commit thread.
         self.store.put_checkpoint(size, &note)?;
-        self.store.flush()
+        self.store.flush_log()
     }
 
     /// The newest signed checkpoint and its size.
@@ -205,7 +205,9 @@ impl Registry {
         if index >= size {
             return Err(Error::out_of_range(format!("leaf {index} is beyond the log's {size} leaves")));
         }
-        self.commits.write(move |s| s.erase_beside_text(index))
+        let erased = self.store.erase_beside_text(index)?;
+        self.store.flush_log()?;
+        Ok(erased)
     }
 }
 

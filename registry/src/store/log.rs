@@ -38,6 +38,9 @@ pub trait LogStore {
         beside: &[Beside],
         releases: &[(String, u64)],
     ) -> Result<()>;
+    /// Makes the log's writes so far durable (the store's `flush` need not cover them: the
+    /// integrator writes the log off the commit thread).
+    fn flush_log(&self) -> Result<()>;
     /// The index of the leaf that published release `"service version"`, once logged.
     fn release_leaf(&self, release: &str) -> Result<Option<u64>>;
     /// The stored hashes at `indexes` (`NotFound` if one is not stored).

@@ -9,6 +9,9 @@ use crate::store::codec::{decode, encode};
 use crate::store::log::{Beside, LogHash, LogStore};
 
 pub(super) struct LogTrees {
+    /// The log's own database (`<store>/tlog`): flushed by the integrator, never by the
+    /// commit thread.
+    db: sled::Db,
     leaves: sled::Tree,
     hashes: sled::Tree,
     checkpoints: sled::Tree,
@@ -17,13 +20,14 @@ pub(super) struct LogTrees {
 }
 
 impl LogTrees {
-    pub(super) fn open(db: &sled::Db) -> Result<Self> {
+    pub(super) fn open(db: sled::Db) -> Result<Self> {
         Ok(LogTrees {
             leaves: db.open_tree("log_leaves")?,
             hashes: db.open_tree("log_hashes")?,
             checkpoints: db.open_tree("log_checkpoints")?,
             beside: db.open_tree("log_beside")?,
             releases: db.open_tree("log_releases")?,
+            db,
         })
     }
 }
@@ -85,6 +89,11 @@ impl LogStore for SledStore {
 
     fn release_leaf(&self, release: &str) -> Result<Option<u64>> {
         self.log.releases.get(release.as_bytes())?.map(|v| index_of(&v)).transpose()
+    }
+
+    fn flush_log(&self) -> Result<()> {
+        self.log.db.flush()?;
+        Ok(())
     }
 
     fn log_hashes(&self, indexes: &[u64]) -> Result<Vec<LogHash>> {

@@ -92,40 +92,55 @@ pub struct SledStore {
     log: log::LogTrees,
 }
 
+/// Where the transparency log of the store at `path` lives: a sled database of its own in
+/// `<path>/tlog` (inside the store's directory, so a copy or backup of it takes the log too;
+/// sled's own files there are `conf`, `db`, `snap.*` and `blobs/`).
+pub fn log_path(path: &Path) -> std::path::PathBuf {
+    path.join("tlog")
+}
+
+/// Opens a sled database, waiting up to 30 s for another user's lock: whoever closed the
+/// store just before (sled's background flusher of a store closed in this process, a tool
+/// that checked it) may hold the file lock a while longer on a loaded machine; a second hub
+/// on the same data keeps it and is refused after that.
+fn open_locked(path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut said = false;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock as ErrorKind::Other with the OS error in the text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    said = true;
+                    tracing::warn!(path = %path.display(), "the store is locked by another user; waiting up to 30 s");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(Error::Storage(format!("cannot open sled store at {}: {e}", path.display()))),
+        }
+    }
+}
+
 impl SledStore {
     /// Opens the store at `path`, creating it if missing and migrating an older format;
     /// refuses a JSON-era (format 1) or newer store.
     pub fn open(path: &Path) -> Result<Self> {
-        // Whoever closed the store just before (sled's background flusher of a store closed
-        // in this process, a tool that checked it) may hold the file lock a while longer on
-        // a loaded machine; a second hub on the same data keeps it and is refused after that.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut said = false;
-        let db = loop {
-            match sled::Config::new().path(path).open() {
-                Ok(db) => break db,
-                // sled reports a held lock as ErrorKind::Other with the OS error in the text.
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
-                {
-                    if !said {
-                        said = true;
-                        tracing::warn!(path = %path.display(), "the store is locked by another user; waiting up to 30 s");
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(Error::Storage(format!("cannot open sled store at {}: {e}", path.display()))),
-            }
-        };
-        Self::from_db(db)
+        let db = open_locked(path)?;
+        // The transparency log lives in a database of its own within the store's, so the
+        // commit thread's flushes never carry the log's bytes (see `log.rs`).
+        let log = open_locked(&log_path(path))?;
+        Self::from_db(db, log)
     }
 
     /// A store in a temporary location, removed on drop. For tests and throwaway demos.
     pub fn temporary() -> Result<Self> {
-        Self::from_db(sled::Config::new().temporary(true).open()?)
+        Self::from_db(sled::Config::new().temporary(true).open()?, sled::Config::new().temporary(true).open()?)
     }
 
-    fn from_db(db: sled::Db) -> Result<Self> {
+    fn from_db(db: sled::Db, log: sled::Db) -> Result<Self> {
         let t = |name: &str| db.open_tree(name);
         let found_format = migrate::bring_up_to_date(&db)?;
         let meta = t("meta")?;
@@ -155,7 +170,7 @@ impl SledStore {
             key_sets: t("key_sets")?,
             offers: t("offers")?,
             rollouts: t("rollouts")?,
-            log: log::LogTrees::open(&db)?,
+            log: log::LogTrees::open(log)?,
             db,
             found_format,
         })
