@@ -143,7 +143,7 @@ pub fn sign_stored(registry: &Registry, key: &LogKey) -> efa_registry::Result<()
     let note =
         key.signer.sign(size, registry.log_root(size)?).map_err(|e| efa_registry::Error::Storage(e.to_string()))?;
     registry.put_checkpoint(size, note)?;
-    registry.flush()?;
+    registry.flush_log()?;
     tracing::info!(size, previous = ?latest, "signed the checkpoint of the stored log before serving");
     Ok(())
 }
@@ -158,8 +158,11 @@ fn carries_text(kind: &efa_domain::model::event::EventKind) -> bool {
     }
 }
 
-/// Runs [`integrate`] every `every`, and soon after events arrive, on the replica holding
-/// the lease.
+/// Events that start a round before the interval is over.
+const ROUND_EVENTS: u64 = 4096;
+
+/// Runs [`integrate`] every `every`, or once [`ROUND_EVENTS`] events arrived, on the replica
+/// holding the lease.
 pub(crate) fn spawn_integrator(
     feed: Arc<Feed>,
     key: LogKey,
@@ -169,21 +172,30 @@ pub(crate) fn spawn_integrator(
 ) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut bus = feed.bus.subscribe();
         let key = Arc::new(key);
+        // Events since the last round: a round runs every `every`, or sooner once this many
+        // arrived, so each round's fsync of the log covers many events and a burst never
+        // waits long.
+        let mut pending = 0u64;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
-                got = bus.recv() => match got {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        // Gather a burst into one append and one signature.
-                        tokio::time::sleep(every.min(Duration::from_millis(200))).await;
-                        while bus.try_recv().is_ok() {}
+                got = bus.recv() => {
+                    pending += match got {
+                        Ok(_) => 1,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => n,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if pending < ROUND_EVENTS {
+                        continue;
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
+                    tick.reset();
+                }
             }
+            pending = 0;
             if !crate::jobs::holds_lease(&feed.registry, "log-integrator", &replica, every * 5).await {
                 continue;
             }

@@ -161,7 +161,7 @@ fn rewrite_dortmunds_deployment(w: &World) -> u64 {
         let EventKind::AdoptionReported(entry) = &mut event.kind else { unreachable!() };
         entry.state = efa_domain::model::adoption::AdoptionState::Retired;
         events.insert(key, codec::encode(&event)).unwrap();
-        for tree in ["log_leaves", "log_hashes", "log_checkpoints", "log_beside", "log_releases"] {
+        for tree in ["log_tiles", "log_checkpoints", "log_beside", "log_releases"] {
             log.open_tree(tree).unwrap().clear().unwrap();
         }
         event.seq
@@ -266,22 +266,31 @@ async fn a_leaf_changed_in_the_store_is_caught() {
 
     w.fed.stop_hub().await.unwrap();
     let index = edit_stopped_store(&w, |_, log| {
-        let leaves = log.open_tree("log_leaves").unwrap();
-        let (k, mut leaf) = leaves
-            .iter()
-            .map(|kv| kv.unwrap())
-            .find(|(_, v)| {
-                matches!(pb::LogLeaf::decode(v.as_ref()).unwrap().kind,
+        // The sled log keeps leaves as C2SP entry bundles of 256 under `L` + bundle index.
+        let tiles = log.open_tree("log_tiles").unwrap();
+        for kv in tiles.scan_prefix(b"L") {
+            let (k, v) = kv.unwrap();
+            let mut leaves = Vec::new();
+            let mut rest = v.as_ref();
+            while let [a, b, tail @ ..] = rest {
+                let n = usize::from(u16::from_be_bytes([*a, *b]));
+                leaves.push(tail[..n].to_vec());
+                rest = &tail[n..];
+            }
+            let Some(i) = leaves.iter().position(|leaf| {
+                matches!(pb::LogLeaf::decode(leaf.as_slice()).unwrap().kind,
                     Some(pb::log_leaf::Kind::AdoptionReported(ref a)) if a.state == pb::AdoptionState::Deployed as i32)
-            })
-            .map(|(k, v)| (k, v.to_vec()))
-            .unwrap();
-        // The state is the last byte: deployed (2) becomes failed (3), still a valid leaf.
-        let before = adoption(&leaf);
-        *leaf.last_mut().unwrap() ^= 1;
-        assert_eq!(adoption(&leaf), pb::LeafAdoption { state: pb::AdoptionState::Failed as i32, ..before });
-        leaves.insert(&k, leaf).unwrap();
-        u64::from_be_bytes(k.as_ref().try_into().unwrap())
+            }) else {
+                continue;
+            };
+            // The state is the last byte: deployed (2) becomes failed (3), still a valid leaf.
+            let before = adoption(&leaves[i]);
+            *leaves[i].last_mut().unwrap() ^= 1;
+            assert_eq!(adoption(&leaves[i]), pb::LeafAdoption { state: pb::AdoptionState::Failed as i32, ..before });
+            tiles.insert(&k, efa_tlog::tiles::entry_bundle(&leaves).unwrap()).unwrap();
+            return u64::from_be_bytes(k[1..].try_into().unwrap()) * 256 + i as u64;
+        }
+        panic!("no deployed report among the leaves");
     });
     assert!(index < size);
     w.fed.restart_hub().await.unwrap();

@@ -58,7 +58,7 @@ async fn signed_at_least(w: &World, size: u64) {
 }
 
 fn clear_log(db: &sled::Db) {
-    for tree in ["log_leaves", "log_hashes", "log_checkpoints", "log_beside", "log_releases"] {
+    for tree in ["log_tiles", "log_checkpoints", "log_beside", "log_releases"] {
         db.open_tree(tree).unwrap().clear().unwrap();
     }
 }

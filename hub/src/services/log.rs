@@ -106,7 +106,8 @@ impl LogService for Log {
         }
         tracing::info!(witness = witness.name(), size, caller = %who, "checkpoint cosigned");
         let note = merged.clone();
-        self.0.registry(move |reg| reg.put_checkpoint(size, note)).await?;
+        // A cosignature is not re-made after a crash: durable before it is acknowledged.
+        self.0.registry(move |reg| reg.put_checkpoint(size, note).and_then(|()| reg.flush_log())).await?;
         Ok(Response::new(pb::SignedCheckpoint { note: merged }))
     }
 }

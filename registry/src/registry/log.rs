@@ -106,9 +106,16 @@ impl Registry {
     }
 
     /// Stores a signed checkpoint (or the same one with cosignatures added).
+    /// Not flushed: a checkpoint lost in a crash is signed again, identically, from the
+    /// leaves (which `append_log` made durable) before the hub serves anything; see
+    /// `flush_log` for what must survive on its own (a witness's cosignature).
     pub fn put_checkpoint(&self, size: u64, note: Vec<u8>) -> Result<()> {
         // As `append_log`: the integrator's own table, written off the commit thread.
-        self.store.put_checkpoint(size, &note)?;
+        self.store.put_checkpoint(size, &note)
+    }
+
+    /// Makes the log's writes durable.
+    pub fn flush_log(&self) -> Result<()> {
         self.store.flush_log()
     }
 

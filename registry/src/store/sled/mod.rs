@@ -103,11 +103,12 @@ pub fn log_path(path: &Path) -> std::path::PathBuf {
 /// store just before (sled's background flusher of a store closed in this process, a tool
 /// that checked it) may hold the file lock a while longer on a loaded machine; a second hub
 /// on the same data keeps it and is refused after that.
-fn open_locked(path: &Path) -> Result<sled::Db> {
+fn open_locked(config: impl Fn() -> sled::Config, path: &Path) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut said = false;
     loop {
-        match sled::Config::new().path(path).open() {
+        // A fresh config each time: sled's builder methods need the only reference to it.
+        match config().path(path).open() {
             Ok(db) => return Ok(db),
             // sled reports a held lock as ErrorKind::Other with the OS error in the text.
             Err(sled::Error::Io(e))
@@ -128,16 +129,19 @@ impl SledStore {
     /// Opens the store at `path`, creating it if missing and migrating an older format;
     /// refuses a JSON-era (format 1) or newer store.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = open_locked(path)?;
+        let db = open_locked(sled::Config::new, path)?;
         // The transparency log lives in a database of its own within the store's, so the
-        // commit thread's flushes never carry the log's bytes (see `log.rs`).
-        let log = open_locked(&log_path(path))?;
+        // commit thread's flushes never carry the log's bytes (see `log.rs`). Its integrator
+        // flushes it after each append; sled's timed background flush would only add fsyncs
+        // competing with the commit thread's.
+        let log = open_locked(|| sled::Config::new().flush_every_ms(None), &log_path(path))?;
         Self::from_db(db, log)
     }
 
     /// A store in a temporary location, removed on drop. For tests and throwaway demos.
     pub fn temporary() -> Result<Self> {
-        Self::from_db(sled::Config::new().temporary(true).open()?, sled::Config::new().temporary(true).open()?)
+        let log = sled::Config::new().temporary(true).flush_every_ms(None).open()?;
+        Self::from_db(sled::Config::new().temporary(true).open()?, log)
     }
 
     fn from_db(db: sled::Db, log: sled::Db) -> Result<Self> {
