@@ -114,6 +114,9 @@ struct Opts {
     /// (L) alternating log on/off rounds per write figure (the median judges).
     #[arg(long, global = true)]
     log_rounds: Option<usize>,
+    /// (L) leaves of the static log `efa log verify` re-derives [default: 13,000,000].
+    #[arg(long, global = true)]
+    log_audit_leaves: Option<u64>,
     /// (L) events the integrator catches up on.
     #[arg(long, global = true)]
     log_backlog: Option<usize>,
@@ -241,9 +244,10 @@ async fn main() -> Result<()> {
         let scale = translog::LogScale {
             secs: o.write_secs.unwrap_or(if smoke { 0.3 } else { 5.0 }),
             concurrency: o.write_concurrency.clone().unwrap_or(if smoke { vec![1, 4] } else { vec![1, 8, 32] }),
-            rounds: pick(o.log_rounds, 3, 1),
+            rounds: pick(o.log_rounds, 5, 1),
             backlog: pick(o.log_backlog, 200_000, 2_000),
             sign_iters: if smoke { 200 } else { 20_000 },
+            audit_leaves: o.log_audit_leaves.unwrap_or(if smoke { 5_000 } else { 13_000_000 }),
         };
         let r = translog::run(&work_dir, &scale).await;
         step("L transparency log", r, &mut report);

@@ -102,7 +102,7 @@ impl LogStore for SledStore {
         let mut batch = sled::Batch::default();
         // Leaves: complete the partial bundle, then whole new ones.
         let mut bundle = size / WIDTH;
-        let open = if size % WIDTH == 0 { Vec::new() } else { self.bundle(bundle, size)? };
+        let open = if size.is_multiple_of(WIDTH) { Vec::new() } else { self.bundle(bundle, size)? };
         let mut pending: Vec<&[u8]> = open.iter().map(Vec::as_slice).collect();
         for leaf in leaves {
             pending.push(leaf);
