@@ -32,6 +32,17 @@ async fn all_reports_logged(node: &Agent) {
     panic!("reports still not in the log: {:?}", node.state().unwrap().log_pending);
 }
 
+/// Wohngeld 1.0.0 deployed by Dortmund, whose node checks the log and has found its reports.
+async fn a_node_that_verified_its_deployment() -> (World, Agent) {
+    let w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
+    let node = checking_node(&w, DORTMUND);
+    node.sync().await.unwrap();
+    all_reports_logged(&node).await;
+    (w, node)
+}
+
 /// The size of the hub's newest checkpoint.
 async fn checkpoint_size(w: &World) -> u64 {
     let note = LogServiceClient::new(w.channel(&operator()).await)
@@ -105,12 +116,7 @@ async fn a_node_deploys_only_what_the_log_holds_and_finds_its_reports_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_rewritten_behind_the_hubs_back_raises_the_alarm_and_stops_deploys() {
-    let mut w = World::new().await;
-    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
-    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
-    let node = checking_node(&w, DORTMUND);
-    node.sync().await.unwrap();
-    all_reports_logged(&node).await;
+    let (mut w, node) = a_node_that_verified_its_deployment().await;
     let before = node.state().unwrap().log.unwrap();
 
     // Whoever runs the hub turns Dortmund's deployment into a rejection and rebuilds the log
@@ -148,12 +154,7 @@ async fn a_history_rewritten_behind_the_hubs_back_raises_the_alarm_and_stops_dep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_log_and_a_report_that_never_appears_raise_the_alarm() {
-    let mut w = World::new().await;
-    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
-    w.publish(NRW, "wohngeld-nrw", "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
-    let node = checking_node(&w, DORTMUND);
-    node.sync().await.unwrap();
-    all_reports_logged(&node).await;
+    let (mut w, node) = a_node_that_verified_its_deployment().await;
     let before = node.state().unwrap().log.unwrap();
 
     // The hub forgets its last events and everything logged after the registration.

@@ -162,22 +162,23 @@ pub fn rating(r: &Rating, kommune_name: &str) -> pb::RatingInfo {
         service_id: r.service_id.to_string(),
         version: r.version.to_string(),
         stars: u32::from(r.stars),
-        criteria: r
-            .criteria
-            .iter()
-            .map(|(c, s)| pb::CriterionScore { criterion: c.to_wire(), score: u32::from(*s) })
-            .collect(),
+        criteria: criteria_to_wire(&r.criteria),
         comment: r.comment.clone(),
         at_ms: r.at_ms,
         met: met_to_wire(&r.met),
     }
 }
 
+/// Scores per Mindestanforderungen area, as the wire carries them.
+pub(crate) fn criteria_to_wire(criteria: &[(Criterion, u8)]) -> Vec<pb::CriterionScore> {
+    criteria.iter().map(|(c, s)| pb::CriterionScore { criterion: c.to_wire(), score: u32::from(*s) }).collect()
+}
+
 fn met_from_wire(met: &[pb::CriterionMet]) -> Result<Vec<(Criterion, bool)>> {
     met.iter().map(|m| Ok((Criterion::from_wire(m.criterion)?, m.met))).collect()
 }
 
-fn met_to_wire(met: &[(Criterion, bool)]) -> Vec<pb::CriterionMet> {
+pub(crate) fn met_to_wire(met: &[(Criterion, bool)]) -> Vec<pb::CriterionMet> {
     met.iter().map(|(c, m)| pb::CriterionMet { criterion: c.to_wire(), met: *m }).collect()
 }
 

@@ -74,12 +74,8 @@ pub fn log_leaf(event: &Event, release: Option<&Release>, salt: [u8; 16]) -> Res
             service_id: r.service_id.to_string(),
             version: r.version.to_string(),
             stars: u32::from(r.stars),
-            criteria: r
-                .criteria
-                .iter()
-                .map(|(c, s)| pb::CriterionScore { criterion: c.to_wire(), score: u32::from(*s) })
-                .collect(),
-            met: r.met.iter().map(|(c, m)| pb::CriterionMet { criterion: c.to_wire(), met: *m }).collect(),
+            criteria: super::ledger::criteria_to_wire(&r.criteria),
+            met: super::ledger::met_to_wire(&r.met),
             comment: commit(&r.comment),
         }),
         EventKind::SigningKeysSet { land, keys } => {
