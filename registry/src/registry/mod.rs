@@ -95,7 +95,9 @@ impl Registry {
 
     /// Makes every write so far durable (the commit thread already did for acknowledged ones).
     pub fn flush(&self) -> Result<()> {
-        self.store.flush()
+        self.store.flush()?;
+        // The transparency log is written off the commit thread; a clean shutdown keeps it too.
+        self.store.flush_log()
     }
 
     /// The Themenfelder of the OZG catalogue, parsed once.
