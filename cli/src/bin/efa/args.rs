@@ -1,5 +1,6 @@
 //! The command line of `efa`: commands, connection and output options, argument parsing.
 
+pub(crate) use crate::log::{LogCommand, LOG_HELP};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use efa_cli::table::{render, Format, Output, Table};
@@ -330,76 +331,6 @@ rollout: no further ring opens, and no node deploys the release any more.
 
 A Land that offers the service (Nachnutzung) may set and move its own plan for its
 Kommunen with the same commands; they then follow it instead of the building Land's."#;
-
-pub(crate) const LOG_HELP: &str = "Keys are given as text or as @FILE. The log's verifier key is what \
-`efa-hub log-key` prints.
-
-Exit status of verify, mirror and witness: 0 checked (and copied or cosigned); 1 the check could \
-not be completed (the message says why); 2 the log is inconsistent: it contradicts a checkpoint \
-it signed, or signed leaves that are no valid events. Keep the checkpoint files as evidence.";
-
-#[derive(Subcommand)]
-pub(crate) enum LogCommand {
-    /// Re-derive the log's roots from all its leaves, check them against the newest
-    /// checkpoint and the ones you kept, and recompute adoption from the leaves alone.
-    Verify {
-        /// The log's verifier key (<origin>+<id>+<key>), or @FILE.
-        #[arg(long, value_name = "VERIFIER_KEY")]
-        log_key: String,
-        /// Read a copy in the C2SP tlog-tiles layout (from `efa log mirror`, or any web
-        /// server's) instead of the hub.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// A checkpoint you kept from before (a signed note, e.g. a mirror's `checkpoint`);
-        /// the log must still have its root at its size. Repeat.
-        #[arg(long = "checkpoint", value_name = "FILE")]
-        checkpoints: Vec<PathBuf>,
-        /// A witness's verifier key (or @FILE) whose cosignature counts. Repeat.
-        #[arg(long = "witness", value_name = "WITNESS_KEY")]
-        witnesses: Vec<String>,
-        /// Cosignatures of distinct --witness keys the newest checkpoint needs (default: 1
-        /// if any --witness is given).
-        #[arg(long)]
-        min_witnesses: Option<usize>,
-        /// Print the result as one JSON document.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Copy the log into DIR as static C2SP tlog-tiles files (checkpoint, tile/...), for
-    /// any web server or bucket to serve; again to bring the copy up to date.
-    Mirror {
-        #[arg(long, value_name = "DIR")]
-        to: PathBuf,
-    },
-    /// Witness the log: cosign each new checkpoint only if the hub proves it extends the
-    /// last one this witness cosigned (kept in --state).
-    Witness {
-        /// The witness's private key file (from `efa log witness-key`).
-        #[arg(long, value_name = "FILE")]
-        signing_key: PathBuf,
-        /// The log's verifier key (<origin>+<id>+<key>), or @FILE.
-        #[arg(long, value_name = "VERIFIER_KEY")]
-        log_key: String,
-        /// Where the last cosigned checkpoint is kept (created on the first round).
-        #[arg(long, value_name = "FILE")]
-        state: PathBuf,
-        /// One round, then exit.
-        #[arg(long)]
-        once: bool,
-        /// Seconds between rounds.
-        #[arg(long, default_value_t = 60, value_name = "SECS")]
-        every: u64,
-    },
-    /// Create a witness key (mode 0600) and print its verifier key for nodes and auditors.
-    WitnessKey {
-        /// The witness's name, e.g. witness.nrw.example/efa.
-        #[arg(long)]
-        name: String,
-        /// File to create for the private key; never overwritten.
-        #[arg(long)]
-        out: PathBuf,
-    },
-}
 
 #[derive(Subcommand)]
 pub(crate) enum RolloutCommand {

@@ -7,7 +7,6 @@ use efa_cli::keys::{read_signing_key, write_signing_key};
 use efa_cli::publish::{publish_dir, PublishSpec};
 use efa_cli::reports;
 use efa_cli::table::{time_cell, timestamp, Cell, Table};
-use efa_cli::translog::{self, key_arg, LogError, Source};
 use efa_domain::model::ids::LandCode;
 use efa_domain::signing::SigningKey;
 use efa_proto::tls::ClientTlsFiles;
@@ -15,10 +14,10 @@ use efa_proto::v1 as pb;
 use efa_proto::v1::catalog_service_client::CatalogServiceClient;
 use efa_proto::v1::release_service_client::ReleaseServiceClient;
 use efa_proto::v1::rollout_service_client::RolloutServiceClient;
-use efa_tlog::checkpoint::Trust;
 use std::process::ExitCode;
 
 mod args;
+mod log;
 
 use args::*;
 
@@ -519,7 +518,7 @@ async fn run() -> Result<ExitCode> {
             }
             out.print(&[&t])?;
         }
-        Command::Log { conn, command } => return log(conn, command).await,
+        Command::Log { conn, command } => return log::run(conn, command).await,
         Command::Report { conn, out, command } => {
             let ch = conn.channel().await?;
             let tables = match command {
@@ -564,107 +563,4 @@ async fn run() -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `efa log ...`: an inconsistent log exits with 2, any other failure with 1.
-async fn log(conn: &Conn, command: &LogCommand) -> Result<ExitCode> {
-    match log_command(conn, command).await {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) => match e.downcast_ref::<LogError>() {
-            Some(inconsistent) if inconsistent.is_inconsistent() => {
-                eprintln!("error: {inconsistent}");
-                Ok(ExitCode::from(2))
-            }
-            _ => Err(e),
-        },
-    }
-}
-
-async fn log_command(conn: &Conn, command: &LogCommand) -> Result<()> {
-    match command {
-        LogCommand::Verify { log_key, dir, checkpoints, witnesses, min_witnesses, json } => {
-            let log_key = key_arg(log_key)?;
-            let witnesses = witnesses.iter().map(|w| key_arg(w)).collect::<Result<Vec<_>, _>>()?;
-            let min = min_witnesses.unwrap_or(usize::from(!witnesses.is_empty()));
-            let trust = Trust::new(&log_key)?.with_witnesses(&witnesses, min)?;
-            // A kept checkpoint is evidence by the log's own signature; cosignatures it may
-            // lack (it may predate the witnesses) add nothing to that.
-            let log_only = Trust::new(&log_key)?;
-            let kept = checkpoints
-                .iter()
-                .map(|p| translog::open_checkpoint_file(&log_only, p))
-                .collect::<Result<Vec<_>, _>>()?;
-            let source = match dir {
-                Some(dir) => Source::Dir(dir.clone()),
-                None => Source::hub(conn.channel().await?),
-            };
-            let bar = indicatif::ProgressBar::new(0).with_style(
-                indicatif::ProgressStyle::with_template("checking entry bundles {bar:40} {pos}/{len} eta {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let b = bar.clone();
-            let report = translog::verify(&source, &trust, kept, &move |done, total| {
-                b.set_length(total);
-                b.set_position(done);
-            })
-            .await;
-            bar.finish_and_clear();
-            let report = report?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.to_text());
-            }
-        }
-        LogCommand::Mirror { to } => {
-            let started = std::time::Instant::now();
-            let r = translog::mirror(&Source::hub(conn.channel().await?), to).await?;
-            println!(
-                "{}: checkpoint of {} leaves; {} file(s) written, {} full tile(s) already there, in {}",
-                to.display(),
-                r.size,
-                r.written,
-                r.present,
-                indicatif::HumanDuration(started.elapsed())
-            );
-        }
-        LogCommand::Witness { signing_key, log_key, state, once, every } => {
-            let witness = translog::read_witness_key(signing_key)?;
-            let trust = Trust::new(&key_arg(log_key)?)?;
-            let client = translog::log_client(conn.channel().await?);
-            loop {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-                match translog::witness_round(&client, &trust, &witness, state, now).await {
-                    Ok(translog::WitnessOutcome::Cosigned { size, root }) => {
-                        println!("cosigned the checkpoint of {size} leaves (root {root})")
-                    }
-                    Ok(translog::WitnessOutcome::AlreadyCosigned { size }) => {
-                        println!("the checkpoint of {size} leaves is cosigned already")
-                    }
-                    Err(e) if *once || e.is_inconsistent() => return Err(e.into()),
-                    // A hub away for a while is no reason to stop witnessing.
-                    Err(e) => eprintln!("warning: {e}; next round in {every} s"),
-                }
-                if *once {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs((*every).max(1))) => {}
-                    _ = edge::stop_signal() => break,
-                }
-            }
-        }
-        LogCommand::WitnessKey { name, out } => {
-            let public = translog::create_witness_key(name, out)?;
-            println!("wrote {} (secret, mode 0600: keep it private and backed up)", out.display());
-            println!("witness key: {public}");
-            println!();
-            println!("Auditors count its cosignatures with `efa log verify --witness {public}`;");
-            println!(
-                "run the witness with `efa log witness --signing-key {} --log-key KEY --state FILE`.",
-                out.display()
-            );
-        }
-    }
-    Ok(())
 }
