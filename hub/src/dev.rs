@@ -72,7 +72,7 @@ impl DevFederation {
     pub fn log_key(&self) -> Result<String, DevError> {
         let path = self.hub_data_dir().join("log.key");
         let text = std::fs::read_to_string(&path).map_err(|e| DevError::Io { path: path.clone(), source: e })?;
-        crate::translog::verifier_key(&text).map_err(|e| DevError::Io {
+        efa_tlog::checkpoint::verifier_key(&text).map_err(|e| DevError::Io {
             path,
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
         })

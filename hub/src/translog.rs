@@ -75,11 +75,6 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<bool> {
     }
 }
 
-/// The verifier key of the log whose signing key is `signer`, for `efa-hub log-key`.
-pub fn verifier_key(skey_text: &str) -> Result<String, efa_tlog::Error> {
-    efa_tlog::checkpoint::verifier_key(skey_text)
-}
-
 /// One round: integrates up to [`MAX_APPEND`] events after the log's size and signs a
 /// checkpoint of the new tree (also of an unchanged one that has none yet). Returns the
 /// signed size, or `None` when nothing changed.
@@ -87,7 +82,6 @@ pub fn integrate(registry: &Registry, key: &LogKey) -> efa_registry::Result<Opti
     // One log, one key: a replica given another key file must not sign (nodes would see
     // checkpoints of two keys and raise the alarm).
     registry.claim_log_key(&key.verifier_key)?;
-    let signer = &key.signer;
     let size = registry.log_size()?;
     let events = registry.events_after(size, MAX_APPEND)?;
     let mut leaves = Vec::with_capacity(events.len());
@@ -107,24 +101,34 @@ pub fn integrate(registry: &Registry, key: &LogKey) -> efa_registry::Result<Opti
             _ => None,
         };
         let name = release.as_ref().map(|r| format!("{} {}", r.service_id, r.version));
-        // A salt only where the leaf commits to text (a reason or a comment): one system
-        // call per such event, none for the rest.
-        let mut salt = [0u8; 16];
-        if carries_text(&event.kind) {
+        // A fresh salt, drawn only for a leaf that commits to text (one system call then).
+        let salt = || {
+            let mut salt = [0u8; 16];
             OsRng.fill_bytes(&mut salt);
-        }
+            salt
+        };
         let (leaf, beside) = efa_proto::convert::log_leaf(event, release.as_ref(), salt)?;
         leaves.push(NewLeaf { leaf, beside: beside.map(|b| (b.salt, b.text)), release: name });
     }
     let (new_size, root) =
         if leaves.is_empty() { (size, registry.log_root(size)?) } else { registry.append_log(size, leaves)? };
-    let latest = registry.latest_checkpoint()?.map(|(s, _)| s);
-    if latest == Some(new_size) {
-        return Ok(None);
+    Ok(sign_unless_signed(registry, key, new_size, root)?.then_some(new_size))
+}
+
+/// Signs and stores the checkpoint of the tree of `size` leaves with `root`, unless the
+/// newest stored checkpoint is of that size already; true if it signed.
+fn sign_unless_signed(
+    registry: &Registry,
+    key: &LogKey,
+    size: u64,
+    root: efa_tlog::Hash,
+) -> efa_registry::Result<bool> {
+    if registry.latest_checkpoint()?.is_some_and(|(s, _)| s == size) {
+        return Ok(false);
     }
-    let note = signer.sign(new_size, root).map_err(|e| efa_registry::Error::Storage(e.to_string()))?;
-    registry.put_checkpoint(new_size, note)?;
-    Ok(Some(new_size))
+    let note = key.signer.sign(size, root).map_err(|e| efa_registry::Error::Storage(e.to_string()))?;
+    registry.put_checkpoint(size, note)?;
+    Ok(true)
 }
 
 /// Before the hub serves anything: if the stored leaves go beyond the newest stored
@@ -136,26 +140,11 @@ pub fn integrate(registry: &Registry, key: &LogKey) -> efa_registry::Result<Opti
 pub fn sign_stored(registry: &Registry, key: &LogKey) -> efa_registry::Result<()> {
     registry.claim_log_key(&key.verifier_key)?;
     let size = registry.log_size()?;
-    let latest = registry.latest_checkpoint()?.map(|(s, _)| s);
-    if size == 0 || latest == Some(size) {
-        return Ok(());
+    if size > 0 && sign_unless_signed(registry, key, size, registry.log_root(size)?)? {
+        registry.flush_log()?;
+        tracing::info!(size, "signed the checkpoint of the stored log before serving");
     }
-    let note =
-        key.signer.sign(size, registry.log_root(size)?).map_err(|e| efa_registry::Error::Storage(e.to_string()))?;
-    registry.put_checkpoint(size, note)?;
-    registry.flush_log()?;
-    tracing::info!(size, previous = ?latest, "signed the checkpoint of the stored log before serving");
     Ok(())
-}
-
-/// Whether an event's leaf commits to free text (and so needs a fresh salt).
-fn carries_text(kind: &efa_domain::model::event::EventKind) -> bool {
-    use efa_domain::model::event::EventKind;
-    match kind {
-        EventKind::AdoptionReported(e) => !e.reason.is_empty(),
-        EventKind::Rated(r) => !r.comment.is_empty(),
-        _ => false,
-    }
 }
 
 /// Events that start a round before the interval is over.

@@ -601,7 +601,7 @@ async fn kill_9_never_makes_the_hub_sign_another_history() {
             .unwrap_or_else(|e| panic!("publish {version}: {e}"));
     }
     let log_key = std::fs::read_to_string(hub.data_dir.join("log.key")).expect("DATA_DIR/log.key");
-    let trust = Trust::new(&efa_hub::translog::verifier_key(&log_key).expect("verifier key")).expect("log key");
+    let trust = Trust::new(&efa_tlog::checkpoint::verifier_key(&log_key).expect("verifier key")).expect("log key");
 
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Shared = Arc::default();

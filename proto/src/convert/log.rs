@@ -21,16 +21,22 @@ pub struct BesideText {
 }
 
 /// The leaf of `event`. A `ReleasePublished` event needs its `release` (the leaf commits to
-/// the signed manifest's digest); `salt` is used if the event carries personal free text.
-pub fn log_leaf(event: &Event, release: Option<&Release>, salt: [u8; 16]) -> Result<(Vec<u8>, Option<BesideText>)> {
-    let mut beside = None;
-    let mut commit = |text: &str| {
-        if text.is_empty() {
-            return None;
-        }
-        beside = Some(BesideText { salt, text: text.to_string() });
-        Some(pb::TextCommitment { salted_sha256: efa_tlog::commit_text(&salt, text) })
+/// the signed manifest's digest); `salt` is drawn only when the event carries personal free
+/// text, so the one place that knows which texts those are also decides when to salt.
+pub fn log_leaf(
+    event: &Event,
+    release: Option<&Release>,
+    salt: impl FnOnce() -> [u8; 16],
+) -> Result<(Vec<u8>, Option<BesideText>)> {
+    // The one text of the event that may hold personal data, committed to with a fresh salt.
+    let personal = match &event.kind {
+        EventKind::AdoptionReported(e) => e.reason.as_str(),
+        EventKind::Rated(r) => r.comment.as_str(),
+        _ => "",
     };
+    let beside = (!personal.is_empty()).then(|| BesideText { salt: salt(), text: personal.to_string() });
+    let commitment =
+        || beside.as_ref().map(|b| pb::TextCommitment { salted_sha256: efa_tlog::commit_text(&b.salt, &b.text) });
     use pb::log_leaf::Kind;
     let kind = match &event.kind {
         EventKind::ServiceRegistered { service_id, land } => {
@@ -67,7 +73,7 @@ pub fn log_leaf(event: &Event, release: Option<&Release>, salt: [u8; 16]) -> Res
             service_id: e.service_id.to_string(),
             version: e.version.as_ref().map(|v| v.to_string()).unwrap_or_default(),
             state: e.state.to_wire(),
-            reason: commit(&e.reason),
+            reason: commitment(),
         }),
         EventKind::Rated(r) => Kind::Rated(pb::LeafRating {
             ags: r.ags.to_string(),
@@ -76,7 +82,7 @@ pub fn log_leaf(event: &Event, release: Option<&Release>, salt: [u8; 16]) -> Res
             stars: u32::from(r.stars),
             criteria: super::ledger::criteria_to_wire(&r.criteria),
             met: super::ledger::met_to_wire(&r.met),
-            comment: commit(&r.comment),
+            comment: commitment(),
         }),
         EventKind::SigningKeysSet { land, keys } => {
             Kind::SigningKeysSet(pb::LeafSigningKeys { land_code: land.to_string(), keys: keys.clone() })
