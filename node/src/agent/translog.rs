@@ -60,6 +60,25 @@ impl Agent {
         })
     }
 
+    /// A leaf of the verified checkpoint `cp` (leaf `index`, or the one that published
+    /// `release`) with its facts, and whether it is proven: its inclusion proof leads to
+    /// `cp`'s root and it is the event its index says. The caller compares the facts with
+    /// what it expects and raises the alarm naming both.
+    async fn proven_leaf(
+        &self,
+        cp: &Checkpoint,
+        index: u64,
+        release: Option<(&efa_domain::model::ids::ServiceId, &semver::Version)>,
+    ) -> Result<(u64, LeafFacts, bool)> {
+        let (got, leaf, proof) = self.hub.inclusion_proof(index, release, cp.size).await?;
+        let (seq, facts) = leaf_facts(&leaf)?;
+        let asked = release.is_some() || got == index;
+        let proven = asked
+            && seq == got + 1
+            && efa_tlog::tree::check_inclusion(&proof, cp.size, cp.root, got, efa_tlog::tree::leaf_hash(&leaf)).is_ok();
+        Ok((got, facts, proven))
+    }
+
     /// Refuses to go on while an alarm stands.
     pub(super) fn log_alarm_standing(&self) -> Result<()> {
         match self.state.load()?.log_alarm {
@@ -141,17 +160,11 @@ impl Agent {
                 if version <= last || index >= cp.size {
                     continue;
                 }
-                let (got, leaf, proof) = self.hub.inclusion_proof(index, None, cp.size).await?;
-                let lh = efa_tlog::tree::leaf_hash(&leaf);
-                let (seq, facts) = leaf_facts(&leaf)?;
+                let (_, facts, proven) = self.proven_leaf(cp, index, None).await?;
                 let LeafFacts::KeySet { land: leaf_land, signed } = facts else {
                     return Err(self.log_alarm(format!("leaf {index}, listed as a key set of Land {land}, is none")));
                 };
-                if got != index
-                    || seq != index + 1
-                    || leaf_land != land.as_str()
-                    || efa_tlog::tree::check_inclusion(&proof, cp.size, cp.root, index, lh).is_err()
-                {
+                if !proven || leaf_land != land.as_str() {
                     return Err(self
                         .log_alarm(format!("the key set at leaf {index} of Land {land} is not in the log as listed")));
                 }
@@ -215,24 +228,17 @@ impl Agent {
                 }
                 continue;
             }
-            let (index, leaf, proof) = self.hub.inclusion_proof(r.seq - 1, None, cp.size).await?;
-            let facts = leaf_facts(&leaf)?;
-            let want = (
-                r.seq,
-                LeafFacts::Adoption {
-                    ags: r.ags.clone(),
-                    service: r.service.clone(),
-                    version: r.version.clone(),
-                    state: r.state,
-                },
-            );
-            let included = index == r.seq - 1
-                && efa_tlog::tree::check_inclusion(&proof, cp.size, cp.root, index, efa_tlog::tree::leaf_hash(&leaf))
-                    .is_ok();
-            if !included || facts != want {
+            let (_, facts, proven) = self.proven_leaf(cp, r.seq - 1, None).await?;
+            let want = LeafFacts::Adoption {
+                ags: r.ags.clone(),
+                service: r.service.clone(),
+                version: r.version.clone(),
+                state: r.state,
+            };
+            if !proven || facts != want {
                 return Err(self.log_alarm(format!(
                     "the hub's log does not hold the report {} {} {} at event {} (it holds {:?})",
-                    r.service, r.version, r.state, r.seq, facts.1
+                    r.service, r.version, r.state, r.seq, facts
                 )));
             }
             done.push(r.seq);
@@ -262,27 +268,22 @@ impl Agent {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             };
-            match self.hub.inclusion_proof(0, Some((&s.service_id, &s.version)), cp.size).await {
-                Ok((index, leaf, proof)) => {
-                    let lh = efa_tlog::tree::leaf_hash(&leaf);
-                    let facts = leaf_facts(&leaf)?;
+            match self.proven_leaf(&cp, 0, Some((&s.service_id, &s.version))).await {
+                Ok((index, facts, proven)) => {
                     let want = LeafFacts::Release {
                         service: s.service_id.to_string(),
                         version: s.version.to_string(),
                         manifest_sha256: efa_domain::bundle::Manifest::content_digest(&signed.manifest).0.to_vec(),
                     };
-                    if efa_tlog::tree::check_inclusion(&proof, cp.size, cp.root, index, lh).is_err()
-                        || facts.1 != want
-                        || facts.0 != index + 1
-                    {
+                    if !proven || facts != want {
                         return Err(self.log_alarm(format!(
-                            "the hub's log does not hold release {} {} with the manifest the Land signed (leaf {index}: {:?})",
-                            s.service_id, s.version, facts.1
+                            "the hub's log does not hold release {} {} with the manifest the Land signed (leaf {index}: {facts:?})",
+                            s.service_id, s.version
                         )));
                     }
                     return Ok(Some(index));
                 }
-                Err(HubError::Refused(st)) if st.code() == tonic::Code::OutOfRange => {
+                Err(NodeError::Hub(HubError::Refused(st))) if st.code() == tonic::Code::OutOfRange => {
                     if tokio::time::Instant::now() >= give_up {
                         return Err(HubError::Unreachable(tonic::Status::unavailable(format!(
                             "release {} {} is not in the hub's transparency log yet; deploying it later",
@@ -292,7 +293,7 @@ impl Agent {
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
     }
