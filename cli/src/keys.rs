@@ -50,9 +50,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
 
 /// Reads a Land's signing key, refusing a file that group or others can read.
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
-    let meta = std::fs::metadata(path).map_err(io(path))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if let Some(mode) = readable_by_others(path).map_err(io(path))? {
         return Err(KeyFileError::TooOpen { path: path.display().to_string(), mode });
     }
     let text = std::fs::read_to_string(path).map_err(io(path))?;
@@ -61,14 +59,28 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
 
 /// Writes a new signing key readable by its owner only (0600, whatever the umask).
 pub fn write_signing_key(path: &Path, key: &SigningKey) -> Result<(), KeyFileError> {
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
+    write_private(path, &key.to_text()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             KeyFileError::Exists { path: path.display().to_string() }
         } else {
             io(path)(e)
         }
-    })?;
-    f.write_all(key.to_text().as_bytes()).and_then(|_| f.sync_all()).map_err(io(path))
+    })
+}
+
+/// Creates a private key file holding `text`: readable by its owner only (0600, whatever
+/// the umask), on disk before it returns, never over an existing file (`AlreadyExists`).
+/// Release keys and witness keys are written this way.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// The permission bits of a key file that group or others may read (`None`: private).
+pub fn readable_by_others(path: &Path) -> std::io::Result<Option<u32>> {
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then_some(mode))
 }
 
 #[cfg(test)]

@@ -103,16 +103,5 @@ pub(super) async fn consistency_proof(client: &LogServiceClient<Channel>, old: u
         .await
         .map_err(LogError::hub(format!("GetConsistencyProof {old} → {new}")))?
         .into_inner();
-    if proof.hashes.len() > 64 {
-        return Err(LogError::invalid("the hub's consistency proof", "longer than any proof"));
-    }
-    proof
-        .hashes
-        .iter()
-        .map(|h| {
-            <[u8; 32]>::try_from(h.as_slice())
-                .map(Hash)
-                .map_err(|_| LogError::invalid("the hub's consistency proof", "a hash is not 32 bytes"))
-        })
-        .collect()
+    efa_tlog::tree::proof_from_wire(&proof.hashes).map_err(|e| LogError::invalid("the hub's consistency proof", e))
 }

@@ -23,7 +23,6 @@ use prost::Message;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;

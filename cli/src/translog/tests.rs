@@ -1,6 +1,7 @@
 use super::*;
 use efa_tlog::checkpoint::LogSigner;
 use efa_tlog::tree::MemoryHashes;
+use std::os::unix::fs::PermissionsExt;
 
 fn adoption_leaf(seq: u64, ags: &str, version: &str, state: pb::AdoptionState) -> Vec<u8> {
     pb::LogLeaf {

@@ -33,21 +33,19 @@ impl Witness {
 /// verifier key.
 pub fn create_witness_key(name: &str, out: &Path) -> Result<String> {
     let (private, public) = Cosigner::generate(name).map_err(|e| LogError::invalid("witness name", e))?;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(out).map_err(|e| {
+    crate::keys::write_private(out, &format!("{private}\n")).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             LogError::invalid(out.display().to_string(), "exists; refusing to overwrite a witness key")
         } else {
             LogError::io(out)(e)
         }
     })?;
-    f.write_all(format!("{private}\n").as_bytes()).and_then(|_| f.sync_all()).map_err(LogError::io(out))?;
     Ok(public)
 }
 
 /// Reads a witness key file, refusing one that group or others can read (as ssh does).
 pub fn read_witness_key(path: &Path) -> Result<Witness> {
-    let mode = std::fs::metadata(path).map_err(LogError::io(path))?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if let Some(mode) = crate::keys::readable_by_others(path).map_err(LogError::io(path))? {
         return Err(LogError::invalid(
             path.display().to_string(),
             format!("readable by other users (mode {mode:o}); run `chmod 600 {}`", path.display()),
