@@ -87,16 +87,8 @@ pub fn leaf_facts(leaf: &[u8]) -> Result<(u64, LeafFacts)> {
 }
 
 fn hashes(raw: Vec<Vec<u8>>) -> Result<Vec<efa_tlog::Hash>> {
-    if raw.len() > 64 {
-        return Err(HubError::InvalidAnswer(efa_domain::Error::invalid("proof", "more than 64 hashes")));
-    }
-    raw.into_iter()
-        .map(|h| {
-            h.try_into()
-                .map(efa_tlog::Hash)
-                .map_err(|_| HubError::InvalidAnswer(efa_domain::Error::invalid("proof", "a hash is not 32 bytes")))
-        })
-        .collect()
+    efa_tlog::tree::proof_from_wire(&raw)
+        .map_err(|e| HubError::InvalidAnswer(efa_domain::Error::invalid("proof", e.to_string())))
 }
 
 /// Largest message the node accepts (a blob chunk is 256 KiB by default).

@@ -75,6 +75,22 @@ pub fn consistency_proof(old_size: u64, new_size: u64, stored: &impl HashReader)
 /// Longest proof a tree of 2^64 leaves needs; anything longer is refused before running it.
 const MAX_PROOF: usize = 64;
 
+/// A proof as it travels (a list of byte strings), checked to be at most [`MAX_PROOF`]
+/// hashes of 32 bytes each, for every client that receives one.
+pub fn proof_from_wire(hashes: &[Vec<u8>]) -> Result<Vec<Hash>> {
+    if hashes.len() > MAX_PROOF {
+        return Err(Error::malformed("proof", format!("{} hashes, more than any proof", hashes.len())));
+    }
+    hashes
+        .iter()
+        .map(|h| {
+            <[u8; 32]>::try_from(h.as_slice())
+                .map(Hash)
+                .map_err(|_| Error::malformed("proof", "a hash is not 32 bytes"))
+        })
+        .collect()
+}
+
 /// Checks that `proof` shows leaf `index` with hash `leaf` in the tree of `size` leaves with `root`.
 pub fn check_inclusion(proof: &[Hash], size: u64, root: Hash, index: u64, leaf: Hash) -> Result<()> {
     if index >= size {

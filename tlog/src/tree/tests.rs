@@ -171,3 +171,11 @@ fn leaves_for_stored_inverts_stored_hash_count() {
         assert_eq!(leaves_for_stored(stored_hash_count(n)), n);
     }
 }
+
+#[test]
+fn proofs_from_the_wire_are_bounded_and_exact() {
+    let ok = proof_from_wire(&[vec![1; 32], vec![2; 32]]).unwrap();
+    assert_eq!(ok, [Hash([1; 32]), Hash([2; 32])]);
+    assert!(proof_from_wire(&[vec![1; 31]]).is_err());
+    assert!(proof_from_wire(&vec![vec![0; 32]; 65]).is_err());
+}
