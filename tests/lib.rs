@@ -395,7 +395,9 @@ pub fn edit_stopped_store<T>(w: &World, edit: impl FnOnce(&sled::Db, &sled::Db) 
     let open = |path: std::path::PathBuf| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            match sled::open(&path) {
+            // The store's own settings: sled refuses a database opened without the
+            // compression it was created with.
+            match efa_registry::store::sled::database_config(&path).open() {
                 Ok(db) => return db,
                 Err(e) if std::time::Instant::now() < deadline => {
                     eprintln!("waiting for the stopped hub to release {}: {e}", path.display());

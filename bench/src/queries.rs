@@ -152,20 +152,23 @@ pub fn run_on(work_dir: &Path, scale: &QueryScale, postgres: Option<&str>) -> Re
         };
         store.put_service(&service, EventKind::ServiceRegistered { service_id: sid.clone(), land: land.clone() })?;
         for ver in ["1.0.0", "1.1.0"] {
-            store.insert_release(&Release {
-                service_id: sid.clone(),
-                version: v(ver),
-                channel: Default::default(),
-                land: land.clone(),
-                content_digest: Digest::of(format!("{sid}{ver}").as_bytes()),
-                total_size: 1,
-                file_count: 1,
-                release_notes: String::new(),
-                published_at_ms: 1_700_000_000_000,
-                manifest: vec![],
-                signature: vec![],
-                yank: None,
-            })?;
+            store.insert_release(
+                &Release {
+                    service_id: sid.clone(),
+                    version: v(ver),
+                    channel: Default::default(),
+                    land: land.clone(),
+                    content_digest: Digest::of(format!("{sid}{ver}").as_bytes()),
+                    total_size: 1,
+                    file_count: 1,
+                    release_notes: String::new(),
+                    published_at_ms: 1_700_000_000_000,
+                    manifest: vec![],
+                    signature: vec![],
+                    yank: None,
+                },
+                &[],
+            )?;
         }
         services.push(sid);
     }

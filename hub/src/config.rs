@@ -46,6 +46,9 @@ pub struct HubFile {
     pub slow_subscriber_timeout_secs: u64,
     /// Bytes per `FetchBlob` message, 1..=4 MiB (default 256 KiB).
     pub download_chunk_bytes: usize,
+    /// Files up to this size are committed with their release in the store instead of the
+    /// blob store, 0..=1 MiB (default 64 KiB; 0: every file goes to the blob store).
+    pub inline_file_bytes: u64,
     /// Operator dashboard (and `/metrics`) address; unset: off.
     pub dashboard_listen: Option<SocketAddr>,
     /// Limits per caller (certificate identity).
@@ -163,6 +166,7 @@ impl Default for HubFile {
             event_retention: None,
             slow_subscriber_timeout_secs: defaults.slow_subscriber_timeout.as_secs(),
             download_chunk_bytes: defaults.download_chunk_size,
+            inline_file_bytes: defaults.inline_file_max,
             limits: LimitsFile::default(),
             blob_gc_interval_secs: defaults.blob_gc_interval.as_secs(),
             blob_gc_grace_secs: defaults.blob_gc_grace.as_secs(),
@@ -209,6 +213,9 @@ impl HubFile {
         if file.download_chunk_bytes == 0 || file.download_chunk_bytes > 4 * 1024 * 1024 {
             return Err(err("download_chunk_bytes must be between 1 and 4194304".into()));
         }
+        if file.inline_file_bytes > 1024 * 1024 {
+            return Err(err("inline_file_bytes must be between 0 and 1048576".into()));
+        }
         if file.tls.is_none() && !file.insecure_dev {
             return Err(err("[tls] with cert, key and client_ca is required (or insecure_dev = true)".into()));
         }
@@ -235,6 +242,7 @@ impl HubFile {
         c.event_retention = self.event_retention;
         c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);
         c.download_chunk_size = self.download_chunk_bytes;
+        c.inline_file_max = self.inline_file_bytes;
         c.rollout_round = Duration::from_millis(self.rollout_round_ms.max(10));
         c.log_key = self.log_key;
         c.log_origin = self.log_origin;

@@ -114,6 +114,10 @@ pub struct HubConfig {
     pub limits: BundleLimits,
     /// Bytes per `FetchBlob` message sent to nodes (default 256 KiB).
     pub download_chunk_size: usize,
+    /// Files of a release up to this size are kept in the store and committed with the
+    /// release, not written to the blob store (default 64 KiB; 0: never). A publish of small
+    /// files then costs one shared flush instead of five file-system syncs of its own.
+    pub inline_file_max: u64,
     /// Keep only the newest N events (None: keep all). Nodes behind it must resync.
     pub event_retention: Option<u64>,
     /// How long a subscriber may leave its stream unread before it is dropped.
@@ -161,6 +165,7 @@ impl HubConfig {
             insecure_dev: false,
             limits: BundleLimits::default(),
             download_chunk_size: 256 * 1024,
+            inline_file_max: 64 * 1024,
             event_retention: None,
             slow_subscriber_timeout: crate::events::SLOW_SUBSCRIBER_TIMEOUT,
             dashboard: None,
@@ -331,6 +336,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         feed,
         shutdown: shutdown.clone(),
         download_chunk_size: config.download_chunk_size,
+        inline_file_max: config.inline_file_max,
         metrics,
         federation_root: config
             .federation_root

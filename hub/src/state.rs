@@ -23,6 +23,8 @@ pub struct HubState {
     pub shutdown: CancellationToken,
     /// Bytes per chunk when streaming blobs to nodes.
     pub download_chunk_size: usize,
+    /// Largest file of a release kept in the store (0: none).
+    pub inline_file_max: u64,
     /// Counters and histograms.
     pub metrics: Arc<HubMetrics>,
     /// Federation root keys: each may sign any Land's next key set.

@@ -18,4 +18,4 @@ pub mod registry;
 pub mod store;
 
 pub use error::{Error, Result};
-pub use registry::{NewLeaf, Registry, RolloutAction, RolloutController, MAX_APPEND};
+pub use registry::{BlobSource, NewLeaf, Registry, RolloutAction, RolloutController, MAX_APPEND};

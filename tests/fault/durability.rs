@@ -242,6 +242,12 @@ fn check_store(hub: &HubProc, t: &Tracker, figures: &mut Figures) -> Stored {
         for (f, part) in manifest.files.iter().flat_map(|f| f.parts().into_iter().map(move |p| (f, p))) {
             let hex = part.digest.hex();
             let stored = blobs.join(&hex[..2]).join(&hex);
+            // Small files are committed with the release, in the store.
+            if let Some(bytes) = store.inline_blob(&part.digest).expect("store reads") {
+                assert_eq!(Digest::of(&bytes), part.digest, "release {} file {}", r.version, f.path.as_str());
+                figures.blobs_checked += 1;
+                continue;
+            }
             let path = std::iter::once(stored.clone())
                 .chain(staged.iter().map(|d| d.join(&hex)))
                 .find(|p| p.is_file())

@@ -101,3 +101,64 @@ async fn a_small_change_to_a_large_file_moves_only_the_changed_chunks() {
     }
     assert_eq!(whole, big[1_000_000..]);
 }
+
+/// Fetches a blob from `offset`: the chunks' offsets and the bytes, or the refusal's code.
+async fn fetch_from(
+    ch: tonic::transport::Channel,
+    digest: &str,
+    offset: u64,
+) -> Result<(Vec<u64>, Vec<u8>), tonic::Code> {
+    let mut stream = ReleaseServiceClient::new(ch)
+        .fetch_blob(pb::FetchBlobRequest { digest: digest.into(), offset })
+        .await
+        .map_err(|s| s.code())?
+        .into_inner();
+    let (mut offsets, mut bytes) = (Vec::new(), Vec::new());
+    while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|s| s.code())?;
+        offsets.push(chunk.offset);
+        bytes.extend_from_slice(&chunk.data);
+    }
+    Ok((offsets, bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_are_committed_with_their_release_and_served_from_any_offset() {
+    let mut w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let html = "<h1>Wohngeld beantragen</h1>";
+    let v1 = w.bundle("v1", &[("formular.pdf", &big), ("index.html", html)]);
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &v1).await.unwrap();
+    let m = w.manifest("wohngeld-nrw", "1.0.0").await;
+    let digest = |name: &str| m.files.iter().find(|f| f.path.as_str() == name).unwrap().digest;
+    let (small, large) = (digest("index.html"), digest("formular.pdf"));
+
+    // The small file lives in the store with its release, the large one in the blob store.
+    let on_disk = |d: efa_domain::bundle::Digest| {
+        let hex = d.hex();
+        w.fed.hub_data_dir().join("blobs").join(&hex[..2]).join(&hex).exists()
+            || w.fed.hub_data_dir().join("blobs").join(&hex[..2]).join(format!("{hex}.chunks")).exists()
+    };
+    assert!(!on_disk(small), "a small file is not written to the blob store");
+    assert!(on_disk(large), "a large file is");
+
+    let ch = w.channel(&kommune(DORTMUND)).await;
+    let (offsets, bytes) = fetch_from(ch.clone(), &small.to_string(), 0).await.unwrap();
+    assert_eq!((offsets, bytes), (vec![0], html.as_bytes().to_vec()));
+    // A resumed download gets the tail, with its offset; the end gives nothing; past it is refused.
+    let (offsets, bytes) = fetch_from(ch.clone(), &small.to_string(), 5).await.unwrap();
+    assert_eq!((offsets, bytes), (vec![5], html.as_bytes()[5..].to_vec()));
+    assert_eq!(fetch_from(ch.clone(), &small.to_string(), html.len() as u64).await.unwrap().1, b"");
+    assert_eq!(fetch_from(ch, &small.to_string(), html.len() as u64 + 1).await.unwrap_err(), tonic::Code::OutOfRange);
+
+    // Durable with the release: a restarted hub serves it, and a node deploys the release.
+    w.fed.restart_hub().await.unwrap();
+    let ch = w.channel(&kommune(DORTMUND)).await;
+    assert_eq!(fetch_from(ch.clone(), &small.to_string(), 0).await.unwrap().1, html.as_bytes());
+    let cache = BlobCache::new(&w.dir.path().join("cache-inline")).unwrap();
+    let stats = fetch_release(&HubClient::new(ch), &cache, &m, &|_, _| {}).await.unwrap();
+    assert_eq!(stats.files, 2);
+    assert_eq!(std::fs::read(cache.path(&small)).unwrap(), html.as_bytes());
+    assert_eq!(std::fs::read(cache.path(&large)).unwrap(), big.as_bytes());
+}

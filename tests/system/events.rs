@@ -155,7 +155,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_others_are_unaffected() 
     for patch in 1..=1500u64 {
         let mut r = template.clone();
         r.version = semver::Version::new(1, 0, patch);
-        registry.store().insert_release(&r).unwrap();
+        registry.store().insert_release(&r, &[]).unwrap();
     }
     // One real publish wakes the streams up.
     w.publish(NRW, "wohngeld-nrw", "2.0.0", &w.standard_bundle("2.0.0")).await.unwrap();

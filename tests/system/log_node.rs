@@ -428,7 +428,7 @@ async fn a_land_rotates_its_keys_through_the_log_and_a_revoked_keys_later_releas
         signature: signed.signature,
         yank: None,
     };
-    w.fed.registry().unwrap().store().insert_release(&release).unwrap();
+    w.fed.registry().unwrap().store().insert_release(&release, &[]).unwrap();
     let handled = node.sync().await.unwrap();
     assert!(
         handled.iter().any(|h| h.is_failure() && h.to_string().contains("1.2.0")),

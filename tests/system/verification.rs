@@ -11,9 +11,11 @@ use efa_tests::*;
 
 const SERVICE: &str = "wohngeld-nrw";
 
-/// A world where Dortmund runs 1.0.0 and follows the service with auto updates.
+/// A world where Dortmund runs 1.0.0 and follows the service with auto updates. Its hub
+/// keeps every file in the blob store (none in the store with its release), so tests can
+/// alter content on the hub's disk.
 async fn running_v1() -> (World, efa_node::Agent) {
-    let w = World::new().await;
+    let w = World::tuned(|c| c.inline_file_max = 0).await;
     w.register(NRW, SERVICE, "10092").await.unwrap();
     w.publish(NRW, SERVICE, "1.0.0", &w.standard_bundle("1.0.0")).await.unwrap();
     let node = w.node(DORTMUND, &[Sub { service: SERVICE, policy: UpdatePolicy::Auto }]);
@@ -195,7 +197,7 @@ async fn a_release_signed_by_another_trusted_land_is_refused_for_this_service() 
         signature: signed.signature,
         yank: None,
     };
-    w.fed.registry().unwrap().store().insert_release(&release).unwrap();
+    w.fed.registry().unwrap().store().insert_release(&release, &[]).unwrap();
 
     let handled = node.sync_once().await.unwrap();
     assert!(matches!(&handled[..], [Handled::Failed { .. }]), "{handled:?}");

@@ -1,6 +1,6 @@
 //! `ReleaseService`: publish (header, then content), yank, releases, snapshots, downloads.
 
-use crate::blobs::{BlobBody, BlobWriter, Upload};
+use crate::blobs::{check_digest, BlobBody, BlobError, BlobStore, BlobWriter, Upload};
 use crate::error::status;
 use crate::state::HubState;
 use efa_domain::authz::{authorize, Action};
@@ -10,6 +10,8 @@ use efa_domain::model::rollout::RolloutPlan;
 use efa_proto::convert::{parse, parse_opt};
 use efa_proto::v1 as pb;
 use efa_proto::v1::release_service_server::ReleaseService;
+use efa_registry::store::InlineBlob;
+use efa_registry::BlobSource;
 use std::io::Read;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +24,10 @@ pub struct Releases(pub Arc<HubState>);
 
 type BlobStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> + Send>>;
 
+/// At most this much of one release is kept in the store; further small files go to the
+/// blob store, so a release of thousands of small files cannot swell one transaction.
+const INLINE_RELEASE_MAX: u64 = 1024 * 1024;
+
 /// One blob of an upload: a whole small file, or one content-defined chunk of a large one.
 struct Part {
     file: usize,
@@ -30,27 +36,66 @@ struct Part {
     label: String,
     /// Last part of a chunked file: the file's own digest is checked here.
     ends_chunked_file: bool,
+    /// Kept in the store with the release (received into memory).
+    inline: bool,
+}
+
+/// Where the part being received goes.
+enum Sink {
+    Blob(BlobWriter),
+    Memory { hasher: Hasher, bytes: Vec<u8> },
+}
+
+impl Sink {
+    fn written(&self) -> u64 {
+        match self {
+            Sink::Blob(w) => w.written(),
+            Sink::Memory { bytes, .. } => bytes.len() as u64,
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        match self {
+            Sink::Blob(w) => w.write(data),
+            Sink::Memory { hasher, bytes } => {
+                hasher.update(data);
+                bytes.extend_from_slice(data);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Receives the concatenated file contents of a manifest and stores each part (file or
-/// chunk) as a blob, checking sizes and digests as they arrive.
+/// chunk) as a blob, or keeps it for the store, checking sizes and digests as they arrive.
 struct ContentReceiver<'a> {
-    upload: &'a Upload,
+    blobs: &'a BlobStore,
+    /// Started with the first part for the blob store: a release of small files only
+    /// stages nothing and costs no file-system sync.
+    upload: Option<Upload>,
     manifest: &'a Manifest,
     parts: Vec<Part>,
     index: usize,
-    current: Option<BlobWriter>,
+    current: Option<Sink>,
     /// Hash of the chunked file being received, to check its digest as a whole.
     file_hasher: Option<Hasher>,
     received: u64,
+    inline: Vec<InlineBlob>,
 }
 
 impl<'a> ContentReceiver<'a> {
-    fn new(upload: &'a Upload, manifest: &'a Manifest) -> Self {
+    /// Files up to `inline_max` bytes (the hub's `inline_file_max`) are kept for the store
+    /// ([`InlineBlob`]); chunked (large) files never are.
+    fn new(blobs: &'a BlobStore, manifest: &'a Manifest, inline_max: u64) -> Self {
         let mut parts = Vec::new();
+        let mut inline_budget = INLINE_RELEASE_MAX;
         for (file, entry) in manifest.files.iter().enumerate() {
             let chunks = entry.parts();
             let n = chunks.len();
+            let inline = entry.chunks.is_empty() && entry.size <= inline_max && entry.size <= inline_budget;
+            if inline {
+                inline_budget -= entry.size;
+            }
             for (i, c) in chunks.into_iter().enumerate() {
                 let label = if entry.chunks.is_empty() {
                     entry.path.as_str().to_string()
@@ -58,19 +103,47 @@ impl<'a> ContentReceiver<'a> {
                     format!("{} (chunk {} of {n})", entry.path.as_str(), i + 1)
                 };
                 let ends_chunked_file = !entry.chunks.is_empty() && i + 1 == n;
-                parts.push(Part { file, size: c.size, digest: c.digest, label, ends_chunked_file });
+                parts.push(Part { file, size: c.size, digest: c.digest, label, ends_chunked_file, inline });
             }
         }
-        ContentReceiver { upload, manifest, parts, index: 0, current: None, file_hasher: None, received: 0 }
+        ContentReceiver {
+            blobs,
+            upload: None,
+            manifest,
+            parts,
+            index: 0,
+            current: None,
+            file_hasher: None,
+            received: 0,
+            inline: Vec::new(),
+        }
     }
 
-    fn writer(&mut self) -> Result<&mut BlobWriter, Status> {
+    /// Whether receiving touches the blob store (file writes and syncs, which block).
+    fn blocks(&self) -> bool {
+        self.parts.iter().any(|p| !p.inline)
+    }
+
+    fn upload(&mut self) -> Result<&Upload, Status> {
+        if self.upload.is_none() {
+            self.upload = Some(self.blobs.upload()?);
+        }
+        Ok(self.upload.as_ref().expect("set above"))
+    }
+
+    fn sink(&mut self) -> Result<&mut Sink, Status> {
         if self.current.is_none() {
             let part = &self.parts[self.index];
             if !self.manifest.files[part.file].chunks.is_empty() && self.file_hasher.is_none() {
                 self.file_hasher = Some(Hasher::default());
             }
-            self.current = Some(self.upload.writer(part.digest, part.label.clone())?);
+            let sink = if part.inline {
+                Sink::Memory { hasher: Hasher::default(), bytes: Vec::with_capacity(part.size as usize) }
+            } else {
+                let (digest, label) = (part.digest, part.label.clone());
+                Sink::Blob(self.upload()?.writer(digest, label)?)
+            };
+            self.current = Some(sink);
         }
         Ok(self.current.as_mut().expect("set above"))
     }
@@ -84,9 +157,9 @@ impl<'a> ContentReceiver<'a> {
                 )));
             };
             let size = part.size;
-            let writer = self.writer()?;
-            let take = (size - writer.written()).min(data.len() as u64) as usize;
-            writer.write(&data[..take])?;
+            let sink = self.sink()?;
+            let take = (size - sink.written()).min(data.len() as u64) as usize;
+            sink.write(&data[..take])?;
             if let Some(h) = &mut self.file_hasher {
                 h.update(&data[..take]);
             }
@@ -101,11 +174,17 @@ impl<'a> ContentReceiver<'a> {
     fn finish_complete_parts(&mut self) -> Result<(), Status> {
         while self.index < self.parts.len() {
             let size = self.parts[self.index].size;
-            if self.writer()?.written() != size {
+            if self.sink()?.written() != size {
                 break;
             }
-            self.current.take().expect("writer exists").finish()?;
             let part = &self.parts[self.index];
+            match self.current.take().expect("sink exists") {
+                Sink::Blob(w) => w.finish()?,
+                Sink::Memory { hasher, bytes } => {
+                    check_digest(hasher, part.digest, part.label.clone())?;
+                    self.inline.push(InlineBlob { digest: part.digest, bytes });
+                }
+            }
             if part.ends_chunked_file {
                 let entry = &self.manifest.files[part.file];
                 let actual = self.file_hasher.take().unwrap_or_default().finish();
@@ -117,14 +196,16 @@ impl<'a> ContentReceiver<'a> {
                     )));
                 }
                 let chunks: Vec<(Digest, u64)> = entry.chunks.iter().map(|c| (c.digest, c.size)).collect();
-                self.upload.write_recipe(entry.digest, &chunks)?;
+                self.upload()?.write_recipe(entry.digest, &chunks)?;
             }
             self.index += 1;
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(), Status> {
+    /// Checks that every declared byte came; returns the staged upload (if any part went
+    /// to the blob store) and the small files for the store.
+    fn finish(mut self) -> Result<(Option<Upload>, Vec<InlineBlob>), Status> {
         self.finish_complete_parts()?;
         if self.index < self.parts.len() {
             return Err(Status::invalid_argument(format!(
@@ -134,8 +215,25 @@ impl<'a> ContentReceiver<'a> {
                 efa_domain::error::echo(self.manifest.files[self.parts[self.index].file].path.as_str())
             )));
         }
-        Ok(())
+        Ok((self.upload.take(), std::mem::take(&mut self.inline)))
     }
+}
+
+fn offset_past_end(offset: u64, digest: &Digest, len: u64) -> Status {
+    Status::out_of_range(format!("offset {offset} is past the end of blob {digest} ({len} bytes)"))
+}
+
+/// A small file kept in the store, from `offset`, in messages of at most `chunk_size`.
+fn inline_chunks(bytes: Vec<u8>, offset: u64, chunk_size: usize, metrics: &crate::metrics::HubMetrics) -> BlobStream {
+    metrics.downloads.inc();
+    let rest = &bytes[offset as usize..];
+    metrics.bytes_served.inc_by(rest.len() as u64);
+    let chunks: Vec<Result<pb::BlobChunk, Status>> = rest
+        .chunks(chunk_size.max(1))
+        .enumerate()
+        .map(|(i, c)| Ok(pb::BlobChunk { offset: offset + (i * chunk_size.max(1)) as u64, data: c.to_vec() }))
+        .collect();
+    Box::pin(tokio_stream::iter(chunks))
 }
 
 type ChunkSender = tokio::sync::mpsc::Sender<Result<pb::BlobChunk, Status>>;
@@ -259,33 +357,44 @@ impl ReleaseService for Releases {
         };
         let pb::PublishHeader { manifest, signature, release_notes, rollout_plan } = header;
         let plan = rollout_plan.map(RolloutPlan::try_from).transpose().map_err(status)?;
-        let plan = match plan {
-            Some(p) => Some(self.0.registry(move |r| r.check_rollout_plan(&p).map(|()| p)).await?),
-            None => None,
-        };
         // The one parse of the manifest: ownership, version and limits are checked on it,
-        // and the checked release carries it to the commit.
-        let checked = self.0.registry(move |r| r.check_publish(&who, manifest, signature)).await?;
+        // and the checked release carries it to the commit. One blocking-pool hop for both.
+        let (checked, plan) = self
+            .0
+            .registry(move |r| {
+                if let Some(p) = &plan {
+                    r.check_rollout_plan(p)?;
+                }
+                Ok((r.check_publish(&who, manifest, signature)?, plan))
+            })
+            .await?;
 
-        // Content is staged in an upload of its own: nothing of it is served before the
-        // release is committed, and a publish that fails leaves nothing behind.
-        let upload = self.0.blobs.upload()?;
-        let mut receiver = ContentReceiver::new(&upload, checked.manifest());
-        off_the_runtime(|| receiver.finish_complete_parts())?;
+        // Content that goes to the blob store is staged in an upload of its own: nothing of
+        // it is served before the release is committed, and a publish that fails leaves
+        // nothing behind. Small files are kept in memory and committed with the release.
+        let mut receiver = ContentReceiver::new(&self.0.blobs, checked.manifest(), self.0.inline_file_max);
+        let blocks = receiver.blocks();
+        let io = |f: &mut dyn FnMut() -> Result<(), Status>| if blocks { off_the_runtime(f) } else { f() };
+        io(&mut || receiver.finish_complete_parts())?;
         while let Some(msg) = stream.next().await {
             match msg?.part {
-                Some(pb::publish_chunk::Part::Data(data)) => off_the_runtime(|| receiver.accept(&data))?,
+                Some(pb::publish_chunk::Part::Data(data)) => io(&mut || receiver.accept(&data))?,
                 _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
             }
         }
-        off_the_runtime(|| receiver.finish())?;
+        let (upload, inline) = if blocks { off_the_runtime(|| receiver.finish())? } else { receiver.finish()? };
         let m = checked.manifest();
-        off_the_runtime(|| upload.seal(&format!("{} {}", m.service_id, m.version)))?;
+        if let Some(u) = &upload {
+            off_the_runtime(|| u.seal(&format!("{} {}", m.service_id, m.version)))?;
+        }
 
-        let (release, events) = self.0.registry(move |r| r.commit_release(checked, release_notes, plan)).await?;
-        if let Err(e) = off_the_runtime(|| upload.promote()) {
-            // The release is committed; the next garbage collection (or start) promotes it.
-            tracing::error!(service = %release.service_id, version = %release.version, error = %e, "promoting the release's content failed; it is retried");
+        let (release, events) =
+            self.0.registry.commit_release(checked, release_notes, plan, inline).await.map_err(status)?;
+        if let Some(u) = upload {
+            if let Err(e) = off_the_runtime(|| u.promote()) {
+                // The release is committed; the next garbage collection (or start) promotes it.
+                tracing::error!(service = %release.service_id, version = %release.version, error = %e, "promoting the release's content failed; it is retried");
+            }
         }
         tracing::info!(service = %release.service_id, version = %release.version, channel = %release.channel, bytes = release.total_size, "release published");
         self.0.metrics.publishes.inc();
@@ -374,20 +483,29 @@ impl ReleaseService for Releases {
         let digest: Digest = parse(&r.digest).map_err(status)?;
         // Only content of published releases is served; staged or stray blobs are not.
         let d = digest;
-        if !self.0.registry(move |reg| reg.blob_referenced(&d)).await? {
-            return Err(Status::not_found(format!("blob {digest} is not part of a published release")));
-        }
-        let blobs = self.0.blobs.clone();
-        let offset = r.offset;
-        let Some((body, len)) = off_the_runtime(|| blobs.reader(&digest, offset))? else {
-            return Err(Status::not_found(format!("blob {digest} is not stored on this hub")));
+        let body = match self.0.registry(move |reg| reg.blob_source(&d)).await? {
+            BlobSource::Unreferenced => {
+                return Err(Status::not_found(format!("blob {digest} is not part of a published release")))
+            }
+            BlobSource::Inline(bytes) => {
+                let len = bytes.len() as u64;
+                if r.offset > len {
+                    return Err(offset_past_end(r.offset, &digest, len));
+                }
+                return Ok(Response::new(inline_chunks(bytes, r.offset, self.0.download_chunk_size, &self.0.metrics)));
+            }
+            BlobSource::Stored => {
+                let blobs = self.0.blobs.clone();
+                let offset = r.offset;
+                let Some((body, len)) = off_the_runtime(|| blobs.reader(&digest, offset))? else {
+                    return Err(Status::not_found(format!("blob {digest} is not stored on this hub")));
+                };
+                if r.offset > len {
+                    return Err(offset_past_end(r.offset, &digest, len));
+                }
+                body
+            }
         };
-        if r.offset > len {
-            return Err(Status::out_of_range(format!(
-                "offset {} is past the end of blob {digest} ({len} bytes)",
-                r.offset
-            )));
-        }
         let chunk_size = self.0.download_chunk_size;
         let metrics = self.0.metrics.clone();
         metrics.downloads.inc();

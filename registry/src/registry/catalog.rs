@@ -2,6 +2,7 @@
 
 use super::{Registry, MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS, MAX_TITLE_CHARS};
 use crate::error::{Error, Result};
+use crate::store::InlineBlob;
 use efa_domain::authz::{acting_land, Identity};
 use efa_domain::bundle::Manifest;
 use efa_domain::error::echo;
@@ -14,6 +15,7 @@ use efa_domain::params::validate_schema;
 use efa_domain::signing::{verify_any, VerifyingKey};
 use efa_domain::snapshot::Snapshot;
 use efa_domain::text::{self, Lines};
+use std::future::Future;
 
 /// Further Leistungsschlüssel one service may cover (ELFE bundles four Leistungen).
 const MAX_MORE_LEISTUNGSSCHLUESSEL: usize = 16;
@@ -21,6 +23,17 @@ const MAX_MORE_LEISTUNGSSCHLUESSEL: usize = 16;
 const MAX_SIGNING_KEYS: usize = 16;
 /// How far a snapshot's issue time may lie ahead of the hub's clock (clocks drift).
 const MAX_CLOCK_AHEAD_MS: i64 = 10 * 60 * 1000;
+
+/// Where a blob the hub may serve is kept ([`Registry::blob_source`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlobSource {
+    /// No published release names it: it is not served.
+    Unreferenced,
+    /// A small file kept in the store: its bytes.
+    Inline(Vec<u8>),
+    /// In the blob store.
+    Stored,
+}
 
 /// A release header the registry has checked: a valid manifest for a service of the
 /// publishing Land, at a version that did not exist when checked. Content may now be
@@ -208,15 +221,56 @@ impl Registry {
 
     /// Records a checked release whose content the caller has stored and verified; with a
     /// rollout plan, the release and its rollout (first ring open) are stored together.
-    /// Returns the release and its events (`ReleasePublished`, then `RolloutChanged`).
+    /// Resolves to the release and its events (`ReleasePublished`, then `RolloutChanged`)
+    /// once they are durable; the checks run on the caller's thread and nothing parks a
+    /// thread while the commit thread flushes.
+    ///
+    /// `inline` are small files of the release the store keeps ([`InlineBlob`]); each must
+    /// be an unchunked file of the manifest with the size it names (the hub checked the
+    /// digest while receiving it).
     pub fn commit_release(
         &self,
         checked: CheckedRelease,
         release_notes: String,
         plan: Option<RolloutPlan>,
-    ) -> Result<(Release, Vec<Event>)> {
+        inline: Vec<InlineBlob>,
+    ) -> impl Future<Output = Result<(Release, Vec<Event>)>> + Send + 'static {
+        let commit = Self::release_of(checked, release_notes, plan, &inline).map(|(release, rollout)| {
+            self.commits.write_async(move |s| {
+                let events = match &rollout {
+                    None => vec![s.insert_release(&release, &inline)?],
+                    Some(r) => {
+                        let (published, started) = s.insert_release_with_rollout(&release, r, &inline)?;
+                        vec![published, started]
+                    }
+                };
+                Ok((release, events))
+            })
+        });
+        async move { commit?.await }
+    }
+
+    /// The release record (and started rollout) of a checked release.
+    fn release_of(
+        checked: CheckedRelease,
+        release_notes: String,
+        plan: Option<RolloutPlan>,
+        inline: &[InlineBlob],
+    ) -> Result<(Release, Option<Rollout>)> {
         text::check("release notes", &release_notes, MAX_DESCRIPTION_CHARS, Lines::Multi)?;
         let CheckedRelease { land, manifest, version, manifest_bytes, signature } = checked;
+        for b in inline {
+            let named = manifest
+                .files
+                .iter()
+                .any(|f| f.chunks.is_empty() && f.digest == b.digest && f.size == b.bytes.len() as u64);
+            if !named {
+                return Err(Error::invalid(
+                    "content",
+                    format!("{} is not a small file of this release's manifest", b.digest),
+                ));
+            }
+        }
         let release = Release {
             service_id: manifest.service_id.clone(),
             version,
@@ -232,21 +286,24 @@ impl Registry {
             yank: None,
         };
         let rollout = plan.map(|p| Rollout::start(p, release.published_at_ms)).transpose()?;
-        self.commits.write(move |s| {
-            let events = match &rollout {
-                None => vec![s.insert_release(&release)?],
-                Some(r) => {
-                    let (published, started) = s.insert_release_with_rollout(&release, r)?;
-                    vec![published, started]
-                }
-            };
-            Ok((release, events))
-        })
+        Ok((release, rollout))
     }
 
     /// True if a published release names the blob; the hub serves only such content.
     pub fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool> {
         self.store.blob_referenced(digest)
+    }
+
+    /// Whether the hub may serve the blob, and where its bytes are: one read for a
+    /// download's check and, for a small file, its content.
+    pub fn blob_source(&self, digest: &efa_domain::bundle::Digest) -> Result<BlobSource> {
+        if !self.store.blob_referenced(digest)? {
+            return Ok(BlobSource::Unreferenced);
+        }
+        Ok(match self.store.inline_blob(digest)? {
+            Some(bytes) => BlobSource::Inline(bytes),
+            None => BlobSource::Stored,
+        })
     }
 
     /// One release of a service.

@@ -22,7 +22,7 @@ pub(crate) use log::StoredHashes;
 pub use log::{NewLeaf, MAX_APPEND};
 pub use rollouts::{RolloutAction, RolloutController};
 
-pub use catalog::CheckedRelease;
+pub use catalog::{BlobSource, CheckedRelease};
 
 use crate::commit::Committer;
 use crate::error::{Error, Result};

@@ -27,6 +27,20 @@ use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 
 pub use self::log::{Beside, LogHash, LogStore};
+
+/// A small file of a release, kept in the store and committed in the release's own
+/// transaction instead of as a file of the blob store. A publish of small files then costs
+/// the one flush its commit shares with other writes, where a blob file costs its own
+/// fsync, the staging directory's and the blob directory's (five of them per publish).
+/// Content-addressed: the same digest always holds the same bytes, so storing it again is
+/// harmless. The hub checks the digest before it hands the bytes over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlineBlob {
+    /// SHA-256 of `bytes`, as the manifest names it.
+    pub digest: efa_domain::bundle::Digest,
+    /// The file's content.
+    pub bytes: Vec<u8>,
+}
 pub use self::postgres::PostgresStore;
 pub use self::sled::SledStore;
 
@@ -90,13 +104,22 @@ pub trait Store: LogStore + Send + Sync + 'static {
     fn services(&self) -> Result<Vec<Service>>;
     /// Inserts a release; `AlreadyExists` if that version exists (releases are immutable).
     /// Also records every blob of the release (see [`blob_referenced`](Self::blob_referenced)).
-    fn insert_release(&self, release: &Release) -> Result<Event>;
+    /// `inline` are small files of the release kept in the store itself, in the same
+    /// transaction (see [`InlineBlob`]).
+    fn insert_release(&self, release: &Release, inline: &[InlineBlob]) -> Result<Event>;
     /// Inserts a release and its rollout in one transaction, so no reader ever sees the
     /// release without its plan (an auto-updating node would take it everywhere at once).
     /// Returns the `ReleasePublished` event and the `RolloutChanged` (`Started`) after it.
-    fn insert_release_with_rollout(&self, release: &Release, rollout: &Rollout) -> Result<(Event, Event)>;
+    fn insert_release_with_rollout(
+        &self,
+        release: &Release,
+        rollout: &Rollout,
+        inline: &[InlineBlob],
+    ) -> Result<(Event, Event)>;
     /// True if a published release names the blob: only such content is served.
     fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool>;
+    /// The bytes of a blob kept in the store (see [`InlineBlob`]), if it is one.
+    fn inline_blob(&self, digest: &efa_domain::bundle::Digest) -> Result<Option<Vec<u8>>>;
     /// One release of a service.
     fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Release>>;
     /// All releases of a service, newest version first.

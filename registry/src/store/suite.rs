@@ -118,7 +118,7 @@ macro_rules! store_test_suite {
             };
             let r = Rollout::start(plan, 2).unwrap();
             let rel = release("1.1.0");
-            let (published, started) = store.insert_release_with_rollout(&rel, &r).unwrap();
+            let (published, started) = store.insert_release_with_rollout(&rel, &r, &[]).unwrap();
             assert_eq!(started.seq, published.seq + 1);
             assert_eq!(
                 published.kind,
@@ -139,7 +139,7 @@ macro_rules! store_test_suite {
             let mut other = r.clone();
             other.pause("a second plan").unwrap();
             let head = store.head_seq().unwrap();
-            let err = store.insert_release_with_rollout(&rel, &other).unwrap_err();
+            let err = store.insert_release_with_rollout(&rel, &other, &[]).unwrap_err();
             assert_eq!(err.kind(), efa_domain::error::ErrorKind::AlreadyExists, "{err}");
             assert_eq!(store.rollout(&rel.service_id, &rel.version, None).unwrap(), Some(r));
             assert_eq!(store.head_seq().unwrap(), head);
@@ -153,9 +153,9 @@ macro_rules! store_test_suite {
                 .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
                 .unwrap();
             for v in ["1.9.0", "1.10.0", "1.2.0"] {
-                store.insert_release(&release(v)).unwrap();
+                store.insert_release(&release(v), &[]).unwrap();
             }
-            let err = store.insert_release(&release("1.10.0")).unwrap_err();
+            let err = store.insert_release(&release("1.10.0"), &[]).unwrap_err();
             assert_eq!(err.kind(), efa_domain::ErrorKind::AlreadyExists);
             let versions: Vec<String> = store.releases(&s.id).unwrap().iter().map(|r| r.version.to_string()).collect();
             assert_eq!(versions, ["1.10.0", "1.9.0", "1.2.0"]);
@@ -182,9 +182,53 @@ macro_rules! store_test_suite {
                 }],
             };
             assert!(!store.blob_referenced(&file).unwrap());
-            store.insert_release(&Release { manifest: manifest.to_bytes(), ..release("1.0.0") }).unwrap();
+            store.insert_release(&Release { manifest: manifest.to_bytes(), ..release("1.0.0") }, &[]).unwrap();
             assert!(store.blob_referenced(&file).unwrap());
             assert!(!store.blob_referenced(&Digest::of(b"other")).unwrap());
+        }
+
+        #[test]
+        fn small_files_commit_with_their_release_or_not_at_all() {
+            use efa_domain::bundle::{BundleLimits, BundlePath, Digest, FileEntry, Manifest};
+            use $crate::store::InlineBlob;
+            let store = $make;
+            let s = service();
+            store
+                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
+                .unwrap();
+            let content = b"<h1>Wohngeld</h1>".to_vec();
+            let file = Digest::of(&content);
+            let manifest = |v: &str| Manifest {
+                format: 1,
+                service_id: s.id.clone(),
+                version: v.into(),
+                channel: "stable".parse().unwrap(),
+                land: s.land.clone(),
+                created_at_ms: 0,
+                parameters: None,
+                files: vec![FileEntry {
+                    path: BundlePath::parse("index.html", &BundleLimits::default()).unwrap(),
+                    size: content.len() as u64,
+                    digest: file,
+                    chunks: vec![],
+                }],
+            };
+            let inline = [InlineBlob { digest: file, bytes: content.clone() }];
+            store
+                .insert_release(&Release { manifest: manifest("1.0.0").to_bytes(), ..release("1.0.0") }, &inline)
+                .unwrap();
+            assert_eq!(store.inline_blob(&file).unwrap(), Some(content.clone()));
+            assert!(store.blob_referenced(&file).unwrap());
+            // A refused insert (the version exists) stores none of its small files.
+            let other = InlineBlob { digest: Digest::of(b"other"), bytes: b"other".to_vec() };
+            let dup = Release { manifest: manifest("1.0.0").to_bytes(), ..release("1.0.0") };
+            assert!(store.insert_release(&dup, std::slice::from_ref(&other)).is_err());
+            assert_eq!(store.inline_blob(&other.digest).unwrap(), None);
+            // The same content in a later release is stored once and stays readable.
+            store
+                .insert_release(&Release { manifest: manifest("1.1.0").to_bytes(), ..release("1.1.0") }, &inline)
+                .unwrap();
+            assert_eq!(store.inline_blob(&file).unwrap(), Some(content));
         }
 
         #[test]
@@ -194,8 +238,8 @@ macro_rules! store_test_suite {
             store
                 .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
                 .unwrap();
-            store.insert_release(&release("1.0.0")).unwrap();
-            let _ = store.insert_release(&release("1.0.0"));
+            store.insert_release(&release("1.0.0"), &[]).unwrap();
+            let _ = store.insert_release(&release("1.0.0"), &[]);
             store
                 .yank_release(&s.id, &"1.0.0".parse().unwrap(), Yank { reason: "bug".into(), at_ms: 3, recall: false })
                 .unwrap();

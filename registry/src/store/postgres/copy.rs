@@ -93,14 +93,30 @@ impl PostgresStore {
         add("services", &["id"], services.iter().map(|s| (vec![s.id.to_string()], encode(s))).collect());
         let mut releases = Vec::new();
         let mut blob_refs = Vec::new();
+        let mut n_inline = 0usize;
         let (mut adoption, mut totals, mut ratings, mut preflight, mut routing, mut offers) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for s in &services {
             let id = s.id.to_string();
             for r in src.releases(&s.id)? {
                 let v = r.version.to_string();
+                let mut inline: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
                 for d in efa_domain::bundle::Manifest::blob_digests(&r.manifest) {
+                    if let Some(bytes) = src.inline_blob(&d)? {
+                        inline.push((d.0.to_vec(), bytes));
+                    }
                     blob_refs.push((d.0.to_vec(), id.clone(), v.clone()));
+                }
+                // Written release by release: a store's small files together may be large.
+                n_inline += inline.len();
+                if !inline.is_empty() {
+                    self.run(move |pool| async move {
+                        let d: Vec<&[u8]> = inline.iter().map(|b| b.0.as_slice()).collect();
+                        let data: Vec<&[u8]> = inline.iter().map(|b| b.1.as_slice()).collect();
+                        sqlx::query("INSERT INTO inline_blobs (digest, data) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) ON CONFLICT DO NOTHING")
+                            .bind(d).bind(data).execute(&pool).await.map_err(storage)?;
+                        Ok(())
+                    })?;
                 }
                 for p in src.preflights(&s.id, &r.version)? {
                     preflight.push((vec![id.clone(), v.clone(), p.ags.to_string()], encode(&p)));
@@ -224,6 +240,7 @@ impl PostgresStore {
             note(kind, n);
         }
         note("blob references", n_refs);
+        note("small files kept in the store", n_inline);
         note("history entries", n_history);
         note("Kommunen with records", n_kommunen);
         note("events", n_events);

@@ -28,7 +28,7 @@ pub use copy::CopyReport;
 use sql::{count, exec, rec, storage, tx_get, upsert_all};
 
 use super::codec::{encode, StoredSnapshot};
-use super::{ImportCounts, Store};
+use super::{ImportCounts, InlineBlob, Store};
 use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
@@ -198,31 +198,36 @@ impl Store for PostgresStore {
         self.all("services", "SELECT rec FROM services ORDER BY id", vec![])
     }
 
-    fn insert_release(&self, release: &Release) -> Result<Event> {
+    fn insert_release(&self, release: &Release, inline: &[InlineBlob]) -> Result<Event> {
         let kind =
             EventKind::ReleasePublished { service_id: release.service_id.clone(), version: release.version.clone() };
-        let release = release.clone();
+        let (release, inline) = (release.clone(), inline.to_vec());
         self.mutate(release.published_at_ms, move |c| {
             Box::pin(async move {
-                insert_release_rows(c, &release).await?;
+                insert_release_rows(c, &release, &inline).await?;
                 Ok((kind, ()))
             })
         })
         .map(|((), event)| event)
     }
 
-    fn insert_release_with_rollout(&self, release: &Release, rollout: &Rollout) -> Result<(Event, Event)> {
+    fn insert_release_with_rollout(
+        &self,
+        release: &Release,
+        rollout: &Rollout,
+        inline: &[InlineBlob],
+    ) -> Result<(Event, Event)> {
         let (s, v, value) = (release.service_id.to_string(), release.version.to_string(), encode(rollout));
         let kind = EventKind::RolloutChanged {
             service_id: release.service_id.clone(),
             version: release.version.clone(),
             transition: Transition::Started,
         };
-        let release = release.clone();
+        let (release, inline) = (release.clone(), inline.to_vec());
         // One mutation: the release's event is appended inside it, the rollout's after it.
         self.mutate(release.published_at_ms, move |c| {
             Box::pin(async move {
-                insert_release_rows(c, &release).await?;
+                insert_release_rows(c, &release, &inline).await?;
                 let published = sql::append_event(
                     &mut *c,
                     release.published_at_ms,
@@ -248,6 +253,17 @@ impl Store for PostgresStore {
                 .await
                 .map_err(storage)?;
             Ok(found.is_some())
+        })
+    }
+
+    fn inline_blob(&self, digest: &efa_domain::bundle::Digest) -> Result<Option<Vec<u8>>> {
+        let d = digest.0.to_vec();
+        self.run(move |pool| async move {
+            sqlx::query_scalar("SELECT data FROM inline_blobs WHERE digest = $1")
+                .bind(d)
+                .fetch_optional(&pool)
+                .await
+                .map_err(storage)
         })
     }
 
@@ -770,7 +786,7 @@ impl Store for PostgresStore {
 const NOTHING_REMOVED: &str = "nothing to remove";
 
 /// The rows of a new release: the release (refused if the version exists) and its blob index.
-async fn insert_release_rows(c: &mut PgConnection, release: &Release) -> Result<()> {
+async fn insert_release_rows(c: &mut PgConnection, release: &Release, inline: &[InlineBlob]) -> Result<()> {
     let (service, version) = (release.service_id.to_string(), release.version.to_string());
     let digests: Vec<Vec<u8>> =
         efa_domain::bundle::Manifest::blob_digests(&release.manifest).into_iter().map(|d| d.0.to_vec()).collect();
@@ -797,6 +813,18 @@ async fn insert_release_rows(c: &mut PgConnection, release: &Release) -> Result<
     .execute(&mut *c)
     .await
     .map_err(storage)?;
+    if !inline.is_empty() {
+        let digests: Vec<&[u8]> = inline.iter().map(|b| b.digest.0.as_slice()).collect();
+        let data: Vec<&[u8]> = inline.iter().map(|b| b.bytes.as_slice()).collect();
+        sqlx::query(
+            "INSERT INTO inline_blobs (digest, data) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(digests)
+        .bind(data)
+        .execute(&mut *c)
+        .await
+        .map_err(storage)?;
+    }
     Ok(())
 }
 

@@ -84,6 +84,10 @@ const STEPS: &[&str] = &[
     CREATE TABLE log_releases (release TEXT PRIMARY KEY, idx BIGINT NOT NULL);
     CREATE TABLE key_sets (land TEXT NOT NULL, seq BIGINT NOT NULL, rec BYTEA NOT NULL, PRIMARY KEY (land, seq));
     "#,
+    // 6: small files of releases, committed with the release instead of to the blob store.
+    r#"
+    CREATE TABLE inline_blobs (digest BYTEA PRIMARY KEY, data BYTEA NOT NULL);
+    "#,
 ];
 
 /// Any 64-bit key of our own, so replicas that migrate at once take turns.

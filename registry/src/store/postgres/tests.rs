@@ -149,8 +149,8 @@ fn a_batch_commits_at_flush_and_a_refused_write_rolls_back_alone() {
         signature: vec![],
         yank: None,
     };
-    store.insert_release(&release).unwrap();
-    assert!(store.insert_release(&release).is_err(), "a second 1.0.0 is refused");
+    store.insert_release(&release, &[]).unwrap();
+    assert!(store.insert_release(&release, &[]).is_err(), "a second 1.0.0 is refused");
     store.put_service(&service, registered()).unwrap();
     store.flush().unwrap();
     let events = store.events_after(0, 10).unwrap();

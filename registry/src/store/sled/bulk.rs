@@ -19,8 +19,7 @@ impl SledStore {
             let mut records: HashMap<Vec<u8>, AdoptionRecord> = HashMap::new();
             // Each touched pair's record as it was before this chunk, for the service totals.
             let mut before: HashMap<Vec<u8>, (ServiceId, Option<AdoptionRecord>)> = HashMap::new();
-            let (mut index, mut history, mut kommunen) =
-                (sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
+            let (mut history, mut kommunen) = (sled::Batch::default(), sled::Batch::default());
             for entry in chunk {
                 let sid = entry.service_id.as_str().as_bytes();
                 let ags = entry.ags.as_str().as_bytes();
@@ -35,7 +34,6 @@ impl SledStore {
                 };
                 kommunen.insert(ags, &[]);
                 records.insert(record_key, AdoptionRecord::apply(previous, entry.clone()));
-                index.insert(key(&[ags, sid]), &[]);
                 bulk_seq += 1;
                 let mut suffix = [0u8; 16];
                 suffix[8..].copy_from_slice(&bulk_seq.to_be_bytes());
@@ -62,16 +60,15 @@ impl SledStore {
             }
             self.totals.apply_batch(totals_batch)?;
             self.adoption_kommunen.apply_batch(kommunen)?;
-            // sled spends its time copying leaf nodes per insert (CPU-bound); the three trees
+            // sled spends its time copying leaf nodes per insert (CPU-bound); the two trees
             // are independent, so they load on their own threads.
             std::thread::scope(|s| {
-                let index = s.spawn(|| self.adoption_by_kommune.apply_batch(index));
                 let history = s.spawn(|| self.history.apply_batch(history));
                 let adoption = self.adoption.apply_batch(adoption);
                 let joined = |h: std::thread::ScopedJoinHandle<'_, sled::Result<()>>| {
                     h.join().unwrap_or_else(|_| Err(sled::Error::ReportableBug("bulk load thread panicked".into())))
                 };
-                adoption.and(joined(index)).and(joined(history))
+                adoption.and(joined(history))
             })?;
             self.meta.insert(BULK_SEQ_KEY, &bulk_seq.to_be_bytes())?;
         }

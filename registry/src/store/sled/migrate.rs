@@ -11,6 +11,9 @@
 //! - 1: JSON records, no marker (before 2026-11); not migrated, refused.
 //! - 2: `efa-sled-postcard-2`, postcard records without a version (commit eedda3c).
 //! - 3: `efa-sled-3`, each value starts with its record version ([`crate::store::codec`]).
+//! - 4: `efa-sled-4`, small files of releases in the tree `inline_blobs`; the index
+//!   `adoption_by_kommune` is gone (a Kommune's records are read per service). Nothing is
+//!   rewritten; the marker keeps an older EfA Hub, which would miss both, from opening it.
 
 use crate::error::{Error, Result};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -19,7 +22,7 @@ use std::ops::Bound;
 
 pub(super) const FORMAT_KEY: &[u8] = b"format";
 /// The format this EfA Hub writes.
-pub const CURRENT_FORMAT: u32 = 3;
+pub const CURRENT_FORMAT: u32 = 4;
 const FORMAT_2: &[u8] = b"efa-sled-postcard-2";
 const FORMAT_PREFIX: &str = "efa-sled-";
 /// Records rewritten per transaction.
@@ -84,19 +87,38 @@ pub(super) fn bring_up_to_date(db: &sled::Db) -> Result<Option<u32>> {
                  {CURRENT_FORMAT}. Upgrade EfA Hub, or restore a backup of the data directory"
             )))
         }
-        Some(CURRENT_FORMAT) => {}
+        Some(CURRENT_FORMAT) => {
+            if db.tree_names().iter().any(|n| n.as_ref() == b"adoption_by_kommune") {
+                db.drop_tree("adoption_by_kommune")?;
+            }
+        }
         Some(2) => {
             tracing::warn!(
                 from = 2,
-                to = 3,
+                to = CURRENT_FORMAT,
                 "migrating the store to the current format; do not interrupt it (if you do, the next start resumes it)"
             );
             version_every_record(db, &meta)?;
+            to_format_4(db, &meta)?;
             tracing::info!(format = CURRENT_FORMAT, "store migrated");
+        }
+        Some(3) => {
+            to_format_4(db, &meta)?;
+            tracing::info!(from = 3, to = CURRENT_FORMAT, "store migrated (small files of releases kept in the store)");
         }
         Some(f) => return Err(Error::Storage(format!("store format {f} is not known to this EfA Hub"))),
     }
     Ok(found)
+}
+
+/// Step 3 → 4: the marker, then the index no longer kept. Dropped after the marker is
+/// durable: an interrupted step leaves a format-4 store with an unused tree, which the next
+/// open drops.
+fn to_format_4(db: &sled::Db, meta: &sled::Tree) -> Result<()> {
+    meta.insert(FORMAT_KEY, marker(4))?;
+    db.flush()?;
+    db.drop_tree("adoption_by_kommune")?;
+    Ok(())
 }
 
 /// Step 2 → 3: prefixes every record with version 1 (the layouts of format 2).

@@ -4,8 +4,10 @@
 //! numeric order):
 //! - `laender` code, `kreise` code, `kommunen` AGS, `ozg` OZG-ID, `leika` Leistungsschlüssel
 //! - `services` id; `releases` service\0version; `blob_refs` digest service\0version -> ()
+//! - `inline_blobs` digest -> the bytes of a small file of a release ([`InlineBlob`])
 //! - `subscriptions` AGS\0target
-//! - `adoption` service\0AGS -> current record; `adoption_by_kommune` AGS\0service -> ()
+//! - `adoption` service\0AGS -> current record (a Kommune's records are point reads, one per
+//!   service: a few hundred reads beat an index of 6M keys)
 //! - `history` AGS\0seq -> ledger entry; bulk-loaded entries AGS\0<8 zero bytes><bulk seq>,
 //!   so they sort before every logged entry (seqs start at 1)
 //! - `ratings` service\0version\0AGS; `preflight` service\0version\0AGS -> latest result
@@ -28,7 +30,7 @@ pub mod migrate;
 mod tx;
 
 use super::codec::{decode, encode, Record, StoredSnapshot};
-use super::{ImportCounts, Store};
+use super::{ImportCounts, InlineBlob, Store};
 use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
@@ -66,9 +68,10 @@ pub struct SledStore {
     releases: sled::Tree,
     /// Blob digest + service\0version for every blob of every release (an index).
     blob_refs: sled::Tree,
+    /// Blob digest -> the bytes of a small file kept in the store ([`InlineBlob`]).
+    inline_blobs: sled::Tree,
     subscriptions: sled::Tree,
     adoption: sled::Tree,
-    adoption_by_kommune: sled::Tree,
     history: sled::Tree,
     ratings: sled::Tree,
     /// service\0version\0AGS -> the Kommune's latest pre-flight result for the release.
@@ -97,6 +100,37 @@ pub struct SledStore {
 /// sled's own files there are `conf`, `db`, `snap.*` and `blobs/`).
 pub fn log_path(path: &Path) -> std::path::PathBuf {
     path.join("tlog")
+}
+
+/// sled's page cache. Its default (1 GiB) is counted in serialized bytes, and the nodes it
+/// holds take several times that in memory: at 6.2M adoption records the hub held 5 GiB.
+const CACHE_BYTES: u64 = 256 << 20;
+/// zstd level of the pages sled writes. Keys and records repeat service ids, AGS prefixes,
+/// versions and reasons: at 625k records compression took the store from 915 to 336 B per
+/// record and the hub from 1.0 to 0.8 GiB, at twice the bulk-load time (levels 1 and 3
+/// within noise of each other; 3 is zstd's default).
+const COMPRESSION_LEVEL: i32 = 3;
+
+/// Whether the store at `path` is (or, new, will be) compressed. sled refuses to open a
+/// database with another setting than it was created with, so a store from before
+/// compression (its `conf` says `use_compression: false`) stays uncompressed.
+fn compression_of(path: &Path) -> bool {
+    // Text lines followed by a binary checksum.
+    match std::fs::read(path.join("conf")) {
+        Ok(conf) => !String::from_utf8_lossy(&conf).lines().any(|l| l.trim() == "use_compression: false"),
+        Err(_) => true,
+    }
+}
+
+/// sled's configuration for the store database at `path` (its page cache, and compression
+/// as the store was created with): for tools that read the database below the store.
+pub fn database_config(path: &Path) -> sled::Config {
+    let c = sled::Config::new().path(path).cache_capacity(CACHE_BYTES);
+    if compression_of(path) {
+        c.use_compression(true).compression_factor(COMPRESSION_LEVEL)
+    } else {
+        c
+    }
 }
 
 /// Opens a sled database, waiting up to 30 s for another user's lock: whoever closed the
@@ -129,7 +163,7 @@ impl SledStore {
     /// Opens the store at `path`, creating it if missing and migrating an older format;
     /// refuses a JSON-era (format 1) or newer store.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = open_locked(sled::Config::new, path)?;
+        let db = open_locked(|| database_config(path), path)?;
         // The transparency log lives in a database of its own within the store's, so the
         // commit thread's flushes never carry the log's bytes (see `log.rs`). Its integrator
         // flushes it after each append; sled's timed background flush would only add fsyncs
@@ -157,9 +191,9 @@ impl SledStore {
             services: t("services")?,
             releases: t("releases")?,
             blob_refs: t("blob_refs")?,
+            inline_blobs: t("inline_blobs")?,
             subscriptions: t("subscriptions")?,
             adoption: t("adoption")?,
-            adoption_by_kommune: t("adoption_by_kommune")?,
             history: t("history")?,
             ratings: t("ratings")?,
             preflight: t("preflight")?,
@@ -299,23 +333,28 @@ impl Store for SledStore {
         Self::scan(&self.services, "services", b"")
     }
 
-    fn insert_release(&self, release: &Release) -> Result<Event> {
+    fn insert_release(&self, release: &Release, inline: &[InlineBlob]) -> Result<Event> {
         let k = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
         let refs = blob_ref_keys(release);
-        (&self.releases, &self.blob_refs, &self.meta, &self.events)
-            .transaction(|(releases, blob_refs, meta, events)| {
-                insert_release_tx(releases, blob_refs, &k, &refs, release)?;
+        (&self.releases, &self.blob_refs, &self.inline_blobs, &self.meta, &self.events)
+            .transaction(|(releases, blob_refs, inline_blobs, meta, events)| {
+                insert_release_tx(releases, blob_refs, inline_blobs, &k, &refs, release, inline)?;
                 append_event(meta, events, release.published_at_ms, published(release))
             })
             .map_err(from_tx)
     }
 
-    fn insert_release_with_rollout(&self, release: &Release, rollout: &Rollout) -> Result<(Event, Event)> {
+    fn insert_release_with_rollout(
+        &self,
+        release: &Release,
+        rollout: &Rollout,
+        inline: &[InlineBlob],
+    ) -> Result<(Event, Event)> {
         let k = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
         let refs = blob_ref_keys(release);
-        (&self.releases, &self.blob_refs, &self.rollouts, &self.meta, &self.events)
-            .transaction(|(releases, blob_refs, rollouts, meta, events)| {
-                insert_release_tx(releases, blob_refs, &k, &refs, release)?;
+        (&self.releases, &self.blob_refs, &self.inline_blobs, &self.rollouts, &self.meta, &self.events)
+            .transaction(|(releases, blob_refs, inline_blobs, rollouts, meta, events)| {
+                insert_release_tx(releases, blob_refs, inline_blobs, &k, &refs, release, inline)?;
                 let first = append_event(meta, events, release.published_at_ms, published(release))?;
                 rollouts.insert(k.as_slice(), encode(rollout))?;
                 let kind = EventKind::RolloutChanged {
@@ -330,6 +369,10 @@ impl Store for SledStore {
 
     fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool> {
         Ok(self.blob_refs.scan_prefix(digest.0).next().transpose()?.is_some())
+    }
+
+    fn inline_blob(&self, digest: &efa_domain::bundle::Digest) -> Result<Option<Vec<u8>>> {
+        Ok(self.inline_blobs.get(digest.0)?.map(|v| v.to_vec()))
     }
 
     fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Release>> {
@@ -417,18 +460,9 @@ impl Store for SledStore {
         let sid = entry.service_id.as_str().as_bytes();
         let ags = entry.ags.as_str().as_bytes();
         let record_key = key(&[sid, ags]);
-        let index_key = key(&[ags, sid]);
-        let trees = (
-            &self.adoption,
-            &self.adoption_by_kommune,
-            &self.history,
-            &self.totals,
-            &self.adoption_kommunen,
-            &self.meta,
-            &self.events,
-        );
+        let trees = (&self.adoption, &self.history, &self.totals, &self.adoption_kommunen, &self.meta, &self.events);
         trees
-            .transaction(|(adoption, by_kommune, history, totals, kommunen, meta, events)| {
+            .transaction(|(adoption, history, totals, kommunen, meta, events)| {
                 let previous = match adoption.get(&record_key)? {
                     Some(bytes) => match decode::<AdoptionRecord>("adoption", &bytes) {
                         Ok(r) => Some(r),
@@ -442,7 +476,6 @@ impl Store for SledStore {
                 totals.insert(sid, encode(&counts))?;
                 kommunen.insert(ags, &[])?;
                 adoption.insert(record_key.as_slice(), encode(&record))?;
-                by_kommune.insert(index_key.as_slice(), &[])?;
                 let event = append_event(meta, events, entry.at_ms, EventKind::AdoptionReported(entry.clone()))?;
                 history.insert(key(&[ags, &event.seq.to_be_bytes()]), encode(entry))?;
                 Ok((record, event))
@@ -459,12 +492,13 @@ impl Store for SledStore {
     }
 
     fn adoptions_of(&self, ags: &Ags) -> Result<Vec<AdoptionRecord>> {
-        let p = prefix(ags.as_str().as_bytes());
         let mut out = Vec::new();
-        for k in self.adoption_by_kommune.scan_prefix(&p).keys() {
-            let k = k?;
-            let service = &k[p.len()..];
-            if let Some(bytes) = self.adoption.get(key(&[service, ags.as_str().as_bytes()]))? {
+        if self.adoption_kommunen.get(ags.as_str().as_bytes())?.is_none() {
+            return Ok(out);
+        }
+        // `totals` has a key for every service with a record.
+        for service in self.totals.iter().keys() {
+            if let Some(bytes) = self.adoption.get(key(&[&service?, ags.as_str().as_bytes()]))? {
                 out.push(decode("adoption", &bytes)?);
             }
         }

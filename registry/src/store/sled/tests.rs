@@ -56,5 +56,5 @@ fn a_store_of_a_newer_format_is_refused_naming_both_versions() {
         db.flush().unwrap();
     }
     let err = super::SledStore::open(dir.path()).err().expect("newer store refused").to_string();
-    assert!(err.contains("format 9") && err.contains("formats 2 to 3"), "{err}");
+    assert!(err.contains("format 9") && err.contains("formats 2 to 4"), "{err}");
 }

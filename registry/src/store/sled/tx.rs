@@ -76,9 +76,11 @@ pub(super) fn append_event(
 pub(super) fn insert_release_tx(
     releases: &TransactionalTree,
     blob_refs: &TransactionalTree,
+    inline_blobs: &TransactionalTree,
     k: &[u8],
     refs: &[Vec<u8>],
     release: &Release,
+    inline: &[crate::store::InlineBlob],
 ) -> TxResult<()> {
     if releases.get(k)?.is_some() {
         return abort(Error::already_exists(format!(
@@ -89,6 +91,9 @@ pub(super) fn insert_release_tx(
     releases.insert(k, encode(release))?;
     for r in refs {
         blob_refs.insert(r.as_slice(), &[])?;
+    }
+    for b in inline {
+        inline_blobs.insert(&b.digest.0, b.bytes.as_slice())?;
     }
     Ok(())
 }
