@@ -3,10 +3,13 @@
 //! never judges timings), the other subcommands one scenario each. Prints a table and
 //! writes JSON.
 
+mod child;
+mod download;
 mod etcd;
 mod fanout;
 mod hub;
 mod nginx;
+mod paired;
 mod postgres;
 mod queries;
 mod report;
@@ -54,7 +57,7 @@ enum Cmd {
     Postgres,
     /// (L) the transparency log: durable reports with it on vs off, lag, catch-up, signing.
     Log,
-    /// Internal: the hub of (D) in its own process, so its memory is measured alone.
+    /// Internal: the hub of (C) and (D) in its own process, so its memory and CPU are its own.
     #[command(hide = true)]
     HubChild {
         /// Federation directory (PKI, keys, hub data).
@@ -98,6 +101,9 @@ struct Opts {
     /// (C) concurrent downloads.
     #[arg(long, global = true)]
     concurrent: Option<usize>,
+    /// (C) interleaved hub/nginx pairs per row [default: 7].
+    #[arg(long, global = true)]
+    download_pairs: Option<usize>,
     /// (D) WatchEvents streams (and etcd watchers) in the multiplexed run.
     #[arg(long, global = true)]
     streams: Option<usize>,
@@ -134,7 +140,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Cmd::HubChild { dir, store, replica } = &cli.cmd {
         sys::raise_nofile_limit();
-        return fanout::hub_child(dir, store.as_deref(), *replica).await;
+        return child::hub_child(dir, store.as_deref(), *replica).await;
     }
     let o = &cli.opts;
     let smoke = cli.cmd == Cmd::Smoke;
@@ -192,6 +198,8 @@ async fn main() -> Result<()> {
         let scale = hub::DownloadScale {
             sizes_mb: o.sizes_mb.clone().unwrap_or(if smoke { vec![1] } else { vec![1, 10, 100] }),
             concurrent: pick(o.concurrent, 100, 4),
+            pairs: pick(o.download_pairs, 7, 1),
+            sample_mb: if smoke { 2 } else { 100 },
             repeats: if smoke { 1 } else { 3 },
             chunk_sweep: if smoke { vec![] } else { vec![64 * 1024, 1024 * 1024, 4 * 1024 * 1024] },
             // 64 KiB is the HTTP/2 default; 4 MiB is what nodes use.
