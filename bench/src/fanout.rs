@@ -35,7 +35,7 @@ pub struct FanoutScale {
 
 /// Descriptors kept back from the open-files limit for everything but the node
 /// connections (sled, blobs, pipes, the Land's and etcd's connections).
-const FD_RESERVE: u64 = 512;
+pub const FD_RESERVE: u64 = 512;
 
 // ------------------------------------------------------------------------ hub variants
 

@@ -17,6 +17,7 @@ mod s3;
 mod sys;
 mod translog;
 mod watchers;
+mod wave;
 
 use anyhow::Result;
 
@@ -51,13 +52,15 @@ enum Cmd {
     Download,
     /// (D) release fan-out to many WatchEvents streams vs. etcd prefix watchers.
     Fanout,
+    /// (W) rollout wave: many nodes fetch a new release at once, vs. nginx serving it.
+    Wave,
     /// (E) bytes moved by an update that changes 1 % of a large bundle.
     Incremental,
     /// (F) the hub on PostgreSQL: durable reports vs pgbench, queries vs (A) on sled.
     Postgres,
     /// (L) the transparency log: durable reports with it on vs off, lag, catch-up, signing.
     Log,
-    /// Internal: the hub of (C) and (D) in its own process, so its memory and CPU are its own.
+    /// Internal: the hub of (C), (D) and (W) in its own process, so its memory and CPU are its own.
     #[command(hide = true)]
     HubChild {
         /// Federation directory (PKI, keys, hub data).
@@ -117,6 +120,15 @@ struct Opts {
     /// (D) releases published per run.
     #[arg(long, global = true)]
     fanout_rounds: Option<usize>,
+    /// (W) nodes fetching the release at once [default: 1000].
+    #[arg(long, global = true)]
+    wave_nodes: Option<usize>,
+    /// (W) size of the release in MB [default: 10].
+    #[arg(long, global = true)]
+    wave_mb: Option<u64>,
+    /// (W) interleaved hub/nginx waves [default: 3].
+    #[arg(long, global = true)]
+    wave_pairs: Option<usize>,
     /// (L) alternating log on/off rounds per write figure (the median judges).
     #[arg(long, global = true)]
     log_rounds: Option<usize>,
@@ -227,6 +239,20 @@ async fn main() -> Result<()> {
         step("D fan-out", r, &mut report);
     }
 
+    if run(Cmd::Wave) {
+        eprintln!("== (W) rollout wave");
+        let scale = wave::WaveScale {
+            nodes: pick(o.wave_nodes, 1000, 10),
+            mb: o.wave_mb.unwrap_or(if smoke { 1 } else { 10 }),
+            pairs: pick(o.wave_pairs, 3, 1),
+            may_install: !smoke && !o.no_install,
+        };
+        let mut notes = Vec::new();
+        let r = wave::wave(&work_dir, &scale, &mut notes).await;
+        report.notes.extend(notes);
+        step("W wave", r, &mut report);
+    }
+
     if run(Cmd::Incremental) {
         eprintln!("== (E) incremental updates");
         let r = hub::incremental(&work_dir, if smoke { 4 } else { 100 }, 1.0).await;
@@ -267,7 +293,10 @@ async fn main() -> Result<()> {
     }
     std::fs::write(&o.out, serde_json::to_vec_pretty(&report)?)?;
     println!("results written to {}", o.out.display());
-    let failed = report.notes.iter().any(|n| n.contains(" failed: ") && !n.starts_with("C: nginx"));
+    let failed = report
+        .notes
+        .iter()
+        .any(|n| n.contains(" failed: ") && !n.starts_with("C: nginx") && !n.starts_with("W: nginx"));
     if failed {
         anyhow::bail!("a scenario failed (see notes)");
     }
