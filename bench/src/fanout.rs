@@ -37,6 +37,9 @@ pub struct FanoutScale {
 /// connections (sled, blobs, pipes, the Land's and etcd's connections).
 pub const FD_RESERVE: u64 = 512;
 
+/// Streams of the one-connection-per-node run unless `--per-node-connections` says.
+pub const PER_NODE_DEFAULT: usize = 11_000;
+
 // ------------------------------------------------------------------------ hub variants
 
 /// `streams` WatchEvents streams as the hub's Kommune over `conns` connections, then
@@ -183,6 +186,13 @@ pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String
     let single = if per_node == 0 {
         None
     } else {
+        if scale.per_node < scale.streams {
+            notes.push(format!(
+                "D: one connection per node with {} streams, not {} (default up to {PER_NODE_DEFAULT}, the scale \
+                 of earlier runs; --per-node-connections for more, up to the open-files limit)",
+                scale.per_node, scale.streams
+            ));
+        }
         if per_node < scale.per_node {
             notes.push(format!(
                 "D: one connection per node capped at {per_node} (open-files limit {nofile}, {FD_RESERVE} kept back)"
@@ -275,6 +285,7 @@ fn hub_pki(root: &Path) -> Result<crate::watchers::Pki> {
 /// The rows of one hub run; with `compare`, next to etcd's figures (n/a if it was not measured).
 fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compare: bool) -> Vec<Row> {
     let p99 = f.p(99.0);
+    let last_p99 = f.p_last(99.0);
     let with_peer = |row: Row, v: Option<f64>| if compare { row.peer("etcd", v) } else { row };
     vec![
         Row::new(scen, format!("{label}: streams (idle, caught up)"), f.subscribers as f64, "streams"),
@@ -287,13 +298,19 @@ fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compar
                 peer.map(|p| format!("; {}", p.cpu_note("etcd"))).unwrap_or_default()
             )),
         with_peer(Row::new(scen, format!("{label}: publish → notified p99"), p99, "ms"), peer.map(|p| p.p(99.0)))
-            .goal("p99 ≤ 1 s", Some(p99 <= 1000.0)),
+            .note("over every stream's notification in every round"),
+        // The issue's goal: per release, the time until the last node knows; its p99 over
+        // the rounds (with few rounds, their maximum).
         with_peer(
-            Row::new(scen, format!("{label}: publish → last node notified (max)"), f.p(100.0), "ms"),
-            peer.map(|p| p.p(100.0)),
+            Row::new(scen, format!("{label}: publish → last node notified p99"), last_p99, "ms"),
+            peer.map(|p| p.p_last(99.0)),
         )
+        .goal("p99 ≤ 1 s", Some(last_p99 <= 1000.0))
         .note(format!(
-            "PublishRelease itself p50 {:.1} ms{}",
+            "per round, until the last stream saw the release; p99 of {} rounds (p50 {:.1} ms); \
+             PublishRelease itself p50 {:.1} ms{}",
+            f.lat.last_ms.len(),
+            f.p_last(50.0),
             percentile(&f.lat.rpc_ms, 50.0),
             peer.map(|p| format!(
                 "; etcd Put p50 {:.1} ms (etcd queues every watcher's event inside the write, before it answers)",
@@ -328,7 +345,7 @@ fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compar
             ));
             let etcd = peer.map(|p| p.kib_per_subscriber());
             if compare {
-                row.peer("etcd per watcher", etcd).goal("≤ etcd per watcher", etcd.map(|e| kib <= e))
+                row.peer("etcd per watcher", etcd).goal("≤ 0.25× etcd per watcher", etcd.map(|e| kib <= 0.25 * e))
             } else {
                 row
             }
