@@ -1,29 +1,26 @@
 //! (D) Fan-out: one release published to a hub holding thousands of idle `WatchEvents`
 //! streams, and the same number of prefix watchers on etcd.
 //!
-//! The hub runs in a child process (this binary's hidden `hub-child` subcommand), so its
-//! RSS is the hub's own and not polluted by the thousands of client streams, which live in
-//! this process. Two variants: streams multiplexed over few connections, and one TLS
-//! connection per node at the largest count the open-files limit allows.
+//! The hub runs in a child process ([`crate::child`]), so its RSS is the hub's own and not
+//! polluted by the thousands of client streams, which live in this process. Two variants:
+//! streams multiplexed over few connections, and one TLS connection per node at the
+//! largest count the open-files limit allows.
 
+use crate::child::HubProcess;
 use crate::etcd;
-use crate::hub::{publish_signed, register_services, small_bundle, Hub};
+use crate::hub::{small_bundle, Hub};
 use crate::report::Row;
 use crate::sys::{self, percentile};
 use crate::watchers::{connect_many, settle, Figures, Latencies, Probe, Subscribers};
 use anyhow::{anyhow, bail, Context, Result};
 use efa_domain::authz::Identity;
-use efa_domain::model::ids::{Ags, ServiceId};
-use efa_hub::dev::{client_tls_in, signing_key_in, DevFederation};
+use efa_hub::dev::client_tls_in;
 use efa_proto::v1 as pb;
 use efa_proto::v1::subscription_service_client::SubscriptionServiceClient;
-use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use std::time::Instant;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub struct FanoutScale {
     /// Streams (and etcd watchers) in the multiplexed variant.
@@ -38,144 +35,10 @@ pub struct FanoutScale {
 
 /// Descriptors kept back from the open-files limit for everything but the node
 /// connections (sled, blobs, pipes, the Land's and etcd's connections).
-const FD_RESERVE: u64 = 512;
+pub const FD_RESERVE: u64 = 512;
 
-// ------------------------------------------------------------------------ hub child process
-
-/// What the hub child prints, as one JSON line, once it listens and the setup is done.
-#[derive(Serialize, Deserialize)]
-struct ChildReady {
-    addr: SocketAddr,
-    service: String,
-    kommune: String,
-}
-
-/// `efa-bench hub-child --dir D [--store URL] [--replica]`: a dev federation in `dir` with
-/// one NRW service, the Land's and one Kommune's certificates and the Land's signing key;
-/// runs until stdin closes. With `--replica`, another hub on the store a first child set up
-/// (same directory: certificates, keys and blobs).
-pub async fn hub_child(dir: &Path, store: Option<&str>, replica: bool) -> Result<()> {
-    let store = match store {
-        Some(url) => efa_hub::StoreLocation::Postgres(url.to_string()),
-        None => efa_hub::StoreLocation::Sled,
-    };
-    // Every stream comes through one Kommune certificate here (see the notes); per-caller
-    // limits would cap it at a node's share.
-    let mut fed = DevFederation::start_tuned(dir, "127.0.0.1:0".parse()?, move |c| {
-        c.store = store.clone();
-        c.dashboard = None;
-        c.caller_limits = efa_hub::limits::Limits::unlimited();
-    })
-    .await?;
-    let reg = fed.registry().ok_or_else(|| anyhow!("hub not running"))?;
-    let service = if replica {
-        reg.services(None, None)?.into_iter().next().ok_or_else(|| anyhow!("the first replica set up no service"))?.id
-    } else {
-        register_services(reg, 1)?.remove(0)
-    };
-    let gv = efa_registry::import::bundled_gv100ad()?;
-    let kommune = gv.kommunen.first().ok_or_else(|| anyhow!("no Gemeinden bundled"))?.ags.clone();
-    if !replica {
-        // Issued here, so the parent only reads files and never races the child on the CA.
-        fed.client_tls(&Identity::Land(Hub::land()))?;
-        fed.client_tls(&Identity::Kommune(kommune.clone()))?;
-        fed.signing_key(&Hub::land())?;
-    }
-    let ready = ChildReady { addr: fed.addr, service: service.to_string(), kommune: kommune.to_string() };
-    println!("{}", serde_json::to_string(&ready)?);
-    // The parent holds our stdin open for as long as it wants the hub; EOF (or its death) ends it.
-    let mut sink = Vec::new();
-    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
-    fed.stop_hub().await?;
-    Ok(())
-}
-
-/// A hub child started by this process.
-struct HubProcess {
-    child: tokio::process::Child,
-    pid: u32,
-    root: PathBuf,
-    /// Removes the directory when the process is done with (the first of several replicas).
-    _dir: Option<tempfile::TempDir>,
-    addr: SocketAddr,
-    service: ServiceId,
-    kommune: Ags,
-}
-
-impl HubProcess {
-    async fn spawn(work_dir: &Path) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("efa-bench-hub-").tempdir_in(work_dir)?;
-        Self::spawn_in(dir.path().to_path_buf(), Some(dir), None, false).await
-    }
-
-    /// A hub child on `root` (removed with `dir`, if given), storing in `store` (sled if none).
-    async fn spawn_in(
-        root: PathBuf,
-        dir: Option<tempfile::TempDir>,
-        store: Option<&str>,
-        replica: bool,
-    ) -> Result<Self> {
-        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-        cmd.arg("hub-child").arg("--dir").arg(&root);
-        if let Some(url) = store {
-            cmd.arg("--store").arg(url);
-        }
-        if replica {
-            cmd.arg("--replica");
-        }
-        let mut child = cmd
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the hub child process")?;
-        let pid = child.id().ok_or_else(|| anyhow!("hub child exited at once"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("hub child stdout"))?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .context("hub child did not report ready within 120 s")??
-            .ok_or_else(|| anyhow!("hub child exited before it was ready"))?;
-        let ready: ChildReady = serde_json::from_str(&line).with_context(|| format!("hub child said {line:?}"))?;
-        Ok(HubProcess {
-            child,
-            pid,
-            root,
-            _dir: dir,
-            addr: ready.addr,
-            service: ready.service.parse()?,
-            kommune: ready.kommune.parse()?,
-        })
-    }
-
-    fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// An endpoint acting as `id`, with the same settings every EfA client uses.
-    fn endpoint(&self, id: &Identity) -> Result<Endpoint> {
-        let tls = client_tls_in(self.root(), id)?;
-        Ok(efa_proto::tls::endpoint(&format!("https://{}", self.addr), Some(&tls))?)
-    }
-
-    fn rss_kib(&self) -> u64 {
-        sys::pid_status_kib(self.pid, "VmRSS")
-    }
-
-    async fn publish(&self, channel: Channel, bundle: &Path, version: &str) -> Result<()> {
-        let key = signing_key_in(self.root(), &Hub::land())?;
-        publish_signed(channel, &key, bundle, &self.service, version).await?;
-        Ok(())
-    }
-
-    /// Closes the child's stdin so it shuts the hub down gracefully; kills it if it lingers.
-    async fn stop(mut self) {
-        drop(self.child.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.is_err() {
-            let _ = self.child.kill().await;
-        }
-    }
-}
+/// Streams of the one-connection-per-node run unless `--per-node-connections` says.
+pub const PER_NODE_DEFAULT: usize = 11_000;
 
 // ------------------------------------------------------------------------ hub variants
 
@@ -236,7 +99,7 @@ async fn hub_measure_over(replicas: &[&HubProcess], streams: usize, conns: usize
     let mut lat = Latencies::default();
     for r in 0..rounds {
         let version = format!("1.{r}.0");
-        let publish = hub.publish(land.clone(), &bundle, &version);
+        let publish = async { hub.publish(land.clone(), &bundle, &version).await.map(drop) };
         subs.round(publish, hub.pid, &mut lat).await.with_context(|| format!("round {r}"))?;
     }
     Ok(Figures { subscribers: streams, connections: conns, setup_s, lat, rss_before, rss_connected, rss_idle })
@@ -323,6 +186,13 @@ pub async fn fanout(work_dir: &Path, scale: &FanoutScale, notes: &mut Vec<String
     let single = if per_node == 0 {
         None
     } else {
+        if scale.per_node < scale.streams {
+            notes.push(format!(
+                "D: one connection per node with {} streams, not {} (default up to {PER_NODE_DEFAULT}, the scale \
+                 of earlier runs; --per-node-connections for more, up to the open-files limit)",
+                scale.per_node, scale.streams
+            ));
+        }
         if per_node < scale.per_node {
             notes.push(format!(
                 "D: one connection per node capped at {per_node} (open-files limit {nofile}, {FD_RESERVE} kept back)"
@@ -415,6 +285,7 @@ fn hub_pki(root: &Path) -> Result<crate::watchers::Pki> {
 /// The rows of one hub run; with `compare`, next to etcd's figures (n/a if it was not measured).
 fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compare: bool) -> Vec<Row> {
     let p99 = f.p(99.0);
+    let last_p99 = f.p_last(99.0);
     let with_peer = |row: Row, v: Option<f64>| if compare { row.peer("etcd", v) } else { row };
     vec![
         Row::new(scen, format!("{label}: streams (idle, caught up)"), f.subscribers as f64, "streams"),
@@ -427,13 +298,19 @@ fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compar
                 peer.map(|p| format!("; {}", p.cpu_note("etcd"))).unwrap_or_default()
             )),
         with_peer(Row::new(scen, format!("{label}: publish → notified p99"), p99, "ms"), peer.map(|p| p.p(99.0)))
-            .goal("p99 ≤ 1 s", Some(p99 <= 1000.0)),
+            .note("over every stream's notification in every round"),
+        // The issue's goal: per release, the time until the last node knows; its p99 over
+        // the rounds (with few rounds, their maximum).
         with_peer(
-            Row::new(scen, format!("{label}: publish → last node notified (max)"), f.p(100.0), "ms"),
-            peer.map(|p| p.p(100.0)),
+            Row::new(scen, format!("{label}: publish → last node notified p99"), last_p99, "ms"),
+            peer.map(|p| p.p_last(99.0)),
         )
+        .goal("p99 ≤ 1 s", Some(last_p99 <= 1000.0))
         .note(format!(
-            "PublishRelease itself p50 {:.1} ms{}",
+            "per round, until the last stream saw the release; p99 of {} rounds (p50 {:.1} ms); \
+             PublishRelease itself p50 {:.1} ms{}",
+            f.lat.last_ms.len(),
+            f.p_last(50.0),
             percentile(&f.lat.rpc_ms, 50.0),
             peer.map(|p| format!(
                 "; etcd Put p50 {:.1} ms (etcd queues every watcher's event inside the write, before it answers)",
@@ -468,7 +345,7 @@ fn hub_rows(scen: &str, label: &str, f: &Figures, peer: Option<&Figures>, compar
             ));
             let etcd = peer.map(|p| p.kib_per_subscriber());
             if compare {
-                row.peer("etcd per watcher", etcd).goal("≤ etcd per watcher", etcd.map(|e| kib <= e))
+                row.peer("etcd per watcher", etcd).goal("≤ 0.25× etcd per watcher", etcd.map(|e| kib <= 0.25 * e))
             } else {
                 row
             }

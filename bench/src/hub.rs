@@ -323,6 +323,11 @@ pub(crate) async fn hub_shutdown(mut hub: Hub) {
 pub struct DownloadScale {
     pub sizes_mb: Vec<u64>,
     pub concurrent: usize,
+    /// Interleaved hub/nginx pairs per row of the comparison.
+    pub pairs: usize,
+    /// MB a single-stream sample moves at least (a small file several times in a row).
+    pub sample_mb: u64,
+    /// Best-of repeats of the rows that are not compared in pairs (S3, sweeps).
     pub repeats: usize,
     pub chunk_sweep: Vec<usize>,
     /// Client HTTP/2 stream windows to try (the connection window is twice as large).
@@ -376,75 +381,30 @@ pub(crate) async fn hub_download(
     Ok((best, total as f64 / MB / t.elapsed().as_secs_f64()))
 }
 
+/// (C): the hub in its own process beside nginx in interleaved pairs ([`crate::download`]),
+/// then the same files from a hub whose blobs are on S3, then the chunk and window sweeps
+/// (these two in-process: they compare the hub with itself).
 pub async fn downloads(work_dir: &Path, scale: &DownloadScale, notes: &mut Vec<String>) -> Result<Vec<Row>> {
-    let hub = Hub::start(work_dir, None).await?;
-    let sid = hub.register_services(1)?.remove(0);
-    let bundle = hub.dir.path().join("bundle-big");
-    let www = hub.dir.path().join("www");
+    let files = tempfile::Builder::new().prefix("efa-bench-files-").tempdir_in(work_dir)?;
+    let bundle = files.path().join("bundle-big");
+    let www = files.path().join("www");
     std::fs::create_dir_all(&bundle)?;
     std::fs::create_dir_all(&www)?;
     for (i, mb) in scale.sizes_mb.iter().enumerate() {
-        let data = sys::random_bytes((*mb * 1_000_000) as usize, 100 + i as u64);
-        std::fs::write(bundle.join(format!("blob-{mb}mb.bin")), &data)?;
-        std::fs::write(www.join(format!("blob-{mb}mb.bin")), &data)?;
-    }
-    let manifest = hub.publish(hub.land_channel().await?, &bundle, &sid, "1.0.0").await?;
-    let kommune = hub.kommunen(1)?.remove(0);
-
-    let nginx = match sys::ensure_peer("nginx", "nginx", scale.may_install) {
-        Ok(bin) => match crate::nginx::start(&bin, &hub.dir.path().join("nginx"), &www, &hub.fed.pki_dir()) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                notes.push(format!("C: nginx peer could not start: {e:#}"));
-                None
-            }
-        },
-        Err(e) => {
-            notes.push(format!("C: nginx peer not measured: {e}"));
-            None
-        }
-    };
-    let ca = hub.fed.pki_dir().join("ca.pem");
-    let scen = "C download";
-    let mut rows = Vec::new();
-    let mut nginx_results = Vec::new();
-    for mb in &scale.sizes_mb {
         let name = format!("blob-{mb}mb.bin");
-        let entry = manifest.files.iter().find(|f| f.path.as_str() == name).ok_or_else(|| anyhow!("{name}"))?;
-        let (single, many) = hub_download(&hub, &kommune, &entry.digest.to_string(), entry.size, scale).await?;
-        let peer = match &nginx {
-            Some(n) => match crate::nginx::download(n.port, &ca, &name, entry.size, scale).await {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    notes.push(format!("C: nginx download of {name} failed: {e:#}"));
-                    None
-                }
-            },
-            None => None,
-        };
-        let ratio = peer.map(|p| single / p.0);
-        nginx_results.push(peer);
-        rows.push(
-            Row::new(scen, format!("{mb} MB, 1 stream"), single, "MB/s")
-                .peer("nginx", peer.map(|p| p.0))
-                .goal("≥ 0.8× nginx", ratio.map(|r| r >= 0.8))
-                .note(format!("FetchBlob over mTLS, best of {}", scale.repeats)),
-        );
-        rows.push(
-            Row::new(scen, format!("{mb} MB, {} concurrent", scale.concurrent), many, "MB/s")
-                .peer("nginx", peer.map(|p| p.1))
-                .note("aggregate; one connection per downloader"),
-        );
+        std::fs::write(bundle.join(&name), sys::random_bytes((*mb * 1_000_000) as usize, 100 + i as u64))?;
+        // The same bytes for nginx, without writing them twice.
+        std::fs::hard_link(bundle.join(&name), www.join(&name))?;
     }
-    drop(nginx);
+    let (mut rows, nginx_results) = crate::download::paired(work_dir, &bundle, &www, scale, notes).await?;
     // The same files from a hub whose blobs are on S3 (SeaweedFS from the test kit).
     match efa_testkit::s3::server() {
         Ok(server) => rows.extend(crate::s3::downloads(work_dir, server, &bundle, &nginx_results, scale).await?),
         Err(e) => notes.push(format!("C: downloads from S3 not measured: {e}")),
     }
-    hub_shutdown(hub).await;
 
     // Chunk-size sweep on the largest size: why 256 KiB (the default) was chosen.
+    let scen = "C download";
     if let Some(&mb) = scale.sizes_mb.iter().max() {
         for &chunk in &scale.chunk_sweep {
             let hub = Hub::start(work_dir, Some(chunk)).await?;

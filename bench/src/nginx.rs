@@ -1,10 +1,9 @@
-//! The nginx peer of the download benchmark (C): the same file over HTTPS from a
+//! The nginx peer of the downloads (C) and the rollout wave (W): the same file over HTTPS from a
 //! stock static file server, started with the hub's dev certificates.
 
-use crate::hub::{DownloadScale, MB};
 use anyhow::{anyhow, Context, Result};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running nginx; dropping it asks it to quit.
 pub struct Nginx {
@@ -72,43 +71,53 @@ pub fn start(bin: &Path, root: &Path, www: &Path, pki: &Path) -> Result<Nginx> {
     Err(anyhow!("nginx did not listen on port {port}"))
 }
 
-pub async fn download(port: u16, ca: &Path, file: &str, size: u64, scale: &DownloadScale) -> Result<(f64, f64)> {
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
-    let client = || reqwest::Client::builder().add_root_certificate(ca.clone()).build();
-    let url = format!("https://127.0.0.1:{port}/{file}");
-    async fn get(client: &reqwest::Client, url: &str) -> Result<u64> {
-        let mut resp = client.get(url).send().await?.error_for_status()?;
-        let mut n = 0u64;
-        while let Some(chunk) = resp.chunk().await? {
-            n += chunk.len() as u64;
-        }
-        Ok(n)
-    }
-    let c = client()?;
-    get(&c, &url).await?; // connection warm-up, like the hub's pre-opened channel
-    let mut best = 0.0f64;
-    for _ in 0..scale.repeats {
-        let t = Instant::now();
-        let n = get(&c, &url).await?;
-        anyhow::ensure!(n == size, "nginx sent {n} of {size} bytes");
-        best = best.max(size as f64 / MB / t.elapsed().as_secs_f64());
-    }
-    let mut clients = Vec::new();
-    for _ in 0..scale.concurrent {
-        let c = client()?;
-        // Handshake before the clock starts, as for the hub.
-        let _ = c.head(&url).send().await?;
-        clients.push(c);
-    }
-    let t = Instant::now();
+/// An HTTPS client trusting the dev CA, with the HTTP/2 windows a node's hub client has
+/// (`efa_proto::tls::endpoint`: stream 4 MiB, connection 8 MiB): a download's pace is set
+/// by the receiver's windows, so both servers get the same client. One client holds one
+/// connection (HTTP/2 multiplexes its requests).
+pub fn client(ca: &reqwest::Certificate) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .http2_initial_stream_window_size(4 * 1024 * 1024)
+        .http2_initial_connection_window_size(8 * 1024 * 1024)
+        .build()?)
+}
+
+/// The dev CA at `path` as a reqwest certificate.
+pub fn ca(path: &Path) -> Result<reqwest::Certificate> {
+    Ok(reqwest::Certificate::from_pem(&std::fs::read(path)?)?)
+}
+
+/// `n` clients of `url`, each with its connection open and its TLS handshake done (a HEAD
+/// request), a bounded number at a time; and the HTTP version nginx spoke.
+pub async fn connected(ca: &reqwest::Certificate, url: &str, n: usize) -> Result<(Vec<reqwest::Client>, String)> {
+    let mut out = Vec::with_capacity(n);
+    let mut version = String::new();
     let mut set = tokio::task::JoinSet::new();
-    for c in clients {
-        let url = url.clone();
-        set.spawn(async move { get(&c, &url).await });
+    let mut started = 0;
+    while out.len() < n {
+        // As many handshakes in flight as `watchers::connect_many` lets the hub's clients have.
+        while started < n && set.len() < 64 {
+            let (c, url) = (client(ca)?, url.to_string());
+            set.spawn(async move {
+                let resp = c.head(&url).send().await?.error_for_status()?;
+                Ok::<_, anyhow::Error>((c, format!("{:?}", resp.version())))
+            });
+            started += 1;
+        }
+        let (c, v) = set.join_next().await.ok_or_else(|| anyhow!("a connect in flight"))??.context("nginx HEAD")?;
+        version = v;
+        out.push(c);
     }
-    let mut total = 0u64;
-    while let Some(r) = set.join_next().await {
-        total += r??;
+    Ok((out, version))
+}
+
+/// Downloads `url` once, counting the bytes.
+pub async fn get(client: &reqwest::Client, url: &str) -> Result<u64> {
+    let mut resp = client.get(url).send().await?.error_for_status()?;
+    let mut n = 0u64;
+    while let Some(chunk) = resp.chunk().await? {
+        n += chunk.len() as u64;
     }
-    Ok((best, total as f64 / MB / t.elapsed().as_secs_f64()))
+    Ok(n)
 }

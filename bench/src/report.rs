@@ -15,7 +15,7 @@ pub struct Row {
     pub peer: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_name: Option<String>,
-    /// `value / peer`.
+    /// `value / peer`, or the median of per-pair ratios ([`Row::ratio`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,6 +46,13 @@ impl Row {
         self.peer_name = Some(name.into());
         self.peer = value;
         self.ratio = value.filter(|p| *p > 0.0).map(|p| self.value / p);
+        self
+    }
+
+    /// Sets the ratio column to `ratio` instead of `value / peer`: with interleaved pairs
+    /// the median of the per-pair ratios judges, which is not the ratio of the medians.
+    pub fn ratio(mut self, ratio: Option<f64>) -> Self {
+        self.ratio = ratio;
         self
     }
 

@@ -50,7 +50,7 @@ pub async fn downloads(
                 .goal("≥ 0.8× nginx", ratio.map(|r| r >= 0.8))
                 .note(format!(
                     "FetchBlob over mTLS, chunks read 4 ahead from S3, best of {}; the S3 server itself: {raw:.0} MB/s \
-                     (the same GETs straight from it, no hub, no TLS)",
+                     (the same GETs straight from it, no hub, no TLS); nginx: the median of the pairs above",
                     scale.repeats
                 )),
         );

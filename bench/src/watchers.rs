@@ -98,15 +98,18 @@ impl Subscribers {
         change.await?;
         let t_ret = Instant::now();
         lat.rpc_ms.push(ms(t_ret - t0));
+        let mut last = 0.0f64;
         for got in 0..self.n {
             match tokio::time::timeout(Duration::from_secs(60), self.hit_rx.recv()).await {
                 Ok(Some(at)) => {
+                    last = last.max(ms(at - t0));
                     lat.from_start.push(ms(at - t0));
                     lat.from_return.push(ms(at.saturating_duration_since(t_ret)));
                 }
                 _ => bail!("only {got} of {} subscribers notified within 60 s", self.n),
             }
         }
+        lat.last_ms.push(last);
         lat.server_cpu_ms.push((sys::cpu_secs(Some(server)) - cpu.0) * 1000.0);
         lat.client_cpu_ms.push((sys::cpu_secs(None) - cpu.1) * 1000.0);
         Ok(())
@@ -130,6 +133,8 @@ pub struct Latencies {
     /// From the change's RPC being sent.
     pub from_start: Vec<f64>,
     pub rpc_ms: Vec<f64>,
+    /// Per round, from the change's RPC being sent until the last subscriber saw it.
+    pub last_ms: Vec<f64>,
     /// CPU time per round of the server process and of this one (the clients).
     pub server_cpu_ms: Vec<f64>,
     pub client_cpu_ms: Vec<f64>,
@@ -160,6 +165,11 @@ impl Figures {
     /// Latency percentile from the publishing RPC's start.
     pub fn p(&self, pct: f64) -> f64 {
         percentile(&self.lat.from_start, pct)
+    }
+
+    /// Percentile over rounds of the time until the last subscriber was notified.
+    pub fn p_last(&self, pct: f64) -> f64 {
+        percentile(&self.lat.last_ms, pct)
     }
 
     /// Latency percentile from the publishing RPC's return.
