@@ -5,6 +5,7 @@
 
 mod child;
 mod download;
+mod engines;
 mod etcd;
 mod fanout;
 mod hub;
@@ -46,6 +47,8 @@ enum Cmd {
     Smoke,
     /// (A) adoption queries over Kommune × service records.
     Queries,
+    /// (A engines) the data of (A) in raw sled and redb, each engine in its own process.
+    Engines,
     /// (B) durable publishes and adoption reports vs. the raw fsync ceiling.
     Writes,
     /// (C) downloads, one stream and many, vs. nginx over HTTPS.
@@ -73,6 +76,15 @@ enum Cmd {
         #[arg(long)]
         replica: bool,
     },
+    /// Internal: one engine of (A engines) in its own process, so its memory is measured alone.
+    #[command(hide = true)]
+    EngineChild {
+        #[arg(long, value_enum)]
+        engine: engines::Engine,
+        /// The engine's directory (created).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -92,6 +104,9 @@ struct Opts {
     /// (A) runs per query.
     #[arg(long, global = true)]
     query_runs: Option<usize>,
+    /// (A engines) which engines, comma-separated [default: all].
+    #[arg(long, global = true, value_delimiter = ',', value_enum)]
+    engines: Option<Vec<engines::Engine>>,
     /// (B) seconds per write measurement.
     #[arg(long, global = true)]
     write_secs: Option<f64>,
@@ -157,6 +172,14 @@ async fn main() -> Result<()> {
     let o = &cli.opts;
     let smoke = cli.cmd == Cmd::Smoke;
     let pick = |v: Option<usize>, full: usize, small: usize| v.unwrap_or(if smoke { small } else { full });
+    if let Cmd::EngineChild { engine, dir } = &cli.cmd {
+        let scale = engines::EngineScale {
+            kommunen: pick(o.kommunen, 10_773, 200),
+            services: pick(o.services, 575, 20),
+            runs: pick(o.query_runs, 50, 10),
+        };
+        return engines::child(*engine, dir, &scale);
+    }
     let work_dir = o.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&work_dir)?;
 
@@ -195,6 +218,23 @@ async fn main() -> Result<()> {
         let wd = work_dir.clone();
         let r = tokio::task::spawn_blocking(move || queries::run(&wd, &scale)).await?;
         step("A queries", r, &mut report);
+    }
+    if run(Cmd::Engines) {
+        eprintln!("== (A engines) the data of (A) in raw sled and redb");
+        let scale = engines::EngineScale {
+            kommunen: pick(o.kommunen, 10_773, 200),
+            services: pick(o.services, 575, 20),
+            runs: pick(o.query_runs, 50, 10),
+        };
+        let (wd, list) = (work_dir.clone(), o.engines.clone().unwrap_or(engines::Engine::ALL.to_vec()));
+        let mut notes = Vec::new();
+        let r = tokio::task::spawn_blocking(move || {
+            let r = engines::run(&wd, &scale, &list, &mut notes);
+            (r, notes)
+        })
+        .await?;
+        report.notes.extend(r.1);
+        step("A engines", r.0, &mut report);
     }
     if run(Cmd::Writes) {
         eprintln!("== (B) durable writes");

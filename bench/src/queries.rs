@@ -41,7 +41,7 @@ fn v(s: &str) -> semver::Version {
 }
 
 /// The ledger of one (Kommune, service) pair: 1 to 4 entries, deterministic per pair.
-fn ledger(ags: &Ags, sid: &ServiceId, h: u64, at: i64, out: &mut Vec<AdoptionEntry>) {
+pub(crate) fn ledger(ags: &Ags, sid: &ServiceId, h: u64, at: i64, out: &mut Vec<AdoptionEntry>) {
     let e = |state, version: Option<&str>, reason: &str, dt: i64| AdoptionEntry {
         ags: ags.clone(),
         service_id: sid.clone(),
