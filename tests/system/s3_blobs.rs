@@ -89,6 +89,8 @@ async fn a_hub_on_s3_stores_verified_content_once_serves_any_offset_and_collects
     let on_s3 = at.clone();
     let w = World::tuned(move |c| {
         c.blobs = BlobLocation::S3(on_s3.clone());
+        // Every file as an object, small ones too: this test is about the object store.
+        c.inline_file_max = 0;
         c.blob_gc_interval = Duration::from_secs(1);
         c.blob_gc_grace = Duration::from_secs(3);
     })

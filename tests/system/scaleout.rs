@@ -216,7 +216,9 @@ async fn a_sled_hub_moves_to_postgres_and_serves_the_same_federation() {
     let (from, to) = (blobs_dir.clone(), efa_hub::BlobLocation::S3(at.clone()));
     let first = tokio::task::spawn_blocking(move || efa_hub::blobs::copy_dir(&from, &to, &|_, _| {}).unwrap());
     let first = first.await.unwrap();
-    assert!(first.objects > 5 && first.copied + 1 == first.objects, "{first:?}");
+    // The large file's chunks and its recipe; the bundle's small files are in the store and
+    // moved with it (the new node below deploys all of them from the copies).
+    assert!(first.objects > 2 && first.copied + 1 == first.objects, "{first:?}");
     let (from, to) = (blobs_dir.clone(), efa_hub::BlobLocation::S3(at.clone()));
     let again = tokio::task::spawn_blocking(move || efa_hub::blobs::copy_dir(&from, &to, &|_, _| {}).unwrap());
     let again = again.await.unwrap();
