@@ -50,9 +50,9 @@ pub enum Engine {
     /// sled 0.34, default `Config` (1 GiB cache, `Mode::LowSpace`, flushes every 500 ms).
     #[value(name = "sled")]
     Sled,
-    /// sled 0.34 with a 256 MiB cache (`Mode::LowSpace` is already the default). Compression
-    /// stays off: the `compression` feature builds libzstd from C, and Cargo unifies features
-    /// across the workspace, so the hub's builds would carry it too.
+    /// sled 0.34 with a 256 MiB cache (`Mode::LowSpace` is already the default), without
+    /// compression: the raw engine's layout cost. (A) measures the hub's store, which
+    /// compresses by default (`sled_compression`).
     #[value(name = "sled-tuned")]
     SledTuned,
     /// redb 2.x, default `Builder` (1 GiB cache).

@@ -16,8 +16,6 @@ use efa_proto::v1::release_service_client::ReleaseServiceClient;
 use efa_registry::import::bundled_ozg;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
@@ -169,75 +167,38 @@ pub struct WriteScale {
 }
 
 pub async fn writes(work_dir: &Path, scale: &WriteScale) -> Result<Vec<Row>> {
-    let hub = Hub::start(work_dir, None).await?;
     let dur = Duration::from_secs_f64(scale.secs);
     // The disk is shared (a VM's virtual disk): its fsync rate can swing by 30x within
     // minutes, so the ceiling is measured before and after the writes and the higher one
-    // judges them, which is the stricter comparison.
+    // judges them, which is the stricter comparison. The probe file sits beside the stores.
+    let probe_dir = tempfile::Builder::new().prefix("efa-bench-fsync-").tempdir_in(work_dir)?;
     let ceiling_now = || -> Result<(f64, f64)> {
         Ok((
-            sys::fsync_ceiling(hub.dir.path(), 4096, dur, true)?,
-            sys::fsync_ceiling(hub.dir.path(), 4096, dur, false)?,
+            sys::fsync_ceiling(probe_dir.path(), 4096, dur, true)?,
+            sys::fsync_ceiling(probe_dir.path(), 4096, dur, false)?,
         ))
     };
     let before = ceiling_now()?;
-    let max_c = scale.concurrency.iter().copied().max().unwrap_or(1);
-    let services = hub.register_services(max_c.max(1))?;
-    let bundle = small_bundle(hub.dir.path())?;
     let scen = "B durable writes";
     // (metric, ops/s, note); turned into rows once the ceiling after the run is known.
-    let mut measured: Vec<(String, f64, &str)> = Vec::new();
-
-    // Publishes: `c` Land publishers in flight, each on its own connection and service.
-    let round = Arc::new(AtomicU64::new(0));
-    for &c in &scale.concurrency {
-        let r = round.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut chans = Vec::new();
-        for _ in 0..c {
-            chans.push(hub.land_channel().await?);
+    let mut measured: Vec<(String, f64, String)> = Vec::new();
+    // The default store (zstd pages), then the same writes on an uncompressed one: what
+    // compression costs per write, side by side in one run.
+    for compressed in [true, false] {
+        let hub = Hub::start_tuned(work_dir, move |c| c.sled_compression = compressed).await?;
+        let store = if compressed { "" } else { ", uncompressed store" };
+        for (metric, rate, note) in measure_writes(&hub, scale, dur).await? {
+            let note = if compressed { note.to_string() } else { format!("{note}; sled_compression = false") };
+            measured.push((format!("{metric}{store}"), rate, note));
         }
-        let hub_ref = &hub;
-        let start = Instant::now();
-        let tasks = chans.into_iter().enumerate().map(|(i, ch)| {
-            let (sid, bundle) = (services[i].clone(), bundle.clone());
-            async move {
-                let mut n = 0u64;
-                while start.elapsed() < dur {
-                    hub_ref.publish(ch.clone(), &bundle, &sid, &format!("{r}.{n}.0")).await?;
-                    n += 1;
-                }
-                Ok::<u64, anyhow::Error>(n)
-            }
-        });
-        let counts = futures_join_all(tasks).await?;
-        let total: u64 = counts.iter().sum();
-        let rate = total as f64 / start.elapsed().as_secs_f64();
-        measured.push((
-            format!("publishes/s, {c} in flight"),
-            rate,
-            "1 KiB bundle: blob fsync + rename + dir fsync, then the release via the commit thread",
-        ));
-    }
-
-    // Adoption reports: `c` Kommunen, each with its own certificate and connection.
-    let sid = services[0].clone();
-    hub.publish(hub.land_channel().await?, &bundle, &sid, "100.0.0").await?;
-    let kommunen = hub.kommunen(max_c)?;
-    for &c in &scale.concurrency {
-        let rate = report_rate(&hub, &sid, &kommunen[..c.min(kommunen.len())], dur).await?;
-        measured.push((
-            format!("adoption reports/s, {c} in flight"),
-            rate,
-            "ReportAdoption as a Kommune: sled transaction + event, flushed by the commit thread",
-        ));
+        hub_shutdown(hub).await;
     }
     let after = ceiling_now()?;
-    hub_shutdown(hub).await;
     let best = |(append, overwrite): (f64, f64)| append.max(overwrite);
     let ceiling = best(before).max(best(after));
     let mut rows =
         vec![Row::new(scen, "raw fsync ceiling (4 KiB write + fsync loop)", ceiling, "ops/s").note(format!(
-            "one writer, same dir as the hub's sled; higher of before/after the writes: \
+            "one writer, same disk as the hubs' sled; higher of before/after the writes: \
          before {:.0}/s (append+fsync {:.0}, overwrite+fdatasync {:.0}), after {:.0}/s ({:.0}, {:.0})",
             best(before),
             before.0,
@@ -255,6 +216,57 @@ pub async fn writes(work_dir: &Path, scale: &WriteScale) -> Result<Vec<Row>> {
         );
     }
     Ok(rows)
+}
+
+/// Publishes and adoption reports per second on `hub` at each concurrency of `scale`.
+async fn measure_writes(hub: &Hub, scale: &WriteScale, dur: Duration) -> Result<Vec<(String, f64, &'static str)>> {
+    let max_c = scale.concurrency.iter().copied().max().unwrap_or(1);
+    let services = hub.register_services(max_c.max(1))?;
+    let bundle = small_bundle(hub.dir.path())?;
+    let mut measured = Vec::new();
+
+    // Publishes: `c` Land publishers in flight, each on its own connection and service.
+    for (r, &c) in scale.concurrency.iter().enumerate() {
+        let r = r + 1;
+        let mut chans = Vec::new();
+        for _ in 0..c {
+            chans.push(hub.land_channel().await?);
+        }
+        let start = Instant::now();
+        let tasks = chans.into_iter().enumerate().map(|(i, ch)| {
+            let (sid, bundle) = (services[i].clone(), bundle.clone());
+            async move {
+                let mut n = 0u64;
+                while start.elapsed() < dur {
+                    hub.publish(ch.clone(), &bundle, &sid, &format!("{r}.{n}.0")).await?;
+                    n += 1;
+                }
+                Ok::<u64, anyhow::Error>(n)
+            }
+        });
+        let counts = futures_join_all(tasks).await?;
+        let total: u64 = counts.iter().sum();
+        let rate = total as f64 / start.elapsed().as_secs_f64();
+        measured.push((
+            format!("publishes/s, {c} in flight"),
+            rate,
+            "1 KiB bundle (its file committed with the release, no blob file), one release commit through the commit thread",
+        ));
+    }
+
+    // Adoption reports: `c` Kommunen, each with its own certificate and connection.
+    let sid = services[0].clone();
+    hub.publish(hub.land_channel().await?, &bundle, &sid, "100.0.0").await?;
+    let kommunen = hub.kommunen(max_c)?;
+    for &c in &scale.concurrency {
+        let rate = report_rate(hub, &sid, &kommunen[..c.min(kommunen.len())], dur).await?;
+        measured.push((
+            format!("adoption reports/s, {c} in flight"),
+            rate,
+            "ReportAdoption as a Kommune: sled transaction + event, flushed by the commit thread",
+        ));
+    }
+    Ok(measured)
 }
 
 /// Adoption reports/s with one Kommune per entry of `kommunen` in flight (each with its own

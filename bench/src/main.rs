@@ -104,6 +104,10 @@ struct Opts {
     /// (A) runs per query.
     #[arg(long, global = true)]
     query_runs: Option<usize>,
+    /// (A) create the sled store without compression (`sled_compression = false`), to set
+    /// its figures beside the default's.
+    #[arg(long, global = true)]
+    sled_uncompressed: bool,
     /// (A engines) which engines, comma-separated [default: all].
     #[arg(long, global = true, value_delimiter = ',', value_enum)]
     engines: Option<Vec<engines::Engine>>,
@@ -214,6 +218,7 @@ async fn main() -> Result<()> {
             services: pick(o.services, 575, 20),
             runs: pick(o.query_runs, 50, 10),
             rating_every: 8,
+            sled_compression: !o.sled_uncompressed,
         };
         let wd = work_dir.clone();
         let r = tokio::task::spawn_blocking(move || queries::run(&wd, &scale)).await?;
@@ -308,6 +313,7 @@ async fn main() -> Result<()> {
             services: pick(o.services, 200, 10),
             runs: pick(o.query_runs, 50, 10),
             rating_every: 8,
+            sled_compression: true,
         };
         let secs = o.write_secs.unwrap_or(if smoke { 0.5 } else { 5.0 });
         let conc = o.write_concurrency.clone().unwrap_or(if smoke { vec![1, 4] } else { vec![1, 8, 32] });

@@ -28,6 +28,8 @@ pub struct QueryScale {
     pub runs: usize,
     /// One in `rating_every` deployed records also carries a rating.
     pub rating_every: u64,
+    /// sled: create the store with zstd pages (the hub's default, `sled_compression`).
+    pub sled_compression: bool,
 }
 
 const GOAL_MS: f64 = 50.0;
@@ -115,7 +117,10 @@ pub fn run_on(work_dir: &Path, scale: &QueryScale, postgres: Option<&str>) -> Re
     let db_dir = dir.path().join("db");
     let rss_start = sys::rss_mib();
     let store: Arc<dyn Store> = match postgres {
-        None => Arc::new(SledStore::open(&db_dir)?),
+        None => Arc::new(SledStore::open_with(
+            &db_dir,
+            efa_registry::store::SledOptions { compression: scale.sled_compression },
+        )?),
         Some(url) => Arc::new(efa_registry::store::PostgresStore::open(url)?),
     };
     let registry = Registry::new(store.clone());
@@ -262,7 +267,11 @@ pub fn run_on(work_dir: &Path, scale: &QueryScale, postgres: Option<&str>) -> Re
     })?;
     let rss_after = sys::rss_mib();
 
-    let scen = if postgres.is_some() { "F PostgreSQL queries" } else { "A queries" };
+    let scen = match (postgres, scale.sled_compression) {
+        (Some(_), _) => "F PostgreSQL queries",
+        (None, true) => "A queries",
+        (None, false) => "A queries, uncompressed store",
+    };
     let engine = if postgres.is_some() { "PostgreSQL" } else { "sled" };
     let mut rows = vec![
         Row::new(scen, "records (Kommune × service)", records, "records").note(format!(

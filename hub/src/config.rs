@@ -49,6 +49,9 @@ pub struct HubFile {
     /// Files up to this size are committed with their release in the store instead of the
     /// blob store, 0..=1 MiB (default 64 KiB; 0: every file goes to the blob store).
     pub inline_file_bytes: u64,
+    /// zstd-compress the sled store when it is created (default true). An existing store
+    /// keeps how it was created.
+    pub sled_compression: bool,
     /// Operator dashboard (and `/metrics`) address; unset: off.
     pub dashboard_listen: Option<SocketAddr>,
     /// Limits per caller (certificate identity).
@@ -167,6 +170,7 @@ impl Default for HubFile {
             slow_subscriber_timeout_secs: defaults.slow_subscriber_timeout.as_secs(),
             download_chunk_bytes: defaults.download_chunk_size,
             inline_file_bytes: defaults.inline_file_max,
+            sled_compression: defaults.sled_compression,
             limits: LimitsFile::default(),
             blob_gc_interval_secs: defaults.blob_gc_interval.as_secs(),
             blob_gc_grace_secs: defaults.blob_gc_grace.as_secs(),
@@ -243,6 +247,7 @@ impl HubFile {
         c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);
         c.download_chunk_size = self.download_chunk_bytes;
         c.inline_file_max = self.inline_file_bytes;
+        c.sled_compression = self.sled_compression;
         c.rollout_round = Duration::from_millis(self.rollout_round_ms.max(10));
         c.log_key = self.log_key;
         c.log_origin = self.log_origin;

@@ -118,6 +118,9 @@ pub struct HubConfig {
     /// release, not written to the blob store (default 64 KiB; 0: never). A publish of small
     /// files then costs one shared flush instead of five file-system syncs of its own.
     pub inline_file_max: u64,
+    /// zstd-compress a new sled store (default on): a third of the disk, for more CPU per
+    /// write. A store keeps the setting it was created with.
+    pub sled_compression: bool,
     /// Keep only the newest N events (None: keep all). Nodes behind it must resync.
     pub event_retention: Option<u64>,
     /// How long a subscriber may leave its stream unread before it is dropped.
@@ -166,6 +169,7 @@ impl HubConfig {
             limits: BundleLimits::default(),
             download_chunk_size: 256 * 1024,
             inline_file_max: 64 * 1024,
+            sled_compression: true,
             event_retention: None,
             slow_subscriber_timeout: crate::events::SLOW_SUBSCRIBER_TIMEOUT,
             dashboard: None,
@@ -275,9 +279,10 @@ pub async fn open_registry(config: &HubConfig) -> Result<Arc<Registry>, HubError
     let db = config.data_dir.join("db");
     let limits = config.limits.clone();
     let location = config.store.clone();
+    let sled_options = efa_registry::store::SledOptions { compression: config.sled_compression };
     let registry = tokio::task::spawn_blocking(move || -> Result<Registry, efa_registry::Error> {
         let store: Arc<dyn efa_registry::store::Store> = match location {
-            StoreLocation::Sled => Arc::new(SledStore::open(&db)?),
+            StoreLocation::Sled => Arc::new(SledStore::open_with(&db, sled_options)?),
             StoreLocation::Postgres(url) => Arc::new(efa_registry::store::PostgresStore::open(&url)?),
         };
         let registry = Registry::with_limits(store, limits);

@@ -42,7 +42,7 @@ pub struct InlineBlob {
     pub bytes: Vec<u8>,
 }
 pub use self::postgres::PostgresStore;
-pub use self::sled::SledStore;
+pub use self::sled::{SledOptions, SledStore};
 
 /// Counts of what an import wrote, for reporting.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

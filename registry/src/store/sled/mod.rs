@@ -111,22 +111,41 @@ const CACHE_BYTES: u64 = 256 << 20;
 /// within noise of each other; 3 is zstd's default).
 const COMPRESSION_LEVEL: i32 = 3;
 
-/// Whether the store at `path` is (or, new, will be) compressed. sled refuses to open a
-/// database with another setting than it was created with, so a store from before
-/// compression (its `conf` says `use_compression: false`) stays uncompressed.
-fn compression_of(path: &Path) -> bool {
+/// How a new sled store is created. An existing store keeps how it was created: sled refuses
+/// to open a database with other settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SledOptions {
+    /// zstd-compress the pages sled writes (default on). A third of the disk and a fifth
+    /// less memory, for more CPU on every write (see bench/RESULTS.md, issue 17).
+    pub compression: bool,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions { compression: true }
+    }
+}
+
+/// Whether the store at `path` is compressed; `new` says whether it will be when it does not
+/// exist yet. A store from before compression (its `conf` says `use_compression: false`)
+/// stays uncompressed.
+fn compression_of(path: &Path, new: bool) -> bool {
     // Text lines followed by a binary checksum.
     match std::fs::read(path.join("conf")) {
         Ok(conf) => !String::from_utf8_lossy(&conf).lines().any(|l| l.trim() == "use_compression: false"),
-        Err(_) => true,
+        Err(_) => new,
     }
 }
 
 /// sled's configuration for the store database at `path` (its page cache, and compression
 /// as the store was created with): for tools that read the database below the store.
 pub fn database_config(path: &Path) -> sled::Config {
+    database_config_with(path, SledOptions::default())
+}
+
+fn database_config_with(path: &Path, options: SledOptions) -> sled::Config {
     let c = sled::Config::new().path(path).cache_capacity(CACHE_BYTES);
-    if compression_of(path) {
+    if compression_of(path, options.compression) {
         c.use_compression(true).compression_factor(COMPRESSION_LEVEL)
     } else {
         c
@@ -163,7 +182,12 @@ impl SledStore {
     /// Opens the store at `path`, creating it if missing and migrating an older format;
     /// refuses a JSON-era (format 1) or newer store.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = open_locked(|| database_config(path), path)?;
+        Self::open_with(path, SledOptions::default())
+    }
+
+    /// [`open`](Self::open), creating a missing store as `options` say.
+    pub fn open_with(path: &Path, options: SledOptions) -> Result<Self> {
+        let db = open_locked(|| database_config_with(path, options), path)?;
         // The transparency log lives in a database of its own within the store's, so the
         // commit thread's flushes never carry the log's bytes (see `log.rs`). Its integrator
         // flushes it after each append; sled's timed background flush would only add fsyncs
@@ -474,7 +498,10 @@ impl Store for SledStore {
                 let record = AdoptionRecord::apply(previous.clone(), entry.clone());
                 counts.replace_record(previous.as_ref(), &record);
                 totals.insert(sid, encode(&counts))?;
-                kommunen.insert(ags, &[])?;
+                // A read is cheaper than a rewrite: sled logs (and compresses) every insert.
+                if kommunen.get(ags)?.is_none() {
+                    kommunen.insert(ags, &[])?;
+                }
                 adoption.insert(record_key.as_slice(), encode(&record))?;
                 let event = append_event(meta, events, entry.at_ms, EventKind::AdoptionReported(entry.clone()))?;
                 history.insert(key(&[ags, &event.seq.to_be_bytes()]), encode(entry))?;

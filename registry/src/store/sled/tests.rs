@@ -31,6 +31,33 @@ fn data_survives_reopen() {
     assert!(store.service(&"wohngeld-nrw".parse().unwrap()).unwrap().is_some());
 }
 
+/// `sled_compression` decides only how a store is created: sled refuses to open a database
+/// with another setting, so a store keeps its own whatever the hub is told later.
+#[test]
+fn a_store_keeps_the_compression_it_was_created_with() {
+    use super::SledOptions;
+    for created_compressed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store =
+                super::SledStore::open_with(dir.path(), SledOptions { compression: created_compressed }).unwrap();
+            let s = service();
+            store
+                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let conf = String::from_utf8_lossy(&std::fs::read(dir.path().join("conf")).unwrap()).into_owned();
+        assert_eq!(conf.contains("use_compression: true"), created_compressed, "{conf}");
+        // Reopened with the other setting: the store opens as it was created, data intact.
+        let store = super::SledStore::open_with(dir.path(), SledOptions { compression: !created_compressed }).unwrap();
+        assert!(store.service(&"wohngeld-nrw".parse().unwrap()).unwrap().is_some());
+        drop(store);
+        let conf = String::from_utf8_lossy(&std::fs::read(dir.path().join("conf")).unwrap()).into_owned();
+        assert_eq!(conf.contains("use_compression: true"), created_compressed, "{conf}");
+    }
+}
+
 #[test]
 fn a_json_era_store_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
