@@ -187,6 +187,14 @@ impl SledStore {
 
     /// [`open`](Self::open), creating a missing store as `options` say.
     pub fn open_with(path: &Path, options: SledOptions) -> Result<Self> {
+        if path.join("conf").exists() && compression_of(path, options.compression) != options.compression {
+            // Not an error: the setting is for new stores, and sled cannot convert one.
+            tracing::info!(
+                path = %path.display(),
+                compressed = !options.compression,
+                "the store keeps the compression it was created with; sled_compression applies to new stores"
+            );
+        }
         let db = open_locked(|| database_config_with(path, options), path)?;
         // The transparency log lives in a database of its own within the store's, so the
         // commit thread's flushes never carry the log's bytes (see `log.rs`). Its integrator
