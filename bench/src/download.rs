@@ -6,7 +6,7 @@ use crate::child::HubProcess;
 use crate::hub::{DownloadScale, MB};
 use crate::paired::{interleave, Pairs};
 use crate::report::Row;
-use crate::{nginx, sys, watchers};
+use crate::{nginx, watchers};
 use anyhow::{anyhow, Context, Result};
 use efa_domain::bundle::Digest;
 use efa_node::hub::HubClient;
@@ -40,19 +40,7 @@ async fn measure(
 ) -> Result<(Vec<Row>, Vec<PeerMedians>)> {
     let manifest = hub.publish(hub.land_channel().await?, bundle, "1.0.0").await?;
     let pki = hub.root().join("pki");
-    let server = match sys::ensure_peer("nginx", "nginx", scale.may_install) {
-        Ok(bin) => match nginx::start(&bin, &hub.root().join("nginx"), www, &pki) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                notes.push(format!("C: nginx peer could not start: {e:#}"));
-                None
-            }
-        },
-        Err(e) => {
-            notes.push(format!("C: nginx peer not measured: {e}"));
-            None
-        }
-    };
+    let server = nginx::start_peer(&hub.root().join("nginx"), www, &pki, scale.may_install, "C", notes);
     let ca = nginx::ca(&pki.join("ca.pem"))?;
     if let (Some(n), Some(mb)) = (&server, scale.sizes_mb.first()) {
         let (_, version) = nginx::connected(&ca, &format!("https://127.0.0.1:{}/blob-{mb}mb.bin", n.port), 1).await?;

@@ -27,6 +27,32 @@ impl Drop for Nginx {
     }
 }
 
+/// nginx as a scenario's peer, installed if `may_install` allows: `None`, with the reason in
+/// `notes` under `scenario`'s label, when it cannot be installed or started (the scenario
+/// still runs, without the peer's figures).
+pub fn start_peer(
+    root: &Path,
+    www: &Path,
+    pki: &Path,
+    may_install: bool,
+    scenario: &str,
+    notes: &mut Vec<String>,
+) -> Option<Nginx> {
+    match crate::sys::ensure_peer("nginx", "nginx", may_install) {
+        Ok(bin) => match start(&bin, root, www, pki) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                notes.push(format!("{scenario}: nginx peer could not start: {e:#}"));
+                None
+            }
+        },
+        Err(e) => {
+            notes.push(format!("{scenario}: nginx peer not measured: {e}"));
+            None
+        }
+    }
+}
+
 pub fn start(bin: &Path, root: &Path, www: &Path, pki: &Path) -> Result<Nginx> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let conf = root.join("nginx.conf");

@@ -76,19 +76,7 @@ async fn measure(hub: &HubProcess, nodes: usize, scale: &WaveScale, notes: &mut 
     let size = file.size;
 
     let pki = hub.root().join("pki");
-    let server = match sys::ensure_peer("nginx", "nginx", scale.may_install) {
-        Ok(bin) => match nginx::start(&bin, &hub.root().join("nginx"), &www, &pki) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                notes.push(format!("W: nginx peer could not start: {e:#}"));
-                None
-            }
-        },
-        Err(e) => {
-            notes.push(format!("W: nginx peer not measured: {e}"));
-            None
-        }
-    };
+    let server = nginx::start_peer(&hub.root().join("nginx"), &www, &pki, scale.may_install, "W", notes);
     let ca = nginx::ca(&pki.join("ca.pem"))?;
     let url = server.as_ref().map(|n| format!("https://127.0.0.1:{}/release.bin", n.port));
 
