@@ -16,7 +16,9 @@
 //! store's own small tokio runtime, and the calling thread waits for the answer (inside a
 //! tokio worker it says so with `block_in_place`).
 
+mod catalog;
 mod copy;
+mod federation;
 mod ledger;
 mod log;
 mod runtime;
@@ -42,7 +44,7 @@ use efa_domain::model::release::{Release, Yank};
 use efa_domain::model::rollout::{Rollout, Transition};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::postgres::PgPool;
 use sqlx::Row;
 
 /// The LISTEN/NOTIFY channel on which commits that streams care about are announced.
@@ -199,16 +201,7 @@ impl Store for PostgresStore {
     }
 
     fn insert_release(&self, release: &Release, inline: &[InlineBlob]) -> Result<Event> {
-        let kind =
-            EventKind::ReleasePublished { service_id: release.service_id.clone(), version: release.version.clone() };
-        let (release, inline) = (release.clone(), inline.to_vec());
-        self.mutate(release.published_at_ms, move |c| {
-            Box::pin(async move {
-                insert_release_rows(c, &release, &inline).await?;
-                Ok((kind, ()))
-            })
-        })
-        .map(|((), event)| event)
+        self.write_release(release, inline)
     }
 
     fn insert_release_with_rollout(
@@ -217,149 +210,35 @@ impl Store for PostgresStore {
         rollout: &Rollout,
         inline: &[InlineBlob],
     ) -> Result<(Event, Event)> {
-        let (s, v, value) = (release.service_id.to_string(), release.version.to_string(), encode(rollout));
-        let kind = EventKind::RolloutChanged {
-            service_id: release.service_id.clone(),
-            version: release.version.clone(),
-            transition: Transition::Started,
-        };
-        let (release, inline) = (release.clone(), inline.to_vec());
-        // One mutation: the release's event is appended inside it, the rollout's after it.
-        self.mutate(release.published_at_ms, move |c| {
-            Box::pin(async move {
-                insert_release_rows(c, &release, &inline).await?;
-                let published = sql::append_event(
-                    &mut *c,
-                    release.published_at_ms,
-                    EventKind::ReleasePublished {
-                        service_id: release.service_id.clone(),
-                        version: release.version.clone(),
-                    },
-                )
-                .await?;
-                exec(c, "INSERT INTO rollouts (service, version, land, rec) VALUES ($1, $2, '', $3)", &[&s, &v], value)
-                    .await?;
-                Ok((kind, published))
-            })
-        })
+        self.write_release_with_rollout(release, rollout, inline)
     }
 
     fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool> {
-        let d = digest.0.to_vec();
-        self.run(move |pool| async move {
-            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM blob_refs WHERE digest = $1 LIMIT 1")
-                .bind(d)
-                .fetch_optional(&pool)
-                .await
-                .map_err(storage)?;
-            Ok(found.is_some())
-        })
+        self.read_blob_referenced(digest)
     }
 
     fn inline_blob(&self, digest: &efa_domain::bundle::Digest) -> Result<Option<Vec<u8>>> {
-        let d = digest.0.to_vec();
-        self.run(move |pool| async move {
-            sqlx::query_scalar("SELECT data FROM inline_blobs WHERE digest = $1")
-                .bind(d)
-                .fetch_optional(&pool)
-                .await
-                .map_err(storage)
-        })
+        self.read_inline_blob(digest)
     }
 
     fn release(&self, service: &ServiceId, version: &semver::Version) -> Result<Option<Release>> {
-        self.get(
-            "releases",
-            "SELECT rec FROM releases WHERE service = $1 AND version = $2",
-            vec![service.to_string(), version.to_string()],
-        )
+        self.read_release(service, version)
     }
 
     fn releases(&self, service: &ServiceId) -> Result<Vec<Release>> {
-        let mut all: Vec<Release> =
-            self.all("releases", "SELECT rec FROM releases WHERE service = $1", vec![service.to_string()])?;
-        all.sort_by(|a, b| b.version.cmp(&a.version));
-        Ok(all)
+        self.read_releases(service)
     }
 
     fn yank_release(&self, service: &ServiceId, version: &semver::Version, yank: Yank) -> Result<(Release, Event)> {
-        let (s, v) = (service.to_string(), version.to_string());
-        let (sid, ver) = (service.clone(), version.clone());
-        let at = yank.at_ms;
-        self.mutate(at, move |c| {
-            Box::pin(async move {
-                let Some(mut release) = tx_get::<Release>(
-                    c,
-                    "releases",
-                    "SELECT rec FROM releases WHERE service = $1 AND version = $2 FOR UPDATE",
-                    &[&s, &v],
-                )
-                .await?
-                else {
-                    return Err(Error::not_found(format!("release {sid} {ver}")));
-                };
-                if let Some(y) = &release.yank {
-                    return Err(Error::failed_precondition(format!(
-                        "release {sid} {ver} is already yanked ({})",
-                        y.reason
-                    )));
-                }
-                release.yank = Some(yank.clone());
-                exec(
-                    c,
-                    "UPDATE releases SET rec = $3 WHERE service = $1 AND version = $2",
-                    &[&s, &v],
-                    encode(&release),
-                )
-                .await?;
-                let kind = EventKind::ReleaseYanked { service_id: sid, version: ver, reason: yank.reason };
-                Ok((kind, release))
-            })
-        })
+        self.write_yank(service, version, yank)
     }
 
     fn put_subscription(&self, sub: &Subscription) -> Result<Event> {
-        let (ags, target, value) = (sub.ags.to_string(), sub.target.key(), encode(sub));
-        let kind = EventKind::Subscribed(sub.clone());
-        self.mutate(sub.since_ms, move |c| {
-            Box::pin(async move {
-                exec(
-                    c,
-                    "INSERT INTO subscriptions (ags, target, rec) VALUES ($1, $2, $3) ON CONFLICT (ags, target) DO UPDATE SET rec = EXCLUDED.rec",
-                    &[&ags, &target],
-                    value,
-                )
-                .await?;
-                Ok((kind, ()))
-            })
-        })
-        .map(|((), event)| event)
+        self.write_subscription(sub)
     }
 
     fn remove_subscription(&self, ags: &Ags, target_key: &str) -> Result<Option<Event>> {
-        let (a, t) = (ags.to_string(), target_key.to_string());
-        let kind = EventKind::Unsubscribed { ags: ags.clone(), target: target_key.to_string() };
-        // Nothing to remove means no event: the transaction is rolled back by the error.
-        let removed = self.mutate(efa_domain::now_ms(), move |c| {
-            Box::pin(async move {
-                let n = sqlx::query("DELETE FROM subscriptions WHERE ags = $1 AND target = $2")
-                    .bind(&a)
-                    .bind(&t)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(storage)?
-                    .rows_affected();
-                if n == 0 {
-                    return Err(Error::Storage(NOTHING_REMOVED.into()));
-                }
-                Ok((kind, ()))
-            })
-        });
-        match removed {
-            Ok(((), event)) => Ok(Some(event)),
-            Err(Error::Storage(m)) if m == NOTHING_REMOVED => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.delete_subscription(ags, target_key)
     }
 
     fn subscriptions_of(&self, ags: &Ags) -> Result<Vec<Subscription>> {
@@ -564,42 +443,15 @@ impl Store for PostgresStore {
         key_set: &efa_domain::model::keyset::SignedKeySet,
         keys: &SigningKeys,
     ) -> Result<Event> {
-        let (l, value, set) = (land.to_string(), encode(keys), encode(key_set));
-        let kind = EventKind::KeySetPublished { land: land.clone(), key_set: key_set.clone() };
-        self.mutate(keys.updated_at_ms, move |c| {
-            Box::pin(async move {
-                exec(c, "INSERT INTO signing_keys (land, rec) VALUES ($1, $2) ON CONFLICT (land) DO UPDATE SET rec = EXCLUDED.rec", &[&l], value).await?;
-                // The event's seq is the one the seq row hands out next: lock the row now so no
-                // other replica's event comes in between.
-                sqlx::query("SELECT last FROM seq FOR UPDATE").execute(&mut *c).await.map_err(storage)?;
-                exec(c, "INSERT INTO key_sets (land, seq, rec) SELECT $1, last + 1, $2 FROM seq", &[&l], set).await?;
-                Ok((kind, ()))
-            })
-        })
-        .map(|((), event)| event)
+        self.write_key_set(land, key_set, keys)
     }
 
     fn key_sets(&self, land: &LandCode) -> Result<Vec<(u64, efa_domain::model::keyset::SignedKeySet)>> {
-        let l = land.to_string();
-        let rows = self.run(move |pool| async move {
-            let rows = sqlx::query("SELECT seq, rec FROM key_sets WHERE land = $1 ORDER BY seq")
-                .bind(l)
-                .fetch_all(&pool)
-                .await
-                .map_err(storage)?;
-            rows.iter()
-                .map(|r| {
-                    Ok((r.try_get::<i64, _>(0).map_err(storage)? as u64, r.try_get::<Vec<u8>, _>(1).map_err(storage)?))
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
-        rows.into_iter().map(|(seq, rec)| Ok((seq, super::codec::decode("key_sets", &rec)?))).collect()
+        self.read_key_sets(land)
     }
 
     fn signing_keys(&self, land: &LandCode) -> Result<SigningKeys> {
-        Ok(self
-            .get("signing_keys", "SELECT rec FROM signing_keys WHERE land = $1", vec![land.to_string()])?
-            .unwrap_or_default())
+        self.read_signing_keys(land)
     }
 
     fn put_offer(
@@ -610,15 +462,7 @@ impl Store for PostgresStore {
         at_ms: i64,
         withdrawn: bool,
     ) -> Result<Event> {
-        let (s, l, value) = (service.to_string(), land.to_string(), encode(offer));
-        let kind = EventKind::Offered { service_id: service.clone(), land: land.clone(), withdrawn };
-        self.mutate(at_ms, move |c| {
-            Box::pin(async move {
-                exec(c, "INSERT INTO offers (service, land, rec) VALUES ($1, $2, $3) ON CONFLICT (service, land) DO UPDATE SET rec = EXCLUDED.rec", &[&s, &l], value).await?;
-                Ok((kind, ()))
-            })
-        })
-        .map(|((), event)| event)
+        self.write_offer(land, service, offer, at_ms, withdrawn)
     }
 
     fn put_rollout(
@@ -630,20 +474,7 @@ impl Store for PostgresStore {
         transition: Transition,
         at_ms: i64,
     ) -> Result<Event> {
-        let (s, v, l, value) = (
-            service.to_string(),
-            version.to_string(),
-            land.map(|l| l.to_string()).unwrap_or_default(),
-            encode(rollout),
-        );
-        let kind = EventKind::rollout_moved(service, version, land, transition);
-        self.mutate(at_ms, move |c| {
-            Box::pin(async move {
-                exec(c, "INSERT INTO rollouts (service, version, land, rec) VALUES ($1, $2, $3, $4) ON CONFLICT (service, version, land) DO UPDATE SET rec = EXCLUDED.rec", &[&s, &v, &l], value).await?;
-                Ok((kind, ()))
-            })
-        })
-        .map(|((), event)| event)
+        self.write_rollout(service, version, land, rollout, transition, at_ms)
     }
 
     fn rollout(
@@ -652,53 +483,15 @@ impl Store for PostgresStore {
         version: &semver::Version,
         land: Option<&LandCode>,
     ) -> Result<Option<Rollout>> {
-        self.get(
-            "rollouts",
-            "SELECT rec FROM rollouts WHERE service = $1 AND version = $2 AND land = $3",
-            vec![service.to_string(), version.to_string(), land.map(|l| l.to_string()).unwrap_or_default()],
-        )
+        self.read_rollout(service, version, land)
     }
 
     fn rollouts(&self) -> Result<Vec<crate::store::StoredRollout>> {
-        let rows = self.run(|pool| async move {
-            sqlx::query_as::<_, (String, String, String, Vec<u8>)>(
-                "SELECT service, version, land, rec FROM rollouts ORDER BY service, version, land",
-            )
-            .fetch_all(&pool)
-            .await
-            .map_err(storage)
-        })?;
-        rows.into_iter()
-            .map(|(s, v, l, rec)| {
-                let bad = || Error::Storage(format!("rollout row names no release: {s} {v} {l}"));
-                Ok((
-                    s.parse().map_err(|_| bad())?,
-                    v.parse().map_err(|_| bad())?,
-                    if l.is_empty() { None } else { Some(l.parse().map_err(|_| bad())?) },
-                    crate::store::codec::decode("rollouts", &rec)?,
-                ))
-            })
-            .collect()
+        self.read_rollouts()
     }
 
     fn offers(&self, service: &ServiceId) -> Result<Vec<(LandCode, SignedOffer)>> {
-        let s = service.to_string();
-        self.run(move |pool| async move {
-            let rows = sqlx::query("SELECT land, rec FROM offers WHERE service = $1 ORDER BY land")
-                .bind(s)
-                .fetch_all(&pool)
-                .await
-                .map_err(storage)?;
-            rows.iter()
-                .map(|row| {
-                    let land: String = row.try_get("land").map_err(storage)?;
-                    let land = land
-                        .parse()
-                        .map_err(|_| Error::Corrupt { tree: "offers", reason: format!("bad Land {land:?}") })?;
-                    Ok((land, rec("offers", row)?))
-                })
-                .collect()
-        })
+        self.read_offers(service)
     }
 
     fn put_snapshot(&self, land: &LandCode, snapshot: &[u8], signature: &[u8]) -> Result<()> {
@@ -780,52 +573,6 @@ impl Store for PostgresStore {
     fn on_foreign_commit(&self, wake: Box<dyn Fn() + Send + Sync>) -> Result<()> {
         self.listen_for_commits(wake)
     }
-}
-
-/// Marks a removal that found nothing, to roll its transaction back without an event.
-const NOTHING_REMOVED: &str = "nothing to remove";
-
-/// The rows of a new release: the release (refused if the version exists) and its blob index.
-async fn insert_release_rows(c: &mut PgConnection, release: &Release, inline: &[InlineBlob]) -> Result<()> {
-    let (service, version) = (release.service_id.to_string(), release.version.to_string());
-    let digests: Vec<Vec<u8>> =
-        efa_domain::bundle::Manifest::blob_digests(&release.manifest).into_iter().map(|d| d.0.to_vec()).collect();
-    let inserted =
-        sqlx::query("INSERT INTO releases (service, version, rec) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(&service)
-            .bind(&version)
-            .bind(encode(release))
-            .execute(&mut *c)
-            .await
-            .map_err(storage)?
-            .rows_affected();
-    if inserted == 0 {
-        return Err(Error::already_exists(format!(
-            "release {service} {version} already exists; published versions are immutable, publish a new version"
-        )));
-    }
-    sqlx::query(
-        "INSERT INTO blob_refs (digest, service, version) SELECT d, $2, $3 FROM UNNEST($1::bytea[]) AS d ON CONFLICT DO NOTHING",
-    )
-    .bind(&digests)
-    .bind(&service)
-    .bind(&version)
-    .execute(&mut *c)
-    .await
-    .map_err(storage)?;
-    if !inline.is_empty() {
-        let digests: Vec<&[u8]> = inline.iter().map(|b| b.digest.0.as_slice()).collect();
-        let data: Vec<&[u8]> = inline.iter().map(|b| b.bytes.as_slice()).collect();
-        sqlx::query(
-            "INSERT INTO inline_blobs (digest, data) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(digests)
-        .bind(data)
-        .execute(&mut *c)
-        .await
-        .map_err(storage)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
