@@ -78,9 +78,10 @@ pub(crate) fn ledger(ags: &Ags, sid: &ServiceId, h: u64, at: i64, out: &mut Vec<
     }
 }
 
-struct Timed {
-    first_ms: f64,
-    samples: Vec<f64>,
+/// Query timings in ms, the first run (cold) also on its own.
+pub(crate) struct Timed {
+    pub first_ms: f64,
+    pub samples: Vec<f64>,
 }
 
 /// A plan as a Land would write it: two pilot Kommunen, a Kreis, 10 % of the rest.
@@ -98,7 +99,8 @@ fn rollout_plan(kommunen: &[Ags]) -> efa_domain::model::rollout::RolloutPlan {
     }
 }
 
-fn time_runs(runs: usize, mut f: impl FnMut(usize) -> Result<usize>) -> Result<(Timed, usize)> {
+/// Runs `f` `runs` times and times each run (the first is cold); the last run's count.
+pub(crate) fn time_runs(runs: usize, mut f: impl FnMut(usize) -> Result<usize>) -> Result<(Timed, usize)> {
     let mut samples = Vec::with_capacity(runs);
     let mut items = 0;
     for i in 0..runs {

@@ -4,7 +4,7 @@
 use super::kv::{Reader, T};
 use super::layout::{key, prefix, Layout, Payload, RatingKv};
 use super::{Engine, EngineScale, BULK_CHUNK, KOMMUNEN_PER_LOAD, RATING_EVERY};
-use crate::queries::ledger;
+use crate::queries::{ledger, time_runs};
 use crate::sys::{self, mix};
 use anyhow::{Context, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord};
@@ -148,17 +148,6 @@ fn service_ids(n: usize) -> Result<Vec<ServiceId>> {
         .collect()
 }
 
-fn time_runs(runs: usize, mut f: impl FnMut(usize) -> Result<usize>) -> Result<(Vec<f64>, usize)> {
-    let mut samples = Vec::with_capacity(runs);
-    let mut items = 0;
-    for i in 0..runs {
-        let t = Instant::now();
-        items = f(i)?;
-        samples.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    Ok((samples, items))
-}
-
 /// `efa-bench engine-child --engine E --dir D`: loads (A)'s data into engine `E` in `D`,
 /// runs the queries and prints one JSON line of results.
 pub fn child(engine: Engine, dir: &Path, scale: &EngineScale) -> Result<()> {
@@ -242,8 +231,8 @@ pub fn child(engine: Engine, dir: &Path, scale: &EngineScale) -> Result<()> {
         ("rating summary for X", "ratings", Box::new(|r: &dyn Reader, i| rating_summary(r, svc(i)))),
     ];
     for (name, what, q) in list {
-        let (samples_ms, items) = time_runs(scale.runs, |i| q(&*kv.reader()?, i))?;
-        queries.push(QueryTimes { name: name.into(), samples_ms, items, what: what.into() });
+        let (timed, items) = time_runs(scale.runs, |i| q(&*kv.reader()?, i))?;
+        queries.push(QueryTimes { name: name.into(), samples_ms: timed.samples, items, what: what.into() });
     }
     let rss_after = sys::rss_mib();
     let hwm = sys::proc_status_kib("VmHWM") as f64 / 1024.0;
