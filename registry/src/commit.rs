@@ -8,9 +8,15 @@
 //! in order (so transactions never conflict), flushes once and answers everyone. A batch is
 //! as large as the number of writes that arrived during the previous batch, so throughput
 //! grows with the number of writers instead of being capped by the flush rate.
+//!
+//! Adoption reports, most of a hub's writes, are applied together: reports that arrive one
+//! after another go to the store as one run ([`Store::queue_adoptions`]) just before the
+//! next other write, or the flush, so every write still sees the ones queued before it.
 
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Queued, Store};
+use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord};
+use efa_domain::model::event::Event;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -20,10 +26,17 @@ use std::thread::JoinHandle;
 /// bounded time.
 const MAX_BATCH: usize = 1024;
 
-/// Runs a mutation on the commit thread and returns what will answer its caller once the
-/// batch's flush is known.
-type Job = Box<dyn FnOnce(&dyn Store) -> Reply + Send>;
+enum Job {
+    /// Runs a mutation on the commit thread and returns what will answer its caller once the
+    /// batch's flush is known.
+    Write(Mutation),
+    /// An adoption report, applied with the reports next to it.
+    Report(AdoptionEntry, Answer),
+}
+type Mutation = Box<dyn FnOnce(&dyn Store) -> Reply + Send>;
 type Reply = Box<dyn FnOnce(&Result<()>) + Send>;
+type Adopted = (AdoptionRecord, Event);
+type Answer = Box<dyn FnOnce(Result<Adopted>) + Send>;
 
 pub(crate) struct Committer {
     jobs: Option<mpsc::Sender<Job>>,
@@ -69,6 +82,24 @@ impl Committer {
         }
     }
 
+    /// Appends an adoption report to the ledger; resolves once it is durable.
+    pub(crate) fn report_async(
+        &self,
+        entry: AdoptionEntry,
+    ) -> impl std::future::Future<Output = Result<Adopted>> + Send + 'static {
+        let (tx, rx) = futures_channel::oneshot::channel::<Result<Adopted>>();
+        let queued = self.send(Job::Report(
+            entry,
+            Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        ));
+        async move {
+            queued?;
+            rx.await.map_err(|_| lost())?
+        }
+    }
+
     fn enqueue<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
@@ -76,21 +107,28 @@ impl Committer {
         // gone away by then; there is nothing to tell it in that case.
         answer: impl FnOnce(Result<T>) + Send + 'static,
     ) -> Result<()> {
-        let job: Job = Box::new(move |store| {
+        self.send(Job::Write(Box::new(move |store| {
             let out = f(store);
-            Box::new(move |flushed: &Result<()>| {
-                answer(match flushed {
-                    Ok(()) => out,
-                    // A database that is away (restarting) is worth retrying; say so.
-                    Err(Error::Unavailable(why)) => {
-                        out.and(Err(Error::Unavailable(format!("the write was not made durable: {why}"))))
-                    }
-                    Err(e) => out.and(Err(Error::Storage(format!("the write was not made durable: {e}")))),
-                })
-            })
-        });
+            Box::new(move |flushed: &Result<()>| answer(durable(out, flushed)))
+        })))
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
         let stopped = || Error::Storage("the commit thread has stopped".into());
         self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+    }
+}
+
+/// A write's outcome once its batch's flush is known: a failed flush fails every write of
+/// the batch, since none of them is known to be on disk.
+fn durable<T>(out: Result<T>, flushed: &Result<()>) -> Result<T> {
+    match flushed {
+        Ok(()) => out,
+        // A database that is away (restarting) is worth retrying; say so.
+        Err(Error::Unavailable(why)) => {
+            out.and(Err(Error::Unavailable(format!("the write was not made durable: {why}"))))
+        }
+        Err(e) => out.and(Err(Error::Storage(format!("the write was not made durable: {e}")))),
     }
 }
 
@@ -110,24 +148,28 @@ impl Drop for Committer {
 }
 
 fn commit_loop(store: &dyn Store, jobs: mpsc::Receiver<Job>) {
-    let run = |job: Job| match std::panic::catch_unwind(AssertUnwindSafe(|| job(store))) {
-        Ok(reply) => Some(reply),
-        Err(_) => {
-            // The job's reply channel is dropped with it, so its caller gets an error.
-            tracing::error!("a registry write panicked; it was not applied");
-            None
-        }
-    };
     let mut replies: Vec<Reply> = Vec::new();
+    let mut reports: Vec<(AdoptionEntry, Answer)> = Vec::new();
     while let Ok(first) = jobs.recv() {
         store.begin_batch();
-        replies.extend(run(first));
-        while replies.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => replies.extend(run(job)),
-                Err(_) => break,
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(job) = next {
+            taken += 1;
+            match job {
+                Job::Report(entry, answer) => reports.push((entry, answer)),
+                Job::Write(f) => {
+                    apply_reports(store, &mut reports, &mut replies);
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| f(store))) {
+                        Ok(reply) => replies.push(reply),
+                        // The job's reply channel is dropped with it, so its caller gets an error.
+                        Err(_) => tracing::error!("a registry write panicked; it was not applied"),
+                    }
+                }
             }
+            next = if taken < MAX_BATCH { jobs.try_recv().ok() } else { None };
         }
+        apply_reports(store, &mut reports, &mut replies);
         let flushed = store.flush();
         if let Err(e) = &flushed {
             tracing::error!(error = %e, writes = replies.len(), "flush failed");
@@ -135,5 +177,22 @@ fn commit_loop(store: &dyn Store, jobs: mpsc::Receiver<Job>) {
         for reply in replies.drain(..) {
             reply(&flushed);
         }
+    }
+}
+
+/// Hands the queued run of reports to the store; their answers wait for the flush.
+fn apply_reports(store: &dyn Store, reports: &mut Vec<(AdoptionEntry, Answer)>, replies: &mut Vec<Reply>) {
+    if reports.is_empty() {
+        return;
+    }
+    let (entries, answers): (Vec<_>, Vec<_>) = reports.drain(..).unzip();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| store.queue_adoptions(&entries))) {
+        // A store that gave fewer outcomes drops the rest of the answers: those callers get
+        // an error rather than a guess.
+        Ok(outcomes) => replies.extend(outcomes.into_iter().zip(answers).map(|(out, answer)| -> Reply {
+            // A queued outcome is known only after the flush (PostgreSQL applies it then).
+            Box::new(move |flushed: &Result<()>| answer(durable(out.and_then(Queued::take), flushed)))
+        })),
+        Err(_) => tracing::error!(reports = entries.len(), "applying adoption reports panicked; none was applied"),
     }
 }

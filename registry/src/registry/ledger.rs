@@ -58,10 +58,8 @@ impl Registry {
         ags: &Ags,
         report: AdoptionReport,
     ) -> impl Future<Output = Result<(AdoptionRecord, Event)>> + Send + 'static {
-        let commit =
-            self.check_adoption(ags, report).map(|entry| self.commits.write_async(move |s| s.queue_adoption(&entry)));
-        // Resolves after the batch's flush, when a queued report's outcome is known.
-        async move { commit?.await?.take() }
+        let commit = self.check_adoption(ags, report).map(|entry| self.commits.report_async(entry));
+        async move { commit?.await }
     }
 
     fn release_known(&self, service: &efa_domain::model::ids::ServiceId, version: &semver::Version) -> bool {

@@ -149,6 +149,13 @@ pub trait Store: LogStore + Send + Sync + 'static {
     fn queue_adoption(&self, entry: &AdoptionEntry) -> Result<Queued<(AdoptionRecord, Event)>> {
         self.append_adoption(entry).map(Queued::ready)
     }
+    /// Several reports that reached the commit thread one after another, in ledger order, with
+    /// one outcome per entry in the same order. A store may apply them together (sled does:
+    /// one transaction instead of one per report), but one entry that fails must not fail
+    /// the others.
+    fn queue_adoptions(&self, entries: &[AdoptionEntry]) -> Vec<Result<Queued<(AdoptionRecord, Event)>>> {
+        entries.iter().map(|e| self.queue_adoption(e)).collect()
+    }
     /// The current record of one (service, Kommune) pair.
     fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>>;
     /// The records of every Kommune with a ledger entry for the service.

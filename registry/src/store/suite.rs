@@ -350,6 +350,57 @@ macro_rules! store_test_suite {
             assert_eq!(store.adoptions_of(&essen).unwrap().len(), 1);
         }
 
+        /// The commit thread hands a run of reports over at once: they fold exactly as they
+        /// would one at a time (records, totals, history, one event each in order).
+        #[test]
+        fn a_run_of_reports_folds_as_one_report_after_another() {
+            let store = $make;
+            let one: efa_domain::model::ids::ServiceId = "wohngeld-nrw".parse().unwrap();
+            let run: efa_domain::model::ids::ServiceId = "elfe-hb".parse().unwrap();
+            let entries = |sid: &efa_domain::model::ids::ServiceId| -> Vec<AdoptionEntry> {
+                [
+                    ("05913000", AdoptionState::Evaluating, Some("1.0.0")),
+                    ("05913000", AdoptionState::Deployed, Some("1.0.0")),
+                    ("05113000", AdoptionState::Rejected, None),
+                    ("05711000", AdoptionState::Deployed, Some("1.0.0")),
+                    ("05913000", AdoptionState::Failed, Some("1.1.0")),
+                    ("05711000", AdoptionState::Retired, None),
+                ]
+                .into_iter()
+                .map(|(a, state, v)| AdoptionEntry {
+                    ags: a.parse().unwrap(),
+                    service_id: sid.clone(),
+                    version: v.map(|v| v.parse().unwrap()),
+                    state,
+                    reason: "r".into(),
+                    at_ms: 7,
+                })
+                .collect()
+            };
+            let alone: Vec<_> = entries(&one).iter().map(|e| store.append_adoption(e).unwrap()).collect();
+            store.begin_batch();
+            let queued = store.queue_adoptions(&entries(&run));
+            store.flush().unwrap();
+            let together: Vec<_> = queued.into_iter().map(|q| q.unwrap().take().unwrap()).collect();
+            assert_eq!(together.len(), alone.len());
+            let head = alone.last().unwrap().1.seq;
+            for (i, ((a_rec, _), (t_rec, t_event))) in alone.iter().zip(&together).enumerate() {
+                assert_eq!(t_event.seq, head + 1 + i as u64, "one event per report, in order");
+                assert_eq!((&a_rec.running, &a_rec.latest.state), (&t_rec.running, &t_rec.latest.state));
+            }
+            assert_eq!(store.head_seq().unwrap(), head + alone.len() as u64);
+            let mut t1 = store.service_totals(&one).unwrap();
+            let t2 = store.service_totals(&run).unwrap();
+            t1.ratings = t2.ratings;
+            assert_eq!(t1, t2);
+            assert_eq!(t2.records, 3);
+            assert_eq!(store.adopters(&run).unwrap().len(), 3);
+            assert_eq!(store.history_of(&"05913000".parse().unwrap()).unwrap().len(), 6);
+            let rec = store.adoption(&run, &"05913000".parse().unwrap()).unwrap().unwrap();
+            assert_eq!(rec.running, Some("1.0.0".parse().unwrap()));
+            assert_eq!(rec.latest.state, AdoptionState::Failed);
+        }
+
         #[test]
         fn service_totals_match_a_recount_after_every_kind_of_write() {
             use efa_domain::model::rating::Rating;

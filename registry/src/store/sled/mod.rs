@@ -26,6 +26,7 @@
 
 mod bulk;
 mod federation;
+mod ledger;
 mod log;
 pub mod migrate;
 mod open;
@@ -34,7 +35,7 @@ mod tx;
 pub use open::{database_config, log_path, SledOptions};
 
 use super::codec::{decode, encode, Record, StoredSnapshot};
-use super::{ImportCounts, InlineBlob, Store};
+use super::{ImportCounts, InlineBlob, Queued, Store};
 use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
@@ -332,33 +333,18 @@ impl Store for SledStore {
     }
 
     fn append_adoption(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)> {
-        let sid = entry.service_id.as_str().as_bytes();
-        let ags = entry.ags.as_str().as_bytes();
-        let record_key = key(&[sid, ags]);
-        let trees = (&self.adoption, &self.history, &self.totals, &self.adoption_kommunen, &self.meta, &self.events);
-        trees
-            .transaction(|(adoption, history, totals, kommunen, meta, events)| {
-                let previous = match adoption.get(&record_key)? {
-                    Some(bytes) => match decode::<AdoptionRecord>("adoption", &bytes) {
-                        Ok(r) => Some(r),
-                        Err(e) => return abort(e),
-                    },
-                    None => None,
-                };
-                let mut counts = tx_get::<ServiceTotals>(totals, "totals", sid)?.unwrap_or_default();
-                let record = AdoptionRecord::apply(previous.clone(), entry.clone());
-                counts.replace_record(previous.as_ref(), &record);
-                totals.insert(sid, encode(&counts))?;
-                // A read is cheaper than a rewrite: sled logs (and compresses) every insert.
-                if kommunen.get(ags)?.is_none() {
-                    kommunen.insert(ags, &[])?;
-                }
-                adoption.insert(record_key.as_slice(), encode(&record))?;
-                let event = append_event(meta, events, entry.at_ms, EventKind::AdoptionReported(entry.clone()))?;
-                history.insert(key(&[ags, &event.seq.to_be_bytes()]), encode(entry))?;
-                Ok((record, event))
-            })
-            .map_err(from_tx)
+        let mut out = self.append_adoptions(std::slice::from_ref(entry))?;
+        out.pop().ok_or_else(|| Error::Storage("a report left no outcome".into()))
+    }
+
+    fn queue_adoptions(&self, entries: &[AdoptionEntry]) -> Vec<Result<Queued<(AdoptionRecord, Event)>>> {
+        match self.append_adoptions(entries) {
+            Ok(out) => out.into_iter().map(|o| Ok(Queued::ready(o))).collect(),
+            // The shared transaction was rolled back whole; one bad entry (a corrupt record)
+            // must not fail its neighbours, so each gets a transaction of its own.
+            Err(_) if entries.len() > 1 => entries.iter().map(|e| self.append_adoption(e).map(Queued::ready)).collect(),
+            Err(e) => vec![Err(e)],
+        }
     }
 
     fn adoption(&self, service: &ServiceId, ags: &Ags) -> Result<Option<AdoptionRecord>> {

@@ -85,3 +85,27 @@ fn a_store_of_a_newer_format_is_refused_naming_both_versions() {
     let err = super::SledStore::open(dir.path()).err().expect("newer store refused").to_string();
     assert!(err.contains("format 9") && err.contains("formats 2 to 4"), "{err}");
 }
+
+/// One report whose stored record is unreadable fails alone; the run's other reports are
+/// applied (each then in a transaction of its own).
+#[test]
+fn a_corrupt_record_fails_only_its_own_report_in_a_run() {
+    use efa_domain::model::adoption::{AdoptionEntry, AdoptionState};
+    let store = super::SledStore::temporary().unwrap();
+    let entry = |a: &str| AdoptionEntry {
+        ags: a.parse().unwrap(),
+        service_id: "wohngeld-nrw".parse().unwrap(),
+        version: None,
+        state: AdoptionState::Evaluating,
+        reason: String::new(),
+        at_ms: 1,
+    };
+    store.adoption.insert(super::key(&[b"wohngeld-nrw", b"05113000"]), &b"\xffnot a record"[..]).unwrap();
+    let out = store.queue_adoptions(&[entry("05913000"), entry("05113000"), entry("05711000")]);
+    let out: Vec<_> = out.into_iter().map(|q| q.and_then(|q| q.take())).collect();
+    assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+    assert!(out[1].as_ref().unwrap_err().to_string().contains("adoption"), "{:?}", out[1]);
+    assert_eq!(store.head_seq().unwrap(), 2, "two events, no gap");
+    let seqs: Vec<u64> = store.events_after(0, 10).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+}
