@@ -21,6 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("efa_descriptor.bin"), &bytes)?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    // Download chunks as `Bytes`: the hub hands out slices of a cached blob without copying.
+    tonic_prost_build::configure()
+        .bytes(".efa.v1.BlobChunk.data")
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -46,6 +46,9 @@ pub struct HubFile {
     pub slow_subscriber_timeout_secs: u64,
     /// Bytes per `FetchBlob` message, 1..=4 MiB (default 256 KiB).
     pub download_chunk_bytes: usize,
+    /// Memory for recently downloaded parts (blobs up to 1 MiB), shared by the nodes that
+    /// fetch the same release; 0..=4 GiB (default 64 MiB; 0: off).
+    pub download_cache_bytes: usize,
     /// Files up to this size are committed with their release in the store instead of the
     /// blob store, 0..=1 MiB (default 64 KiB; 0: every file goes to the blob store).
     pub inline_file_bytes: u64,
@@ -169,6 +172,7 @@ impl Default for HubFile {
             event_retention: None,
             slow_subscriber_timeout_secs: defaults.slow_subscriber_timeout.as_secs(),
             download_chunk_bytes: defaults.download_chunk_size,
+            download_cache_bytes: defaults.download_cache_bytes,
             inline_file_bytes: defaults.inline_file_max,
             sled_compression: defaults.sled_compression,
             limits: LimitsFile::default(),
@@ -217,6 +221,9 @@ impl HubFile {
         if file.download_chunk_bytes == 0 || file.download_chunk_bytes > 4 * 1024 * 1024 {
             return Err(err("download_chunk_bytes must be between 1 and 4194304".into()));
         }
+        if file.download_cache_bytes > 4 << 30 {
+            return Err(err("download_cache_bytes must be between 0 and 4294967296".into()));
+        }
         if file.inline_file_bytes > 1024 * 1024 {
             return Err(err("inline_file_bytes must be between 0 and 1048576".into()));
         }
@@ -246,6 +253,7 @@ impl HubFile {
         c.event_retention = self.event_retention;
         c.slow_subscriber_timeout = Duration::from_secs(self.slow_subscriber_timeout_secs);
         c.download_chunk_size = self.download_chunk_bytes;
+        c.download_cache_bytes = self.download_cache_bytes;
         c.inline_file_max = self.inline_file_bytes;
         c.sled_compression = self.sled_compression;
         c.rollout_round = Duration::from_millis(self.rollout_round_ms.max(10));

@@ -114,6 +114,9 @@ pub struct HubConfig {
     pub limits: BundleLimits,
     /// Bytes per `FetchBlob` message sent to nodes (default 256 KiB).
     pub download_chunk_size: usize,
+    /// Memory for recently downloaded blobs of up to 1 MiB (the parts of large files), so
+    /// the nodes of a rollout wave share one read of each part (default 64 MiB; 0: off).
+    pub download_cache_bytes: usize,
     /// Files of a release up to this size are kept in the store and committed with the
     /// release, not written to the blob store (default 64 KiB; 0: never). A publish of small
     /// files then costs one shared flush instead of five file-system syncs of its own.
@@ -168,6 +171,7 @@ impl HubConfig {
             insecure_dev: false,
             limits: BundleLimits::default(),
             download_chunk_size: 256 * 1024,
+            download_cache_bytes: 64 << 20,
             inline_file_max: 64 * 1024,
             sled_compression: true,
             event_retention: None,
@@ -341,6 +345,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         feed,
         shutdown: shutdown.clone(),
         download_chunk_size: config.download_chunk_size,
+        hot: Arc::new(crate::blobs::HotBlobs::new(config.download_cache_bytes, crate::blobs::HOT_BLOB_MAX)),
         inline_file_max: config.inline_file_max,
         metrics,
         federation_root: config

@@ -23,6 +23,8 @@ pub struct HubState {
     pub shutdown: CancellationToken,
     /// Bytes per chunk when streaming blobs to nodes.
     pub download_chunk_size: usize,
+    /// Recently downloaded blobs, served without the store.
+    pub hot: Arc<crate::blobs::HotBlobs>,
     /// Largest file of a release kept in the store (0: none).
     pub inline_file_max: u64,
     /// Counters and histograms.

@@ -159,7 +159,7 @@ type Result<T, E = HubError> = std::result::Result<T, E>;
 pub type Events = Pin<Box<dyn Stream<Item = Result<(u64, Option<StreamEvent>)>> + Send>>;
 
 /// Parts of a blob as they arrive: `(offset, bytes)`.
-pub type BlobParts = Pin<Box<dyn Stream<Item = Result<(u64, Vec<u8>)>> + Send>>;
+pub type BlobParts = Pin<Box<dyn Stream<Item = Result<(u64, bytes::Bytes)>> + Send>>;
 
 /// Names the Kommune a node acts for on every call (`x-efa-on-behalf-of`): a node run by
 /// an IT service provider authenticates with the provider's certificate and acts for the

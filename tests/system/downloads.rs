@@ -162,3 +162,47 @@ async fn small_files_are_committed_with_their_release_and_served_from_any_offset
     assert_eq!(std::fs::read(cache.path(&small)).unwrap(), html.as_bytes());
     assert_eq!(std::fs::read(cache.path(&large)).unwrap(), big.as_bytes());
 }
+
+/// A part another node just fetched is served from the hub's memory (a rollout wave shares
+/// one read of it): from any offset, with the same refusals, and only for content of a
+/// published release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_fetched_once_is_served_from_memory_from_any_offset() {
+    let mut w = World::new().await;
+    w.register(NRW, "wohngeld-nrw", "10092").await.unwrap();
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    let dir = w.dir.path().join("part-v1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("formular.pdf"), &big).unwrap();
+    w.publish(NRW, "wohngeld-nrw", "1.0.0", &dir).await.unwrap();
+    let m = w.manifest("wohngeld-nrw", "1.0.0").await;
+    let digest = m.files[0].digest;
+    let hex = digest.hex();
+    let file = w.fed.hub_data_dir().join("blobs").join(&hex[..2]).join(&hex);
+    assert!(file.exists(), "a 600 KB file is one blob file");
+
+    let ch = w.channel(&kommune(DORTMUND)).await;
+    let (offsets, bytes) = fetch_from(ch.clone(), &digest.to_string(), 0).await.unwrap();
+    assert_eq!(offsets, [0, 262_144, 524_288], "in messages of download_chunk_bytes");
+    assert!(bytes == big);
+
+    // The file goes away: the hub still has the part in memory.
+    std::fs::remove_file(&file).unwrap();
+    let other = w.channel(&kommune(ESSEN)).await;
+    let (offsets, bytes) = fetch_from(other.clone(), &digest.to_string(), 0).await.unwrap();
+    assert_eq!(offsets, [0, 262_144, 524_288]);
+    assert!(bytes == big);
+    let (offsets, bytes) = fetch_from(other.clone(), &digest.to_string(), 300_000).await.unwrap();
+    assert_eq!(offsets, [300_000, 562_144]);
+    assert!(bytes[..] == big[300_000..]);
+    assert!(fetch_from(other.clone(), &digest.to_string(), 600_000).await.unwrap().1.is_empty());
+    assert_eq!(fetch_from(other.clone(), &digest.to_string(), 600_001).await.unwrap_err(), tonic::Code::OutOfRange);
+    // Content no published release names is refused as before.
+    let stray = efa_domain::bundle::Digest::of(b"never published").to_string();
+    assert_eq!(fetch_from(other, &stray, 0).await.unwrap_err(), tonic::Code::NotFound);
+
+    // A restarted hub starts with an empty cache: the part is gone for good now.
+    w.fed.restart_hub().await.unwrap();
+    let ch = w.channel(&kommune(DORTMUND)).await;
+    assert_eq!(fetch_from(ch, &digest.to_string(), 0).await.unwrap_err(), tonic::Code::NotFound);
+}

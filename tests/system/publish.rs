@@ -281,7 +281,7 @@ async fn a_failed_publish_leaves_nothing_downloadable_and_no_files() {
         .unwrap()
         .into_inner();
     let chunk = tokio_stream::StreamExt::next(&mut stream).await.unwrap().unwrap();
-    assert_eq!(chunk.data, b"the first file is fine");
+    assert_eq!(&chunk.data[..], b"the first file is fine");
 }
 
 /// Every file below `dir`.

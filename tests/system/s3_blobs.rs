@@ -200,14 +200,14 @@ async fn while_s3_is_away_a_publish_fails_cleanly_and_downloads_resume_after() {
         .unwrap()
         .into_inner();
     let first = tokio_stream::StreamExt::next(&mut stream).await.unwrap().unwrap();
-    let mut got = first.data;
+    let mut got = first.data.to_vec();
     let server = tokio::task::spawn_blocking(move || server.stop().map(|()| server)).await.unwrap().unwrap();
     let mut failure = None;
     while let Some(msg) = tokio_stream::StreamExt::next(&mut stream).await {
         match msg {
             Ok(c) => {
                 assert_eq!(c.offset, got.len() as u64);
-                got.extend(c.data);
+                got.extend_from_slice(&c.data);
             }
             Err(e) => {
                 failure = Some(e);

@@ -11,10 +11,16 @@
 //! A large file travels as content-defined chunks; its *recipe* (`<file digest>.chunks`)
 //! lists the chunks with their sizes, so it is served as one stream from any offset.
 
+mod hot;
 mod local;
 mod s3;
 
+pub use hot::HotBlobs;
 pub use s3::S3Location;
+
+/// The largest blob the download cache keeps: a part of a large file (chunks are at most
+/// 1 MiB) or a file no larger than one.
+pub const HOT_BLOB_MAX: usize = 1024 * 1024;
 
 use bytes::Bytes;
 use efa_domain::bundle::Digest;

@@ -3,6 +3,7 @@
 use crate::blobs::{check_digest, BlobBody, BlobError, BlobStore, BlobWriter, Upload};
 use crate::error::status;
 use crate::state::HubState;
+use bytes::Bytes;
 use efa_domain::authz::{authorize, Action};
 use efa_domain::bundle::{Digest, Hasher, Manifest};
 use efa_domain::model::ids::{Channel, LandCode, ServiceId};
@@ -223,15 +224,16 @@ fn offset_past_end(offset: u64, digest: &Digest, len: u64) -> Status {
     Status::out_of_range(format!("offset {offset} is past the end of blob {digest} ({len} bytes)"))
 }
 
-/// A small file kept in the store, from `offset`, in messages of at most `chunk_size`.
-fn inline_chunks(bytes: Vec<u8>, offset: u64, chunk_size: usize, metrics: &crate::metrics::HubMetrics) -> BlobStream {
+/// A blob held in memory (a small file of the store, or a cached part), from `offset`, in
+/// messages of at most `chunk_size` that share its buffer.
+fn memory_chunks(bytes: Bytes, offset: u64, chunk_size: usize, metrics: &crate::metrics::HubMetrics) -> BlobStream {
     metrics.downloads.inc();
-    let rest = &bytes[offset as usize..];
-    metrics.bytes_served.inc_by(rest.len() as u64);
-    let chunks: Vec<Result<pb::BlobChunk, Status>> = rest
-        .chunks(chunk_size.max(1))
-        .enumerate()
-        .map(|(i, c)| Ok(pb::BlobChunk { offset: offset + (i * chunk_size.max(1)) as u64, data: c.to_vec() }))
+    let chunk_size = chunk_size.max(1);
+    let start = offset as usize;
+    metrics.bytes_served.inc_by((bytes.len() - start) as u64);
+    let chunks: Vec<Result<pb::BlobChunk, Status>> = (start..bytes.len())
+        .step_by(chunk_size)
+        .map(|at| Ok(pb::BlobChunk { offset: at as u64, data: bytes.slice(at..(at + chunk_size).min(bytes.len())) }))
         .collect();
     Box::pin(tokio_stream::iter(chunks))
 }
@@ -262,7 +264,7 @@ fn send_file(
                 return;
             }
         };
-        if tx.blocking_send(Ok(pb::BlobChunk { offset, data: buf })).is_err() {
+        if tx.blocking_send(Ok(pb::BlobChunk { offset, data: buf.into() })).is_err() {
             return; // the client left
         }
         metrics.bytes_served.inc_by(n as u64);
@@ -294,7 +296,7 @@ async fn send_remote(
                     if buf.len() == chunk_size {
                         let n = buf.len() as u64;
                         let data = std::mem::replace(&mut buf, Vec::with_capacity(chunk_size));
-                        if tx.send(Ok(pb::BlobChunk { offset, data })).await.is_err() {
+                        if tx.send(Ok(pb::BlobChunk { offset, data: data.into() })).await.is_err() {
                             return;
                         }
                         metrics.bytes_served.inc_by(n);
@@ -307,7 +309,7 @@ async fn send_remote(
                 // Bytes before the failure are sent, so the node resumes right after them.
                 if !buf.is_empty() {
                     let n = buf.len() as u64;
-                    let _ = tx.send(Ok(pb::BlobChunk { offset, data: std::mem::take(&mut buf) })).await;
+                    let _ = tx.send(Ok(pb::BlobChunk { offset, data: std::mem::take(&mut buf).into() })).await;
                     metrics.bytes_served.inc_by(n);
                 }
                 tracing::warn!(error = %e, "reading a blob from object storage failed");
@@ -322,7 +324,7 @@ async fn send_remote(
         if last {
             if !buf.is_empty() {
                 let n = buf.len() as u64;
-                if tx.send(Ok(pb::BlobChunk { offset, data: std::mem::take(&mut buf) })).await.is_ok() {
+                if tx.send(Ok(pb::BlobChunk { offset, data: std::mem::take(&mut buf).into() })).await.is_ok() {
                     metrics.bytes_served.inc_by(n);
                 }
             }
@@ -334,6 +336,32 @@ async fn send_remote(
 /// Blob writes and their fsyncs block. On the multi-thread runtime they run in place while
 /// the worker's other tasks move to another thread, so concurrent publishes fsync in
 /// parallel and other connections are not stalled; elsewhere they simply run inline.
+/// A blob's whole content (`len` bytes), for the download cache; `None` if the store gave
+/// a different length (the caller serves nothing then, rather than caching a wrong part).
+async fn read_whole(body: BlobBody, len: u64) -> Result<Option<Bytes>, Status> {
+    let failed = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "reading a blob failed");
+        Status::internal("reading the blob failed on the hub; retry")
+    };
+    let mut buf = Vec::with_capacity(len as usize);
+    match body {
+        BlobBody::File(mut file) => {
+            // `len` is at most the cache's largest entry: one read, off the async workers.
+            off_the_runtime(|| (&mut file).take(len + 1).read_to_end(&mut buf)).map_err(|e| failed(&e))?;
+        }
+        BlobBody::Remote(mut pieces) => {
+            while let Some(piece) = pieces.recv().await {
+                let piece = piece.map_err(|e| failed(&e))?;
+                if buf.len() + piece.len() > len as usize {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&piece);
+            }
+        }
+    }
+    Ok((buf.len() as u64 == len).then(|| Bytes::from(buf)))
+}
+
 fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
@@ -481,19 +509,26 @@ impl ReleaseService for Releases {
         authorize(&who, Action::ReadCatalog).map_err(status)?;
         let r = req.into_inner();
         let digest: Digest = parse(&r.digest).map_err(status)?;
+        let chunk_size = self.0.download_chunk_size;
+        let in_memory = |bytes: Bytes| {
+            let len = bytes.len() as u64;
+            if r.offset > len {
+                return Err(offset_past_end(r.offset, &digest, len));
+            }
+            Ok(Response::new(memory_chunks(bytes, r.offset, chunk_size, &self.0.metrics)))
+        };
+        // A part that another node fetched moments ago (a rollout wave): no registry read
+        // and no file. Only content a published release names was ever cached.
+        if let Some(bytes) = self.0.hot.get(&digest) {
+            return in_memory(bytes);
+        }
         // Only content of published releases is served; staged or stray blobs are not.
         let d = digest;
         let body = match self.0.registry(move |reg| reg.blob_source(&d)).await? {
             BlobSource::Unreferenced => {
                 return Err(Status::not_found(format!("blob {digest} is not part of a published release")))
             }
-            BlobSource::Inline(bytes) => {
-                let len = bytes.len() as u64;
-                if r.offset > len {
-                    return Err(offset_past_end(r.offset, &digest, len));
-                }
-                return Ok(Response::new(inline_chunks(bytes, r.offset, self.0.download_chunk_size, &self.0.metrics)));
-            }
+            BlobSource::Inline(bytes) => return in_memory(bytes.into()),
             BlobSource::Stored => {
                 let blobs = self.0.blobs.clone();
                 let offset = r.offset;
@@ -503,10 +538,19 @@ impl ReleaseService for Releases {
                 if r.offset > len {
                     return Err(offset_past_end(r.offset, &digest, len));
                 }
+                // A whole part from its start: read it at once and keep it for the next node.
+                if offset == 0 && self.0.hot.admits(len) {
+                    if let Some(bytes) = read_whole(body, len).await? {
+                        self.0.hot.insert(digest, bytes.clone());
+                        return in_memory(bytes);
+                    }
+                    return Err(Status::internal(format!(
+                        "blob {digest} on this hub is not the {len} bytes it should be; retry later"
+                    )));
+                }
                 body
             }
         };
-        let chunk_size = self.0.download_chunk_size;
         let metrics = self.0.metrics.clone();
         metrics.downloads.inc();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
