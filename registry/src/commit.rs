@@ -190,8 +190,9 @@ fn apply_reports(store: &dyn Store, reports: &mut Vec<(AdoptionEntry, Answer)>, 
         // A store that gave fewer outcomes drops the rest of the answers: those callers get
         // an error rather than a guess.
         Ok(outcomes) => replies.extend(outcomes.into_iter().zip(answers).map(|(out, answer)| -> Reply {
-            // A queued outcome is known only after the flush (PostgreSQL applies it then).
-            Box::new(move |flushed: &Result<()>| answer(durable(out.and_then(Queued::take), flushed)))
+            // A queued outcome is known only after the flush (PostgreSQL applies it then), and
+            // a failed flush says why first: a restarting database is worth retrying.
+            Box::new(move |flushed: &Result<()>| answer(durable(out, flushed).and_then(Queued::take)))
         })),
         Err(_) => tracing::error!(reports = entries.len(), "applying adoption reports panicked; none was applied"),
     }
