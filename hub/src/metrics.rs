@@ -28,6 +28,8 @@ pub struct HubMetrics {
     pub publish_bytes: Counter,
     pub downloads: Counter,
     pub bytes_served: Counter,
+    /// Downloads served from the hub's memory (see `blobs::HotBlobs`).
+    pub download_cache_hits: Counter,
     pub adoption_reports: Counter,
     pub ratings: Counter,
     pub streams_dropped_slow: Counter,
@@ -37,6 +39,8 @@ pub struct HubMetrics {
     pub event_streams: Gauge,
     pub subscriptions: Gauge,
     pub event_head: Gauge,
+    /// Bytes the download cache holds.
+    pub download_cache_bytes: Gauge,
     /// Leaves in the newest signed checkpoint of the transparency log.
     pub log_size: Gauge,
 }
@@ -49,6 +53,7 @@ impl Default for HubMetrics {
             publish_bytes: Counter::default(),
             downloads: Counter::default(),
             bytes_served: Counter::default(),
+            download_cache_hits: Counter::default(),
             adoption_reports: Counter::default(),
             ratings: Counter::default(),
             streams_dropped_slow: Counter::default(),
@@ -57,6 +62,7 @@ impl Default for HubMetrics {
             event_streams: Gauge::default(),
             subscriptions: Gauge::default(),
             event_head: Gauge::default(),
+            download_cache_bytes: Gauge::default(),
             log_size: Gauge::default(),
             registry: Registry::default(),
         };
@@ -64,6 +70,16 @@ impl Default for HubMetrics {
         registry.register("publish_bytes", "Bundle bytes received by publishes", m.publish_bytes.clone());
         registry.register("downloads", "Blob downloads started (FetchBlob calls)", m.downloads.clone());
         registry.register("bytes_served", "Blob bytes sent to nodes", m.bytes_served.clone());
+        registry.register(
+            "download_cache_hits",
+            "Downloads served from memory: a part another node fetched moments before",
+            m.download_cache_hits.clone(),
+        );
+        registry.register(
+            "download_cache_bytes",
+            "Bytes of recently downloaded parts held in memory",
+            m.download_cache_bytes.clone(),
+        );
         registry.register("adoption_reports", "Adoption state changes recorded", m.adoption_reports.clone());
         registry.register("ratings", "Ratings recorded", m.ratings.clone());
         registry.register(
@@ -109,6 +125,7 @@ impl HubMetrics {
         if let Some(head) = now.event_head {
             self.event_head.set(head as i64);
         }
+        self.download_cache_bytes.set(now.download_cache_bytes as i64);
         self.render()
     }
 }
@@ -123,6 +140,8 @@ pub struct Gauges {
     pub subscriptions: Option<usize>,
     /// Seq of the newest event.
     pub event_head: Option<u64>,
+    /// Bytes the download cache holds.
+    pub download_cache_bytes: usize,
 }
 
 /// A tower layer that times every gRPC call by method.

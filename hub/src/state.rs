@@ -49,6 +49,7 @@ impl HubState {
             event_streams: self.feed.bus.watchers(),
             subscriptions: self.registry.subscription_count().ok(),
             event_head: self.registry.head_seq().ok(),
+            download_cache_bytes: self.hot.held(),
         })
     }
 }

@@ -201,6 +201,12 @@ async fn a_part_fetched_once_is_served_from_memory_from_any_offset() {
     let stray = efa_domain::bundle::Digest::of(b"never published").to_string();
     assert_eq!(fetch_from(other, &stray, 0).await.unwrap_err(), tonic::Code::NotFound);
 
+    // Operators see it: four downloads from memory, one part held.
+    let metrics = w.fed.hub.as_ref().unwrap().metrics_text();
+    for needle in ["efa_hub_download_cache_hits_total 4", "efa_hub_download_cache_bytes 600000"] {
+        assert!(metrics.contains(needle), "hub metrics lack {needle:?}:\n{metrics}");
+    }
+
     // A restarted hub starts with an empty cache: the part is gone for good now.
     w.fed.restart_hub().await.unwrap();
     let ch = w.channel(&kommune(DORTMUND)).await;

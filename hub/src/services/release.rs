@@ -520,6 +520,7 @@ impl ReleaseService for Releases {
         // A part that another node fetched moments ago (a rollout wave): no registry read
         // and no file. Only content a published release names was ever cached.
         if let Some(bytes) = self.0.hot.get(&digest) {
+            self.0.metrics.download_cache_hits.inc();
             return in_memory(bytes);
         }
         // Only content of published releases is served; staged or stray blobs are not.
