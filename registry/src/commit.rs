@@ -9,12 +9,13 @@
 //! as large as the number of writes that arrived during the previous batch, so throughput
 //! grows with the number of writers instead of being capped by the flush rate.
 //!
-//! Adoption reports, most of a hub's writes, are applied together: reports that arrive one
-//! after another go to the store as one run ([`Store::queue_adoptions`]) just before the
-//! next other write, or the flush, so every write still sees the ones queued before it.
+//! Adoption reports (most of a hub's writes) and publishes are applied in runs: writes of
+//! one kind that arrive one after another go to the store together
+//! ([`Store::queue_adoptions`], [`Store::insert_releases`]) just before a write of another
+//! kind, or the flush, so every write still sees the ones queued before it.
 
 use crate::error::{Error, Result};
-use crate::store::{Queued, Store};
+use crate::store::{NewRelease, Queued, Store};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord};
 use efa_domain::model::event::Event;
 use std::panic::AssertUnwindSafe;
@@ -31,12 +32,14 @@ enum Job {
     /// batch's flush is known.
     Write(Mutation),
     /// An adoption report, applied with the reports next to it.
-    Report(AdoptionEntry, Answer),
+    Report(AdoptionEntry, Answer<Adopted>),
+    /// A release, inserted with the releases next to it.
+    Release(Box<NewRelease>, Answer<Vec<Event>>),
 }
 type Mutation = Box<dyn FnOnce(&dyn Store) -> Reply + Send>;
 type Reply = Box<dyn FnOnce(&Result<()>) + Send>;
 type Adopted = (AdoptionRecord, Event);
-type Answer = Box<dyn FnOnce(Result<Adopted>) + Send>;
+type Answer<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 pub(crate) struct Committer {
     jobs: Option<mpsc::Sender<Job>>,
@@ -87,13 +90,25 @@ impl Committer {
         &self,
         entry: AdoptionEntry,
     ) -> impl std::future::Future<Output = Result<Adopted>> + Send + 'static {
-        let (tx, rx) = futures_channel::oneshot::channel::<Result<Adopted>>();
-        let queued = self.send(Job::Report(
-            entry,
-            Box::new(move |answer| {
-                let _ = tx.send(answer);
-            }),
-        ));
+        self.run_async(|answer| Job::Report(entry, answer))
+    }
+
+    /// Inserts a release (and its rollout); resolves to its events once they are durable.
+    pub(crate) fn release_async(
+        &self,
+        new: NewRelease,
+    ) -> impl std::future::Future<Output = Result<Vec<Event>>> + Send + 'static {
+        self.run_async(|answer| Job::Release(Box::new(new), answer))
+    }
+
+    fn run_async<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(Answer<T>) -> Job,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
+        let (tx, rx) = futures_channel::oneshot::channel::<Result<T>>();
+        let queued = self.send(job(Box::new(move |answer| {
+            let _ = tx.send(answer);
+        })));
         async move {
             queued?;
             rx.await.map_err(|_| lost())?
@@ -147,9 +162,32 @@ impl Drop for Committer {
     }
 }
 
+/// The writes of one kind waiting to go to the store together.
+#[derive(Default)]
+struct Runs {
+    reports: Vec<(AdoptionEntry, Answer<Adopted>)>,
+    releases: Vec<(NewRelease, Answer<Vec<Event>>)>,
+}
+
+impl Runs {
+    /// Hands the waiting run (at most one kind waits at a time) to the store; the answers
+    /// wait for the flush.
+    fn apply(&mut self, store: &dyn Store, replies: &mut Vec<Reply>) {
+        if !self.reports.is_empty() {
+            let (entries, answers): (Vec<_>, Vec<_>) = self.reports.drain(..).unzip();
+            // A queued outcome is known only after the flush (PostgreSQL applies it then).
+            apply_run(replies, answers, || store.queue_adoptions(&entries), |q: Queued<Adopted>| q.take());
+        }
+        if !self.releases.is_empty() {
+            let (new, answers): (Vec<_>, Vec<_>) = self.releases.drain(..).unzip();
+            apply_run(replies, answers, || store.insert_releases(&new), Ok);
+        }
+    }
+}
+
 fn commit_loop(store: &dyn Store, jobs: mpsc::Receiver<Job>) {
     let mut replies: Vec<Reply> = Vec::new();
-    let mut reports: Vec<(AdoptionEntry, Answer)> = Vec::new();
+    let mut runs = Runs::default();
     while let Ok(first) = jobs.recv() {
         store.begin_batch();
         let mut next = Some(first);
@@ -157,9 +195,20 @@ fn commit_loop(store: &dyn Store, jobs: mpsc::Receiver<Job>) {
         while let Some(job) = next {
             taken += 1;
             match job {
-                Job::Report(entry, answer) => reports.push((entry, answer)),
+                Job::Report(entry, answer) => {
+                    if !runs.releases.is_empty() {
+                        runs.apply(store, &mut replies);
+                    }
+                    runs.reports.push((entry, answer));
+                }
+                Job::Release(new, answer) => {
+                    if !runs.reports.is_empty() {
+                        runs.apply(store, &mut replies);
+                    }
+                    runs.releases.push((*new, answer));
+                }
                 Job::Write(f) => {
-                    apply_reports(store, &mut reports, &mut replies);
+                    runs.apply(store, &mut replies);
                     match std::panic::catch_unwind(AssertUnwindSafe(|| f(store))) {
                         Ok(reply) => replies.push(reply),
                         // The job's reply channel is dropped with it, so its caller gets an error.
@@ -169,7 +218,7 @@ fn commit_loop(store: &dyn Store, jobs: mpsc::Receiver<Job>) {
             }
             next = if taken < MAX_BATCH { jobs.try_recv().ok() } else { None };
         }
-        apply_reports(store, &mut reports, &mut replies);
+        runs.apply(store, &mut replies);
         let flushed = store.flush();
         if let Err(e) = &flushed {
             tracing::error!(error = %e, writes = replies.len(), "flush failed");
@@ -180,20 +229,22 @@ fn commit_loop(store: &dyn Store, jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Hands the queued run of reports to the store; their answers wait for the flush.
-fn apply_reports(store: &dyn Store, reports: &mut Vec<(AdoptionEntry, Answer)>, replies: &mut Vec<Reply>) {
-    if reports.is_empty() {
-        return;
-    }
-    let (entries, answers): (Vec<_>, Vec<_>) = reports.drain(..).unzip();
-    match std::panic::catch_unwind(AssertUnwindSafe(|| store.queue_adoptions(&entries))) {
+/// Applies a run with `apply` (one outcome per write, in order) and queues each answer for
+/// the flush; `settle` turns an outcome into the answer once the flush is known.
+fn apply_run<O: Send + 'static, T: 'static>(
+    replies: &mut Vec<Reply>,
+    answers: Vec<Answer<T>>,
+    apply: impl FnOnce() -> Vec<Result<O>>,
+    settle: impl Fn(O) -> Result<T> + Copy + Send + 'static,
+) {
+    let writes = answers.len();
+    match std::panic::catch_unwind(AssertUnwindSafe(apply)) {
         // A store that gave fewer outcomes drops the rest of the answers: those callers get
         // an error rather than a guess.
         Ok(outcomes) => replies.extend(outcomes.into_iter().zip(answers).map(|(out, answer)| -> Reply {
-            // A queued outcome is known only after the flush (PostgreSQL applies it then), and
-            // a failed flush says why first: a restarting database is worth retrying.
-            Box::new(move |flushed: &Result<()>| answer(durable(out, flushed).and_then(Queued::take)))
+            // A failed flush says why first: a restarting database is worth retrying.
+            Box::new(move |flushed: &Result<()>| answer(durable(out, flushed).and_then(settle)))
         })),
-        Err(_) => tracing::error!(reports = entries.len(), "applying adoption reports panicked; none was applied"),
+        Err(_) => tracing::error!(writes, "applying a run of writes panicked; none was applied"),
     }
 }

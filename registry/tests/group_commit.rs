@@ -2,6 +2,7 @@
 //! the event log stays gapless, and everything acknowledged is there after a reopen.
 
 use efa_domain::authz::Identity;
+use efa_domain::model::adoption::{AdoptionReport, AdoptionState};
 use efa_domain::model::catalog::NewService;
 use efa_domain::model::ids::{Channel, LandCode, ServiceId};
 use efa_domain::model::release::UpdatePolicy;
@@ -51,12 +52,25 @@ fn concurrent_writes_are_acknowledged_once_each_and_survive_reopen() {
                 .map(|chunk| {
                     let (registry, service) = (&registry, service.clone());
                     s.spawn(move || {
+                        // Each Kommune subscribes and reports: subscriptions (one transaction
+                        // each) and reports (runs) interleave in the commit thread's batches.
                         chunk
                             .iter()
-                            .map(|ags| {
+                            .flat_map(|ags| {
                                 let target = SubscriptionTarget::Service(service.clone());
                                 let channel: Channel = "stable".parse().unwrap();
-                                registry.subscribe(ags, target, channel, UpdatePolicy::Auto).unwrap().1.seq
+                                let subscribed =
+                                    registry.subscribe(ags, target, channel, UpdatePolicy::Auto).unwrap().1.seq;
+                                let report = AdoptionReport {
+                                    service_id: service.clone(),
+                                    version: None,
+                                    state: AdoptionState::Rejected,
+                                    reason: "kein Bedarf".into(),
+                                };
+                                let (record, event) =
+                                    futures_executor::block_on(registry.report_adoption(ags, report)).unwrap();
+                                assert_eq!(&record.latest.ags, ags);
+                                [subscribed, event.seq]
                             })
                             .collect::<Vec<_>>()
                     })
@@ -65,8 +79,10 @@ fn concurrent_writes_are_acknowledged_once_each_and_survive_reopen() {
             handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
         });
         seqs.sort_unstable();
-        // One registration event, then one event per subscription, none missing or doubled.
-        assert_eq!(seqs, (2..2 + (threads * per_thread) as u64).collect::<Vec<_>>());
+        // One registration event, then one event per subscription and report, none missing or doubled.
+        assert_eq!(seqs, (2..2 + 2 * (threads * per_thread) as u64).collect::<Vec<_>>());
+        let totals = registry.service_totals(&service).unwrap();
+        assert_eq!((totals.records, totals.rejected), ((threads * per_thread) as u32, (threads * per_thread) as u32));
         registry.head_seq().unwrap()
     };
     let reopened = Registry::new(Arc::new(SledStore::open(dir.path()).unwrap()));

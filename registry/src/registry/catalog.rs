@@ -2,7 +2,7 @@
 
 use super::{Registry, MAX_DESCRIPTION_CHARS, MAX_REASON_CHARS, MAX_TITLE_CHARS};
 use crate::error::{Error, Result};
-use crate::store::InlineBlob;
+use crate::store::{InlineBlob, NewRelease};
 use efa_domain::authz::{acting_land, Identity};
 use efa_domain::bundle::Manifest;
 use efa_domain::error::echo;
@@ -236,18 +236,13 @@ impl Registry {
         inline: Vec<InlineBlob>,
     ) -> impl Future<Output = Result<(Release, Vec<Event>)>> + Send + 'static {
         let commit = Self::release_of(checked, release_notes, plan, &inline).map(|(release, rollout)| {
-            self.commits.write_async(move |s| {
-                let events = match &rollout {
-                    None => vec![s.insert_release(&release, &inline)?],
-                    Some(r) => {
-                        let (published, started) = s.insert_release_with_rollout(&release, r, &inline)?;
-                        vec![published, started]
-                    }
-                };
-                Ok((release, events))
-            })
+            let events = self.commits.release_async(NewRelease { release: release.clone(), rollout, inline });
+            (release, events)
         });
-        async move { commit?.await }
+        async move {
+            let (release, events) = commit?;
+            Ok((release, events.await?))
+        }
     }
 
     /// The release record (and started rollout) of a checked release.

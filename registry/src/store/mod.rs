@@ -41,6 +41,18 @@ pub struct InlineBlob {
     /// The file's content.
     pub bytes: Vec<u8>,
 }
+
+/// A release to insert, with its rollout (first ring open) if it has a plan, and its small
+/// files; see [`Store::insert_releases`].
+#[derive(Clone, Debug)]
+pub struct NewRelease {
+    /// The release record.
+    pub release: Release,
+    /// Its rollout, stored with it.
+    pub rollout: Option<Rollout>,
+    /// Its small files kept in the store.
+    pub inline: Vec<InlineBlob>,
+}
 pub use self::postgres::PostgresStore;
 pub use self::sled::{SledOptions, SledStore};
 
@@ -116,6 +128,19 @@ pub trait Store: LogStore + Send + Sync + 'static {
         rollout: &Rollout,
         inline: &[InlineBlob],
     ) -> Result<(Event, Event)>;
+    /// Several releases that reached the commit thread one after another, each with the
+    /// events [`insert_release`](Self::insert_release) or
+    /// [`insert_release_with_rollout`](Self::insert_release_with_rollout) would give, in
+    /// order. A store may insert them together (sled does: one transaction), but one that
+    /// fails (its version exists) must not fail the others.
+    fn insert_releases(&self, new: &[NewRelease]) -> Vec<Result<Vec<Event>>> {
+        new.iter()
+            .map(|n| match &n.rollout {
+                None => self.insert_release(&n.release, &n.inline).map(|e| vec![e]),
+                Some(r) => self.insert_release_with_rollout(&n.release, r, &n.inline).map(|(a, b)| vec![a, b]),
+            })
+            .collect()
+    }
     /// True if a published release names the blob: only such content is served.
     fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool>;
     /// The bytes of a blob kept in the store (see [`InlineBlob`]), if it is one.

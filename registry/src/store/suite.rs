@@ -145,6 +145,56 @@ macro_rules! store_test_suite {
             assert_eq!(store.head_seq().unwrap(), head);
         }
 
+        /// The commit thread hands a run of publishes over at once: each release gets its
+        /// events in order, and one whose version exists fails alone.
+        #[test]
+        fn a_run_of_releases_is_inserted_as_one_after_another() {
+            use efa_domain::model::rollout::{Gates, Members, Ring, Rollout, RolloutPlan};
+            use $crate::store::{InlineBlob, NewRelease};
+            let store = $make;
+            let s = service();
+            store
+                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
+                .unwrap();
+            store.insert_release(&release("1.0.0"), &[]).unwrap();
+            let head = store.head_seq().unwrap();
+            let plan = RolloutPlan {
+                rings: vec![Ring { name: "Pilot".into(), members: Members::Share { percent: 10 } }],
+                gates: Gates { min_healthy: 1, ..Default::default() },
+                decide_within_secs: None,
+            };
+            let small = InlineBlob {
+                digest: efa_domain::bundle::Digest::of(b"<h1>1.2.0</h1>"),
+                bytes: b"<h1>1.2.0</h1>".to_vec(),
+            };
+            let new = |v: &str, rollout: Option<Rollout>, inline: Vec<InlineBlob>| NewRelease {
+                release: release(v),
+                rollout,
+                inline,
+            };
+            let run = [
+                new("1.1.0", None, vec![]),
+                new("1.0.0", None, vec![]), // exists
+                new("1.2.0", Some(Rollout::start(plan, 2).unwrap()), vec![small.clone()]),
+            ];
+            store.begin_batch();
+            let out = store.insert_releases(&run);
+            store.flush().unwrap();
+            assert_eq!(out.len(), 3);
+            let seqs = |r: &$crate::Result<Vec<efa_domain::model::event::Event>>| -> Vec<u64> {
+                r.as_ref().unwrap().iter().map(|e| e.seq).collect()
+            };
+            assert_eq!(seqs(&out[0]), [head + 1]);
+            assert_eq!(out[1].as_ref().unwrap_err().kind(), efa_domain::error::ErrorKind::AlreadyExists);
+            assert_eq!(seqs(&out[2]), [head + 2, head + 3], "published, then its rollout started");
+            assert_eq!(store.head_seq().unwrap(), head + 3, "no event for the refused one, no gap");
+            let versions: Vec<String> = store.releases(&s.id).unwrap().iter().map(|r| r.version.to_string()).collect();
+            assert_eq!(versions, ["1.2.0", "1.1.0", "1.0.0"]);
+            assert!(store.rollout(&s.id, &"1.2.0".parse().unwrap(), None).unwrap().is_some());
+            assert!(store.rollout(&s.id, &"1.1.0".parse().unwrap(), None).unwrap().is_none());
+            assert_eq!(store.inline_blob(&small.digest).unwrap(), Some(small.bytes));
+        }
+
         #[test]
         fn releases_are_immutable_and_sorted_by_semver() {
             let store = $make;

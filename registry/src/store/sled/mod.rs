@@ -30,12 +30,13 @@ mod ledger;
 mod log;
 pub mod migrate;
 mod open;
+mod publish;
 mod tx;
 
 pub use open::{database_config, log_path, SledOptions};
 
 use super::codec::{decode, encode, Record, StoredSnapshot};
-use super::{ImportCounts, InlineBlob, Queued, Store};
+use super::{ImportCounts, InlineBlob, NewRelease, Queued, Store};
 use crate::error::{Error, Result};
 use efa_domain::model::adoption::{AdoptionEntry, AdoptionRecord, ServiceTotals};
 use efa_domain::model::catalog::{Kommune, Kreis, Land, LeikaEntry, OzgLeistung, Service, SigningKeys};
@@ -50,7 +51,7 @@ use efa_domain::model::rollout::{Rollout, Transition};
 use efa_domain::model::routing::RoutingRecord;
 use efa_domain::model::subscription::Subscription;
 use sled::Transactional;
-use tx::{abort, append_event, blob_ref_keys, from_tx, insert_release_tx, key, prefix, published, tx_get};
+use tx::{abort, append_event, blob_ref_keys, from_tx, key, prefix, tx_get};
 
 const SEQ_KEY: &[u8] = b"seq";
 /// Counter of bulk-loaded history entries (not an event seq; see `bulk_load_adoptions`).
@@ -116,6 +117,11 @@ impl SledStore {
         tree.apply_batch(batch)?;
         Ok(())
     }
+}
+
+/// A run that gave fewer outcomes than it had writes: a bug, not a state of the data.
+fn no_outcome() -> Error {
+    Error::Storage("a write left no outcome".into())
 }
 
 impl Store for SledStore {
@@ -210,14 +216,8 @@ impl Store for SledStore {
     }
 
     fn insert_release(&self, release: &Release, inline: &[InlineBlob]) -> Result<Event> {
-        let k = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
-        let refs = blob_ref_keys(release);
-        (&self.releases, &self.blob_refs, &self.inline_blobs, &self.meta, &self.events)
-            .transaction(|(releases, blob_refs, inline_blobs, meta, events)| {
-                insert_release_tx(releases, blob_refs, inline_blobs, &k, &refs, release, inline)?;
-                append_event(meta, events, release.published_at_ms, published(release))
-            })
-            .map_err(from_tx)
+        let new = NewRelease { release: release.clone(), rollout: None, inline: inline.to_vec() };
+        self.insert_release_run(std::slice::from_ref(&new))?.pop().and_then(|mut e| e.pop()).ok_or_else(no_outcome)
     }
 
     fn insert_release_with_rollout(
@@ -226,21 +226,26 @@ impl Store for SledStore {
         rollout: &Rollout,
         inline: &[InlineBlob],
     ) -> Result<(Event, Event)> {
-        let k = key(&[release.service_id.as_str().as_bytes(), release.version.to_string().as_bytes()]);
-        let refs = blob_ref_keys(release);
-        (&self.releases, &self.blob_refs, &self.inline_blobs, &self.rollouts, &self.meta, &self.events)
-            .transaction(|(releases, blob_refs, inline_blobs, rollouts, meta, events)| {
-                insert_release_tx(releases, blob_refs, inline_blobs, &k, &refs, release, inline)?;
-                let first = append_event(meta, events, release.published_at_ms, published(release))?;
-                rollouts.insert(k.as_slice(), encode(rollout))?;
-                let kind = EventKind::RolloutChanged {
-                    service_id: release.service_id.clone(),
-                    version: release.version.clone(),
-                    transition: Transition::Started,
-                };
-                Ok((first, append_event(meta, events, release.published_at_ms, kind)?))
-            })
-            .map_err(from_tx)
+        let new = NewRelease { release: release.clone(), rollout: Some(rollout.clone()), inline: inline.to_vec() };
+        match self.insert_release_run(std::slice::from_ref(&new))?.pop().as_deref() {
+            Some([published, started]) => Ok((published.clone(), started.clone())),
+            _ => Err(no_outcome()),
+        }
+    }
+
+    fn insert_releases(&self, new: &[NewRelease]) -> Vec<Result<Vec<Event>>> {
+        match self.insert_release_run(new) {
+            Ok(out) => out.into_iter().map(Ok).collect(),
+            // The shared transaction was rolled back whole; one existing version must not
+            // fail the releases beside it, so each gets a transaction of its own.
+            Err(_) if new.len() > 1 => new
+                .iter()
+                .map(|n| {
+                    self.insert_release_run(std::slice::from_ref(n)).and_then(|mut e| e.pop().ok_or_else(no_outcome))
+                })
+                .collect(),
+            Err(e) => vec![Err(e)],
+        }
     }
 
     fn blob_referenced(&self, digest: &efa_domain::bundle::Digest) -> Result<bool> {
@@ -333,8 +338,7 @@ impl Store for SledStore {
     }
 
     fn append_adoption(&self, entry: &AdoptionEntry) -> Result<(AdoptionRecord, Event)> {
-        let mut out = self.append_adoptions(std::slice::from_ref(entry))?;
-        out.pop().ok_or_else(|| Error::Storage("a report left no outcome".into()))
+        self.append_adoptions(std::slice::from_ref(entry))?.pop().ok_or_else(no_outcome)
     }
 
     fn queue_adoptions(&self, entries: &[AdoptionEntry]) -> Vec<Result<Queued<(AdoptionRecord, Event)>>> {
