@@ -4,12 +4,14 @@
 //! seconds. Served from here, a part costs neither a file open and read (a blocking-pool
 //! hop and a copy per byte) nor a registry read: an entry is made only after the registry
 //! said a published release names the digest, and published releases are never removed.
-//! The bytes are shared: every download of an entry sends slices of the one buffer.
+//! The bytes are shared: every download of an entry sends slices of the one buffer. The
+//! first requests of a wave arrive together, before anything is cached: they take turns
+//! ([`HotBlobs::load_turn`]), so one reads the part and the others find it cached.
 
 use bytes::Bytes;
 use efa_domain::bundle::Digest;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A bounded map from digest to content, least recently used out first.
 pub struct HotBlobs {
@@ -18,6 +20,8 @@ pub struct HotBlobs {
     /// The largest blob kept; larger ones are streamed from the store every time.
     max_entry: usize,
     inner: Mutex<Inner>,
+    /// One lock per blob being read into the cache; see [`load_turn`](Self::load_turn).
+    loading: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 #[derive(Default)]
@@ -32,7 +36,12 @@ struct Inner {
 impl HotBlobs {
     /// A cache of at most `budget` bytes for blobs of at most `max_entry` bytes each.
     pub fn new(budget: usize, max_entry: usize) -> Self {
-        HotBlobs { budget, max_entry: max_entry.min(budget), inner: Mutex::default() }
+        HotBlobs { budget, max_entry: max_entry.min(budget), inner: Mutex::default(), loading: Arc::default() }
+    }
+
+    /// Whether the cache keeps anything at all.
+    pub fn is_on(&self) -> bool {
+        self.max_entry > 0
     }
 
     /// Whether a blob of `len` bytes would be kept.
@@ -76,6 +85,17 @@ impl HotBlobs {
         }
     }
 
+    /// Waits until no other download is reading this blob, so a wave's simultaneous first
+    /// requests share one read: the caller looks in the cache again once it has its turn.
+    /// The turn ends when the returned value is dropped.
+    pub async fn load_turn(&self, digest: &Digest) -> LoadTurn {
+        let lock = {
+            let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+            loading.entry(*digest).or_default().clone()
+        };
+        LoadTurn { digest: *digest, loading: self.loading.clone(), guard: Some(lock.lock_owned().await) }
+    }
+
     /// Bytes held now.
     pub fn held(&self) -> usize {
         self.lock().held
@@ -83,6 +103,24 @@ impl HotBlobs {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A download's turn to read a blob into the cache; see [`HotBlobs::load_turn`].
+pub struct LoadTurn {
+    digest: Digest,
+    loading: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for LoadTurn {
+    fn drop(&mut self) {
+        let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's handle and this turn's are the last ones: nobody waits, forget the lock.
+        if loading.get(&self.digest).is_some_and(|l| Arc::strong_count(l) == 2) {
+            loading.remove(&self.digest);
+        }
+        drop(self.guard.take());
     }
 }
 
@@ -121,10 +159,34 @@ mod tests {
         assert!(hot.get(&big.0).is_none());
         assert!(!hot.admits(0));
         let off = HotBlobs::new(0, 100);
+        assert!(!off.is_on() && hot.is_on());
         let small = blob(2, 10);
         off.insert(small.0, small.1);
         assert_eq!(off.held(), 0);
         assert!(off.get(&small.0).is_none());
+    }
+
+    /// Downloads of one part take turns; the lock is forgotten once nobody waits.
+    #[tokio::test]
+    async fn downloads_of_one_part_take_turns() {
+        let hot = Arc::new(HotBlobs::new(1000, 100));
+        let (a, b) = (blob(1, 10), blob(2, 10));
+        let first = hot.load_turn(&a.0).await;
+        // Another part is not held up.
+        drop(hot.load_turn(&b.0).await);
+        let waiter = {
+            let hot = hot.clone();
+            tokio::spawn(async move {
+                let _turn = hot.load_turn(&a.0).await;
+                hot.get(&a.0)
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the second download waits for the first one's read");
+        hot.insert(a.0, a.1.clone());
+        drop(first);
+        assert_eq!(waiter.await.unwrap().as_deref(), Some(&a.1[..]), "and then finds the part cached");
+        assert!(hot.loading.lock().unwrap().is_empty());
     }
 
     #[test]

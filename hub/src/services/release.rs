@@ -531,6 +531,15 @@ impl ReleaseService for Releases {
             }
             BlobSource::Inline(bytes) => return in_memory(bytes.into()),
             BlobSource::Stored => {
+                // The first requests of a wave take turns: one reads the part, the rest find it.
+                let _turn = match r.offset == 0 && self.0.hot.is_on() {
+                    true => Some(self.0.hot.load_turn(&digest).await),
+                    false => None,
+                };
+                if let Some(bytes) = self.0.hot.get(&digest) {
+                    self.0.metrics.download_cache_hits.inc();
+                    return in_memory(bytes);
+                }
                 let blobs = self.0.blobs.clone();
                 let offset = r.offset;
                 let Some((body, len)) = off_the_runtime(|| blobs.reader(&digest, offset))? else {
