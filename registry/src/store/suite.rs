@@ -30,6 +30,15 @@ macro_rules! store_test_suite {
             }
         }
 
+        /// Registers [`service`] in the store and returns it.
+        fn registered(store: &dyn Store) -> Service {
+            let s = service();
+            store
+                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
+                .unwrap();
+            s
+        }
+
         fn release(v: &str) -> Release {
             Release {
                 service_id: "wohngeld-nrw".parse().unwrap(),
@@ -107,10 +116,7 @@ macro_rules! store_test_suite {
         fn a_release_and_its_rollout_are_stored_together_or_not_at_all() {
             use efa_domain::model::rollout::{Gates, Members, Ring, Rollout, RolloutPlan, Transition};
             let store = $make;
-            let s = service();
-            store
-                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
-                .unwrap();
+            registered(&store);
             let plan = RolloutPlan {
                 rings: vec![Ring { name: "Pilot".into(), members: Members::Share { percent: 10 } }],
                 gates: Gates { min_healthy: 1, ..Default::default() },
@@ -152,10 +158,7 @@ macro_rules! store_test_suite {
             use efa_domain::model::rollout::{Gates, Members, Ring, Rollout, RolloutPlan};
             use $crate::store::{InlineBlob, NewRelease};
             let store = $make;
-            let s = service();
-            store
-                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
-                .unwrap();
+            let s = registered(&store);
             store.insert_release(&release("1.0.0"), &[]).unwrap();
             let head = store.head_seq().unwrap();
             let plan = RolloutPlan {
@@ -198,10 +201,7 @@ macro_rules! store_test_suite {
         #[test]
         fn releases_are_immutable_and_sorted_by_semver() {
             let store = $make;
-            let s = service();
-            store
-                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
-                .unwrap();
+            let s = registered(&store);
             for v in ["1.9.0", "1.10.0", "1.2.0"] {
                 store.insert_release(&release(v), &[]).unwrap();
             }
@@ -242,10 +242,7 @@ macro_rules! store_test_suite {
             use efa_domain::bundle::{BundleLimits, BundlePath, Digest, FileEntry, Manifest};
             use $crate::store::InlineBlob;
             let store = $make;
-            let s = service();
-            store
-                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
-                .unwrap();
+            let s = registered(&store);
             let content = b"<h1>Wohngeld</h1>".to_vec();
             let file = Digest::of(&content);
             let manifest = |v: &str| Manifest {
@@ -284,10 +281,7 @@ macro_rules! store_test_suite {
         #[test]
         fn event_log_is_gapless_and_ordered() {
             let store = $make;
-            let s = service();
-            store
-                .put_service(&s, EventKind::ServiceRegistered { service_id: s.id.clone(), land: s.land.clone() })
-                .unwrap();
+            let s = registered(&store);
             store.insert_release(&release("1.0.0"), &[]).unwrap();
             let _ = store.insert_release(&release("1.0.0"), &[]);
             store
