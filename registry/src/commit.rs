@@ -63,9 +63,12 @@ impl Committer {
         f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
-        self.enqueue(f, move |answer| {
-            let _ = tx.send(answer);
-        })?;
+        self.send(mutation(
+            f,
+            Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        ))?;
         rx.recv().map_err(|_| lost())?
     }
 
@@ -75,14 +78,7 @@ impl Committer {
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
-        let (tx, rx) = futures_channel::oneshot::channel::<Result<T>>();
-        let queued = self.enqueue(f, move |answer| {
-            let _ = tx.send(answer);
-        });
-        async move {
-            queued?;
-            rx.await.map_err(|_| lost())?
-        }
+        self.run_async(|answer| mutation(f, answer))
     }
 
     /// Appends an adoption report to the ledger; resolves once it is durable.
@@ -115,23 +111,20 @@ impl Committer {
         }
     }
 
-    fn enqueue<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
-        // Called on the commit thread once the batch's flush is known. The caller may have
-        // gone away by then; there is nothing to tell it in that case.
-        answer: impl FnOnce(Result<T>) + Send + 'static,
-    ) -> Result<()> {
-        self.send(Job::Write(Box::new(move |store| {
-            let out = f(store);
-            Box::new(move |flushed: &Result<()>| answer(durable(out, flushed)))
-        })))
-    }
-
     fn send(&self, job: Job) -> Result<()> {
         let stopped = || Error::Storage("the commit thread has stopped".into());
         self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
     }
+}
+
+/// The job that applies `f` on the commit thread and tells `answer` its outcome once the
+/// batch's flush is known. The caller may have gone away by then; there is nothing to tell it
+/// in that case.
+fn mutation<T: Send + 'static>(f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static, answer: Answer<T>) -> Job {
+    Job::Write(Box::new(move |store| {
+        let out = f(store);
+        Box::new(move |flushed: &Result<()>| answer(durable(out, flushed)))
+    }))
 }
 
 /// A write's outcome once its batch's flush is known: a failed flush fails every write of
