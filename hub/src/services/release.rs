@@ -519,8 +519,12 @@ impl ReleaseService for Releases {
         };
         // A part that another node fetched moments ago (a rollout wave): no registry read
         // and no file. Only content a published release names was ever cached.
-        if let Some(bytes) = self.0.hot.get(&digest) {
+        let cached = || {
+            let bytes = self.0.hot.get(&digest)?;
             self.0.metrics.download_cache_hits.inc();
+            Some(bytes)
+        };
+        if let Some(bytes) = cached() {
             return in_memory(bytes);
         }
         // Only content of published releases is served; staged or stray blobs are not.
@@ -536,8 +540,7 @@ impl ReleaseService for Releases {
                     true => Some(self.0.hot.load_turn(&digest).await),
                     false => None,
                 };
-                if let Some(bytes) = self.0.hot.get(&digest) {
-                    self.0.metrics.download_cache_hits.inc();
+                if let Some(bytes) = cached() {
                     return in_memory(bytes);
                 }
                 let blobs = self.0.blobs.clone();
