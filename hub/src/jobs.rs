@@ -10,6 +10,7 @@ use efa_registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Whether `"service version"` names a committed release.
 pub(crate) fn committed(registry: &Registry, release: &str) -> bool {
@@ -19,6 +20,7 @@ pub(crate) fn committed(registry: &Registry, release: &str) -> bool {
 
 /// Collects blob garbage every `interval` (see [`BlobStore::collect_garbage`]).
 pub(crate) fn spawn_blob_gc(
+    jobs: &TaskTracker,
     registry: Arc<Registry>,
     blobs: BlobStore,
     config: &HubConfig,
@@ -26,7 +28,7 @@ pub(crate) fn spawn_blob_gc(
     shutdown: CancellationToken,
 ) {
     let (interval, grace) = (config.blob_gc_interval, config.blob_gc_grace);
-    tokio::spawn(async move {
+    jobs.spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.tick().await; // not at start: recovery just ran
         loop {
@@ -72,8 +74,14 @@ pub(crate) async fn holds_lease(registry: &Arc<Registry>, job: &'static str, rep
 /// The rollout controller: on one replica at a time, every `every`, the open ring
 /// of every running rollout is judged by its gates; a ring that passes opens the next one,
 /// a broken gate halts the rollout, an overdue ring pauses it. Each move is an event.
-pub(crate) fn spawn_rollout_controller(feed: Arc<Feed>, every: Duration, replica: String, shutdown: CancellationToken) {
-    tokio::spawn(async move {
+pub(crate) fn spawn_rollout_controller(
+    jobs: &TaskTracker,
+    feed: Arc<Feed>,
+    every: Duration,
+    replica: String,
+    shutdown: CancellationToken,
+) {
+    jobs.spawn(async move {
         let mut tick = tokio::time::interval(every);
         // Reports and ratings wake it early (a report on this replica; others' reach it at
         // the next tick), so a pilot ring's verdict follows its last report closely.
@@ -126,8 +134,14 @@ pub(crate) fn spawn_rollout_controller(feed: Arc<Feed>, every: Duration, replica
 }
 
 /// Trims the event log to the newest `keep` events once a minute.
-pub(crate) fn spawn_retention(registry: Arc<Registry>, keep: u64, replica: String, shutdown: CancellationToken) {
-    tokio::spawn(async move {
+pub(crate) fn spawn_retention(
+    jobs: &TaskTracker,
+    registry: Arc<Registry>,
+    keep: u64,
+    replica: String,
+    shutdown: CancellationToken,
+) {
+    jobs.spawn(async move {
         let every = Duration::from_secs(60);
         let mut tick = tokio::time::interval(every);
         loop {

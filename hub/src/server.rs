@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 
 /// How often the rollout controller looks at every running rollout (reports and ratings
@@ -202,6 +203,7 @@ pub struct RunningHub {
     state: Arc<HubState>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), HubError>>,
+    jobs: TaskTracker,
 }
 
 impl RunningHub {
@@ -229,16 +231,44 @@ impl RunningHub {
 
     /// Waits until the hub stops (after its token is cancelled).
     pub async fn wait(self) -> Result<(), HubError> {
-        let result = match self.task.await {
+        let RunningHub { registry, state, shutdown, task, jobs, .. } = self;
+        let result = match task.await {
             Ok(r) => r,
             Err(e) => Err(HubError::Task(format!("hub task panicked: {e}"))),
         };
-        let registry = self.registry.clone();
-        tokio::task::spawn_blocking(move || registry.flush()).await.map_err(|e| HubError::Task(e.to_string()))??;
+        // A server that stopped on its own stops its jobs too; a job in the middle of a round
+        // (the log's integrator, blob GC) finishes it first.
+        shutdown.cancel();
+        jobs.close();
+        jobs.wait().await;
+        drop(state);
+        // Connection and stream tasks hold the hub's state until they notice the stop; they
+        // end on their own, so give them a moment and close the store here, not later.
+        let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
+        while Arc::strong_count(&registry) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&registry) > 1 {
+            tracing::warn!(
+                holders = Arc::strong_count(&registry) - 1,
+                "tasks of the stopped hub still hold the store; it closes when the last one ends"
+            );
+        }
+        tokio::task::spawn_blocking(move || {
+            let flushed = registry.flush();
+            // Usually the last handle: the store closes here, off the async threads.
+            drop(registry);
+            flushed
+        })
+        .await
+        .map_err(|e| HubError::Task(e.to_string()))??;
         tracing::info!("hub stopped, store flushed");
         result
     }
 }
+
+/// How long a stopping hub waits for its connection and stream tasks to let go of the store.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// How often a replica's log follower reads a store that other replicas write too, in case
 /// a notification was lost (they wake it at once otherwise): one query per replica, however
@@ -321,8 +351,11 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         poll_interval: matches!(config.store, StoreLocation::Postgres(_)).then_some(config.shared_log_poll),
         wake: tokio::sync::Notify::new(),
     });
+    // The hub's own background jobs hold the registry; stopping waits for them, so the store
+    // is closed (its file lock released, nothing left to write) once `wait` returns.
+    let jobs = TaskTracker::new();
     if feed.poll_interval.is_some() {
-        tokio::spawn(feed.clone().follow_log());
+        jobs.spawn(feed.clone().follow_log());
     }
     {
         let feed = Arc::downgrade(&feed);
@@ -356,7 +389,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             .map_err(|e| HubError::Config(format!("federation_root: {e}")))?,
     });
     if let Some(keep) = config.event_retention {
-        spawn_retention(registry.clone(), keep, replica.clone(), shutdown.clone());
+        spawn_retention(&jobs, registry.clone(), keep, replica.clone(), shutdown.clone());
     }
     // Uploads of a hub that died mid-publish: promoted if their release was committed.
     let recovered = {
@@ -369,7 +402,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
     if recovered != Default::default() {
         tracing::warn!(?recovered, "recovered uploads of an interrupted publish");
     }
-    spawn_rollout_controller(state.feed.clone(), config.rollout_round, replica.clone(), shutdown.clone());
+    spawn_rollout_controller(&jobs, state.feed.clone(), config.rollout_round, replica.clone(), shutdown.clone());
     if config.transparency_log {
         let log_key = config.log_key.clone().unwrap_or_else(|| config.data_dir.join("log.key"));
         let key = crate::translog::load_or_create_key(&log_key, &config.log_origin)?;
@@ -380,6 +413,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
                 .map_err(|e| HubError::Task(e.to_string()))??
         };
         crate::translog::spawn_integrator(
+            &jobs,
             state.feed.clone(),
             key,
             config.checkpoint_interval,
@@ -387,7 +421,7 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
             shutdown.clone(),
         );
     }
-    spawn_blob_gc(registry.clone(), state.blobs.clone(), &config, replica, shutdown.clone());
+    spawn_blob_gc(&jobs, registry.clone(), state.blobs.clone(), &config, replica, shutdown.clone());
 
     let tls = match (&config.tls, config.insecure_dev) {
         (Some(files), _) => Some(TlsServer::new(files.clone())?),
@@ -522,5 +556,5 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, HubError> {
         }
         result
     });
-    Ok(RunningHub { addr, dashboard_addr, registry, state, shutdown, task })
+    Ok(RunningHub { addr, dashboard_addr, registry, state, shutdown, task, jobs })
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The default origin of a hub's log, used when its key is created; operators name their
 /// own (`log_origin` in the hub's TOML) so checkpoints say which federation they belong to.
@@ -153,13 +154,14 @@ const ROUND_EVENTS: u64 = 4096;
 /// Runs [`integrate`] every `every`, or once [`ROUND_EVENTS`] events arrived, on the replica
 /// holding the lease.
 pub(crate) fn spawn_integrator(
+    jobs: &TaskTracker,
     feed: Arc<Feed>,
     key: LogKey,
     every: Duration,
     replica: String,
     shutdown: CancellationToken,
 ) {
-    tokio::spawn(async move {
+    jobs.spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut bus = feed.bus.subscribe();
@@ -188,7 +190,8 @@ pub(crate) fn spawn_integrator(
             if !crate::jobs::holds_lease(&feed.registry, "log-integrator", &replica, every * 5).await {
                 continue;
             }
-            loop {
+            // A stopping hub waits for this task; it leaves a backlog for the next start.
+            while !shutdown.is_cancelled() {
                 let (r, s) = (feed.registry.clone(), key.clone());
                 match tokio::task::spawn_blocking(move || integrate(&r, &s)).await {
                     Ok(Ok(Some(size))) => {

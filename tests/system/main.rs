@@ -19,6 +19,7 @@ mod rollouts;
 mod routing;
 mod s3_blobs;
 mod scaleout;
+mod shutdown;
 mod tls;
 mod verification;
 mod zustaendigkeit;
