@@ -44,6 +44,31 @@ pub struct World {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for World {
+    /// A test that ends with its hub running leaves the hub's tasks, and with them its store,
+    /// to go when the test's runtime does, after this. Deleting the directory under an open
+    /// sled store can leave the store's last flush waiting forever while it holds sled's
+    /// process-wide lock, which stops every other test's store in this process. So the
+    /// directory goes once the store has closed, from a thread of its own.
+    fn drop(&mut self) {
+        let Some(hub) = self.fed.hub.take() else { return };
+        hub.shutdown_token().cancel();
+        let store = std::sync::Arc::downgrade(&hub.registry);
+        drop(hub);
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while store.strong_count() > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if store.strong_count() > 0 {
+                // Still open: leave the directory rather than pull it from under the store.
+                let _ = dir.keep();
+            }
+        });
+    }
+}
+
 /// One subscription of a test node.
 pub struct Sub {
     pub service: &'static str,
@@ -389,23 +414,16 @@ pub fn pilot_plan() -> efa_domain::model::rollout::RolloutPlan {
 }
 
 /// Edits a stopped hub's sled store behind its back, as whoever runs the machine could:
-/// `edit` gets the store's database and its transparency log's (`db/tlog`). The
-/// hub's last background task may hold a lock a moment after it stopped.
+/// `edit` gets the store's database and its transparency log's (`db/tlog`).
 pub fn edit_stopped_store<T>(w: &World, edit: impl FnOnce(&sled::Db, &sled::Db) -> T) -> T {
+    // A stopped hub has closed its store: stopping waits for the hub's jobs (the log's
+    // integrator, blob GC), the last holders of the store.
     let open = |path: std::path::PathBuf| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            // The store's own settings: sled refuses a database opened without the
-            // compression it was created with.
-            match efa_registry::store::sled::database_config(&path).open() {
-                Ok(db) => return db,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    eprintln!("waiting for the stopped hub to release {}: {e}", path.display());
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(e) => panic!("the stopped hub's store {}: {e}", path.display()),
-            }
-        }
+        // The store's own settings: sled refuses a database opened without the compression
+        // it was created with.
+        efa_registry::store::sled::database_config(&path)
+            .open()
+            .unwrap_or_else(|e| panic!("the stopped hub still holds its store {}: {e}", path.display()))
     };
     let path = w.fed.hub_data_dir().join("db");
     let (db, log) = (open(path.clone()), open(efa_registry::store::sled::log_path(&path)));
