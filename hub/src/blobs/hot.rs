@@ -13,6 +13,9 @@ use efa_domain::bundle::Digest;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// The blobs being read into the cache, each with the lock its downloads take turns on.
+type Loading = Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>;
+
 /// A bounded map from digest to content, least recently used out first.
 pub struct HotBlobs {
     /// Bytes the entries may hold together (0: the cache is off).
@@ -21,7 +24,7 @@ pub struct HotBlobs {
     max_entry: usize,
     inner: Mutex<Inner>,
     /// One lock per blob being read into the cache; see [`load_turn`](Self::load_turn).
-    loading: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
+    loading: Loading,
 }
 
 #[derive(Default)]
@@ -109,7 +112,7 @@ impl HotBlobs {
 /// A download's turn to read a blob into the cache; see [`HotBlobs::load_turn`].
 pub struct LoadTurn {
     digest: Digest,
-    loading: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
+    loading: Loading,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
